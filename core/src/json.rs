@@ -1,0 +1,464 @@
+//! The JSON of Feast's HTTP feature server: how values are printed in responses, and how request
+//! values are read, typed by the declared `ValueType` rather than by what the JSON looks like.
+//!
+//! Printing: null for unset; integers as JSON numbers (int64 included); floats in Python's
+//! shortest round-trip `repr` form, float32 widened to f64 first (so 0.8057102f32 prints as
+//! `0.8057101964950562`); NaN and infinities as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`;
+//! bytes as padded base64; unix timestamps as integer seconds; lists and sets as arrays;
+//! maps and structs as objects; JSON values as the document they hold.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::Value as Json;
+
+use crate::{Value, ValueType};
+
+/// Appends the JSON text of `value` to `out`.
+pub fn write_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bytes(b) => write_str(out, &BASE64.encode(b)),
+        Value::String(s) | Value::Uuid(s) | Value::TimeUuid(s) => write_str(out, s),
+        Value::Int32(i) => write_int(out, i64::from(*i)),
+        Value::Int64(i) | Value::UnixTimestamp(i) => write_int(out, *i),
+        Value::Double(d) => write_float(out, *d),
+        Value::Float(f) => write_float(out, f64::from(*f)),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Json(s) => write_json_text(out, s),
+        Value::BytesList(l) | Value::BytesSet(l) => {
+            write_array(out, l, |o, b| write_str(o, &BASE64.encode(b)))
+        }
+        Value::StringList(l)
+        | Value::StringSet(l)
+        | Value::UuidList(l)
+        | Value::TimeUuidList(l) => write_array(out, l, |o, s| write_str(o, s)),
+        Value::JsonList(l) => write_array(out, l, |o, s| write_json_text(o, s)),
+        Value::Int32List(l) | Value::Int32Set(l) => {
+            write_array(out, l, |o, i| write_int(o, i64::from(*i)))
+        }
+        Value::Int64List(l)
+        | Value::Int64Set(l)
+        | Value::UnixTimestampList(l)
+        | Value::UnixTimestampSet(l) => write_array(out, l, |o, i| write_int(o, *i)),
+        Value::DoubleList(l) | Value::DoubleSet(l) => {
+            write_array(out, l, |o, d| write_float(o, *d))
+        }
+        Value::FloatList(l) | Value::FloatSet(l) => {
+            write_array(out, l, |o, f| write_float(o, f64::from(*f)))
+        }
+        Value::BoolList(l) | Value::BoolSet(l) => {
+            write_array(out, l, |o, b| o.push_str(if *b { "true" } else { "false" }))
+        }
+        Value::Map(m) | Value::Struct(m) => write_object(out, m),
+        Value::MapList(l) | Value::StructList(l) => write_array(out, l, write_object),
+    }
+}
+
+/// The JSON text of `value` (see [`write_value`]).
+pub fn value_to_string(value: &Value) -> String {
+    let mut s = String::new();
+    write_value(&mut s, value);
+    s
+}
+
+/// `value` as a parsed JSON tree.
+pub fn value_to_json(value: &Value) -> Json {
+    // The writer only emits valid JSON, so parsing it back cannot fail.
+    serde_json::from_str(&value_to_string(value)).unwrap_or(Json::Null)
+}
+
+fn write_int(out: &mut String, i: i64) {
+    let _ = write!(out, "{i}");
+}
+
+/// A JSON string literal, escaped as serde_json does.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_json_text(out: &mut String, text: &str) {
+    match serde_json::from_str::<Json>(text) {
+        Ok(doc) => out.push_str(&doc.to_string()),
+        // Not a valid document: hand the text over as a string rather than emit broken JSON.
+        Err(_) => write_str(out, text),
+    }
+}
+
+fn write_array<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+    out.push(']');
+}
+
+fn write_object(out: &mut String, m: &BTreeMap<String, Value>) {
+    out.push('{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, k);
+        out.push(':');
+        write_value(out, v);
+    }
+    out.push('}');
+}
+
+/// Appends a float as Python's `repr` prints it (what Feast's server emits): the shortest text
+/// that round-trips, positional between 1e-4 and 1e16 (`0.0001`, `1.0`, `1234.5`), scientific
+/// outside it (`1e-05`, `1.5e+16`). Non-finite values become the strings Feast uses.
+pub fn write_float(out: &mut String, x: f64) {
+    if x.is_nan() {
+        out.push_str("\"NaN\"");
+        return;
+    }
+    if x.is_infinite() {
+        out.push_str(if x > 0.0 {
+            "\"Infinity\""
+        } else {
+            "\"-Infinity\""
+        });
+        return;
+    }
+    // `{:e}` gives the shortest round-trip digits: "-8.057101964950562e-1".
+    let sci = format!("{x:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if negative {
+        out.push('-');
+    }
+    if (-4..16).contains(&exp) {
+        let point = exp + 1; // digits before the decimal point
+        if point <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-point) as usize));
+            out.push_str(&digits);
+        } else if point as usize >= digits.len() {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+            out.push_str(".0");
+        } else {
+            let (int, frac) = digits.split_at(point as usize);
+            out.push_str(int);
+            out.push('.');
+            out.push_str(frac);
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+}
+
+/// Reads one request value of the declared type. The JSON decides nothing about the type: a
+/// `1001` for an Int32 entity is an int32, and a `"1001"` for it is an error. The message says
+/// what was expected.
+pub fn parse_value(json: &Json, ty: ValueType) -> Result<Value, String> {
+    if json.is_null() {
+        return Ok(Value::Null);
+    }
+    let scalar = |j: &Json, t: ValueType| parse_scalar(j, t);
+    let list = |t: ValueType| -> Result<Vec<Value>, String> {
+        let items = json
+            .as_array()
+            .ok_or_else(|| format!("expected an array of {t} values, got {}", kind(json)))?;
+        items.iter().map(|j| scalar(j, t)).collect()
+    };
+    macro_rules! collect {
+        ($elem:expr, $variant:ident, $pat:pat => $out:expr) => {
+            Value::$variant(
+                list($elem)?
+                    .into_iter()
+                    .map(|v| match v {
+                        $pat => Ok($out),
+                        _ => Err(format!("null inside an array of {}", $elem)),
+                    })
+                    .collect::<Result<_, String>>()?,
+            )
+        };
+    }
+    Ok(match ty {
+        ValueType::BytesList => collect!(ValueType::Bytes, BytesList, Value::Bytes(b) => b),
+        ValueType::BytesSet => collect!(ValueType::Bytes, BytesSet, Value::Bytes(b) => b),
+        ValueType::StringList => collect!(ValueType::String, StringList, Value::String(s) => s),
+        ValueType::StringSet => collect!(ValueType::String, StringSet, Value::String(s) => s),
+        ValueType::Int32List => collect!(ValueType::Int32, Int32List, Value::Int32(i) => i),
+        ValueType::Int32Set => collect!(ValueType::Int32, Int32Set, Value::Int32(i) => i),
+        ValueType::Int64List => collect!(ValueType::Int64, Int64List, Value::Int64(i) => i),
+        ValueType::Int64Set => collect!(ValueType::Int64, Int64Set, Value::Int64(i) => i),
+        ValueType::DoubleList => collect!(ValueType::Double, DoubleList, Value::Double(d) => d),
+        ValueType::DoubleSet => collect!(ValueType::Double, DoubleSet, Value::Double(d) => d),
+        ValueType::FloatList => collect!(ValueType::Float, FloatList, Value::Float(f) => f),
+        ValueType::FloatSet => collect!(ValueType::Float, FloatSet, Value::Float(f) => f),
+        ValueType::BoolList => collect!(ValueType::Bool, BoolList, Value::Bool(b) => b),
+        ValueType::BoolSet => collect!(ValueType::Bool, BoolSet, Value::Bool(b) => b),
+        ValueType::UnixTimestampList => {
+            collect!(ValueType::UnixTimestamp, UnixTimestampList, Value::UnixTimestamp(t) => t)
+        }
+        ValueType::UnixTimestampSet => {
+            collect!(ValueType::UnixTimestamp, UnixTimestampSet, Value::UnixTimestamp(t) => t)
+        }
+        ValueType::UuidList => collect!(ValueType::Uuid, UuidList, Value::Uuid(s) => s),
+        ValueType::TimeUuidList => {
+            collect!(ValueType::TimeUuid, TimeUuidList, Value::TimeUuid(s) => s)
+        }
+        ValueType::JsonList => collect!(ValueType::Json, JsonList, Value::Json(s) => s),
+        ValueType::Map => Value::Map(parse_object(json)?),
+        ValueType::Struct => Value::Struct(parse_object(json)?),
+        ValueType::MapList | ValueType::StructList => {
+            let items = json
+                .as_array()
+                .ok_or_else(|| format!("expected an array of objects, got {}", kind(json)))?;
+            let maps = items
+                .iter()
+                .map(parse_object)
+                .collect::<Result<Vec<_>, _>>()?;
+            if ty == ValueType::MapList {
+                Value::MapList(maps)
+            } else {
+                Value::StructList(maps)
+            }
+        }
+        other => scalar(json, other)?,
+    })
+}
+
+fn parse_scalar(json: &Json, ty: ValueType) -> Result<Value, String> {
+    if json.is_null() {
+        return Ok(Value::Null);
+    }
+    let mismatch = || format!("expected {}, got {}", describe(ty), kind(json));
+    Ok(match ty {
+        ValueType::Int64 => Value::Int64(json.as_i64().ok_or_else(mismatch)?),
+        ValueType::Int32 => {
+            let i = json.as_i64().ok_or_else(mismatch)?;
+            Value::Int32(i32::try_from(i).map_err(|_| format!("{i} is out of range for Int32"))?)
+        }
+        ValueType::UnixTimestamp => match json {
+            Json::String(s) => Value::UnixTimestamp(
+                crate::time::parse_datetime(s)
+                    .ok_or_else(|| {
+                        format!("expected epoch seconds or an RFC 3339 time, got {s:?}")
+                    })?
+                    .seconds,
+            ),
+            _ => Value::UnixTimestamp(json.as_i64().ok_or_else(mismatch)?),
+        },
+        ValueType::Double => Value::Double(parse_float(json).ok_or_else(mismatch)?),
+        ValueType::Float => Value::Float(parse_float(json).ok_or_else(mismatch)? as f32),
+        ValueType::Bool => Value::Bool(json.as_bool().ok_or_else(mismatch)?),
+        ValueType::String => Value::String(json.as_str().ok_or_else(mismatch)?.to_owned()),
+        ValueType::Uuid => Value::Uuid(json.as_str().ok_or_else(mismatch)?.to_owned()),
+        ValueType::TimeUuid => Value::TimeUuid(json.as_str().ok_or_else(mismatch)?.to_owned()),
+        ValueType::Bytes => Value::Bytes(
+            BASE64
+                .decode(json.as_str().ok_or_else(mismatch)?)
+                .map_err(|e| format!("expected base64 bytes: {e}"))?,
+        ),
+        ValueType::Json => Value::Json(match json {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        other => return Err(format!("values of type {other} cannot be given here")),
+    })
+}
+
+fn parse_float(json: &Json) -> Option<f64> {
+    match json {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn parse_object(json: &Json) -> Result<BTreeMap<String, Value>, String> {
+    let obj = json
+        .as_object()
+        .ok_or_else(|| format!("expected an object, got {}", kind(json)))?;
+    obj.iter()
+        .map(|(k, v)| Ok((k.clone(), infer(v)?)))
+        .collect()
+}
+
+/// Map values carry no declared type: take the natural one (int64, double, string, ...).
+fn infer(json: &Json) -> Result<Value, String> {
+    Ok(match json {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int64(i),
+            None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(_) => Value::Json(json.to_string()),
+        Json::Object(_) => Value::Map(parse_object(json)?),
+    })
+}
+
+/// Reads an entity key value: only the types Feast can key on.
+pub fn parse_entity_value(json: &Json, ty: ValueType) -> Result<Value, String> {
+    if !ty.is_keyable() {
+        return Err(format!("entity type {ty} cannot be used as a key"));
+    }
+    if json.is_null() {
+        return Err(format!("expected {}, got null", describe(ty)));
+    }
+    parse_scalar(json, ty)
+}
+
+fn describe(ty: ValueType) -> String {
+    match ty {
+        ValueType::Int32 => "an integer (Int32)".to_owned(),
+        ValueType::Int64 => "an integer (Int64)".to_owned(),
+        ValueType::UnixTimestamp => "epoch seconds (UnixTimestamp)".to_owned(),
+        ValueType::Double => "a number (Float64)".to_owned(),
+        ValueType::Float => "a number (Float32)".to_owned(),
+        ValueType::Bool => "a boolean".to_owned(),
+        ValueType::String => "a string".to_owned(),
+        ValueType::Bytes => "a base64 string (Bytes)".to_owned(),
+        other => format!("a {other} value"),
+    }
+}
+
+fn kind(json: &Json) -> String {
+    match json {
+        Json::Null => "null".to_owned(),
+        Json::Bool(b) => format!("the boolean {b}"),
+        Json::Number(n) => format!("the number {n}"),
+        Json::String(s) if s.len() <= 40 => format!("the string {s:?}"),
+        Json::String(_) => "a string".to_owned(),
+        Json::Array(_) => "an array".to_owned(),
+        Json::Object(_) => "an object".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn float(x: f64) -> String {
+        let mut s = String::new();
+        write_float(&mut s, x);
+        s
+    }
+
+    #[test]
+    fn floats_print_like_python_repr() {
+        assert_eq!(float(1.0), "1.0");
+        assert_eq!(float(-0.0), "-0.0");
+        assert_eq!(float(0.1), "0.1");
+        assert_eq!(float(f64::from(0.805_710_2_f32)), "0.8057101964950562");
+        assert_eq!(float(1234.5), "1234.5");
+        assert_eq!(float(0.0001), "0.0001");
+        assert_eq!(float(0.00001), "1e-05");
+        assert_eq!(float(1e15), "1000000000000000.0");
+        assert_eq!(float(1e16), "1e+16");
+        assert_eq!(float(1.5e300), "1.5e+300");
+        assert_eq!(float(-2.5e-7), "-2.5e-07");
+        assert_eq!(float(f64::NAN), "\"NaN\"");
+        assert_eq!(float(f64::NEG_INFINITY), "\"-Infinity\"");
+        // Every printed float parses back to the same bits.
+        for x in [
+            0.1,
+            1.0 / 3.0,
+            123_456_789.123_456_78,
+            5e-324,
+            f64::MAX,
+            2.0_f64.powi(60),
+        ] {
+            assert_eq!(float(x).parse::<f64>().unwrap(), x);
+        }
+    }
+
+    #[test]
+    fn values_print_as_feast_does() {
+        let cases = [
+            (Value::Null, "null"),
+            (Value::Int64(9_007_199_254_740_993), "9007199254740993"),
+            (Value::Bytes(vec![0, 1, 255]), "\"AAH/\""),
+            (Value::String("a\"b\n".into()), "\"a\\\"b\\n\""),
+            (Value::Int32List(vec![1, -2]), "[1,-2]"),
+            (Value::FloatList(vec![0.5, f32::NAN]), "[0.5,\"NaN\"]"),
+            (Value::Json("{\"a\": [1, 2]}".into()), "{\"a\":[1,2]}"),
+            (Value::UnixTimestamp(1_795_658_400), "1795658400"),
+        ];
+        for (v, text) in cases {
+            assert_eq!(value_to_string(&v), text, "{v:?}");
+        }
+        let mut m = BTreeMap::new();
+        m.insert("k".to_owned(), Value::Double(2.0));
+        assert_eq!(value_to_string(&Value::Map(m)), "{\"k\":2.0}");
+    }
+
+    #[test]
+    fn request_values_take_the_declared_type() {
+        assert_eq!(
+            parse_entity_value(&json!(1001), ValueType::Int32),
+            Ok(Value::Int32(1001))
+        );
+        assert_eq!(
+            parse_entity_value(&json!(1001), ValueType::Int64),
+            Ok(Value::Int64(1001))
+        );
+        assert!(parse_entity_value(&json!("1001"), ValueType::Int64).is_err());
+        assert!(
+            parse_entity_value(&json!(3_000_000_000_i64), ValueType::Int32)
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(parse_entity_value(&json!(1.5), ValueType::Int64).is_err());
+        assert!(parse_entity_value(&json!(null), ValueType::String).is_err());
+        assert!(parse_entity_value(&json!(1), ValueType::Float).is_err());
+        assert_eq!(
+            parse_value(&json!([1, 2]), ValueType::Int32List),
+            Ok(Value::Int32List(vec![1, 2]))
+        );
+        assert_eq!(
+            parse_value(&json!("NaN"), ValueType::Double).map(|v| v.value_type()),
+            Ok(ValueType::Double)
+        );
+        assert!(parse_value(&json!([1, null]), ValueType::Int64List).is_err());
+        assert_eq!(
+            parse_value(&json!("AAH/"), ValueType::Bytes),
+            Ok(Value::Bytes(vec![0, 1, 255]))
+        );
+    }
+}

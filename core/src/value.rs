@@ -1,0 +1,296 @@
+//! Feature and entity values: quiver's `Value` and its lossless mapping to Feast's `Value` proto.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use crate::ValueType;
+use crate::proto::types as pb;
+use crate::proto::types::value::Val;
+
+/// One feature or entity value. Mirrors the cases of Feast's `Value` oneof that quiver models;
+/// `Null` is an unset value (zero bytes on the wire).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bytes(Vec<u8>),
+    String(String),
+    Int32(i32),
+    Int64(i64),
+    Double(f64),
+    Float(f32),
+    Bool(bool),
+    /// Seconds since the epoch.
+    UnixTimestamp(i64),
+    BytesList(Vec<Vec<u8>>),
+    StringList(Vec<String>),
+    Int32List(Vec<i32>),
+    Int64List(Vec<i64>),
+    DoubleList(Vec<f64>),
+    FloatList(Vec<f32>),
+    BoolList(Vec<bool>),
+    UnixTimestampList(Vec<i64>),
+    Map(BTreeMap<String, Value>),
+    MapList(Vec<BTreeMap<String, Value>>),
+    BytesSet(Vec<Vec<u8>>),
+    StringSet(Vec<String>),
+    Int32Set(Vec<i32>),
+    Int64Set(Vec<i64>),
+    DoubleSet(Vec<f64>),
+    FloatSet(Vec<f32>),
+    BoolSet(Vec<bool>),
+    UnixTimestampSet(Vec<i64>),
+    /// JSON document text.
+    Json(String),
+    JsonList(Vec<String>),
+    Struct(BTreeMap<String, Value>),
+    StructList(Vec<BTreeMap<String, Value>>),
+    Uuid(String),
+    TimeUuid(String),
+    UuidList(Vec<String>),
+    TimeUuidList(Vec<String>),
+}
+
+impl Value {
+    /// The value's type; `Null` for an unset value.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::Null => ValueType::Null,
+            Value::Bytes(_) => ValueType::Bytes,
+            Value::String(_) => ValueType::String,
+            Value::Int32(_) => ValueType::Int32,
+            Value::Int64(_) => ValueType::Int64,
+            Value::Double(_) => ValueType::Double,
+            Value::Float(_) => ValueType::Float,
+            Value::Bool(_) => ValueType::Bool,
+            Value::UnixTimestamp(_) => ValueType::UnixTimestamp,
+            Value::BytesList(_) => ValueType::BytesList,
+            Value::StringList(_) => ValueType::StringList,
+            Value::Int32List(_) => ValueType::Int32List,
+            Value::Int64List(_) => ValueType::Int64List,
+            Value::DoubleList(_) => ValueType::DoubleList,
+            Value::FloatList(_) => ValueType::FloatList,
+            Value::BoolList(_) => ValueType::BoolList,
+            Value::UnixTimestampList(_) => ValueType::UnixTimestampList,
+            Value::Map(_) => ValueType::Map,
+            Value::MapList(_) => ValueType::MapList,
+            Value::BytesSet(_) => ValueType::BytesSet,
+            Value::StringSet(_) => ValueType::StringSet,
+            Value::Int32Set(_) => ValueType::Int32Set,
+            Value::Int64Set(_) => ValueType::Int64Set,
+            Value::DoubleSet(_) => ValueType::DoubleSet,
+            Value::FloatSet(_) => ValueType::FloatSet,
+            Value::BoolSet(_) => ValueType::BoolSet,
+            Value::UnixTimestampSet(_) => ValueType::UnixTimestampSet,
+            Value::Json(_) => ValueType::Json,
+            Value::JsonList(_) => ValueType::JsonList,
+            Value::Struct(_) => ValueType::Struct,
+            Value::StructList(_) => ValueType::StructList,
+            Value::Uuid(_) => ValueType::Uuid,
+            Value::TimeUuid(_) => ValueType::TimeUuid,
+            Value::UuidList(_) => ValueType::UuidList,
+            Value::TimeUuidList(_) => ValueType::TimeUuidList,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Decodes a serialized Feast `Value` (as stored in Redis and SQLite). Empty bytes are null;
+    /// unknown oneof cases (newer Feast types quiver does not model) decode as null too.
+    pub fn decode(bytes: &[u8]) -> Result<Value, prost::DecodeError> {
+        Ok(Value::from(pb::Value::decode(bytes)?))
+    }
+
+    /// Serializes as a Feast `Value`, byte for byte what Feast's Python SDK writes.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        pb::Value::from(self.clone()).encode_to_vec()
+    }
+}
+
+fn map_from_proto(m: pb::Map) -> BTreeMap<String, Value> {
+    m.val
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect()
+}
+
+fn map_to_proto(m: BTreeMap<String, Value>) -> pb::Map {
+    pb::Map {
+        val: m
+            .into_iter()
+            .map(|(k, v)| (k, pb::Value::from(v)))
+            .collect(),
+    }
+}
+
+impl From<pb::Value> for Value {
+    fn from(v: pb::Value) -> Self {
+        let Some(val) = v.val else {
+            return Value::Null;
+        };
+        match val {
+            Val::BytesVal(b) => Value::Bytes(b),
+            Val::StringVal(s) => Value::String(s),
+            Val::Int32Val(i) => Value::Int32(i),
+            Val::Int64Val(i) => Value::Int64(i),
+            Val::DoubleVal(d) => Value::Double(d),
+            Val::FloatVal(f) => Value::Float(f),
+            Val::BoolVal(b) => Value::Bool(b),
+            Val::UnixTimestampVal(t) => Value::UnixTimestamp(t),
+            Val::BytesListVal(l) => Value::BytesList(l.val),
+            Val::StringListVal(l) => Value::StringList(l.val),
+            Val::Int32ListVal(l) => Value::Int32List(l.val),
+            Val::Int64ListVal(l) => Value::Int64List(l.val),
+            Val::DoubleListVal(l) => Value::DoubleList(l.val),
+            Val::FloatListVal(l) => Value::FloatList(l.val),
+            Val::BoolListVal(l) => Value::BoolList(l.val),
+            Val::UnixTimestampListVal(l) => Value::UnixTimestampList(l.val),
+            Val::NullVal(_) => Value::Null,
+            Val::MapVal(m) => Value::Map(map_from_proto(m)),
+            Val::MapListVal(l) => Value::MapList(l.val.into_iter().map(map_from_proto).collect()),
+            Val::BytesSetVal(l) => Value::BytesSet(l.val),
+            Val::StringSetVal(l) => Value::StringSet(l.val),
+            Val::Int32SetVal(l) => Value::Int32Set(l.val),
+            Val::Int64SetVal(l) => Value::Int64Set(l.val),
+            Val::DoubleSetVal(l) => Value::DoubleSet(l.val),
+            Val::FloatSetVal(l) => Value::FloatSet(l.val),
+            Val::BoolSetVal(l) => Value::BoolSet(l.val),
+            Val::UnixTimestampSetVal(l) => Value::UnixTimestampSet(l.val),
+            Val::JsonVal(s) => Value::Json(s),
+            Val::JsonListVal(l) => Value::JsonList(l.val),
+            Val::StructVal(m) => Value::Struct(map_from_proto(m)),
+            Val::StructListVal(l) => {
+                Value::StructList(l.val.into_iter().map(map_from_proto).collect())
+            }
+            Val::UuidVal(s) => Value::Uuid(s),
+            Val::TimeUuidVal(s) => Value::TimeUuid(s),
+            Val::UuidListVal(l) => Value::UuidList(l.val),
+            Val::TimeUuidListVal(l) => Value::TimeUuidList(l.val),
+        }
+    }
+}
+
+impl From<Value> for pb::Value {
+    fn from(v: Value) -> Self {
+        let val = match v {
+            Value::Null => None,
+            Value::Bytes(b) => Some(Val::BytesVal(b)),
+            Value::String(s) => Some(Val::StringVal(s)),
+            Value::Int32(i) => Some(Val::Int32Val(i)),
+            Value::Int64(i) => Some(Val::Int64Val(i)),
+            Value::Double(d) => Some(Val::DoubleVal(d)),
+            Value::Float(f) => Some(Val::FloatVal(f)),
+            Value::Bool(b) => Some(Val::BoolVal(b)),
+            Value::UnixTimestamp(t) => Some(Val::UnixTimestampVal(t)),
+            Value::BytesList(val) => Some(Val::BytesListVal(pb::BytesList { val })),
+            Value::StringList(val) => Some(Val::StringListVal(pb::StringList { val })),
+            Value::Int32List(val) => Some(Val::Int32ListVal(pb::Int32List { val })),
+            Value::Int64List(val) => Some(Val::Int64ListVal(pb::Int64List { val })),
+            Value::DoubleList(val) => Some(Val::DoubleListVal(pb::DoubleList { val })),
+            Value::FloatList(val) => Some(Val::FloatListVal(pb::FloatList { val })),
+            Value::BoolList(val) => Some(Val::BoolListVal(pb::BoolList { val })),
+            Value::UnixTimestampList(val) => Some(Val::UnixTimestampListVal(pb::Int64List { val })),
+            Value::Map(m) => Some(Val::MapVal(map_to_proto(m))),
+            Value::MapList(l) => Some(Val::MapListVal(pb::MapList {
+                val: l.into_iter().map(map_to_proto).collect(),
+            })),
+            Value::BytesSet(val) => Some(Val::BytesSetVal(pb::BytesList { val })),
+            Value::StringSet(val) => Some(Val::StringSetVal(pb::StringList { val })),
+            Value::Int32Set(val) => Some(Val::Int32SetVal(pb::Int32List { val })),
+            Value::Int64Set(val) => Some(Val::Int64SetVal(pb::Int64List { val })),
+            Value::DoubleSet(val) => Some(Val::DoubleSetVal(pb::DoubleList { val })),
+            Value::FloatSet(val) => Some(Val::FloatSetVal(pb::FloatList { val })),
+            Value::BoolSet(val) => Some(Val::BoolSetVal(pb::BoolList { val })),
+            Value::UnixTimestampSet(val) => Some(Val::UnixTimestampSetVal(pb::Int64List { val })),
+            Value::Json(s) => Some(Val::JsonVal(s)),
+            Value::JsonList(val) => Some(Val::JsonListVal(pb::StringList { val })),
+            Value::Struct(m) => Some(Val::StructVal(map_to_proto(m))),
+            Value::StructList(l) => Some(Val::StructListVal(pb::MapList {
+                val: l.into_iter().map(map_to_proto).collect(),
+            })),
+            Value::Uuid(s) => Some(Val::UuidVal(s)),
+            Value::TimeUuid(s) => Some(Val::TimeUuidVal(s)),
+            Value::UuidList(val) => Some(Val::UuidListVal(pb::StringList { val })),
+            Value::TimeUuidList(val) => Some(Val::TimeUuidListVal(pb::StringList { val })),
+        };
+        pb::Value { val }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_is_zero_bytes() {
+        assert!(Value::Null.encode_to_vec().is_empty());
+        assert_eq!(Value::decode(&[]).unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn proto_round_trip_every_kind() {
+        let mut m = BTreeMap::new();
+        m.insert("a".to_owned(), Value::Int64(1));
+        m.insert("b".to_owned(), Value::StringList(vec!["x".into()]));
+        let values = vec![
+            Value::Bytes(vec![0, 255]),
+            Value::String("ü".into()),
+            Value::Int32(-7),
+            Value::Int64(i64::MIN),
+            Value::Double(0.1),
+            Value::Float(0.805_710_2),
+            Value::Bool(false),
+            Value::UnixTimestamp(1_795_658_400),
+            Value::BytesList(vec![vec![], vec![1]]),
+            Value::StringList(vec![]),
+            Value::Int32List(vec![1, 2]),
+            Value::Int64List(vec![-1]),
+            Value::DoubleList(vec![f64::INFINITY]),
+            Value::FloatList(vec![1.5]),
+            Value::BoolList(vec![true, false]),
+            Value::UnixTimestampList(vec![0]),
+            Value::Map(m.clone()),
+            Value::MapList(vec![m.clone(), BTreeMap::new()]),
+            Value::BytesSet(vec![vec![3]]),
+            Value::StringSet(vec!["s".into()]),
+            Value::Int32Set(vec![3]),
+            Value::Int64Set(vec![4]),
+            Value::DoubleSet(vec![5.0]),
+            Value::FloatSet(vec![6.0]),
+            Value::BoolSet(vec![true]),
+            Value::UnixTimestampSet(vec![8]),
+            Value::Json("{\"k\": 1}".into()),
+            Value::JsonList(vec!["[]".into()]),
+            Value::Struct(m.clone()),
+            Value::StructList(vec![m]),
+            Value::Uuid("u".into()),
+            Value::TimeUuid("t".into()),
+            Value::UuidList(vec!["u".into()]),
+            Value::TimeUuidList(vec!["t".into()]),
+        ];
+        for v in values {
+            let bytes = v.encode_to_vec();
+            let back = Value::decode(&bytes).unwrap();
+            assert_eq!(back, v);
+            // The first byte is the oneof field number's tag: the enum number equals it.
+            let low = u64::from(bytes[0] & 0x7f) >> 3;
+            let field = low
+                | if bytes[0] & 0x80 != 0 {
+                    u64::from(bytes[1]) << 4
+                } else {
+                    0
+                };
+            assert_eq!(field as i32, v.value_type() as i32, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped() {
+        // field 48 (zoned_timestamp_val, newer than quiver's model) followed by nothing else.
+        let bytes = [0x82, 0x03, 0x00];
+        assert_eq!(Value::decode(&bytes).unwrap(), Value::Null);
+    }
+}

@@ -11,7 +11,11 @@ port and stopped at the end) and free localhost ports for `feast serve`. No
 network access beyond localhost is used. The script re-executes itself with
 TZ=UTC and PYTHONHASHSEED=0 so that outputs are stable (Feast's SQLite store
 converts naive datetimes with the machine's local zone, and Feast builds sets
-through Python sets, whose string order depends on the hash seed).
+through Python sets, whose string order depends on the hash seed). Outputs are
+identical between runs except for the registry files (timestamps, uuid, temp
+paths) and the entry order inside serialized Map/Struct values and their JSON
+objects: protobuf leaves map order unspecified and Python's protobuf varies it
+from process to process.
 
 Every expected value below is produced by Feast's own code: its key
 serialization, its Redis and SQLite online stores (read back from the stores),
@@ -375,11 +379,12 @@ def redis_probe_fixtures(port: int, workdir: Path) -> Tuple[List[Dict], List[Dic
     client.flushall()
     value = ValueProto(int64_val=1)
 
+    written_at = utc("2024-05-01T12:00:00+00:00")
+
     field_hashes: List[Dict[str, Any]] = []
     ts_views_seen = set()
     for i, (view, feature) in enumerate(FIELD_HASH_CASES, start=1):
         key = probe_key(i)
-        written_at = utc("2024-05-01T12:00:00+00:00")
         store.online_write_batch(
             config, probe_view(view), [(key, {feature: value}, written_at, None)], None
         )
@@ -413,8 +418,8 @@ def redis_probe_fixtures(port: int, workdir: Path) -> Tuple[List[Dict], List[Dic
     view = probe_view("ts_probe")
     for i, iso in enumerate(TIMESTAMP_CASES, start=1):
         key = probe_key(10_000 + i)
-        event_time = datetime.fromisoformat(iso)
-        store.online_write_batch(config, view, [(key, {"x": value}, event_time, None)], None)
+        when = datetime.fromisoformat(iso)
+        store.online_write_batch(config, view, [(key, {"x": value}, when, None)], None)
         raw = client.hget(_redis_key("probe", key), "_ts:ts_probe")
         assert raw is not None, f"Feast did not write a timestamp for {iso}"
         parsed = Timestamp()
@@ -422,7 +427,7 @@ def redis_probe_fixtures(port: int, workdir: Path) -> Tuple[List[Dict], List[Dic
         timestamps.append(
             {
                 "iso": iso,
-                "naive_input": event_time.tzinfo is None,
+                "naive_input": when.tzinfo is None,
                 "seconds": parsed.seconds,
                 "nanos": parsed.nanos,
                 "proto_hex": raw.hex(),
@@ -435,7 +440,9 @@ def redis_probe_fixtures(port: int, workdir: Path) -> Tuple[List[Dict], List[Dic
 # ---------------------------------------------------------------------------
 # (d)-(g) A repo with one feature view per value type, written through
 # FeatureStore.write_to_online_store into SQLite and Redis, then served by the
-# real `feast serve`
+# real `feast serve`. The repo is applied with FeatureStore.apply (what `feast
+# apply` calls after importing the repo's Python files), so the value types
+# below need no Python source rendering.
 # ---------------------------------------------------------------------------
 
 NAN, INF = float("nan"), float("inf")
@@ -488,8 +495,18 @@ TYPE_CASES: List[Tuple[str, Any, List[Any]]] = [
         Array(UnixTimestamp),
         [[ts("2024-05-01T12:00:00+00:00"), ts("1970-01-01T00:00:00+00:00")], [], None],
     ),
-    ("set_int64", Set(Int64), [[3, 1, 2, 3], []]),
-    ("set_string", Set(String), [["b", "a", "b"], []]),
+    ("set_bytes", Set(Bytes), [[b"a", b"\x00\xff", b"a"], []]),
+    ("set_string", Set(String), [["b", "a", "b"], [], None]),
+    ("set_int32", Set(Int32), [[3, 1, 3], []]),
+    ("set_int64", Set(Int64), [[3, 1, 2, 3], [], None]),
+    ("set_float64", Set(Float64), [[0.5, 0.5, NAN], []]),
+    ("set_float32", Set(Float32), [[F32_NOT_REPRESENTABLE, 1.0], []]),
+    ("set_bool", Set(Bool), [[True, False, True], []]),
+    (
+        "set_unix_timestamp",
+        Set(UnixTimestamp),
+        [[ts("2024-05-01T12:00:00+00:00"), ts("2024-05-01T12:00:00+00:00")], []],
+    ),
     (
         "map",
         Map,

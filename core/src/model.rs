@@ -272,11 +272,15 @@ impl DataSource {
             },
             (t, _) => SourceKind::Other { source_type: t },
         };
+        // Feast copies a push source's time columns from its batch source into the proto, but
+        // a push source has none of its own (its SDK reports them empty): so does quiver.
+        let is_push = matches!(kind, SourceKind::Push { .. });
+        let own = |field: String| if is_push { String::new() } else { field };
         DataSource {
             name: p.name,
             kind,
-            timestamp_field: p.timestamp_field,
-            created_timestamp_column: p.created_timestamp_column,
+            timestamp_field: own(p.timestamp_field),
+            created_timestamp_column: own(p.created_timestamp_column),
             date_partition_column: p.date_partition_column,
             field_mapping: p.field_mapping,
             description: p.description,
@@ -600,6 +604,8 @@ mod tests {
             kind: SourceKind::Push {
                 batch_source: Box::new(file_source()),
             },
+            timestamp_field: String::new(),
+            created_timestamp_column: String::new(),
             ..file_source()
         };
         for source in [file_source(), push.clone()] {

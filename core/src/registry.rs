@@ -218,26 +218,6 @@ impl RegistryFile {
         Ok(())
     }
 
-    /// Whether the registry records a `ProjectMetadata` for the project.
-    pub fn has_project_metadata(&self, project: &str) -> Result<bool, Error> {
-        for bytes in &self.raw.project_metadata {
-            let m: pb::ProjectMetadata = decode(bytes, "ProjectMetadata")?;
-            if m.project == project {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Records the `ProjectMetadata` (project uuid) Feast keeps for every project.
-    pub fn add_project_metadata(&mut self, project: &str, project_uuid: &str) {
-        let m = pb::ProjectMetadata {
-            project: project.to_owned(),
-            project_uuid: project_uuid.to_owned(),
-        };
-        self.raw.project_metadata.push(m.encode_to_vec());
-    }
-
     /// The raw serialized objects of one kind (all projects).
     pub fn list(&self, kind: ObjectKind) -> &[Vec<u8>] {
         match kind {

@@ -1,0 +1,399 @@
+//! `quiver apply`: diff a project's definitions against the registry and rewrite it.
+//!
+//! The definitions are the truth for the objects they can express (entities, file/request/push
+//! sources, feature views, feature services): those are created, updated or deleted to match.
+//! Objects definitions cannot express are never touched: on-demand and stream feature views,
+//! sources of other types, and every other project. An unchanged object keeps its exact bytes,
+//! so applying the same definitions twice changes nothing.
+
+use std::fmt;
+
+use prost::Message;
+use quiver_core::model::{
+    DataSource, Entity, FeatureService, FeatureView, Meta, Project, SourceKind, ViewKind,
+};
+use quiver_core::registry::{ObjectKind, ObjectWrite, ProjectRegistry, RegistryFile};
+use quiver_core::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub action: Action,
+    pub kind: ObjectKind,
+    pub name: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match self.action {
+            Action::Create => "Created",
+            Action::Update => "Updated",
+            Action::Delete => "Deleted",
+        };
+        let what = match self.kind {
+            ObjectKind::Project => "project",
+            ObjectKind::Entity => "entity",
+            ObjectKind::DataSource => "data source",
+            ObjectKind::FeatureView => "feature view",
+            ObjectKind::StreamFeatureView => "stream feature view",
+            ObjectKind::FeatureService => "feature service",
+        };
+        write!(f, "{verb} {what} {}", self.name)
+    }
+}
+
+/// What an apply did (or would do): every change, in a stable order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Objects left as they were because definitions cannot express them.
+    pub kept: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Objects compare equal for apply when they differ only in registry bookkeeping.
+fn strip_entity(e: &Entity) -> Entity {
+    Entity {
+        meta: Meta::default(),
+        ..e.clone()
+    }
+}
+
+fn strip_view(v: &FeatureView) -> FeatureView {
+    FeatureView {
+        meta: Meta::default(),
+        materialization_intervals: Vec::new(),
+        ..v.clone()
+    }
+}
+
+fn strip_service(s: &FeatureService) -> FeatureService {
+    FeatureService {
+        meta: Meta::default(),
+        ..s.clone()
+    }
+}
+
+/// Whether definitions can express this source (so apply manages it).
+fn managed_source(s: &DataSource) -> bool {
+    !matches!(s.kind, SourceKind::Other { .. })
+}
+
+/// Diffs `desired` (from definitions) against `current` (from the registry) and applies the
+/// result to `file`, stamping created and updated objects with `now`. Returns the plan.
+pub fn apply(
+    file: &mut RegistryFile,
+    desired: &ProjectRegistry,
+    now: Timestamp,
+) -> Result<Plan, quiver_core::Error> {
+    let project = desired.project.as_str();
+    let current = file.project(project)?;
+    let mut plan = Plan::default();
+    let mut writes: Vec<ObjectWrite> = Vec::new();
+    let mut record =
+        |plan: &mut Plan, action: Action, kind: ObjectKind, name: &str, bytes: Option<Vec<u8>>| {
+            plan.changes.push(Change {
+                action,
+                kind,
+                name: name.to_owned(),
+            });
+            writes.push(ObjectWrite {
+                kind,
+                name: name.to_owned(),
+                bytes,
+            });
+        };
+    let created_meta = || Meta {
+        created: Some(now),
+        last_updated: Some(now),
+    };
+    let updated_meta = |old: &Meta| Meta {
+        created: old.created.or(Some(now)),
+        last_updated: Some(now),
+    };
+
+    if current.project_object.is_none() {
+        let p = Project {
+            name: project.to_owned(),
+            description: String::new(),
+            tags: Default::default(),
+            owner: String::new(),
+            meta: created_meta(),
+        };
+        record(
+            &mut plan,
+            Action::Create,
+            ObjectKind::Project,
+            project,
+            Some(p.to_proto().encode_to_vec()),
+        );
+    }
+
+    // Entities.
+    for want in &desired.entities {
+        match current.entity(&want.name) {
+            Some(have) if strip_entity(have) == strip_entity(want) => {}
+            Some(have) => {
+                let e = Entity {
+                    meta: updated_meta(&have.meta),
+                    ..want.clone()
+                };
+                record(
+                    &mut plan,
+                    Action::Update,
+                    ObjectKind::Entity,
+                    &want.name,
+                    Some(e.to_proto(project).encode_to_vec()),
+                );
+            }
+            None => {
+                let e = Entity {
+                    meta: created_meta(),
+                    ..want.clone()
+                };
+                record(
+                    &mut plan,
+                    Action::Create,
+                    ObjectKind::Entity,
+                    &want.name,
+                    Some(e.to_proto(project).encode_to_vec()),
+                );
+            }
+        }
+    }
+    for have in &current.entities {
+        if desired.entity(&have.name).is_none() {
+            record(
+                &mut plan,
+                Action::Delete,
+                ObjectKind::Entity,
+                &have.name,
+                None,
+            );
+        }
+    }
+
+    // Data sources (no bookkeeping fields of their own).
+    for want in &desired.data_sources {
+        let bytes = Some(want.to_proto(project).encode_to_vec());
+        match current.data_source(&want.name) {
+            Some(have) if have == want => {}
+            Some(_) => record(
+                &mut plan,
+                Action::Update,
+                ObjectKind::DataSource,
+                &want.name,
+                bytes,
+            ),
+            None => record(
+                &mut plan,
+                Action::Create,
+                ObjectKind::DataSource,
+                &want.name,
+                bytes,
+            ),
+        }
+    }
+    for have in &current.data_sources {
+        if desired.data_source(&have.name).is_none() {
+            if managed_source(have) {
+                record(
+                    &mut plan,
+                    Action::Delete,
+                    ObjectKind::DataSource,
+                    &have.name,
+                    None,
+                );
+            } else {
+                plan.kept.push(format!(
+                    "data source {} (a type definitions cannot express)",
+                    have.name
+                ));
+            }
+        }
+    }
+
+    // Feature views. A stream view of the same name is left alone; definitions make batch views.
+    for want in &desired.feature_views {
+        let have = current
+            .feature_views
+            .iter()
+            .find(|v| v.name == want.name && v.kind == ViewKind::Batch);
+        match have {
+            Some(have) if strip_view(have) == strip_view(want) => {}
+            Some(have) => {
+                let v = FeatureView {
+                    meta: updated_meta(&have.meta),
+                    materialization_intervals: have.materialization_intervals.clone(),
+                    ..want.clone()
+                };
+                record(
+                    &mut plan,
+                    Action::Update,
+                    ObjectKind::FeatureView,
+                    &want.name,
+                    Some(v.to_proto(project).encode_to_vec()),
+                );
+            }
+            None => {
+                let v = FeatureView {
+                    meta: created_meta(),
+                    ..want.clone()
+                };
+                record(
+                    &mut plan,
+                    Action::Create,
+                    ObjectKind::FeatureView,
+                    &want.name,
+                    Some(v.to_proto(project).encode_to_vec()),
+                );
+            }
+        }
+    }
+    for have in &current.feature_views {
+        match have.kind {
+            ViewKind::Batch if desired.feature_view(&have.name).is_none() => {
+                record(
+                    &mut plan,
+                    Action::Delete,
+                    ObjectKind::FeatureView,
+                    &have.name,
+                    None,
+                );
+            }
+            ViewKind::Stream => plan.kept.push(format!("stream feature view {}", have.name)),
+            ViewKind::Batch => {}
+        }
+    }
+
+    // Feature services.
+    for want in &desired.feature_services {
+        match current.feature_service(&want.name) {
+            Some(have) if strip_service(have) == strip_service(want) => {}
+            Some(have) => {
+                let s = FeatureService {
+                    meta: updated_meta(&have.meta),
+                    ..want.clone()
+                };
+                record(
+                    &mut plan,
+                    Action::Update,
+                    ObjectKind::FeatureService,
+                    &want.name,
+                    Some(s.to_proto(project).encode_to_vec()),
+                );
+            }
+            None => {
+                let s = FeatureService {
+                    meta: created_meta(),
+                    ..want.clone()
+                };
+                record(
+                    &mut plan,
+                    Action::Create,
+                    ObjectKind::FeatureService,
+                    &want.name,
+                    Some(s.to_proto(project).encode_to_vec()),
+                );
+            }
+        }
+    }
+    for have in &current.feature_services {
+        if desired.feature_service(&have.name).is_none() {
+            record(
+                &mut plan,
+                Action::Delete,
+                ObjectKind::FeatureService,
+                &have.name,
+                None,
+            );
+        }
+    }
+    for odfv in &current.on_demand_views {
+        plan.kept.push(format!("on-demand feature view {odfv}"));
+    }
+
+    file.apply(project, &writes)?;
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definitions;
+
+    const DEFS: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: stats, path: data/stats.parquet}
+feature_views:
+  - name: hourly
+    entities: [driver]
+    ttl: 1d
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}, {name: trips, dtype: Int64}]
+feature_services:
+  - {name: svc, features: [hourly]}
+"#;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp {
+            seconds: s,
+            nanos: 0,
+        }
+    }
+
+    #[test]
+    fn apply_creates_then_is_idempotent_then_updates_and_deletes() {
+        let desired = definitions::parse(&[("features.yaml", DEFS)], "demo").unwrap();
+        let mut file = RegistryFile::empty();
+        let plan = apply(&mut file, &desired, ts(100)).unwrap();
+        let created: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            created,
+            [
+                "Created project demo",
+                "Created entity driver",
+                "Created data source stats",
+                "Created feature view hourly",
+                "Created feature service svc"
+            ]
+        );
+        let bytes = file.encode("v1", ts(100));
+
+        // Same definitions again: nothing changes, not even a byte of the objects.
+        let mut again = RegistryFile::decode(&bytes).unwrap();
+        let plan = apply(&mut again, &desired, ts(200)).unwrap();
+        assert!(plan.is_empty(), "{plan:?}");
+        assert_eq!(again.encode("v1", ts(100)), bytes);
+
+        // A changed ttl updates the view, keeping its created time; a removed service is deleted.
+        let changed = DEFS.replace("ttl: 1d", "ttl: 2h").replace(
+            "feature_services:\n  - {name: svc, features: [hourly]}\n",
+            "",
+        );
+        let desired2 = definitions::parse(&[("features.yaml", &changed)], "demo").unwrap();
+        let plan = apply(&mut again, &desired2, ts(300)).unwrap();
+        let changes: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            changes,
+            ["Updated feature view hourly", "Deleted feature service svc"]
+        );
+        let view = again.project("demo").unwrap().feature_views.remove(0);
+        assert_eq!(view.ttl.as_secs(), 7200);
+        assert_eq!(view.meta.created, Some(ts(100)));
+        assert_eq!(view.meta.last_updated, Some(ts(300)));
+    }
+}

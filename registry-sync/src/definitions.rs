@@ -1,0 +1,1285 @@
+//! Declarative feature definitions: `features.yaml` at the repo root and every `*.yaml` under
+//! `features/`. They are read, checked as a whole (every problem reported together, each naming
+//! the file, the line where it can be found, the object and the fix), and turned into the typed
+//! model that `quiver apply` writes to the registry.
+//!
+//! The format (documented in README.md):
+//!
+//! ```yaml
+//! entities:        [{name, join_keys: [one key], value_type: INT64, description, tags, owner}]
+//! sources:         [{name, type: file|request|push, path, timestamp_field, created_timestamp_column,
+//!                    date_partition_column, field_mapping, batch_source (push), schema (request)}]
+//! feature_views:   [{name, entities, ttl: 1d, source, online, offline, tags, description, owner,
+//!                    schema: [{name, dtype: Float32}]}]
+//! feature_services: [{name, description, tags, owner,
+//!                     features: [view | {view: [feature, ...]} | {view, alias, features, join_key_map}]}]
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use quiver_core::model::{
+    DataSource, Entity, FeatureService, FeatureView, Field, Meta, Projection, SourceKind, Tags,
+    ViewKind,
+};
+use quiver_core::registry::ProjectRegistry;
+use quiver_core::{ValueType, accepted_dtypes};
+use serde::Deserialize;
+use serde_yaml::Value as Yaml;
+
+/// The default event-time column of a file source that does not name one.
+pub const DEFAULT_TIMESTAMP_FIELD: &str = "event_timestamp";
+
+/// One problem in the definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionError {
+    pub file: String,
+    pub line: Option<usize>,
+    /// The object, e.g. `feature view driver_hourly_stats`; empty for file-level problems.
+    pub object: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.object.is_empty() {
+            write!(f, ": {}", self.object)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All the problems found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionErrors(pub Vec<DefinitionError>);
+
+impl fmt::Display for DefinitionErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} problem{} in the feature definitions:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DefinitionErrors {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefsFile {
+    #[serde(default)]
+    entities: Vec<EntityDef>,
+    #[serde(default)]
+    sources: Vec<SourceDef>,
+    #[serde(default)]
+    feature_views: Vec<ViewDef>,
+    #[serde(default)]
+    feature_services: Vec<ServiceDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntityDef {
+    name: String,
+    join_keys: Option<Vec<String>>,
+    value_type: Option<String>,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
+    #[serde(default)]
+    owner: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceDef {
+    name: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    path: Option<String>,
+    timestamp_field: Option<String>,
+    #[serde(default)]
+    created_timestamp_column: String,
+    #[serde(default)]
+    date_partition_column: String,
+    #[serde(default)]
+    field_mapping: BTreeMap<String, String>,
+    batch_source: Option<String>,
+    schema: Option<Vec<FieldDef>>,
+    #[serde(default)]
+    s3_endpoint_override: String,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
+    #[serde(default)]
+    owner: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldDef {
+    name: String,
+    dtype: String,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewDef {
+    name: String,
+    #[serde(default)]
+    entities: Vec<String>,
+    ttl: Option<Yaml>,
+    source: Option<String>,
+    online: Option<bool>,
+    offline: Option<bool>,
+    tags: Option<Yaml>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    schema: Vec<FieldDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceDef {
+    name: String,
+    #[serde(default)]
+    features: Vec<Yaml>,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
+    #[serde(default)]
+    owner: String,
+}
+
+/// A definitions file as read, for locating objects in error messages.
+struct SourceFile {
+    label: String,
+    text: String,
+}
+
+impl SourceFile {
+    /// The 1-based line of the `nth` (0-based) `name: <name>` inside `section`, when it can be
+    /// found.
+    fn locate(&self, section: &str, name: &str, mut nth: usize) -> Option<usize> {
+        let mut in_section = false;
+        for (i, line) in self.text.lines().enumerate() {
+            if !line.starts_with([' ', '\t', '-', '#']) && !line.is_empty() {
+                in_section = line.trim_end().strip_suffix(':') == Some(section)
+                    || line.starts_with(&format!("{section}:"));
+            }
+            if in_section && names_object(line, name) {
+                if nth == 0 {
+                    return Some(i + 1);
+                }
+                nth -= 1;
+            }
+        }
+        None
+    }
+}
+
+/// Whether a YAML line holds `name: <name>` (plain or quoted, block or flow style).
+fn names_object(line: &str, name: &str) -> bool {
+    let mut rest = line;
+    while let Some(pos) = rest.find("name:") {
+        let before_ok = pos == 0
+            || !rest.as_bytes()[pos - 1].is_ascii_alphanumeric()
+                && rest.as_bytes()[pos - 1] != b'_';
+        let value = rest[pos + 5..].trim_start();
+        let value = value.trim_start_matches(['"', '\'']);
+        if before_ok && value.starts_with(name) {
+            let after = value[name.len()..].chars().next();
+            if after.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-')) {
+                return true;
+            }
+        }
+        rest = &rest[pos + 5..];
+    }
+    false
+}
+
+/// The definition files of a repo: `features.yaml` (or `.yml`), then every `*.yaml`/`*.yml`
+/// under `features/`, sorted by path.
+pub fn definition_files(repo_dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for name in ["features.yaml", "features.yml"] {
+        let p = repo_dir.join(name);
+        if p.is_file() {
+            files.push(p);
+        }
+    }
+    let mut nested = Vec::new();
+    collect_yaml(&repo_dir.join("features"), &mut nested);
+    nested.sort();
+    files.extend(nested);
+    files
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect_yaml(&p, out);
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+/// Reads and checks the definitions of the repo at `repo_dir` for `project`.
+pub fn load(repo_dir: &Path, project: &str) -> Result<ProjectRegistry, DefinitionErrors> {
+    let files = definition_files(repo_dir);
+    if files.is_empty() {
+        return Err(DefinitionErrors(vec![DefinitionError {
+            file: repo_dir.display().to_string(),
+            line: None,
+            object: String::new(),
+            message: "no feature definitions found: write features.yaml (or *.yaml files under features/); \
+                      a Python Feast repo is applied with `feast apply`, and quiver reads the registry it writes"
+                .to_owned(),
+        }]));
+    }
+    let mut sources = Vec::new();
+    for path in files {
+        let label = path
+            .strip_prefix(repo_dir)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push(SourceFile { label, text }),
+            Err(e) => {
+                return Err(DefinitionErrors(vec![DefinitionError {
+                    file: label,
+                    line: None,
+                    object: String::new(),
+                    message: format!("cannot read the file: {e}"),
+                }]));
+            }
+        }
+    }
+    parse_files(&sources, project)
+}
+
+/// Checks definitions given as `(file label, YAML text)` pairs (what [`load`] reads).
+pub fn parse(files: &[(&str, &str)], project: &str) -> Result<ProjectRegistry, DefinitionErrors> {
+    let sources: Vec<SourceFile> = files
+        .iter()
+        .map(|(label, text)| SourceFile {
+            label: (*label).to_owned(),
+            text: (*text).to_owned(),
+        })
+        .collect();
+    parse_files(&sources, project)
+}
+
+/// An object of a definitions file, remembered with the file it came from.
+struct Located<T> {
+    file: usize,
+    def: T,
+}
+
+struct Checker<'a> {
+    files: &'a [SourceFile],
+    errors: Vec<DefinitionError>,
+}
+
+impl Checker<'_> {
+    fn report(
+        &mut self,
+        file: usize,
+        section: &str,
+        kind: &str,
+        name: &str,
+        message: impl Into<String>,
+    ) {
+        self.report_nth(file, section, kind, name, 0, message);
+    }
+
+    /// Reports a problem with the `nth` object of that name in the file (for duplicates).
+    fn report_nth(
+        &mut self,
+        file: usize,
+        section: &str,
+        kind: &str,
+        name: &str,
+        nth: usize,
+        message: impl Into<String>,
+    ) {
+        let f = &self.files[file];
+        self.errors.push(DefinitionError {
+            file: f.label.clone(),
+            line: f.locate(section, name, nth),
+            object: format!("{kind} {name:?}"),
+            message: message.into(),
+        });
+    }
+}
+
+fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, DefinitionErrors> {
+    let mut ck = Checker {
+        files,
+        errors: Vec::new(),
+    };
+    let mut entity_defs = Vec::new();
+    let mut source_defs = Vec::new();
+    let mut view_defs = Vec::new();
+    let mut service_defs = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let parsed: Result<Option<DefsFile>, _> = serde_yaml::from_str(&f.text);
+        match parsed {
+            Ok(doc) => {
+                let doc = doc.unwrap_or_default();
+                entity_defs.extend(doc.entities.into_iter().map(|def| Located { file: i, def }));
+                source_defs.extend(doc.sources.into_iter().map(|def| Located { file: i, def }));
+                view_defs.extend(doc.feature_views.into_iter().map(|def| Located { file: i, def }));
+                service_defs.extend(doc.feature_services.into_iter().map(|def| Located { file: i, def }));
+            }
+            Err(e) => ck.errors.push(DefinitionError {
+                file: f.label.clone(),
+                line: e.location().map(|l| l.line()),
+                object: String::new(),
+                message: format!(
+                    "{}; the file holds the lists entities, sources, feature_views and feature_services",
+                    strip_location(&e.to_string())
+                ),
+            }),
+        }
+    }
+    if !ck.errors.is_empty() {
+        return Err(DefinitionErrors(ck.errors));
+    }
+
+    let entities = check_entities(&mut ck, entity_defs);
+    let data_sources = check_sources(&mut ck, source_defs);
+    let feature_views = check_views(&mut ck, view_defs, &entities, &data_sources);
+    let feature_services = check_services(&mut ck, service_defs, &feature_views);
+
+    if !ck.errors.is_empty() {
+        return Err(DefinitionErrors(ck.errors));
+    }
+    Ok(ProjectRegistry {
+        project: project.to_owned(),
+        project_object: None,
+        entities,
+        data_sources,
+        feature_views,
+        feature_services,
+        on_demand_views: Vec::new(),
+    })
+}
+
+/// serde_yaml appends " at line L column C"; the line is reported separately.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Feast's name rule: word characters and hyphens, not starting with `_` or `-`.
+fn valid_name(name: &str) -> bool {
+    crate::config::is_valid_project_name(name)
+}
+
+fn tags(
+    ck: &mut Checker,
+    file: usize,
+    section: &str,
+    kind: &str,
+    name: &str,
+    v: Option<Yaml>,
+) -> Tags {
+    let mut out = Tags::new();
+    let Some(v) = v else {
+        return out;
+    };
+    let Some(m) = v.as_mapping() else {
+        ck.report(
+            file,
+            section,
+            kind,
+            name,
+            "tags: expected a mapping of key: value",
+        );
+        return out;
+    };
+    for (k, v) in m {
+        let text = |y: &Yaml| match y {
+            Yaml::String(s) => Some(s.clone()),
+            Yaml::Number(n) => Some(n.to_string()),
+            Yaml::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        match (text(k), text(v)) {
+            (Some(k), Some(v)) => {
+                out.insert(k, v);
+            }
+            _ => ck.report(
+                file,
+                section,
+                kind,
+                name,
+                "tags: keys and values must be plain strings",
+            ),
+        }
+    }
+    out
+}
+
+fn check_names<T>(
+    ck: &mut Checker,
+    items: &[Located<T>],
+    name_of: impl Fn(&T) -> &str,
+    section: &str,
+    kind: &str,
+) {
+    // (file, name) -> how many seen so far in that file, to point at the right occurrence.
+    let mut per_file: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for it in items {
+        let name = name_of(&it.def);
+        let nth = per_file.entry((it.file, name)).or_default();
+        if !valid_name(name) {
+            ck.report_nth(it.file, section, kind, name, *nth, "invalid name: use letters, digits, underscores and hyphens, not starting with _ or -");
+        } else if !seen.insert(name) {
+            ck.report_nth(
+                it.file,
+                section,
+                kind,
+                name,
+                *nth,
+                format!("{kind} {name:?} is defined twice: rename or remove one"),
+            );
+        }
+        *nth += 1;
+    }
+}
+
+fn check_entities(ck: &mut Checker, defs: Vec<Located<EntityDef>>) -> Vec<Entity> {
+    const S: &str = "entities";
+    const K: &str = "entity";
+    check_names(ck, &defs, |d| &d.name, S, K);
+    let mut out = Vec::new();
+    for Located { file, def } in defs {
+        let join_key = match def.join_keys.as_deref() {
+            None => def.name.clone(),
+            Some([key]) if !key.trim().is_empty() => key.clone(),
+            Some([_]) => {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &def.name,
+                    "join_keys: the join key must not be empty",
+                );
+                continue;
+            }
+            Some(keys) => {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &def.name,
+                    format!("join_keys has {} keys; Feast allows exactly one per entity: define one entity per key and list them all in the view's entities", keys.len()),
+                );
+                continue;
+            }
+        };
+        let value_type = match def.value_type.as_deref() {
+            None => {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &def.name,
+                    "value_type is required: one of STRING, INT64, INT32, BYTES, UNIX_TIMESTAMP",
+                );
+                continue;
+            }
+            Some(t) => {
+                match ValueType::from_proto_name(t).or_else(|| ValueType::from_dtype_name(t)) {
+                    Some(vt) if vt.is_keyable() => vt,
+                    Some(vt) => {
+                        ck.report(
+                        file,
+                        S,
+                        K,
+                        &def.name,
+                        format!("value_type {} cannot be an entity key in Feast; use STRING, INT64, INT32, BYTES or UNIX_TIMESTAMP", vt.proto_name()),
+                    );
+                        continue;
+                    }
+                    None => {
+                        ck.report(file, S, K, &def.name, format!("unknown value_type {t:?}: expected STRING, INT64, INT32, BYTES or UNIX_TIMESTAMP"));
+                        continue;
+                    }
+                }
+            }
+        };
+        let tags = tags(ck, file, S, K, &def.name, def.tags);
+        out.push(Entity {
+            name: def.name,
+            join_key,
+            value_type,
+            description: def.description,
+            tags,
+            owner: def.owner,
+            meta: Meta::default(),
+        });
+    }
+    out
+}
+
+fn check_fields(
+    ck: &mut Checker,
+    file: usize,
+    section: &str,
+    kind: &str,
+    name: &str,
+    defs: Vec<FieldDef>,
+) -> Vec<Field> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for f in defs {
+        if f.name.trim().is_empty() {
+            ck.report(
+                file,
+                section,
+                kind,
+                name,
+                "schema: a field has an empty name",
+            );
+            continue;
+        }
+        if !seen.insert(f.name.clone()) {
+            ck.report(
+                file,
+                section,
+                kind,
+                name,
+                format!("schema: field {:?} is listed twice", f.name),
+            );
+            continue;
+        }
+        let Some(dtype) = ValueType::from_dtype_name(&f.dtype) else {
+            ck.report(
+                file,
+                section,
+                kind,
+                name,
+                format!(
+                    "schema: field {:?} has unknown dtype {:?}; expected one of {}",
+                    f.name,
+                    f.dtype,
+                    accepted_dtypes()
+                ),
+            );
+            continue;
+        };
+        let tags = tags(ck, file, section, kind, name, f.tags);
+        out.push(Field {
+            name: f.name,
+            dtype,
+            description: f.description,
+            tags,
+        });
+    }
+    out
+}
+
+fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSource> {
+    const S: &str = "sources";
+    const K: &str = "source";
+    check_names(ck, &defs, |d| &d.name, S, K);
+    // File sources first: push sources embed the batch source they name.
+    let mut out: Vec<DataSource> = Vec::new();
+    let mut pushes = Vec::new();
+    for Located { file, def } in defs {
+        let kind_word = def.kind.clone().unwrap_or_else(|| "file".to_owned());
+        let not_for = |ck: &mut Checker, key: &str, present: bool| {
+            if present {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &def.name,
+                    format!("{key} does not apply to a {kind_word} source: remove it"),
+                );
+            }
+        };
+        let kind = match kind_word.as_str() {
+            "file" => {
+                not_for(ck, "batch_source", def.batch_source.is_some());
+                not_for(ck, "schema", def.schema.is_some());
+                match def.path.as_deref().map(str::trim) {
+                    Some(p) if !p.is_empty() => SourceKind::File {
+                        uri: p.to_owned(),
+                        s3_endpoint_override: def.s3_endpoint_override.clone(),
+                    },
+                    _ => {
+                        ck.report(file, S, K, &def.name, "path is required for a file source (relative to the repo, or s3://, gs://)");
+                        continue;
+                    }
+                }
+            }
+            "request" => {
+                not_for(ck, "path", def.path.is_some());
+                not_for(ck, "batch_source", def.batch_source.is_some());
+                not_for(ck, "timestamp_field", def.timestamp_field.is_some());
+                let schema =
+                    check_fields(ck, file, S, K, &def.name, def.schema.unwrap_or_default());
+                if schema.is_empty() {
+                    ck.report(
+                        file,
+                        S,
+                        K,
+                        &def.name,
+                        "schema is required for a request source: list its fields as {name, dtype}",
+                    );
+                    continue;
+                }
+                SourceKind::Request { schema }
+            }
+            "push" => {
+                not_for(ck, "path", def.path.is_some());
+                not_for(ck, "schema", def.schema.is_some());
+                match def.batch_source.clone() {
+                    Some(b) => {
+                        pushes.push((file, def, b));
+                        continue;
+                    }
+                    None => {
+                        ck.report(file, S, K, &def.name, "batch_source is required for a push source: name a file source that keeps its history");
+                        continue;
+                    }
+                }
+            }
+            other => {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &def.name,
+                    format!("unknown type {other:?}: expected file, request or push"),
+                );
+                continue;
+            }
+        };
+        let tags = tags(ck, file, S, K, &def.name, def.tags);
+        let is_file = matches!(kind, SourceKind::File { .. });
+        out.push(DataSource {
+            name: def.name,
+            kind,
+            timestamp_field: if is_file {
+                def.timestamp_field
+                    .unwrap_or_else(|| DEFAULT_TIMESTAMP_FIELD.to_owned())
+            } else {
+                String::new()
+            },
+            created_timestamp_column: def.created_timestamp_column,
+            date_partition_column: def.date_partition_column,
+            field_mapping: def.field_mapping,
+            description: def.description,
+            tags,
+            owner: def.owner,
+        });
+    }
+    for (file, def, batch_name) in pushes {
+        let batch = match out.iter().find(|s| s.name == batch_name) {
+            Some(b) if matches!(b.kind, SourceKind::File { .. }) => b.clone(),
+            Some(_) => {
+                ck.report(file, S, K, &def.name, format!("batch_source {batch_name:?} is not a file source; a push source's history must be a file source"));
+                continue;
+            }
+            None => {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &def.name,
+                    format!("batch_source {batch_name:?} is not defined under sources"),
+                );
+                continue;
+            }
+        };
+        let tags = tags(ck, file, S, K, &def.name, def.tags);
+        out.push(DataSource {
+            name: def.name,
+            kind: SourceKind::Push {
+                batch_source: Box::new(batch),
+            },
+            timestamp_field: def.timestamp_field.unwrap_or_default(),
+            created_timestamp_column: def.created_timestamp_column,
+            date_partition_column: def.date_partition_column,
+            field_mapping: def.field_mapping,
+            description: def.description,
+            tags,
+            owner: def.owner,
+        });
+    }
+    out
+}
+
+fn parse_ttl(v: &Yaml) -> Result<std::time::Duration, String> {
+    match v {
+        Yaml::Number(n) => n
+            .as_u64()
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("ttl {n}: expected a whole, non-negative number of seconds or a duration like 1d, 2h, 30m")),
+        Yaml::String(s) => quiver_core::time::parse_duration(s).map_err(|e| format!("ttl: {e}")),
+        _ => Err("ttl: expected a duration like 1d, 2h, 30m, or 0 for no expiry".to_owned()),
+    }
+}
+
+fn check_views(
+    ck: &mut Checker,
+    defs: Vec<Located<ViewDef>>,
+    entities: &[Entity],
+    sources: &[DataSource],
+) -> Vec<FeatureView> {
+    const S: &str = "feature_views";
+    const K: &str = "feature view";
+    check_names(ck, &defs, |d| &d.name, S, K);
+    let entity_names = || {
+        entities
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    for Located { file, def } in defs {
+        let name = def.name.clone();
+        let mut ok = true;
+        let mut report = |ck: &mut Checker, msg: String| {
+            ok = false;
+            ck.report(file, S, K, &name, msg);
+        };
+        if def.entities.is_empty() {
+            report(
+                ck,
+                "entities: list at least one entity the view is keyed on".to_owned(),
+            );
+        }
+        let mut view_entities = Vec::new();
+        let mut seen = HashSet::new();
+        for e in &def.entities {
+            if !seen.insert(e.as_str()) {
+                report(ck, format!("entities: {e:?} is listed twice"));
+                continue;
+            }
+            match entities.iter().find(|x| &x.name == e) {
+                Some(ent) => view_entities.push(ent),
+                None => report(
+                    ck,
+                    format!(
+                        "unknown entity {e:?}: declare it under entities (declared: {})",
+                        entity_names()
+                    ),
+                ),
+            }
+        }
+        let source = match def.source.as_deref() {
+            None => {
+                report(
+                    ck,
+                    "source is required: name a file or push source".to_owned(),
+                );
+                None
+            }
+            Some(s) => match sources.iter().find(|x| x.name == s) {
+                Some(src) if matches!(src.kind, SourceKind::Request { .. }) => {
+                    report(
+                        ck,
+                        format!(
+                            "source {s:?} is a request source, which only on-demand views can use: name a file or push source"
+                        ),
+                    );
+                    None
+                }
+                Some(src) => Some(src),
+                None => {
+                    let names: Vec<_> = sources.iter().map(|x| x.name.as_str()).collect();
+                    report(
+                        ck,
+                        format!(
+                            "unknown source {s:?}: declare it under sources (declared: {})",
+                            names.join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let ttl = match def.ttl.as_ref().map(parse_ttl).transpose() {
+            Ok(t) => t.unwrap_or_default(),
+            Err(e) => {
+                report(ck, e);
+                Default::default()
+            }
+        };
+        let errors_before = ck.errors.len();
+        let fields = check_fields(ck, file, S, K, &name, def.schema);
+        if ck.errors.len() > errors_before {
+            ok = false;
+        }
+        // Schema fields named like a join key are the entity columns, as in Feast.
+        let mut features = Vec::new();
+        let mut entity_columns: Vec<Field> = Vec::new();
+        for f in fields {
+            match view_entities.iter().find(|e| e.join_key == f.name) {
+                Some(e) if e.value_type != f.dtype => {
+                    ok = false;
+                    ck.report(
+                        file,
+                        S,
+                        K,
+                        &name,
+                        format!("schema: {:?} is the join key of entity {:?}, which is {}, but the schema says {}", f.name, e.name, e.value_type.proto_name(), f.dtype),
+                    );
+                }
+                Some(_) => entity_columns.push(f),
+                None => features.push(f),
+            }
+        }
+        for e in &view_entities {
+            if !entity_columns.iter().any(|c| c.name == e.join_key) {
+                entity_columns.push(Field::new(e.join_key.clone(), e.value_type));
+            }
+        }
+        if features.is_empty() && ok {
+            ok = false;
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "schema lists no features: add {name, dtype} entries",
+            );
+        }
+        let tags = tags(ck, file, S, K, &name, def.tags);
+        if !ok {
+            continue;
+        }
+        let Some(source) = source else { continue };
+        let (batch_source, stream_source) = match &source.kind {
+            SourceKind::Push { batch_source } => {
+                (Some((**batch_source).clone()), Some(source.clone()))
+            }
+            _ => (Some(source.clone()), None),
+        };
+        out.push(FeatureView {
+            name: def.name,
+            kind: ViewKind::Batch,
+            entities: def.entities,
+            features,
+            entity_columns,
+            ttl,
+            batch_source,
+            stream_source,
+            online: def.online.unwrap_or(true),
+            offline: def.offline.unwrap_or(false),
+            description: def.description,
+            tags,
+            owner: def.owner,
+            meta: Meta::default(),
+            materialization_intervals: Vec::new(),
+        });
+    }
+    out
+}
+
+/// One `features:` entry of a feature service, in any of its three forms.
+fn parse_service_entry(
+    entry: &Yaml,
+) -> Result<
+    (
+        String,
+        Option<String>,
+        Option<Vec<String>>,
+        BTreeMap<String, String>,
+    ),
+    String,
+> {
+    const FORMS: &str = "expected a view name, {view: [feature, ...]}, or {view: name, alias: name, features: [...]}";
+    let strings = |v: &Yaml, what: &str| -> Result<Vec<String>, String> {
+        v.as_sequence()
+            .ok_or_else(|| format!("{what}: expected a list of feature names"))?
+            .iter()
+            .map(|f| {
+                f.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{what}: feature names must be strings"))
+            })
+            .collect()
+    };
+    match entry {
+        Yaml::String(view) => Ok((view.clone(), None, None, BTreeMap::new())),
+        Yaml::Mapping(m) if m.contains_key("view") => {
+            let mut view = None;
+            let mut alias = None;
+            let mut features = None;
+            let mut join_key_map = BTreeMap::new();
+            for (k, v) in m {
+                match k.as_str() {
+                    Some("view") => {
+                        view = Some(v.as_str().ok_or("view: expected a view name")?.to_owned())
+                    }
+                    Some("alias") => {
+                        alias = Some(v.as_str().ok_or("alias: expected a name")?.to_owned())
+                    }
+                    Some("features") => features = Some(strings(v, "features")?),
+                    Some("join_key_map") => {
+                        for (a, b) in v
+                            .as_mapping()
+                            .ok_or("join_key_map: expected a mapping of join key: request column")?
+                        {
+                            match (a.as_str(), b.as_str()) {
+                                (Some(a), Some(b)) => {
+                                    join_key_map.insert(a.to_owned(), b.to_owned());
+                                }
+                                _ => {
+                                    return Err(
+                                        "join_key_map: keys and values must be strings".to_owned()
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "unknown key {}: {FORMS}",
+                            serde_yaml::to_string(k).unwrap_or_default().trim()
+                        ));
+                    }
+                }
+            }
+            Ok((view.ok_or(FORMS)?, alias, features, join_key_map))
+        }
+        Yaml::Mapping(m) if m.len() == 1 => {
+            let (k, v) = m.iter().next().ok_or(FORMS)?;
+            let view = k.as_str().ok_or(FORMS)?.to_owned();
+            let features = strings(v, &view)?;
+            Ok((view, None, Some(features), BTreeMap::new()))
+        }
+        _ => Err(FORMS.to_owned()),
+    }
+}
+
+fn check_services(
+    ck: &mut Checker,
+    defs: Vec<Located<ServiceDef>>,
+    views: &[FeatureView],
+) -> Vec<FeatureService> {
+    const S: &str = "feature_services";
+    const K: &str = "feature service";
+    check_names(ck, &defs, |d| &d.name, S, K);
+    let by_name: HashMap<&str, &FeatureView> = views.iter().map(|v| (v.name.as_str(), v)).collect();
+    let mut out = Vec::new();
+    for Located { file, def } in defs {
+        let name = def.name.clone();
+        let errors_before = ck.errors.len();
+        if def.features.is_empty() {
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "features is empty: list the views (or view: [features]) the service serves",
+            );
+        }
+        let mut projections = Vec::new();
+        let mut used_names = HashSet::new();
+        for entry in &def.features {
+            let (view_name, alias, wanted, join_key_map) = match parse_service_entry(entry) {
+                Ok(x) => x,
+                Err(e) => {
+                    ck.report(file, S, K, &name, format!("features: {e}"));
+                    continue;
+                }
+            };
+            let Some(view) = by_name.get(view_name.as_str()) else {
+                ck.report(file, S, K, &name, format!("unknown feature view {view_name:?}: define it under feature_views or fix the name"));
+                continue;
+            };
+            let features = match wanted {
+                None => view.features.clone(),
+                Some(list) if list.is_empty() => {
+                    ck.report(file, S, K, &name, format!("{view_name}: the feature list is empty: list features or name the view alone for all of them"));
+                    continue;
+                }
+                Some(list) => {
+                    let mut fields = Vec::new();
+                    for f in list {
+                        match view.feature(&f) {
+                            Some(field) if !fields.iter().any(|x: &Field| x.name == f) => {
+                                fields.push(field.clone())
+                            }
+                            Some(_) => ck.report(
+                                file,
+                                S,
+                                K,
+                                &name,
+                                format!("{view_name}: feature {f:?} is listed twice"),
+                            ),
+                            None => {
+                                let have: Vec<_> =
+                                    view.features.iter().map(|x| x.name.as_str()).collect();
+                                ck.report(file, S, K, &name, format!("feature view {view_name:?} has no feature {f:?} (it has: {})", have.join(", ")));
+                            }
+                        }
+                    }
+                    fields
+                }
+            };
+            for key in join_key_map.keys() {
+                if !view.entity_columns.iter().any(|c| &c.name == key) {
+                    ck.report(
+                        file,
+                        S,
+                        K,
+                        &name,
+                        format!(
+                            "join_key_map: {key:?} is not a join key of feature view {view_name:?}"
+                        ),
+                    );
+                }
+            }
+            let projection = Projection {
+                view: view_name,
+                alias,
+                features,
+                join_key_map,
+            };
+            if !used_names.insert(projection.name_to_use().to_owned()) {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    format!("{:?} is used twice; give one of them an alias (view: {}, alias: other_name)", projection.name_to_use(), projection.view),
+                );
+                continue;
+            }
+            projections.push(projection);
+        }
+        let tags = tags(ck, file, S, K, &name, def.tags);
+        if ck.errors.len() > errors_before {
+            continue;
+        }
+        out.push(FeatureService {
+            name: def.name,
+            projections,
+            description: def.description,
+            tags,
+            owner: def.owner,
+            meta: Meta::default(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+  - name: customer
+    value_type: STRING
+sources:
+  - name: stats
+    type: file
+    path: data/stats.parquet
+    created_timestamp_column: created
+  - {name: stats_push, type: push, batch_source: stats}
+  - name: req
+    type: request
+    schema: [{name: x, dtype: Float64}]
+feature_views:
+  - name: driver_hourly
+    entities: [driver]
+    ttl: 1d
+    source: stats
+    tags: {team: ops, tier: 1}
+    schema:
+      - {name: driver_id, dtype: Int64}
+      - {name: conv_rate, dtype: Float32}
+      - {name: zones, dtype: Array(Int32)}
+  - name: fresh
+    entities: [driver, customer]
+    source: stats_push
+    ttl: 0
+    schema: [{name: conv_rate, dtype: Float32}]
+feature_services:
+  - name: ranking
+    features:
+      - driver_hourly: [conv_rate]
+      - fresh
+      - {view: driver_hourly, alias: again, features: [zones]}
+"#;
+
+    #[test]
+    fn good_definitions_become_the_model() {
+        let reg = parse(&[("features.yaml", GOOD)], "demo").unwrap();
+        assert_eq!(reg.entities.len(), 2);
+        let customer = reg.entity("customer").unwrap();
+        assert_eq!(customer.join_key, "customer");
+        assert_eq!(customer.value_type, ValueType::String);
+
+        let view = reg.feature_view("driver_hourly").unwrap();
+        assert_eq!(view.ttl.as_secs(), 86_400);
+        assert!(view.online);
+        assert_eq!(view.tags.get("tier").map(String::as_str), Some("1"));
+        let names: Vec<_> = view.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["conv_rate", "zones"]);
+        assert_eq!(
+            view.entity_columns,
+            [Field::new("driver_id", ValueType::Int64)]
+        );
+        assert_eq!(
+            view.batch_source.as_ref().unwrap().timestamp_field,
+            DEFAULT_TIMESTAMP_FIELD
+        );
+
+        let fresh = reg.feature_view("fresh").unwrap();
+        assert_eq!(fresh.stream_source.as_ref().unwrap().name, "stats_push");
+        assert_eq!(fresh.batch_source.as_ref().unwrap().name, "stats");
+        assert_eq!(fresh.entity_columns.len(), 2);
+
+        let svc = reg.feature_service("ranking").unwrap();
+        assert_eq!(svc.projections.len(), 3);
+        assert_eq!(svc.projections[0].features.len(), 1);
+        assert_eq!(svc.projections[1].features.len(), 1);
+        assert_eq!(svc.projections[2].alias.as_deref(), Some("again"));
+        assert_eq!(reg.data_sources.len(), 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_line_and_object() {
+        let bad = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+  - {name: driver, join_keys: [id2], value_type: INT64}
+  - {name: ratio, join_keys: [r], value_type: DOUBLE}
+  - {name: pair, join_keys: [a, b], value_type: STRING}
+sources:
+  - {name: stats, type: file, path: data/stats.parquet}
+  - {name: p, type: push, batch_source: nowhere}
+feature_views:
+  - name: v1
+    entities: [driver, rider]
+    source: missing
+    ttl: 2x
+    schema:
+      - {name: f, dtype: Float128}
+  - name: v2
+    entities: [driver]
+    source: stats
+    schema: [{name: g, dtype: Int64}]
+feature_services:
+  - name: s
+    features:
+      - v2: [nope]
+      - ghost
+"#;
+        let errs = parse(&[("features.yaml", bad)], "demo").unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let expect = [
+            ("features.yaml:4: entity \"driver\"", "defined twice"),
+            (
+                "features.yaml:5: entity \"ratio\"",
+                "cannot be an entity key",
+            ),
+            ("features.yaml:6: entity \"pair\"", "exactly one"),
+            ("features.yaml:9: source \"p\"", "not defined under sources"),
+            (
+                "features.yaml:11: feature view \"v1\"",
+                "unknown entity \"rider\"",
+            ),
+            (
+                "features.yaml:11: feature view \"v1\"",
+                "unknown source \"missing\"",
+            ),
+            ("features.yaml:11: feature view \"v1\"", "invalid duration"),
+            (
+                "features.yaml:11: feature view \"v1\"",
+                "unknown dtype \"Float128\"",
+            ),
+            (
+                "features.yaml:22: feature service \"s\"",
+                "has no feature \"nope\"",
+            ),
+            (
+                "features.yaml:22: feature service \"s\"",
+                "unknown feature view \"ghost\"",
+            ),
+        ];
+        for (prefix, words) in expect {
+            assert!(
+                text.iter()
+                    .any(|t| t.starts_with(prefix) && t.contains(words)),
+                "missing {prefix} .. {words} in:\n{}",
+                text.join("\n")
+            );
+        }
+        assert_eq!(errs.len(), expect.len(), "{}", text.join("\n"));
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_are_located() {
+        let errs = parse(
+            &[(
+                "features/a.yaml",
+                "entities:\n  - name: x\n    valu_type: INT64\n",
+            )],
+            "p",
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errs[0].file, "features/a.yaml");
+        assert_eq!(errs[0].line, Some(3), "the line of the unknown key");
+        assert!(errs[0].message.contains("valu_type"), "{}", errs[0].message);
+
+        let errs = parse(&[("f.yaml", "entities: [\n")], "p").unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].line.is_some());
+    }
+
+    #[test]
+    fn objects_can_be_split_across_files() {
+        let a = "entities:\n  - {name: driver, value_type: INT64}\n";
+        let b = "sources:\n  - {name: s, path: d.parquet}\nfeature_views:\n  - {name: v, entities: [driver], source: s, schema: [{name: f, dtype: Bool}]}\n";
+        let reg = parse(&[("features/a.yaml", a), ("features/b.yaml", b)], "p").unwrap();
+        assert_eq!(reg.feature_views[0].entity_columns[0].name, "driver");
+        assert!(
+            parse(&[("empty.yaml", "")], "p")
+                .unwrap()
+                .entities
+                .is_empty()
+        );
+    }
+}

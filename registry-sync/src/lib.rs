@@ -1,0 +1,13 @@
+//! quiver-registry: everything about definitions and the registry that is not serving.
+//!
+//! - [`config`]: `feature_store.yaml` (Feast's keys, defaults and env override).
+//! - [`definitions`]: YAML feature definitions, validated as a whole.
+//! - [`apply`]: diffing definitions against a registry and rewriting it.
+//! - [`store`]: reading and atomically writing a registry file.
+//! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
+
+pub mod apply;
+pub mod config;
+pub mod definitions;
+pub mod store;
+pub mod summary;

@@ -1,0 +1,65 @@
+//! Registry storage. A registry file on a local path is read whole and rewritten whole, through a
+//! temporary file in the same folder and a rename, so a crash never leaves a half-written file.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use quiver_core::registry::RegistryFile;
+
+/// Reads the registry at `path`; a missing file is an empty registry.
+pub fn read(path: &Path) -> Result<RegistryFile, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => RegistryFile::decode(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RegistryFile::empty()),
+        Err(e) => Err(format!("cannot read registry {}: {e}", path.display())),
+    }
+}
+
+/// Replaces the file at `path` with `bytes` atomically (temp file, fsync, rename, fsync folder).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("registry");
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write registry {}: {e}", path.display())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_is_empty_and_writes_replace_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/registry.db");
+        assert_eq!(read(&path).unwrap(), RegistryFile::empty());
+        let mut file = RegistryFile::empty();
+        let bytes = file.encode("v1", Default::default());
+        write_atomic(&path, &bytes).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file is left behind");
+        std::fs::write(&path, b"\x0a\x05garbage").unwrap();
+        assert!(read(&path).is_err());
+    }
+}

@@ -1,1 +1,71 @@
-fn main() {}
+//! The `quiver` binary: parses the command line and hands over to the library crates.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod apply;
+mod list;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// quiver: a Feast-compatible feature store built around a sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "quiver", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "QUIVER_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Validate the repo's YAML definitions and write them to its registry (like `feast apply`).
+    Apply(apply::Args),
+    /// List the objects a repo's registry holds for its project.
+    List(list::Args),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Apply(args) => apply::run(args),
+        Command::List(args) => list::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

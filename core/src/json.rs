@@ -5,7 +5,8 @@
 //! shortest round-trip `repr` form, float32 widened to f64 first (so 0.8057102f32 prints as
 //! `0.8057101964950562`); NaN and infinities as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`;
 //! bytes as padded base64; unix timestamps as integer seconds; lists and sets as arrays;
-//! maps and structs as objects; JSON values as the document they hold.
+//! maps and structs as objects; JSON values as their document text in a string (what Feast
+//! 0.67's server returns, checked against it; not the parsed document).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,21 +22,22 @@ pub fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bytes(b) => write_str(out, &BASE64.encode(b)),
-        Value::String(s) | Value::Uuid(s) | Value::TimeUuid(s) => write_str(out, s),
+        Value::String(s) | Value::Uuid(s) | Value::TimeUuid(s) | Value::Json(s) => {
+            write_str(out, s)
+        }
         Value::Int32(i) => write_int(out, i64::from(*i)),
         Value::Int64(i) | Value::UnixTimestamp(i) => write_int(out, *i),
         Value::Double(d) => write_float(out, *d),
         Value::Float(f) => write_float(out, f64::from(*f)),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Json(s) => write_json_text(out, s),
         Value::BytesList(l) | Value::BytesSet(l) => {
             write_array(out, l, |o, b| write_str(o, &BASE64.encode(b)))
         }
         Value::StringList(l)
         | Value::StringSet(l)
         | Value::UuidList(l)
-        | Value::TimeUuidList(l) => write_array(out, l, |o, s| write_str(o, s)),
-        Value::JsonList(l) => write_array(out, l, |o, s| write_json_text(o, s)),
+        | Value::TimeUuidList(l)
+        | Value::JsonList(l) => write_array(out, l, |o, s| write_str(o, s)),
         Value::Int32List(l) | Value::Int32Set(l) => {
             write_array(out, l, |o, i| write_int(o, i64::from(*i)))
         }
@@ -93,14 +95,6 @@ pub fn write_str(out: &mut String, s: &str) {
         }
     }
     out.push('"');
-}
-
-fn write_json_text(out: &mut String, text: &str) {
-    match serde_json::from_str::<Json>(text) {
-        Ok(doc) => out.push_str(&doc.to_string()),
-        // Not a valid document: hand the text over as a string rather than emit broken JSON.
-        Err(_) => write_str(out, text),
-    }
 }
 
 fn write_array<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
@@ -417,7 +411,10 @@ mod tests {
             (Value::String("a\"b\n".into()), "\"a\\\"b\\n\""),
             (Value::Int32List(vec![1, -2]), "[1,-2]"),
             (Value::FloatList(vec![0.5, f32::NAN]), "[0.5,\"NaN\"]"),
-            (Value::Json("{\"a\": [1, 2]}".into()), "{\"a\":[1,2]}"),
+            (
+                Value::Json("{\"a\": [1, 2]}".into()),
+                "\"{\\\"a\\\": [1, 2]}\"",
+            ),
             (Value::UnixTimestamp(1_795_658_400), "1795658400"),
         ];
         for (v, text) in cases {

@@ -11,6 +11,9 @@ use crate::time::Timestamp;
 
 pub type Tags = BTreeMap<String, String>;
 
+/// The hidden entity Feast registers for views without entities (join key `__dummy_id`).
+pub const DUMMY_ENTITY: &str = "__dummy";
+
 /// Registry bookkeeping kept with each object: when it was created and last changed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {

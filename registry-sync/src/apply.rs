@@ -10,7 +10,8 @@ use std::fmt;
 
 use prost::Message;
 use quiver_core::model::{
-    DataSource, Entity, FeatureService, FeatureView, Meta, Project, SourceKind, ViewKind,
+    DUMMY_ENTITY, DataSource, Entity, FeatureService, FeatureView, Meta, Project, SourceKind,
+    ViewKind,
 };
 use quiver_core::registry::{ObjectKind, ObjectWrite, ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
@@ -173,7 +174,8 @@ pub fn apply(
         }
     }
     for have in &current.entities {
-        if desired.entity(&have.name).is_none() {
+        // Feast's hidden entity belongs to entity-less and on-demand views, never to definitions.
+        if have.name != DUMMY_ENTITY && desired.entity(&have.name).is_none() {
             record(
                 &mut plan,
                 Action::Delete,

@@ -1,7 +1,7 @@
 //! A JSON listing of one project's objects, in the shape `compat/feast_summary.py` prints for
 //! the real Feast SDK, so the two can be compared field for field.
 
-use quiver_core::model::{DataSource, FeatureView, Field, SourceKind, ViewKind};
+use quiver_core::model::{DUMMY_ENTITY, DataSource, FeatureView, Field, SourceKind, ViewKind};
 use quiver_core::registry::ProjectRegistry;
 use serde_json::{Value as Json, json};
 
@@ -62,7 +62,7 @@ pub fn summarize(reg: &ProjectRegistry) -> Json {
     let entities = reg
         .entities
         .iter()
-        .filter(|e| e.name != "__dummy") // Feast's hidden entity of entity-less views
+        .filter(|e| e.name != DUMMY_ENTITY) // Feast's SDK hides it too
         .map(|e| {
             json!({
                 "name": e.name,

@@ -1,0 +1,92 @@
+//! `quiver list --repo DIR`: what the registry holds for the repo's project.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use quiver_core::registry::ProjectRegistry;
+use quiver_registry::config::RepoConfig;
+use quiver_registry::{store, summary};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The feature repo whose registry to read.
+    #[arg(long, default_value = ".", env = "QUIVER_REPO")]
+    repo: PathBuf,
+    /// Print JSON (the shape compat/feast_summary.py prints for the real Feast SDK).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = RepoConfig::load(&args.repo)?;
+    let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+    if !path.exists() {
+        return Err(anyhow!(
+            "no registry at {}: run `quiver apply --repo {}` first",
+            path.display(),
+            args.repo.display()
+        ));
+    }
+    let file = store::read(&path).map_err(|e| anyhow!(e))?;
+    let reg = file.project(&config.project)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary::summarize(&reg))?
+        );
+    } else {
+        print_text(&reg);
+    }
+    Ok(())
+}
+
+fn print_text(reg: &ProjectRegistry) {
+    println!("project {}", reg.project);
+    println!("\nentities ({})", reg.entities.len());
+    for e in &reg.entities {
+        println!(
+            "  {:<28} join key {} ({})",
+            e.name,
+            e.join_key,
+            e.value_type.proto_name()
+        );
+    }
+    println!("\ndata sources ({})", reg.data_sources.len());
+    for s in &reg.data_sources {
+        println!("  {:<28} {}", s.name, s.kind_name());
+    }
+    println!("\nfeature views ({})", reg.feature_views.len());
+    for v in &reg.feature_views {
+        let features: Vec<String> = v
+            .features
+            .iter()
+            .map(|f| format!("{}:{}", f.name, f.dtype))
+            .collect();
+        println!(
+            "  {:<28} entities [{}] ttl {} online {}: {}",
+            v.name,
+            v.entities.join(", "),
+            quiver_core::time::format_duration(v.ttl),
+            v.online,
+            features.join(", ")
+        );
+    }
+    println!("\nfeature services ({})", reg.feature_services.len());
+    for s in &reg.feature_services {
+        let views: Vec<String> = s
+            .projections
+            .iter()
+            .map(|p| format!("{}[{}]", p.name_to_use(), p.features.len()))
+            .collect();
+        println!("  {:<28} {}", s.name, views.join(", "));
+    }
+    if !reg.on_demand_views.is_empty() {
+        println!(
+            "\non-demand feature views ({}, kept but not served by quiver)",
+            reg.on_demand_views.len()
+        );
+        for name in &reg.on_demand_views {
+            println!("  {name}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The `quiver` binary end to end, as a user runs it: apply, re-apply, list, and the errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn quiver(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    cmd.args(args).env_remove("FEATURE_STORE_YAML_BASE64");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run quiver")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn quickstart_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart"), &repo);
+    let _ = std::fs::remove_file(repo.join("data/registry.db"));
+    (dir, repo)
+}
+
+#[test]
+fn apply_then_reapply_changes_nothing() {
+    let (_dir, repo) = quickstart_copy();
+    let repo_arg = repo.to_str().unwrap();
+    let out = quiver(&["apply", "--repo", repo_arg], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in ["Created entity driver", "Created feature view driver_hourly_stats", "Created feature service ride_scoring"] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+    let registry = repo.join("data/registry.db");
+    let first = std::fs::read(&registry).unwrap();
+
+    let out = quiver(&["apply", "--repo", repo_arg], &[]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read(&registry).unwrap(), first, "a no-op apply leaves the file as it was");
+
+    let out = quiver(&["list", "--repo", repo_arg, "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["feature_views"].as_array().unwrap().len(), 4);
+    assert_eq!(listed["feature_services"][1]["projections"][2]["alias"], "fresh");
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let (_dir, repo) = quickstart_copy();
+    let out = quiver(&["apply", "--dry-run", "--repo", repo.to_str().unwrap()], &[]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("Created feature view customer_profile"));
+    assert!(!repo.join("data/registry.db").exists());
+}
+
+#[test]
+fn bad_definitions_are_all_reported_and_nothing_is_written() {
+    let (_dir, repo) = quickstart_copy();
+    let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    let broken = defs
+        .replace("entities: [driver, customer]", "entities: [driver, passenger]")
+        .replace("{name: acc_rate, dtype: Float32}", "{name: acc_rate, dtype: Float16}");
+    std::fs::write(repo.join("features.yaml"), broken).unwrap();
+    let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("problems in the feature definitions"), "{stderr}");
+    assert!(stderr.contains("features.yaml:") && stderr.contains("unknown entity \"passenger\""), "{stderr}");
+    assert!(stderr.contains("unknown dtype \"Float16\""), "{stderr}");
+    assert!(!repo.join("data/registry.db").exists());
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let (_dir, repo) = quickstart_copy();
+    std::fs::write(repo.join("feature_store.yaml"), "project: quickstart\nonline_store:\n  type: cassandra\n").unwrap();
+    let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("online_store.type") && stderr.contains("expected sqlite or redis"), "{stderr}");
+}
+
+#[test]
+fn config_can_come_from_the_environment() {
+    let (_dir, repo) = quickstart_copy();
+    std::fs::remove_file(repo.join("feature_store.yaml")).unwrap();
+    // base64 of "project: from_env\nregistry: data/env_registry.db\n"
+    let encoded = "cHJvamVjdDogZnJvbV9lbnYKcmVnaXN0cnk6IGRhdGEvZW52X3JlZ2lzdHJ5LmRiCg==";
+    let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[("FEATURE_STORE_YAML_BASE64", encoded)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("project from_env"));
+    assert!(repo.join("data/env_registry.db").exists());
+}
+
+#[test]
+fn a_repo_without_definitions_says_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("feature_store.yaml"), "project: empty\n").unwrap();
+    let out = quiver(&["apply", "--repo", dir.path().to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no feature definitions found"), "{}", text(&out.stderr));
+}

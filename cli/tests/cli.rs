@@ -32,7 +32,10 @@ fn copy_dir(from: &Path, to: &Path) {
 fn quickstart_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart"), &repo);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart"),
+        &repo,
+    );
     let _ = std::fs::remove_file(repo.join("data/registry.db"));
     (dir, repo)
 }
@@ -44,7 +47,11 @@ fn apply_then_reapply_changes_nothing() {
     let out = quiver(&["apply", "--repo", repo_arg], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    for line in ["Created entity driver", "Created feature view driver_hourly_stats", "Created feature service ride_scoring"] {
+    for line in [
+        "Created entity driver",
+        "Created feature view driver_hourly_stats",
+        "Created feature service ride_scoring",
+    ] {
         assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
     }
     let registry = repo.join("data/registry.db");
@@ -52,20 +59,34 @@ fn apply_then_reapply_changes_nothing() {
 
     let out = quiver(&["apply", "--repo", repo_arg], &[]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
-    assert_eq!(std::fs::read(&registry).unwrap(), first, "a no-op apply leaves the file as it was");
+    assert!(
+        text(&out.stdout).contains("No changes"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(&registry).unwrap(),
+        first,
+        "a no-op apply leaves the file as it was"
+    );
 
     let out = quiver(&["list", "--repo", repo_arg, "--json"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["feature_views"].as_array().unwrap().len(), 4);
-    assert_eq!(listed["feature_services"][1]["projections"][2]["alias"], "fresh");
+    assert_eq!(
+        listed["feature_services"][1]["projections"][2]["alias"],
+        "fresh"
+    );
 }
 
 #[test]
 fn dry_run_writes_nothing() {
     let (_dir, repo) = quickstart_copy();
-    let out = quiver(&["apply", "--dry-run", "--repo", repo.to_str().unwrap()], &[]);
+    let out = quiver(
+        &["apply", "--dry-run", "--repo", repo.to_str().unwrap()],
+        &[],
+    );
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("Created feature view customer_profile"));
     assert!(!repo.join("data/registry.db").exists());
@@ -76,14 +97,26 @@ fn bad_definitions_are_all_reported_and_nothing_is_written() {
     let (_dir, repo) = quickstart_copy();
     let defs = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
     let broken = defs
-        .replace("entities: [driver, customer]", "entities: [driver, passenger]")
-        .replace("{name: acc_rate, dtype: Float32}", "{name: acc_rate, dtype: Float16}");
+        .replace(
+            "entities: [driver, customer]",
+            "entities: [driver, passenger]",
+        )
+        .replace(
+            "{name: acc_rate, dtype: Float32}",
+            "{name: acc_rate, dtype: Float16}",
+        );
     std::fs::write(repo.join("features.yaml"), broken).unwrap();
     let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("problems in the feature definitions"), "{stderr}");
-    assert!(stderr.contains("features.yaml:") && stderr.contains("unknown entity \"passenger\""), "{stderr}");
+    assert!(
+        stderr.contains("problems in the feature definitions"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("features.yaml:") && stderr.contains("unknown entity \"passenger\""),
+        "{stderr}"
+    );
     assert!(stderr.contains("unknown dtype \"Float16\""), "{stderr}");
     assert!(!repo.join("data/registry.db").exists());
 }
@@ -91,11 +124,18 @@ fn bad_definitions_are_all_reported_and_nothing_is_written() {
 #[test]
 fn bad_config_names_the_key() {
     let (_dir, repo) = quickstart_copy();
-    std::fs::write(repo.join("feature_store.yaml"), "project: quickstart\nonline_store:\n  type: cassandra\n").unwrap();
+    std::fs::write(
+        repo.join("feature_store.yaml"),
+        "project: quickstart\nonline_store:\n  type: cassandra\n",
+    )
+    .unwrap();
     let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("online_store.type") && stderr.contains("expected sqlite or redis"), "{stderr}");
+    assert!(
+        stderr.contains("online_store.type") && stderr.contains("expected sqlite or redis"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -104,7 +144,10 @@ fn config_can_come_from_the_environment() {
     std::fs::remove_file(repo.join("feature_store.yaml")).unwrap();
     // base64 of "project: from_env\nregistry: data/env_registry.db\n"
     let encoded = "cHJvamVjdDogZnJvbV9lbnYKcmVnaXN0cnk6IGRhdGEvZW52X3JlZ2lzdHJ5LmRiCg==";
-    let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[("FEATURE_STORE_YAML_BASE64", encoded)]);
+    let out = quiver(
+        &["apply", "--repo", repo.to_str().unwrap()],
+        &[("FEATURE_STORE_YAML_BASE64", encoded)],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("project from_env"));
     assert!(repo.join("data/env_registry.db").exists());
@@ -116,5 +159,9 @@ fn a_repo_without_definitions_says_what_to_write() {
     std::fs::write(dir.path().join("feature_store.yaml"), "project: empty\n").unwrap();
     let out = quiver(&["apply", "--repo", dir.path().to_str().unwrap()], &[]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no feature definitions found"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no feature definitions found"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -7,6 +7,11 @@
 //! - [`json`]: the JSON of Feast's HTTP feature server.
 //! - [`time`]: RFC 3339 timestamps and definition durations.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod entity_key;
 pub mod json;
 pub mod layout;

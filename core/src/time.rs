@@ -45,9 +45,9 @@ pub fn write_rfc3339(out: &mut String, seconds: i64, nanos: u32) {
     // `write!` into a String cannot fail.
     let _ = write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
     if nanos != 0 {
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             let _ = write!(out, ".{:03}", nanos / 1_000_000);
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             let _ = write!(out, ".{:06}", nanos / 1_000);
         } else {
             let _ = write!(out, ".{nanos:09}");

@@ -911,18 +911,17 @@ fn check_views(
     out
 }
 
-/// One `features:` entry of a feature service, in any of its three forms.
-fn parse_service_entry(
-    entry: &Yaml,
-) -> Result<
-    (
-        String,
-        Option<String>,
-        Option<Vec<String>>,
-        BTreeMap<String, String>,
-    ),
-    String,
-> {
+/// One `features:` entry of a feature service.
+struct ServiceEntry {
+    view: String,
+    alias: Option<String>,
+    /// `None`: every feature of the view.
+    features: Option<Vec<String>>,
+    join_key_map: BTreeMap<String, String>,
+}
+
+/// Reads a `features:` entry in any of its three forms.
+fn parse_service_entry(entry: &Yaml) -> Result<ServiceEntry, String> {
     const FORMS: &str = "expected a view name, {view: [feature, ...]}, or {view: name, alias: name, features: [...]}";
     let strings = |v: &Yaml, what: &str| -> Result<Vec<String>, String> {
         v.as_sequence()
@@ -936,7 +935,12 @@ fn parse_service_entry(
             .collect()
     };
     match entry {
-        Yaml::String(view) => Ok((view.clone(), None, None, BTreeMap::new())),
+        Yaml::String(view) => Ok(ServiceEntry {
+            view: view.clone(),
+            alias: None,
+            features: None,
+            join_key_map: BTreeMap::new(),
+        }),
         Yaml::Mapping(m) if m.contains_key("view") => {
             let mut view = None;
             let mut alias = None;
@@ -976,13 +980,23 @@ fn parse_service_entry(
                     }
                 }
             }
-            Ok((view.ok_or(FORMS)?, alias, features, join_key_map))
+            Ok(ServiceEntry {
+                view: view.ok_or(FORMS)?,
+                alias,
+                features,
+                join_key_map,
+            })
         }
         Yaml::Mapping(m) if m.len() == 1 => {
             let (k, v) = m.iter().next().ok_or(FORMS)?;
             let view = k.as_str().ok_or(FORMS)?.to_owned();
             let features = strings(v, &view)?;
-            Ok((view, None, Some(features), BTreeMap::new()))
+            Ok(ServiceEntry {
+                view,
+                alias: None,
+                features: Some(features),
+                join_key_map: BTreeMap::new(),
+            })
         }
         _ => Err(FORMS.to_owned()),
     }
@@ -1013,7 +1027,12 @@ fn check_services(
         let mut projections = Vec::new();
         let mut used_names = HashSet::new();
         for entry in &def.features {
-            let (view_name, alias, wanted, join_key_map) = match parse_service_entry(entry) {
+            let ServiceEntry {
+                view: view_name,
+                alias,
+                features: wanted,
+                join_key_map,
+            } = match parse_service_entry(entry) {
                 Ok(x) => x,
                 Err(e) => {
                     ck.report(file, S, K, &name, format!("features: {e}"));

@@ -6,6 +6,11 @@
 //! - [`store`]: reading and atomically writing a registry file.
 //! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod apply;
 pub mod config;
 pub mod definitions;

@@ -178,7 +178,29 @@ struct SourceFile {
 impl SourceFile {
     /// The 1-based line of the `nth` (0-based) `name: <name>` inside `section`, when it can be
     /// found.
-    fn locate(&self, section: &str, name: &str, mut nth: usize) -> Option<usize> {
+    /// With `field`, the line of `name: <field>` after the object's own line instead.
+    fn locate(
+        &self,
+        section: &str,
+        name: &str,
+        mut nth: usize,
+        field: Option<&str>,
+    ) -> Option<usize> {
+        let object_line = self.locate_object(section, name, &mut nth)?;
+        let Some(field) = field else {
+            return Some(object_line);
+        };
+        let found = self
+            .text
+            .lines()
+            .enumerate()
+            .skip(object_line)
+            .find(|(_, line)| names_object(line, field))
+            .map(|(i, _)| i + 1);
+        Some(found.unwrap_or(object_line))
+    }
+
+    fn locate_object(&self, section: &str, name: &str, nth: &mut usize) -> Option<usize> {
         let mut in_section = false;
         for (i, line) in self.text.lines().enumerate() {
             if !line.starts_with([' ', '\t', '-', '#']) && !line.is_empty() {
@@ -186,10 +208,10 @@ impl SourceFile {
                     || line.starts_with(&format!("{section}:"));
             }
             if in_section && names_object(line, name) {
-                if nth == 0 {
+                if *nth == 0 {
                     return Some(i + 1);
                 }
-                nth -= 1;
+                *nth -= 1;
             }
         }
         None
@@ -317,6 +339,25 @@ impl Checker<'_> {
         self.report_nth(file, section, kind, name, 0, message);
     }
 
+    /// Reports a problem with one field of an object, pointing at the field's line.
+    fn report_field(
+        &mut self,
+        file: usize,
+        section: &str,
+        kind: &str,
+        name: &str,
+        field: &str,
+        message: impl Into<String>,
+    ) {
+        let f = &self.files[file];
+        self.errors.push(DefinitionError {
+            file: f.label.clone(),
+            line: f.locate(section, name, 0, Some(field)),
+            object: format!("{kind} {name:?}"),
+            message: message.into(),
+        });
+    }
+
     /// Reports a problem with the `nth` object of that name in the file (for duplicates).
     fn report_nth(
         &mut self,
@@ -330,7 +371,7 @@ impl Checker<'_> {
         let f = &self.files[file];
         self.errors.push(DefinitionError {
             file: f.label.clone(),
-            line: f.locate(section, name, nth),
+            line: f.locate(section, name, nth, None),
             object: format!("{kind} {name:?}"),
             message: message.into(),
         });
@@ -373,8 +414,9 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
 
     let entities = check_entities(&mut ck, entity_defs);
     let data_sources = check_sources(&mut ck, source_defs);
+    let declared_views: HashSet<String> = view_defs.iter().map(|v| v.def.name.clone()).collect();
     let feature_views = check_views(&mut ck, view_defs, &entities, &data_sources);
-    let feature_services = check_services(&mut ck, service_defs, &feature_views);
+    let feature_services = check_services(&mut ck, service_defs, &feature_views, &declared_views);
 
     if !ck.errors.is_empty() {
         return Err(DefinitionErrors(ck.errors));
@@ -481,8 +523,11 @@ fn check_entities(ck: &mut Checker, defs: Vec<Located<EntityDef>>) -> Vec<Entity
     const S: &str = "entities";
     const K: &str = "entity";
     check_names(ck, &defs, |d| &d.name, S, K);
-    let mut out = Vec::new();
+    let mut out: Vec<Entity> = Vec::new();
     for Located { file, def } in defs {
+        if out.iter().any(|e| e.name == def.name) {
+            continue; // a duplicate, already reported
+        }
         let join_key = match def.join_keys.as_deref() {
             None => def.name.clone(),
             Some([key]) if !key.trim().is_empty() => key.clone(),
@@ -584,13 +629,14 @@ fn check_fields(
             continue;
         }
         let Some(dtype) = ValueType::from_dtype_name(&f.dtype) else {
-            ck.report(
+            ck.report_field(
                 file,
                 section,
                 kind,
                 name,
+                &f.name,
                 format!(
-                    "schema: field {:?} has unknown dtype {:?}; expected one of {}",
+                    "schema: field {:?} has unknown dtype {:?}; expected {}",
                     f.name,
                     f.dtype,
                     accepted_dtypes()
@@ -1006,6 +1052,7 @@ fn check_services(
     ck: &mut Checker,
     defs: Vec<Located<ServiceDef>>,
     views: &[FeatureView],
+    declared_views: &HashSet<String>,
 ) -> Vec<FeatureService> {
     const S: &str = "feature_services";
     const K: &str = "feature service";
@@ -1026,6 +1073,7 @@ fn check_services(
         }
         let mut projections = Vec::new();
         let mut used_names = HashSet::new();
+        let mut skipped = false;
         for entry in &def.features {
             let ServiceEntry {
                 view: view_name,
@@ -1040,6 +1088,11 @@ fn check_services(
                 }
             };
             let Some(view) = by_name.get(view_name.as_str()) else {
+                if declared_views.contains(&view_name) {
+                    // The view itself is invalid and already reported.
+                    skipped = true;
+                    continue;
+                }
                 ck.report(file, S, K, &name, format!("unknown feature view {view_name:?}: define it under feature_views or fix the name"));
                 continue;
             };
@@ -1105,7 +1158,7 @@ fn check_services(
             projections.push(projection);
         }
         let tags = tags(ck, file, S, K, &name, def.tags);
-        if ck.errors.len() > errors_before {
+        if skipped || ck.errors.len() > errors_before {
             continue;
         }
         out.push(FeatureService {
@@ -1245,7 +1298,7 @@ feature_services:
             ),
             ("features.yaml:11: feature view \"v1\"", "invalid duration"),
             (
-                "features.yaml:11: feature view \"v1\"",
+                "features.yaml:16: feature view \"v1\"",
                 "unknown dtype \"Float128\"",
             ),
             (

@@ -165,3 +165,26 @@ fn a_repo_without_definitions_says_what_to_write() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn split_definitions_under_features_dir_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("fraud");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud"),
+        &repo,
+    );
+    let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("project fraud"), "{stdout}");
+    assert!(
+        stdout.contains("Created feature service fraud_scoring"),
+        "{stdout}"
+    );
+    let out = quiver(&["list", "--repo", repo.to_str().unwrap(), "--json"], &[]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let velocity = &listed["feature_services"][0]["projections"][2];
+    assert_eq!(velocity["alias"], "velocity");
+    assert_eq!(velocity["join_key_map"]["merchant_id"], "txn_merchant_id");
+}

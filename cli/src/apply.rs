@@ -32,6 +32,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
     let desired = definitions::load(&args.repo, &config.project).map_err(|e| anyhow!("{e}"))?;
     let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+    // Held until the new registry is in place: concurrent applies run one after the other.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(store::RegistryLock::acquire(&path).map_err(|e| anyhow!(e))?)
+    };
     let mut file = store::read(&path).map_err(|e| anyhow!(e))?;
 
     let plan = apply::apply(&mut file, &desired, now()).context("registry")?;

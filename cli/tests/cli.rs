@@ -188,3 +188,52 @@ fn split_definitions_under_features_dir_apply() {
     assert_eq!(velocity["alias"], "velocity");
     assert_eq!(velocity["join_key_map"]["merchant_id"], "txn_merchant_id");
 }
+
+#[test]
+fn concurrent_applies_to_one_registry_lose_nothing() {
+    // Several projects share one registry file and apply at the same time; the registry lock
+    // makes each read-modify-write wait for the previous one, so every project ends up in it.
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("shared/registry.db");
+    let defs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/features.yaml"),
+    )
+    .unwrap();
+    let repos: Vec<PathBuf> = (0..6)
+        .map(|i| {
+            let repo = dir.path().join(format!("repo{i}"));
+            std::fs::create_dir_all(&repo).unwrap();
+            std::fs::write(
+                repo.join("feature_store.yaml"),
+                format!("project: team{i}\nregistry: {}\n", registry.display()),
+            )
+            .unwrap();
+            std::fs::write(repo.join("features.yaml"), &defs).unwrap();
+            repo
+        })
+        .collect();
+    let children: Vec<_> = repos
+        .iter()
+        .map(|repo| {
+            Command::new(env!("CARGO_BIN_EXE_quiver"))
+                .args(["apply", "--repo", repo.to_str().unwrap()])
+                .env_remove("FEATURE_STORE_YAML_BASE64")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    for (i, repo) in repos.iter().enumerate() {
+        let out = quiver(&["list", "--repo", repo.to_str().unwrap(), "--json"], &[]);
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed["project"], format!("team{i}"));
+        assert_eq!(
+            listed["feature_views"].as_array().unwrap().len(),
+            4,
+            "team{i} lost its views"
+        );
+    }
+}

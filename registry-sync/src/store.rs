@@ -6,6 +6,40 @@ use std::path::Path;
 
 use quiver_core::registry::RegistryFile;
 
+/// An exclusive lock on a registry file, held for a whole read-modify-write so that two
+/// `quiver apply` runs on one machine never lose each other's changes. It is a lock on a sibling
+/// `.<name>.lock` file (the registry itself is replaced by rename, so it cannot carry the lock),
+/// released when dropped.
+pub struct RegistryLock {
+    _file: std::fs::File,
+}
+
+impl RegistryLock {
+    /// Waits for and takes the lock for the registry at `path`.
+    pub fn acquire(path: &Path) -> Result<RegistryLock, String> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("registry");
+        let lock_path = dir.join(format!(".{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open lock file {}: {e}", lock_path.display()))?;
+        file.lock()
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        Ok(RegistryLock { _file: file })
+    }
+}
+
 /// Reads the registry at `path`; a missing file is an empty registry.
 pub fn read(path: &Path) -> Result<RegistryFile, String> {
     match std::fs::read(path) {
@@ -61,5 +95,26 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temp file is left behind");
         std::fs::write(&path, b"\x0a\x05garbage").unwrap();
         assert!(read(&path).is_err());
+    }
+
+    #[test]
+    fn the_lock_serializes_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let held = RegistryLock::acquire(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let _lock = RegistryLock::acquire(&p).unwrap();
+            tx.send(()).unwrap();
+        });
+        // The second acquire waits while the first is held.
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err()
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
     }
 }

@@ -110,6 +110,7 @@ FEAST_CLI = Path(sys.executable).parent / "feast"
 
 sys.path.insert(0, str(COMPAT_DIR))
 import feast_summary  # noqa: E402
+from quickstart_data import write_quickstart_parquet  # noqa: E402
 
 SERIALIZATION_VERSION = 3
 UTC = timezone.utc
@@ -951,45 +952,9 @@ def value_fixtures(
 # ---------------------------------------------------------------------------
 
 
-def write_quickstart_parquet(data_dir: Path) -> None:
-    """Small parquet files matching compat/feast_repo's file sources."""
-    t0 = utc("2024-05-01T12:00:00+00:00")
-    pd.DataFrame(
-        {
-            "driver_id": pd.Series([1001, 1002], dtype="int64"),
-            "event_timestamp": [t0, t0],
-            "created": [t0, t0],
-            "conv_rate": pd.Series([0.5, 0.25], dtype="float32"),
-            "acc_rate": pd.Series([0.75, 0.5], dtype="float32"),
-            "avg_daily_trips": pd.Series([10, 20], dtype="int64"),
-            "recent_zones": [[1, 2], [3]],
-        }
-    ).to_parquet(data_dir / "driver_stats.parquet")
-    pd.DataFrame(
-        {
-            "customer_id": ["c1", "c2"],
-            "event_timestamp": [t0, t0],
-            "tier": ["gold", "silver"],
-            "ltv": [100.5, 20.0],
-            "is_vip": [True, False],
-            "signup_ts": [t0, t0],
-        }
-    ).to_parquet(data_dir / "customer_profile.parquet")
-    pd.DataFrame(
-        {
-            "driver_id": pd.Series([1001], dtype="int64"),
-            "customer_id": ["c1"],
-            "event_timestamp": [t0],
-            "rides_together": pd.Series([3], dtype="int64"),
-            "avg_rating": [4.5],
-        }
-    ).to_parquet(data_dir / "driver_customer.parquet")
-
-
 def registry_fixtures(workdir: Path) -> None:
     repo = workdir / "feast_repo"
     shutil.copytree(FEAST_REPO, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    (repo / "data").mkdir()
     write_quickstart_parquet(repo / "data")
     subprocess.run([str(FEAST_CLI), "apply"], cwd=repo, check=True)
 

@@ -16,16 +16,15 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "compat"))
 
 import feast_summary  # noqa: E402
+from quickstart_data import write_quickstart_parquet  # noqa: E402
 
 QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "debug" / "quiver"))
 FEAST_CLI = Path(sys.executable).parent / "feast"
@@ -47,47 +46,11 @@ def without_odfvs(summary: dict) -> dict:
     return {**summary, "on_demand_feature_views": []}
 
 
-def write_parquet(data_dir: Path) -> None:
-    """Small files for the quickstart sources (Feast may read them while applying)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    t0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
-    pd.DataFrame(
-        {
-            "driver_id": pd.Series([1001, 1002], dtype="int64"),
-            "event_timestamp": [t0, t0],
-            "created": [t0, t0],
-            "conv_rate": pd.Series([0.5, 0.25], dtype="float32"),
-            "acc_rate": pd.Series([0.75, 0.5], dtype="float32"),
-            "avg_daily_trips": pd.Series([10, 20], dtype="int64"),
-            "recent_zones": [[1, 2], [3]],
-        }
-    ).to_parquet(data_dir / "driver_stats.parquet")
-    pd.DataFrame(
-        {
-            "customer_id": ["c1", "c2"],
-            "event_timestamp": [t0, t0],
-            "tier": ["gold", "silver"],
-            "ltv": [100.5, 20.0],
-            "is_vip": [True, False],
-            "signup_ts": [t0, t0],
-        }
-    ).to_parquet(data_dir / "customer_profile.parquet")
-    pd.DataFrame(
-        {
-            "driver_id": pd.Series([1001], dtype="int64"),
-            "customer_id": ["c1"],
-            "event_timestamp": [t0],
-            "rides_together": pd.Series([3], dtype="int64"),
-            "avg_rating": [4.5],
-        }
-    ).to_parquet(data_dir / "driver_customer.parquet")
-
-
 @pytest.fixture
 def quiver_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "quickstart"
     shutil.copytree(ROOT / "examples/quickstart", repo, ignore=shutil.ignore_patterns("registry.db", "online*.db"))
-    write_parquet(repo / "data")
+    write_quickstart_parquet(repo / "data")
     return repo
 
 
@@ -95,7 +58,7 @@ def quiver_repo(tmp_path: Path) -> Path:
 def feast_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "feast_repo"
     shutil.copytree(ROOT / "compat/feast_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    write_parquet(repo / "data")
+    write_quickstart_parquet(repo / "data")
     subprocess.run([str(FEAST_CLI), "apply"], cwd=repo, check=True, capture_output=True)
     return repo
 

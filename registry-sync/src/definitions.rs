@@ -662,7 +662,7 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
     // File sources first: push sources embed the batch source they name.
     let mut out: Vec<DataSource> = Vec::new();
     let mut pushes = Vec::new();
-    for Located { file, def } in defs {
+    for Located { file, mut def } in defs {
         let kind_word = def.kind.clone().unwrap_or_else(|| "file".to_owned());
         let not_for = |ck: &mut Checker, key: &str, present: bool| {
             if present {
@@ -694,8 +694,14 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
                 not_for(ck, "path", def.path.is_some());
                 not_for(ck, "batch_source", def.batch_source.is_some());
                 not_for(ck, "timestamp_field", def.timestamp_field.is_some());
-                let schema =
-                    check_fields(ck, file, S, K, &def.name, def.schema.unwrap_or_default());
+                let schema = check_fields(
+                    ck,
+                    file,
+                    S,
+                    K,
+                    &def.name,
+                    def.schema.take().unwrap_or_default(),
+                );
                 if schema.is_empty() {
                     ck.report(
                         file,
@@ -711,6 +717,13 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
             "push" => {
                 not_for(ck, "path", def.path.is_some());
                 not_for(ck, "schema", def.schema.is_some());
+                // A push source's rows are timed by its batch source's columns.
+                not_for(ck, "timestamp_field", def.timestamp_field.is_some());
+                not_for(
+                    ck,
+                    "created_timestamp_column",
+                    !def.created_timestamp_column.is_empty(),
+                );
                 match def.batch_source.clone() {
                     Some(b) => {
                         pushes.push((file, def, b));
@@ -733,26 +746,17 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
                 continue;
             }
         };
-        let tags = tags(ck, file, S, K, &def.name, def.tags);
-        let is_file = matches!(kind, SourceKind::File { .. });
-        out.push(DataSource {
-            name: def.name,
-            kind,
-            timestamp_field: if is_file {
-                def.timestamp_field
-                    .unwrap_or_else(|| DEFAULT_TIMESTAMP_FIELD.to_owned())
-            } else {
-                String::new()
-            },
-            created_timestamp_column: def.created_timestamp_column,
-            date_partition_column: def.date_partition_column,
-            field_mapping: def.field_mapping,
-            description: def.description,
-            tags,
-            owner: def.owner,
-        });
+        let tags = tags(ck, file, S, K, &def.name, def.tags.take());
+        let timestamp_field = match kind {
+            SourceKind::File { .. } => def
+                .timestamp_field
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TIMESTAMP_FIELD.to_owned()),
+            _ => String::new(),
+        };
+        out.push(source_from(def, kind, tags, timestamp_field));
     }
-    for (file, def, batch_name) in pushes {
+    for (file, mut def, batch_name) in pushes {
         let batch = match out.iter().find(|s| s.name == batch_name) {
             Some(b) if matches!(b.kind, SourceKind::File { .. }) => b.clone(),
             Some(_) => {
@@ -770,22 +774,32 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
                 continue;
             }
         };
-        let tags = tags(ck, file, S, K, &def.name, def.tags);
-        out.push(DataSource {
-            name: def.name,
-            kind: SourceKind::Push {
-                batch_source: Box::new(batch),
-            },
-            timestamp_field: def.timestamp_field.unwrap_or_default(),
-            created_timestamp_column: def.created_timestamp_column,
-            date_partition_column: def.date_partition_column,
-            field_mapping: def.field_mapping,
-            description: def.description,
-            tags,
-            owner: def.owner,
-        });
+        let tags = tags(ck, file, S, K, &def.name, def.tags.take());
+        let kind = SourceKind::Push {
+            batch_source: Box::new(batch),
+        };
+        out.push(source_from(def, kind, tags, String::new()));
     }
     out
+}
+
+fn source_from(
+    def: SourceDef,
+    kind: SourceKind,
+    tags: Tags,
+    timestamp_field: String,
+) -> DataSource {
+    DataSource {
+        name: def.name,
+        kind,
+        timestamp_field,
+        created_timestamp_column: def.created_timestamp_column,
+        date_partition_column: def.date_partition_column,
+        field_mapping: def.field_mapping,
+        description: def.description,
+        tags,
+        owner: def.owner,
+    }
 }
 
 fn parse_ttl(v: &Yaml) -> Result<std::time::Duration, String> {
@@ -1339,6 +1353,21 @@ feature_services:
         let errs = parse(&[("f.yaml", "entities: [\n")], "p").unwrap_err().0;
         assert_eq!(errs.len(), 1);
         assert!(errs[0].line.is_some());
+    }
+
+    #[test]
+    fn push_sources_take_their_times_from_the_batch_source() {
+        let defs = "sources:\n  - {name: s, path: d.parquet}\n  - {name: p, type: push, batch_source: s, timestamp_field: ts}\n";
+        let errs = parse(&[("features.yaml", defs)], "p").unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, Some(3));
+        assert!(
+            errs[0]
+                .message
+                .contains("timestamp_field does not apply to a push source"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -39,25 +39,18 @@ Outputs (relative to the repository root):
 import os
 import sys
 
-if os.environ.get("TZ") != "UTC" or os.environ.get("PYTHONHASHSEED") != "0":
-    env = dict(os.environ, TZ="UTC", PYTHONHASHSEED="0")
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_helpers import reexec_with_stable_env  # noqa: E402
 
-import base64  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
+reexec_with_stable_env()
+
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 from datetime import datetime, timedelta, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Dict, Iterator, List, Optional, Tuple  # noqa: E402
+from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import redis  # noqa: E402
@@ -101,17 +94,23 @@ from feast.types import (  # noqa: E402
     UnixTimestamp,
 )
 
-COMPAT_DIR = Path(__file__).resolve().parent
-ROOT = COMPAT_DIR.parent
-CORE_FIXTURES = ROOT / "core" / "tests" / "fixtures" / "feast"
-REGISTRY_FIXTURES = ROOT / "registry-sync" / "tests" / "fixtures"
-FEAST_REPO = COMPAT_DIR / "feast_repo"
-FEAST_CLI = Path(sys.executable).parent / "feast"
-
-sys.path.insert(0, str(COMPAT_DIR))
+from fixture_helpers import (  # noqa: E402
+    COMPAT_DIR,
+    FEAST_CLI,
+    ROOT,
+    b64,
+    feast_serve,
+    post_json,
+    redis_server,
+    strict_json_loads,
+    write_json,
+)
 import feast_summary  # noqa: E402
 from quickstart_data import write_quickstart_parquet  # noqa: E402
 
+CORE_FIXTURES = ROOT / "core" / "tests" / "fixtures" / "feast"
+REGISTRY_FIXTURES = ROOT / "registry-sync" / "tests" / "fixtures"
+FEAST_REPO = COMPAT_DIR / "feast_repo"
 SERIALIZATION_VERSION = 3
 UTC = timezone.utc
 
@@ -123,80 +122,6 @@ UTC = timezone.utc
 
 def utc(iso: str) -> datetime:
     return datetime.fromisoformat(iso).astimezone(UTC)
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
-    path.write_text(text + "\n", encoding="utf-8")
-    print(f"wrote {path.relative_to(ROOT)}")
-
-
-def strict_json_loads(text: str) -> Any:
-    """json.loads that refuses NaN/Infinity tokens (they are not JSON)."""
-
-    def reject(token: str) -> Any:
-        raise ValueError(f"non-standard JSON token {token!r}")
-
-    return json.loads(text, parse_constant=reject)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """Stop a process started with start_new_session=True, and its children."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[int]:
-    """A private, non-persistent redis-server on a free localhost port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--dir", str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port)
-        wait_until(client.ping, f"redis-server on port {port}", timeout=30)
-        yield port
-    finally:
-        stop_process_group(proc)
 
 
 # ---------------------------------------------------------------------------
@@ -743,44 +668,6 @@ def serve_requests() -> List[Tuple[str, Dict[str, Any]]]:
             {"feature_service": "no_such_service", "entities": {"driver_id": [1]}},
         ),
     ]
-
-
-def post_json(url: str, body: Dict[str, Any]) -> Tuple[int, str]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode("utf-8"),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode("utf-8")
-
-
-def health_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.status == 200
-
-
-@contextlib.contextmanager
-def feast_serve(repo: Path, log_path: Path) -> Iterator[str]:
-    port = free_port()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(FEAST_CLI), "serve", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=repo,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: health_ok(base + "/health"), f"feast serve ({log_path})")
-        yield base
-    finally:
-        stop_process_group(proc)
 
 
 def run_serve_requests(repo: Path, kind: str, workdir: Path) -> List[Dict[str, Any]]:

@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod apply;
 mod list;
+mod serve;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,11 +41,13 @@ enum Command {
     Apply(apply::Args),
     /// List the objects a repo's registry holds for its project.
     List(list::Args),
+    /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
+    Serve(serve::Args),
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::List(args) => list::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,247 @@
+//! `quiver serve --repo DIR`: the sidecar. Validates everything (config, registry, online store)
+//! before binding its port, then serves until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use quiver_online_store::{OnlineStore, RedisOptions, RedisStore, SqliteStore};
+use quiver_registry::config::{OnlineStoreConfig, RedisType, RepoConfig};
+use quiver_sidecar::{EngineConfig, OnStoreError, SidecarConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The feature repo: its feature_store.yaml names the registry and the online store.
+    #[arg(long, default_value = ".", env = "QUIVER_REPO")]
+    repo: PathBuf,
+    /// Address to bind. The default keeps the sidecar private to its pod.
+    #[arg(long, default_value = "127.0.0.1", env = "QUIVER_HOST")]
+    host: String,
+    #[arg(long, default_value_t = 6566, env = "QUIVER_PORT")]
+    port: u16,
+    /// Cache budget, e.g. 256MiB, 1GiB, or bytes.
+    #[arg(long, default_value = "256MiB", env = "QUIVER_CACHE_BYTES", value_parser = parse_bytes)]
+    cache_bytes: usize,
+    /// Longest a cached row is served without re-reading it, when no change feed covers it.
+    #[arg(long, default_value = "5s", env = "QUIVER_MAX_STALENESS", value_parser = parse_duration)]
+    max_staleness: Duration,
+    /// Longest a cached row is served while the store's change feed (Redis keyspace
+    /// notifications, SQLite change detection) is live.
+    #[arg(long, default_value = "5m", env = "QUIVER_WATCHED_STALENESS", value_parser = parse_duration)]
+    watched_staleness: Duration,
+    /// How long "never written" is remembered.
+    #[arg(long, default_value = "1s", env = "QUIVER_NEGATIVE_TTL", value_parser = parse_duration)]
+    negative_ttl: Duration,
+    /// Deadline for the online-store part of a request.
+    #[arg(long, default_value = "50ms", env = "QUIVER_STORE_TIMEOUT", value_parser = parse_duration)]
+    store_timeout: Duration,
+    /// Most entity rows in one request (413 beyond).
+    #[arg(long, default_value_t = 10_000, env = "QUIVER_MAX_ENTITY_ROWS")]
+    max_entity_rows: usize,
+    /// Largest request body (413 beyond), e.g. 1MiB.
+    #[arg(long, default_value = "1MiB", env = "QUIVER_MAX_BODY_BYTES", value_parser = parse_bytes)]
+    max_body_bytes: usize,
+    /// How often the registry file is checked for changes.
+    #[arg(long, default_value = "1s", env = "QUIVER_REGISTRY_REFRESH", value_parser = parse_duration)]
+    registry_refresh: Duration,
+    /// When the online store cannot be read in time: fail (503 naming the cause) or degrade
+    /// (200, those features null with status INVALID).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "fail",
+        env = "QUIVER_ON_STORE_ERROR"
+    )]
+    on_store_error: StoreErrorMode,
+    /// Turn on Redis keyspace notifications (notify-keyspace-events Khg) if they are off.
+    #[arg(long, env = "QUIVER_ENABLE_KEYSPACE_NOTIFICATIONS")]
+    enable_keyspace_notifications: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "QUIVER_WORKERS")]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StoreErrorMode {
+    Fail,
+    Degrade,
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, `1d`, or whole seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{s:?}: expected a duration like 50ms, 5s, 2m"));
+    }
+    quiver_core::time::parse_duration(t)
+}
+
+/// `256MiB`, `1GiB`, `512KiB`, `64MB`, or bytes.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let units: [(&str, usize); 7] = [
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("KB", 1000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("B", 1),
+    ];
+    for (suffix, scale) in units {
+        if let Some(n) = t.strip_suffix(suffix) {
+            return n
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_mul(scale))
+                .ok_or_else(|| {
+                    format!("{s:?}: expected a size like 256MiB, 1GiB or a number of bytes")
+                });
+        }
+    }
+    t.parse()
+        .map_err(|_| format!("{s:?}: expected a size like 256MiB, 1GiB or a number of bytes"))
+}
+
+async fn connect_store(config: &RepoConfig) -> anyhow::Result<OnlineStore> {
+    Ok(match &config.online_store {
+        OnlineStoreConfig::Sqlite { path } => {
+            let path = config.repo_dir.join(path);
+            if !path.exists() {
+                tracing::warn!(path = %path.display(), "the SQLite online store does not exist yet: every entity reads as NOT_FOUND until it is materialized");
+            }
+            OnlineStore::Sqlite(Arc::new(SqliteStore::open(&path)))
+        }
+        OnlineStoreConfig::Redis {
+            redis_type,
+            connection,
+            ..
+        } => {
+            if *redis_type != RedisType::Redis {
+                bail!(
+                    "online_store.redis_type {redis_type:?} is not supported by quiver serve yet: use a standalone Redis (redis_type: redis)"
+                );
+            }
+            let (host, port) = connection
+                .hosts
+                .first()
+                .cloned()
+                .ok_or_else(|| anyhow!("online_store.connection_string names no host"))?;
+            let options = RedisOptions {
+                host: host.clone(),
+                port,
+                db: connection.db,
+                username: connection.username.clone(),
+                password: connection.password.clone(),
+                ssl: connection.ssl,
+                connect_timeout: Duration::from_secs(5),
+            };
+            let store = RedisStore::connect(options, &config.project)
+                .await
+                .with_context(|| format!("cannot connect to the online store at {host}:{port}"))?;
+            OnlineStore::Redis(Arc::new(store))
+        }
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.workers {
+        runtime.worker_threads(n.max(1));
+    }
+    runtime.build()?.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<()> {
+    let config = RepoConfig::load(&args.repo)?;
+    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .with_context(|| {
+            format!(
+                "--host {:?} --port {}: not an address to bind",
+                args.host, args.port
+            )
+        })?;
+    let sidecar = SidecarConfig {
+        engine: EngineConfig {
+            cache_bytes: args.cache_bytes,
+            max_staleness: args.max_staleness,
+            watched_staleness: args.watched_staleness,
+            negative_ttl: args.negative_ttl,
+            store_timeout: args.store_timeout,
+            max_entity_rows: args.max_entity_rows,
+            on_store_error: match args.on_store_error {
+                StoreErrorMode::Fail => OnStoreError::Fail,
+                StoreErrorMode::Degrade => OnStoreError::Degrade,
+            },
+            ..EngineConfig::default()
+        },
+        max_body_bytes: args.max_body_bytes,
+        registry_refresh: args.registry_refresh,
+        enable_keyspace_notifications: args.enable_keyspace_notifications,
+    };
+    let store = connect_store(&config).await?;
+    let (state, _background) =
+        quiver_sidecar::start(sidecar, &config.project, registry_path.clone(), store)
+            .await
+            .map_err(|e| anyhow!(e))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {addr}"))?;
+    let registry = state.registry.load();
+    tracing::info!(%addr, project = %config.project, registry = %registry_path.display(), views = registry.views.len(), "serving");
+    println!(
+        "quiver serving project {} on http://{} ({} feature views)",
+        config.project,
+        listener.local_addr()?,
+        registry.views.len()
+    );
+    quiver_sidecar::serve(listener, state, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

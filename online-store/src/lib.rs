@@ -1,0 +1,154 @@
+//! quiver-online-store: reading Feast's online stores, in Feast's layouts.
+//!
+//! - Redis (`type: redis`): one HASH per entity key; a read for many entities and views is ONE
+//!   pipelined round trip of `HMGET key <feature fields...> _ts:<view>...`, one command per
+//!   entity. Keyspace notifications report changed keys (see [`redis_store::Invalidations`]).
+//! - SQLite (`type: sqlite`, Feast's embedded default): one table per view, one row per
+//!   (entity, feature); reads are batched `IN (...)` queries on a small connection pool, run off
+//!   the async threads. `PRAGMA data_version` tells when another process wrote.
+//!
+//! Values come back as the serialized `Value` bytes Feast stored; decoding is the caller's (the
+//! sidecar decodes once, when it caches).
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use std::fmt;
+use std::sync::Arc;
+
+use quiver_core::layout;
+use quiver_core::time::Timestamp;
+
+pub mod redis_store;
+pub mod sqlite_store;
+
+pub use redis_store::{RedisOptions, RedisStore};
+pub use sqlite_store::SqliteStore;
+
+/// How one view is laid out in the online store, resolved once per registry version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewLayout {
+    pub name: String,
+    /// Feature names, in the order rows are returned.
+    pub features: Vec<String>,
+    /// Redis field of each feature: murmur3 of `"{view}:{feature}"`.
+    pub fields: Vec<[u8; 4]>,
+    /// `_ts:{view}`.
+    pub ts_field: Vec<u8>,
+    /// `{project}_{view}`, quoted for SQL.
+    pub sqlite_table: String,
+}
+
+impl ViewLayout {
+    pub fn new(
+        project: &str,
+        view: &str,
+        features: impl IntoIterator<Item = String>,
+    ) -> ViewLayout {
+        let features: Vec<String> = features.into_iter().collect();
+        ViewLayout {
+            name: view.to_owned(),
+            fields: features
+                .iter()
+                .map(|f| layout::redis_field(view, f))
+                .collect(),
+            features,
+            ts_field: layout::redis_ts_field(view).into_bytes(),
+            sqlite_table: layout::quote_ident(&layout::sqlite_table(project, view)),
+        }
+    }
+}
+
+/// One view's row for one entity, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub event_ts: Timestamp,
+    /// The serialized `Value` of each feature of the layout, in its order; `None` where the
+    /// store has no value for the feature.
+    pub values: Vec<Option<Vec<u8>>>,
+}
+
+/// One entity to read: its key (v3 bytes, without the project) and the views wanted, as
+/// indices into the layouts passed along.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRead<'a> {
+    pub entity_key: &'a [u8],
+    pub views: &'a [usize],
+}
+
+/// What went wrong talking to the store. Expected failures, cheap to make and match on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store did not answer in time.
+    Timeout,
+    /// The store cannot be reached or refused the command.
+    Unavailable(String),
+    /// The store answered with something that is not Feast's layout.
+    Corrupt(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Timeout => f.write_str("online store timed out"),
+            StoreError::Unavailable(m) => write!(f, "online store unavailable: {m}"),
+            StoreError::Corrupt(m) => write!(f, "online store data is not in Feast's layout: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Which kind of store, for logs and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Redis,
+    Sqlite,
+}
+
+/// An online store quiver reads from.
+#[derive(Clone)]
+pub enum OnlineStore {
+    Redis(Arc<RedisStore>),
+    Sqlite(Arc<SqliteStore>),
+}
+
+/// The rows read: `result[i][j]` is key `i`'s row for its `j`-th requested view, `None` when the
+/// entity has never been written for that view.
+pub type ReadResult = Vec<Vec<Option<StoredRow>>>;
+
+impl OnlineStore {
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            OnlineStore::Redis(_) => StoreKind::Redis,
+            OnlineStore::Sqlite(_) => StoreKind::Sqlite,
+        }
+    }
+
+    /// Reads the rows of many entities and views. For Redis this is one round trip.
+    pub async fn read(
+        &self,
+        layouts: &[Arc<ViewLayout>],
+        reads: &[KeyRead<'_>],
+    ) -> Result<ReadResult, StoreError> {
+        match self {
+            OnlineStore::Redis(r) => r.read(layouts, reads).await,
+            OnlineStore::Sqlite(s) => s.read(layouts, reads).await,
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            OnlineStore::Redis(r) => r.ping().await,
+            OnlineStore::Sqlite(s) => s.ping().await,
+        }
+    }
+}
+
+/// Reads a stored `_ts` / event time.
+fn decode_ts(bytes: &[u8]) -> Result<Timestamp, StoreError> {
+    layout::decode_timestamp(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,295 @@
+//! Feast's Redis layout over a multiplexed, self-reconnecting connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+
+use crate::{KeyRead, ReadResult, StoreError, StoredRow, ViewLayout, decode_ts};
+
+/// Where and how to connect (from Feast's `connection_string`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    pub host: String,
+    pub port: u16,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ssl: bool,
+    /// How long to wait for a connection to open.
+    pub connect_timeout: Duration,
+}
+
+impl RedisOptions {
+    fn connection_info(&self) -> Result<redis::ConnectionInfo, StoreError> {
+        if self.ssl {
+            return Err(StoreError::Unavailable(
+                "ssl=true: this build of quiver has no TLS support for Redis yet".to_owned(),
+            ));
+        }
+        let addr = redis::ConnectionAddr::Tcp(self.host.clone(), self.port);
+        let mut redis_info = redis::RedisConnectionInfo::default().set_db(self.db);
+        if let Some(u) = &self.username {
+            redis_info = redis_info.set_username(u.clone());
+        }
+        if let Some(p) = &self.password {
+            redis_info = redis_info.set_password(p.clone());
+        }
+        use redis::IntoConnectionInfo as _;
+        Ok(addr
+            .into_connection_info()
+            .map_err(unavailable)?
+            .set_redis_settings(redis_info))
+    }
+}
+
+pub struct RedisStore {
+    project: Vec<u8>,
+    options: RedisOptions,
+    client: redis::Client,
+    conn: ConnectionManager,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl RedisStore {
+    /// Connects (waiting at most `connect_timeout`). The connection reconnects by itself, with
+    /// exponential backoff, whenever it breaks.
+    pub async fn connect(options: RedisOptions, project: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(options.connection_info()?).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            options.connect_timeout + Duration::from_millis(100),
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(unavailable)?;
+        Ok(RedisStore {
+            project: project.as_bytes().to_vec(),
+            options,
+            client,
+            conn,
+        })
+    }
+
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    /// The Redis key of an entity: its v3 bytes followed by the project.
+    pub fn key(&self, entity_key: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(entity_key.len() + self.project.len());
+        key.extend_from_slice(entity_key);
+        key.extend_from_slice(&self.project);
+        key
+    }
+
+    /// One pipelined round trip: `HMGET key <fields of every requested view> <_ts of each>` per
+    /// entity.
+    pub async fn read(
+        &self,
+        layouts: &[Arc<ViewLayout>],
+        reads: &[KeyRead<'_>],
+    ) -> Result<ReadResult, StoreError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for r in reads {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(self.key(r.entity_key));
+            for &v in r.views {
+                let layout = layouts
+                    .get(v)
+                    .ok_or_else(|| StoreError::Corrupt(format!("no layout {v}")))?;
+                for f in &layout.fields {
+                    cmd.arg(&f[..]);
+                }
+                cmd.arg(&layout.ts_field[..]);
+            }
+            pipe.add_command(cmd);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Vec<Option<Vec<u8>>>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        if replies.len() != reads.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} replies for {} commands",
+                replies.len(),
+                reads.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(reads.len());
+        for (r, mut fields) in reads.iter().zip(replies) {
+            let mut rows = Vec::with_capacity(r.views.len());
+            let mut at = 0;
+            for &v in r.views {
+                let n = layouts[v].fields.len();
+                if fields.len() < at + n + 1 {
+                    return Err(StoreError::Corrupt("short HMGET reply".to_owned()));
+                }
+                let ts = fields[at + n].take();
+                let row = match ts {
+                    // Feast writes `_ts:{view}` with every row: no timestamp, no row.
+                    None => None,
+                    Some(ts) => Some(StoredRow {
+                        event_ts: decode_ts(&ts)?,
+                        values: fields[at..at + n].iter_mut().map(Option::take).collect(),
+                    }),
+                };
+                rows.push(row);
+                at += n + 1;
+            }
+            out.push(rows);
+        }
+        Ok(out)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    /// The server's `notify-keyspace-events` setting.
+    pub async fn keyspace_events_config(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let pair: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(pair.get(1).cloned().unwrap_or_default())
+    }
+
+    /// Turns on the keyspace events quiver needs (`K` and hash events `h`), keeping the others.
+    pub async fn enable_keyspace_events(&self) -> Result<String, StoreError> {
+        let current = self.keyspace_events_config().await?;
+        if keyspace_events_sufficient(&current) {
+            return Ok(current);
+        }
+        let mut wanted = current.clone();
+        for c in ['K', 'h', 'g'] {
+            if !wanted.contains(c) {
+                wanted.push(c);
+            }
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg(&wanted)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(wanted)
+    }
+
+    /// Starts following keyspace notifications for this project's keys (see [`Invalidations`]).
+    pub fn follow_invalidations(self: &Arc<Self>) -> Invalidations {
+        let (tx, rx) = mpsc::channel(4096);
+        let store = Arc::clone(self);
+        let task = tokio::spawn(async move { store.notification_loop(tx).await });
+        Invalidations { rx, task }
+    }
+
+    async fn notification_loop(self: Arc<Self>, tx: mpsc::Sender<Invalidation>) {
+        let mut backoff = Duration::from_millis(100);
+        let pattern = format!("__keyspace@{}__:*", self.options.db);
+        let prefix_len = pattern.len() - 1;
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(mut pubsub) => match pubsub.psubscribe(&pattern).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        if tx.send(Invalidation::Live).await.is_err() {
+                            return;
+                        }
+                        let mut messages = pubsub.on_message();
+                        while let Some(msg) = messages.next().await {
+                            // Keys are binary (entity key bytes): never go through &str.
+                            let Ok(channel) = msg.get_channel::<Vec<u8>>() else {
+                                continue;
+                            };
+                            let Some(key) = channel.get(prefix_len..) else {
+                                continue;
+                            };
+                            let Some(entity_key) = key.strip_suffix(&self.project[..]) else {
+                                continue;
+                            };
+                            if tx
+                                .send(Invalidation::Key(entity_key.to_vec()))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        tracing::warn!("redis keyspace notification stream ended; resubscribing");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "redis keyspace subscription failed"),
+                },
+                Err(e) => tracing::debug!(error = %e, "redis pubsub connection failed"),
+            }
+            if tx.send(Invalidation::Lost).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Whether a `notify-keyspace-events` value includes keyspace events for hash commands.
+pub fn keyspace_events_sufficient(config: &str) -> bool {
+    config.contains('K') && (config.contains('A') || (config.contains('h') && config.contains('g')))
+}
+
+/// ±25% jitter, so reconnecting sidecars do not arrive together.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(factor)
+}
+
+/// A change seen through keyspace notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The subscription is live: from now on every change is reported.
+    Live,
+    /// The subscription dropped: changes may go unseen until the next `Live`.
+    Lost,
+    /// The entity with this key (v3 bytes, no project) changed.
+    Key(Vec<u8>),
+}
+
+/// The stream of [`Invalidation`]s of one project; stops following when dropped.
+pub struct Invalidations {
+    pub rx: mpsc::Receiver<Invalidation>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Invalidations {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,233 @@
+//! Feast's SQLite layout: a table `{project}_{view}` per view, a row per (entity, feature).
+//!
+//! rusqlite is synchronous, so reads run on tokio's blocking pool over a small pool of read-only
+//! connections. A missing database file or table means nothing was materialized yet: every
+//! entity reads as never written.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use quiver_core::time::{self, Timestamp};
+use rusqlite::{Connection, OpenFlags, types::ValueRef};
+
+use crate::{KeyRead, ReadResult, StoreError, StoredRow, ViewLayout};
+
+/// At most this many keys in one `IN (...)` list (SQLite's default limit is 32766 variables).
+const CHUNK: usize = 500;
+const POOL_SIZE: usize = 4;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> SqliteStore {
+        SqliteStore {
+            path: path.to_path_buf(),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connection(&self) -> Result<Option<Connection>, StoreError> {
+        if let Some(conn) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
+            return Ok(Some(conn));
+        }
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(sql_error)?;
+        conn.busy_timeout(std::time::Duration::from_millis(50))
+            .map_err(sql_error)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Some(conn))
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < POOL_SIZE
+        {
+            pool.push(conn);
+        }
+    }
+
+    pub async fn read(
+        self: &Arc<Self>,
+        layouts: &[Arc<ViewLayout>],
+        reads: &[KeyRead<'_>],
+    ) -> Result<ReadResult, StoreError> {
+        // Owned copies for the blocking thread.
+        let layouts: Vec<Arc<ViewLayout>> = layouts.to_vec();
+        let reads: Vec<(Vec<u8>, Vec<usize>)> = reads
+            .iter()
+            .map(|r| (r.entity_key.to_vec(), r.views.to_vec()))
+            .collect();
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || store.read_blocking(&layouts, &reads))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("sqlite reader stopped: {e}")))?
+    }
+
+    fn read_blocking(
+        &self,
+        layouts: &[Arc<ViewLayout>],
+        reads: &[(Vec<u8>, Vec<usize>)],
+    ) -> Result<ReadResult, StoreError> {
+        let mut out: ReadResult = reads
+            .iter()
+            .map(|(_, views)| vec![None; views.len()])
+            .collect();
+        let Some(conn) = self.connection()? else {
+            return Ok(out);
+        };
+        // view index -> the (read index, slot) pairs that want it, and their keys.
+        let mut by_view: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+        for (i, (_, views)) in reads.iter().enumerate() {
+            for (slot, &v) in views.iter().enumerate() {
+                by_view.entry(v).or_default().push((i, slot));
+            }
+        }
+        let result = (|| {
+            for (v, wanted) in &by_view {
+                let layout = layouts
+                    .get(*v)
+                    .ok_or_else(|| StoreError::Corrupt(format!("no layout {v}")))?;
+                let keys: Vec<&[u8]> = wanted.iter().map(|(i, _)| reads[*i].0.as_slice()).collect();
+                let rows = read_view(&conn, layout, &keys)?;
+                for (i, slot) in wanted {
+                    out[*i][*slot] = rows.get(reads[*i].0.as_slice()).cloned();
+                }
+            }
+            Ok(())
+        })();
+        self.give_back(conn);
+        result.map(|()| out)
+    }
+
+    pub async fn ping(self: &Arc<Self>) -> Result<(), StoreError> {
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            if let Some(conn) = store.connection()? {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(sql_error)?;
+                store.give_back(conn);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// SQLite's `PRAGMA data_version` on a dedicated connection: it changes whenever another
+    /// connection commits, which is how a reader notices materialization. `None` while the
+    /// database does not exist.
+    pub fn data_version(&self, conn: &mut Option<Connection>) -> Result<Option<i64>, StoreError> {
+        if conn.is_none() {
+            if !self.path.exists() {
+                return Ok(None);
+            }
+            *conn = Some(
+                Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(sql_error)?,
+            );
+        }
+        match conn {
+            Some(c) => c
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map(Some)
+                .map_err(sql_error),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Reads one view's rows for `keys`: entity key -> row.
+fn read_view(
+    conn: &Connection,
+    layout: &ViewLayout,
+    keys: &[&[u8]],
+) -> Result<HashMap<Vec<u8>, StoredRow>, StoreError> {
+    let index: HashMap<&str, usize> = layout
+        .features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.as_str(), i))
+        .collect();
+    let mut rows: HashMap<Vec<u8>, StoredRow> = HashMap::new();
+    let mut unique: Vec<&[u8]> = keys.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    for chunk in unique.chunks(CHUNK) {
+        let placeholders = vec!["?"; chunk.len()].join(",");
+        let sql = format!(
+            "SELECT entity_key, feature_name, value, event_ts FROM {} WHERE entity_key IN ({placeholders})",
+            layout.sqlite_table
+        );
+        let mut stmt = match conn.prepare_cached(&sql) {
+            Ok(s) => s,
+            // Not materialized yet.
+            Err(e) if e.to_string().contains("no such table") => return Ok(rows),
+            Err(e) => return Err(sql_error(e)),
+        };
+        let mut q = stmt
+            .query(rusqlite::params_from_iter(chunk.iter()))
+            .map_err(sql_error)?;
+        while let Some(r) = q.next().map_err(sql_error)? {
+            let key: Vec<u8> = r.get(0).map_err(sql_error)?;
+            let feature: String = r.get(1).map_err(sql_error)?;
+            let value: Option<Vec<u8>> = r.get(2).map_err(sql_error)?;
+            let event_ts = event_time(r.get_ref(3).map_err(sql_error)?)?;
+            let Some(&slot) = index.get(feature.as_str()) else {
+                continue;
+            };
+            let row = rows.entry(key).or_insert_with(|| StoredRow {
+                event_ts,
+                values: vec![None; layout.features.len()],
+            });
+            if (event_ts.seconds, event_ts.nanos) > (row.event_ts.seconds, row.event_ts.nanos) {
+                row.event_ts = event_ts;
+            }
+            row.values[slot] = value;
+        }
+    }
+    Ok(rows)
+}
+
+/// Feast 0.67 stores integer epoch seconds; older versions stored `YYYY-MM-DD HH:MM:SS[.f]` text.
+fn event_time(v: ValueRef<'_>) -> Result<Timestamp, StoreError> {
+    match v {
+        ValueRef::Integer(s) => Ok(Timestamp {
+            seconds: s,
+            nanos: 0,
+        }),
+        ValueRef::Real(f) => Ok(Timestamp {
+            seconds: f.floor() as i64,
+            nanos: ((f - f.floor()) * 1e9) as i32,
+        }),
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(time::parse_datetime)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("event_ts {:?}", String::from_utf8_lossy(t)))
+            }),
+        other => Err(StoreError::Corrupt(format!(
+            "event_ts of type {:?}",
+            other.data_type()
+        ))),
+    }
+}

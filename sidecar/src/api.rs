@@ -1,0 +1,178 @@
+//! Feast's `POST /get-online-features`: the request body, the errors, and the response JSON.
+//!
+//! Errors are classified once here and turned into HTTP in one place ([`ApiError::to_body`]):
+//! the caller's mistakes are 4xx with a message naming the field; only the online store being
+//! down is a 5xx (503).
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_json::Value as Json;
+
+/// Feast's `GetOnlineFeaturesRequest` as JSON. Unknown keys are ignored, as Feast does.
+#[derive(Debug, Deserialize)]
+pub struct OnlineRequest {
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    #[serde(default)]
+    pub feature_service: Option<String>,
+    #[serde(default)]
+    pub entities: EntityColumns,
+    #[serde(default)]
+    pub full_feature_names: bool,
+}
+
+/// The `entities` object: column name → values, in the order the request gives them (the
+/// response echoes them in that order).
+#[derive(Debug, Default)]
+pub struct EntityColumns(pub Vec<(String, Vec<Json>)>);
+
+impl<'de> Deserialize<'de> for EntityColumns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Columns;
+        impl<'de> Visitor<'de> for Columns {
+            type Value = EntityColumns;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of entity columns: {\"join_key\": [values, ...]}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EntityColumns, A::Error> {
+                let mut out: Vec<(String, Vec<Json>)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Vec<Json>>()? {
+                    if out.iter().any(|(name, _)| *name == k) {
+                        return Err(serde::de::Error::custom(format!(
+                            "entity column {k:?} is given twice"
+                        )));
+                    }
+                    out.push((k, v));
+                }
+                Ok(EntityColumns(out))
+            }
+        }
+        d.deserialize_map(Columns)
+    }
+}
+
+/// An error answered to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    /// A stable name for the kind of error (Feast's exception names where Feast has one).
+    pub class: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, class: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            class,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(class: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(400, class, message)
+    }
+    pub fn not_found(class: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(404, class, message)
+    }
+    pub fn too_large(class: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(413, class, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(503, "OnlineStoreUnavailable", message)
+    }
+
+    /// `{"error": class, "message": ...}`.
+    pub fn to_body(&self) -> String {
+        let mut out = String::with_capacity(self.message.len() + 48);
+        out.push_str("{\"error\":");
+        quiver_core::json::write_str(&mut out, self.class);
+        out.push_str(",\"message\":");
+        quiver_core::json::write_str(&mut out, &self.message);
+        out.push('}');
+        out
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.class, self.message)
+    }
+}
+
+/// Parses a request body. Malformed JSON is a 400; JSON of the wrong shape a 422; both say
+/// where (line and column) and what was expected.
+pub fn parse_request(body: &[u8]) -> Result<OnlineRequest, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let class = if e.is_data() {
+            "InvalidRequest"
+        } else {
+            "MalformedJson"
+        };
+        let status = if e.is_data() { 422 } else { 400 };
+        ApiError::new(status, class, format!("request body: {e}"))
+    })
+}
+
+/// Feast's field statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Present,
+    NotFound,
+    OutsideMaxAge,
+    /// The online store could not be read in time (only in degraded mode).
+    Invalid,
+}
+
+impl Status {
+    pub fn as_json(self) -> &'static str {
+        match self {
+            Status::Present => "\"PRESENT\"",
+            Status::NotFound => "\"NOT_FOUND\"",
+            Status::OutsideMaxAge => "\"OUTSIDE_MAX_AGE\"",
+            Status::Invalid => "\"INVALID\"",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_columns_keep_request_order() {
+        let r = parse_request(
+            br#"{"entities": {"z": [1], "a": ["x"]}, "features": ["v:f"], "other": 1}"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = r.entities.0.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["z", "a"]);
+        assert!(!r.full_feature_names);
+    }
+
+    #[test]
+    fn bad_bodies_are_4xx_naming_the_problem() {
+        let e = parse_request(b"{\"features\": [").unwrap_err();
+        assert_eq!((e.status, e.class), (400, "MalformedJson"));
+        let e = parse_request(br#"{"features": "v:f"}"#).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.contains("expected a sequence"), "{e}");
+        let e = parse_request(br#"{"entities": {"a": [1], "a": [2]}}"#).unwrap_err();
+        assert!(e.message.contains("given twice"), "{e}");
+        let e = parse_request(br#"{"entities": {"a": 1}}"#).unwrap_err();
+        assert_eq!(e.status, 422);
+    }
+
+    #[test]
+    fn error_bodies_are_json() {
+        let body = ApiError::not_found(
+            "FeatureViewNotFoundException",
+            "Feature view \"x\" does not exist",
+        )
+        .to_body();
+        let v: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "FeatureViewNotFoundException");
+        assert_eq!(v["message"], "Feature view \"x\" does not exist");
+    }
+}

@@ -1,0 +1,289 @@
+//! The sidecar's feature cache: (view, entity key) → the decoded row and its event time.
+//!
+//! Bounded by bytes and kept hot by LRU: the map is split into shards, each an LRU list behind
+//! its own mutex with an equal share of the byte budget. A lookup locks one shard for a hash
+//! probe and a list splice (tens of nanoseconds; no lock is ever held across an `.await`).
+//! dashmap alone has no eviction order, which a byte bound needs.
+//!
+//! Freshness is decided by the reader ([`Entry::age`] against the bound in force), because the
+//! bound depends on whether the online store's change feed is live.
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use quiver_core::Value;
+use quiver_core::time::Timestamp;
+
+const SHARDS: usize = 64;
+
+/// A view's identity in the cache: a hash of its name and schema, so that a registry change to a
+/// view's features makes its old entries unreachable (they age out of the LRU).
+pub type ViewId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub view: ViewId,
+    /// Entity key, serialization v3 (no project suffix).
+    pub entity: Box<[u8]>,
+}
+
+/// A row as the online store had it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub event_ts: Timestamp,
+    /// Every feature of the view, in the view's order.
+    pub values: Vec<Value>,
+}
+
+/// A cached read: the row, or `None` when the entity was never written (a negative entry).
+#[derive(Debug)]
+pub struct Entry {
+    pub row: Option<Row>,
+    pub fetched: Instant,
+    /// Whether a live change feed covered this entry from its read on, so that the longer
+    /// staleness bound may apply.
+    pub watched: bool,
+    pub bytes: usize,
+}
+
+impl Entry {
+    pub fn new(row: Option<Row>, fetched: Instant, watched: bool, key_len: usize) -> Entry {
+        let bytes = 96
+            + key_len
+            + row
+                .as_ref()
+                .map_or(0, |r| r.values.iter().map(value_bytes).sum());
+        Entry {
+            row,
+            fetched,
+            watched,
+            bytes,
+        }
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.fetched)
+    }
+}
+
+/// An estimate of the heap a value holds, for the byte bound.
+pub fn value_bytes(v: &Value) -> usize {
+    let base = std::mem::size_of::<Value>();
+    base + match v {
+        Value::Bytes(b) => b.len(),
+        Value::String(s) | Value::Json(s) | Value::Uuid(s) | Value::TimeUuid(s) => s.len(),
+        Value::BytesList(l) | Value::BytesSet(l) => l.iter().map(|b| b.len() + 24).sum(),
+        Value::StringList(l)
+        | Value::StringSet(l)
+        | Value::JsonList(l)
+        | Value::UuidList(l)
+        | Value::TimeUuidList(l) => l.iter().map(|s| s.len() + 24).sum(),
+        Value::Int32List(l) | Value::Int32Set(l) => l.len() * 4,
+        Value::FloatList(l) | Value::FloatSet(l) => l.len() * 4,
+        Value::Int64List(l)
+        | Value::Int64Set(l)
+        | Value::UnixTimestampList(l)
+        | Value::UnixTimestampSet(l) => l.len() * 8,
+        Value::DoubleList(l) | Value::DoubleSet(l) => l.len() * 8,
+        Value::BoolList(l) | Value::BoolSet(l) => l.len(),
+        Value::Map(m) | Value::Struct(m) => {
+            m.iter().map(|(k, v)| k.len() + 48 + value_bytes(v)).sum()
+        }
+        Value::MapList(l) | Value::StructList(l) => l
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| k.len() + 48 + value_bytes(v))
+            .sum(),
+        _ => 0,
+    }
+}
+
+struct Shard {
+    lru: LruCache<CacheKey, Arc<Entry>>,
+    bytes: usize,
+}
+
+/// What one cache operation evicted, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    pub entries: u64,
+}
+
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    shard_budget: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Cache {
+    /// A cache holding at most about `max_bytes` (estimated) of entries.
+    pub fn new(max_bytes: usize) -> Cache {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    lru: LruCache::unbounded(),
+                    bytes: 0,
+                })
+            })
+            .collect();
+        Cache {
+            shards,
+            shard_budget: (max_bytes / SHARDS).max(1),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// The entry for `key`, marked as recently used.
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        let mut shard = self.shard(key).lock().ok()?;
+        shard.lru.get(key).cloned()
+    }
+
+    /// Stores an entry, evicting the least recently used entries of its shard to stay within
+    /// the budget. An entry larger than a whole shard's budget is not kept.
+    pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> Evicted {
+        let mut evicted = Evicted::default();
+        let Ok(mut shard) = self.shard(&key).lock() else {
+            return evicted;
+        };
+        if entry.bytes > self.shard_budget {
+            if let Some(old) = shard.lru.pop(&key) {
+                shard.bytes -= old.bytes;
+            }
+            return evicted;
+        }
+        shard.bytes += entry.bytes;
+        if let Some(old) = shard.lru.put(key, entry) {
+            shard.bytes -= old.bytes;
+        }
+        while shard.bytes > self.shard_budget {
+            match shard.lru.pop_lru() {
+                Some((_, old)) => {
+                    shard.bytes -= old.bytes;
+                    evicted.entries += 1;
+                }
+                None => break,
+            }
+        }
+        evicted
+    }
+
+    /// Drops the entry for `key`; whether there was one.
+    pub fn remove(&self, key: &CacheKey) -> bool {
+        let Ok(mut shard) = self.shard(key).lock() else {
+            return false;
+        };
+        match shard.lru.pop(key) {
+            Some(old) => {
+                shard.bytes -= old.bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops everything (e.g. when a store without per-key notifications reports a change).
+    pub fn clear(&self) -> u64 {
+        let mut n = 0;
+        for s in self.shards.iter() {
+            if let Ok(mut shard) = s.lock() {
+                n += shard.lru.len() as u64;
+                shard.lru.clear();
+                shard.bytes = 0;
+            }
+        }
+        n
+    }
+
+    /// (bytes, entries) held.
+    pub fn size(&self) -> (u64, u64) {
+        let mut bytes = 0;
+        let mut entries = 0;
+        for s in self.shards.iter() {
+            if let Ok(shard) = s.lock() {
+                bytes += shard.bytes as u64;
+                entries += shard.lru.len() as u64;
+            }
+        }
+        (bytes, entries)
+    }
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache::new(256 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(values: usize) -> Arc<Entry> {
+        let row = Row {
+            event_ts: Timestamp::default(),
+            values: vec![Value::Int64(1); values],
+        };
+        Arc::new(Entry::new(Some(row), Instant::now(), false, 16))
+    }
+
+    fn key(view: u64, id: u32) -> CacheKey {
+        CacheKey {
+            view,
+            entity: id.to_le_bytes().to_vec().into_boxed_slice(),
+        }
+    }
+
+    #[test]
+    fn stays_within_the_byte_bound_and_keeps_the_hot_set() {
+        let one = entry(4).bytes;
+        // Room for about 20 entries per shard.
+        let cache = Cache::new(one * 20 * SHARDS);
+        for id in 0..100 {
+            cache.insert(key(1, id), entry(4));
+        }
+        // Touch the first 10 keys often while many others stream through.
+        let mut evicted = 0;
+        for round in 0..50u32 {
+            for id in 0..10 {
+                assert!(
+                    cache.get(&key(1, id)).is_some(),
+                    "hot key {id} evicted in round {round}"
+                );
+            }
+            for id in 0..200 {
+                evicted += cache.insert(key(2, round * 1000 + id), entry(4)).entries;
+            }
+        }
+        assert!(evicted > 0);
+        let (bytes, entries) = cache.size();
+        assert!(bytes as usize <= one * 20 * SHARDS, "{bytes} bytes held");
+        assert!(entries > 0);
+    }
+
+    #[test]
+    fn remove_and_clear_account_for_bytes() {
+        let cache = Cache::new(1 << 20);
+        cache.insert(key(1, 1), entry(2));
+        cache.insert(key(1, 2), entry(2));
+        assert!(cache.remove(&key(1, 1)));
+        assert!(!cache.remove(&key(1, 1)));
+        assert_eq!(cache.size().1, 1);
+        assert_eq!(cache.clear(), 1);
+        assert_eq!(cache.size(), (0, 0));
+    }
+
+    #[test]
+    fn oversized_entries_are_not_kept() {
+        let cache = Cache::new(SHARDS * 10);
+        cache.insert(key(1, 1), entry(100));
+        assert!(cache.get(&key(1, 1)).is_none());
+    }
+}

@@ -1,0 +1,613 @@
+//! Answering `get-online-features`: plan → typed entity keys → cache → one batched read for the
+//! misses → Feast's response JSON.
+//!
+//! Read-through with coalescing: the first request to miss a key leads its read, later requests
+//! missing the same key wait for that read instead of issuing their own. The read runs in its own
+//! task, so a request that gives up (deadline, disconnect) never strands the others waiting on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use quiver_core::time::Timestamp;
+use quiver_core::{Value, entity_key, json};
+use quiver_online_store::{KeyRead, OnlineStore, StoreError};
+use serde_json::Value as Json;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::api::{ApiError, OnlineRequest, Status};
+use crate::cache::{Cache, CacheKey, Entry, Row};
+use crate::metrics::Metrics;
+use crate::registry::{PlanKey, ServingRegistry};
+
+/// What to answer when the online store cannot be read in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// 503 naming the cause.
+    Fail,
+    /// 200 with the features that could not be read as null with status INVALID.
+    Degrade,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Cache budget in bytes.
+    pub cache_bytes: usize,
+    /// How long an entry is served without re-reading when no change feed covers it.
+    pub max_staleness: Duration,
+    /// How long an entry is served while the change feed (keyspace notifications, SQLite change
+    /// detection) is live and has covered it since its read.
+    pub watched_staleness: Duration,
+    /// How long "never written" is remembered.
+    pub negative_ttl: Duration,
+    /// Deadline for the online-store part of a request.
+    pub store_timeout: Duration,
+    /// Most entity rows in one request.
+    pub max_entity_rows: usize,
+    /// Most batched store reads in flight at once; beyond it requests fail fast.
+    pub max_store_reads: usize,
+    pub on_store_error: OnStoreError,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            cache_bytes: 256 << 20,
+            max_staleness: Duration::from_secs(5),
+            watched_staleness: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(1),
+            store_timeout: Duration::from_millis(50),
+            max_entity_rows: 10_000,
+            max_store_reads: 256,
+            on_store_error: OnStoreError::Fail,
+        }
+    }
+}
+
+/// The state of the online store's change feed.
+#[derive(Default)]
+pub struct ChangeFeed {
+    live: AtomicBool,
+    /// Incremented on every invalidation and every loss of the feed: a read that saw it change
+    /// may have raced a write, so its entry gets the short bound.
+    epoch: AtomicU64,
+    /// Unix nanos of the newest invalidation.
+    last_invalidation: AtomicU64,
+}
+
+impl ChangeFeed {
+    pub fn is_live(&self) -> bool {
+        self.live.load(Relaxed)
+    }
+
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Relaxed);
+        self.epoch.fetch_add(1, Relaxed);
+    }
+
+    pub fn saw_invalidation(&self) {
+        self.epoch.fetch_add(1, Relaxed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        self.last_invalidation.store(now, Relaxed);
+    }
+
+    /// Seconds since the newest invalidation, if one was seen.
+    pub fn invalidation_age(&self) -> Option<f64> {
+        let at = self.last_invalidation.load(Relaxed);
+        if at == 0 {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(at);
+        Some(now.saturating_sub(at) as f64 / 1e9)
+    }
+}
+
+/// One in-flight read of one key, shared by every request that missed it.
+struct Flight {
+    result: OnceLock<Result<Arc<Entry>, StoreError>>,
+    done: Notify,
+}
+
+impl Flight {
+    fn finish(&self, r: Result<Arc<Entry>, StoreError>) {
+        let _ = self.result.set(r);
+        self.done.notify_waiters();
+    }
+
+    async fn wait(&self) -> Result<Arc<Entry>, StoreError> {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.result.get() {
+                return r.clone();
+            }
+            notified.await;
+        }
+    }
+}
+
+pub struct Engine {
+    pub config: EngineConfig,
+    pub cache: Cache,
+    pub store: OnlineStore,
+    pub metrics: Arc<Metrics>,
+    pub feed: ChangeFeed,
+    inflight: DashMap<CacheKey, Arc<Flight>>,
+    reads: Arc<Semaphore>,
+    /// When the last store read succeeded (for readiness).
+    pub last_store_ok: Mutex<Option<Instant>>,
+}
+
+/// Per request: one lookup per distinct (view, entity key).
+struct Slot {
+    key: CacheKey,
+    view: usize,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, store: OnlineStore, metrics: Arc<Metrics>) -> Engine {
+        Engine {
+            cache: Cache::new(config.cache_bytes),
+            reads: Arc::new(Semaphore::new(config.max_store_reads)),
+            config,
+            store,
+            metrics,
+            feed: ChangeFeed::default(),
+            inflight: DashMap::new(),
+            last_store_ok: Mutex::new(None),
+        }
+    }
+
+    /// Drops the cached rows of an entity (every view), after the store said it changed.
+    pub fn invalidate(&self, reg: &ServingRegistry, entity: &[u8]) {
+        self.feed.saw_invalidation();
+        let mut key = CacheKey {
+            view: 0,
+            entity: entity.to_vec().into_boxed_slice(),
+        };
+        for v in &reg.views {
+            key.view = v.id;
+            if self.cache.remove(&key) {
+                self.metrics.cache_invalidations.inc();
+            }
+        }
+    }
+
+    /// Drops every cached row (a change somewhere, with no per-key detail).
+    pub fn invalidate_all(&self) {
+        self.feed.saw_invalidation();
+        let n = self.cache.clear();
+        self.metrics.cache_invalidations.add(n);
+    }
+
+    fn fresh(&self, e: &Entry, now: Instant) -> bool {
+        let bound = if e.row.is_none() {
+            self.config.negative_ttl
+        } else if e.watched && self.feed.is_live() {
+            self.config.watched_staleness
+        } else {
+            self.config.max_staleness
+        };
+        e.age(now) <= bound
+    }
+
+    /// Answers one request with Feast's response JSON.
+    pub async fn get_online_features(
+        self: &Arc<Self>,
+        reg: &Arc<ServingRegistry>,
+        req: OnlineRequest,
+    ) -> Result<String, ApiError> {
+        let key = match (&req.feature_service, req.features) {
+            (Some(name), _) => PlanKey::Service {
+                name: name.clone(),
+                full_names: req.full_feature_names,
+            },
+            (None, Some(refs)) => PlanKey::Features {
+                refs,
+                full_names: req.full_feature_names,
+            },
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "MissingFeatures",
+                    "the request names no features: give features: [\"view:feature\", ...] or feature_service",
+                ));
+            }
+        };
+        let plan = reg.plan(key)?;
+        let columns = &req.entities.0;
+
+        // Entity columns: present, equally long, within the limit, typed by the registry.
+        let rows = columns.first().map_or(0, |(_, v)| v.len());
+        for (name, values) in columns {
+            if values.len() != rows {
+                return Err(ApiError::bad_request(
+                    "RaggedEntityColumns",
+                    format!(
+                        "entity columns have different lengths: {} has {rows} values, {name} has {}",
+                        columns[0].0,
+                        values.len()
+                    ),
+                ));
+            }
+        }
+        if rows > self.config.max_entity_rows {
+            return Err(ApiError::too_large(
+                "TooManyEntityRows",
+                format!(
+                    "{rows} entity rows; at most {} per request",
+                    self.config.max_entity_rows
+                ),
+            ));
+        }
+        let mut typed: Vec<Vec<Value>> = Vec::with_capacity(plan.entity_columns.len());
+        for (name, ty) in &plan.entity_columns {
+            let (_, values) = columns.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                ApiError::bad_request("MissingEntityColumn", format!("entity column {name} is missing from entities: the requested features are keyed on it"))
+            })?;
+            let parsed = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    json::parse_entity_value(v, *ty).map_err(|e| {
+                        ApiError::bad_request(
+                            "InvalidEntityValue",
+                            format!("entities.{name}[{i}]: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<Value>, ApiError>>()?;
+            typed.push(parsed);
+        }
+
+        // One slot per distinct (view, entity key); rows fan out from it.
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut slot_of: HashMap<(usize, Box<[u8]>), usize> = HashMap::new();
+        let mut row_slots: Vec<Vec<usize>> = Vec::with_capacity(plan.groups.len());
+        let mut key_buf = Vec::with_capacity(64);
+        for group in &plan.groups {
+            let view = &reg.views[group.view];
+            let mut per_row = Vec::with_capacity(rows);
+            // Row r of every key column of the group.
+            #[allow(clippy::needless_range_loop)]
+            for r in 0..rows {
+                let pairs: Vec<(&str, &Value)> = group
+                    .keys
+                    .iter()
+                    .map(|(k, col)| (k.as_str(), &typed[*col][r]))
+                    .collect();
+                key_buf.clear();
+                entity_key::serialize_into(&mut key_buf, &pairs)
+                    .map_err(|e| ApiError::bad_request("InvalidEntityValue", e.to_string()))?;
+                let ek: Box<[u8]> = key_buf.as_slice().into();
+                let next = slots.len();
+                let slot = *slot_of.entry((group.view, ek.clone())).or_insert_with(|| {
+                    slots.push(Slot {
+                        key: CacheKey {
+                            view: view.id,
+                            entity: ek,
+                        },
+                        view: group.view,
+                    });
+                    next
+                });
+                per_row.push(slot);
+            }
+            row_slots.push(per_row);
+        }
+
+        let entries = self.lookup(reg, &slots).await;
+        if self.config.on_store_error == OnStoreError::Fail
+            && let Some(Err(e)) = entries.iter().find(|e| e.is_err())
+        {
+            return Err(ApiError::unavailable(format!(
+                "{e}; features of this request could not be read"
+            )));
+        }
+
+        Ok(self.respond(reg, &plan, columns, &row_slots, &entries, rows))
+    }
+
+    /// Looks up every slot: cache hits at once, misses through one coalesced store read.
+    async fn lookup(
+        self: &Arc<Self>,
+        reg: &Arc<ServingRegistry>,
+        slots: &[Slot],
+    ) -> Vec<Result<Arc<Entry>, StoreError>> {
+        let now = Instant::now();
+        let mut out: Vec<Option<Result<Arc<Entry>, StoreError>>> = Vec::with_capacity(slots.len());
+        let mut waits: Vec<(usize, Arc<Flight>)> = Vec::new();
+        let mut lead: Vec<(usize, Arc<Flight>)> = Vec::new();
+        for (i, slot) in slots.iter().enumerate() {
+            if let Some(e) = self.cache.get(&slot.key) {
+                if self.fresh(&e, now) {
+                    self.metrics.cache_hits.inc();
+                    out.push(Some(Ok(e)));
+                    continue;
+                }
+                self.metrics.cache_expired.inc();
+            }
+            self.metrics.cache_misses.inc();
+            out.push(None);
+            match self.inflight.entry(slot.key.clone()) {
+                MapEntry::Occupied(f) => {
+                    self.metrics.coalesced.inc();
+                    waits.push((i, Arc::clone(f.get())));
+                }
+                MapEntry::Vacant(v) => {
+                    let f = Arc::new(Flight {
+                        result: OnceLock::new(),
+                        done: Notify::new(),
+                    });
+                    v.insert(Arc::clone(&f));
+                    lead.push((i, f));
+                }
+            }
+        }
+        if !lead.is_empty() {
+            let batch: Vec<(CacheKey, usize, Arc<Flight>)> = lead
+                .iter()
+                .map(|(i, f)| (slots[*i].key.clone(), slots[*i].view, Arc::clone(f)))
+                .collect();
+            match Arc::clone(&self.reads).try_acquire_owned() {
+                Ok(permit) => {
+                    let engine = Arc::clone(self);
+                    let reg = Arc::clone(reg);
+                    tokio::spawn(async move {
+                        engine.read_batch(&reg, batch).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    for (key, _, f) in batch {
+                        self.inflight.remove(&key);
+                        f.finish(Err(StoreError::Unavailable(
+                            "too many online store reads in flight".to_owned(),
+                        )));
+                    }
+                }
+            }
+            waits.extend(lead);
+        }
+        if !waits.is_empty() {
+            let deadline = tokio::time::Instant::now() + self.config.store_timeout;
+            for (i, f) in waits {
+                let r = match tokio::time::timeout_at(deadline, f.wait()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.metrics.store_timeouts.inc();
+                        Err(StoreError::Timeout)
+                    }
+                };
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(StoreError::Timeout)))
+            .collect()
+    }
+
+    /// One round trip for a batch of missed keys; fills the cache and wakes every waiter.
+    async fn read_batch(&self, reg: &ServingRegistry, batch: Vec<(CacheKey, usize, Arc<Flight>)>) {
+        // One read per entity key, covering every view the batch wants on it.
+        let mut by_entity: Vec<(&[u8], Vec<usize>, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        for (b, (key, view, _)) in batch.iter().enumerate() {
+            let at = *index.entry(&key.entity).or_insert_with(|| {
+                by_entity.push((&key.entity, Vec::new(), Vec::new()));
+                by_entity.len() - 1
+            });
+            by_entity[at].1.push(reg.views[*view].layout);
+            by_entity[at].2.push(b);
+        }
+        let reads: Vec<KeyRead<'_>> = by_entity
+            .iter()
+            .map(|(ek, views, _)| KeyRead {
+                entity_key: ek,
+                views,
+            })
+            .collect();
+        let epoch = self.feed.epoch.load(Relaxed);
+        let watched_at_start = self.feed.is_live();
+        let started = Instant::now();
+        self.metrics.store_round_trips.inc();
+        let result = self.store.read(&reg.layouts, &reads).await;
+        self.metrics.store_latency.observe(started.elapsed());
+        // Covered by the feed only if it was live throughout and saw no change meanwhile.
+        let watched =
+            watched_at_start && self.feed.is_live() && self.feed.epoch.load(Relaxed) == epoch;
+        match result {
+            Ok(rows) => {
+                if let Ok(mut ok) = self.last_store_ok.lock() {
+                    *ok = Some(Instant::now());
+                }
+                for ((ek, _, members), mut per_view) in by_entity.iter().zip(rows) {
+                    for (slot, stored) in members.iter().zip(per_view.iter_mut()) {
+                        let (key, view, flight) = &batch[*slot];
+                        let row = stored.take().map(|s| Row {
+                            event_ts: s.event_ts,
+                            values: s
+                                .values
+                                .iter()
+                                .map(|v| {
+                                    v.as_deref()
+                                        .map(|b| Value::decode(b).unwrap_or(Value::Null))
+                                        .unwrap_or(Value::Null)
+                                })
+                                .collect(),
+                        });
+                        debug_assert_eq!(
+                            row.as_ref().map_or(0, |r| r.values.len())
+                                % reg.views[*view].features.len().max(1),
+                            0
+                        );
+                        let entry = Arc::new(Entry::new(row, started, watched, ek.len()));
+                        let evicted = self.cache.insert(key.clone(), Arc::clone(&entry));
+                        self.metrics.cache_evictions.add(evicted.entries);
+                        self.inflight.remove(key);
+                        flight.finish(Ok(entry));
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                tracing::warn!(error = %e, keys = batch.len(), "online store read failed");
+                for (key, _, flight) in &batch {
+                    self.inflight.remove(key);
+                    flight.finish(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn respond(
+        &self,
+        reg: &ServingRegistry,
+        plan: &crate::registry::Plan,
+        columns: &[(String, Vec<Json>)],
+        row_slots: &[Vec<usize>],
+        entries: &[Result<Arc<Entry>, StoreError>],
+        rows: usize,
+    ) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut out = String::with_capacity(256 + rows * plan.columns.len() * 48);
+        out.push_str("{\"metadata\":{\"feature_names\":[");
+        let mut first = true;
+        for name in columns
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(plan.columns.iter().map(|c| c.name.as_str()))
+        {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            json::write_str(&mut out, name);
+        }
+        out.push_str("]},\"results\":[");
+        let epoch_ts = "\"1970-01-01T00:00:00Z\"";
+        // Entity columns echo the request.
+        for (c, (_, values)) in columns.iter().enumerate() {
+            if c > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"values\":[");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&v.to_string());
+            }
+            out.push_str("],\"statuses\":[");
+            push_repeated(&mut out, Status::Present.as_json(), rows);
+            out.push_str("],\"event_timestamps\":[");
+            push_repeated(&mut out, epoch_ts, rows);
+            out.push_str("]}");
+        }
+        for (c, col) in plan.columns.iter().enumerate() {
+            if c > 0 || !columns.is_empty() {
+                out.push(',');
+            }
+            let group = &plan.groups[col.group];
+            let view = &reg.views[group.view];
+            let mut statuses = String::with_capacity(rows * 12);
+            let mut stamps = String::with_capacity(rows * 24);
+            out.push_str("{\"values\":[");
+            for r in 0..rows {
+                if r > 0 {
+                    out.push(',');
+                    statuses.push(',');
+                    stamps.push(',');
+                }
+                let (value, status, ts) = match &entries[row_slots[col.group][r]] {
+                    Ok(entry) => match &entry.row {
+                        Some(row) => {
+                            let status = if expired(view.ttl, row.event_ts, now) {
+                                Status::OutsideMaxAge
+                            } else {
+                                Status::Present
+                            };
+                            (row.values.get(col.feature), status, Some(row.event_ts))
+                        }
+                        None => (None, Status::NotFound, None),
+                    },
+                    Err(_) => (None, Status::Invalid, None),
+                };
+                match value {
+                    Some(v) => json::write_value(&mut out, v),
+                    None => out.push_str("null"),
+                }
+                statuses.push_str(status.as_json());
+                match ts {
+                    Some(ts) => {
+                        stamps.push('"');
+                        quiver_core::time::write_rfc3339(
+                            &mut stamps,
+                            ts.seconds,
+                            ts.nanos.clamp(0, 999_999_999) as u32,
+                        );
+                        stamps.push('"');
+                    }
+                    None => stamps.push_str(epoch_ts),
+                }
+            }
+            out.push_str("],\"statuses\":[");
+            out.push_str(&statuses);
+            out.push_str("],\"event_timestamps\":[");
+            out.push_str(&stamps);
+            out.push_str("]}");
+        }
+        out.push_str("]}");
+        out
+    }
+}
+
+fn push_repeated(out: &mut String, item: &str, n: usize) {
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+}
+
+/// Whether a value with this event time is older than the view's ttl (zero: never).
+fn expired(ttl: Duration, event_ts: Timestamp, now: Duration) -> bool {
+    if ttl.is_zero() {
+        return false;
+    }
+    let event = Duration::new(
+        event_ts.seconds.max(0) as u64,
+        event_ts.nanos.clamp(0, 999_999_999) as u32,
+    );
+    now.saturating_sub(event) > ttl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_expiry_is_strictly_older_than_ttl() {
+        let ttl = Duration::from_secs(3600);
+        let now = Duration::from_secs(10_000);
+        let at = |s| Timestamp {
+            seconds: s,
+            nanos: 0,
+        };
+        assert!(!expired(ttl, at(10_000 - 3600), now));
+        assert!(expired(ttl, at(10_000 - 3601), now));
+        assert!(!expired(Duration::ZERO, at(0), now));
+    }
+}

@@ -1,0 +1,305 @@
+//! quiver-sidecar: Feast's online-serving HTTP API from an in-process cache over the online
+//! store. See ARCHITECTURE.md for the request path and its invariants.
+//!
+//! ```text
+//! start(config, registry path, store) ──▶ State { registry (ArcSwap), engine (cache + store) }
+//!        └─ background: registry file watch · store health · change feed (invalidations)
+//! serve(listener, state, shutdown) ──▶ POST /get-online-features · /health · /ready · /metrics
+//! ```
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod api;
+pub mod cache;
+pub mod engine;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use quiver_core::registry::RegistryFile;
+use quiver_online_store::OnlineStore;
+use quiver_online_store::redis_store::{Invalidation, keyspace_events_sufficient};
+use tokio::task::JoinHandle;
+
+pub use engine::{EngineConfig, OnStoreError};
+pub use server::serve;
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::registry::ServingRegistry;
+
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub engine: EngineConfig,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// How often the registry file is checked for changes.
+    pub registry_refresh: Duration,
+    /// Turn on Redis keyspace notifications (`CONFIG SET notify-keyspace-events`) when they are
+    /// off, instead of only using them when they are on.
+    pub enable_keyspace_notifications: bool,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> SidecarConfig {
+        SidecarConfig {
+            engine: EngineConfig::default(),
+            max_body_bytes: 1 << 20,
+            registry_refresh: Duration::from_secs(1),
+            enable_keyspace_notifications: false,
+        }
+    }
+}
+
+/// Everything a request needs, shared by all of them.
+pub struct State {
+    pub config: SidecarConfig,
+    pub project: String,
+    pub registry: ArcSwap<ServingRegistry>,
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    store_ok: AtomicBool,
+    ready: AtomicBool,
+}
+
+impl State {
+    /// Whether the sidecar can answer: the registry is loaded (always, once started) and the
+    /// online store answered a ping or read recently. Reasons say what is missing.
+    pub async fn readiness(&self) -> (bool, Vec<String>) {
+        let mut reasons = Vec::new();
+        let store_ok = match tokio::time::timeout(
+            Duration::from_millis(200),
+            self.engine.store.ping(),
+        )
+        .await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                reasons.push(format!("online store: {e}"));
+                false
+            }
+            Err(_) => {
+                reasons.push("online store: ping timed out".to_owned());
+                false
+            }
+        };
+        self.store_ok.store(store_ok, Relaxed);
+        let ok = store_ok;
+        self.ready.store(ok, Relaxed);
+        (ok, reasons)
+    }
+
+    /// The readiness last computed (for metrics).
+    pub fn ready_cached(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+}
+
+/// The background tasks of a running sidecar; dropping this stops them.
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Reads a registry file and builds the serving view of `project`.
+pub fn load_registry(path: &Path, project: &str, version: u64) -> Result<ServingRegistry, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read registry {}: {e}", path.display()))?;
+    let file = RegistryFile::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reg = file
+        .project(project)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if reg.feature_views.is_empty() && reg.entities.is_empty() {
+        tracing::warn!(project, registry = %path.display(), "the registry has no objects for this project");
+    }
+    Ok(ServingRegistry::build(&reg, version, file.version_id()))
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Loads the registry, builds the state, and starts the background tasks. Fails (before any
+/// port is bound) when the registry cannot be loaded.
+pub async fn start(
+    config: SidecarConfig,
+    project: &str,
+    registry_path: PathBuf,
+    store: OnlineStore,
+) -> Result<(Arc<State>, Background), String> {
+    let registry = load_registry(&registry_path, project, 1)?;
+    let metrics = Arc::new(Metrics::default());
+    let engine = Arc::new(Engine::new(
+        config.engine.clone(),
+        store.clone(),
+        Arc::clone(&metrics),
+    ));
+    let state = Arc::new(State {
+        config: config.clone(),
+        project: project.to_owned(),
+        registry: ArcSwap::from_pointee(registry),
+        engine,
+        metrics,
+        store_ok: AtomicBool::new(false),
+        ready: AtomicBool::new(false),
+    });
+    let mut tasks = vec![tokio::spawn(watch_registry(
+        Arc::clone(&state),
+        registry_path,
+    ))];
+    match &store {
+        OnlineStore::Redis(redis) => {
+            let redis = Arc::clone(redis);
+            let state = Arc::clone(&state);
+            tasks.push(tokio::spawn(
+                async move { follow_redis(state, redis).await },
+            ));
+        }
+        OnlineStore::Sqlite(sqlite) => {
+            let sqlite = Arc::clone(sqlite);
+            let state = Arc::clone(&state);
+            tasks.push(tokio::spawn(
+                async move { follow_sqlite(state, sqlite).await },
+            ));
+        }
+    }
+    Ok((state, Background { tasks }))
+}
+
+/// Reloads the registry when its file changes, and swaps it in whole.
+async fn watch_registry(state: Arc<State>, path: PathBuf) {
+    let mut stamp = file_stamp(&path);
+    let mut interval = tokio::time::interval(state.config.registry_refresh);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = file_stamp(&path);
+        if now.is_none() || now == stamp {
+            continue;
+        }
+        let version = state.registry.load().version + 1;
+        let (path2, project) = (path.clone(), state.project.clone());
+        let loaded =
+            tokio::task::spawn_blocking(move || load_registry(&path2, &project, version)).await;
+        match loaded {
+            Ok(Ok(reg)) => {
+                tracing::info!(version, version_id = %reg.version_id, "registry reloaded");
+                state.registry.store(Arc::new(reg));
+                state.metrics.registry_reloads.inc();
+                stamp = now;
+            }
+            Ok(Err(e)) => {
+                state.metrics.registry_reload_errors.inc();
+                tracing::error!(error = %e, "registry reload failed; serving the last good version");
+                stamp = now;
+            }
+            Err(e) => tracing::error!(error = %e, "registry reload task failed"),
+        }
+    }
+}
+
+/// Follows Redis keyspace notifications: invalidates changed entities, and tells the engine when
+/// the feed is live (long staleness bound) or lost (short bound).
+async fn follow_redis(state: Arc<State>, redis: Arc<quiver_online_store::RedisStore>) {
+    let events = if state.config.enable_keyspace_notifications {
+        redis.enable_keyspace_events().await
+    } else {
+        redis.keyspace_events_config().await
+    };
+    match events {
+        Ok(cfg) if keyspace_events_sufficient(&cfg) => {}
+        Ok(cfg) => {
+            tracing::warn!(
+                notify_keyspace_events = %cfg,
+                "Redis keyspace notifications are off: cached entries live at most max_staleness; \
+                 set notify-keyspace-events to include Khg (or pass --enable-keyspace-notifications)"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read notify-keyspace-events; serving with the short staleness bound");
+            return;
+        }
+    }
+    let mut feed = redis.follow_invalidations();
+    while let Some(event) = feed.rx.recv().await {
+        match event {
+            Invalidation::Live => {
+                tracing::info!("following Redis keyspace notifications");
+                state.engine.feed.set_live(true);
+            }
+            Invalidation::Lost => {
+                if state.engine.feed.is_live() {
+                    tracing::warn!(
+                        "lost Redis keyspace notifications; short staleness bound until they are back"
+                    );
+                }
+                state.engine.feed.set_live(false);
+            }
+            Invalidation::Key(entity) => {
+                let reg = state.registry.load();
+                state.engine.invalidate(&reg, &entity);
+            }
+        }
+    }
+}
+
+/// SQLite has no per-key notifications: `PRAGMA data_version` tells that another connection
+/// committed, and then every cached row is dropped.
+async fn follow_sqlite(state: Arc<State>, sqlite: Arc<quiver_online_store::SqliteStore>) {
+    let conn = Arc::new(std::sync::Mutex::new(None));
+    let mut last: Option<i64> = None;
+    let mut interval = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        interval.tick().await;
+        let (s, c) = (Arc::clone(&sqlite), Arc::clone(&conn));
+        let version = tokio::task::spawn_blocking(move || {
+            let mut guard = c.lock().map_err(|_| "poisoned".to_owned())?;
+            s.data_version(&mut guard).map_err(|e| e.to_string())
+        })
+        .await;
+        match version {
+            Ok(Ok(Some(v))) => {
+                if !state.engine.feed.is_live() {
+                    state.engine.feed.set_live(true);
+                }
+                if last.is_some_and(|l| l != v) {
+                    state.engine.invalidate_all();
+                }
+                last = Some(v);
+            }
+            Ok(Ok(None)) => {}
+            failed => {
+                if state.engine.feed.is_live() {
+                    let reason = match failed {
+                        Ok(Err(e)) => e,
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    tracing::warn!(error = %reason, "sqlite change detection failed; short staleness bound");
+                    state.engine.feed.set_live(false);
+                }
+                if let Ok(mut c) = conn.lock() {
+                    *c = None;
+                }
+            }
+        }
+    }
+}

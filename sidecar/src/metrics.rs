@@ -1,0 +1,251 @@
+//! Prometheus metrics, hand-rolled on atomics: every series is created once at startup (fixed
+//! label sets), so recording is an atomic add and nothing is formatted per request.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency buckets: 25 µs to 2.5 s.
+const BUCKETS: [f64; 16] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_nanos.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// The HTTP endpoints, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    GetOnlineFeatures = 0,
+    Health = 1,
+    Ready = 2,
+    Metrics = 3,
+    Other = 4,
+}
+
+const ENDPOINTS: [&str; 5] = ["get-online-features", "health", "ready", "metrics", "other"];
+/// Status classes: 2xx, 4xx, 5xx.
+const CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: [[Counter; 3]; 5],
+    latency: [Histogram; 5],
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    /// Entries found but past their staleness bound.
+    pub cache_expired: Counter,
+    pub cache_evictions: Counter,
+    pub cache_invalidations: Counter,
+    /// Misses that waited for another request's read of the same key.
+    pub coalesced: Counter,
+    pub store_round_trips: Counter,
+    pub store_errors: Counter,
+    pub store_timeouts: Counter,
+    pub store_latency: Histogram,
+    pub registry_reloads: Counter,
+    pub registry_reload_errors: Counter,
+}
+
+/// Values read at render time from the state that owns them.
+pub struct Snapshot<'a> {
+    pub cache_bytes: u64,
+    pub cache_entries: u64,
+    pub registry_version: u64,
+    pub registry_id: &'a str,
+    pub change_feed_live: bool,
+    /// Seconds since the newest invalidation, if any was seen.
+    pub invalidation_age: Option<f64>,
+    pub ready: bool,
+}
+
+impl Metrics {
+    pub fn record_request(&self, endpoint: Endpoint, status: u16, elapsed: Duration) {
+        let class = match status {
+            200..=399 => 0,
+            400..=499 => 1,
+            _ => 2,
+        };
+        self.requests[endpoint as usize][class].inc();
+        self.latency[endpoint as usize].observe(elapsed);
+    }
+
+    pub fn render(&self, s: &Snapshot<'_>) -> String {
+        let mut out = String::with_capacity(8192);
+        out.push_str("# HELP quiver_http_requests_total HTTP requests by endpoint and status class.\n# TYPE quiver_http_requests_total counter\n");
+        for (e, name) in ENDPOINTS.iter().enumerate() {
+            for (c, class) in CLASSES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "quiver_http_requests_total{{endpoint=\"{name}\",status=\"{class}\"}} {}",
+                    self.requests[e][c].get()
+                );
+            }
+        }
+        out.push_str("# HELP quiver_http_request_duration_seconds Request latency by endpoint.\n# TYPE quiver_http_request_duration_seconds histogram\n");
+        for (e, name) in ENDPOINTS.iter().enumerate() {
+            self.latency[e].render(
+                &mut out,
+                "quiver_http_request_duration_seconds",
+                &format!("endpoint=\"{name}\""),
+            );
+        }
+        let counters: [(&str, &str, &Counter); 11] = [
+            (
+                "quiver_cache_hits_total",
+                "Cache lookups answered from memory.",
+                &self.cache_hits,
+            ),
+            (
+                "quiver_cache_misses_total",
+                "Cache lookups that went to the online store.",
+                &self.cache_misses,
+            ),
+            (
+                "quiver_cache_expired_total",
+                "Entries found past their staleness bound (counted as misses too).",
+                &self.cache_expired,
+            ),
+            (
+                "quiver_cache_evictions_total",
+                "Entries evicted to stay within the byte bound.",
+                &self.cache_evictions,
+            ),
+            (
+                "quiver_cache_invalidations_total",
+                "Entries dropped because the online store changed.",
+                &self.cache_invalidations,
+            ),
+            (
+                "quiver_cache_coalesced_total",
+                "Misses served by another request's read of the same key.",
+                &self.coalesced,
+            ),
+            (
+                "quiver_online_store_round_trips_total",
+                "Batched reads sent to the online store.",
+                &self.store_round_trips,
+            ),
+            (
+                "quiver_online_store_errors_total",
+                "Online store reads that failed.",
+                &self.store_errors,
+            ),
+            (
+                "quiver_online_store_timeouts_total",
+                "Online store reads that missed the deadline.",
+                &self.store_timeouts,
+            ),
+            (
+                "quiver_registry_reloads_total",
+                "Registry versions swapped in.",
+                &self.registry_reloads,
+            ),
+            (
+                "quiver_registry_reload_errors_total",
+                "Registry reloads that failed (the last good one stays).",
+                &self.registry_reload_errors,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
+        }
+        out.push_str("# HELP quiver_online_store_read_duration_seconds Latency of batched online store reads.\n# TYPE quiver_online_store_read_duration_seconds histogram\n");
+        self.store_latency
+            .render(&mut out, "quiver_online_store_read_duration_seconds", "");
+        let gauges: [(&str, &str, f64); 5] = [
+            (
+                "quiver_cache_size_bytes",
+                "Bytes held by the cache (estimated).",
+                s.cache_bytes as f64,
+            ),
+            (
+                "quiver_cache_entries",
+                "Entries held by the cache.",
+                s.cache_entries as f64,
+            ),
+            (
+                "quiver_registry_version",
+                "Local version of the registry in use (increments on each swap).",
+                s.registry_version as f64,
+            ),
+            (
+                "quiver_change_feed_live",
+                "1 while the online store's change feed (keyspace notifications) is live.",
+                f64::from(u8::from(s.change_feed_live)),
+            ),
+            (
+                "quiver_ready",
+                "1 when /ready answers 200.",
+                f64::from(u8::from(s.ready)),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP quiver_registry_info The registry in use.\n# TYPE quiver_registry_info gauge\nquiver_registry_info{{version_id=\"{}\"}} 1",
+            s.registry_id.replace(['"', '\\', '\n'], "_")
+        );
+        if let Some(age) = s.invalidation_age {
+            let _ = writeln!(
+                out,
+                "# HELP quiver_invalidation_age_seconds Seconds since the newest invalidation seen.\n# TYPE quiver_invalidation_age_seconds gauge\nquiver_invalidation_age_seconds {age}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,362 @@
+//! The registry as the serving path needs it: views with their online layouts resolved, feature
+//! services, and a cache of request plans, so no request pays for registry lookups.
+//!
+//! A `ServingRegistry` is immutable once built; a new registry version is a new value swapped in
+//! atomically, and a request holds the `Arc` it started with until it is answered.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quiver_core::ValueType;
+use quiver_core::model::{FeatureService, FeatureView, Projection};
+use quiver_core::registry::ProjectRegistry;
+use quiver_online_store::ViewLayout;
+
+use crate::api::ApiError;
+use crate::cache::ViewId;
+
+/// At most this many distinct request shapes keep a plan (then the plan cache starts over).
+const MAX_PLANS: usize = 4096;
+
+#[derive(Debug)]
+pub struct ServingView {
+    pub id: ViewId,
+    pub name: String,
+    /// Join keys and their types, as the view's entity columns declare them.
+    pub join_keys: Vec<(String, ValueType)>,
+    pub features: Vec<(String, ValueType)>,
+    /// Zero: values never expire.
+    pub ttl: Duration,
+    pub online: bool,
+    /// Index of the view's layout in [`ServingRegistry::layouts`].
+    pub layout: usize,
+}
+
+pub struct ServingRegistry {
+    pub project: String,
+    /// Local version, incremented on every swap.
+    pub version: u64,
+    /// The registry's own `version_id` (Feast writes a uuid per write).
+    pub version_id: String,
+    pub views: Vec<ServingView>,
+    pub layouts: Vec<Arc<ViewLayout>>,
+    by_name: HashMap<String, usize>,
+    services: HashMap<String, FeatureService>,
+    on_demand: HashSet<String>,
+    plans: Mutex<HashMap<PlanKey, Arc<Plan>>>,
+}
+
+/// A request's shape: what decides its plan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PlanKey {
+    Features { refs: Vec<String>, full_names: bool },
+    Service { name: String, full_names: bool },
+}
+
+/// How to answer one request shape: which views to read with which request columns, and which
+/// output column each feature becomes.
+#[derive(Debug)]
+pub struct Plan {
+    /// The request entity columns the plan reads, with the type each must parse as.
+    pub entity_columns: Vec<(String, ValueType)>,
+    pub groups: Vec<PlanGroup>,
+    /// Feature columns in output order.
+    pub columns: Vec<OutColumn>,
+}
+
+/// One view read for one mapping of join keys to request columns.
+#[derive(Debug)]
+pub struct PlanGroup {
+    pub view: usize,
+    /// For each join key of the view (in view order): its name, and the index of the request
+    /// column (in `Plan::entity_columns`) that carries it.
+    pub keys: Vec<(String, usize)>,
+}
+
+#[derive(Debug)]
+pub struct OutColumn {
+    pub group: usize,
+    /// Index into the view's features.
+    pub feature: usize,
+    pub name: String,
+}
+
+fn view_id(view: &FeatureView) -> ViewId {
+    let mut h = DefaultHasher::new();
+    view.name.hash(&mut h);
+    for f in &view.features {
+        f.name.hash(&mut h);
+        (f.dtype as i32).hash(&mut h);
+    }
+    h.finish()
+}
+
+impl ServingRegistry {
+    pub fn build(reg: &ProjectRegistry, version: u64, version_id: &str) -> ServingRegistry {
+        let entity_types: HashMap<&str, (&str, ValueType)> = reg
+            .entities
+            .iter()
+            .map(|e| (e.name.as_str(), (e.join_key.as_str(), e.value_type)))
+            .collect();
+        let mut views = Vec::new();
+        let mut layouts = Vec::new();
+        let mut by_name = HashMap::new();
+        for v in &reg.feature_views {
+            // Entity columns carry the join keys' types; registries without them (old Feast)
+            // fall back to the entities'.
+            let join_keys: Vec<(String, ValueType)> = if v.entity_columns.is_empty() {
+                v.entities
+                    .iter()
+                    .filter_map(|e| entity_types.get(e.as_str()))
+                    .map(|(k, t)| ((*k).to_owned(), *t))
+                    .collect()
+            } else {
+                v.entity_columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.dtype))
+                    .collect()
+            };
+            let layout = Arc::new(ViewLayout::new(
+                &reg.project,
+                &v.name,
+                v.features.iter().map(|f| f.name.clone()),
+            ));
+            by_name.insert(v.name.clone(), views.len());
+            views.push(ServingView {
+                id: view_id(v),
+                name: v.name.clone(),
+                join_keys,
+                features: v
+                    .features
+                    .iter()
+                    .map(|f| (f.name.clone(), f.dtype))
+                    .collect(),
+                ttl: v.ttl,
+                online: v.online,
+                layout: layouts.len(),
+            });
+            layouts.push(layout);
+        }
+        ServingRegistry {
+            project: reg.project.clone(),
+            version,
+            version_id: version_id.to_owned(),
+            views,
+            layouts,
+            by_name,
+            services: reg
+                .feature_services
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
+            on_demand: reg.on_demand_views.iter().cloned().collect(),
+            plans: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn view(&self, name: &str) -> Option<&ServingView> {
+        self.by_name.get(name).map(|&i| &self.views[i])
+    }
+
+    /// The plan for a request shape, from the plan cache or resolved now.
+    pub fn plan(&self, key: PlanKey) -> Result<Arc<Plan>, ApiError> {
+        if let Some(p) = self.plans.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let plan = Arc::new(self.resolve(&key)?);
+        if let Ok(mut plans) = self.plans.lock() {
+            if plans.len() >= MAX_PLANS {
+                plans.clear();
+            }
+            plans.insert(key, Arc::clone(&plan));
+        }
+        Ok(plan)
+    }
+
+    fn servable(&self, view: &str) -> Result<usize, ApiError> {
+        match self.by_name.get(view) {
+            Some(&i) if self.views[i].online => Ok(i),
+            Some(_) => Err(ApiError::bad_request(
+                "FeatureViewNotOnline",
+                format!("feature view {view} is not online (online: false); it cannot be served"),
+            )),
+            None if self.on_demand.contains(view) => Err(ApiError::bad_request(
+                "OnDemandFeatureViewNotSupported",
+                format!(
+                    "{view} is an on-demand feature view: its transformation is Python code, which quiver does not run"
+                ),
+            )),
+            None => Err(ApiError::not_found(
+                "FeatureViewNotFoundException",
+                format!(
+                    "Feature view {view} does not exist in project {}",
+                    self.project
+                ),
+            )),
+        }
+    }
+
+    fn resolve(&self, key: &PlanKey) -> Result<Plan, ApiError> {
+        // (view index, alias, join key map) -> group; then the features of each ref.
+        let mut builder = PlanBuilder::default();
+        match key {
+            PlanKey::Features { refs, full_names } => {
+                if refs.is_empty() {
+                    return Err(ApiError::bad_request(
+                        "EmptyFeatureList",
+                        "features is empty: list feature references like \"view:feature\"",
+                    ));
+                }
+                for r in refs {
+                    let (view_name, feature) = r.split_once(':').ok_or_else(|| {
+                        ApiError::bad_request(
+                            "InvalidFeatureReference",
+                            format!("{r:?} is not a feature reference: expected \"view:feature\""),
+                        )
+                    })?;
+                    let view = self.servable(view_name)?;
+                    let f = self.feature_index(view, feature)?;
+                    let group = builder.group(self, view, &BTreeMap::new())?;
+                    builder.column(
+                        group,
+                        f,
+                        view_name,
+                        &self.views[view].features[f].0,
+                        *full_names,
+                    );
+                }
+            }
+            PlanKey::Service { name, full_names } => {
+                let service = self.services.get(name).ok_or_else(|| {
+                    ApiError::not_found(
+                        "FeatureServiceNotFoundException",
+                        format!(
+                            "Feature service {name} does not exist in project {}",
+                            self.project
+                        ),
+                    )
+                })?;
+                for p in &service.projections {
+                    self.add_projection(&mut builder, p, *full_names)?;
+                }
+            }
+        }
+        builder.finish()
+    }
+
+    fn add_projection(
+        &self,
+        builder: &mut PlanBuilder,
+        p: &Projection,
+        full_names: bool,
+    ) -> Result<(), ApiError> {
+        let view = self.servable(&p.view)?;
+        let group = builder.group(self, view, &p.join_key_map)?;
+        for field in &p.features {
+            let f = self.feature_index(view, &field.name)?;
+            builder.column(group, f, p.name_to_use(), &field.name, full_names);
+        }
+        Ok(())
+    }
+
+    fn feature_index(&self, view: usize, feature: &str) -> Result<usize, ApiError> {
+        let v = &self.views[view];
+        v.features
+            .iter()
+            .position(|(n, _)| n == feature)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "FeatureNotFoundException",
+                    format!(
+                        "Feature {feature} does not exist in feature view {}",
+                        v.name
+                    ),
+                )
+            })
+    }
+}
+
+#[derive(Default)]
+struct PlanBuilder {
+    entity_columns: Vec<(String, ValueType)>,
+    groups: Vec<PlanGroup>,
+    group_keys: Vec<(usize, BTreeMap<String, String>)>,
+    columns: Vec<OutColumn>,
+}
+
+impl PlanBuilder {
+    fn group(
+        &mut self,
+        reg: &ServingRegistry,
+        view: usize,
+        join_key_map: &BTreeMap<String, String>,
+    ) -> Result<usize, ApiError> {
+        if let Some(i) = self
+            .group_keys
+            .iter()
+            .position(|(v, m)| *v == view && m == join_key_map)
+        {
+            return Ok(i);
+        }
+        let mut keys = Vec::new();
+        for (join_key, ty) in &reg.views[view].join_keys {
+            let column = join_key_map.get(join_key).unwrap_or(join_key);
+            let idx = match self.entity_columns.iter().position(|(c, _)| c == column) {
+                Some(i) if self.entity_columns[i].1 == *ty => i,
+                Some(i) => {
+                    return Err(ApiError::bad_request(
+                        "ConflictingEntityTypes",
+                        format!(
+                            "entity column {column} is {} for one view and {ty} for {}",
+                            self.entity_columns[i].1, reg.views[view].name
+                        ),
+                    ));
+                }
+                None => {
+                    self.entity_columns.push((column.clone(), *ty));
+                    self.entity_columns.len() - 1
+                }
+            };
+            keys.push((join_key.clone(), idx));
+        }
+        self.groups.push(PlanGroup { view, keys });
+        self.group_keys.push((view, join_key_map.clone()));
+        Ok(self.groups.len() - 1)
+    }
+
+    fn column(&mut self, group: usize, feature: usize, prefix: &str, name: &str, full_names: bool) {
+        let name = if full_names {
+            format!("{prefix}__{name}")
+        } else {
+            name.to_owned()
+        };
+        self.columns.push(OutColumn {
+            group,
+            feature,
+            name,
+        });
+    }
+
+    fn finish(self) -> Result<Plan, ApiError> {
+        let mut seen = HashSet::new();
+        for c in &self.columns {
+            if !seen.insert(c.name.as_str()) {
+                return Err(ApiError::bad_request(
+                    "FeatureNameCollisionError",
+                    format!(
+                        "feature name {} is requested twice; set full_feature_names to true to tell them apart",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        Ok(Plan {
+            entity_columns: self.entity_columns,
+            groups: self.groups,
+            columns: self.columns,
+        })
+    }
+}

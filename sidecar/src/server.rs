@@ -1,0 +1,191 @@
+//! The HTTP server: `serve(listener, state, shutdown)`, routes, and the per-request pipeline.
+//!
+//! The pipeline, in order: route → body size limit (413 before reading past it) → JSON parse →
+//! the engine (its own deadline for the online store) → JSON response. Every response is built
+//! here, errors included, so status codes are decided in one place.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::State;
+use crate::api::{ApiError, parse_request};
+use crate::metrics::{Endpoint, Snapshot};
+
+type Body = Full<Bytes>;
+
+fn json_response(status: u16, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.status, e.to_body())
+}
+
+/// Serves until `shutdown` resolves, then stops accepting; connections in progress finish.
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+}
+
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let (endpoint, resp) = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/get-online-features") => (
+            Endpoint::GetOnlineFeatures,
+            get_online_features(state, req).await,
+        ),
+        (&Method::GET, "/health") => (
+            Endpoint::Health,
+            json_response(200, "{\"status\":\"ok\"}".to_owned()),
+        ),
+        (&Method::GET, "/ready") => (Endpoint::Ready, ready(state).await),
+        (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(state)),
+        (_, "/get-online-features" | "/health" | "/ready" | "/metrics") => (
+            Endpoint::Other,
+            error_response(&ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            )),
+        ),
+        (_, path) => (
+            Endpoint::Other,
+            error_response(&ApiError::not_found(
+                "NotFound",
+                format!("no endpoint {path}: try POST /get-online-features"),
+            )),
+        ),
+    };
+    state
+        .metrics
+        .record_request(endpoint, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let limit = state.config.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        ApiError::too_large(
+            "RequestTooLarge",
+            format!("request body over {limit} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return error_response(&too_large());
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return error_response(&too_large());
+        }
+        Err(e) => {
+            return error_response(&ApiError::bad_request(
+                "BadBody",
+                format!("reading the request body: {e}"),
+            ));
+        }
+    };
+    let request = match parse_request(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    // The registry version this request sees, start to end.
+    let registry = state.registry.load_full();
+    match state.engine.get_online_features(&registry, request).await {
+        Ok(json) => json_response(200, json),
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::warn!(error = %e, "request failed");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn ready(state: &Arc<State>) -> Response<Body> {
+    let (ok, reasons) = state.readiness().await;
+    let mut body = String::from("{\"ready\":");
+    body.push_str(if ok { "true" } else { "false" });
+    body.push_str(",\"reasons\":[");
+    for (i, r) in reasons.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        quiver_core::json::write_str(&mut body, r);
+    }
+    body.push_str("]}");
+    json_response(if ok { 200 } else { 503 }, body)
+}
+
+fn metrics(state: &Arc<State>) -> Response<Body> {
+    let registry = state.registry.load();
+    let (cache_bytes, cache_entries) = state.engine.cache.size();
+    let snapshot = Snapshot {
+        cache_bytes,
+        cache_entries,
+        registry_version: registry.version,
+        registry_id: &registry.version_id,
+        change_feed_live: state.engine.feed.is_live(),
+        invalidation_age: state.engine.feed.invalidation_age(),
+        ready: state.ready_cached(),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(state.metrics.render(&snapshot))));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}

@@ -1,0 +1,315 @@
+//! Test support: a real redis-server per test on a free port, a feature repo applied from YAML,
+//! a sidecar on 127.0.0.1:0, and a minimal HTTP/1.1 client over loopback.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quiver_core::time::Timestamp;
+use quiver_core::{Value, entity_key, layout};
+use quiver_online_store::{OnlineStore, RedisOptions, RedisStore};
+use quiver_sidecar::{Background, SidecarConfig, State};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of the test's own, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: it keeps nothing on disk).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGSTOP / SIGCONT: a hung server.
+    pub fn pause(&self) {
+        Command::new("kill")
+            .args(["-STOP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    pub fn resume(&self) {
+        Command::new("kill")
+            .args(["-CONT", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+pub fn now_ts() -> Timestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Writes one view's row for one entity in Feast's Redis layout.
+pub fn write_redis_row(
+    conn: &mut redis::Connection,
+    project: &str,
+    keys: &[(&str, Value)],
+    view: &str,
+    features: &[(&str, Value)],
+    event_ts: Timestamp,
+) {
+    let pairs: Vec<(&str, &Value)> = keys.iter().map(|(k, v)| (*k, v)).collect();
+    let key = entity_key::redis_key(&pairs, project).unwrap();
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(&key);
+    for (f, v) in features {
+        cmd.arg(&layout::redis_field(view, f)[..])
+            .arg(v.encode_to_vec());
+    }
+    cmd.arg(layout::redis_ts_field(view))
+        .arg(layout::encode_timestamp(&event_ts));
+    cmd.query::<()>(conn).unwrap();
+}
+
+/// A feature repo in a temp folder, applied from YAML definitions with the real `apply` code.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+    pub project: String,
+}
+
+impl Repo {
+    pub fn new(project: &str, definitions: &str) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("feature_store.yaml"),
+            format!("project: {project}\nregistry: data/registry.db\n"),
+        )
+        .unwrap();
+        let repo = Repo {
+            dir,
+            project: project.to_owned(),
+        };
+        repo.apply(definitions);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn registry_path(&self) -> PathBuf {
+        self.dir.path().join("data/registry.db")
+    }
+
+    pub fn apply(&self, definitions: &str) {
+        std::fs::write(self.dir.path().join("features.yaml"), definitions).unwrap();
+        let desired = quiver_registry::definitions::load(self.dir.path(), &self.project).unwrap();
+        let path = self.registry_path();
+        let mut file = quiver_registry::store::read(&path).unwrap();
+        quiver_registry::apply::apply(&mut file, &desired, now_ts()).unwrap();
+        let bytes = file.encode(&format!("v{}", now_ts().nanos), now_ts());
+        quiver_registry::store::write_atomic(&path, &bytes).unwrap();
+    }
+}
+
+/// A running sidecar: state, background tasks and its address. Stops when dropped.
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    _background: Background,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn redis_store(redis: &RedisServer, project: &str) -> OnlineStore {
+    let options = RedisOptions {
+        host: "127.0.0.1".into(),
+        port: redis.port,
+        db: 0,
+        username: None,
+        password: None,
+        ssl: false,
+        connect_timeout: Duration::from_secs(2),
+    };
+    OnlineStore::Redis(Arc::new(
+        RedisStore::connect(options, project).await.unwrap(),
+    ))
+}
+
+pub async fn start_sidecar(
+    config: SidecarConfig,
+    project: &str,
+    registry: PathBuf,
+    store: OnlineStore,
+) -> Sidecar {
+    let (state, background) = quiver_sidecar::start(config, project, registry, store)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(quiver_sidecar::serve(
+        listener,
+        Arc::clone(&state),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Sidecar {
+        addr,
+        state,
+        _background: background,
+        shutdown: Some(tx),
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh loopback connection: (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: quiver\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+pub async fn post(addr: SocketAddr, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/get-online-features",
+        body.to_string().as_bytes(),
+    )
+    .await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}"));
+    (status, json)
+}
+
+/// The column of a response by feature name: (values, statuses, event_timestamps).
+pub fn column<'a>(
+    resp: &'a serde_json::Value,
+    name: &str,
+) -> (&'a Vec<serde_json::Value>, Vec<&'a str>, Vec<&'a str>) {
+    let names = resp["metadata"]["feature_names"].as_array().unwrap();
+    let i = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no column {name} in {names:?}"));
+    let r = &resp["results"][i];
+    (
+        r["values"].as_array().unwrap(),
+        r["statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect(),
+        r["event_timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect(),
+    )
+}
+
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, text) = http(addr, "GET", "/metrics", b"").await;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}

@@ -9,7 +9,6 @@
 //! 0.67's server returns, checked against it; not the parsed document).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -72,8 +71,9 @@ pub fn value_to_json(value: &Value) -> Json {
     serde_json::from_str(&value_to_string(value)).unwrap_or(Json::Null)
 }
 
-fn write_int(out: &mut String, i: i64) {
-    let _ = write!(out, "{i}");
+/// Appends an integer (itoa: no formatting machinery).
+pub fn write_int(out: &mut String, i: i64) {
+    out.push_str(itoa::Buffer::new().format(i));
 }
 
 /// A JSON string literal, escaped as serde_json does.
@@ -89,7 +89,10 @@ pub fn write_str(out: &mut String, s: &str) {
             '\u{08}' => out.push_str("\\b"),
             '\u{0c}' => out.push_str("\\f"),
             c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[(c as usize) >> 4]));
+                out.push(char::from(HEX[(c as usize) & 0xf]));
             }
             c => out.push(c),
         }
@@ -137,15 +140,41 @@ pub fn write_float(out: &mut String, x: f64) {
         });
         return;
     }
-    // `{:e}` gives the shortest round-trip digits: "-8.057101964950562e-1".
-    let sci = format!("{x:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa),
+    if x == 0.0 {
+        out.push_str(if x.is_sign_negative() { "-0.0" } else { "0.0" });
+        return;
+    }
+    // ryu gives the shortest round-trip digits; re-lay them out as Python does.
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(x);
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, text),
     };
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let (mantissa, exp_part) = text.split_once('e').unwrap_or((text, "0"));
+    let exp_part: i32 = exp_part.parse().unwrap_or(0);
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = [0u8; 40];
+    let mut n = 0;
+    for &c in int_part.as_bytes().iter().chain(frac_part.as_bytes()) {
+        if n < digits.len() {
+            digits[n] = c;
+            n += 1;
+        }
+    }
+    let mut point = int_part.len() as i32;
+    let mut start = 0;
+    while start < n && digits[start] == b'0' {
+        start += 1;
+        point -= 1;
+    }
+    let mut end = n;
+    while end > start && digits[end - 1] == b'0' {
+        end -= 1;
+    }
+    // Only ASCII digits were copied, so this cannot fail.
+    let digits = std::str::from_utf8(&digits[start..end]).unwrap_or("0");
+    let exp = point - 1 + exp_part;
     if negative {
         out.push('-');
     }
@@ -154,9 +183,9 @@ pub fn write_float(out: &mut String, x: f64) {
         if point <= 0 {
             out.push_str("0.");
             out.extend(std::iter::repeat_n('0', (-point) as usize));
-            out.push_str(&digits);
+            out.push_str(digits);
         } else if point as usize >= digits.len() {
-            out.push_str(&digits);
+            out.push_str(digits);
             out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
             out.push_str(".0");
         } else {
@@ -166,13 +195,18 @@ pub fn write_float(out: &mut String, x: f64) {
             out.push_str(frac);
         }
     } else {
-        let (first, rest) = digits.split_at(1);
+        let (first, rest) = digits.split_at(1.min(digits.len()));
         out.push_str(first);
         if !rest.is_empty() {
             out.push('.');
             out.push_str(rest);
         }
-        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        if exp.abs() < 10 {
+            out.push('0');
+        }
+        write_int(out, i64::from(exp.abs()));
     }
 }
 

@@ -41,19 +41,44 @@ pub fn write_rfc3339(out: &mut String, seconds: i64, nanos: u32) {
     let days = seconds.div_euclid(86_400);
     let secs_of_day = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-    // `write!` into a String cannot fail.
-    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
+    if !(0..=9999).contains(&year) {
+        // Outside RFC 3339's four-digit years: rare enough for the formatting machinery.
+        let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+        let _ = write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
+    } else {
+        let mut b = *b"0000-00-00T00:00:00";
+        put_digits(&mut b[0..4], year as u64);
+        put_digits(&mut b[5..7], u64::from(month));
+        put_digits(&mut b[8..10], u64::from(day));
+        put_digits(&mut b[11..13], (secs_of_day / 3600) as u64);
+        put_digits(&mut b[14..16], (secs_of_day / 60 % 60) as u64);
+        put_digits(&mut b[17..19], (secs_of_day % 60) as u64);
+        // Only ASCII digits and separators were written.
+        out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+    }
+    let nanos = nanos.min(999_999_999);
     if nanos != 0 {
-        if nanos.is_multiple_of(1_000_000) {
-            let _ = write!(out, ".{:03}", nanos / 1_000_000);
+        let (value, width) = if nanos.is_multiple_of(1_000_000) {
+            (nanos / 1_000_000, 3)
         } else if nanos.is_multiple_of(1_000) {
-            let _ = write!(out, ".{:06}", nanos / 1_000);
+            (nanos / 1_000, 6)
         } else {
-            let _ = write!(out, ".{nanos:09}");
-        }
+            (nanos, 9)
+        };
+        let mut f = [b'0'; 10];
+        f[0] = b'.';
+        put_digits(&mut f[1..=width], u64::from(value));
+        out.push_str(std::str::from_utf8(&f[..=width]).unwrap_or_default());
     }
     out.push('Z');
+}
+
+/// Writes `n` as decimal digits right-aligned in `buf`, zero-padded (digits beyond are cut).
+fn put_digits(buf: &mut [u8], mut n: u64) {
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// RFC 3339 text for a protobuf timestamp (see [`write_rfc3339`]).

@@ -9,6 +9,7 @@
 //! bound depends on whether the online store's change feed is live.
 
 use std::hash::{BuildHasher, Hash};
+
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,12 +31,40 @@ pub struct CacheKey {
     pub entity: Box<[u8]>,
 }
 
-/// A row as the online store had it.
+/// A row as the online store had it, with its response JSON rendered once, when it is cached,
+/// so that a hit only copies bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub event_ts: Timestamp,
     /// Every feature of the view, in the view's order.
     pub values: Vec<Value>,
+    /// The JSON text of each value.
+    pub json: Vec<Box<str>>,
+    /// The event time as a JSON string (RFC 3339).
+    pub ts_json: Box<str>,
+}
+
+impl Row {
+    pub fn new(event_ts: Timestamp, values: Vec<Value>) -> Row {
+        let json = values
+            .iter()
+            .map(|v| quiver_core::json::value_to_string(v).into_boxed_str())
+            .collect();
+        let mut ts = String::with_capacity(32);
+        ts.push('"');
+        quiver_core::time::write_rfc3339(
+            &mut ts,
+            event_ts.seconds,
+            event_ts.nanos.clamp(0, 999_999_999) as u32,
+        );
+        ts.push('"');
+        Row {
+            event_ts,
+            values,
+            json,
+            ts_json: ts.into_boxed_str(),
+        }
+    }
 }
 
 /// A cached read: the row, or `None` when the entity was never written (a negative entry).
@@ -101,8 +130,10 @@ pub fn value_bytes(v: &Value) -> usize {
     }
 }
 
+type Hasher = foldhash::fast::RandomState;
+
 struct Shard {
-    lru: LruCache<CacheKey, Arc<Entry>>,
+    lru: LruCache<CacheKey, Arc<Entry>, Hasher>,
     bytes: usize,
 }
 
@@ -115,7 +146,7 @@ pub struct Evicted {
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     shard_budget: usize,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: Hasher,
 }
 
 impl Cache {
@@ -124,7 +155,7 @@ impl Cache {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    lru: LruCache::unbounded(),
+                    lru: LruCache::unbounded_with_hasher(Hasher::default()),
                     bytes: 0,
                 })
             })
@@ -227,10 +258,7 @@ mod tests {
     use super::*;
 
     fn entry(values: usize) -> Arc<Entry> {
-        let row = Row {
-            event_ts: Timestamp::default(),
-            values: vec![Value::Int64(1); values],
-        };
+        let row = Row::new(Timestamp::default(), vec![Value::Int64(1); values]);
         Arc::new(Entry::new(Some(row), Instant::now(), false, 16))
     }
 

@@ -433,9 +433,8 @@ impl Engine {
                 for ((ek, _, members), mut per_view) in by_entity.iter().zip(rows) {
                     for (slot, stored) in members.iter().zip(per_view.iter_mut()) {
                         let (key, view, flight) = &batch[*slot];
-                        let row = stored.take().map(|s| Row {
-                            event_ts: s.event_ts,
-                            values: s
+                        let row = stored.take().map(|s| {
+                            let values = s
                                 .values
                                 .iter()
                                 .map(|v| {
@@ -443,7 +442,8 @@ impl Engine {
                                         .map(|b| Value::decode(b).unwrap_or(Value::Null))
                                         .unwrap_or(Value::Null)
                                 })
-                                .collect(),
+                                .collect();
+                            Row::new(s.event_ts, values)
                         });
                         debug_assert_eq!(
                             row.as_ref().map_or(0, |r| r.values.len())
@@ -481,7 +481,8 @@ impl Engine {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let mut out = String::with_capacity(256 + rows * plan.columns.len() * 48);
+        let mut out =
+            String::with_capacity(512 + rows * (plan.columns.len() * 64 + columns.len() * 64));
         out.push_str("{\"metadata\":{\"feature_names\":[");
         let mut first = true;
         for name in columns
@@ -507,7 +508,7 @@ impl Engine {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&v.to_string());
+                write_json(&mut out, v);
             }
             out.push_str("],\"statuses\":[");
             push_repeated(&mut out, Status::Present.as_json(), rows);
@@ -515,61 +516,71 @@ impl Engine {
             push_repeated(&mut out, epoch_ts, rows);
             out.push_str("]}");
         }
+        // Status and event time depend on the (view, entity) only: render each group's
+        // `statuses` and `event_timestamps` arrays once and copy them into every column.
+        let mut tails: Vec<String> = Vec::with_capacity(plan.groups.len());
+        for (g, group) in plan.groups.iter().enumerate() {
+            let view = &reg.views[group.view];
+            let mut statuses = String::with_capacity(rows * 12 + 40);
+            let mut stamps = String::with_capacity(rows * 32);
+            for r in 0..rows {
+                if r > 0 {
+                    statuses.push(',');
+                    stamps.push(',');
+                }
+                let (status, ts): (Status, &str) = match &entries[row_slots[g][r]] {
+                    Ok(entry) => match &entry.row {
+                        Some(row) if expired(view.ttl, row.event_ts, now) => {
+                            (Status::OutsideMaxAge, &row.ts_json)
+                        }
+                        Some(row) => (Status::Present, &row.ts_json),
+                        None => (Status::NotFound, epoch_ts),
+                    },
+                    Err(_) => (Status::Invalid, epoch_ts),
+                };
+                statuses.push_str(status.as_json());
+                stamps.push_str(ts);
+            }
+            let mut tail = String::with_capacity(statuses.len() + stamps.len() + 40);
+            tail.push_str("],\"statuses\":[");
+            tail.push_str(&statuses);
+            tail.push_str("],\"event_timestamps\":[");
+            tail.push_str(&stamps);
+            tail.push_str("]}");
+            tails.push(tail);
+        }
         for (c, col) in plan.columns.iter().enumerate() {
             if c > 0 || !columns.is_empty() {
                 out.push(',');
             }
-            let group = &plan.groups[col.group];
-            let view = &reg.views[group.view];
-            let mut statuses = String::with_capacity(rows * 12);
-            let mut stamps = String::with_capacity(rows * 24);
             out.push_str("{\"values\":[");
             for r in 0..rows {
                 if r > 0 {
                     out.push(',');
-                    statuses.push(',');
-                    stamps.push(',');
                 }
-                let (value, status, ts) = match &entries[row_slots[col.group][r]] {
-                    Ok(entry) => match &entry.row {
-                        Some(row) => {
-                            let status = if expired(view.ttl, row.event_ts, now) {
-                                Status::OutsideMaxAge
-                            } else {
-                                Status::Present
-                            };
-                            (row.values.get(col.feature), status, Some(row.event_ts))
-                        }
-                        None => (None, Status::NotFound, None),
-                    },
-                    Err(_) => (None, Status::Invalid, None),
+                let value = match &entries[row_slots[col.group][r]] {
+                    Ok(entry) => entry
+                        .row
+                        .as_ref()
+                        .and_then(|row| row.json.get(col.feature))
+                        .map_or("null", |j| j),
+                    Err(_) => "null",
                 };
-                match value {
-                    Some(v) => json::write_value(&mut out, v),
-                    None => out.push_str("null"),
-                }
-                statuses.push_str(status.as_json());
-                match ts {
-                    Some(ts) => {
-                        stamps.push('"');
-                        quiver_core::time::write_rfc3339(
-                            &mut stamps,
-                            ts.seconds,
-                            ts.nanos.clamp(0, 999_999_999) as u32,
-                        );
-                        stamps.push('"');
-                    }
-                    None => stamps.push_str(epoch_ts),
-                }
+                out.push_str(value);
             }
-            out.push_str("],\"statuses\":[");
-            out.push_str(&statuses);
-            out.push_str("],\"event_timestamps\":[");
-            out.push_str(&stamps);
-            out.push_str("]}");
+            out.push_str(&tails[col.group]);
         }
         out.push_str("]}");
         out
+    }
+}
+
+/// Echoes a request value: integers without the formatting machinery, the rest via serde_json.
+fn write_json(out: &mut String, v: &Json) {
+    match v {
+        Json::Number(n) if n.is_i64() => json::write_int(out, n.as_i64().unwrap_or_default()),
+        Json::String(s) => json::write_str(out, s),
+        other => out.push_str(&other.to_string()),
     }
 }
 

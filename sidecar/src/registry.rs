@@ -7,7 +7,9 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 use std::time::Duration;
 
 use quiver_core::ValueType;
@@ -46,7 +48,8 @@ pub struct ServingRegistry {
     by_name: HashMap<String, usize>,
     services: HashMap<String, FeatureService>,
     on_demand: HashSet<String>,
-    plans: Mutex<HashMap<PlanKey, Arc<Plan>>>,
+    /// Resolved plans by request shape. Sharded, read-locked on the hot path.
+    plans: DashMap<PlanKey, Arc<Plan>>,
 }
 
 /// A request's shape: what decides its plan.
@@ -153,7 +156,7 @@ impl ServingRegistry {
                 .map(|s| (s.name.clone(), s.clone()))
                 .collect(),
             on_demand: reg.on_demand_views.iter().cloned().collect(),
-            plans: Mutex::new(HashMap::new()),
+            plans: DashMap::new(),
         }
     }
 
@@ -163,16 +166,14 @@ impl ServingRegistry {
 
     /// The plan for a request shape, from the plan cache or resolved now.
     pub fn plan(&self, key: PlanKey) -> Result<Arc<Plan>, ApiError> {
-        if let Some(p) = self.plans.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(p);
+        if let Some(p) = self.plans.get(&key) {
+            return Ok(Arc::clone(&p));
         }
         let plan = Arc::new(self.resolve(&key)?);
-        if let Ok(mut plans) = self.plans.lock() {
-            if plans.len() >= MAX_PLANS {
-                plans.clear();
-            }
-            plans.insert(key, Arc::clone(&plan));
+        if self.plans.len() >= MAX_PLANS {
+            self.plans.clear();
         }
+        self.plans.insert(key, Arc::clone(&plan));
         Ok(plan)
     }
 

@@ -28,7 +28,14 @@ feature_views:
 "#;
 
 /// Writes rows the way Feast's SQLite store does (its table statements, integer epoch seconds).
-fn write_sqlite(path: &Path, project: &str, view: &str, id: i64, features: &[(&str, Value)], event_ts: i64) {
+fn write_sqlite(
+    path: &Path,
+    project: &str,
+    view: &str,
+    id: i64,
+    features: &[(&str, Value)],
+    event_ts: i64,
+) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let table = layout::sqlite_table(project, view);
     for stmt in layout::sqlite_create_table(&table) {
@@ -50,7 +57,10 @@ async fn serves_feasts_sqlite_layout_and_follows_changes() {
     let db = repo.path().join("data/online.db");
     let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&db)));
     let config = SidecarConfig {
-        engine: EngineConfig { max_staleness: Duration::from_secs(60), ..EngineConfig::default() },
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            ..EngineConfig::default()
+        },
         ..SidecarConfig::default()
     };
     let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
@@ -61,7 +71,17 @@ async fn serves_feasts_sqlite_layout_and_follows_changes() {
     assert_eq!(status, 200, "{resp}");
     assert_eq!(column(&resp, "rate").1, ["NOT_FOUND", "NOT_FOUND"]);
 
-    write_sqlite(&db, "demo", "stats", 1, &[("rate", Value::Double(0.5)), ("label", Value::String("a".into()))], 1_714_564_800);
+    write_sqlite(
+        &db,
+        "demo",
+        "stats",
+        1,
+        &[
+            ("rate", Value::Double(0.5)),
+            ("label", Value::String("a".into())),
+        ],
+        1_714_564_800,
+    );
     // Another process wrote: change detection drops the cached negatives well within the bound.
     let mut served = json!(null);
     for _ in 0..100 {
@@ -77,7 +97,14 @@ async fn serves_feasts_sqlite_layout_and_follows_changes() {
     }
     assert_eq!(served, json!(0.5));
 
-    write_sqlite(&db, "demo", "stats", 1, &[("rate", Value::Double(0.75))], 1_714_564_900);
+    write_sqlite(
+        &db,
+        "demo",
+        "stats",
+        1,
+        &[("rate", Value::Double(0.75))],
+        1_714_564_900,
+    );
     let mut updated = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;

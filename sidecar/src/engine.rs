@@ -23,6 +23,15 @@ use crate::cache::{Cache, CacheKey, Entry, Row};
 use crate::metrics::Metrics;
 use crate::registry::{PlanKey, ServingRegistry};
 
+/// The response encoding a caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Feast's JSON.
+    Json,
+    /// One Arrow IPC stream record batch (`Accept: application/vnd.apache.arrow.stream`).
+    Arrow,
+}
+
 /// What to answer when the online store cannot be read in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStoreError {
@@ -201,12 +210,13 @@ impl Engine {
         e.age(now) <= bound
     }
 
-    /// Answers one request with Feast's response JSON.
+    /// Answers one request: Feast's response JSON, or the same table as Arrow IPC.
     pub async fn get_online_features(
         self: &Arc<Self>,
         reg: &Arc<ServingRegistry>,
         req: OnlineRequest,
-    ) -> Result<String, ApiError> {
+        format: Format,
+    ) -> Result<Vec<u8>, ApiError> {
         let key = match (&req.feature_service, req.features) {
             (Some(name), _) => PlanKey::Service {
                 name: name.clone(),
@@ -314,7 +324,76 @@ impl Engine {
             )));
         }
 
-        Ok(self.respond(reg, &plan, columns, &row_slots, &entries, rows))
+        Ok(match format {
+            Format::Json => self
+                .respond(reg, &plan, columns, &row_slots, &entries, rows)
+                .into_bytes(),
+            Format::Arrow => {
+                self.respond_arrow(reg, &plan, columns, &typed, &row_slots, &entries, rows)?
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond_arrow(
+        &self,
+        reg: &ServingRegistry,
+        plan: &crate::registry::Plan,
+        columns: &[(String, Vec<Json>)],
+        typed: &[Vec<Value>],
+        row_slots: &[Vec<usize>],
+        entries: &[Result<Arc<Entry>, StoreError>],
+        rows: usize,
+    ) -> Result<Vec<u8>, ApiError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(columns.len() + plan.columns.len() * 3);
+        for (name, values) in columns {
+            let array = match plan.entity_columns.iter().position(|(n, _)| n == name) {
+                Some(i) => {
+                    crate::arrow::values_array(plan.entity_columns[i].1, typed[i].iter().map(Some))
+                }
+                None => crate::arrow::json_text_array(values),
+            };
+            out.push((name.clone(), array));
+        }
+        for col in &plan.columns {
+            let view = &reg.views[plan.groups[col.group].view];
+            let cells: Vec<(Option<&Value>, Status, Option<i64>)> = (0..rows)
+                .map(
+                    |r| match cell(view, &entries[row_slots[col.group][r]], now) {
+                        (status, Some(row)) => {
+                            let ts = row
+                                .event_ts
+                                .seconds
+                                .saturating_mul(1_000_000_000)
+                                .saturating_add(i64::from(row.event_ts.nanos));
+                            (
+                                row.values.get(col.feature).filter(|v| !v.is_null()),
+                                status,
+                                Some(ts),
+                            )
+                        }
+                        (status, None) => (None, status, None),
+                    },
+                )
+                .collect();
+            let dtype = view.features[col.feature].1;
+            out.push((
+                col.name.clone(),
+                crate::arrow::values_array(dtype, cells.iter().map(|c| c.0)),
+            ));
+            out.push((
+                format!("{}__status", col.name),
+                crate::arrow::status_array(cells.iter().map(|c| c.1)),
+            ));
+            out.push((
+                format!("{}__event_timestamp", col.name),
+                crate::arrow::timestamp_array(cells.iter().map(|c| c.2)),
+            ));
+        }
+        crate::arrow::encode(out)
     }
 
     /// Looks up every slot: cache hits at once, misses through one coalesced store read.
@@ -528,15 +607,10 @@ impl Engine {
                     statuses.push(',');
                     stamps.push(',');
                 }
-                let (status, ts): (Status, &str) = match &entries[row_slots[g][r]] {
-                    Ok(entry) => match &entry.row {
-                        Some(row) if expired(view.ttl, row.event_ts, now) => {
-                            (Status::OutsideMaxAge, &row.ts_json)
-                        }
-                        Some(row) => (Status::Present, &row.ts_json),
-                        None => (Status::NotFound, epoch_ts),
-                    },
-                    Err(_) => (Status::Invalid, epoch_ts),
+                let (status, ts): (Status, &str) = match cell(view, &entries[row_slots[g][r]], now)
+                {
+                    (status, Some(row)) => (status, &row.ts_json),
+                    (status, None) => (status, epoch_ts),
                 };
                 statuses.push_str(status.as_json());
                 stamps.push_str(ts);
@@ -572,6 +646,22 @@ impl Engine {
         }
         out.push_str("]}");
         out
+    }
+}
+
+/// The status of one (view, entity) read, and its row when there is one.
+fn cell<'a>(
+    view: &crate::registry::ServingView,
+    entry: &'a Result<Arc<Entry>, StoreError>,
+    now: Duration,
+) -> (Status, Option<&'a Row>) {
+    match entry {
+        Ok(entry) => match &entry.row {
+            Some(row) if expired(view.ttl, row.event_ts, now) => (Status::OutsideMaxAge, Some(row)),
+            Some(row) => (Status::Present, Some(row)),
+            None => (Status::NotFound, None),
+        },
+        Err(_) => (Status::Invalid, None),
     }
 }
 

@@ -13,6 +13,7 @@
 )]
 
 pub mod api;
+pub mod arrow;
 pub mod cache;
 pub mod engine;
 pub mod metrics;
@@ -30,7 +31,7 @@ use quiver_online_store::OnlineStore;
 use quiver_online_store::redis_store::{Invalidation, keyspace_events_sufficient};
 use tokio::task::JoinHandle;
 
-pub use engine::{EngineConfig, OnStoreError};
+pub use engine::{EngineConfig, Format, OnStoreError};
 pub use server::serve;
 
 use crate::engine::Engine;

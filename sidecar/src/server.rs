@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::State;
 use crate::api::{ApiError, parse_request};
+use crate::engine::Format;
 use crate::metrics::{Endpoint, Snapshot};
 
 type Body = Full<Bytes>;
@@ -108,6 +109,10 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let format = match req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) {
+        Some(accept) if accept.contains(crate::arrow::CONTENT_TYPE) => Format::Arrow,
+        _ => Format::Json,
+    };
     let limit = state.config.max_body_bytes;
     let declared = req
         .headers()
@@ -144,8 +149,21 @@ async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Resp
     };
     // The registry version this request sees, start to end.
     let registry = state.registry.load_full();
-    match state.engine.get_online_features(&registry, request).await {
-        Ok(json) => json_response(200, json),
+    match state
+        .engine
+        .get_online_features(&registry, request, format)
+        .await
+    {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            let content_type = match format {
+                Format::Json => "application/json",
+                Format::Arrow => crate::arrow::CONTENT_TYPE,
+            };
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            resp
+        }
         Err(e) => {
             if e.status >= 500 {
                 tracing::warn!(error = %e, "request failed");

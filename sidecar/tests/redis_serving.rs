@@ -651,3 +651,91 @@ async fn a_hung_redis_never_hangs_a_request() {
     }
     assert!(ok, "no recovery after SIGCONT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrow_ipc_answers_the_same_table() {
+    use arrow_array::Array as _;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int32Type, Int64Type, TimestampNanosecondType};
+
+    let f = fixture(SidecarConfig::default()).await;
+    let body = json!({"features": ["driver_stats:conv_rate", "driver_stats:trips", "driver_stats:zones", "driver_stats:name"],
+                      "entities": {"driver_id": [1001, 1003, 9999]}});
+    let (status, head, bytes) = http_raw(
+        f.sidecar.addr,
+        "/get-online-features",
+        &[
+            ("Accept", "application/vnd.apache.arrow.stream"),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/vnd.apache.arrow.stream"),
+        "{head}"
+    );
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(batches.len(), 1);
+    let batch = &batches[0];
+    assert_eq!(batch.num_rows(), 3);
+    let names: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        &names[..4],
+        [
+            "driver_id",
+            "conv_rate",
+            "conv_rate__status",
+            "conv_rate__event_timestamp"
+        ]
+    );
+
+    let ids = batch
+        .column_by_name("driver_id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert_eq!(ids.values().to_vec(), [1001, 1003, 9999]);
+    let rate = batch
+        .column_by_name("conv_rate")
+        .unwrap()
+        .as_primitive::<Float32Type>();
+    assert_eq!(
+        (rate.value(0), rate.value(1), rate.is_null(2)),
+        (0.5, 0.75, true)
+    );
+    let status = batch
+        .column_by_name("conv_rate__status")
+        .unwrap()
+        .as_string::<i32>();
+    assert_eq!(
+        (status.value(0), status.value(1), status.value(2)),
+        ("PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND")
+    );
+    let trips = batch
+        .column_by_name("trips")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert_eq!(trips.value(0), 10);
+    let zones = batch.column_by_name("zones").unwrap().as_list::<i32>();
+    assert_eq!(
+        zones.value(0).as_primitive::<Int32Type>().values().to_vec(),
+        [1, 2]
+    );
+    assert!(zones.is_null(1), "1003 has no zones");
+    let names = batch.column_by_name("name").unwrap().as_string::<i32>();
+    assert_eq!(names.value(0), "d1001");
+    let ts = batch
+        .column_by_name("trips__event_timestamp")
+        .unwrap()
+        .as_primitive::<TimestampNanosecondType>();
+    assert!(ts.value(0) > 1_700_000_000_000_000_000 && ts.is_null(2));
+}

@@ -9,6 +9,7 @@ local features = table.concat(refs, ",")
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+if os.getenv("BENCH_ACCEPT") then wrk.headers["Accept"] = os.getenv("BENCH_ACCEPT") end
 
 request = function()
   local ids = {}

@@ -4,7 +4,9 @@
 #   warm      quiver serve, cache warm
 #   nocache   quiver serve --cache-bytes 0 (every request reads Redis)
 #   feast     feast serve -w 2 --no-access-log --max-requests 100000000
-# for 1 entity x 3 features and 10 entities x 10 features, with wrk (1 thread, 8 connections).
+# for 1 entity x 3 features and 10 entities x 10 features: peak throughput with wrk (1 thread,
+# 8 connections), the Arrow IPC answer, and latency at half quiver's peak with benches' loadgen
+# (open loop, 64 connections) against quiver and the bare server.
 #
 # Usage: benches/serve/run.sh [DURATION=10s] [KEYS=10000]
 # Needs: wrk, redis-server, the Feast venv (compat/setup-venv.sh). Prints one line per run and
@@ -18,9 +20,10 @@ venv="$(compat/setup-venv.sh "${QUIVER_FEAST_VENV:-$target_dir/feast-venv}" | ta
 out="$target_dir/bench-serve"
 rm -rf "$out" && mkdir -p "$out/repo/data"
 
-cargo build --release --locked -p quiver -p quiver-benches --bin quiver --bin bare_http >&2
+cargo build --release --locked -p quiver -p quiver-benches --bin quiver --bin bare_http --bin loadgen >&2
 quiver="$target_dir/release/quiver"
 bare="$target_dir/release/bare_http"
+loadgen="$target_dir/release/loadgen"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
@@ -52,47 +55,59 @@ cp benches/serve/features.yaml "$out/repo/"
 body_1x3='{"features":["bench:f0","bench:f1","bench:f2"],"entities":{"driver_id":[1]}}'
 body_10x10='{"features":["bench:f0","bench:f1","bench:f2","bench:f3","bench:f4","bench:f5","bench:f6","bench:f7","bench:f8","bench:f9"],"entities":{"driver_id":[1,2,3,4,5,6,7,8,9,10]}}'
 
-run_wrk() { # name shape entities features port
-  local name="$1" shape="$2" n="$3" f="$4" port="$5"
+run_wrk() { # name shape entities features port [accept]
+  local name="$1" shape="$2" n="$3" f="$4" port="$5" accept="${6:-}"
   # Warm-up pass (fills caches, starts Feast's workers), then the measured run.
-  BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" wrk -t1 -c8 -d3s -s benches/serve/post.lua "http://127.0.0.1:$port" >/dev/null
+  BENCH_ACCEPT="$accept" BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" wrk -t1 -c8 -d3s -s benches/serve/post.lua "http://127.0.0.1:$port" >/dev/null
   local line
-  line="$(BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" wrk -t1 -c8 -d"$duration" -s benches/serve/post.lua "http://127.0.0.1:$port" | grep '^RESULT' | sed 's/^RESULT //')"
-  echo "{\"target\": \"$name\", \"shape\": \"$shape\", \"result\": $line}" | tee -a "$out/results.jsonl"
+  line="$(BENCH_ACCEPT="$accept" BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" wrk -t1 -c8 -d"$duration" -s benches/serve/post.lua "http://127.0.0.1:$port" | grep '^RESULT' | sed 's/^RESULT //')"
+  echo "{\"target\": \"$name\", \"shape\": \"$shape\", \"tool\": \"wrk\", \"result\": $line}" | tee -a "$out/results.jsonl"
+  last_rps="$(echo "$line" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["rps"]))')"
+}
+
+run_rate() { # name shape entities features port rate: latency at a fixed rate (open loop)
+  local name="$1" shape="$2" n="$3" f="$4" port="$5" rate="$6"
+  local line
+  line="$("$loadgen" "127.0.0.1:$port" "$rate" "${duration%s}" 64 "$n" "$f" "$keys")"
+  echo "{\"target\": \"$name\", \"shape\": \"$shape\", \"tool\": \"loadgen\", \"result\": $line}" | tee -a "$out/results.jsonl"
 }
 
 serve_quiver() { # port extra-args...
   local port="$1"; shift
-  QUIVER_LOG=warn "$quiver" serve --repo "$out/repo" --port "$port" "$@" >/dev/null &
+  QUIVER_LOG=warn "$quiver" serve --repo "$out/repo" --port "$port" "$@" >/dev/null 2>&1 &
   pids+=($!)
   wait_http "http://127.0.0.1:$port/health"
 }
 
+stop_last() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+
 for shape in 1x3 10x10; do
   if [ "$shape" = 1x3 ]; then n=1; f=3; body="$body_1x3"; else n=10; f=10; body="$body_10x10"; fi
 
-  # bare: a fixed body the size of quiver's answer to this shape.
-  port="$(free_port)"; serve_quiver "$port"
+  port="$(free_port)"; serve_quiver "$port" --max-staleness 1h
   curl -sf -X POST -H 'Content-Type: application/json' -d "$body" "http://127.0.0.1:$port/get-online-features" > "$out/body-$shape.json"
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+  run_wrk quiver-warm "$shape" "$n" "$f" "$port"
+  half=$((last_rps / 2))
+  run_rate quiver-warm "$shape" "$n" "$f" "$port" "$half"
+  run_wrk quiver-warm-arrow "$shape" "$n" "$f" "$port" application/vnd.apache.arrow.stream
+  stop_last
+
+  # bare: a fixed body the size of quiver's JSON answer to this shape.
   port="$(free_port)"
   "$bare" "$port" "$out/body-$shape.json" & pids+=($!)
   wait_http "http://127.0.0.1:$port/"
   run_wrk bare "$shape" "$n" "$f" "$port"
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
-
-  port="$(free_port)"; serve_quiver "$port" --max-staleness 1h
-  run_wrk quiver-warm "$shape" "$n" "$f" "$port"
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+  run_rate bare "$shape" "$n" "$f" "$port" "$half"
+  stop_last
 
   port="$(free_port)"; serve_quiver "$port" --cache-bytes 0
   run_wrk quiver-nocache "$shape" "$n" "$f" "$port"
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+  stop_last
 
   port="$(free_port)"
   (cd "$out/repo" && exec "$venv/bin/feast" serve -p "$port" -w 2 --no-access-log --max-requests 100000000 >/dev/null 2>&1) &
   pids+=($!)
   wait_http "http://127.0.0.1:$port/health"
   run_wrk feast "$shape" "$n" "$f" "$port"
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+  stop_last
 done

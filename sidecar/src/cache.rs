@@ -1,20 +1,24 @@
 //! The sidecar's feature cache: (view, entity key) → the decoded row and its event time.
 //!
-//! Bounded by bytes and kept hot by LRU: the map is split into shards, each an LRU list behind
-//! its own mutex with an equal share of the byte budget. A lookup locks one shard for a hash
-//! probe and a list splice (tens of nanoseconds; no lock is ever held across an `.await`).
-//! dashmap alone has no eviction order, which a byte bound needs.
+//! Bounded by bytes and kept hot by CLOCK (second chance), an LRU approximation whose hits do
+//! not write shared structures: the map is split into shards, each a hash map behind a
+//! read-write lock plus a FIFO ring of its keys. A hit takes the shard's read lock for one hash
+//! probe and sets the entry's `referenced` bit (only if it was clear). Inserting past the shard's
+//! byte budget walks the ring: a referenced entry gets a second chance (bit cleared, back of the
+//! ring), an unreferenced one is evicted. A true LRU list would splice on every hit, a handful of
+//! cache misses per lookup that the serving benchmark measured as the top cost (see
+//! benches/RESULTS.md). No lock is ever held across an `.await`.
 //!
 //! Freshness is decided by the reader ([`Entry::age`] against the bound in force), because the
 //! bound depends on whether the online store's change feed is live.
 
 use std::hash::{BuildHasher, Hash};
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
 use quiver_core::Value;
 use quiver_core::time::Timestamp;
 
@@ -76,6 +80,8 @@ pub struct Entry {
     /// staleness bound may apply.
     pub watched: bool,
     pub bytes: usize,
+    /// CLOCK's reference bit: set by hits, cleared when the ring passes over the entry.
+    referenced: AtomicBool,
 }
 
 impl Entry {
@@ -90,6 +96,7 @@ impl Entry {
             fetched,
             watched,
             bytes,
+            referenced: AtomicBool::new(false),
         }
     }
 
@@ -133,7 +140,10 @@ pub fn value_bytes(v: &Value) -> usize {
 type Hasher = foldhash::fast::RandomState;
 
 struct Shard {
-    lru: LruCache<CacheKey, Arc<Entry>, Hasher>,
+    map: HashMap<CacheKey, Arc<Entry>, Hasher>,
+    /// Keys in insertion order, with the entry each was queued for (a key removed and inserted
+    /// again is queued again; its stale place in the ring is skipped).
+    ring: VecDeque<(CacheKey, Weak<Entry>)>,
     bytes: usize,
 }
 
@@ -144,7 +154,7 @@ pub struct Evicted {
 }
 
 pub struct Cache {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[RwLock<Shard>]>,
     shard_budget: usize,
     hasher: Hasher,
 }
@@ -154,8 +164,9 @@ impl Cache {
     pub fn new(max_bytes: usize) -> Cache {
         let shards = (0..SHARDS)
             .map(|_| {
-                Mutex::new(Shard {
-                    lru: LruCache::unbounded_with_hasher(Hasher::default()),
+                RwLock::new(Shard {
+                    map: HashMap::with_hasher(Hasher::default()),
+                    ring: VecDeque::new(),
                     bytes: 0,
                 })
             })
@@ -167,51 +178,78 @@ impl Cache {
         }
     }
 
-    fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
+    fn shard(&self, key: &CacheKey) -> &RwLock<Shard> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// The entry for `key`, marked as recently used.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
-        let mut shard = self.shard(key).lock().ok()?;
-        shard.lru.get(key).cloned()
+        let shard = self.shard(key).read().ok()?;
+        let entry = shard.map.get(key)?;
+        if !entry.referenced.load(Relaxed) {
+            entry.referenced.store(true, Relaxed);
+        }
+        Some(Arc::clone(entry))
     }
 
-    /// Stores an entry, evicting the least recently used entries of its shard to stay within
-    /// the budget. An entry larger than a whole shard's budget is not kept.
+    /// Stores an entry, evicting entries of its shard (CLOCK order) to stay within the budget.
+    /// An entry larger than a whole shard's budget is not kept.
     pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> Evicted {
         let mut evicted = Evicted::default();
-        let Ok(mut shard) = self.shard(&key).lock() else {
+        let Ok(mut guard) = self.shard(&key).write() else {
             return evicted;
         };
+        let shard = &mut *guard;
         if entry.bytes > self.shard_budget {
-            if let Some(old) = shard.lru.pop(&key) {
+            if let Some(old) = shard.map.remove(&key) {
                 shard.bytes -= old.bytes;
             }
             return evicted;
         }
         shard.bytes += entry.bytes;
-        if let Some(old) = shard.lru.put(key, entry) {
+        shard.ring.push_back((key.clone(), Arc::downgrade(&entry)));
+        if let Some(old) = shard.map.insert(key, entry) {
             shard.bytes -= old.bytes;
         }
-        while shard.bytes > self.shard_budget {
-            match shard.lru.pop_lru() {
-                Some((_, old)) => {
-                    shard.bytes -= old.bytes;
-                    evicted.entries += 1;
-                }
-                None => break,
+        // Each entry gets at most one second chance per pass: two laps bound the walk.
+        let mut budget = shard.ring.len() * 2;
+        while shard.bytes > self.shard_budget && budget > 0 {
+            budget -= 1;
+            let Some((k, queued)) = shard.ring.pop_front() else {
+                break;
+            };
+            let Some(current) = shard.map.get(&k) else {
+                continue;
+            };
+            if !std::ptr::eq(current.as_ref(), queued.as_ptr()) {
+                continue; // a stale place: the key was replaced since
             }
+            if current.referenced.swap(false, Relaxed) {
+                shard.ring.push_back((k, queued));
+                continue;
+            }
+            if let Some(old) = shard.map.remove(&k) {
+                shard.bytes -= old.bytes;
+                evicted.entries += 1;
+            }
+        }
+        // Keep the ring from growing without bound with stale places.
+        if shard.ring.len() > shard.map.len() * 2 + 64 {
+            let map = &shard.map;
+            shard.ring.retain(|(k, q)| {
+                map.get(k)
+                    .is_some_and(|e| std::ptr::eq(e.as_ref(), q.as_ptr()))
+            });
         }
         evicted
     }
 
     /// Drops the entry for `key`; whether there was one.
     pub fn remove(&self, key: &CacheKey) -> bool {
-        let Ok(mut shard) = self.shard(key).lock() else {
+        let Ok(mut shard) = self.shard(key).write() else {
             return false;
         };
-        match shard.lru.pop(key) {
+        match shard.map.remove(key) {
             Some(old) => {
                 shard.bytes -= old.bytes;
                 true
@@ -224,9 +262,10 @@ impl Cache {
     pub fn clear(&self) -> u64 {
         let mut n = 0;
         for s in self.shards.iter() {
-            if let Ok(mut shard) = s.lock() {
-                n += shard.lru.len() as u64;
-                shard.lru.clear();
+            if let Ok(mut shard) = s.write() {
+                n += shard.map.len() as u64;
+                shard.map.clear();
+                shard.ring.clear();
                 shard.bytes = 0;
             }
         }
@@ -238,9 +277,9 @@ impl Cache {
         let mut bytes = 0;
         let mut entries = 0;
         for s in self.shards.iter() {
-            if let Ok(shard) = s.lock() {
+            if let Ok(shard) = s.read() {
                 bytes += shard.bytes as u64;
-                entries += shard.lru.len() as u64;
+                entries += shard.map.len() as u64;
             }
         }
         (bytes, entries)

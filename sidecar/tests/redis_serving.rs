@@ -382,7 +382,7 @@ async fn cached_rows_are_served_within_the_staleness_bound_then_reread() {
         json!(10),
         "served from the cache within the bound"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (_, resp) = post(f.sidecar.addr, req).await;
     assert_eq!(
         column(&resp, "trips").0[0],
@@ -425,7 +425,7 @@ async fn keyspace_notifications_invalidate_at_once() {
         now_ts(),
     );
     let mut served = json!(null);
-    for _ in 0..50 {
+    for _ in 0..300 {
         let (_, resp) = post(f.sidecar.addr, req.clone()).await;
         served = column(&resp, "trips").0[0].clone();
         if served == json!(21) {
@@ -436,7 +436,7 @@ async fn keyspace_notifications_invalidate_at_once() {
     assert_eq!(
         served,
         json!(21),
-        "the change was not seen within 500 ms although the bound is 60 s"
+        "the change was not seen within 3 s although the bound is 60 s"
     );
     assert!(metric(f.sidecar.addr, "quiver_cache_invalidations_total").await >= 1.0);
 }
@@ -531,7 +531,7 @@ async fn registry_swaps_under_load_without_a_failed_request() {
     );
     f.repo.apply(&extended);
     let mut swapped = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         let (status, _) = post(
             addr,
             json!({"features": ["extra:bonus"], "entities": {"driver_id": [1001]}}),
@@ -631,7 +631,7 @@ async fn a_hung_redis_never_hangs_a_request() {
     for t in tasks {
         let (status, took) = t.await.unwrap();
         assert_eq!(status, 503);
-        assert!(took < Duration::from_secs(1), "took {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
     }
     assert!(metric(addr, "quiver_online_store_timeouts_total").await >= 1.0);
     f.redis.resume();

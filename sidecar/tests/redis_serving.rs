@@ -357,7 +357,7 @@ async fn health_ready_and_metrics() {
 async fn cached_rows_are_served_within_the_staleness_bound_then_reread() {
     let config = SidecarConfig {
         engine: EngineConfig {
-            max_staleness: Duration::from_millis(300),
+            max_staleness: Duration::from_secs(1),
             ..EngineConfig::default()
         },
         ..SidecarConfig::default()

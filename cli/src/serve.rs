@@ -58,6 +58,10 @@ pub struct Args {
     /// Turn on Redis keyspace notifications (notify-keyspace-events Khg) if they are off.
     #[arg(long, env = "QUIVER_ENABLE_KEYSPACE_NOTIFICATIONS")]
     enable_keyspace_notifications: bool,
+    /// Replicate mode: feature views or services (comma-separated) whose every stored row is
+    /// loaded at start and kept loaded, so every read is a hit; /ready waits for the first load.
+    #[arg(long, value_delimiter = ',', env = "QUIVER_REPLICATE")]
+    replicate: Vec<String>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "QUIVER_WORKERS")]
     workers: Option<usize>,
@@ -187,6 +191,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         registry_refresh: args.registry_refresh,
         enable_keyspace_notifications: args.enable_keyspace_notifications,
+        replicate: args.replicate.clone(),
     };
     let store = connect_store(&config).await?;
     let (state, _background) =

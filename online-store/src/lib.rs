@@ -139,6 +139,18 @@ impl OnlineStore {
         }
     }
 
+    /// Every entity key stored for any of these views (v3 bytes, no project suffix), for replicate
+    /// mode. Redis: a `SCAN` of the project's keys; SQLite: the tables' distinct keys.
+    pub async fn scan_entity_keys(
+        &self,
+        layouts: &[Arc<ViewLayout>],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            OnlineStore::Redis(r) => r.scan_entity_keys().await,
+            OnlineStore::Sqlite(s) => s.scan_entity_keys(layouts).await,
+        }
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

@@ -157,6 +157,40 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Every entity key of this project: `SCAN` for keys ending in the project name, the suffix
+    /// stripped. (A key of another project whose name ends the same way fails to parse as an
+    /// entity key later and is skipped by the caller.)
+    pub async fn scan_entity_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pattern = b"*".to_vec();
+        pattern.extend_from_slice(&self.project);
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern[..])
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            for k in keys {
+                if let Some(e) = k.strip_suffix(&self.project[..]) {
+                    out.push(e.to_vec());
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING")

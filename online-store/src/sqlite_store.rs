@@ -119,6 +119,40 @@ impl SqliteStore {
         result.map(|()| out)
     }
 
+    /// The distinct entity keys of these views' tables.
+    pub async fn scan_entity_keys(
+        self: &Arc<Self>,
+        layouts: &[Arc<ViewLayout>],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let store = Arc::clone(self);
+        let tables: Vec<String> = layouts.iter().map(|l| l.sqlite_table.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            if let Some(conn) = store.connection()? {
+                for table in &tables {
+                    let mut stmt =
+                        match conn.prepare(&format!("SELECT DISTINCT entity_key FROM {table}")) {
+                            Ok(s) => s,
+                            Err(e) if e.to_string().contains("no such table") => continue,
+                            Err(e) => return Err(sql_error(e)),
+                        };
+                    let keys = stmt
+                        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+                        .map_err(sql_error)?;
+                    for k in keys {
+                        out.push(k.map_err(sql_error)?);
+                    }
+                }
+                store.give_back(conn);
+            }
+            out.sort_unstable();
+            out.dedup();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
     pub async fn ping(self: &Arc<Self>) -> Result<(), StoreError> {
         let store = Arc::clone(self);
         tokio::task::spawn_blocking(move || {

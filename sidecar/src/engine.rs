@@ -433,21 +433,21 @@ impl Engine {
             }
         }
         if !lead.is_empty() {
-            let batch: Vec<(CacheKey, usize, Arc<Flight>)> = lead
+            let batch: Vec<(CacheKey, usize, Option<Arc<Flight>>)> = lead
                 .iter()
-                .map(|(i, f)| (slots[*i].key.clone(), slots[*i].view, Arc::clone(f)))
+                .map(|(i, f)| (slots[*i].key.clone(), slots[*i].view, Some(Arc::clone(f))))
                 .collect();
             match Arc::clone(&self.reads).try_acquire_owned() {
                 Ok(permit) => {
                     let engine = Arc::clone(self);
                     let reg = Arc::clone(reg);
                     tokio::spawn(async move {
-                        engine.read_batch(&reg, batch).await;
+                        let _ = engine.read_batch(&reg, batch).await;
                         drop(permit);
                     });
                 }
                 Err(_) => {
-                    for (key, _, f) in batch {
+                    for (key, _, f) in batch.into_iter().filter_map(|(k, v, f)| Some((k, v, f?))) {
                         self.inflight.remove(&key);
                         f.finish(Err(StoreError::Unavailable(
                             "too many online store reads in flight".to_owned(),
@@ -476,7 +476,11 @@ impl Engine {
     }
 
     /// One round trip for a batch of missed keys; fills the cache and wakes every waiter.
-    async fn read_batch(&self, reg: &ServingRegistry, batch: Vec<(CacheKey, usize, Arc<Flight>)>) {
+    async fn read_batch(
+        &self,
+        reg: &ServingRegistry,
+        batch: Vec<(CacheKey, usize, Option<Arc<Flight>>)>,
+    ) -> Result<usize, StoreError> {
         // One read per entity key, covering every view the batch wants on it.
         let mut by_entity: Vec<(&[u8], Vec<usize>, Vec<usize>)> = Vec::new();
         let mut index: HashMap<&[u8], usize> = HashMap::new();
@@ -533,7 +537,9 @@ impl Engine {
                         let evicted = self.cache.insert(key.clone(), Arc::clone(&entry));
                         self.metrics.cache_evictions.add(evicted.entries);
                         self.inflight.remove(key);
-                        flight.finish(Ok(entry));
+                        if let Some(flight) = flight {
+                            flight.finish(Ok(entry));
+                        }
                     }
                 }
             }
@@ -542,10 +548,64 @@ impl Engine {
                 tracing::warn!(error = %e, keys = batch.len(), "online store read failed");
                 for (key, _, flight) in &batch {
                     self.inflight.remove(key);
-                    flight.finish(Err(e.clone()));
+                    if let Some(flight) = flight {
+                        flight.finish(Err(e.clone()));
+                    }
                 }
+                return Err(e);
             }
         }
+        Ok(batch.len())
+    }
+
+    /// Replicate mode: reads every stored entity of `views` into the cache, in batches of one
+    /// pipelined round trip each. Returns how many (view, entity) rows were loaded.
+    pub async fn preload(
+        &self,
+        reg: &ServingRegistry,
+        views: &[usize],
+    ) -> Result<usize, StoreError> {
+        const BATCH: usize = 512;
+        let layouts: Vec<Arc<quiver_online_store::ViewLayout>> = views
+            .iter()
+            .map(|&v| Arc::clone(&reg.layouts[reg.views[v].layout]))
+            .collect();
+        let keys = self.store.scan_entity_keys(&layouts).await?;
+        // A key belongs to the views keyed on exactly its join keys.
+        let mut sorted_keys: Vec<Vec<&str>> = Vec::with_capacity(views.len());
+        for &v in views {
+            let mut names: Vec<&str> = reg.views[v]
+                .join_keys
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect();
+            names.sort_unstable();
+            sorted_keys.push(names);
+        }
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut loaded = 0;
+        for key in keys {
+            let Ok(pairs) = quiver_core::entity_key::deserialize(&key) else {
+                continue;
+            };
+            let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+            for (i, &v) in views.iter().enumerate() {
+                if sorted_keys[i] == names {
+                    let cache_key = CacheKey {
+                        view: reg.views[v].id,
+                        entity: key.clone().into_boxed_slice(),
+                    };
+                    batch.push((cache_key, v, None));
+                }
+            }
+            if batch.len() >= BATCH {
+                loaded += self.read_batch(reg, std::mem::take(&mut batch)).await?;
+            }
+        }
+        if !batch.is_empty() {
+            loaded += self.read_batch(reg, batch).await?;
+        }
+        Ok(loaded)
     }
 
     fn respond(

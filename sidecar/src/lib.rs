@@ -48,6 +48,9 @@ pub struct SidecarConfig {
     /// Turn on Redis keyspace notifications (`CONFIG SET notify-keyspace-events`) when they are
     /// off, instead of only using them when they are on.
     pub enable_keyspace_notifications: bool,
+    /// Replicate mode: feature views (or feature services, for all their views) whose every
+    /// stored row is loaded at start and kept loaded, so that every read of them is a hit.
+    pub replicate: Vec<String>,
 }
 
 impl Default for SidecarConfig {
@@ -57,6 +60,7 @@ impl Default for SidecarConfig {
             max_body_bytes: 1 << 20,
             registry_refresh: Duration::from_secs(1),
             enable_keyspace_notifications: false,
+            replicate: Vec::new(),
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     store_ok: AtomicBool,
     ready: AtomicBool,
+    /// False until replicate mode's first load finished (true when nothing is replicated).
+    replicated: AtomicBool,
 }
 
 impl State {
@@ -94,7 +100,14 @@ impl State {
             }
         };
         self.store_ok.store(store_ok, Relaxed);
-        let ok = store_ok;
+        let replicated = self.replicated.load(Relaxed);
+        if !replicated {
+            reasons.push(
+                "replicate mode: the first load of the replicated views has not finished"
+                    .to_owned(),
+            );
+        }
+        let ok = store_ok && replicated;
         self.ready.store(ok, Relaxed);
         (ok, reasons)
     }
@@ -146,6 +159,7 @@ pub async fn start(
     store: OnlineStore,
 ) -> Result<(Arc<State>, Background), String> {
     let registry = load_registry(&registry_path, project, 1)?;
+    replicated_views(&registry, &config.replicate)?;
     let metrics = Arc::new(Metrics::default());
     let engine = Arc::new(Engine::new(
         config.engine.clone(),
@@ -160,6 +174,7 @@ pub async fn start(
         metrics,
         store_ok: AtomicBool::new(false),
         ready: AtomicBool::new(false),
+        replicated: AtomicBool::new(config.replicate.is_empty()),
     });
     let mut tasks = vec![tokio::spawn(watch_registry(
         Arc::clone(&state),
@@ -181,7 +196,71 @@ pub async fn start(
             ));
         }
     }
+    if !config.replicate.is_empty() {
+        tasks.push(tokio::spawn(replicate(Arc::clone(&state))));
+    }
     Ok((state, Background { tasks }))
+}
+
+/// The views named for replicate mode (feature views, or feature services standing for their
+/// views), as indices; an unknown name is an error naming it.
+fn replicated_views(reg: &ServingRegistry, names: &[String]) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for name in names {
+        let views: Vec<String> = match (reg.view(name), reg.service_views(name)) {
+            (Some(_), _) => vec![name.clone()],
+            (None, Some(views)) => views,
+            (None, None) => {
+                return Err(format!(
+                    "--replicate {name}: no feature view or feature service of that name in project {}",
+                    reg.project
+                ));
+            }
+        };
+        for v in views {
+            if let Some(i) = reg.views.iter().position(|x| x.name == v)
+                && !out.contains(&i)
+            {
+                out.push(i);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replicate mode: load every stored row of the replicated views, then reload before the
+/// staleness bound would expire them (invalidations keep them fresh in between).
+async fn replicate(state: Arc<State>) {
+    loop {
+        let reg = state.registry.load_full();
+        let started = std::time::Instant::now();
+        match replicated_views(&reg, &state.config.replicate) {
+            Ok(views) => match state.engine.preload(&reg, &views).await {
+                Ok(rows) => {
+                    tracing::info!(
+                        rows,
+                        views = views.len(),
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "replicated views loaded"
+                    );
+                    state.replicated.store(true, Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "replicate mode: load failed; retrying"),
+            },
+            Err(e) => tracing::warn!(error = %e, "replicate mode: the registry changed"),
+        }
+        let bound = if state.engine.feed.is_live() {
+            state.config.engine.watched_staleness
+        } else {
+            state.config.engine.max_staleness
+        };
+        let retry = if state.replicated.load(Relaxed) {
+            bound / 2
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::time::sleep(retry.max(Duration::from_millis(500))).await;
+    }
 }
 
 /// Reloads the registry when its file changes, and swaps it in whole.

@@ -164,6 +164,13 @@ impl ServingRegistry {
         self.by_name.get(name).map(|&i| &self.views[i])
     }
 
+    /// The views a feature service reads, if there is such a service.
+    pub fn service_views(&self, name: &str) -> Option<Vec<String>> {
+        self.services
+            .get(name)
+            .map(|s| s.projections.iter().map(|p| p.view.clone()).collect())
+    }
+
     /// The plan for a request shape, from the plan cache or resolved now.
     pub fn plan(&self, key: PlanKey) -> Result<Arc<Plan>, ApiError> {
         if let Some(p) = self.plans.get(&key) {

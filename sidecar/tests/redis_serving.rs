@@ -739,3 +739,92 @@ async fn arrow_ipc_answers_the_same_table() {
         .as_primitive::<TimestampNanosecondType>();
     assert!(ts.value(0) > 1_700_000_000_000_000_000 && ts.is_null(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_mode_loads_everything_then_every_read_is_a_hit() {
+    let redis = RedisServer::start();
+    let repo = Repo::new("demo", DEFS);
+    let mut conn = redis.client().get_connection().unwrap();
+    let now = now_ts();
+    for id in 0..1500 {
+        write_redis_row(
+            &mut conn,
+            "demo",
+            &[("driver_id", Value::Int64(id))],
+            "driver_stats",
+            &[("trips", Value::Int64(id * 2))],
+            now,
+        );
+    }
+    // A composite-key row shares nothing with driver_stats: it must not be loaded for it.
+    write_redis_row(
+        &mut conn,
+        "demo",
+        &[
+            ("customer_id", Value::String("c1".into())),
+            ("driver_id", Value::Int64(1)),
+        ],
+        "pair",
+        &[("rides", Value::Int64(3))],
+        now,
+    );
+    let config = SidecarConfig {
+        replicate: vec!["driver_stats".into()],
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let store = redis_store(&redis, "demo").await;
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    let mut ready = false;
+    for _ in 0..200 {
+        if http(sidecar.addr, "GET", "/ready", b"").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "never ready");
+    let trips_before = metric(sidecar.addr, "quiver_online_store_round_trips_total").await;
+    assert!(
+        trips_before >= 3.0,
+        "1500 keys load in batches of 512: {trips_before}"
+    );
+    let ids: Vec<i64> = (0..1500).step_by(7).collect();
+    let (status, resp) = post(
+        sidecar.addr,
+        json!({"features": ["driver_stats:trips"], "entities": {"driver_id": ids}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (values, statuses, _) = column(&resp, "trips");
+    assert_eq!(values[1], json!(14));
+    assert!(statuses.iter().all(|s| *s == "PRESENT"));
+    assert_eq!(
+        metric(sidecar.addr, "quiver_cache_misses_total").await,
+        0.0,
+        "every read of a replicated view is a hit"
+    );
+    assert_eq!(
+        metric(sidecar.addr, "quiver_online_store_round_trips_total").await,
+        trips_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicating_an_unknown_view_is_refused_before_serving() {
+    let redis = RedisServer::start();
+    let repo = Repo::new("demo", DEFS);
+    let store = redis_store(&redis, "demo").await;
+    let config = SidecarConfig {
+        replicate: vec!["nope".into()],
+        ..SidecarConfig::default()
+    };
+    let err = quiver_sidecar::start(config, "demo", repo.registry_path(), store)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("--replicate nope"), "{err}");
+}

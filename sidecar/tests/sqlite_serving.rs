@@ -117,3 +117,42 @@ async fn serves_feasts_sqlite_layout_and_follows_changes() {
     assert!(updated, "an update to the SQLite file was not seen");
     assert_eq!(http(sidecar.addr, "GET", "/ready", b"").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_mode_over_sqlite() {
+    let repo = Repo::new("demo", DEFS);
+    let db = repo.path().join("data/online.db");
+    for id in 1..=50 {
+        write_sqlite(
+            &db,
+            "demo",
+            "stats",
+            id,
+            &[("rate", Value::Double(id as f64 / 100.0))],
+            1_714_564_800,
+        );
+    }
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&db)));
+    let config = SidecarConfig {
+        replicate: vec!["stats".into()],
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    for _ in 0..200 {
+        if http(sidecar.addr, "GET", "/ready", b"").await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (status, resp) = post(
+        sidecar.addr,
+        json!({"features": ["stats:rate"], "entities": {"driver_id": [1, 25, 50]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(
+        column(&resp, "rate").0,
+        &vec![json!(0.01), json!(0.25), json!(0.5)]
+    );
+    assert_eq!(metric(sidecar.addr, "quiver_cache_misses_total").await, 0.0);
+}

@@ -140,6 +140,11 @@ async fn connect_store(config: &RepoConfig) -> anyhow::Result<OnlineStore> {
             let options = RedisOptions {
                 host: host.clone(),
                 port,
+                cluster_nodes: if *redis_type == RedisType::RedisCluster {
+                    connection.hosts.clone()
+                } else {
+                    Vec::new()
+                },
                 db: connection.db,
                 username: connection.username.clone(),
                 password: connection.password.clone(),

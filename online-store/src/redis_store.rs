@@ -14,6 +14,9 @@ use crate::{KeyRead, ReadResult, StoreError, StoredRow, ViewLayout, decode_ts};
 pub struct RedisOptions {
     pub host: String,
     pub port: u16,
+    /// Redis Cluster: the seed nodes (`host:port` entries of the connection string). Empty for a
+    /// standalone server.
+    pub cluster_nodes: Vec<(String, u16)>,
     pub db: i64,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -49,7 +52,70 @@ pub struct RedisStore {
     project: Vec<u8>,
     options: RedisOptions,
     client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
+}
+
+/// A standalone server's multiplexed connection, or a cluster's (which routes per slot).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The Redis Cluster hash slot of a key (CRC16-XMODEM mod 16384, with hash tags: when the key has
+/// a `{` followed by a non-empty `...}`, only what is between them is hashed). Feast's keys carry
+/// no deliberate tags, but a `{` inside a string entity value makes one, and Redis honours it.
+pub fn cluster_slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -65,23 +131,54 @@ impl RedisStore {
     /// exponential backoff, whenever it breaks.
     pub async fn connect(options: RedisOptions, project: &str) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(options.connection_info()?).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = tokio::time::timeout(
-            options.connect_timeout + Duration::from_millis(100),
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| StoreError::Timeout)?
-        .map_err(unavailable)?;
+        let wait = options.connect_timeout + Duration::from_millis(100);
+        let conn = if options.cluster_nodes.is_empty() {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.connect_timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(2));
+            let manager = tokio::time::timeout(
+                wait,
+                ConnectionManager::new_with_config(client.clone(), config),
+            )
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)?;
+            Conn::Single(manager)
+        } else {
+            let nodes: Vec<String> = options
+                .cluster_nodes
+                .iter()
+                .map(|(h, p)| format!("redis://{h}:{p}/"))
+                .collect();
+            let mut builder = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(options.connect_timeout)
+                .response_timeout(Duration::from_secs(2))
+                .retries(2);
+            if let Some(u) = &options.username {
+                builder = builder.username(u);
+            }
+            if let Some(p) = &options.password {
+                builder = builder.password(p);
+            }
+            let cluster = builder.build().map_err(unavailable)?;
+            let conn = tokio::time::timeout(wait, cluster.get_async_connection())
+                .await
+                .map_err(|_| StoreError::Timeout)?
+                .map_err(unavailable)?;
+            Conn::Cluster(conn)
+        };
         Ok(RedisStore {
             project: project.as_bytes().to_vec(),
             options,
             client,
             conn,
         })
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     pub fn options(&self) -> &RedisOptions {
@@ -106,10 +203,11 @@ impl RedisStore {
         if reads.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(reads.len());
         for r in reads {
+            let key = self.key(r.entity_key);
             let mut cmd = redis::cmd("HMGET");
-            cmd.arg(self.key(r.entity_key));
+            cmd.arg(&key[..]);
             for &v in r.views {
                 let layout = layouts
                     .get(v)
@@ -119,11 +217,50 @@ impl RedisStore {
                 }
                 cmd.arg(&layout.ts_field[..]);
             }
-            pipe.add_command(cmd);
+            commands.push((key, cmd));
         }
-        let mut conn = self.conn.clone();
-        let replies: Vec<Vec<Option<Vec<u8>>>> =
-            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let replies = match &self.conn {
+            Conn::Single(_) => {
+                let mut pipe = redis::pipe();
+                for (_, cmd) in commands {
+                    pipe.add_command(cmd);
+                }
+                let mut conn = self.conn.clone();
+                pipe.query_async::<Vec<Vec<Option<Vec<u8>>>>>(&mut conn)
+                    .await
+                    .map_err(unavailable)?
+            }
+            // A cluster pipeline must stay within one slot: one pipeline per slot, all at once.
+            Conn::Cluster(_) => {
+                let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> =
+                    std::collections::BTreeMap::new();
+                for (i, (key, _)) in commands.iter().enumerate() {
+                    by_slot.entry(cluster_slot(key)).or_default().push(i);
+                }
+                let mut requests = Vec::with_capacity(by_slot.len());
+                for members in by_slot.values() {
+                    let mut pipe = redis::pipe();
+                    for &i in members {
+                        pipe.add_command(commands[i].1.clone());
+                    }
+                    let mut conn = self.conn.clone();
+                    requests.push(async move {
+                        pipe.query_async::<Vec<Vec<Option<Vec<u8>>>>>(&mut conn)
+                            .await
+                    });
+                }
+                let results = futures_util::future::try_join_all(requests)
+                    .await
+                    .map_err(unavailable)?;
+                let mut replies: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(); commands.len()];
+                for (members, result) in by_slot.values().zip(results) {
+                    for (&i, reply) in members.iter().zip(result) {
+                        replies[i] = reply;
+                    }
+                }
+                replies
+            }
+        };
         if replies.len() != reads.len() {
             return Err(StoreError::Corrupt(format!(
                 "{} replies for {} commands",
@@ -161,6 +298,12 @@ impl RedisStore {
     /// stripped. (A key of another project whose name ends the same way fails to parse as an
     /// entity key later and is skipped by the caller.)
     pub async fn scan_entity_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        if self.is_cluster() {
+            return Err(StoreError::Unavailable(
+                "replicate mode needs a standalone Redis for now (SCAN is per node in a cluster)"
+                    .to_owned(),
+            ));
+        }
         let mut conn = self.conn.clone();
         let mut pattern = b"*".to_vec();
         pattern.extend_from_slice(&self.project);

@@ -160,6 +160,15 @@ pub async fn start(
 ) -> Result<(Arc<State>, Background), String> {
     let registry = load_registry(&registry_path, project, 1)?;
     replicated_views(&registry, &config.replicate)?;
+    if let OnlineStore::Redis(r) = &store
+        && r.is_cluster()
+        && !config.replicate.is_empty()
+    {
+        return Err(
+            "--replicate needs a standalone Redis for now (SCAN is per node in a Redis Cluster)"
+                .to_owned(),
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let engine = Arc::new(Engine::new(
         config.engine.clone(),
@@ -298,6 +307,12 @@ async fn watch_registry(state: Arc<State>, path: PathBuf) {
 /// Follows Redis keyspace notifications: invalidates changed entities, and tells the engine when
 /// the feed is live (long staleness bound) or lost (short bound).
 async fn follow_redis(state: Arc<State>, redis: Arc<quiver_online_store::RedisStore>) {
+    if redis.is_cluster() {
+        tracing::warn!(
+            "Redis Cluster: keyspace notifications are per node and not followed yet; cached entries live at most max_staleness"
+        );
+        return;
+    }
     let events = if state.config.enable_keyspace_notifications {
         redis.enable_keyspace_events().await
     } else {

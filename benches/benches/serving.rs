@@ -156,9 +156,9 @@ fn hot_path(c: &mut Criterion) {
     let keys: Vec<CacheKey> = (0..100_000i64)
         .map(|id| CacheKey {
             view: 7,
-            entity: entity_key::serialize(&[("driver_id", &Value::Int64(id))])
-                .expect("key")
-                .into_boxed_slice(),
+            entity: quiver_sidecar::cache::EntityBytes::from_slice(
+                &entity_key::serialize(&[("driver_id", &Value::Int64(id))]).expect("key"),
+            ),
         })
         .collect();
     for k in &keys {

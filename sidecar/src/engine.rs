@@ -19,7 +19,7 @@ use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::api::{ApiError, OnlineRequest, Status};
-use crate::cache::{Cache, CacheKey, Entry, Row};
+use crate::cache::{Cache, CacheKey, EntityBytes, Entry, Row};
 use crate::metrics::Metrics;
 use crate::registry::{PlanKey, ServingRegistry};
 
@@ -182,7 +182,7 @@ impl Engine {
         self.feed.saw_invalidation();
         let mut key = CacheKey {
             view: 0,
-            entity: entity.to_vec().into_boxed_slice(),
+            entity: EntityBytes::from_slice(entity),
         };
         for v in &reg.views {
             key.view = v.id;
@@ -281,7 +281,7 @@ impl Engine {
 
         // One slot per distinct (view, entity key); rows fan out from it.
         let mut slots: Vec<Slot> = Vec::new();
-        let mut slot_of: HashMap<(usize, Box<[u8]>), usize> = HashMap::new();
+        let mut slot_of: HashMap<(usize, EntityBytes), usize> = HashMap::new();
         let mut row_slots: Vec<Vec<usize>> = Vec::with_capacity(plan.groups.len());
         let mut key_buf = Vec::with_capacity(64);
         for group in &plan.groups {
@@ -290,7 +290,7 @@ impl Engine {
             // Row r of every key column of the group.
             #[allow(clippy::needless_range_loop)]
             for r in 0..rows {
-                let pairs: Vec<(&str, &Value)> = group
+                let pairs: smallvec::SmallVec<[(&str, &Value); 4]> = group
                     .keys
                     .iter()
                     .map(|(k, col)| (k.as_str(), &typed[*col][r]))
@@ -298,18 +298,33 @@ impl Engine {
                 key_buf.clear();
                 entity_key::serialize_into(&mut key_buf, &pairs)
                     .map_err(|e| ApiError::bad_request("InvalidEntityValue", e.to_string()))?;
-                let ek: Box<[u8]> = key_buf.as_slice().into();
-                let next = slots.len();
-                let slot = *slot_of.entry((group.view, ek.clone())).or_insert_with(|| {
-                    slots.push(Slot {
-                        key: CacheKey {
-                            view: view.id,
-                            entity: ek,
-                        },
-                        view: group.view,
-                    });
-                    next
-                });
+                // Small requests find duplicates by a linear scan; large ones through a map.
+                let existing = if rows <= 32 {
+                    slots.iter().position(|s| {
+                        s.view == group.view && s.key.entity.as_slice() == key_buf.as_slice()
+                    })
+                } else {
+                    slot_of
+                        .get(&(group.view, EntityBytes::from_slice(&key_buf)))
+                        .copied()
+                };
+                let slot = match existing {
+                    Some(slot) => slot,
+                    None => {
+                        let ek = EntityBytes::from_slice(&key_buf);
+                        if rows > 32 {
+                            slot_of.insert((group.view, ek.clone()), slots.len());
+                        }
+                        slots.push(Slot {
+                            key: CacheKey {
+                                view: view.id,
+                                entity: ek,
+                            },
+                            view: group.view,
+                        });
+                        slots.len() - 1
+                    }
+                };
                 per_row.push(slot);
             }
             row_slots.push(per_row);
@@ -593,7 +608,7 @@ impl Engine {
                 if sorted_keys[i] == names {
                     let cache_key = CacheKey {
                         view: reg.views[v].id,
-                        entity: key.clone().into_boxed_slice(),
+                        entity: EntityBytes::from_slice(&key),
                     };
                     batch.push((cache_key, v, None));
                 }
@@ -660,26 +675,27 @@ impl Engine {
         let mut tails: Vec<String> = Vec::with_capacity(plan.groups.len());
         for (g, group) in plan.groups.iter().enumerate() {
             let view = &reg.views[group.view];
-            let mut statuses = String::with_capacity(rows * 12 + 40);
-            let mut stamps = String::with_capacity(rows * 32);
-            for r in 0..rows {
-                if r > 0 {
-                    statuses.push(',');
-                    stamps.push(',');
-                }
-                let (status, ts): (Status, &str) = match cell(view, &entries[row_slots[g][r]], now)
-                {
-                    (status, Some(row)) => (status, &row.ts_json),
+            let cells: smallvec::SmallVec<[(Status, &str); 16]> = (0..rows)
+                .map(|r| match cell(view, &entries[row_slots[g][r]], now) {
+                    (status, Some(row)) => (status, row.ts_json()),
                     (status, None) => (status, epoch_ts),
-                };
-                statuses.push_str(status.as_json());
-                stamps.push_str(ts);
-            }
-            let mut tail = String::with_capacity(statuses.len() + stamps.len() + 40);
+                })
+                .collect();
+            let mut tail = String::with_capacity(48 + rows * 44);
             tail.push_str("],\"statuses\":[");
-            tail.push_str(&statuses);
+            for (r, (status, _)) in cells.iter().enumerate() {
+                if r > 0 {
+                    tail.push(',');
+                }
+                tail.push_str(status.as_json());
+            }
             tail.push_str("],\"event_timestamps\":[");
-            tail.push_str(&stamps);
+            for (r, (_, ts)) in cells.iter().enumerate() {
+                if r > 0 {
+                    tail.push(',');
+                }
+                tail.push_str(ts);
+            }
             tail.push_str("]}");
             tails.push(tail);
         }
@@ -696,7 +712,7 @@ impl Engine {
                     Ok(entry) => entry
                         .row
                         .as_ref()
-                        .and_then(|row| row.json.get(col.feature))
+                        .and_then(|row| row.value_json(col.feature))
                         .map_or("null", |j| j),
                     Err(_) => "null",
                 };

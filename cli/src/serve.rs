@@ -149,6 +149,11 @@ async fn connect_store(config: &RepoConfig) -> anyhow::Result<OnlineStore> {
                 username: connection.username.clone(),
                 password: connection.password.clone(),
                 ssl: connection.ssl,
+                ssl_ca_certs: connection
+                    .ssl_ca_certs
+                    .as_ref()
+                    .map(|p| config.repo_dir.join(p)),
+                ssl_insecure: connection.ssl_insecure,
                 connect_timeout: Duration::from_secs(5),
             };
             let store = RedisStore::connect(options, &config.project)

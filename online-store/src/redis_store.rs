@@ -21,18 +21,27 @@ pub struct RedisOptions {
     pub username: Option<String>,
     pub password: Option<String>,
     pub ssl: bool,
+    /// With `ssl`: a PEM file of the CA(s) to trust instead of the system's (redis-py's
+    /// `ssl_ca_certs`).
+    pub ssl_ca_certs: Option<std::path::PathBuf>,
+    /// With `ssl`: skip certificate verification (redis-py's `ssl_cert_reqs=none`).
+    pub ssl_insecure: bool,
     /// How long to wait for a connection to open.
     pub connect_timeout: Duration,
 }
 
 impl RedisOptions {
     fn connection_info(&self) -> Result<redis::ConnectionInfo, StoreError> {
-        if self.ssl {
-            return Err(StoreError::Unavailable(
-                "ssl=true: this build of quiver has no TLS support for Redis yet".to_owned(),
-            ));
-        }
-        let addr = redis::ConnectionAddr::Tcp(self.host.clone(), self.port);
+        let addr = if self.ssl {
+            redis::ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: self.ssl_insecure,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
         let mut redis_info = redis::RedisConnectionInfo::default().set_db(self.db);
         if let Some(u) = &self.username {
             redis_info = redis_info.set_username(u.clone());
@@ -45,6 +54,27 @@ impl RedisOptions {
             .into_connection_info()
             .map_err(unavailable)?
             .set_redis_settings(redis_info))
+    }
+
+    /// A client for these options (TLS with the configured CA when asked).
+    fn client(&self) -> Result<redis::Client, StoreError> {
+        let info = self.connection_info()?;
+        match (&self.ssl_ca_certs, self.ssl) {
+            (Some(path), true) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    StoreError::Unavailable(format!("ssl_ca_certs {}: {e}", path.display()))
+                })?;
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+                .map_err(unavailable)
+            }
+            _ => redis::Client::open(info).map_err(unavailable),
+        }
     }
 }
 
@@ -130,7 +160,9 @@ impl RedisStore {
     /// Connects (waiting at most `connect_timeout`). The connection reconnects by itself, with
     /// exponential backoff, whenever it breaks.
     pub async fn connect(options: RedisOptions, project: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(options.connection_info()?).map_err(unavailable)?;
+        // rustls needs a process-wide crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = options.client()?;
         let wait = options.connect_timeout + Duration::from_millis(100);
         let conn = if options.cluster_nodes.is_empty() {
             let config = ConnectionManagerConfig::new()

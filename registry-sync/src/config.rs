@@ -87,6 +87,10 @@ pub struct RedisConnection {
     pub hosts: Vec<(String, u16)>,
     pub db: i64,
     pub ssl: bool,
+    /// redis-py's `ssl_ca_certs`: a PEM file of CAs to trust.
+    pub ssl_ca_certs: Option<String>,
+    /// redis-py's `ssl_cert_reqs=none`: do not verify the server's certificate.
+    pub ssl_insecure: bool,
     pub username: Option<String>,
     pub password: Option<String>,
 }
@@ -411,6 +415,8 @@ pub fn parse_redis_connection(text: &str) -> Result<RedisConnection, String> {
         hosts: Vec::new(),
         db: 0,
         ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
         username: None,
         password: None,
     };
@@ -431,6 +437,18 @@ pub fn parse_redis_connection(text: &str) -> Result<RedisConnection, String> {
                     }
                 }
                 "password" => conn.password = Some(value.to_owned()),
+                "ssl_ca_certs" => conn.ssl_ca_certs = Some(value.trim().to_owned()),
+                "ssl_cert_reqs" => {
+                    conn.ssl_insecure = match value.trim().to_ascii_lowercase().as_str() {
+                        "none" => true,
+                        "required" | "optional" => false,
+                        _ => {
+                            return Err(format!(
+                                "ssl_cert_reqs={value:?}: expected none, optional or required"
+                            ));
+                        }
+                    }
+                }
                 "username" => conn.username = Some(value.to_owned()),
                 _ => {}
             }
@@ -527,7 +545,7 @@ mod tests {
     fn full_config_with_unknown_keys() {
         let c = parse(
             "project: demo\nprovider: local\nregistry:\n  registry_type: file\n  path: s3://b/registry.pb\n  cache_ttl_seconds: 60\n\
-             online_store:\n  type: redis\n  redis_type: redis_cluster\n  connection_string: \"r1:7000,r2:7001,ssl=true,password=p=w,db=0\"\n  key_ttl_seconds: 3600\n\
+             online_store:\n  type: redis\n  redis_type: redis_cluster\n  connection_string: \"r1:7000,r2:7001,ssl=true,password=p=w,db=0,ssl_ca_certs=/etc/ca.pem,ssl_cert_reqs=none\"\n  key_ttl_seconds: 3600\n\
              offline_store:\n  type: remote\n  host: offline\n  port: 8815\nentity_key_serialization_version: 3\nauth:\n  type: no_auth\nsomething_new: 1\n",
         )
         .unwrap();
@@ -549,6 +567,8 @@ mod tests {
         );
         assert!(connection.ssl);
         assert_eq!(connection.password.as_deref(), Some("p=w"));
+        assert_eq!(connection.ssl_ca_certs.as_deref(), Some("/etc/ca.pem"));
+        assert!(connection.ssl_insecure);
         assert_eq!(key_ttl_seconds, Some(3600));
         assert_eq!(
             c.offline_store,

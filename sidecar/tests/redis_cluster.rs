@@ -121,6 +121,8 @@ async fn serves_from_a_redis_cluster_routing_by_slot() {
         username: None,
         password: None,
         ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
         connect_timeout: Duration::from_secs(2),
     };
     let store = OnlineStore::Redis(Arc::new(

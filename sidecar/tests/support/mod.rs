@@ -219,6 +219,8 @@ pub async fn redis_store(redis: &RedisServer, project: &str) -> OnlineStore {
         username: None,
         password: None,
         ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
         connect_timeout: Duration::from_secs(2),
     };
     OnlineStore::Redis(Arc::new(

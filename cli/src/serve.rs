@@ -156,10 +156,15 @@ async fn connect_store(config: &RepoConfig) -> anyhow::Result<OnlineStore> {
                 ssl_insecure: connection.ssl_insecure,
                 connect_timeout: Duration::from_secs(5),
             };
-            let store = RedisStore::connect(options, &config.project)
+            // An unreachable Redis does not stop the sidecar: it serves 503s (and /ready says
+            // why) while a background task connects; bad options are still errors.
+            let store = RedisStore::connect_in_background(options, &config.project)
                 .await
-                .with_context(|| format!("cannot connect to the online store at {host}:{port}"))?;
-            OnlineStore::Redis(Arc::new(store))
+                .with_context(|| format!("online store at {host}:{port}"))?;
+            if store.ping().await.is_err() {
+                tracing::warn!(%host, port, "the online store is not reachable yet; answering 503 until it is");
+            }
+            OnlineStore::Redis(store)
         }
     })
 }

@@ -82,7 +82,8 @@ pub struct RedisStore {
     project: Vec<u8>,
     options: RedisOptions,
     client: redis::Client,
-    conn: Conn,
+    /// `None` until the first connection succeeds (see [`RedisStore::connect_in_background`]).
+    conn: std::sync::RwLock<Option<Conn>>,
 }
 
 /// A standalone server's multiplexed connection, or a cluster's (which routes per slot).
@@ -163,8 +164,59 @@ impl RedisStore {
         // rustls needs a process-wide crypto provider; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = options.client()?;
+        let conn = Self::open(&options, &client).await?;
+        Ok(RedisStore {
+            project: project.as_bytes().to_vec(),
+            options,
+            client,
+            conn: std::sync::RwLock::new(Some(conn)),
+        })
+    }
+
+    /// Like [`RedisStore::connect`], but a server that is not reachable yet is not an error: the
+    /// store is returned at once, reads fail fast with "not connected" until a background task
+    /// (retrying with jittered backoff) has connected. Bad options are still errors.
+    pub async fn connect_in_background(
+        options: RedisOptions,
+        project: &str,
+    ) -> Result<Arc<RedisStore>, StoreError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = options.client()?;
+        let first = Self::open(&options, &client).await;
+        let connected = first.is_ok();
+        let store = Arc::new(RedisStore {
+            project: project.as_bytes().to_vec(),
+            options,
+            client,
+            conn: std::sync::RwLock::new(first.ok()),
+        });
+        if !connected {
+            let weak = Arc::downgrade(&store);
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    tokio::time::sleep(jitter(backoff)).await;
+                    let Some(store) = weak.upgrade() else { return };
+                    match Self::open(&store.options, &store.client).await {
+                        Ok(conn) => {
+                            tracing::info!(host = %store.options.host, port = store.options.port, "connected to the online store");
+                            if let Ok(mut slot) = store.conn.write() {
+                                *slot = Some(conn);
+                            }
+                            return;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "online store still unreachable"),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            });
+        }
+        Ok(store)
+    }
+
+    async fn open(options: &RedisOptions, client: &redis::Client) -> Result<Conn, StoreError> {
         let wait = options.connect_timeout + Duration::from_millis(100);
-        let conn = if options.cluster_nodes.is_empty() {
+        if options.cluster_nodes.is_empty() {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(options.connect_timeout))
                 .set_number_of_retries(2)
@@ -176,41 +228,54 @@ impl RedisStore {
             .await
             .map_err(|_| StoreError::Timeout)?
             .map_err(unavailable)?;
-            Conn::Single(manager)
-        } else {
-            let nodes: Vec<String> = options
-                .cluster_nodes
-                .iter()
-                .map(|(h, p)| format!("redis://{h}:{p}/"))
-                .collect();
-            let mut builder = redis::cluster::ClusterClient::builder(nodes)
-                .connection_timeout(options.connect_timeout)
-                .response_timeout(Duration::from_secs(2))
-                .retries(2);
-            if let Some(u) = &options.username {
-                builder = builder.username(u);
-            }
-            if let Some(p) = &options.password {
-                builder = builder.password(p);
-            }
-            let cluster = builder.build().map_err(unavailable)?;
-            let conn = tokio::time::timeout(wait, cluster.get_async_connection())
-                .await
-                .map_err(|_| StoreError::Timeout)?
-                .map_err(unavailable)?;
-            Conn::Cluster(conn)
-        };
-        Ok(RedisStore {
-            project: project.as_bytes().to_vec(),
-            options,
-            client,
-            conn,
-        })
+            return Ok(Conn::Single(manager));
+        }
+        if options.ssl {
+            return Err(StoreError::Unavailable(
+                "ssl=true with redis_cluster is not supported yet: use TLS with a standalone Redis"
+                    .to_owned(),
+            ));
+        }
+        let nodes: Vec<String> = options
+            .cluster_nodes
+            .iter()
+            .map(|(h, p)| format!("redis://{h}:{p}/"))
+            .collect();
+        let mut builder = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(Duration::from_secs(2))
+            .retries(2);
+        if let Some(u) = &options.username {
+            builder = builder.username(u);
+        }
+        if let Some(p) = &options.password {
+            builder = builder.password(p);
+        }
+        let cluster = builder.build().map_err(unavailable)?;
+        let conn = tokio::time::timeout(wait, cluster.get_async_connection())
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)?;
+        Ok(Conn::Cluster(conn))
+    }
+
+    /// The connection, or "not connected" while the first connection is still being made.
+    fn conn(&self) -> Result<Conn, StoreError> {
+        self.conn
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "not connected yet to {}:{}",
+                    self.options.host, self.options.port
+                ))
+            })
     }
 
     /// Whether this is a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.conn, Conn::Cluster(_))
+        !self.options.cluster_nodes.is_empty()
     }
 
     pub fn options(&self) -> &RedisOptions {
@@ -251,13 +316,14 @@ impl RedisStore {
             }
             commands.push((key, cmd));
         }
-        let replies = match &self.conn {
+        let conn = self.conn()?;
+        let replies = match &conn {
             Conn::Single(_) => {
                 let mut pipe = redis::pipe();
                 for (_, cmd) in commands {
                     pipe.add_command(cmd);
                 }
-                let mut conn = self.conn.clone();
+                let mut conn = self.conn()?;
                 pipe.query_async::<Vec<Vec<Option<Vec<u8>>>>>(&mut conn)
                     .await
                     .map_err(unavailable)?
@@ -275,7 +341,7 @@ impl RedisStore {
                     for &i in members {
                         pipe.add_command(commands[i].1.clone());
                     }
-                    let mut conn = self.conn.clone();
+                    let mut conn = self.conn()?;
                     requests.push(async move {
                         pipe.query_async::<Vec<Vec<Option<Vec<u8>>>>>(&mut conn)
                             .await
@@ -336,7 +402,7 @@ impl RedisStore {
                     .to_owned(),
             ));
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let mut pattern = b"*".to_vec();
         pattern.extend_from_slice(&self.project);
         let mut cursor: u64 = 0;
@@ -367,7 +433,7 @@ impl RedisStore {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
@@ -377,7 +443,7 @@ impl RedisStore {
 
     /// The server's `notify-keyspace-events` setting.
     pub async fn keyspace_events_config(&self) -> Result<String, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let pair: Vec<String> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
@@ -399,7 +465,7 @@ impl RedisStore {
                 wanted.push(c);
             }
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         redis::cmd("CONFIG")
             .arg("SET")
             .arg("notify-keyspace-events")

@@ -313,10 +313,22 @@ async fn follow_redis(state: Arc<State>, redis: Arc<quiver_online_store::RedisSt
         );
         return;
     }
-    let events = if state.config.enable_keyspace_notifications {
-        redis.enable_keyspace_events().await
-    } else {
-        redis.keyspace_events_config().await
+    // Until the store is reachable (it may be down when the sidecar starts), keep asking.
+    let events = loop {
+        let events = if state.config.enable_keyspace_notifications {
+            redis.enable_keyspace_events().await
+        } else {
+            redis.keyspace_events_config().await
+        };
+        match events {
+            Err(
+                quiver_online_store::StoreError::Unavailable(_)
+                | quiver_online_store::StoreError::Timeout,
+            ) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => break other,
+        }
     };
     match events {
         Ok(cfg) if keyspace_events_sufficient(&cfg) => {}

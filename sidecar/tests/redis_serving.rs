@@ -828,3 +828,95 @@ async fn replicating_an_unknown_view_is_refused_before_serving() {
         .unwrap();
     assert!(err.contains("--replicate nope"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_redis_is_down_and_serves_once_it_is_up() {
+    let repo = Repo::new("demo", DEFS);
+    // A port with nothing listening yet.
+    let port = free_port();
+    let options = quiver_online_store::RedisOptions {
+        host: "127.0.0.1".into(),
+        port,
+        cluster_nodes: Vec::new(),
+        db: 0,
+        username: None,
+        password: None,
+        ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
+        connect_timeout: Duration::from_millis(300),
+    };
+    let store = quiver_online_store::RedisStore::connect_in_background(options, "demo")
+        .await
+        .unwrap();
+    let sidecar = start_sidecar(
+        SidecarConfig::default(),
+        "demo",
+        repo.registry_path(),
+        quiver_online_store::OnlineStore::Redis(store),
+    )
+    .await;
+    let req = json!({"features": ["driver_stats:trips"], "entities": {"driver_id": [1001]}});
+    let (status, resp) = post(sidecar.addr, req.clone()).await;
+    assert_eq!(status, 503, "{resp}");
+    assert!(
+        resp["message"]
+            .as_str()
+            .unwrap()
+            .contains("not connected yet"),
+        "{resp}"
+    );
+    assert_eq!(http(sidecar.addr, "GET", "/ready", b"").await.0, 503);
+
+    // Redis comes up on that port.
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(child);
+    let mut conn = loop {
+        if let Ok(c) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+        {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    write_redis_row(
+        &mut conn,
+        "demo",
+        &[("driver_id", Value::Int64(1001))],
+        "driver_stats",
+        &[("trips", Value::Int64(5))],
+        now_ts(),
+    );
+    let mut served = false;
+    for _ in 0..200 {
+        let (status, resp) = post(sidecar.addr, req.clone()).await;
+        if status == 200 && column(&resp, "trips").0[0] == json!(5) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "never served after Redis came up");
+    assert_eq!(http(sidecar.addr, "GET", "/ready", b"").await.0, 200);
+}

@@ -19,6 +19,7 @@ pub struct Args {
     /// Address to bind. The default keeps the sidecar private to its pod.
     #[arg(long, default_value = "127.0.0.1", env = "QUIVER_HOST")]
     host: String,
+    /// Port to listen on (Feast's default).
     #[arg(long, default_value_t = 6566, env = "QUIVER_PORT")]
     port: u16,
     /// Cache budget, e.g. 256MiB, 1GiB, or bytes.

@@ -920,3 +920,38 @@ async fn starts_while_redis_is_down_and_serves_once_it_is_up() {
     assert!(served, "never served after Redis came up");
     assert_eq!(http(sidecar.addr, "GET", "/ready", b"").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degrade_mode_answers_what_it_can_and_marks_the_rest_invalid() {
+    let config = SidecarConfig {
+        engine: EngineConfig {
+            on_store_error: quiver_sidecar::OnStoreError::Degrade,
+            store_timeout: Duration::from_millis(100),
+            max_staleness: Duration::from_secs(30),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let mut f = fixture(config).await;
+    let addr = f.sidecar.addr;
+    // 1001 is cached; 1002 is not, and Redis dies.
+    assert_eq!(
+        post(
+            addr,
+            json!({"features": ["driver_stats:trips"], "entities": {"driver_id": [1001]}})
+        )
+        .await
+        .0,
+        200
+    );
+    f.redis.kill();
+    let (status, resp) = post(
+        addr,
+        json!({"features": ["driver_stats:trips"], "entities": {"driver_id": [1001, 1002]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    let (values, statuses, _) = column(&resp, "trips");
+    assert_eq!(values, &vec![json!(10), json!(null)]);
+    assert_eq!(statuses, ["PRESENT", "INVALID"]);
+}

@@ -9,6 +9,8 @@
 # (open loop, 64 connections) against quiver and the bare server.
 #
 # Usage: benches/serve/run.sh [DURATION=10s] [KEYS=10000]
+# With PIN=1: the client on core 0, the server on core 1 with one worker thread (a sidecar's
+# usual budget), so the two do not fight over cores; Feast is skipped (it needs 2 workers).
 # Needs: wrk, redis-server, the Feast venv (compat/setup-venv.sh). Prints one line per run and
 # writes target/bench-serve/results.jsonl.
 set -euo pipefail
@@ -24,6 +26,12 @@ cargo build --release --locked -p quiver -p quiver-benches --bin quiver --bin ba
 quiver="$target_dir/release/quiver"
 bare="$target_dir/release/bare_http"
 loadgen="$target_dir/release/loadgen"
+
+pin_client=(); pin_server=(); workers=()
+if [ "${PIN:-0}" = 1 ]; then
+  pin_client=(taskset -c 0); pin_server=(taskset -c 1); workers=(--workers 1)
+  out="$out-pinned"; rm -rf "$out" && mkdir -p "$out/repo/data"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
@@ -58,9 +66,9 @@ body_10x10='{"features":["bench:f0","bench:f1","bench:f2","bench:f3","bench:f4",
 run_wrk() { # name shape entities features port [accept]
   local name="$1" shape="$2" n="$3" f="$4" port="$5" accept="${6:-}"
   # Warm-up pass (fills caches, starts Feast's workers), then the measured run.
-  BENCH_ACCEPT="$accept" BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" wrk -t1 -c8 -d3s -s benches/serve/post.lua "http://127.0.0.1:$port" >/dev/null
+  BENCH_ACCEPT="$accept" BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" "${pin_client[@]}" wrk -t1 -c8 -d3s -s benches/serve/post.lua "http://127.0.0.1:$port" >/dev/null
   local line
-  line="$(BENCH_ACCEPT="$accept" BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" wrk -t1 -c8 -d"$duration" -s benches/serve/post.lua "http://127.0.0.1:$port" | grep '^RESULT' | sed 's/^RESULT //')"
+  line="$(BENCH_ACCEPT="$accept" BENCH_ENTITIES="$n" BENCH_FEATURES="$f" BENCH_KEYS="$keys" "${pin_client[@]}" wrk -t1 -c8 -d"$duration" -s benches/serve/post.lua "http://127.0.0.1:$port" | grep '^RESULT' | sed 's/^RESULT //')"
   echo "{\"target\": \"$name\", \"shape\": \"$shape\", \"tool\": \"wrk\", \"result\": $line}" | tee -a "$out/results.jsonl"
   last_rps="$(echo "$line" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["rps"]))')"
 }
@@ -68,13 +76,13 @@ run_wrk() { # name shape entities features port [accept]
 run_rate() { # name shape entities features port rate: latency at a fixed rate (open loop)
   local name="$1" shape="$2" n="$3" f="$4" port="$5" rate="$6"
   local line
-  line="$("$loadgen" "127.0.0.1:$port" "$rate" "${duration%s}" 64 "$n" "$f" "$keys")"
+  line="$("${pin_client[@]}" "$loadgen" "127.0.0.1:$port" "$rate" "${duration%s}" 64 "$n" "$f" "$keys")"
   echo "{\"target\": \"$name\", \"shape\": \"$shape\", \"tool\": \"loadgen\", \"result\": $line}" | tee -a "$out/results.jsonl"
 }
 
 serve_quiver() { # port extra-args...
   local port="$1"; shift
-  QUIVER_LOG=warn "$quiver" serve --repo "$out/repo" --port "$port" "$@" >/dev/null 2>&1 &
+  QUIVER_LOG=warn "${pin_server[@]}" "$quiver" serve --repo "$out/repo" --port "$port" "${workers[@]}" "$@" >/dev/null 2>&1 &
   pids+=($!)
   wait_http "http://127.0.0.1:$port/health"
 }
@@ -94,7 +102,7 @@ for shape in 1x3 10x10; do
 
   # bare: a fixed body the size of quiver's JSON answer to this shape.
   port="$(free_port)"
-  "$bare" "$port" "$out/body-$shape.json" & pids+=($!)
+  "${pin_server[@]}" "$bare" "$port" "$out/body-$shape.json" ${workers:+1} & pids+=($!)
   wait_http "http://127.0.0.1:$port/"
   run_wrk bare "$shape" "$n" "$f" "$port"
   run_rate bare "$shape" "$n" "$f" "$port" "$half"
@@ -104,6 +112,7 @@ for shape in 1x3 10x10; do
   run_wrk quiver-nocache "$shape" "$n" "$f" "$port"
   stop_last
 
+  [ "${PIN:-0}" = 1 ] && continue
   port="$(free_port)"
   (cd "$out/repo" && exec "$venv/bin/feast" serve -p "$port" -w 2 --no-access-log --max-requests 100000000 >/dev/null 2>&1) &
   pids+=($!)

@@ -421,10 +421,11 @@ impl Engine {
         let mut out: Vec<Option<Result<Arc<Entry>, StoreError>>> = Vec::with_capacity(slots.len());
         let mut waits: Vec<(usize, Arc<Flight>)> = Vec::new();
         let mut lead: Vec<(usize, Arc<Flight>)> = Vec::new();
+        let mut hits = 0;
         for (i, slot) in slots.iter().enumerate() {
             if let Some(e) = self.cache.get(&slot.key) {
                 if self.fresh(&e, now) {
-                    self.metrics.cache_hits.inc();
+                    hits += 1;
                     out.push(Some(Ok(e)));
                     continue;
                 }
@@ -447,6 +448,8 @@ impl Engine {
                 }
             }
         }
+        // One shared-counter update per request, not per lookup.
+        self.metrics.cache_hits.add(hits);
         if !lead.is_empty() {
             let batch: Vec<(CacheKey, usize, Option<Arc<Flight>>)> = lead
                 .iter()
@@ -681,7 +684,7 @@ impl Engine {
                     (status, None) => (status, epoch_ts),
                 })
                 .collect();
-            let mut tail = String::with_capacity(48 + rows * 44);
+            let mut tail = String::with_capacity(64 + rows * 48);
             tail.push_str("],\"statuses\":[");
             for (r, (status, _)) in cells.iter().enumerate() {
                 if r > 0 {

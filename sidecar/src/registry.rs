@@ -49,7 +49,7 @@ pub struct ServingRegistry {
     services: HashMap<String, FeatureService>,
     on_demand: HashSet<String>,
     /// Resolved plans by request shape. Sharded, read-locked on the hot path.
-    plans: DashMap<PlanKey, Arc<Plan>>,
+    plans: DashMap<PlanKey, Arc<Plan>, foldhash::fast::RandomState>,
 }
 
 /// A request's shape: what decides its plan.
@@ -156,7 +156,7 @@ impl ServingRegistry {
                 .map(|s| (s.name.clone(), s.clone()))
                 .collect(),
             on_demand: reg.on_demand_views.iter().cloned().collect(),
-            plans: DashMap::new(),
+            plans: DashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 

@@ -79,6 +79,12 @@ pub fn write_int(out: &mut String, i: i64) {
 /// A JSON string literal, escaped as serde_json does.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
+    // Most names and values need no escaping: copy them whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

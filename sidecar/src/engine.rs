@@ -641,18 +641,16 @@ impl Engine {
         let mut out =
             String::with_capacity(512 + rows * (plan.columns.len() * 64 + columns.len() * 64));
         out.push_str("{\"metadata\":{\"feature_names\":[");
-        let mut first = true;
-        for name in columns
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain(plan.columns.iter().map(|c| c.name.as_str()))
-        {
-            if !first {
+        for (i, (name, _)) in columns.iter().enumerate() {
+            if i > 0 {
                 out.push(',');
             }
-            first = false;
             json::write_str(&mut out, name);
         }
+        if !columns.is_empty() && !plan.names_json.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&plan.names_json);
         out.push_str("]},\"results\":[");
         let epoch_ts = "\"1970-01-01T00:00:00Z\"";
         // Entity columns echo the request.

@@ -68,6 +68,8 @@ pub struct Plan {
     pub groups: Vec<PlanGroup>,
     /// Feature columns in output order.
     pub columns: Vec<OutColumn>,
+    /// The feature columns' names as JSON array items (`"a","b"`), rendered once.
+    pub names_json: String,
 }
 
 /// One view read for one mapping of join keys to request columns.
@@ -361,10 +363,18 @@ impl PlanBuilder {
                 ));
             }
         }
+        let mut names_json = String::new();
+        for (i, c) in self.columns.iter().enumerate() {
+            if i > 0 {
+                names_json.push(',');
+            }
+            quiver_core::json::write_str(&mut names_json, &c.name);
+        }
         Ok(Plan {
             entity_columns: self.entity_columns,
             groups: self.groups,
             columns: self.columns,
+            names_json,
         })
     }
 }

@@ -13,6 +13,10 @@ use quiver_sidecar::api::parse_request;
 use quiver_sidecar::cache::{Cache, CacheKey, Entry, Row};
 use quiver_sidecar::{Format, SidecarConfig};
 
+// The allocator of the quiver binary, so allocation costs are the sidecar's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFS: &str = r#"
 entities:
   - {name: driver, join_keys: [driver_id], value_type: INT64}

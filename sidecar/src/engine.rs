@@ -157,6 +157,25 @@ pub struct Engine {
     pub last_store_ok: Mutex<Option<Instant>>,
 }
 
+/// What [`Engine::prepare`] leaves to do.
+pub enum Prepared {
+    /// Every row was cached and fresh: the answer.
+    Answered(Vec<u8>),
+    /// Some rows must be read: finish with [`Engine::finish`].
+    Pending(Box<Pending>),
+}
+
+/// A request between its synchronous part and its store read.
+pub struct Pending {
+    plan: Arc<crate::registry::Plan>,
+    columns: Vec<(String, Vec<Json>)>,
+    typed: Vec<Vec<Value>>,
+    slots: Vec<Slot>,
+    row_slots: Vec<Vec<usize>>,
+    rows: usize,
+    format: Format,
+}
+
 /// Per request: one lookup per distinct (view, entity key).
 struct Slot {
     key: CacheKey,
@@ -217,14 +236,35 @@ impl Engine {
         req: OnlineRequest,
         format: Format,
     ) -> Result<Vec<u8>, ApiError> {
-        let key = match (&req.feature_service, req.features) {
+        match self.prepare(reg, req, format)? {
+            Prepared::Answered(answer) => Ok(answer),
+            Prepared::Pending(pending) => self.finish(reg, *pending).await,
+        }
+    }
+
+    /// The synchronous part of a request: plan, typed entity keys, and, when every row is cached
+    /// and fresh, the whole answer. It needs only a borrowed registry (the server lends it
+    /// through an `ArcSwap` guard, without touching the registry's reference count).
+    pub fn prepare(
+        &self,
+        reg: &ServingRegistry,
+        req: OnlineRequest,
+        format: Format,
+    ) -> Result<Prepared, ApiError> {
+        let OnlineRequest {
+            features,
+            feature_service,
+            entities,
+            full_feature_names,
+        } = req;
+        let key = match (feature_service, features) {
             (Some(name), _) => PlanKey::Service {
-                name: name.clone(),
-                full_names: req.full_feature_names,
+                name,
+                full_names: full_feature_names,
             },
             (None, Some(refs)) => PlanKey::Features {
                 refs,
-                full_names: req.full_feature_names,
+                full_names: full_feature_names,
             },
             (None, None) => {
                 return Err(ApiError::bad_request(
@@ -234,7 +274,8 @@ impl Engine {
             }
         };
         let plan = reg.plan(key)?;
-        let columns = &req.entities.0;
+        let columns_owned = entities.0;
+        let columns = &columns_owned;
 
         // Entity columns: present, equally long, within the limit, typed by the registry.
         let rows = columns.first().map_or(0, |(_, v)| v.len());
@@ -347,12 +388,29 @@ impl Engine {
                 reg, &plan, columns, &typed, &row_slots, &entries, rows, format,
             ))
         });
+        drop(keys);
         if let Some(answer) = fast {
             self.metrics.cache_hits.add(slots.len() as u64);
-            return answer;
+            return answer.map(Prepared::Answered);
         }
+        Ok(Prepared::Pending(Box::new(Pending {
+            plan,
+            columns: columns_owned,
+            typed,
+            slots,
+            row_slots,
+            rows,
+            format,
+        })))
+    }
 
-        let entries = self.lookup(reg, &slots).await;
+    /// The rest of a request that missed the cache: one coalesced read, then the answer.
+    pub async fn finish(
+        self: &Arc<Self>,
+        reg: &Arc<ServingRegistry>,
+        p: Pending,
+    ) -> Result<Vec<u8>, ApiError> {
+        let entries = self.lookup(reg, &p.slots).await;
         if self.config.on_store_error == OnStoreError::Fail
             && let Some(Err(e)) = entries.iter().find(|e| e.is_err())
         {
@@ -363,7 +421,14 @@ impl Engine {
         let entries: Vec<Result<&Entry, &StoreError>> =
             entries.iter().map(|e| e.as_deref()).collect();
         self.render(
-            reg, &plan, columns, &typed, &row_slots, &entries, rows, format,
+            reg,
+            &p.plan,
+            &p.columns,
+            &p.typed,
+            &p.row_slots,
+            &entries,
+            p.rows,
+            p.format,
         )
     }
 

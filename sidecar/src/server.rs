@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::State;
 use crate::api::{ApiError, parse_request};
-use crate::engine::Format;
+use crate::engine::{Format, Prepared};
 use crate::metrics::{Endpoint, Snapshot};
 
 type Body = Full<Bytes>;
@@ -147,13 +147,18 @@ async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Resp
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    // The registry version this request sees, start to end.
-    let registry = state.registry.load_full();
-    match state
-        .engine
-        .get_online_features(&registry, request, format)
-        .await
-    {
+    // The registry version this request sees, start to end: borrowed through a guard for the
+    // synchronous part (no reference count traffic), an `Arc` only if the request must wait.
+    let guard = state.registry.load();
+    let answer = match state.engine.prepare(&guard, request, format) {
+        Ok(Prepared::Answered(answer)) => Ok(answer),
+        Ok(Prepared::Pending(pending)) => {
+            let registry = arc_swap::Guard::into_inner(guard);
+            state.engine.finish(&registry, *pending).await
+        }
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(body) => {
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             let content_type = match format {

@@ -25,7 +25,7 @@ use quiver_core::time::Timestamp;
 const SHARDS: usize = 64;
 
 /// A view's identity in the cache: a hash of its name and schema, so that a registry change to a
-/// view's features makes its old entries unreachable (they age out of the LRU).
+/// view's features makes its old entries unreachable (they age out through the CLOCK ring).
 pub type ViewId = u64;
 
 /// Entity key bytes, held inline up to 48 bytes (a single Int64 or short String key): one

@@ -638,7 +638,7 @@ impl Engine {
                 }
                 for ((ek, _, members), mut per_view) in by_entity.iter().zip(rows) {
                     for (slot, stored) in members.iter().zip(per_view.iter_mut()) {
-                        let (key, view, flight) = &batch[*slot];
+                        let (key, _, flight) = &batch[*slot];
                         let row = stored.take().map(|s| {
                             let values = s
                                 .values
@@ -651,11 +651,6 @@ impl Engine {
                                 .collect();
                             Row::new(s.event_ts, values)
                         });
-                        debug_assert_eq!(
-                            row.as_ref().map_or(0, |r| r.values.len())
-                                % reg.views[*view].features.len().max(1),
-                            0
-                        );
                         let entry = Arc::new(Entry::new(row, started, watched, ek.len()));
                         let evicted = self.cache.insert(key.clone(), Arc::clone(&entry));
                         self.metrics.cache_evictions.add(evicted.entries);

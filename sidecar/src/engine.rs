@@ -165,6 +165,21 @@ pub enum Prepared {
     Pending(Box<Pending>),
 }
 
+/// Everything an answer is rendered from, JSON or Arrow.
+#[derive(Clone, Copy)]
+struct Table<'a> {
+    plan: &'a crate::registry::Plan,
+    /// The request's entity columns, echoed first.
+    columns: &'a [(String, Vec<Json>)],
+    /// The plan's entity columns, typed.
+    typed: &'a [Vec<Value>],
+    /// For each plan group, the slot of each row.
+    row_slots: &'a [Vec<usize>],
+    /// The lookup of each slot.
+    entries: &'a [Result<&'a Entry, &'a StoreError>],
+    rows: usize,
+}
+
 /// A request between its synchronous part and its store read.
 pub struct Pending {
     plan: Arc<crate::registry::Plan>,
@@ -384,9 +399,15 @@ impl Engine {
                 .iter()
                 .map(|e| e.ok_or(&StoreError::Timeout))
                 .collect();
-            Some(self.render(
-                reg, &plan, columns, &typed, &row_slots, &entries, rows, format,
-            ))
+            let table = Table {
+                plan: &plan,
+                columns,
+                typed: &typed,
+                row_slots: &row_slots,
+                entries: &entries,
+                rows,
+            };
+            Some(self.render(reg, &table, format))
         });
         drop(keys);
         if let Some(answer) = fast {
@@ -420,51 +441,38 @@ impl Engine {
         }
         let entries: Vec<Result<&Entry, &StoreError>> =
             entries.iter().map(|e| e.as_deref()).collect();
-        self.render(
-            reg,
-            &p.plan,
-            &p.columns,
-            &p.typed,
-            &p.row_slots,
-            &entries,
-            p.rows,
-            p.format,
-        )
+        let table = Table {
+            plan: &p.plan,
+            columns: &p.columns,
+            typed: &p.typed,
+            row_slots: &p.row_slots,
+            entries: &entries,
+            rows: p.rows,
+        };
+        self.render(reg, &table, p.format)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn render(
         &self,
         reg: &ServingRegistry,
-        plan: &crate::registry::Plan,
-        columns: &[(String, Vec<Json>)],
-        typed: &[Vec<Value>],
-        row_slots: &[Vec<usize>],
-        entries: &[Result<&Entry, &StoreError>],
-        rows: usize,
+        table: &Table<'_>,
         format: Format,
     ) -> Result<Vec<u8>, ApiError> {
         Ok(match format {
-            Format::Json => self
-                .respond(reg, plan, columns, row_slots, entries, rows)
-                .into_bytes(),
-            Format::Arrow => {
-                self.respond_arrow(reg, plan, columns, typed, row_slots, entries, rows)?
-            }
+            Format::Json => self.respond(reg, table).into_bytes(),
+            Format::Arrow => self.respond_arrow(reg, table)?,
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn respond_arrow(
-        &self,
-        reg: &ServingRegistry,
-        plan: &crate::registry::Plan,
-        columns: &[(String, Vec<Json>)],
-        typed: &[Vec<Value>],
-        row_slots: &[Vec<usize>],
-        entries: &[Result<&Entry, &StoreError>],
-        rows: usize,
-    ) -> Result<Vec<u8>, ApiError> {
+    fn respond_arrow(&self, reg: &ServingRegistry, table: &Table<'_>) -> Result<Vec<u8>, ApiError> {
+        let Table {
+            plan,
+            columns,
+            typed,
+            row_slots,
+            entries,
+            rows,
+        } = *table;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -726,15 +734,15 @@ impl Engine {
         Ok(loaded)
     }
 
-    fn respond(
-        &self,
-        reg: &ServingRegistry,
-        plan: &crate::registry::Plan,
-        columns: &[(String, Vec<Json>)],
-        row_slots: &[Vec<usize>],
-        entries: &[Result<&Entry, &StoreError>],
-        rows: usize,
-    ) -> String {
+    fn respond(&self, reg: &ServingRegistry, table: &Table<'_>) -> String {
+        let Table {
+            plan,
+            columns,
+            row_slots,
+            entries,
+            rows,
+            ..
+        } = *table;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();

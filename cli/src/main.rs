@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod apply;
 mod list;
+mod materialize;
 mod serve;
 
 #[global_allocator]
@@ -41,6 +42,12 @@ enum Command {
     Apply(apply::Args),
     /// List the objects a repo's registry holds for its project.
     List(list::Args),
+    /// Load the latest source row per entity in [START, END] into the online store (like
+    /// `feast materialize`), then record the interval in the registry.
+    Materialize(materialize::RangeArgs),
+    /// Materialize from each view's last recorded end up to END (like
+    /// `feast materialize-incremental`).
+    MaterializeIncremental(materialize::IncrementalArgs),
     /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
     Serve(serve::Args),
 }
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::List(args) => list::run(args),
+        Command::Materialize(args) => materialize::run_range(args),
+        Command::MaterializeIncremental(args) => materialize::run_incremental(args),
         Command::Serve(args) => serve::run(args),
     };
     match result {

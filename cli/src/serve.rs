@@ -114,7 +114,17 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         .map_err(|_| format!("{s:?}: expected a size like 256MiB, 1GiB or a number of bytes"))
 }
 
-async fn connect_store(config: &RepoConfig) -> anyhow::Result<OnlineStore> {
+/// How [`connect_store`] treats a Redis that does not answer yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// Return at once and connect in the background (the sidecar serves 503s meanwhile).
+    Background,
+    /// Fail now (batch jobs such as materialize).
+    Now,
+}
+
+/// The online store `feature_store.yaml` names.
+pub async fn connect_store(config: &RepoConfig, mode: Connect) -> anyhow::Result<OnlineStore> {
     Ok(match &config.online_store {
         OnlineStoreConfig::Sqlite { path } => {
             let path = config.repo_dir.join(path);
@@ -128,9 +138,9 @@ async fn connect_store(config: &RepoConfig) -> anyhow::Result<OnlineStore> {
             connection,
             ..
         } => {
-            if *redis_type != RedisType::Redis {
+            if *redis_type == RedisType::RedisSentinel {
                 bail!(
-                    "online_store.redis_type {redis_type:?} is not supported by quiver serve yet: use a standalone Redis (redis_type: redis)"
+                    "online_store.redis_type redis_sentinel is not supported yet: use redis or redis_cluster"
                 );
             }
             let (host, port) = connection
@@ -157,6 +167,12 @@ async fn connect_store(config: &RepoConfig) -> anyhow::Result<OnlineStore> {
                 ssl_insecure: connection.ssl_insecure,
                 connect_timeout: Duration::from_secs(5),
             };
+            if mode == Connect::Now {
+                let store = RedisStore::connect(options, &config.project)
+                    .await
+                    .with_context(|| format!("online store at {host}:{port}"))?;
+                return Ok(OnlineStore::Redis(Arc::new(store)));
+            }
             // An unreachable Redis does not stop the sidecar: it serves 503s (and /ready says
             // why) while a background task connects; bad options are still errors.
             let store = RedisStore::connect_in_background(options, &config.project)
@@ -209,7 +225,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         enable_keyspace_notifications: args.enable_keyspace_notifications,
         replicate: args.replicate.clone(),
     };
-    let store = connect_store(&config).await?;
+    let store = connect_store(&config, Connect::Background).await?;
     let (state, _background) =
         quiver_sidecar::start(sidecar, &config.project, registry_path.clone(), store)
             .await

@@ -39,6 +39,8 @@ pub struct ViewLayout {
     pub ts_field: Vec<u8>,
     /// `{project}_{view}`, quoted for SQL.
     pub sqlite_table: String,
+    /// Feast's statements creating the view's SQLite table and index.
+    pub sqlite_create: [String; 2],
 }
 
 impl ViewLayout {
@@ -57,6 +59,7 @@ impl ViewLayout {
             features,
             ts_field: layout::redis_ts_field(view).into_bytes(),
             sqlite_table: layout::quote_ident(&layout::sqlite_table(project, view)),
+            sqlite_create: layout::sqlite_create_table(&layout::sqlite_table(project, view)),
         }
     }
 }
@@ -76,6 +79,42 @@ pub struct StoredRow {
 pub struct KeyRead<'a> {
     pub entity_key: &'a [u8],
     pub views: &'a [usize],
+}
+
+/// One view's row for one entity, to write with Feast's rule (see [`OnlineStore::write`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRow {
+    /// Entity key v3 bytes, without the project.
+    pub entity_key: Vec<u8>,
+    pub event_ts: Timestamp,
+    pub created_ts: Option<Timestamp>,
+    /// The serialized `Value` of each feature of the layout, in its order (empty bytes: null).
+    pub values: Vec<Vec<u8>>,
+}
+
+/// What a write did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Rows stored.
+    pub written: u64,
+    /// Rows skipped because the store already held a row at least as new.
+    pub skipped: u64,
+}
+
+impl std::ops::AddAssign for WriteStats {
+    fn add_assign(&mut self, other: WriteStats) {
+        self.written += other.written;
+        self.skipped += other.skipped;
+    }
+}
+
+/// Feast's online write rule compares whole seconds: a row replaces the stored one only when its
+/// event time is strictly newer, and the stored `_ts` keeps seconds only.
+pub fn newer_than_stored(event_ts: &Timestamp, stored: Option<&Timestamp>) -> bool {
+    match stored {
+        Some(prev) if prev.seconds != 0 => event_ts.seconds > prev.seconds,
+        _ => true,
+    }
 }
 
 /// What went wrong talking to the store. Expected failures, cheap to make and match on.
@@ -148,6 +187,32 @@ impl OnlineStore {
         match self {
             OnlineStore::Redis(r) => r.scan_entity_keys().await,
             OnlineStore::Sqlite(s) => s.scan_entity_keys(layouts).await,
+        }
+    }
+
+    /// Writes rows of one view with Feast's rule: a row is stored only when its event time is
+    /// strictly newer (in whole seconds) than the stored one; older or equal rows are skipped.
+    /// Redis: one pipelined round trip reading `_ts:{view}`, one writing `HSET` (+ `EXPIRE key_ttl`)
+    /// for the rows that win. SQLite: one transaction, tables created when missing.
+    pub async fn write(
+        &self,
+        layout: &Arc<ViewLayout>,
+        rows: Vec<WriteRow>,
+        key_ttl_seconds: Option<u64>,
+    ) -> Result<WriteStats, StoreError> {
+        for r in &rows {
+            if r.values.len() != layout.features.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "row of {} values for view {} of {} features",
+                    r.values.len(),
+                    layout.name,
+                    layout.features.len()
+                )));
+            }
+        }
+        match self {
+            OnlineStore::Redis(r) => r.write(layout, &rows, key_ttl_seconds).await,
+            OnlineStore::Sqlite(s) => s.write(layout, rows).await,
         }
     }
 

@@ -7,7 +7,10 @@ use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
-use crate::{KeyRead, ReadResult, StoreError, StoredRow, ViewLayout, decode_ts};
+use crate::{
+    KeyRead, ReadResult, StoreError, StoredRow, ViewLayout, WriteRow, WriteStats, decode_ts,
+    newer_than_stored,
+};
 
 /// Where and how to connect (from Feast's `connection_string`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,6 +393,120 @@ impl RedisStore {
             out.push(rows);
         }
         Ok(out)
+    }
+
+    /// Runs one command per key (`add` appends key `i`'s command, whose reply is the one kept;
+    /// extra commands must be `.ignore()`d) as pipelines: one for a standalone server, one per
+    /// slot, all at once, for a cluster. Replies come back in key order.
+    async fn pipelined<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        keys: &[Vec<u8>],
+        add: impl Fn(&mut redis::Pipeline, usize),
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.conn()?;
+        let groups: Vec<Vec<usize>> = match &conn {
+            Conn::Single(_) => vec![(0..keys.len()).collect()],
+            Conn::Cluster(_) => {
+                let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> =
+                    std::collections::BTreeMap::new();
+                for (i, key) in keys.iter().enumerate() {
+                    by_slot.entry(cluster_slot(key)).or_default().push(i);
+                }
+                by_slot.into_values().collect()
+            }
+        };
+        let mut requests = Vec::with_capacity(groups.len());
+        for members in &groups {
+            let mut pipe = redis::pipe();
+            for &i in members {
+                add(&mut pipe, i);
+            }
+            let mut conn = conn.clone();
+            requests.push(async move { pipe.query_async::<Vec<T>>(&mut conn).await });
+        }
+        let results = futures_util::future::try_join_all(requests)
+            .await
+            .map_err(unavailable)?;
+        let mut slots: Vec<Option<T>> = (0..keys.len()).map(|_| None).collect();
+        for (members, replies) in groups.iter().zip(results) {
+            if replies.len() != members.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} replies for {} commands",
+                    replies.len(),
+                    members.len()
+                )));
+            }
+            for (&i, reply) in members.iter().zip(replies) {
+                slots[i] = Some(reply);
+            }
+        }
+        slots
+            .into_iter()
+            .map(|r| r.ok_or_else(|| StoreError::Corrupt("missing pipeline reply".to_owned())))
+            .collect()
+    }
+
+    /// Feast's write: read every row's `_ts:{view}` in one pipeline, then `HSET` the fields and
+    /// `_ts` (and `EXPIRE`) of the rows that are strictly newer, in a second.
+    pub async fn write(
+        &self,
+        layout: &ViewLayout,
+        rows: &[WriteRow],
+        key_ttl_seconds: Option<u64>,
+    ) -> Result<WriteStats, StoreError> {
+        if rows.is_empty() {
+            return Ok(WriteStats::default());
+        }
+        let keys: Vec<Vec<u8>> = rows.iter().map(|r| self.key(&r.entity_key)).collect();
+        let stored: Vec<Option<Vec<u8>>> = self
+            .pipelined(&keys, |pipe, i| {
+                pipe.cmd("HGET").arg(&keys[i][..]).arg(&layout.ts_field[..]);
+            })
+            .await?;
+        let mut winners = Vec::with_capacity(rows.len());
+        for (i, (row, prev)) in rows.iter().zip(&stored).enumerate() {
+            let prev = match prev {
+                Some(bytes) => Some(decode_ts(bytes)?),
+                None => None,
+            };
+            if newer_than_stored(&row.event_ts, prev.as_ref()) {
+                winners.push(i);
+            }
+        }
+        let stats = WriteStats {
+            written: winners.len() as u64,
+            skipped: (rows.len() - winners.len()) as u64,
+        };
+        if winners.is_empty() {
+            return Ok(stats);
+        }
+        let winner_keys: Vec<Vec<u8>> = winners.iter().map(|&i| keys[i].clone()).collect();
+        let ts_values: Vec<Vec<u8>> = winners
+            .iter()
+            .map(|&i| {
+                quiver_core::layout::encode_timestamp(&quiver_core::time::Timestamp {
+                    seconds: rows[i].event_ts.seconds,
+                    nanos: 0,
+                })
+            })
+            .collect();
+        let _: Vec<redis::Value> = self
+            .pipelined(&winner_keys, |pipe, j| {
+                let row = &rows[winners[j]];
+                let cmd = pipe.cmd("HSET").arg(&winner_keys[j][..]);
+                for (field, value) in layout.fields.iter().zip(&row.values) {
+                    cmd.arg(&field[..]).arg(&value[..]);
+                }
+                cmd.arg(&layout.ts_field[..]).arg(&ts_values[j][..]);
+                if let Some(ttl) = key_ttl_seconds {
+                    pipe.cmd("EXPIRE")
+                        .arg(&winner_keys[j][..])
+                        .arg(ttl)
+                        .ignore();
+                }
+            })
+            .await?;
+        Ok(stats)
     }
 
     /// Every entity key of this project: `SCAN` for keys ending in the project name, the suffix

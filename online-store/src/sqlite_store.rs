@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use quiver_core::time::{self, Timestamp};
 use rusqlite::{Connection, OpenFlags, types::ValueRef};
 
-use crate::{KeyRead, ReadResult, StoreError, StoredRow, ViewLayout};
+use crate::{KeyRead, ReadResult, StoreError, StoredRow, ViewLayout, WriteRow, WriteStats};
 
 /// At most this many keys in one `IN (...)` list (SQLite's default limit is 32766 variables).
 const CHUNK: usize = 500;
@@ -20,6 +20,8 @@ const POOL_SIZE: usize = 4;
 pub struct SqliteStore {
     path: PathBuf,
     pool: Mutex<Vec<Connection>>,
+    /// The one read-write connection, opened on the first write.
+    writer: Mutex<Option<Connection>>,
 }
 
 fn sql_error(e: rusqlite::Error) -> StoreError {
@@ -31,6 +33,7 @@ impl SqliteStore {
         SqliteStore {
             path: path.to_path_buf(),
             pool: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
         }
     }
 
@@ -165,6 +168,84 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// Writes rows of one view in one transaction, creating the database and the view's table
+    /// (Feast's DDL) when missing. A stored feature is replaced only by a strictly newer event
+    /// time (whole seconds, as Feast stores them).
+    pub async fn write(
+        self: &Arc<Self>,
+        layout: &Arc<ViewLayout>,
+        rows: Vec<WriteRow>,
+    ) -> Result<WriteStats, StoreError> {
+        let store = Arc::clone(self);
+        let layout = Arc::clone(layout);
+        tokio::task::spawn_blocking(move || store.write_blocking(&layout, &rows))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("sqlite writer stopped: {e}")))?
+    }
+
+    fn write_blocking(
+        &self,
+        layout: &ViewLayout,
+        rows: &[WriteRow],
+    ) -> Result<WriteStats, StoreError> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Unavailable("sqlite writer poisoned".to_owned()))?;
+        if guard.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let conn = Connection::open(&self.path).map_err(sql_error)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(sql_error)?;
+            *guard = Some(conn);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(StoreError::Unavailable("sqlite writer not open".to_owned()));
+        };
+        let table = &layout.sqlite_table;
+        for ddl in &layout.sqlite_create {
+            conn.execute(ddl, []).map_err(sql_error)?;
+        }
+        let tx = conn.transaction().map_err(sql_error)?;
+        let mut stats = WriteStats::default();
+        {
+            let mut upsert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {table} (entity_key, feature_name, value, event_ts, created_ts) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(entity_key, feature_name) DO UPDATE \
+                     SET value = excluded.value, event_ts = excluded.event_ts, \
+                     created_ts = excluded.created_ts WHERE excluded.event_ts > {table}.event_ts"
+                ))
+                .map_err(sql_error)?;
+            for row in rows {
+                let created = row.created_ts.map(|c| c.seconds);
+                let mut changed = 0;
+                for (feature, value) in layout.features.iter().zip(&row.values) {
+                    changed += upsert
+                        .execute(rusqlite::params![
+                            row.entity_key,
+                            feature,
+                            value,
+                            row.event_ts.seconds,
+                            created
+                        ])
+                        .map_err(sql_error)?;
+                }
+                if changed > 0 || layout.features.is_empty() {
+                    stats.written += 1;
+                } else {
+                    stats.skipped += 1;
+                }
+            }
+        }
+        tx.commit().map_err(sql_error)?;
+        Ok(stats)
     }
 
     /// SQLite's `PRAGMA data_version` on a dedicated connection: it changes whenever another

@@ -118,3 +118,72 @@ mod tests {
         waiter.join().unwrap();
     }
 }
+
+/// One materialization run of one view, to record in the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaterializedInterval {
+    pub view: String,
+    pub start: quiver_core::time::Timestamp,
+    pub end: quiver_core::time::Timestamp,
+}
+
+/// Appends materialization intervals to the views' `materialization_intervals` (and bumps their
+/// `last_updated_timestamp`), as Feast's `apply_materialization` does, in one locked
+/// read-modify-write of the registry at `path`. Every other object keeps its bytes. Nothing is
+/// written when a view is missing.
+pub fn record_materialization(
+    path: &Path,
+    project: &str,
+    runs: &[MaterializedInterval],
+    now: quiver_core::time::Timestamp,
+    version_id: &str,
+) -> Result<(), String> {
+    use prost::Message as _;
+    use quiver_core::proto::core as pb;
+    use quiver_core::registry::{ObjectKind, ObjectWrite};
+
+    let _lock = RegistryLock::acquire(path)?;
+    let mut file = read(path)?;
+    let mut writes = Vec::with_capacity(runs.len());
+    for run in runs {
+        let interval = pb::MaterializationInterval {
+            start_time: Some(run.start),
+            end_time: Some(run.end),
+        };
+        let bytes = if let Some(bytes) = file
+            .object_bytes(ObjectKind::FeatureView, project, &run.view)
+            .map_err(|e| e.to_string())?
+        {
+            let mut view = pb::FeatureView::decode(bytes)
+                .map_err(|e| format!("registry: feature view {}: {e}", run.view))?;
+            let meta = view.meta.get_or_insert_with(Default::default);
+            meta.materialization_intervals.push(interval);
+            meta.last_updated_timestamp = Some(now);
+            (ObjectKind::FeatureView, view.encode_to_vec())
+        } else if let Some(bytes) = file
+            .object_bytes(ObjectKind::StreamFeatureView, project, &run.view)
+            .map_err(|e| e.to_string())?
+        {
+            let mut view = pb::StreamFeatureView::decode(bytes)
+                .map_err(|e| format!("registry: stream feature view {}: {e}", run.view))?;
+            let meta = view.meta.get_or_insert_with(Default::default);
+            meta.materialization_intervals.push(interval);
+            meta.last_updated_timestamp = Some(now);
+            (ObjectKind::StreamFeatureView, view.encode_to_vec())
+        } else {
+            return Err(format!(
+                "registry {}: project {project} has no feature view {}",
+                path.display(),
+                run.view
+            ));
+        };
+        writes.push(ObjectWrite {
+            kind: bytes.0,
+            name: run.view.clone(),
+            bytes: Some(bytes.1),
+        });
+    }
+    file.apply(project, &writes).map_err(|e| e.to_string())?;
+    let encoded = file.encode(version_id, now);
+    write_atomic(path, &encoded)
+}

@@ -1,0 +1,256 @@
+//! `quiver materialize` and `quiver materialize-incremental`: the latest source row per entity
+//! key in a window, into the online store, then the interval recorded in the registry.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quiver_core::time::{self, Timestamp};
+use quiver_offline::materialize::{self, Event, Window, WriteOptions};
+use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
+use quiver_registry::store;
+
+use crate::apply::now;
+use crate::serve::{Connect, connect_store};
+
+#[derive(Debug, clap::Args)]
+pub struct RangeArgs {
+    /// Start of the window (ISO 8601, e.g. 2026-01-01T00:00:00; no offset means UTC).
+    #[arg(value_parser = parse_time)]
+    start: Timestamp,
+    /// End of the window, inclusive.
+    #[arg(value_parser = parse_time)]
+    end: Timestamp,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IncrementalArgs {
+    /// End of the window; each view starts where its last run ended.
+    #[arg(value_parser = parse_time)]
+    end: Timestamp,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// The feature repo (its feature_store.yaml names the registry and the online store).
+    #[arg(long, default_value = ".", env = "QUIVER_REPO")]
+    repo: PathBuf,
+    /// Only these feature views (comma-separated); default: every online view.
+    #[arg(long, value_delimiter = ',')]
+    views: Vec<String>,
+    /// Accept an END more than 5 minutes in the future.
+    #[arg(long)]
+    force: bool,
+    /// Rows per online-store write.
+    #[arg(long, default_value_t = 2000)]
+    batch_rows: usize,
+    /// Writes in flight at once (Redis).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    time::parse_datetime(s).ok_or_else(|| {
+        format!("{s:?}: expected an ISO 8601 date-time like 2026-01-01T00:00:00 (optionally with Z or +HH:MM)")
+    })
+}
+
+pub fn run_range(args: RangeArgs) -> anyhow::Result<()> {
+    let window = Window::Range {
+        start: args.start,
+        end: args.end,
+    };
+    run(args.common, window)
+}
+
+pub fn run_incremental(args: IncrementalArgs) -> anyhow::Result<()> {
+    run(args.common, Window::Incremental { end: args.end })
+}
+
+fn run(args: Common, window: Window) -> anyhow::Result<()> {
+    let config = RepoConfig::load(&args.repo)?;
+    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+    let registry = store::read(&registry_path)
+        .map_err(|e| anyhow!(e))?
+        .project(&config.project)
+        .with_context(|| format!("registry {}", registry_path.display()))?;
+    let views = materialize::select_views(&registry, &args.views)?;
+    if views.is_empty() {
+        println!(
+            "No online feature views in project {}: nothing to materialize",
+            config.project
+        );
+        return Ok(());
+    }
+    let started = now();
+    for view in &views {
+        let (start, end) = materialize::view_window(view, window, started);
+        materialize::check_window(start, end, started, args.force)
+            .map_err(|e| anyhow!("feature view {}: {e}", view.name))?;
+    }
+    let key_ttl_seconds = match &config.online_store {
+        OnlineStoreConfig::Redis {
+            key_ttl_seconds, ..
+        } => *key_ttl_seconds,
+        OnlineStoreConfig::Sqlite { .. } => None,
+    };
+    let options = WriteOptions {
+        batch_rows: args.batch_rows.max(1),
+        concurrency: args.concurrency.max(1),
+        key_ttl_seconds,
+        ..WriteOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let bars = Bars::new();
+    let runs = runtime.block_on(async {
+        let store = connect_store(&config, Connect::Now).await?;
+        println!(
+            "Materializing {} feature view{} of project {} into the {} online store",
+            views.len(),
+            if views.len() == 1 { "" } else { "s" },
+            config.project,
+            match config.online_store {
+                OnlineStoreConfig::Redis { .. } => "redis",
+                OnlineStoreConfig::Sqlite { .. } => "sqlite",
+            }
+        );
+        let job = materialize::Job {
+            repo_dir: &config.repo_dir,
+            registry: &registry,
+            views,
+            window,
+            now: started,
+        };
+        let runs = materialize::run(&job, &store, &options, &|e| bars.event(e)).await?;
+        anyhow::Ok(runs)
+    })?;
+    bars.finish();
+    let intervals: Vec<store::MaterializedInterval> = runs
+        .iter()
+        .map(|r| store::MaterializedInterval {
+            view: r.view.clone(),
+            start: r.start,
+            end: r.end,
+        })
+        .collect();
+    let version = uuid::Uuid::new_v4().to_string();
+    store::record_materialization(&registry_path, &config.project, &intervals, now(), &version)
+        .map_err(|e| anyhow!("the online store is written, but recording the run failed: {e}"))?;
+    for r in &runs {
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s ({:.0} rows/s)",
+            r.view,
+            time::format_rfc3339(&r.start),
+            time::format_rfc3339(&r.end),
+            r.scanned,
+            r.in_window,
+            r.entities,
+            r.stats.written,
+            r.stats.skipped,
+            secs,
+            r.entities as f64 / secs
+        );
+    }
+    println!(
+        "Recorded in registry {} (version {version})",
+        registry_path.display()
+    );
+    Ok(())
+}
+
+/// One progress bar per view (scan, then write) on a terminal; log lines otherwise.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    terminal: bool,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        let terminal = std::io::stderr().is_terminal();
+        let multi = MultiProgress::with_draw_target(if terminal {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Bars {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            terminal,
+        }
+    }
+
+    fn bar(&self, view: &str, total: u64, verb: &str) -> ProgressBar {
+        let style = ProgressStyle::with_template(
+            "{prefix:>24} {msg:8} [{bar:30}] {human_pos}/{human_len} rows {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(style);
+        bar.set_prefix(view.to_owned());
+        bar.set_message(verb.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+
+    fn event(&self, e: Event<'_>) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        match e {
+            Event::Scanning { view, rows } => {
+                bars.insert(view.to_owned(), self.bar(view, rows, "scan"));
+                if !self.terminal {
+                    tracing::info!(view, rows, "scanning");
+                }
+            }
+            Event::Scanned { view, rows } => {
+                if let Some(b) = bars.get(view) {
+                    b.set_position(rows);
+                }
+            }
+            Event::Writing { view, rows } => {
+                if let Some(b) = bars.get(view) {
+                    b.finish_and_clear();
+                }
+                bars.insert(view.to_owned(), self.bar(view, rows, "write"));
+                if !self.terminal {
+                    tracing::info!(view, rows, "writing");
+                }
+            }
+            Event::Written { view, rows } => {
+                if let Some(b) = bars.get(view) {
+                    b.set_position(rows);
+                }
+            }
+            Event::Done { view, run } => {
+                if let Some(b) = bars.get(view) {
+                    b.finish();
+                }
+                if !self.terminal {
+                    tracing::info!(view, written = run.stats.written, skipped = run.stats.skipped, elapsed = ?run.elapsed, "done");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for b in bars.values() {
+                b.finish();
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! quiver-offline: the offline side of quiver.
+//!
+//! - [`source`]: Feast file sources (Parquet, Arrow IPC; a file or a folder of them) scanned as
+//!   Arrow batches, with column projection and row-group pruning on event-time statistics.
+//! - [`convert`]: Arrow cells → Feast's serialized `Value`s, entity keys and event times.
+//! - [`materialize`]: the latest row per entity key in a time window, written to the online
+//!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
+//!   the whole window).
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use std::fmt;
+
+pub mod convert;
+pub mod materialize;
+pub mod source;
+
+/// An offline failure, with a message that names the view, file or column at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Error {
+        Error(message.into())
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,755 @@
+//! Materialization: for each online view, the latest source row per entity key with
+//! `start <= event_ts <= end` (ties broken by the created timestamp), written to the online store
+//! with Feast's write rule.
+//!
+//! Memory is bounded by the number of distinct entity keys in the window, not by its rows: a scan
+//! keeps one compact winner per key (its key bytes, times and already-serialized values), so a
+//! window of a billion rows over a million entities holds a million winners. Writes go out in
+//! batches with a bounded number in flight; a failed batch is retried with backoff (the write rule
+//! makes a retry, or a rerun, idempotent).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use quiver_core::model::{DUMMY_ENTITY, FeatureView, SourceKind};
+use quiver_core::registry::ProjectRegistry;
+use quiver_core::time::Timestamp;
+use quiver_core::{Value, ValueType, entity_key};
+use quiver_online_store::{OnlineStore, StoreError, ViewLayout, WriteRow, WriteStats};
+
+use crate::Error;
+use crate::convert::{self, Nanos};
+use crate::source::{self, OpenFile};
+
+/// Feast's join key for views without entities.
+pub const DUMMY_ENTITY_ID: &str = "__dummy_id";
+
+/// One join key of a view: where it comes from and how it is typed.
+#[derive(Debug, Clone)]
+pub struct KeyColumn {
+    pub join_key: String,
+    pub column: String,
+    pub value_type: ValueType,
+}
+
+/// What materializing one view reads and writes, resolved and checked before any work.
+pub struct ViewPlan {
+    pub view: String,
+    pub ttl: Duration,
+    /// Empty for an entityless view (its rows share the dummy key).
+    pub keys: Vec<KeyColumn>,
+    pub ts_column: String,
+    pub created_column: Option<String>,
+    /// Source column and Feast type of each feature, in the view's order.
+    pub features: Vec<(String, ValueType)>,
+    pub layout: Arc<ViewLayout>,
+    pub files: Vec<OpenFile>,
+}
+
+impl ViewPlan {
+    /// The columns a scan reads, in the order [`scan_latest`] expects: keys, event time,
+    /// created time (when there is one), features.
+    fn columns(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.keys.iter().map(|k| k.column.clone()).collect();
+        out.push(self.ts_column.clone());
+        out.extend(self.created_column.clone());
+        out.extend(self.features.iter().map(|(c, _)| c.clone()));
+        out
+    }
+
+    /// Rows the scan will read (after row-group pruning).
+    pub fn rows_to_scan(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// Resolves a view's source, columns and types and opens its files (reading only their
+/// metadata), so that a missing column, a wrong type or an unreadable file is reported before
+/// anything is written.
+pub fn plan_view(
+    project: &ProjectRegistry,
+    view: &FeatureView,
+    repo_dir: &Path,
+    window: Option<(Nanos, Nanos)>,
+) -> Result<ViewPlan, Error> {
+    let name = &view.name;
+    let mut source = view.batch_source.as_ref().ok_or_else(|| {
+        Error::new(format!(
+            "feature view {name} has no batch source to materialize from"
+        ))
+    })?;
+    if let SourceKind::Push { batch_source } = &source.kind {
+        source = batch_source;
+    }
+    let uri = match &source.kind {
+        SourceKind::File { uri, .. } => uri,
+        _ => {
+            return Err(Error::new(format!(
+                "feature view {name}: its source {} is a {} source; quiver materializes from file sources",
+                source.name,
+                source.kind_name()
+            )));
+        }
+    };
+    // field_mapping maps source columns to feature names: invert it to find the source column.
+    let column_of = |name: &str| -> String {
+        source
+            .field_mapping
+            .iter()
+            .find(|(_, to)| to.as_str() == name)
+            .map(|(from, _)| from.clone())
+            .unwrap_or_else(|| name.to_owned())
+    };
+    let keys = join_keys(project, view)?
+        .into_iter()
+        .map(|(join_key, value_type)| KeyColumn {
+            column: column_of(&join_key),
+            join_key,
+            value_type,
+        })
+        .collect::<Vec<_>>();
+    if source.timestamp_field.is_empty() {
+        return Err(Error::new(format!(
+            "feature view {name}: source {} has no timestamp_field",
+            source.name
+        )));
+    }
+    let ts_column = column_of(&source.timestamp_field);
+    let created_column = (!source.created_timestamp_column.is_empty())
+        .then(|| column_of(&source.created_timestamp_column));
+    let features: Vec<(String, ValueType)> = view
+        .features
+        .iter()
+        .map(|f| (column_of(&f.name), f.dtype))
+        .collect();
+    let layout = Arc::new(ViewLayout::new(
+        &project.project,
+        name,
+        view.features.iter().map(|f| f.name.clone()),
+    ));
+    let mut files = Vec::new();
+    for (path, format) in source::resolve(uri, repo_dir)
+        .map_err(|e| Error::new(format!("feature view {name}: {e}")))?
+    {
+        let file = source::open(&path, format, &ts_column, window)
+            .map_err(|e| Error::new(format!("feature view {name}: {e}")))?;
+        check_columns(
+            name,
+            &file,
+            &keys,
+            &ts_column,
+            created_column.as_deref(),
+            &features,
+        )?;
+        files.push(file);
+    }
+    Ok(ViewPlan {
+        view: name.clone(),
+        ttl: view.ttl,
+        keys,
+        ts_column,
+        created_column,
+        features,
+        layout,
+        files,
+    })
+}
+
+/// The view's join keys and their types: its entity columns, or its entities' join keys.
+fn join_keys(
+    project: &ProjectRegistry,
+    view: &FeatureView,
+) -> Result<Vec<(String, ValueType)>, Error> {
+    if view.entities.iter().all(|e| e == DUMMY_ENTITY) {
+        return Ok(Vec::new());
+    }
+    if !view.entity_columns.is_empty() {
+        return Ok(view
+            .entity_columns
+            .iter()
+            .map(|f| (f.name.clone(), f.dtype))
+            .collect());
+    }
+    view.entities
+        .iter()
+        .map(|e| {
+            project
+                .entity(e)
+                .map(|entity| (entity.join_key.clone(), entity.value_type))
+                .ok_or_else(|| {
+                    Error::new(format!("feature view {}: unknown entity {e}", view.name))
+                })
+        })
+        .collect()
+}
+
+fn check_columns(
+    view: &str,
+    file: &OpenFile,
+    keys: &[KeyColumn],
+    ts_column: &str,
+    created_column: Option<&str>,
+    features: &[(String, ValueType)],
+) -> Result<(), Error> {
+    let path = file.path.display();
+    let field = |column: &str, role: &str| {
+        file.schema.field_with_name(column).map_err(|_| {
+            Error::new(format!(
+                "feature view {view}: {path} has no column {column:?} ({role}); its columns: {}",
+                source::column_list(&file.schema)
+            ))
+        })
+    };
+    for k in keys {
+        let f = field(&k.column, "join key")?;
+        if !convert::compatible(f.data_type(), k.value_type) {
+            return Err(Error::new(format!(
+                "feature view {view}: {path} column {:?} (join key {}) is {}, expected values for a {} entity",
+                k.column,
+                k.join_key,
+                f.data_type(),
+                k.value_type
+            )));
+        }
+    }
+    for (column, role) in std::iter::once((ts_column, "event timestamp"))
+        .chain(created_column.map(|c| (c, "created timestamp")))
+    {
+        let f = field(column, role)?;
+        if !convert::is_time_type(f.data_type()) {
+            return Err(Error::new(format!(
+                "feature view {view}: {path} column {column:?} ({role}) is {}, expected a timestamp",
+                f.data_type()
+            )));
+        }
+    }
+    for (column, value_type) in features {
+        let f = field(column, "feature")?;
+        if !convert::compatible(f.data_type(), *value_type) {
+            return Err(Error::new(format!(
+                "feature view {view}: {path} column {column:?} is {}, which cannot hold the feature's type {value_type}",
+                f.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The winning row of one entity key so far.
+struct Winner {
+    ts: Nanos,
+    created: Nanos,
+    /// The serialized values, each prefixed by its length as a u32 LE.
+    values: Box<[u8]>,
+}
+
+/// The latest row per entity key in the window.
+pub struct Latest {
+    rows: foldhash::HashMap<Box<[u8]>, Winner>,
+    /// Rows read from the files.
+    pub scanned: u64,
+    /// Rows inside the window.
+    pub in_window: u64,
+}
+
+impl Latest {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Scans the plan's files and keeps the latest row per entity key with
+/// `start <= event_ts <= end` (ties: the larger created timestamp; then the row read last).
+/// `progress` gets the rows read so far, once per batch.
+pub fn scan_latest(
+    plan: &ViewPlan,
+    (start, end): (Nanos, Nanos),
+    progress: &mut dyn FnMut(u64),
+) -> Result<Latest, Error> {
+    let columns = plan.columns();
+    let n_keys = plan.keys.len();
+    let ts_at = n_keys;
+    let created_at = plan.created_column.as_ref().map(|_| n_keys + 1);
+    let features_at = n_keys + 1 + usize::from(created_at.is_some());
+    let mut latest = Latest {
+        rows: foldhash::HashMap::default(),
+        scanned: 0,
+        in_window: 0,
+    };
+    let mut key = Vec::with_capacity(64);
+    let mut values = Vec::with_capacity(256);
+    let mut key_values: Vec<Value> = vec![Value::Null; n_keys];
+    for file in &plan.files {
+        let path = file.path.display().to_string();
+        file.scan(&columns, |batch: &RecordBatch| {
+            let ts = batch.column(ts_at);
+            let created = created_at.map(|c| batch.column(c));
+            for i in 0..batch.num_rows() {
+                let Some(t) = convert::time_at(ts.as_ref(), i) else {
+                    continue;
+                };
+                if t < start || t > end {
+                    continue;
+                }
+                latest.in_window += 1;
+                let c = created
+                    .and_then(|c| convert::time_at(c.as_ref(), i))
+                    .unwrap_or(Nanos::MIN);
+                key.clear();
+                if n_keys == 0 {
+                    entity_key::serialize_into(
+                        &mut key,
+                        &[(DUMMY_ENTITY_ID, &Value::String(String::new()))],
+                    )
+                } else {
+                    for (j, k) in plan.keys.iter().enumerate() {
+                        key_values[j] =
+                            convert::key_value_at(batch.column(j).as_ref(), i, k.value_type)
+                                .map_err(|e| {
+                                    Error::new(format!(
+                                        "feature view {}: {path}: row {}: column {:?}: {e}",
+                                        plan.view,
+                                        latest.scanned + i as u64,
+                                        k.column
+                                    ))
+                                })?;
+                    }
+                    let pairs: Vec<(&str, &Value)> = plan
+                        .keys
+                        .iter()
+                        .zip(&key_values)
+                        .map(|(k, v)| (k.join_key.as_str(), v))
+                        .collect();
+                    entity_key::serialize_into(&mut key, &pairs)
+                }
+                .map_err(|e| Error::new(format!("feature view {}: {e}", plan.view)))?;
+                if let Some(w) = latest.rows.get(&key[..])
+                    && (t, c) < (w.ts, w.created)
+                {
+                    continue;
+                }
+                values.clear();
+                for (j, (column, value_type)) in plan.features.iter().enumerate() {
+                    let at = values.len();
+                    values.extend_from_slice(&[0; 4]);
+                    convert::encode_at(
+                        &mut values,
+                        batch.column(features_at + j).as_ref(),
+                        i,
+                        *value_type,
+                    )
+                    .map_err(|e| {
+                        Error::new(format!(
+                            "feature view {}: {path}: column {column:?}: {e}",
+                            plan.view
+                        ))
+                    })?;
+                    let len = (values.len() - at - 4) as u32;
+                    values[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                }
+                let winner = Winner {
+                    ts: t,
+                    created: c,
+                    values: values.as_slice().into(),
+                };
+                match latest.rows.get_mut(&key[..]) {
+                    Some(w) => *w = winner,
+                    None => {
+                        latest.rows.insert(key.as_slice().into(), winner);
+                    }
+                }
+            }
+            latest.scanned += batch.num_rows() as u64;
+            progress(latest.scanned);
+            Ok(())
+        })?;
+    }
+    Ok(latest)
+}
+
+/// How writes go out.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Rows per write (one Redis pipeline pair, one SQLite transaction).
+    pub batch_rows: usize,
+    /// Writes in flight at once (Redis; SQLite has one writer).
+    pub concurrency: usize,
+    /// Redis `EXPIRE` after each write (Feast's `key_ttl_seconds`).
+    pub key_ttl_seconds: Option<u64>,
+    /// Retries of a failed batch, with exponential backoff from `retry_backoff`.
+    pub retries: u32,
+    pub retry_backoff: Duration,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            batch_rows: 2000,
+            concurrency: 8,
+            key_ttl_seconds: None,
+            retries: 4,
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+fn into_write_row(key: Box<[u8]>, w: Winner, n_features: usize) -> WriteRow {
+    let mut values = Vec::with_capacity(n_features);
+    let mut rest = &w.values[..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let end = (4 + len).min(rest.len());
+        values.push(rest[4..end].to_vec());
+        rest = &rest[end..];
+    }
+    WriteRow {
+        entity_key: key.into_vec(),
+        event_ts: convert::nanos_to_timestamp(w.ts),
+        created_ts: (w.created != Nanos::MIN).then(|| convert::nanos_to_timestamp(w.created)),
+        values,
+    }
+}
+
+async fn write_with_retries(
+    store: &OnlineStore,
+    layout: &Arc<ViewLayout>,
+    rows: Vec<WriteRow>,
+    options: &WriteOptions,
+) -> Result<WriteStats, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store
+            .write(layout, rows.clone(), options.key_ttl_seconds)
+            .await
+        {
+            Ok(stats) => return Ok(stats),
+            Err(e @ StoreError::Corrupt(_)) => return Err(e),
+            Err(e) if attempt >= options.retries => return Err(e),
+            Err(e) => {
+                let wait = options.retry_backoff * 2u32.pow(attempt.min(10));
+                tracing::warn!(view = %layout.name, error = %e, attempt = attempt + 1, ?wait, "online write failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Writes the winners to the online store, `options.concurrency` batches at a time.
+/// `progress` gets the rows handled so far. On a failure that outlives its retries, the error
+/// says how far the view got (what was written stays written; a rerun skips it).
+pub async fn write_latest(
+    store: &OnlineStore,
+    plan: &ViewPlan,
+    latest: Latest,
+    options: &WriteOptions,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<WriteStats, Error> {
+    let total = latest.rows.len() as u64;
+    let n_features = plan.features.len();
+    let concurrency = match store {
+        OnlineStore::Sqlite(_) => 1,
+        OnlineStore::Redis(_) => options.concurrency.max(1),
+    };
+    let batch_rows = match store {
+        // One transaction per batch: SQLite prefers them large.
+        OnlineStore::Sqlite(_) => options.batch_rows.max(20_000),
+        OnlineStore::Redis(_) => options.batch_rows.max(1),
+    };
+    let mut stats = WriteStats::default();
+    let mut done = 0u64;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut batch = Vec::with_capacity(batch_rows);
+    let mut rows = latest.rows.into_iter();
+    let fail = |done: u64, e: &dyn std::fmt::Display| {
+        Error::new(format!(
+            "feature view {}: online write failed after {done} of {total} rows: {e}",
+            plan.view
+        ))
+    };
+    loop {
+        let next = rows.next();
+        let exhausted = next.is_none();
+        if let Some((key, winner)) = next {
+            batch.push(into_write_row(key, winner, n_features));
+        }
+        if batch.len() >= batch_rows || (exhausted && !batch.is_empty()) {
+            while in_flight.len() >= concurrency {
+                match in_flight.join_next().await {
+                    Some(Ok((n, Ok(s)))) => {
+                        stats += s;
+                        done += n;
+                        progress(done);
+                    }
+                    Some(Ok((_, Err(e)))) => return Err(fail(done, &e)),
+                    Some(Err(e)) => return Err(fail(done, &e)),
+                    None => break,
+                }
+            }
+            let rows = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+            let store = store.clone();
+            let layout = Arc::clone(&plan.layout);
+            let options = options.clone();
+            in_flight.spawn(async move {
+                let n = rows.len() as u64;
+                (n, write_with_retries(&store, &layout, rows, &options).await)
+            });
+        }
+        if exhausted {
+            break;
+        }
+    }
+    while let Some(joined) = in_flight.join_next().await {
+        match joined {
+            Ok((n, Ok(s))) => {
+                stats += s;
+                done += n;
+                progress(done);
+            }
+            Ok((_, Err(e))) => return Err(fail(done, &e)),
+            Err(e) => return Err(fail(done, &e)),
+        }
+    }
+    Ok(stats)
+}
+
+/// Which time window to materialize.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Window {
+    /// `materialize START END`.
+    Range { start: Timestamp, end: Timestamp },
+    /// `materialize-incremental END`: from each view's latest recorded end; with none, from
+    /// `now - ttl` (or `now - 52 weeks` when the view has no ttl), as Feast does.
+    Incremental { end: Timestamp },
+}
+
+/// How far in the future an END may be before it is refused (clock skew between machines).
+pub const FUTURE_END_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// Progress of a run, for progress bars and logs.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// About to scan `rows` rows (after row-group pruning) for `view`.
+    Scanning {
+        view: &'a str,
+        rows: u64,
+    },
+    Scanned {
+        view: &'a str,
+        rows: u64,
+    },
+    /// About to write `rows` entity rows.
+    Writing {
+        view: &'a str,
+        rows: u64,
+    },
+    Written {
+        view: &'a str,
+        rows: u64,
+    },
+    Done {
+        view: &'a str,
+        run: &'a ViewRun,
+    },
+}
+
+/// What one view's materialization did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewRun {
+    pub view: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Rows read from the source files.
+    pub scanned: u64,
+    /// Rows inside the window.
+    pub in_window: u64,
+    /// Distinct entity keys in the window (rows offered to the store).
+    pub entities: u64,
+    pub stats: WriteStats,
+    pub elapsed: Duration,
+}
+
+/// Picks the views to materialize: the named ones (an unknown or offline-only name is an error)
+/// or every online view.
+pub fn select_views<'a>(
+    registry: &'a ProjectRegistry,
+    names: &[String],
+) -> Result<Vec<&'a FeatureView>, Error> {
+    if names.is_empty() {
+        return Ok(registry.feature_views.iter().filter(|v| v.online).collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            let view = registry.feature_view(n).ok_or_else(|| {
+                let known: Vec<&str> = registry
+                    .feature_views
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect();
+                Error::new(format!(
+                    "unknown feature view {n:?} in project {} (known: {})",
+                    registry.project,
+                    known.join(", ")
+                ))
+            })?;
+            if !view.online {
+                return Err(Error::new(format!(
+                    "feature view {n} has online: false; there is nothing to materialize"
+                )));
+            }
+            Ok(view)
+        })
+        .collect()
+}
+
+/// The window of one view for a run started at `now`.
+pub fn view_window(view: &FeatureView, window: Window, now: Timestamp) -> (Timestamp, Timestamp) {
+    match window {
+        Window::Range { start, end } => (start, end),
+        Window::Incremental { end } => {
+            let start = view
+                .materialization_intervals
+                .iter()
+                .map(|(_, e)| *e)
+                .max_by_key(|e| (e.seconds, e.nanos))
+                .unwrap_or_else(|| {
+                    let back = if view.ttl.is_zero() {
+                        Duration::from_secs(52 * 7 * 86_400)
+                    } else {
+                        view.ttl
+                    };
+                    convert::nanos_to_timestamp(
+                        convert::timestamp_to_nanos(&now) - back.as_nanos() as Nanos,
+                    )
+                });
+            (start, end)
+        }
+    }
+}
+
+/// Checks a window: START before END, END not in the future beyond the tolerance unless forced.
+pub fn check_window(
+    start: Timestamp,
+    end: Timestamp,
+    now: Timestamp,
+    allow_future_end: bool,
+) -> Result<(), Error> {
+    let (s, e) = (
+        convert::timestamp_to_nanos(&start),
+        convert::timestamp_to_nanos(&end),
+    );
+    if s > e {
+        return Err(Error::new(format!(
+            "START {} is after END {}",
+            quiver_core::time::format_rfc3339(&start),
+            quiver_core::time::format_rfc3339(&end)
+        )));
+    }
+    let limit = convert::timestamp_to_nanos(&now) + FUTURE_END_TOLERANCE.as_nanos() as Nanos;
+    if e > limit && !allow_future_end {
+        return Err(Error::new(format!(
+            "END {} is in the future: a later materialize-incremental would start there and skip \
+             every row written until then (Feast issue 4222). Use an END up to now, or --force",
+            quiver_core::time::format_rfc3339(&end)
+        )));
+    }
+    Ok(())
+}
+
+/// What to materialize: which views of which registry, over which window, as of when.
+pub struct Job<'a> {
+    /// The repo folder that relative source paths are resolved against.
+    pub repo_dir: &'a Path,
+    pub registry: &'a ProjectRegistry,
+    pub views: Vec<&'a FeatureView>,
+    pub window: Window,
+    /// When the run started (incremental windows without a recorded run count back from it).
+    pub now: Timestamp,
+}
+
+/// Materializes the job's views into `store`: every view is planned and checked first (nothing
+/// is written when one of them is wrong), then scanned and written one after another.
+/// Recording the intervals in the registry is the caller's, once every view succeeded.
+pub async fn run(
+    job: &Job<'_>,
+    store: &OnlineStore,
+    options: &WriteOptions,
+    events: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<Vec<ViewRun>, Error> {
+    let Job {
+        repo_dir,
+        registry,
+        window,
+        now,
+        ..
+    } = *job;
+    let views = &job.views;
+    let mut plans = Vec::with_capacity(views.len());
+    for view in views {
+        let (start, end) = view_window(view, window, now);
+        let nanos = (
+            convert::timestamp_to_nanos(&start),
+            convert::timestamp_to_nanos(&end),
+        );
+        let plan = plan_view(registry, view, repo_dir, Some(nanos))?;
+        plans.push((plan, start, end, nanos));
+    }
+    let mut runs = Vec::with_capacity(plans.len());
+    for (plan, start, end, nanos) in plans {
+        let began = std::time::Instant::now();
+        let view = plan.view.clone();
+        events(Event::Scanning {
+            view: &view,
+            rows: plan.rows_to_scan(),
+        });
+        let plan = Arc::new(plan);
+        let latest = {
+            let plan = Arc::clone(&plan);
+            // The scan is CPU work: off the async threads. Progress goes through a channel.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let scan = tokio::task::spawn_blocking(move || {
+                scan_latest(&plan, nanos, &mut |rows| {
+                    let _ = tx.send(rows);
+                })
+            });
+            while let Some(rows) = rx.recv().await {
+                events(Event::Scanned { view: &view, rows });
+            }
+            scan.await
+                .map_err(|e| Error::new(format!("feature view {view}: scan stopped: {e}")))??
+        };
+        let (scanned, in_window, entities) =
+            (latest.scanned, latest.in_window, latest.len() as u64);
+        events(Event::Writing {
+            view: &view,
+            rows: entities,
+        });
+        let stats = write_latest(store, &plan, latest, options, &mut |rows| {
+            events(Event::Written { view: &view, rows })
+        })
+        .await?;
+        let run = ViewRun {
+            view: view.clone(),
+            start,
+            end,
+            scanned,
+            in_window,
+            entities,
+            stats,
+            elapsed: began.elapsed(),
+        };
+        events(Event::Done {
+            view: &view,
+            run: &run,
+        });
+        runs.push(run);
+    }
+    Ok(runs)
+}

@@ -1,0 +1,682 @@
+//! Materialization against real Parquet files, a real SQLite file and a real redis-server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::builder::{Int32Builder, ListBuilder};
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use quiver_core::time::{Timestamp, parse_datetime};
+use quiver_core::{Value, entity_key};
+use quiver_offline::materialize::{self, Window, WriteOptions};
+use quiver_online_store::{
+    KeyRead, OnlineStore, RedisOptions, RedisStore, SqliteStore, ViewLayout,
+};
+
+const DEFINITIONS: &str = r#"
+entities:
+  - name: driver
+    join_keys: [driver_id]
+    value_type: INT64
+sources:
+  - name: stats
+    type: file
+    path: data/stats.parquet
+    timestamp_field: event_timestamp
+    created_timestamp_column: created
+    field_mapping: {conv: conv_rate}
+feature_views:
+  - name: driver_stats
+    entities: [driver]
+    ttl: 1d
+    source: stats
+    schema:
+      - {name: conv_rate, dtype: Float32}
+      - {name: trips, dtype: Int64}
+      - {name: zones, dtype: Array(Int32)}
+"#;
+
+fn ts(text: &str) -> Timestamp {
+    parse_datetime(text).unwrap()
+}
+
+fn micros(text: &str) -> i64 {
+    let t = ts(text);
+    t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+}
+
+struct Row {
+    driver: i64,
+    event: &'static str,
+    created: &'static str,
+    conv: f64,
+    trips: i64,
+}
+
+fn write_parquet(path: &Path, rows: &[Row], row_group: usize) {
+    let mut zones = ListBuilder::new(Int32Builder::new());
+    for r in rows {
+        zones.values().append_value(r.driver as i32);
+        zones.append(true);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "driver_id",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.driver))),
+        ),
+        (
+            "event_timestamp",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| micros(r.event)))
+                    .with_timezone("UTC"),
+            ),
+        ),
+        (
+            "created",
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| micros(r.created)),
+            )),
+        ),
+        (
+            "conv",
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.conv))),
+        ),
+        (
+            "trips",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.trips))),
+        ),
+        ("zones", Arc::new(zones.finish())),
+        (
+            "note",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|_| "ignored"),
+            )),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// The rules in one file: ties on event time broken by created, both window bounds inclusive,
+/// rows outside ignored. Sorted by time in row groups of 2, so pruning has something to skip.
+fn rule_rows() -> Vec<Row> {
+    vec![
+        Row {
+            driver: 2,
+            event: "2026-01-01T08:00:00Z",
+            created: "2026-01-01T08:00:00Z",
+            conv: 0.5,
+            trips: 20,
+        },
+        Row {
+            driver: 4,
+            event: "2026-01-01T08:30:00Z",
+            created: "2026-01-01T08:30:00Z",
+            conv: 0.5,
+            trips: 40,
+        },
+        Row {
+            driver: 3,
+            event: "2026-01-01T09:00:00Z",
+            created: "2026-01-01T09:00:00Z",
+            conv: 0.25,
+            trips: 30,
+        },
+        Row {
+            driver: 1,
+            event: "2026-01-01T10:00:00Z",
+            created: "2026-01-01T10:00:00Z",
+            conv: 0.125,
+            trips: 1,
+        },
+        Row {
+            driver: 1,
+            event: "2026-01-01T11:00:00Z",
+            created: "2026-01-01T11:30:00Z",
+            conv: 0.375,
+            trips: 3,
+        },
+        Row {
+            driver: 1,
+            event: "2026-01-01T11:00:00Z",
+            created: "2026-01-01T11:00:00Z",
+            conv: 0.25,
+            trips: 2,
+        },
+        Row {
+            driver: 3,
+            event: "2026-01-01T12:00:00Z",
+            created: "2026-01-01T12:00:00Z",
+            conv: 0.75,
+            trips: 31,
+        },
+        Row {
+            driver: 1,
+            event: "2026-01-01T13:00:00Z",
+            created: "2026-01-01T13:00:00Z",
+            conv: 0.875,
+            trips: 9,
+        },
+    ]
+}
+
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new(online_store: &str) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("feature_store.yaml"),
+            format!("project: mat\nregistry: data/registry.db\nonline_store:\n{online_store}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("features.yaml"), DEFINITIONS).unwrap();
+        let desired = quiver_registry::definitions::load(dir.path(), "mat").unwrap();
+        let path = dir.path().join("data/registry.db");
+        let mut file = quiver_registry::store::read(&path).unwrap();
+        quiver_registry::apply::apply(&mut file, &desired, ts("2026-01-01T00:00:00Z")).unwrap();
+        quiver_registry::store::write_atomic(&path, &file.encode("v1", ts("2026-01-01T00:00:00Z")))
+            .unwrap();
+        write_parquet(&dir.path().join("data/stats.parquet"), &rule_rows(), 2);
+        Repo { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn registry_path(&self) -> PathBuf {
+        self.path().join("data/registry.db")
+    }
+
+    fn registry(&self) -> quiver_core::registry::ProjectRegistry {
+        quiver_registry::store::read(&self.registry_path())
+            .unwrap()
+            .project("mat")
+            .unwrap()
+    }
+}
+
+async fn materialize(
+    repo: &Repo,
+    store: &OnlineStore,
+    window: Window,
+    options: &WriteOptions,
+    events: &(dyn Fn(materialize::Event<'_>) + Send + Sync),
+) -> Result<Vec<materialize::ViewRun>, quiver_offline::Error> {
+    let registry = repo.registry();
+    let views = materialize::select_views(&registry, &[]).unwrap();
+    let job = materialize::Job {
+        repo_dir: repo.path(),
+        registry: &registry,
+        views,
+        window,
+        now: ts("2026-01-02T00:00:00Z"),
+    };
+    materialize::run(&job, store, options, events).await
+}
+
+fn key(driver: i64) -> Vec<u8> {
+    entity_key::serialize(&[("driver_id", &Value::Int64(driver))]).unwrap()
+}
+
+/// Reads drivers back: (event seconds, conv_rate, trips, zones) or None.
+async fn read(store: &OnlineStore, drivers: &[i64]) -> Vec<Option<(i64, Value, Value, Value)>> {
+    let layout = Arc::new(ViewLayout::new(
+        "mat",
+        "driver_stats",
+        ["conv_rate", "trips", "zones"].map(String::from),
+    ));
+    let keys: Vec<Vec<u8>> = drivers.iter().map(|&d| key(d)).collect();
+    let reads: Vec<KeyRead<'_>> = keys
+        .iter()
+        .map(|k| KeyRead {
+            entity_key: k,
+            views: &[0],
+        })
+        .collect();
+    let rows = store.read(&[layout], &reads).await.unwrap();
+    rows.into_iter()
+        .map(|mut r| {
+            r.remove(0).map(|row| {
+                let v =
+                    |i: usize| Value::decode(row.values[i].as_deref().unwrap_or_default()).unwrap();
+                (row.event_ts.seconds, v(0), v(1), v(2))
+            })
+        })
+        .collect()
+}
+
+fn rules_window() -> Window {
+    Window::Range {
+        start: ts("2026-01-01T09:00:00Z"),
+        end: ts("2026-01-01T12:00:00Z"),
+    }
+}
+
+async fn check_rules(store: &OnlineStore, repo: &Repo) {
+    let runs = materialize(
+        repo,
+        store,
+        rules_window(),
+        &WriteOptions::default(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let run = &runs[0];
+    assert_eq!(run.view, "driver_stats");
+    // Row groups of 2 sorted by time: the first (08:00, 08:30) and the last (13:00 alone
+    // with 12:00) are pruned or partly outside.
+    assert!(
+        run.scanned < 8,
+        "row groups wholly outside the window are skipped: {run:?}"
+    );
+    assert_eq!(run.in_window, 5, "{run:?}");
+    assert_eq!(run.entities, 2);
+    assert_eq!(run.stats.written, 2);
+    let rows = read(store, &[1, 2, 3, 4]).await;
+    // Driver 1: 11:00 twice, the larger created (11:30) wins; 13:00 is after END.
+    assert_eq!(
+        rows[0],
+        Some((
+            ts("2026-01-01T11:00:00Z").seconds,
+            Value::Float(0.375),
+            Value::Int64(3),
+            Value::Int32List(vec![1])
+        ))
+    );
+    // Drivers 2 and 4 only have rows before START.
+    assert_eq!(rows[1], None);
+    assert_eq!(rows[3], None);
+    // Driver 3: both bounds are inclusive, the later (12:00 = END) wins.
+    assert_eq!(
+        rows[2].as_ref().map(|r| (r.0, r.1.clone())),
+        Some((ts("2026-01-01T12:00:00Z").seconds, Value::Float(0.75)))
+    );
+
+    // A rerun changes nothing: every row is skipped as not newer.
+    let again = materialize(
+        repo,
+        store,
+        rules_window(),
+        &WriteOptions::default(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(again[0].stats.written, 0);
+    assert_eq!(again[0].stats.skipped, 2);
+
+    // An older window does not overwrite newer stored rows.
+    let older = Window::Range {
+        start: ts("2026-01-01T09:00:00Z"),
+        end: ts("2026-01-01T10:30:00Z"),
+    };
+    let runs = materialize(repo, store, older, &WriteOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((runs[0].stats.written, runs[0].stats.skipped), (0, 2));
+    assert_eq!(
+        read(store, &[1]).await[0].as_ref().unwrap().1,
+        Value::Float(0.375)
+    );
+
+    // A later window writes the newer row.
+    let later = Window::Range {
+        start: ts("2026-01-01T12:00:01Z"),
+        end: ts("2026-01-01T23:00:00Z"),
+    };
+    let runs = materialize(repo, store, later, &WriteOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((runs[0].stats.written, runs[0].stats.skipped), (1, 0));
+    assert_eq!(
+        read(store, &[1]).await[0].as_ref().unwrap().1,
+        Value::Float(0.875)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_latest_row_per_key_in_the_window() {
+    let repo = Repo::new("  type: sqlite\n  path: data/online.db");
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    check_rules(&store, &repo).await;
+    // Feast's layout: one row per feature, event_ts as integer seconds.
+    let conn = rusqlite::Connection::open(repo.path().join("data/online.db")).unwrap();
+    let (n, ts_type): (i64, String) = conn
+        .query_row(
+            "SELECT count(*), typeof(max(event_ts)) FROM mat_driver_stats",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((n, ts_type.as_str()), (6, "integer"));
+}
+
+#[tokio::test]
+async fn redis_latest_row_per_key_in_the_window_with_key_ttl() {
+    let mut redis = RedisServer::start();
+    let repo = Repo::new(&format!(
+        "  type: redis\n  connection_string: 127.0.0.1:{}",
+        redis.port
+    ));
+    let store = redis.store().await;
+    check_rules(&store, &repo).await;
+    let mut conn = redis.client().get_connection().unwrap();
+    let mut redis_key = key(3);
+    redis_key.extend_from_slice(b"mat");
+    // Feast's `_ts` keeps whole seconds only.
+    let stored: Vec<u8> = redis::cmd("HGET")
+        .arg(&redis_key)
+        .arg("_ts:driver_stats")
+        .query(&mut conn)
+        .unwrap();
+    let expected = quiver_core::layout::encode_timestamp(&ts("2026-01-01T12:00:00Z"));
+    assert_eq!(stored, expected);
+    let ttl: i64 = redis::cmd("TTL").arg(&redis_key).query(&mut conn).unwrap();
+    assert_eq!(ttl, -1, "no key_ttl_seconds, no expiry");
+
+    // With key_ttl_seconds, every written key gets an EXPIRE.
+    redis::cmd("FLUSHALL").exec(&mut conn).unwrap();
+    let options = WriteOptions {
+        key_ttl_seconds: Some(3600),
+        ..WriteOptions::default()
+    };
+    materialize(&repo, &store, rules_window(), &options, &|_| {})
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(&redis_key).query(&mut conn).unwrap();
+    assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
+    redis.kill();
+}
+
+#[tokio::test]
+async fn a_killed_redis_fails_the_run_cleanly_and_a_rerun_completes() {
+    let redis = RedisServer::start();
+    let repo = Repo::new(&format!(
+        "  type: redis\n  connection_string: 127.0.0.1:{}",
+        redis.port
+    ));
+    let rows: Vec<Row> = (0..60_000)
+        .map(|i| Row {
+            driver: i,
+            event: "2026-01-01T10:00:00Z",
+            created: "2026-01-01T10:00:00Z",
+            conv: 0.5,
+            trips: i,
+        })
+        .collect();
+    write_parquet(&repo.path().join("data/stats.parquet"), &rows, 10_000);
+    let store = redis.store().await;
+    let options = WriteOptions {
+        batch_rows: 500,
+        concurrency: 2,
+        retries: 1,
+        retry_backoff: Duration::from_millis(20),
+        ..WriteOptions::default()
+    };
+    let server = Arc::new(Mutex::new(redis));
+    let killed = AtomicBool::new(false);
+    let killer = Arc::clone(&server);
+    let err = materialize(&repo, &store, rules_window(), &options, &|e| {
+        if let materialize::Event::Written { rows, .. } = e
+            && rows >= 5000
+            && !killed.swap(true, Ordering::SeqCst)
+        {
+            killer.lock().unwrap().kill();
+        }
+    })
+    .await
+    .unwrap_err();
+    assert!(killed.load(Ordering::SeqCst));
+    let message = err.to_string();
+    assert!(
+        message.contains("feature view driver_stats: online write failed after"),
+        "{message}"
+    );
+    assert!(message.contains("of 60000 rows"), "{message}");
+
+    server.lock().unwrap().restart();
+    let port = server.lock().unwrap().port;
+    let store = store_at(port).await;
+    let runs = materialize(&repo, &store, rules_window(), &options, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(runs[0].stats.written + runs[0].stats.skipped, 60_000);
+    let rows = read(&store, &[0, 59_999]).await;
+    assert_eq!(rows[1].as_ref().unwrap().2, Value::Int64(59_999));
+}
+
+#[tokio::test]
+async fn bad_sources_are_reported_before_anything_is_written() {
+    let repo = Repo::new("  type: sqlite\n  path: data/online.db");
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    // A source file without the mapped feature column.
+    let batch = RecordBatch::try_from_iter([
+        ("driver_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(vec![micros(
+                "2026-01-01T10:00:00Z",
+            )])),
+        ),
+        (
+            "created",
+            Arc::new(TimestampMicrosecondArray::from(vec![0])),
+        ),
+        ("trips", Arc::new(StringArray::from(vec!["many"]))),
+    ])
+    .unwrap();
+    let path = repo.path().join("data/stats.parquet");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let err = materialize(
+        &repo,
+        &store,
+        rules_window(),
+        &WriteOptions::default(),
+        &|_| {},
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no column \"conv\""), "{err}");
+    assert!(err.contains("stats.parquet"), "{err}");
+    assert!(
+        !repo.path().join("data/online.db").exists(),
+        "nothing written"
+    );
+
+    // Unknown views and future ENDs.
+    let registry = repo.registry();
+    let unknown = materialize::select_views(&registry, &["nope".to_owned()])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        unknown.contains("unknown feature view \"nope\""),
+        "{unknown}"
+    );
+    let now = ts("2026-01-01T00:00:00Z");
+    let future =
+        materialize::check_window(now, ts("2026-01-01T01:00:00Z"), now, false).unwrap_err();
+    assert!(future.to_string().contains("in the future"), "{future}");
+    materialize::check_window(now, ts("2026-01-01T01:00:00Z"), now, true).unwrap();
+    materialize::check_window(now, ts("2026-01-01T00:04:00Z"), now, false).unwrap();
+    assert!(materialize::check_window(ts("2026-01-02T00:00:00Z"), now, now, false).is_err());
+}
+
+#[tokio::test]
+async fn intervals_are_recorded_and_incremental_runs_start_from_them() {
+    let repo = Repo::new("  type: sqlite\n  path: data/online.db");
+    let before = std::fs::read(repo.registry_path()).unwrap();
+    quiver_registry::store::record_materialization(
+        &repo.registry_path(),
+        "mat",
+        &[quiver_registry::store::MaterializedInterval {
+            view: "driver_stats".into(),
+            start: ts("2026-01-01T09:00:00Z"),
+            end: ts("2026-01-01T11:00:00Z"),
+        }],
+        ts("2026-01-02T00:00:00Z"),
+        "v2",
+    )
+    .unwrap();
+    assert_ne!(before, std::fs::read(repo.registry_path()).unwrap());
+    let registry = repo.registry();
+    let view = registry.feature_view("driver_stats").unwrap();
+    assert_eq!(
+        view.materialization_intervals,
+        vec![(ts("2026-01-01T09:00:00Z"), ts("2026-01-01T11:00:00Z"))]
+    );
+    let end = ts("2026-01-01T12:00:00Z");
+    assert_eq!(
+        materialize::view_window(
+            view,
+            Window::Incremental { end },
+            ts("2026-01-02T00:00:00Z")
+        ),
+        (ts("2026-01-01T11:00:00Z"), end)
+    );
+    // Without a recorded run, an incremental run starts at now - ttl.
+    let fresh = Repo::new("  type: sqlite\n  path: data/online.db");
+    let registry = fresh.registry();
+    let view = registry.feature_view("driver_stats").unwrap();
+    assert_eq!(
+        materialize::view_window(
+            view,
+            Window::Incremental { end },
+            ts("2026-01-02T00:00:00Z")
+        )
+        .0,
+        ts("2026-01-01T00:00:00Z")
+    );
+    let unknown = quiver_registry::store::record_materialization(
+        &fresh.registry_path(),
+        "mat",
+        &[quiver_registry::store::MaterializedInterval {
+            view: "nope".into(),
+            start: end,
+            end,
+        }],
+        end,
+        "v3",
+    );
+    assert!(unknown.unwrap_err().contains("no feature view nope"));
+}
+
+/// A redis-server of the test's own on a free port, killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        server.restart();
+        server
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(self._dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if let Ok(mut c) = self.client().get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn client(&self) -> redis::Client {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap()
+    }
+
+    async fn store(&self) -> OnlineStore {
+        store_at(self.port).await
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn store_at(port: u16) -> OnlineStore {
+    let options = RedisOptions {
+        host: "127.0.0.1".into(),
+        port,
+        cluster_nodes: Vec::new(),
+        db: 0,
+        username: None,
+        password: None,
+        ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
+        connect_timeout: Duration::from_secs(2),
+    };
+    OnlineStore::Redis(Arc::new(RedisStore::connect(options, "mat").await.unwrap()))
+}

@@ -63,9 +63,33 @@ pub struct Args {
     /// loaded at start and kept loaded, so every read is a hit; /ready waits for the first load.
     #[arg(long, value_delimiter = ',', env = "QUIVER_REPLICATE")]
     replicate: Vec<String>,
+    /// What this server is for: a `sidecar` beside a model (reads; writes only with
+    /// --enable-push) or a central `ingest` deployment (Feast's write endpoints on; bind it with
+    /// --host 0.0.0.0 and protect it with a token).
+    #[arg(long, value_enum, default_value = "sidecar", env = "QUIVER_ROLE")]
+    role: Role,
+    /// Serve Feast's write endpoints, POST /push and POST /write-to-online-store.
+    #[arg(long, env = "QUIVER_ENABLE_PUSH")]
+    enable_push: bool,
+    /// A file holding the bearer token the write endpoints require (trailing whitespace is
+    /// ignored). QUIVER_PUSH_TOKEN gives the token itself.
+    #[arg(long, env = "QUIVER_PUSH_TOKEN_FILE")]
+    push_token_file: Option<PathBuf>,
+    /// Most rows in one push body (413 beyond).
+    #[arg(long, default_value_t = 100_000, env = "QUIVER_PUSH_MAX_ROWS")]
+    push_max_rows: usize,
+    /// Largest push body (413 beyond).
+    #[arg(long, default_value = "16MiB", env = "QUIVER_PUSH_MAX_BODY_BYTES", value_parser = parse_bytes)]
+    push_max_body_bytes: usize,
     /// Worker threads (default: one per core).
     #[arg(long, env = "QUIVER_WORKERS")]
     workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    Sidecar,
+    Ingest,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -206,6 +230,39 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 args.host, args.port
             )
         })?;
+    let push = if args.enable_push || args.role == Role::Ingest {
+        let token = match (&args.push_token_file, std::env::var("QUIVER_PUSH_TOKEN")) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("--push-token-file {}", path.display()))?
+                    .trim_end()
+                    .to_owned(),
+            ),
+            (None, Ok(token)) => Some(token.trim_end().to_owned()),
+            (None, Err(_)) => None,
+        };
+        if token.as_deref() == Some("") {
+            bail!("the push token is empty: give a non-empty token or none");
+        }
+        if token.is_none() && args.role == Role::Ingest {
+            tracing::warn!(
+                "the write endpoints take no token: anyone who reaches this server can write (set --push-token-file)"
+            );
+        }
+        Some(quiver_sidecar::push::PushConfig {
+            token,
+            max_rows: args.push_max_rows,
+            max_body_bytes: args.push_max_body_bytes,
+            key_ttl_seconds: match &config.online_store {
+                OnlineStoreConfig::Redis {
+                    key_ttl_seconds, ..
+                } => *key_ttl_seconds,
+                OnlineStoreConfig::Sqlite { .. } => None,
+            },
+        })
+    } else {
+        None
+    };
     let sidecar = SidecarConfig {
         engine: EngineConfig {
             cache_bytes: args.cache_bytes,
@@ -224,6 +281,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         registry_refresh: args.registry_refresh,
         enable_keyspace_notifications: args.enable_keyspace_notifications,
         replicate: args.replicate.clone(),
+        push,
     };
     let store = connect_store(&config, Connect::Background).await?;
     let (state, _background) =

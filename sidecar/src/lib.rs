@@ -17,6 +17,7 @@ pub mod arrow;
 pub mod cache;
 pub mod engine;
 pub mod metrics;
+pub mod push;
 pub mod registry;
 pub mod server;
 
@@ -51,6 +52,8 @@ pub struct SidecarConfig {
     /// Replicate mode: feature views (or feature services, for all their views) whose every
     /// stored row is loaded at start and kept loaded, so that every read of them is a hit.
     pub replicate: Vec<String>,
+    /// Serve `POST /push` and `POST /write-to-online-store` (off: 404).
+    pub push: Option<push::PushConfig>,
 }
 
 impl Default for SidecarConfig {
@@ -61,6 +64,7 @@ impl Default for SidecarConfig {
             registry_refresh: Duration::from_secs(1),
             enable_keyspace_notifications: false,
             replicate: Vec::new(),
+            push: None,
         }
     }
 }

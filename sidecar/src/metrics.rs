@@ -94,17 +94,30 @@ pub enum Endpoint {
     Health = 1,
     Ready = 2,
     Metrics = 3,
-    Other = 4,
+    Push = 4,
+    WriteToOnlineStore = 5,
+    Other = 6,
 }
 
-const ENDPOINTS: [&str; 5] = ["get-online-features", "health", "ready", "metrics", "other"];
+const ENDPOINTS: [&str; 7] = [
+    "get-online-features",
+    "health",
+    "ready",
+    "metrics",
+    "push",
+    "write-to-online-store",
+    "other",
+];
 /// Status classes: 2xx, 4xx, 5xx.
 const CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[Counter; 3]; 5],
-    latency: [Histogram; 5],
+    requests: [[Counter; 3]; 7],
+    latency: [Histogram; 7],
+    /// Rows stored and skipped (not newer) by the write endpoints.
+    pub rows_written: Counter,
+    pub rows_skipped: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     /// Entries found but past their staleness bound.
@@ -164,7 +177,7 @@ impl Metrics {
                 &format!("endpoint=\"{name}\""),
             );
         }
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 13] = [
             (
                 "quiver_cache_hits_total",
                 "Cache lookups answered from memory.",
@@ -209,6 +222,16 @@ impl Metrics {
                 "quiver_online_store_timeouts_total",
                 "Online store reads that missed the deadline.",
                 &self.store_timeouts,
+            ),
+            (
+                "quiver_rows_written_total",
+                "Rows stored by /push and /write-to-online-store.",
+                &self.rows_written,
+            ),
+            (
+                "quiver_rows_skipped_total",
+                "Pushed rows skipped because the store held a row at least as new.",
+                &self.rows_skipped,
             ),
             (
                 "quiver_registry_reloads_total",

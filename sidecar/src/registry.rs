@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use std::time::Duration;
 
 use quiver_core::ValueType;
-use quiver_core::model::{FeatureService, FeatureView, Projection};
+use quiver_core::model::{DataSource, FeatureService, FeatureView, Projection, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 use quiver_online_store::ViewLayout;
 
@@ -35,6 +35,12 @@ pub struct ServingView {
     pub online: bool,
     /// Index of the view's layout in [`ServingRegistry::layouts`].
     pub layout: usize,
+    /// The push source feeding the view, if any (`POST /push` writes to it).
+    pub push_source: Option<String>,
+    /// The event-time column of the view's (batch) source, as pushed rows carry it.
+    pub timestamp_field: String,
+    /// The created-time column of the view's source, when it has one.
+    pub created_field: Option<String>,
 }
 
 pub struct ServingRegistry {
@@ -99,6 +105,15 @@ fn view_id(view: &FeatureView) -> ViewId {
     h.finish()
 }
 
+/// The source whose columns rows of a view carry: the batch source, or a push source's.
+fn batch_source(v: &FeatureView) -> Option<&DataSource> {
+    let source = v.batch_source.as_ref().or(v.stream_source.as_ref())?;
+    match &source.kind {
+        SourceKind::Push { batch_source } => Some(batch_source),
+        _ => Some(source),
+    }
+}
+
 impl ServingRegistry {
     pub fn build(reg: &ProjectRegistry, version: u64, version_id: &str) -> ServingRegistry {
         let entity_types: HashMap<&str, (&str, ValueType)> = reg
@@ -142,6 +157,17 @@ impl ServingRegistry {
                 ttl: v.ttl,
                 online: v.online,
                 layout: layouts.len(),
+                push_source: [v.stream_source.as_ref(), v.batch_source.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .find(|s| matches!(s.kind, SourceKind::Push { .. }))
+                    .map(|s| s.name.clone()),
+                timestamp_field: batch_source(v)
+                    .map(|s| s.timestamp_field.clone())
+                    .unwrap_or_default(),
+                created_field: batch_source(v)
+                    .map(|s| s.created_timestamp_column.clone())
+                    .filter(|c| !c.is_empty()),
             });
             layouts.push(layout);
         }

@@ -85,8 +85,29 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             json_response(200, "{\"status\":\"ok\"}".to_owned()),
         ),
         (&Method::GET, "/ready") => (Endpoint::Ready, ready(state).await),
+        (&Method::POST, "/push") if state.config.push.is_some() => {
+            (Endpoint::Push, write(state, req, true).await)
+        }
+        (&Method::POST, "/write-to-online-store") if state.config.push.is_some() => {
+            (Endpoint::WriteToOnlineStore, write(state, req, false).await)
+        }
         (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(state)),
         (_, "/get-online-features" | "/health" | "/ready" | "/metrics") => (
+            Endpoint::Other,
+            error_response(&ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            )),
+        ),
+        (_, path @ ("/push" | "/write-to-online-store")) if state.config.push.is_none() => (
+            Endpoint::Other,
+            error_response(&ApiError::not_found(
+                "NotFound",
+                format!("{path} is off: start quiver serve with --enable-push (or --role ingest)"),
+            )),
+        ),
+        (_, "/push" | "/write-to-online-store") => (
             Endpoint::Other,
             error_response(&ApiError::new(
                 405,
@@ -108,12 +129,8 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
-async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let format = match req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) {
-        Some(accept) if accept.contains(crate::arrow::CONTENT_TYPE) => Format::Arrow,
-        _ => Format::Json,
-    };
-    let limit = state.config.max_body_bytes;
+/// Reads a body of at most `limit` bytes (413 beyond, before reading past it).
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -126,22 +143,105 @@ async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Resp
         )
     };
     if declared.is_some_and(|n| n > limit) {
-        return error_response(&too_large());
+        return Err(too_large());
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return error_response(&too_large());
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "BadBody",
+            format!("reading the request body: {e}"),
+        )),
+    }
+}
+
+/// `POST /push` (`by_source`) and `POST /write-to-online-store`.
+async fn write(state: &Arc<State>, req: Request<Incoming>, by_source: bool) -> Response<Body> {
+    let Some(config) = &state.config.push else {
+        return error_response(&ApiError::not_found("NotFound", "writes are off"));
+    };
+    if let Some(token) = &config.token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let mut resp = error_response(&ApiError::new(
+                401,
+                "Unauthorized",
+                "this endpoint needs Authorization: Bearer <token>",
+            ));
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    }
+    let body = match read_body(req, config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let registry = state.registry.load_full();
+    let request = match crate::push::parse(&registry, &body, by_source, config) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    if request.to != crate::push::PushTo::Online {
+        return error_response(&ApiError::new(
+            501,
+            "NotImplemented",
+            "to: offline and online_and_offline are not supported by quiver serve yet; push with to: online",
+        ));
+    }
+    match crate::push::write_online(
+        &state.engine.store,
+        &registry,
+        &request,
+        config.key_ttl_seconds,
+    )
+    .await
+    {
+        Ok((stats, keys)) => {
+            for key in &keys {
+                state.engine.invalidate(&registry, key);
+            }
+            state.metrics.rows_written.add(stats.written);
+            state.metrics.rows_skipped.add(stats.skipped);
+            json_response(
+                200,
+                format!(
+                    "{{\"status\":\"ok\",\"written\":{},\"skipped\":{}}}",
+                    stats.written, stats.skipped
+                ),
+            )
         }
         Err(e) => {
-            return error_response(&ApiError::bad_request(
-                "BadBody",
-                format!("reading the request body: {e}"),
-            ));
+            tracing::warn!(error = %e, "write failed");
+            error_response(&e)
         }
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let format = match req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) {
+        Some(accept) if accept.contains(crate::arrow::CONTENT_TYPE) => Format::Arrow,
+        _ => Format::Json,
+    };
+    let body = match read_body(req, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
     };
     let request = match parse_request(&body) {
         Ok(r) => r,

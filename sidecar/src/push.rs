@@ -1,0 +1,371 @@
+//! Feast's write endpoints: `POST /push` and `POST /write-to-online-store`.
+//!
+//! A body carries a column-major table (`df: {column: [values...]}`) that is checked whole
+//! against the registry before anything is written: every target view's join keys, event time
+//! and features must be there, typed as the registry says; a column no target uses, ragged
+//! columns, a bad timestamp or value are 4xx errors naming the column (and row). Rows are then
+//! written with Feast's rule (strictly newer event time wins), the latest row per entity when a
+//! table repeats one, and the sidecar's own cache entries of those entities are dropped at once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use quiver_core::time::{self, Timestamp};
+use quiver_core::{entity_key, json};
+use quiver_online_store::{OnlineStore, WriteRow, WriteStats};
+use serde_json::Value as Json;
+
+use crate::api::ApiError;
+use crate::registry::{ServingRegistry, ServingView};
+
+/// What the write endpoints accept.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// When set, writes need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Most rows in one body (413 beyond).
+    pub max_rows: usize,
+    /// Largest body (413 beyond).
+    pub max_body_bytes: usize,
+    /// Redis `EXPIRE` for written keys (Feast's `key_ttl_seconds`).
+    pub key_ttl_seconds: Option<u64>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            token: None,
+            max_rows: 100_000,
+            max_body_bytes: 16 << 20,
+            key_ttl_seconds: None,
+        }
+    }
+}
+
+/// Where pushed rows go (`to` in a push body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushTo {
+    Online,
+    Offline,
+    OnlineAndOffline,
+}
+
+/// A parsed write: the target views and the table.
+pub struct WriteRequest {
+    pub views: Vec<usize>,
+    pub to: PushTo,
+    pub columns: Vec<(String, Vec<Json>)>,
+    pub rows: usize,
+}
+
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::new(422, "ValidationError", message)
+}
+
+fn str_field<'a>(body: &'a serde_json::Map<String, Json>, name: &str) -> Result<&'a str, ApiError> {
+    match body.get(name) {
+        Some(Json::String(s)) => Ok(s),
+        Some(other) => Err(unprocessable(format!(
+            "{name} must be a string, got {}",
+            kind(other)
+        ))),
+        None => Err(unprocessable(format!("{name} is required"))),
+    }
+}
+
+fn kind(j: &Json) -> &'static str {
+    match j {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Parses and checks a `/push` (`by_source`) or `/write-to-online-store` body.
+pub fn parse(
+    reg: &ServingRegistry,
+    body: &[u8],
+    by_source: bool,
+    config: &PushConfig,
+) -> Result<WriteRequest, ApiError> {
+    let body: Json = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("BadJson", format!("request body is not JSON: {e}")))?;
+    let Json::Object(body) = body else {
+        return Err(unprocessable("the body must be a JSON object"));
+    };
+    let (views, to) = if by_source {
+        let name = str_field(&body, "push_source_name")?;
+        let views: Vec<usize> = reg
+            .views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.push_source.as_deref() == Some(name))
+            .map(|(i, _)| i)
+            .collect();
+        if views.is_empty() {
+            return Err(ApiError::not_found(
+                "PushSourceNotFoundException",
+                format!(
+                    "no feature view of project {} is fed by push source {name:?}",
+                    reg.project
+                ),
+            ));
+        }
+        let to = match body.get("to") {
+            None | Some(Json::Null) => PushTo::Online,
+            Some(Json::String(s)) => match s.as_str() {
+                "online" => PushTo::Online,
+                "offline" => PushTo::Offline,
+                "online_and_offline" => PushTo::OnlineAndOffline,
+                other => {
+                    return Err(unprocessable(format!(
+                        "to must be online, offline or online_and_offline, got {other:?}"
+                    )));
+                }
+            },
+            Some(other) => {
+                return Err(unprocessable(format!(
+                    "to must be a string, got {}",
+                    kind(other)
+                )));
+            }
+        };
+        (views, to)
+    } else {
+        let name = str_field(&body, "feature_view_name")?;
+        let i = reg
+            .views
+            .iter()
+            .position(|v| v.name == name)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "FeatureViewNotFoundException",
+                    format!(
+                        "feature view {name} does not exist in project {}",
+                        reg.project
+                    ),
+                )
+            })?;
+        (vec![i], PushTo::Online)
+    };
+    let Some(Json::Object(df)) = body.get("df") else {
+        return Err(unprocessable(
+            "df is required: an object of columns, {\"column\": [values, ...]}",
+        ));
+    };
+    let mut columns = Vec::with_capacity(df.len());
+    let mut rows = None;
+    for (name, values) in df {
+        let Json::Array(values) = values else {
+            return Err(unprocessable(format!(
+                "df column {name:?} must be an array, got {}",
+                kind(values)
+            )));
+        };
+        match rows {
+            None => rows = Some(values.len()),
+            Some(n) if n != values.len() => {
+                return Err(unprocessable(format!(
+                    "df columns have different lengths: {name:?} has {} values, others {n}",
+                    values.len()
+                )));
+            }
+            Some(_) => {}
+        }
+        columns.push((name.clone(), values.clone()));
+    }
+    let rows = rows.unwrap_or(0);
+    if rows > config.max_rows {
+        return Err(ApiError::too_large(
+            "TooManyRows",
+            format!("{rows} rows in df; at most {} per request", config.max_rows),
+        ));
+    }
+    // Every target view's columns must be present; every column must be used by some view.
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    for &i in &views {
+        let v = &reg.views[i];
+        let required = v
+            .join_keys
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(std::iter::once(v.timestamp_field.as_str()))
+            .chain(v.features.iter().map(|(f, _)| f.as_str()));
+        for column in required {
+            if !columns.iter().any(|(c, _)| c == column) {
+                return Err(unprocessable(format!(
+                    "df has no column {column:?}, which feature view {} needs",
+                    v.name
+                )));
+            }
+            used.insert(column);
+        }
+        used.extend(v.created_field.as_deref());
+    }
+    if let Some((unknown, _)) = columns.iter().find(|(c, _)| !used.contains(c.as_str())) {
+        return Err(unprocessable(format!(
+            "df column {unknown:?} is not a join key, timestamp or feature of {}",
+            views
+                .iter()
+                .map(|&i| reg.views[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(WriteRequest {
+        views,
+        to,
+        columns,
+        rows,
+    })
+}
+
+/// An event time in a pushed table: an ISO 8601 string (no offset: UTC) or epoch seconds.
+fn parse_time(j: &Json) -> Option<Timestamp> {
+    match j {
+        Json::String(s) => time::parse_datetime(s),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Some(Timestamp {
+                    seconds: i,
+                    nanos: 0,
+                })
+            } else {
+                let f = n.as_f64()?;
+                f.is_finite().then(|| Timestamp {
+                    seconds: f.floor() as i64,
+                    nanos: ((f - f.floor()) * 1e9) as i32,
+                })
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A cell of a column; a missing one (an optional column left out) reads as null.
+fn cell(column: &[Json], row: usize) -> &Json {
+    const NULL: &Json = &Json::Null;
+    column.get(row).unwrap_or(NULL)
+}
+
+/// Builds one view's rows (the latest per entity key), checking every value.
+pub fn view_rows(view: &ServingView, req: &WriteRequest) -> Result<Vec<WriteRow>, ApiError> {
+    let column = |name: &str| -> &[Json] {
+        req.columns
+            .iter()
+            .find(|(c, _)| c == name)
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[])
+    };
+    let keys: Vec<(&str, quiver_core::ValueType, &[Json])> = view
+        .join_keys
+        .iter()
+        .map(|(k, t)| (k.as_str(), *t, column(k)))
+        .collect();
+    let ts = column(&view.timestamp_field);
+    let created = view.created_field.as_deref().map(column);
+    let features: Vec<(&str, quiver_core::ValueType, &[Json])> = view
+        .features
+        .iter()
+        .map(|(f, t)| (f.as_str(), *t, column(f)))
+        .collect();
+    let mut latest: HashMap<Vec<u8>, WriteRow> = HashMap::with_capacity(req.rows);
+    let mut order: Vec<Vec<u8>> = Vec::new();
+    let mut key_values = Vec::with_capacity(keys.len());
+    for row in 0..req.rows {
+        key_values.clear();
+        for (name, ty, values) in &keys {
+            let v = json::parse_entity_value(cell(values, row), *ty)
+                .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
+            key_values.push((*name, v));
+        }
+        let pairs: Vec<(&str, &quiver_core::Value)> =
+            key_values.iter().map(|(n, v)| (*n, v)).collect();
+        let key = entity_key::serialize(&pairs)
+            .map_err(|e| unprocessable(format!("df row {row}: {e}")))?;
+        let event_ts = parse_time(cell(ts, row)).ok_or_else(|| {
+            unprocessable(format!(
+                "df column {:?}, row {row}: expected an ISO 8601 date-time or epoch seconds, got {}",
+                view.timestamp_field,
+                cell(ts, row)
+            ))
+        })?;
+        let created_ts = match created.map(|c| cell(c, row)) {
+            Some(c) if !c.is_null() => Some(parse_time(c).ok_or_else(|| {
+                unprocessable(format!(
+                    "df column {:?}, row {row}: expected an ISO 8601 date-time or epoch seconds",
+                    view.created_field.as_deref().unwrap_or_default()
+                ))
+            })?),
+            _ => None,
+        };
+        let mut values = Vec::with_capacity(features.len());
+        for (name, ty, column) in &features {
+            let v = json::parse_value(cell(column, row), *ty)
+                .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
+            values.push(v.encode_to_vec());
+        }
+        let candidate = WriteRow {
+            entity_key: key.clone(),
+            event_ts,
+            created_ts,
+            values,
+        };
+        match latest.get_mut(&key) {
+            Some(existing) => {
+                let newer = |r: &WriteRow| {
+                    (
+                        r.event_ts.seconds,
+                        r.event_ts.nanos,
+                        r.created_ts.map(|c| (c.seconds, c.nanos)),
+                    )
+                };
+                if newer(&candidate) >= newer(existing) {
+                    *existing = candidate;
+                }
+            }
+            None => {
+                order.push(key.clone());
+                latest.insert(key, candidate);
+            }
+        }
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|k| latest.remove(&k))
+        .collect())
+}
+
+/// Writes a checked request to the online store, view by view; returns the rows written and
+/// skipped and the entity keys touched (for cache invalidation).
+pub async fn write_online(
+    store: &OnlineStore,
+    reg: &ServingRegistry,
+    req: &WriteRequest,
+    key_ttl_seconds: Option<u64>,
+) -> Result<(WriteStats, Vec<Vec<u8>>), ApiError> {
+    // Check every view's rows before writing any.
+    let mut batches = Vec::with_capacity(req.views.len());
+    for &i in &req.views {
+        let view = &reg.views[i];
+        batches.push((i, view_rows(view, req)?));
+    }
+    let mut stats = WriteStats::default();
+    let mut keys = Vec::new();
+    for (i, rows) in batches {
+        let layout = Arc::clone(&reg.layouts[reg.views[i].layout]);
+        keys.extend(rows.iter().map(|r| r.entity_key.clone()));
+        stats += store
+            .write(&layout, rows, key_ttl_seconds)
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!("writing feature view {}: {e}", reg.views[i].name))
+            })?;
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    Ok((stats, keys))
+}

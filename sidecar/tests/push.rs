@@ -1,0 +1,334 @@
+//! Feast's write endpoints, POST /push and POST /write-to-online-store, over real HTTP into a real
+//! redis-server and a real SQLite file; what they write is served at once.
+
+mod support;
+
+use std::sync::Arc;
+
+use quiver_online_store::{OnlineStore, SqliteStore};
+use quiver_sidecar::SidecarConfig;
+use quiver_sidecar::push::PushConfig;
+use serde_json::json;
+use support::*;
+
+const DEFS: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+  - {name: customer, join_keys: [customer_id], value_type: STRING}
+sources:
+  - name: stats
+    path: data/stats.parquet
+    timestamp_field: event_timestamp
+    created_timestamp_column: created
+  - {name: stats_push, type: push, batch_source: stats}
+  - {name: pairs, path: data/pairs.parquet, timestamp_field: event_timestamp}
+feature_views:
+  - name: driver_fresh
+    entities: [driver]
+    ttl: 0
+    source: stats_push
+    schema:
+      - {name: conv_rate, dtype: Float32}
+      - {name: zones, dtype: Array(Int32)}
+  - name: driver_fresh_too
+    entities: [driver]
+    ttl: 0
+    source: stats_push
+    schema:
+      - {name: conv_rate, dtype: Float32}
+  - name: pair
+    entities: [driver, customer]
+    ttl: 0
+    source: pairs
+    schema: [{name: rides, dtype: Int64}]
+"#;
+
+fn config(token: Option<&str>) -> SidecarConfig {
+    SidecarConfig {
+        push: Some(PushConfig {
+            token: token.map(str::to_owned),
+            max_rows: 100,
+            ..PushConfig::default()
+        }),
+        ..SidecarConfig::default()
+    }
+}
+
+async fn write(sidecar: &Sidecar, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, text) = http(sidecar.addr, "POST", path, body.to_string().as_bytes()).await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}"));
+    (status, json)
+}
+
+async fn conv_rates(sidecar: &Sidecar, view: &str, drivers: &[i64]) -> Vec<serde_json::Value> {
+    let (status, resp) = post(
+        sidecar.addr,
+        json!({"features": [format!("{view}:conv_rate")], "entities": {"driver_id": drivers}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    column(&resp, "conv_rate").0.clone()
+}
+
+async fn push_rules(sidecar: &Sidecar) {
+    // Nothing stored yet; reading caches "never written" for a moment.
+    assert_eq!(
+        conv_rates(sidecar, "driver_fresh", &[1]).await,
+        vec![json!(null)]
+    );
+    // One push feeds both views of the push source; the later of two rows for driver 1 wins.
+    let (status, body) = write(
+        sidecar,
+        "/push",
+        json!({
+            "push_source_name": "stats_push",
+            "df": {
+                "driver_id": [1, 2, 1],
+                "event_timestamp": ["2026-01-01T10:00:00Z", "2026-01-01T10:00:00", 1767268800],
+                "created": [null, null, null],
+                "conv_rate": [0.25, 0.5, 0.75],
+                "zones": [[1], [], [2, 3]]
+            },
+            "to": "online"
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["written"], 4, "2 entities x 2 views: {body}");
+    // Served at once: the push dropped the cached "never written".
+    assert_eq!(
+        conv_rates(sidecar, "driver_fresh", &[1, 2]).await,
+        vec![json!(0.75), json!(0.5)]
+    );
+    assert_eq!(
+        conv_rates(sidecar, "driver_fresh_too", &[1]).await,
+        vec![json!(0.75)]
+    );
+
+    // Feast's rule: an older or equal event time does not overwrite.
+    let (status, body) = write(
+        sidecar,
+        "/push",
+        json!({"push_source_name": "stats_push", "df": {
+            "driver_id": [1], "event_timestamp": ["2026-01-01T11:00:00Z"],
+            "conv_rate": [0.125], "zones": [null]}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["written"].clone(), body["skipped"].clone()),
+        (200, json!(0), json!(2))
+    );
+    assert_eq!(
+        conv_rates(sidecar, "driver_fresh", &[1]).await,
+        vec![json!(0.75)]
+    );
+
+    // /write-to-online-store writes one view; composite keys.
+    let (status, body) = write(
+        sidecar,
+        "/write-to-online-store",
+        json!({"feature_view_name": "pair", "df": {
+            "driver_id": [1, 2], "customer_id": ["a", "b"],
+            "event_timestamp": ["2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z"],
+            "rides": [3, 4]}}),
+    )
+    .await;
+    assert_eq!((status, body["written"].clone()), (200, json!(2)), "{body}");
+    let (_, resp) = post(
+        sidecar.addr,
+        json!({"features": ["pair:rides"], "entities": {"driver_id": [2, 1], "customer_id": ["b", "a"]}}),
+    )
+    .await;
+    assert_eq!(column(&resp, "rides").0, &vec![json!(4), json!(3)]);
+    assert!(metric(sidecar.addr, "quiver_rows_written_total").await >= 6.0);
+}
+
+#[tokio::test]
+async fn pushes_into_redis_are_served_at_once() {
+    let redis = RedisServer::start();
+    let repo = Repo::new("demo", DEFS);
+    let store = redis_store(&redis, "demo").await;
+    let sidecar = start_sidecar(config(None), "demo", repo.registry_path(), store).await;
+    push_rules(&sidecar).await;
+}
+
+#[tokio::test]
+async fn pushes_into_sqlite_are_served_at_once() {
+    let repo = Repo::new("demo", DEFS);
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    let sidecar = start_sidecar(config(None), "demo", repo.registry_path(), store).await;
+    push_rules(&sidecar).await;
+}
+
+#[tokio::test]
+async fn bad_write_bodies_are_4xx_naming_the_problem_and_write_nothing() {
+    let redis = RedisServer::start();
+    let repo = Repo::new("demo", DEFS);
+    let store = redis_store(&redis, "demo").await;
+    let sidecar = start_sidecar(config(None), "demo", repo.registry_path(), store).await;
+    let ok_df = || json!({"driver_id": [1], "event_timestamp": ["2026-01-01T10:00:00Z"], "conv_rate": [0.5], "zones": [[1]]});
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut df = ok_df();
+        f(&mut df);
+        json!({"push_source_name": "stats_push", "df": df})
+    };
+    let cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
+        (
+            "/push",
+            json!({"push_source_name": "nope", "df": ok_df()}),
+            404,
+            "push source \"nope\"",
+        ),
+        (
+            "/push",
+            json!({"df": ok_df()}),
+            422,
+            "push_source_name is required",
+        ),
+        (
+            "/push",
+            json!({"push_source_name": "stats_push"}),
+            422,
+            "df is required",
+        ),
+        (
+            "/push",
+            json!({"push_source_name": "stats_push", "df": ok_df(), "to": "cloud"}),
+            422,
+            "to must be",
+        ),
+        (
+            "/push",
+            with(&|df| {
+                df.as_object_mut().unwrap().remove("conv_rate");
+            }),
+            422,
+            "no column \"conv_rate\"",
+        ),
+        (
+            "/push",
+            with(&|df| df["colour"] = json!(["red"])),
+            422,
+            "df column \"colour\" is not",
+        ),
+        (
+            "/push",
+            with(&|df| df["driver_id"] = json!(["one"])),
+            422,
+            "df column \"driver_id\", row 0",
+        ),
+        (
+            "/push",
+            with(&|df| df["conv_rate"] = json!(["fast"])),
+            422,
+            "df column \"conv_rate\", row 0",
+        ),
+        (
+            "/push",
+            with(&|df| df["zones"] = json!([["x"]])),
+            422,
+            "df column \"zones\", row 0",
+        ),
+        (
+            "/push",
+            with(&|df| df["event_timestamp"] = json!(["yesterday"])),
+            422,
+            "df column \"event_timestamp\", row 0",
+        ),
+        (
+            "/push",
+            with(&|df| df["conv_rate"] = json!([0.5, 0.6])),
+            422,
+            "different lengths",
+        ),
+        (
+            "/push",
+            with(&|df| df["driver_id"] = json!(5)),
+            422,
+            "must be an array",
+        ),
+        (
+            "/push",
+            json!({"push_source_name": "stats_push", "df": {
+                "driver_id": vec![1; 101], "event_timestamp": vec!["2026-01-01"; 101],
+                "conv_rate": vec![0.5; 101], "zones": vec![json!([]); 101]}}),
+            413,
+            "at most 100",
+        ),
+        (
+            "/write-to-online-store",
+            json!({"feature_view_name": "nope", "df": {}}),
+            404,
+            "feature view nope",
+        ),
+        (
+            "/push",
+            json!({"push_source_name": "stats_push", "df": ok_df(), "to": "offline"}),
+            501,
+            "to: offline",
+        ),
+    ];
+    for (path, body, status, needle) in cases {
+        let (got, answer) = write(&sidecar, path, body.clone()).await;
+        assert_eq!(got, status, "{body} -> {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{body} -> {message:?} lacks {needle:?}"
+        );
+    }
+    let (status, _) = http(sidecar.addr, "POST", "/push", b"{not json").await;
+    assert_eq!(status, 400);
+    // Nothing was written by any of them.
+    let mut conn = redis.client().get_connection().unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert!(keys.is_empty(), "{} keys written", keys.len());
+}
+
+#[tokio::test]
+async fn writes_need_the_token_when_one_is_set_and_are_off_by_default() {
+    let redis = RedisServer::start();
+    let repo = Repo::new("demo", DEFS);
+    let body = json!({"push_source_name": "stats_push", "df": {
+        "driver_id": [1], "event_timestamp": ["2026-01-01T10:00:00Z"], "conv_rate": [0.5], "zones": [[1]]}})
+    .to_string();
+    let store = redis_store(&redis, "demo").await;
+    let sidecar = start_sidecar(config(Some("s3cret")), "demo", repo.registry_path(), store).await;
+    let (status, head, _) = http_raw(sidecar.addr, "/push", &[], body.as_bytes()).await;
+    assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (status, _, _) = http_raw(
+        sidecar.addr,
+        "/push",
+        &[("Authorization", "Bearer wrong")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = http_raw(
+        sidecar.addr,
+        "/push",
+        &[("Authorization", "Bearer s3cret")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let store = redis_store(&redis, "demo").await;
+    let off = start_sidecar(
+        SidecarConfig::default(),
+        "demo",
+        repo.registry_path(),
+        store,
+    )
+    .await;
+    let (status, text) = http(off.addr, "POST", "/push", body.as_bytes()).await;
+    assert_eq!(status, 404);
+    assert!(text.contains("--enable-push"), "{text}");
+}

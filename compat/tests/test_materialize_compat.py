@@ -230,39 +230,97 @@ def test_sqlite_materialize_matches_feast(tmp_path: Path) -> None:
     check_registry(repo)
 
 
+class QuiverServer:
+    """`quiver serve` on a free port, for the duration of a `with` block."""
+
+    def __init__(self, repo: Path, *args: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [str(QUIVER), "serve", "--repo", str(repo), "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def __enter__(self) -> "QuiverServer":
+        import urllib.request
+
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("quiver serve did not become ready")
+
+    def __exit__(self, *_exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def post(self, path: str, body: dict) -> dict:
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode())
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+            return json.loads(r.read())
+
+
 def test_quiver_serves_what_feast_materialized(tmp_path: Path, redis_server) -> None:
     """Feast writes, quiver reads: the sidecar answers Feast's materialized values."""
-    import json
-    import urllib.request
-
     port, _client = redis_server
     repo = make_repo(tmp_path, f"online_store:\n  type: redis\n  connection_string: 127.0.0.1:{port}\n")
     feast_materialize(repo)
-    http_port = free_port()
-    proc = subprocess.Popen(
-        [str(QUIVER), "serve", "--repo", str(repo), "--port", str(http_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        body = json.dumps(
+    with QuiverServer(repo) as server:
+        answer = server.post(
+            "/get-online-features",
             {"features": ["driver_hourly_stats:avg_daily_trips", "customer_profile:tier"],
-             "entities": {"driver_id": [1001, 1003], "customer_id": ["c1", "c2"]}}
-        ).encode()
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/get-online-features", data=body)
-        with urllib.request.urlopen(req, timeout=5) as r:
-            answer = json.loads(r.read())
-    finally:
-        proc.kill()
-        proc.wait()
+             "entities": {"driver_id": [1001, 1003], "customer_id": ["c1", "c2"]}},
+        )
     names = answer["metadata"]["feature_names"]
     values = {n: answer["results"][i]["values"] for i, n in enumerate(names)}
     assert values["avg_daily_trips"] == [7, 3]
     assert values["tier"] == ["gold", "bronze"]
+
+
+def test_push_writes_what_feast_push_writes(tmp_path: Path, redis_server) -> None:
+    """Feast's `store.push` and quiver's `POST /push` of the same rows leave the same Redis
+    hashes; Feast reads quiver's push, and quiver serves Feast's."""
+    from feast import FeatureStore
+    from feast.data_source import PushMode
+
+    port, client = redis_server
+    repo = make_repo(tmp_path, f"online_store:\n  type: redis\n  connection_string: 127.0.0.1:{port}\n")
+    rows = {
+        "driver_id": [1001, 1002, 1001],
+        "event_timestamp": [at(10), at(11), at(12)],
+        "created": [at(10), at(11), at(12)],
+        "conv_rate": [0.5, 0.25, 0.125],
+        "acc_rate": [0.75, 0.5, 0.375],
+    }
+    df = pd.DataFrame(rows)
+    df["conv_rate"] = df["conv_rate"].astype("float32")
+    df["acc_rate"] = df["acc_rate"].astype("float32")
+    store = FeatureStore(repo_path=str(repo))
+    store.push("driver_stats_push", df, to=PushMode.ONLINE)
+    by_feast = redis_dump(client)
+    assert len(by_feast) == 2
+    with QuiverServer(repo, "--enable-push") as server:
+        # Feast wrote, quiver serves.
+        answer = server.post(
+            "/get-online-features",
+            {"features": ["driver_hourly_stats_fresh:conv_rate"], "entities": {"driver_id": [1001, 1002]}},
+        )
+        assert answer["results"][1]["values"] == [0.125, 0.25]
+        client.flushall()
+        body = {k: ([t.isoformat() for t in v] if k in ("event_timestamp", "created") else v) for k, v in rows.items()}
+        result = server.post("/push", {"push_source_name": "driver_stats_push", "df": body, "to": "online"})
+        assert result["written"] == 2
+    assert redis_dump(client) == by_feast
+    got = FeatureStore(repo_path=str(repo)).get_online_features(
+        features=["driver_hourly_stats_fresh:conv_rate", "driver_hourly_stats_fresh:acc_rate"],
+        entity_rows=[{"driver_id": 1001}, {"driver_id": 1002}],
+    ).to_dict()
+    assert got["conv_rate"] == [0.125, 0.25]
+    assert got["acc_rate"] == [0.375, 0.5]

@@ -149,7 +149,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     for r in &runs {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         println!(
-            "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s ({:.0} rows/s)",
+            "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s (scan {:.2}s; {:.0} rows/s)",
             r.view,
             time::format_rfc3339(&r.start),
             time::format_rfc3339(&r.end),
@@ -159,6 +159,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             r.stats.written,
             r.stats.skipped,
             secs,
+            r.scan_elapsed.as_secs_f64(),
             r.entities as f64 / secs
         );
     }

@@ -306,6 +306,77 @@ pub fn key_value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value,
     }
 }
 
+/// Writes entity keys (serialization v3) straight from join-key columns: the names part is
+/// built once, each row appends only its values, with no intermediate [`Value`]s.
+pub struct KeyEncoder {
+    /// `count` and the sorted names, as every key of this view starts.
+    prefix: Vec<u8>,
+    /// Indices into the caller's key columns, in sorted join-key order, with their types.
+    order: Vec<(usize, ValueType)>,
+}
+
+impl KeyEncoder {
+    /// `keys`: join key names and their entity types, in the caller's column order.
+    pub fn new(keys: &[(&str, ValueType)]) -> KeyEncoder {
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| keys[a].0.cmp(keys[b].0));
+        let mut prefix = Vec::new();
+        prefix.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+        for &i in &order {
+            prefix.extend_from_slice(&(ValueType::String as u32).to_le_bytes());
+            prefix.extend_from_slice(&(keys[i].0.len() as u32).to_le_bytes());
+            prefix.extend_from_slice(keys[i].0.as_bytes());
+        }
+        KeyEncoder {
+            prefix,
+            order: order.into_iter().map(|i| (i, keys[i].1)).collect(),
+        }
+    }
+
+    /// Appends row `i`'s key, reading `columns[j]` for the `j`-th join key.
+    pub fn encode(
+        &self,
+        out: &mut Vec<u8>,
+        columns: &[&dyn Array],
+        i: usize,
+    ) -> Result<(), String> {
+        out.extend_from_slice(&self.prefix);
+        for &(c, ty) in &self.order {
+            let array = columns[c];
+            if array.is_null(i) {
+                return Err("a join key is null".to_owned());
+            }
+            let mut put = |payload: &[u8]| {
+                out.extend_from_slice(&(ty as u32).to_le_bytes());
+                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                out.extend_from_slice(payload);
+            };
+            match ty {
+                ValueType::Int64 => put(&int_at(array, i)
+                    .ok_or("not an integer column")?
+                    .to_le_bytes()),
+                ValueType::Int32 => {
+                    let v = int_at(array, i).ok_or("not an integer column")?;
+                    let v =
+                        i32::try_from(v).map_err(|_| format!("{v} does not fit an Int32 key"))?;
+                    put(&v.to_le_bytes());
+                }
+                ValueType::UnixTimestamp => put(&seconds_at(array, i)
+                    .ok_or("not a timestamp column")?
+                    .to_le_bytes()),
+                ValueType::String => put(str_at(array, i).ok_or("not a string column")?.as_bytes()),
+                ValueType::Bytes => put(bytes_at(array, i).ok_or("not a binary column")?),
+                other => {
+                    return Err(format!(
+                        "entity keys of type {other} are not supported (String, Bytes, Int32, Int64, UnixTimestamp)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -407,6 +478,36 @@ mod tests {
             value_at(arr.as_ref(), 0, ValueType::Int32)
                 .unwrap_err()
                 .contains("Int32")
+        );
+    }
+
+    #[test]
+    fn key_encoder_matches_entity_key_serialize() {
+        let ids = Int64Array::from(vec![1001, -7]);
+        let names = StringArray::from(vec!["c1", ""]);
+        let small = Int32Array::from(vec![5, 6]);
+        let enc = KeyEncoder::new(&[
+            ("driver_id", ValueType::Int64),
+            ("customer_id", ValueType::String),
+            ("store", ValueType::Int32),
+        ]);
+        for i in 0..2 {
+            let mut got = Vec::new();
+            enc.encode(&mut got, &[&ids, &names, &small], i).unwrap();
+            let expected = quiver_core::entity_key::serialize(&[
+                ("driver_id", &Value::Int64(ids.value(i))),
+                ("customer_id", &Value::String(names.value(i).to_owned())),
+                ("store", &Value::Int32(small.value(i))),
+            ])
+            .unwrap();
+            assert_eq!(got, expected);
+        }
+        let nulls = Int64Array::from(vec![None, Some(1)]);
+        let one = KeyEncoder::new(&[("driver_id", ValueType::Int64)]);
+        assert!(
+            one.encode(&mut Vec::new(), &[&nulls], 0)
+                .unwrap_err()
+                .contains("null")
         );
     }
 

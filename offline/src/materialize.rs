@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use quiver_core::ValueType;
 use quiver_core::model::{DUMMY_ENTITY, FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 use quiver_core::time::Timestamp;
-use quiver_core::{Value, ValueType, entity_key};
 use quiver_online_store::{OnlineStore, StoreError, ViewLayout, WriteRow, WriteStats};
 
 use crate::Error;
@@ -284,12 +284,39 @@ pub fn scan_latest(
     };
     let mut key = Vec::with_capacity(64);
     let mut values = Vec::with_capacity(256);
-    let mut key_values: Vec<Value> = vec![Value::Null; n_keys];
-    for file in &plan.files {
-        let path = file.path.display().to_string();
-        file.scan(&columns, |batch: &RecordBatch| {
+    let dummy = [(DUMMY_ENTITY_ID, ValueType::String)];
+    let key_types: Vec<(&str, ValueType)> = plan
+        .keys
+        .iter()
+        .map(|k| (k.join_key.as_str(), k.value_type))
+        .collect();
+    let keys = convert::KeyEncoder::new(if n_keys == 0 { &dummy } else { &key_types });
+    let empty = arrow_array::StringArray::from(vec![""]);
+    // Decoding runs on its own thread, a few batches ahead of the hashing here.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(String, RecordBatch), Error>>(4);
+        let reader = scope.spawn(move || {
+            for file in &plan.files {
+                let path = file.path.display().to_string();
+                let sent = file.scan(&columns, |batch| {
+                    tx.send(Ok((path.clone(), batch.clone())))
+                        .map_err(|_| Error::new("scan stopped"))
+                });
+                if let Err(e) = sent {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        });
+        for item in rx {
+            let (path, batch) = item?;
             let ts = batch.column(ts_at);
             let created = created_at.map(|c| batch.column(c));
+            let key_columns: Vec<&dyn arrow_array::Array> = if n_keys == 0 {
+                vec![&empty]
+            } else {
+                (0..n_keys).map(|j| batch.column(j).as_ref()).collect()
+            };
             for i in 0..batch.num_rows() {
                 let Some(t) = convert::time_at(ts.as_ref(), i) else {
                     continue;
@@ -302,33 +329,14 @@ pub fn scan_latest(
                     .and_then(|c| convert::time_at(c.as_ref(), i))
                     .unwrap_or(Nanos::MIN);
                 key.clear();
-                if n_keys == 0 {
-                    entity_key::serialize_into(
-                        &mut key,
-                        &[(DUMMY_ENTITY_ID, &Value::String(String::new()))],
-                    )
-                } else {
-                    for (j, k) in plan.keys.iter().enumerate() {
-                        key_values[j] =
-                            convert::key_value_at(batch.column(j).as_ref(), i, k.value_type)
-                                .map_err(|e| {
-                                    Error::new(format!(
-                                        "feature view {}: {path}: row {}: column {:?}: {e}",
-                                        plan.view,
-                                        latest.scanned + i as u64,
-                                        k.column
-                                    ))
-                                })?;
-                    }
-                    let pairs: Vec<(&str, &Value)> = plan
-                        .keys
-                        .iter()
-                        .zip(&key_values)
-                        .map(|(k, v)| (k.join_key.as_str(), v))
-                        .collect();
-                    entity_key::serialize_into(&mut key, &pairs)
-                }
-                .map_err(|e| Error::new(format!("feature view {}: {e}", plan.view)))?;
+                let row = if n_keys == 0 { 0 } else { i };
+                keys.encode(&mut key, &key_columns, row).map_err(|e| {
+                    Error::new(format!(
+                        "feature view {}: {path}: row {}: join keys: {e}",
+                        plan.view,
+                        latest.scanned + i as u64
+                    ))
+                })?;
                 if let Some(w) = latest.rows.get(&key[..])
                     && (t, c) < (w.ts, w.created)
                 {
@@ -367,9 +375,14 @@ pub fn scan_latest(
             }
             latest.scanned += batch.num_rows() as u64;
             progress(latest.scanned);
-            Ok(())
-        })?;
-    }
+        }
+        reader.join().map_err(|_| {
+            Error::new(format!(
+                "feature view {}: the reader thread failed",
+                plan.view
+            ))
+        })
+    })?;
     Ok(latest)
 }
 
@@ -572,6 +585,8 @@ pub struct ViewRun {
     /// Distinct entity keys in the window (rows offered to the store).
     pub entities: u64,
     pub stats: WriteStats,
+    /// Time spent reading the sources (the rest of `elapsed` is writing).
+    pub scan_elapsed: Duration,
     pub elapsed: Duration,
 }
 
@@ -725,6 +740,7 @@ pub async fn run(
             scan.await
                 .map_err(|e| Error::new(format!("feature view {view}: scan stopped: {e}")))??
         };
+        let scan_elapsed = began.elapsed();
         let (scanned, in_window, entities) =
             (latest.scanned, latest.in_window, latest.len() as u64);
         events(Event::Writing {
@@ -743,6 +759,7 @@ pub async fn run(
             in_window,
             entities,
             stats,
+            scan_elapsed,
             elapsed: began.elapsed(),
         };
         events(Event::Done {

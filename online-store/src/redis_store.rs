@@ -458,11 +458,28 @@ impl RedisStore {
             return Ok(WriteStats::default());
         }
         let keys: Vec<Vec<u8>> = rows.iter().map(|r| self.key(&r.entity_key)).collect();
-        let stored: Vec<Option<Vec<u8>>> = self
-            .pipelined(&keys, |pipe, i| {
+        // A first load writes keys that do not exist yet: one `EXISTS k1 k2 ...` answering 0
+        // spares the server a `HGET` per row. (A cluster spreads keys over slots: no shortcut.)
+        let none_stored = !self.is_cluster() && {
+            let mut exists = redis::cmd("EXISTS");
+            for k in &keys {
+                exists.arg(&k[..]);
+            }
+            let mut conn = self.conn()?;
+            exists
+                .query_async::<u64>(&mut conn)
+                .await
+                .map_err(unavailable)?
+                == 0
+        };
+        let stored: Vec<Option<Vec<u8>>> = if none_stored {
+            vec![None; keys.len()]
+        } else {
+            self.pipelined(&keys, |pipe, i| {
                 pipe.cmd("HGET").arg(&keys[i][..]).arg(&layout.ts_field[..]);
             })
-            .await?;
+            .await?
+        };
         let mut winners = Vec::with_capacity(rows.len());
         for (i, (row, prev)) in rows.iter().zip(&stored).enumerate() {
             let prev = match prev {

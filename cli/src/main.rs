@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod apply;
+mod inject;
 mod list;
 mod serve;
 
@@ -43,6 +44,8 @@ enum Command {
     List(list::Args),
     /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
     Serve(serve::Args),
+    /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
+    Inject(inject::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => apply::run(args),
         Command::List(args) => list::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Inject(args) => inject::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -177,6 +177,60 @@ mod tests {
         }
     }
 
+    /// The injector Deployment in k8s/base runs this binary's `inject serve` with flags and
+    /// QUIVER_* variables it has, and values it accepts.
+    #[test]
+    fn injector_manifest_runs_this_command() {
+        use clap::CommandFactory;
+
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/base/injector.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let deployment = text
+            .split("\n---\n")
+            .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap())
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let mut argv: Vec<String> = vec!["quiver".to_owned()];
+        argv.extend(
+            container["args"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned()),
+        );
+        // The environment, as the flags clap would read it from (no process-wide set_var).
+        let command = Cli::command();
+        let serve = command
+            .find_subcommand("inject")
+            .and_then(|c| c.find_subcommand("serve"))
+            .unwrap();
+        for var in container["env"].as_sequence().unwrap() {
+            let (name, value) = (
+                var["name"].as_str().unwrap(),
+                var["value"].as_str().unwrap(),
+            );
+            if name == "QUIVER_LOG_FORMAT" {
+                argv.extend(["--log-format".to_owned(), value.to_owned()]);
+                continue;
+            }
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name))
+                .unwrap_or_else(|| panic!("{name} is not a variable quiver inject serve reads"));
+            let flag = format!("--{}", arg.get_long().unwrap());
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                if value == "true" {
+                    argv.push(flag);
+                }
+            } else {
+                argv.extend([flag, value.to_owned()]);
+            }
+        }
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(matches!(cli.command, Command::Inject(_)), "{argv:?}");
+    }
+
     #[test]
     fn serve_flags_and_environment() {
         let cli = Cli::try_parse_from([

@@ -242,3 +242,100 @@ fn unusable_certificates_are_refused_at_start_naming_the_file() {
         "{mismatched}"
     );
 }
+
+/// k8s/webhook-certs.sh, the way without cert-manager: its certificate is served and trusted
+/// through its CA under the Service's DNS name; a second run keeps the CA; the apply step
+/// stores the pair in the injector's Secret and the CA in the webhook's caBundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_certs_script() {
+    use base64::Engine;
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook-certs.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let run = |extra: &[&str], path: Option<String>| {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(&script).arg("--out").arg(&out).args(extra);
+        if let Some(path) = path {
+            cmd.env("PATH", path)
+                .env("KUBECTL_LOG", dir.path().join("kubectl.log"));
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "webhook-certs.sh: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&["--no-apply"], None);
+    let ca_first = std::fs::read(out.join("ca.crt")).unwrap();
+    let cert_first = std::fs::read(out.join("tls.crt")).unwrap();
+    let webhook = start(
+        &out.join("tls.crt"),
+        &out.join("tls.key"),
+        InjectorConfig::default(),
+        Limits::default(),
+    )
+    .await;
+    let resp = https(
+        webhook.addr,
+        &out.join("ca.crt"),
+        "quiver-injector.quiver.svc",
+        "POST",
+        "/mutate",
+        &fixture("predictor-native"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["response"]["allowed"], true);
+
+    // Renewal: same CA, new certificate, served by the running webhook once the files change.
+    run(&["--no-apply"], None);
+    assert_eq!(std::fs::read(out.join("ca.crt")).unwrap(), ca_first);
+    assert_ne!(std::fs::read(out.join("tls.crt")).unwrap(), cert_first);
+    let resp = https(
+        webhook.addr,
+        &out.join("ca.crt"),
+        "quiver-injector.quiver.svc.cluster.local",
+        "GET",
+        "/health",
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+
+    // The apply step, against a kubectl that records what it is asked to do.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(
+        bin.join("kubectl"),
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$KUBECTL_LOG\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("kubectl"))
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(&[], Some(path));
+    let log = std::fs::read_to_string(dir.path().join("kubectl.log")).unwrap();
+    assert!(
+        log.contains("-n quiver create secret tls quiver-injector-tls --cert=tls.crt --key=tls.key --dry-run=client -o yaml"),
+        "{log}"
+    );
+    assert!(log.contains("apply -f -"), "{log}");
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&ca_first);
+    assert!(
+        log.contains(&format!(
+            "patch mutatingwebhookconfiguration quiver-sidecar-injector --type=json -p [{{\"op\":\"add\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"{bundle}\"}}]"
+        )),
+        "{log}"
+    );
+}

@@ -229,10 +229,11 @@ pub fn admit(request: &AdmissionRequest, config: &InjectorConfig) -> (AdmissionR
     let pod: Pod = match serde_json::from_value(object.clone()) {
         Ok(pod) => pod,
         Err(e) => {
-            return invalid(
+            return invalid_pod(
                 uid,
                 config,
                 vec![format!("the pod in the request could not be read: {e}")],
+                false,
             );
         }
     };
@@ -618,6 +619,17 @@ fn invalid(
     config: &InjectorConfig,
     problems: Vec<String>,
 ) -> (AdmissionResponse, Outcome) {
+    invalid_pod(uid, config, problems, true)
+}
+
+/// As [`invalid`]; `annotate` is false when the pod could not be read, so its annotations map
+/// may not exist for a patch to add to.
+fn invalid_pod(
+    uid: &str,
+    config: &InjectorConfig,
+    problems: Vec<String>,
+    annotate: bool,
+) -> (AdmissionResponse, Outcome) {
     let summary = match problems.as_slice() {
         [one] => one.clone(),
         many => format!("{} problems: {}", many.len(), many.join("; ")),
@@ -643,7 +655,8 @@ fn invalid(
             Value::String(summary.clone()),
         ),
     ];
-    let mut resp = AdmissionResponse::allow_with_patch(uid, &ops)
+    let ops: &[PatchOp] = if annotate { &ops } else { &[] };
+    let mut resp = AdmissionResponse::allow_with_patch(uid, ops)
         .unwrap_or_else(|_| AdmissionResponse::allow(uid));
     resp.warnings = vec![format!("quiver sidecar not injected: {summary}")];
     (resp, Outcome::Invalid { admitted: true })

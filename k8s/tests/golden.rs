@@ -540,6 +540,15 @@ fn other_requests_pass_through() {
             .unwrap()
             .contains("could not be read")
     );
+    // Fail-open admits it with a warning, and patches nothing into a pod it could not read.
+    let fail_open = InjectorConfig {
+        fail_open: true,
+        ..InjectorConfig::default()
+    };
+    let (resp, outcome) = quiver_k8s::admit(&request, &fail_open);
+    assert_eq!(outcome, Outcome::Invalid { admitted: true });
+    assert!(resp.allowed && resp.patch.is_none());
+    assert!(resp.warnings[0].contains("could not be read"));
 }
 
 #[test]

@@ -323,6 +323,14 @@ fn chosen_components(annotations: &BTreeMap<String, String>) -> Result<Vec<&str>
     Ok(list)
 }
 
+fn owned_list(text: Option<&str>) -> Vec<String> {
+    text.map(split_list)
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn split_list(text: &str) -> Vec<&str> {
     text.split(',')
         .map(str::trim)
@@ -448,22 +456,10 @@ fn plan(
                 repo_configmap,
                 registry_url,
                 project,
-                feature_services: feature_services
-                    .as_deref()
-                    .map(split_list)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                feature_services: owned_list(feature_services.as_deref()),
                 online_store_secret,
                 cache_bytes,
-                replicate: replicate
-                    .as_deref()
-                    .map(split_list)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                replicate: owned_list(replicate.as_deref()),
                 cpu,
                 memory,
             })

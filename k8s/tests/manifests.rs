@@ -12,7 +12,9 @@ use std::process::Command;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -183,6 +185,18 @@ fn pod_specs(r: &Rendered) -> Vec<(String, &PodSpec)> {
         ));
     }
     specs
+}
+
+fn first_container<'a>(r: &'a Rendered, deployment_name: &str) -> &'a Container {
+    &deployment(r, deployment_name)
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
 }
 
 fn deployment<'a>(r: &'a Rendered, name: &str) -> &'a Deployment {
@@ -493,30 +507,12 @@ fn check_base(r: &Rendered) {
     assert!(script.contains("quiver materialize-incremental --repo /etc/quiver/repo \"$(date -u +%Y-%m-%dT%H:%M:%S)\""), "{script}");
 
     // The registry service reads its store from the Secret, never from the manifest's args.
-    let registry = deployment(r, "quiver-registry");
-    let c = &registry
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let c = first_container(r, "quiver-registry");
     assert_eq!(
         c.args.as_ref().unwrap()[..4],
         ["registry", "serve", "--store", "$(QUIVER_REGISTRY_STORE)"]
     );
-    let offline = deployment(r, "quiver-offline");
-    let c = &offline
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let c = first_container(r, "quiver-offline");
     assert_eq!(
         c.args.as_ref().unwrap()[..],
         ["offline", "serve", "--port", "8815"]

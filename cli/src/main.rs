@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod apply;
+mod inject;
 mod list;
 mod materialize;
 mod serve;
@@ -50,6 +51,8 @@ enum Command {
     MaterializeIncremental(materialize::IncrementalArgs),
     /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
     Serve(serve::Args),
+    /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
+    Inject(inject::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Materialize(args) => materialize::run_range(args),
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),
         Command::Serve(args) => serve::run(args),
+        Command::Inject(args) => inject::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -112,30 +112,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// `256MiB`, `1GiB`, `512KiB`, `64MB`, or bytes.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let units: [(&str, usize); 7] = [
-        ("KiB", 1 << 10),
-        ("MiB", 1 << 20),
-        ("GiB", 1 << 30),
-        ("KB", 1000),
-        ("MB", 1_000_000),
-        ("GB", 1_000_000_000),
-        ("B", 1),
-    ];
-    for (suffix, scale) in units {
-        if let Some(n) = t.strip_suffix(suffix) {
-            return n
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .and_then(|n| n.checked_mul(scale))
-                .ok_or_else(|| {
-                    format!("{s:?}: expected a size like 256MiB, 1GiB or a number of bytes")
-                });
-        }
-    }
-    t.parse()
-        .map_err(|_| format!("{s:?}: expected a size like 256MiB, 1GiB or a number of bytes"))
+    quiver_core::size::parse_bytes(s)
 }
 
 /// How [`connect_store`] treats a Redis that does not answer yet.
@@ -303,7 +280,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

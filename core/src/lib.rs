@@ -5,7 +5,7 @@
 //! - [`registry`]: Feast's registry file, read and rewritten losslessly.
 //! - [`entity_key`], [`layout`]: entity key serialization v3 and the Redis/SQLite layouts.
 //! - [`json`]: the JSON of Feast's HTTP feature server.
-//! - [`time`]: RFC 3339 timestamps and definition durations.
+//! - [`time`]: RFC 3339 timestamps and definition durations; [`size`]: byte sizes (`256MiB`).
 
 #![cfg_attr(
     not(test),
@@ -17,6 +17,7 @@ pub mod json;
 pub mod layout;
 pub mod model;
 pub mod registry;
+pub mod size;
 pub mod time;
 mod value;
 mod value_type;

@@ -1,0 +1,868 @@
+//! The mutation, as a pure function: an AdmissionRequest for a pod → allowed with a JSON Patch
+//! that adds the quiver sidecar, allowed unchanged, or denied with a message naming every bad
+//! annotation. No I/O, no clock: the same request and config always give the same answer.
+//!
+//! ```text
+//! request ─▶ not a pod CREATE / excluded namespace / no quiver.dev/inject: "true"
+//!            / component not chosen / sidecar already there ──▶ allowed, no patch
+//!         ─▶ annotations → SidecarPlan (every problem collected) ──bad──▶ denied (or, fail-open:
+//!                                                                       allowed + warning)
+//!         ─▶ patch: status annotation, volumes, the container (native: an init container with
+//!            restartPolicy Always; else a regular container) ──▶ allowed + JSONPatch
+//! ```
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, HTTPGetAction, Pod, Probe, ResourceRequirements, SeccompProfile,
+    SecretEnvSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+use crate::admission::{AdmissionRequest, AdmissionResponse, PatchOp, pointer_segment};
+use crate::quantity;
+
+/// The pod annotations the injector reads and writes.
+pub mod annotations {
+    pub const INJECT: &str = "quiver.dev/inject";
+    pub const INJECT_COMPONENTS: &str = "quiver.dev/inject-components";
+    pub const NATIVE_SIDECAR: &str = "quiver.dev/native-sidecar";
+    pub const REPO_CONFIGMAP: &str = "quiver.dev/repo-configmap";
+    pub const REGISTRY_URL: &str = "quiver.dev/registry-url";
+    pub const PROJECT: &str = "quiver.dev/project";
+    pub const FEATURE_SERVICES: &str = "quiver.dev/feature-services";
+    pub const ONLINE_STORE_SECRET: &str = "quiver.dev/online-store-secret";
+    pub const PORT: &str = "quiver.dev/port";
+    pub const CACHE_BYTES: &str = "quiver.dev/cache-bytes";
+    pub const REPLICATE: &str = "quiver.dev/replicate";
+    pub const CPU: &str = "quiver.dev/cpu";
+    pub const MEMORY: &str = "quiver.dev/memory";
+    pub const IMAGE: &str = "quiver.dev/image";
+    /// Written by the injector: `injected`, or `invalid` (fail-open, with [`ERROR`]).
+    pub const STATUS: &str = "quiver.dev/status";
+    /// Written by the injector in fail-open mode: why no sidecar was added.
+    pub const ERROR: &str = "quiver.dev/error";
+
+    /// Every `quiver.dev/` annotation there is; any other is reported as a typo.
+    pub const ALL: [&str; 16] = [
+        INJECT,
+        INJECT_COMPONENTS,
+        NATIVE_SIDECAR,
+        REPO_CONFIGMAP,
+        REGISTRY_URL,
+        PROJECT,
+        FEATURE_SERVICES,
+        ONLINE_STORE_SECRET,
+        PORT,
+        CACHE_BYTES,
+        REPLICATE,
+        CPU,
+        MEMORY,
+        IMAGE,
+        STATUS,
+        ERROR,
+    ];
+}
+
+/// The label KServe puts on every pod of an InferenceService (its name is the value).
+pub const KSERVE_ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
+/// The label KServe puts on a component's pods: `predictor`, `transformer` or `explainer`.
+pub const KSERVE_COMPONENT_LABEL: &str = "component";
+const KSERVE_COMPONENTS: [&str; 3] = ["predictor", "transformer", "explainer"];
+
+pub const CONTAINER_NAME: &str = "quiver-sidecar";
+pub const REPO_VOLUME: &str = "quiver-repo";
+pub const STATE_VOLUME: &str = "quiver-state";
+/// Where the sidecar sees the feature repo (the ConfigMap: feature_store.yaml, registry.db).
+pub const REPO_MOUNT: &str = "/etc/quiver/repo";
+/// The sidecar's writable directory (its root file system is read-only) and working directory.
+pub const STATE_MOUNT: &str = "/var/lib/quiver";
+pub const DEFAULT_PORT: u16 = 6566;
+/// `quiver:<version>`, the image the Dockerfile builds; override with `--image`.
+pub const DEFAULT_IMAGE: &str = concat!("quiver:", env!("CARGO_PKG_VERSION"));
+/// Memory the sidecar process needs beyond its cache (runtime, buffers, the registry).
+const MEMORY_HEADROOM: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// The injector's own configuration: defaults for what a pod does not annotate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectorConfig {
+    pub image: String,
+    /// Inject as a native sidecar (an init container with `restartPolicy: Always`, Kubernetes
+    /// 1.29+) unless a pod says otherwise.
+    pub native_sidecar: bool,
+    /// Namespaces whose pods are never touched, whatever they carry.
+    pub excluded_namespaces: Vec<String>,
+    /// Admit pods whose annotations are bad (without a sidecar, with a warning and a
+    /// `quiver.dev/error` annotation) instead of denying them.
+    pub fail_open: bool,
+    /// The ConfigMap used when a pod names none.
+    pub repo_configmap: Option<String>,
+    pub cpu: String,
+    pub memory: String,
+    pub cache_bytes: String,
+}
+
+impl Default for InjectorConfig {
+    fn default() -> InjectorConfig {
+        InjectorConfig {
+            image: DEFAULT_IMAGE.to_owned(),
+            native_sidecar: true,
+            excluded_namespaces: ["kube-system", "kube-public", "kube-node-lease"]
+                .map(str::to_owned)
+                .to_vec(),
+            fail_open: false,
+            repo_configmap: None,
+            cpu: "100m".to_owned(),
+            memory: "384Mi".to_owned(),
+            cache_bytes: "256MiB".to_owned(),
+        }
+    }
+}
+
+impl InjectorConfig {
+    /// Checks the defaults with the same rules as the annotations, so a bad default is found at
+    /// start-up rather than in every pod. Errors name the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_image(&self.image) {
+            problems.push(format!("--image: {e}"));
+        }
+        if let Some(cm) = &self.repo_configmap
+            && let Err(e) = check_object_name(cm)
+        {
+            problems.push(format!("--repo-configmap: {e}"));
+        }
+        for ns in &self.excluded_namespaces {
+            if check_object_name(ns).is_err() || ns.contains('.') {
+                problems.push(format!(
+                    "--exclude-namespaces: {ns:?} is not a namespace name"
+                ));
+            }
+        }
+        let cpu = check_cpu(&self.cpu).map_err(|e| problems.push(format!("--cpu: {e}")));
+        let memory =
+            check_memory(&self.memory).map_err(|e| problems.push(format!("--memory: {e}")));
+        let cache = quiver_core::size::parse_bytes(&self.cache_bytes)
+            .map_err(|e| problems.push(format!("--cache-bytes: {e}")));
+        if let (Ok(()), Ok(memory), Ok(cache)) = (cpu, memory, cache)
+            && let Err(e) = check_headroom(memory, cache)
+        {
+            problems.push(format!("--memory {}: {e}", self.memory));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// What one admission decided, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Injected {
+        native: bool,
+    },
+    Skipped(SkipReason),
+    /// Bad annotations: denied, or admitted without a sidecar in fail-open mode.
+    Invalid {
+        admitted: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    NotAPodCreate,
+    ExcludedNamespace,
+    NotRequested,
+    ComponentNotChosen,
+    AlreadyInjected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Injected { native: true } => "injected-native",
+            Outcome::Injected { native: false } => "injected-container",
+            Outcome::Skipped(SkipReason::NotAPodCreate) => "skipped-not-a-pod-create",
+            Outcome::Skipped(SkipReason::ExcludedNamespace) => "skipped-excluded-namespace",
+            Outcome::Skipped(SkipReason::NotRequested) => "skipped-not-requested",
+            Outcome::Skipped(SkipReason::ComponentNotChosen) => "skipped-component",
+            Outcome::Skipped(SkipReason::AlreadyInjected) => "skipped-already-injected",
+            Outcome::Invalid { admitted: false } => "denied",
+            Outcome::Invalid { admitted: true } => "invalid-admitted",
+        }
+    }
+}
+
+/// Everything the sidecar is built from, after every annotation was checked.
+#[derive(Debug, Clone, PartialEq)]
+struct SidecarPlan {
+    image: String,
+    native: bool,
+    port: u16,
+    repo_configmap: String,
+    registry_url: Option<String>,
+    project: Option<String>,
+    feature_services: Vec<String>,
+    online_store_secret: Option<String>,
+    cache_bytes: String,
+    replicate: Vec<String>,
+    cpu: String,
+    memory: String,
+}
+
+/// Decides one admission request. Never fails: whatever is wrong with the request becomes a
+/// denial (or, fail-open, a warning) whose message says what and where.
+pub fn admit(request: &AdmissionRequest, config: &InjectorConfig) -> (AdmissionResponse, Outcome) {
+    let uid = request.uid.as_str();
+    let skip = |reason| (AdmissionResponse::allow(uid), Outcome::Skipped(reason));
+    let is_pod_create = request.kind.group.is_empty()
+        && request.kind.kind == "Pod"
+        && request.operation == "CREATE";
+    let Some(object) = request.object.as_ref().filter(|_| is_pod_create) else {
+        return skip(SkipReason::NotAPodCreate);
+    };
+    let pod: Pod = match serde_json::from_value(object.clone()) {
+        Ok(pod) => pod,
+        Err(e) => {
+            return invalid_pod(
+                uid,
+                config,
+                vec![format!("the pod in the request could not be read: {e}")],
+                false,
+            );
+        }
+    };
+    let namespace = if request.namespace.is_empty() {
+        pod.metadata.namespace.as_deref().unwrap_or_default()
+    } else {
+        request.namespace.as_str()
+    };
+    if config.excluded_namespaces.iter().any(|n| n == namespace) {
+        return skip(SkipReason::ExcludedNamespace);
+    }
+    let empty = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    match annotations.get(annotations::INJECT).map(String::as_str) {
+        None => return skip(SkipReason::NotRequested),
+        Some(v) if v.eq_ignore_ascii_case("false") => return skip(SkipReason::NotRequested),
+        Some(v) if v.eq_ignore_ascii_case("true") => {}
+        Some(v) => {
+            return invalid(
+                uid,
+                config,
+                vec![format!(
+                    "{}: {v:?} is not a boolean: expected \"true\" or \"false\"",
+                    annotations::INJECT
+                )],
+            );
+        }
+    }
+    if already_injected(&pod) {
+        return skip(SkipReason::AlreadyInjected);
+    }
+    let chosen = match chosen_components(annotations) {
+        Ok(c) => c,
+        Err(e) => return invalid(uid, config, vec![e]),
+    };
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    // The component filter is for KServe's pods; any other pod that carries the annotation
+    // and reaches the webhook (the objectSelector decides that) is injected.
+    if labels.contains_key(KSERVE_ISVC_LABEL) {
+        let component = labels.get(KSERVE_COMPONENT_LABEL).map(String::as_str);
+        if !component.is_some_and(|c| chosen.contains(&c)) {
+            return skip(SkipReason::ComponentNotChosen);
+        }
+    }
+    let plan = match plan(&pod, annotations, config) {
+        Ok(plan) => plan,
+        Err(problems) => return invalid(uid, config, problems),
+    };
+    let ops = patch(object, &plan);
+    match AdmissionResponse::allow_with_patch(uid, &ops) {
+        Ok(resp) => (
+            resp,
+            Outcome::Injected {
+                native: plan.native,
+            },
+        ),
+        Err(e) => invalid(uid, config, vec![e]),
+    }
+}
+
+/// A sidecar is there already (this is a reinvocation, or the pod was written with one).
+fn already_injected(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|spec| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .any(|c| c.name == CONTAINER_NAME)
+    })
+}
+
+fn chosen_components(annotations: &BTreeMap<String, String>) -> Result<Vec<&str>, String> {
+    let Some(text) = annotations.get(annotations::INJECT_COMPONENTS) else {
+        return Ok(vec!["predictor"]);
+    };
+    let list = split_list(text);
+    let bad: Vec<&str> = list
+        .iter()
+        .copied()
+        .filter(|c| !KSERVE_COMPONENTS.contains(c))
+        .collect();
+    if list.is_empty() || !bad.is_empty() {
+        return Err(format!(
+            "{}: {text:?}: expected a comma-separated list of predictor, transformer, explainer",
+            annotations::INJECT_COMPONENTS
+        ));
+    }
+    Ok(list)
+}
+
+fn owned_list(text: Option<&str>) -> Vec<String> {
+    text.map(split_list)
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn split_list(text: &str) -> Vec<&str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Reads every annotation; all problems are reported together.
+fn plan(
+    pod: &Pod,
+    annotations: &BTreeMap<String, String>,
+    config: &InjectorConfig,
+) -> Result<SidecarPlan, Vec<String>> {
+    use crate::inject::annotations as a;
+    let mut problems = Vec::new();
+    let mut unknown: Vec<&str> = annotations
+        .keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("quiver.dev/") && !a::ALL.contains(k))
+        .collect();
+    unknown.sort_unstable();
+    for key in unknown {
+        let closest = a::ALL
+            .iter()
+            .map(|known| (edit_distance(key, known), known))
+            .min();
+        problems.push(match closest {
+            Some((d, known)) if d <= 3 => {
+                format!("{key}: unknown annotation: did you mean {known}?")
+            }
+            _ => format!(
+                "{key}: unknown annotation: the quiver.dev annotations are {}",
+                a::ALL[..a::ALL.len() - 2].join(", ")
+            ),
+        });
+    }
+    let get = |key: &str| annotations.get(key).map(|v| v.trim());
+    let mut check = |key: &str, default: Option<&str>, f: &dyn Fn(&str) -> Result<(), String>| {
+        let value = get(key).or(default)?;
+        match f(value) {
+            Ok(()) => Some(value.to_owned()),
+            Err(e) => {
+                problems.push(format!("{key}: {e}"));
+                None
+            }
+        }
+    };
+
+    let image = check(a::IMAGE, Some(&config.image), &check_image);
+    let repo_configmap = check(
+        a::REPO_CONFIGMAP,
+        config.repo_configmap.as_deref(),
+        &check_object_name,
+    );
+    let online_store_secret = check(a::ONLINE_STORE_SECRET, None, &check_object_name);
+    let registry_url = check(a::REGISTRY_URL, None, &check_url);
+    let project = check(a::PROJECT, None, &|p| {
+        if quiver_registry::config::is_valid_project_name(p) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{p:?} is not a project name: use letters, digits, underscores and hyphens, not starting with _ or -"
+            ))
+        }
+    });
+    let feature_services = check(a::FEATURE_SERVICES, None, &check_names);
+    let replicate = check(a::REPLICATE, None, &check_names);
+    let cpu = check(a::CPU, Some(&config.cpu), &|v| check_cpu(v));
+    let memory = check(a::MEMORY, Some(&config.memory), &|v| {
+        check_memory(v).map(|_| ())
+    });
+    let cache_bytes = check(a::CACHE_BYTES, Some(&config.cache_bytes), &|v| {
+        quiver_core::size::parse_bytes(v).map(|_| ())
+    });
+    let port = check(a::PORT, None, &|v| check_port(v, pod));
+    let native = check(a::NATIVE_SIDECAR, None, &|v| {
+        if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+            Ok(())
+        } else {
+            Err(format!(
+                "{v:?} is not a boolean: expected \"true\" or \"false\""
+            ))
+        }
+    });
+    if let (Some(memory), Some(cache)) = (&memory, &cache_bytes)
+        && let (Ok(m), Ok(c)) = (check_memory(memory), quiver_core::size::parse_bytes(cache))
+        && let Err(e) = check_headroom(m, c)
+    {
+        let key = if get(a::MEMORY).is_some() {
+            a::MEMORY
+        } else {
+            a::CACHE_BYTES
+        };
+        problems.push(format!("{key}: memory {memory} with cache {cache}: {e}"));
+    }
+    if repo_configmap.is_none() && get(a::REPO_CONFIGMAP).is_none() {
+        problems.push(format!(
+            "{}: required: name the ConfigMap holding the feature repo (feature_store.yaml, and registry.db for a file registry) in the pod's namespace",
+            a::REPO_CONFIGMAP
+        ));
+    }
+    for volume in [REPO_VOLUME, STATE_VOLUME] {
+        let taken = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .is_some_and(|v| v.iter().any(|v| v.name == volume));
+        if taken {
+            problems.push(format!(
+                "{}: the pod already has a volume named {volume:?}, which the sidecar needs: rename it",
+                a::INJECT
+            ));
+        }
+    }
+    match (image, repo_configmap, cpu, memory, cache_bytes) {
+        (Some(image), Some(repo_configmap), Some(cpu), Some(memory), Some(cache_bytes))
+            if problems.is_empty() =>
+        {
+            Ok(SidecarPlan {
+                image,
+                native: native.map_or(config.native_sidecar, |v| v.eq_ignore_ascii_case("true")),
+                port: port.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT),
+                repo_configmap,
+                registry_url,
+                project,
+                feature_services: owned_list(feature_services.as_deref()),
+                online_store_secret,
+                cache_bytes,
+                replicate: owned_list(replicate.as_deref()),
+                cpu,
+                memory,
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+/// Levenshtein distance, for suggesting the annotation a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+fn check_image(v: &str) -> Result<(), String> {
+    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!(
+            "{v:?} is not an image reference: expected e.g. registry.example.com/quiver:0.1.0"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A DNS-1123 subdomain, what ConfigMap and Secret names must be.
+fn check_object_name(v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} is not an object name: expected lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+fn check_url(v: &str) -> Result<(), String> {
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        Some(h) if !h.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{v:?} is not a URL: expected http://host:port or https://host:port, e.g. http://quiver-registry.quiver.svc:6570"
+        )),
+    }
+}
+
+/// Comma-separated Feast object names (feature views or feature services).
+fn check_names(v: &str) -> Result<(), String> {
+    let names = split_list(v);
+    let ok = !names.is_empty()
+        && names.iter().all(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?}: expected a comma-separated list of names (letters, digits, '_', '-', '.')"
+        ))
+    }
+}
+
+fn check_cpu(v: &str) -> Result<(), String> {
+    match quantity::parse(v) {
+        Some(cores) if cores > 0.0 => Ok(()),
+        _ => Err(format!(
+            "{v:?} is not a CPU quantity: expected e.g. 100m, 250m, 0.5 or 1"
+        )),
+    }
+}
+
+/// The memory in bytes.
+fn check_memory(v: &str) -> Result<f64, String> {
+    match quantity::parse(v) {
+        Some(bytes) if bytes >= 1.0 => Ok(bytes),
+        _ => Err(format!(
+            "{v:?} is not a memory quantity: expected e.g. 384Mi, 1Gi or 500M"
+        )),
+    }
+}
+
+fn check_headroom(memory: f64, cache: usize) -> Result<(), String> {
+    #[allow(clippy::cast_precision_loss)] // sizes far below 2^52 bytes
+    let needed = cache as f64 + MEMORY_HEADROOM;
+    if memory < needed {
+        Err(format!(
+            "too little memory for the cache: the sidecar needs the cache plus 64Mi ({} MiB here)",
+            (needed / (1024.0 * 1024.0)).ceil()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_port(v: &str, pod: &Pod) -> Result<(), String> {
+    let port: u16 = match v.parse() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(format!(
+                "{v:?} is not a port: expected a number from 1 to 65535"
+            ));
+        }
+    };
+    let taken = pod.spec.as_ref().and_then(|spec| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| {
+                c.ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.container_port == i32::from(port))
+            })
+    });
+    match taken {
+        Some(c) => Err(format!(
+            "port {port} is already used by container {:?} in this pod: choose another",
+            c.name
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An answer for bad annotations: denied, or (fail-open) admitted without a sidecar, with a
+/// warning for the client and the reason on the pod (`quiver.dev/error`).
+fn invalid(
+    uid: &str,
+    config: &InjectorConfig,
+    problems: Vec<String>,
+) -> (AdmissionResponse, Outcome) {
+    invalid_pod(uid, config, problems, true)
+}
+
+/// As [`invalid`]; `annotate` is false when the pod could not be read, so its annotations map
+/// may not exist for a patch to add to.
+fn invalid_pod(
+    uid: &str,
+    config: &InjectorConfig,
+    problems: Vec<String>,
+    annotate: bool,
+) -> (AdmissionResponse, Outcome) {
+    let summary = match problems.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} problems: {}", many.len(), many.join("; ")),
+    };
+    if !config.fail_open {
+        return (
+            AdmissionResponse::deny(
+                uid,
+                422,
+                "Invalid",
+                format!("quiver sidecar injection: {summary}"),
+            ),
+            Outcome::Invalid { admitted: false },
+        );
+    }
+    let ops = [
+        PatchOp::add(
+            annotation_path(annotations::STATUS),
+            Value::String("invalid".to_owned()),
+        ),
+        PatchOp::add(
+            annotation_path(annotations::ERROR),
+            Value::String(summary.clone()),
+        ),
+    ];
+    let ops: &[PatchOp] = if annotate { &ops } else { &[] };
+    let mut resp = AdmissionResponse::allow_with_patch(uid, ops)
+        .unwrap_or_else(|_| AdmissionResponse::allow(uid));
+    resp.warnings = vec![format!("quiver sidecar not injected: {summary}")];
+    (resp, Outcome::Invalid { admitted: true })
+}
+
+fn annotation_path(key: &str) -> String {
+    format!("/metadata/annotations/{}", pointer_segment(key))
+}
+
+/// The operations, written against the pod as it arrived: an array that is absent (or null)
+/// is added whole, an existing one is appended to.
+fn patch(object: &Value, plan: &SidecarPlan) -> Vec<PatchOp> {
+    let mut ops = vec![PatchOp::add(
+        annotation_path(annotations::STATUS),
+        Value::String("injected".to_owned()),
+    )];
+    let volumes = [repo_volume(plan), state_volume()];
+    let has = |field: &str| {
+        object
+            .pointer(&format!("/spec/{field}"))
+            .is_some_and(Value::is_array)
+    };
+    if has("volumes") {
+        for v in &volumes {
+            ops.push(PatchOp::add("/spec/volumes/-", to_json(v)));
+        }
+    } else {
+        ops.push(PatchOp::add("/spec/volumes", to_json(&volumes.to_vec())));
+    }
+    let container = sidecar_container(plan);
+    let field = if plan.native {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    // Appended last: after istio-init and KServe's storage-initializer, so the mesh's rules are
+    // in place before the sidecar connects to the online store.
+    if has(field) {
+        ops.push(PatchOp::add(
+            format!("/spec/{field}/-"),
+            to_json(&container),
+        ));
+    } else {
+        ops.push(PatchOp::add(
+            format!("/spec/{field}"),
+            to_json(&vec![container]),
+        ));
+    }
+    ops
+}
+
+/// k8s-openapi objects to JSON. Their `Serialize` cannot fail (string keys only), so a failure
+/// would be a bug; it degrades to `null` rather than a panic on the request path.
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn repo_volume(plan: &SidecarPlan) -> Volume {
+    Volume {
+        name: REPO_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: plan.repo_configmap.clone(),
+            optional: Some(false),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn state_volume() -> Volume {
+    Volume {
+        name: STATE_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(i32::from(port)),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(period.min(2)),
+        ..Probe::default()
+    }
+}
+
+fn sidecar_container(plan: &SidecarPlan) -> Container {
+    let port = plan.port.to_string();
+    // `--host 0.0.0.0`: kubelet's HTTP probes connect to the pod IP, not to loopback, so a
+    // sidecar bound to 127.0.0.1 would never be ready. The model still calls localhost.
+    let mut args: Vec<String> = [
+        "serve",
+        "--log-format",
+        "json",
+        "--repo",
+        REPO_MOUNT,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        &port,
+        "--cache-bytes",
+        &plan.cache_bytes,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if !plan.replicate.is_empty() {
+        args.push("--replicate".to_owned());
+        args.push(plan.replicate.join(","));
+    }
+    // Read by the registry sync client (the registry service's issue); `quiver serve` before it
+    // reads the registry file the ConfigMap holds.
+    let env: Vec<EnvVar> = [
+        ("QUIVER_REGISTRY_URL", plan.registry_url.clone()),
+        ("QUIVER_PROJECT", plan.project.clone()),
+        (
+            "QUIVER_FEATURE_SERVICES",
+            (!plan.feature_services.is_empty()).then(|| plan.feature_services.join(",")),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        value.map(|value| EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            ..EnvVar::default()
+        })
+    })
+    .collect();
+    // The Secret's keys become the environment: FEATURE_STORE_YAML_BASE64 (the whole
+    // feature_store.yaml, connection string and password included) or QUIVER_* settings.
+    let env_from = plan.online_store_secret.as_ref().map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.clone(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]
+    });
+    let quantity = |v: &str| Quantity(v.to_owned());
+    Container {
+        name: CONTAINER_NAME.to_owned(),
+        image: Some(plan.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        env_from,
+        ports: Some(vec![ContainerPort {
+            name: Some("quiver-http".to_owned()),
+            container_port: i32::from(plan.port),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), quantity(&plan.cpu)),
+                ("memory".to_owned(), quantity(&plan.memory)),
+            ])),
+            // No CPU limit: throttling shows up as tail latency on the model's requests.
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                quantity(&plan.memory),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        // Startup on /health: a native sidecar holds back the model's containers until it
+        // listens. Readiness on /ready: the pod takes traffic once the online store answers
+        // (and, in replicate mode, once the first load is done).
+        startup_probe: Some(http_probe("/health", plan.port, 1, 30)),
+        readiness_probe: Some(http_probe("/ready", plan.port, 5, 3)),
+        liveness_probe: Some(http_probe("/health", plan.port, 10, 3)),
+        restart_policy: plan.native.then(|| "Always".to_owned()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: REPO_VOLUME.to_owned(),
+                mount_path: REPO_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: STATE_VOLUME.to_owned(),
+                mount_path: STATE_MOUNT.to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        working_dir: Some(STATE_MOUNT.to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}

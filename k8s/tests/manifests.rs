@@ -1,0 +1,733 @@
+//! The manifests in k8s/: `kubectl kustomize` renders them, every object parses into its
+//! k8s-openapi type and serializes back to exactly what was written (so a misspelt or
+//! misplaced field fails here, not at `kubectl apply`), the custom resources (KServe,
+//! cert-manager) have the fields they need, and the pieces refer to each other correctly.
+//!
+//! Needs `kubectl` on PATH (Debian: `apt-get install kubernetes-client`; .ci/run installs it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+fn k8s_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `kubectl kustomize DIR`, as documents.
+fn render(dir: &str) -> Vec<Value> {
+    let path = k8s_dir().join(dir);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run kubectl ({e}): the manifest tests need kubectl on PATH \
+                 (Debian: apt-get install kubernetes-client; .ci/run installs it)"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let yaml = serde_yaml::Value::deserialize(doc).unwrap();
+            serde_json::to_value(yaml).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+use serde::Deserialize;
+
+/// The first place where what was written (`a`) and what the type reads back (`b`) differ, as
+/// a path. k8s-openapi writes `apiVersion` and `kind` on embedded objects (a StatefulSet's
+/// volumeClaimTemplates) where a manifest leaves them out; that is the one addition allowed.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for key in x.keys().chain(y.keys()) {
+                let p = format!("{path}.{key}");
+                match (x.get(key), y.get(key)) {
+                    (Some(u), Some(v)) => {
+                        if let Some(d) = first_difference(u, v, &p) {
+                            return Some(d);
+                        }
+                    }
+                    (None, Some(_)) if key == "apiVersion" || key == "kind" => {}
+                    (u, v) => return Some(format!("{p}: {u:?} vs {v:?}")),
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_difference(u, v, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{path}: {a} vs {b}")),
+    }
+}
+
+/// Parses `doc` as `T` and checks that nothing was lost on the way: every field written is one
+/// the API knows, in the right place, with the right type.
+fn typed<T: DeserializeOwned + serde::Serialize + k8s_openapi::Resource>(doc: &Value) -> T {
+    let name = format!("{} {}", T::KIND, doc["metadata"]["name"]);
+    assert_eq!(doc["apiVersion"], T::API_VERSION, "{name}");
+    let object: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let back = serde_json::to_value(&object).unwrap();
+    if let Some(d) = first_difference(doc, &back, "") {
+        panic!("{name}: not what k8s-openapi reads back (a misspelt or misplaced field?): {d}");
+    }
+    object
+}
+
+/// Every object of a render, checked, by kind.
+#[derive(Default)]
+struct Rendered {
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    config_maps: Vec<ConfigMap>,
+    secrets: Vec<Secret>,
+    services: Vec<Service>,
+    deployments: Vec<Deployment>,
+    stateful_sets: Vec<StatefulSet>,
+    cron_jobs: Vec<CronJob>,
+    pdbs: Vec<PodDisruptionBudget>,
+    webhooks: Vec<MutatingWebhookConfiguration>,
+    network_policies: Vec<NetworkPolicy>,
+    rbac: usize,
+    /// Custom resources, as written: (kind, document).
+    custom: Vec<(String, Value)>,
+}
+
+fn check_all(docs: &[Value]) -> Rendered {
+    let mut r = Rendered::default();
+    for doc in docs {
+        let api = doc["apiVersion"].as_str().unwrap_or_default();
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        match (api, kind) {
+            ("v1", "Namespace") => r.namespaces.push(typed(doc)),
+            ("v1", "ServiceAccount") => r.service_accounts.push(typed(doc)),
+            ("v1", "ConfigMap") => r.config_maps.push(typed(doc)),
+            ("v1", "Secret") => r.secrets.push(typed(doc)),
+            ("v1", "Service") => r.services.push(typed(doc)),
+            ("apps/v1", "Deployment") => r.deployments.push(typed(doc)),
+            ("apps/v1", "StatefulSet") => r.stateful_sets.push(typed(doc)),
+            ("batch/v1", "CronJob") => r.cron_jobs.push(typed(doc)),
+            ("policy/v1", "PodDisruptionBudget") => r.pdbs.push(typed(doc)),
+            ("networking.k8s.io/v1", "NetworkPolicy") => r.network_policies.push(typed(doc)),
+            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+                r.webhooks.push(typed(doc));
+            }
+            ("rbac.authorization.k8s.io/v1", "Role") => {
+                typed::<Role>(doc);
+                r.rbac += 1;
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                typed::<ClusterRole>(doc);
+                r.rbac += 1;
+            }
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                typed::<RoleBinding>(doc);
+                r.rbac += 1;
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                typed::<ClusterRoleBinding>(doc);
+                r.rbac += 1;
+            }
+            ("cert-manager.io/v1", "Issuer" | "Certificate")
+            | ("serving.kserve.io/v1beta1", "InferenceService") => {
+                r.custom.push((kind.to_owned(), doc.clone()));
+            }
+            _ => panic!("{api} {kind}: a kind this test does not know; add it"),
+        }
+    }
+    r
+}
+
+fn pod_specs(r: &Rendered) -> Vec<(String, &PodSpec)> {
+    let mut specs = Vec::new();
+    for d in &r.deployments {
+        specs.push((
+            format!("Deployment {}", d.metadata.name.as_deref().unwrap()),
+            d.spec.as_ref().unwrap().template.spec.as_ref().unwrap(),
+        ));
+    }
+    for s in &r.stateful_sets {
+        specs.push((
+            format!("StatefulSet {}", s.metadata.name.as_deref().unwrap()),
+            s.spec.as_ref().unwrap().template.spec.as_ref().unwrap(),
+        ));
+    }
+    for c in &r.cron_jobs {
+        let job = c.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap();
+        specs.push((
+            format!("CronJob {}", c.metadata.name.as_deref().unwrap()),
+            job.template.spec.as_ref().unwrap(),
+        ));
+    }
+    specs
+}
+
+fn first_container<'a>(r: &'a Rendered, deployment_name: &str) -> &'a Container {
+    &deployment(r, deployment_name)
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn deployment<'a>(r: &'a Rendered, name: &str) -> &'a Deployment {
+    r.deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Deployment {name}"))
+}
+
+fn service<'a>(r: &'a Rendered, name: &str) -> &'a Service {
+    r.services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Service {name}"))
+}
+
+/// The base: what every installation has.
+fn check_base(r: &Rendered) {
+    assert_eq!(r.namespaces.len(), 1);
+    let ns = r.namespaces[0].metadata.name.as_deref().unwrap();
+    assert_eq!(ns, "quiver");
+
+    // Least privilege: no component calls the API, so no Role and no token anywhere.
+    assert_eq!(r.rbac, 0, "no component needs API access");
+    for sa in &r.service_accounts {
+        assert_eq!(sa.automount_service_account_token, Some(false));
+    }
+    for (what, spec) in pod_specs(r) {
+        let sa = spec
+            .service_account_name
+            .as_deref()
+            .unwrap_or_else(|| panic!("{what}: no serviceAccountName"));
+        assert!(
+            r.service_accounts
+                .iter()
+                .any(|s| s.metadata.name.as_deref() == Some(sa)),
+            "{what}: ServiceAccount {sa} is not in the manifests"
+        );
+        assert_eq!(spec.automount_service_account_token, Some(false), "{what}");
+        // The namespace enforces the restricted Pod Security Standard.
+        let psc = spec
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no securityContext"));
+        assert_eq!(psc.run_as_non_root, Some(true), "{what}");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{what}"
+        );
+        for c in &spec.containers {
+            let sc = c
+                .security_context
+                .as_ref()
+                .unwrap_or_else(|| panic!("{what}: {} has no securityContext", c.name));
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_owned()][..]),
+                "{what}"
+            );
+            assert!(
+                c.resources
+                    .as_ref()
+                    .is_some_and(|r| r.limits.as_ref().is_some_and(|l| l.contains_key("memory"))),
+                "{what}: a memory limit"
+            );
+        }
+        // Every ConfigMap or Secret a pod mounts or reads is in the manifests, or optional,
+        // or made by cert-manager / webhook-certs.sh (the injector's TLS Secret).
+        for v in spec.volumes.iter().flatten() {
+            if let Some(cm) = &v.config_map {
+                assert!(
+                    r.config_maps
+                        .iter()
+                        .any(|m| m.metadata.name.as_deref() == Some(cm.name.as_str())),
+                    "{what}: ConfigMap {}",
+                    cm.name
+                );
+            }
+            if let Some(s) = &v.secret {
+                assert_eq!(
+                    s.secret_name.as_deref(),
+                    Some("quiver-injector-tls"),
+                    "{what}"
+                );
+            }
+        }
+        for c in &spec.containers {
+            for from in c.env_from.iter().flatten() {
+                let s = from.secret_ref.as_ref().unwrap();
+                assert!(
+                    s.optional == Some(true)
+                        || r.secrets
+                            .iter()
+                            .any(|x| x.metadata.name.as_deref() == Some(s.name.as_str())),
+                    "{what}: Secret {}",
+                    s.name
+                );
+            }
+        }
+    }
+    // Each Service selects the pods of its workload and targets a port they declare.
+    for svc in &r.services {
+        let name = svc.metadata.name.as_deref().unwrap();
+        let spec = svc.spec.as_ref().unwrap();
+        let selector = spec.selector.as_ref().unwrap();
+        let pods: Vec<&PodSpec> = r
+            .deployments
+            .iter()
+            .map(|d| &d.spec.as_ref().unwrap().template)
+            .chain(
+                r.stateful_sets
+                    .iter()
+                    .map(|s| &s.spec.as_ref().unwrap().template),
+            )
+            .filter(|t| {
+                let labels = t.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .map(|t| t.spec.as_ref().unwrap())
+            .collect();
+        assert_eq!(pods.len(), 1, "Service {name} selects one workload");
+        for port in spec.ports.iter().flatten() {
+            let target = match port.target_port.as_ref().unwrap() {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+                other => {
+                    panic!("Service {name}: target port {other:?}: use the container port's name")
+                }
+            };
+            assert!(
+                pods[0]
+                    .containers
+                    .iter()
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .any(|p| p.name.as_deref() == Some(target.as_str())),
+                "Service {name}: no container port named {target}"
+            );
+        }
+    }
+    for (what, spec) in pod_specs(r) {
+        for c in &spec.containers {
+            if c.image.as_deref().unwrap().starts_with("quiver:") {
+                assert_eq!(
+                    c.image.as_deref(),
+                    Some(quiver_k8s::inject::DEFAULT_IMAGE),
+                    "{what}: the image the Dockerfile builds"
+                );
+            }
+        }
+    }
+
+    // The injector: two replicas behind a Service, a disruption budget, its certificate from
+    // the Secret the Certificate (or webhook-certs.sh) writes.
+    let injector = deployment(r, "quiver-injector");
+    let spec = injector.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    let args = c.args.as_ref().unwrap();
+    assert_eq!(&args[..2], ["inject", "serve"]);
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    let tls = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.secret.is_some())
+        .unwrap();
+    let mount = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == tls.name)
+        .unwrap();
+    assert_eq!(
+        arg("--tls-cert"),
+        Some(format!("{}/tls.crt", mount.mount_path))
+    );
+    assert_eq!(
+        arg("--tls-key"),
+        Some(format!("{}/tls.key", mount.mount_path))
+    );
+    let port: i32 = arg("--port").unwrap().parse().unwrap();
+    assert!(
+        c.ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.container_port == port && p.name.as_deref() == Some("https"))
+    );
+    let env: BTreeMap<&str, &str> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        env["QUIVER_INJECT_IMAGE"],
+        c.image.as_deref().unwrap(),
+        "sidecars run the injector's image"
+    );
+    assert!(
+        env["QUIVER_INJECT_EXCLUDE_NAMESPACES"]
+            .split(',')
+            .any(|n| n == "quiver")
+    );
+    assert!(
+        r.pdbs
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("quiver-injector"))
+    );
+
+    // The webhook: what the issue asks for, pointing at the injector's Service.
+    assert_eq!(r.webhooks.len(), 1);
+    let hooks = r.webhooks[0].webhooks.as_ref().unwrap();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert_eq!(hook.admission_review_versions, ["v1"]);
+    assert_eq!(hook.side_effects, "None");
+    assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    assert!(matches!(
+        hook.failure_policy.as_deref(),
+        Some("Fail" | "Ignore")
+    ));
+    assert!(hook.timeout_seconds.is_some_and(|t| (1..=30).contains(&t)));
+    let svc_ref = hook.client_config.service.as_ref().unwrap();
+    assert_eq!(svc_ref.path.as_deref(), Some("/mutate"));
+    let svc = service(r, &svc_ref.name);
+    assert_eq!(
+        svc.metadata.namespace.as_deref(),
+        Some(svc_ref.namespace.as_str())
+    );
+    assert!(
+        svc.spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| Some(p.port) == svc_ref.port)
+    );
+    let rules = hook.rules.as_ref().unwrap();
+    assert_eq!(
+        rules[0].operations.as_deref(),
+        Some(&["CREATE".to_owned()][..])
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["pods".to_owned()][..])
+    );
+    let ns_labels = hook
+        .namespace_selector
+        .as_ref()
+        .unwrap()
+        .match_labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        ns_labels.get("quiver.dev/injection").map(String::as_str),
+        Some("enabled")
+    );
+    let obj = &hook
+        .object_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        (obj.key.as_str(), obj.operator.as_str()),
+        (quiver_k8s::inject::KSERVE_ISVC_LABEL, "Exists")
+    );
+    let condition = &hook.match_conditions.as_ref().unwrap()[0].expression;
+    assert!(condition.contains(quiver_k8s::inject::annotations::INJECT));
+
+    // The central components' feature_store.yaml is one quiver reads.
+    let repo = r
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("quiver-repo"))
+        .unwrap();
+    let text = &repo.data.as_ref().unwrap()["feature_store.yaml"];
+    quiver_registry::config::RepoConfig::parse(text, Path::new("/etc/quiver/repo"), "quiver-repo")
+        .unwrap_or_else(|e| panic!("ConfigMap quiver-repo: {e}"));
+
+    // The materialization job: the command the brief names, with the end time from `date`.
+    let cron = &r.cron_jobs[0];
+    let job = cron.spec.as_ref().unwrap();
+    assert_eq!(job.concurrency_policy.as_deref(), Some("Forbid"));
+    let c = &job
+        .job_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let script = c.args.as_ref().unwrap().join(" ");
+    assert!(script.contains("quiver materialize-incremental --repo /etc/quiver/repo \"$(date -u +%Y-%m-%dT%H:%M:%S)\""), "{script}");
+
+    // The registry service reads its store from the Secret, never from the manifest's args.
+    let c = first_container(r, "quiver-registry");
+    assert_eq!(
+        c.args.as_ref().unwrap()[..4],
+        ["registry", "serve", "--store", "$(QUIVER_REGISTRY_STORE)"]
+    );
+    let c = first_container(r, "quiver-offline");
+    assert_eq!(
+        c.args.as_ref().unwrap()[..],
+        ["offline", "serve", "--port", "8815"]
+    );
+
+    // The Redis to try it with sends keyspace notifications, which the sidecars use.
+    let redis = &r.stateful_sets[0];
+    let args = redis
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .as_ref()
+        .unwrap();
+    assert!(args.windows(2).any(|w| w[0] == "--notify-keyspace-events"
+        && w[1].contains('K')
+        && w[1].contains('h')
+        && w[1].contains('g')));
+}
+
+#[test]
+fn base_renders_and_every_object_parses() {
+    let r = check_all(&render("base"));
+    check_base(&r);
+    assert!(r.custom.is_empty());
+    // Without cert-manager nothing fills the caBundle: webhook-certs.sh does.
+    assert!(r.webhooks[0].metadata.annotations.is_none());
+}
+
+#[test]
+fn default_install_adds_cert_manager() {
+    let r = check_all(&render("."));
+    check_base(&r);
+    let issuer = r
+        .custom
+        .iter()
+        .find(|(k, _)| k == "Issuer")
+        .map(|(_, d)| d)
+        .expect("an Issuer");
+    let cert = r
+        .custom
+        .iter()
+        .find(|(k, _)| k == "Certificate")
+        .map(|(_, d)| d)
+        .expect("a Certificate");
+    for doc in [issuer, cert] {
+        assert_eq!(doc["apiVersion"], "cert-manager.io/v1");
+        assert_eq!(doc["metadata"]["namespace"], "quiver");
+    }
+    assert!(issuer["spec"]["selfSigned"].is_object());
+    assert_eq!(
+        cert["spec"]["issuerRef"]["name"],
+        issuer["metadata"]["name"]
+    );
+    assert_eq!(cert["spec"]["issuerRef"]["kind"], "Issuer");
+    // The Secret the injector mounts, for the name the API server calls.
+    assert_eq!(cert["spec"]["secretName"], "quiver-injector-tls");
+    let dns: Vec<&str> = cert["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(dns.contains(&"quiver-injector.quiver.svc"), "{dns:?}");
+    assert!(
+        cert["spec"]["usages"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("server auth"))
+    );
+    // cert-manager's CA injector fills caBundle from that Certificate.
+    let annotations = r.webhooks[0].metadata.annotations.as_ref().unwrap();
+    assert_eq!(
+        annotations["cert-manager.io/inject-ca-from"],
+        format!(
+            "{}/{}",
+            cert["metadata"]["namespace"].as_str().unwrap(),
+            cert["metadata"]["name"].as_str().unwrap()
+        )
+    );
+}
+
+#[test]
+fn kserve_example_renders_and_asks_for_a_sidecar() {
+    let r = check_all(&render("examples"));
+    let ns = &r.namespaces[0];
+    assert_eq!(
+        ns.metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("quiver.dev/injection")
+            .map(String::as_str),
+        Some("enabled"),
+        "the webhook's namespaceSelector"
+    );
+    let (_, isvc) = r
+        .custom
+        .iter()
+        .find(|(k, _)| k == "InferenceService")
+        .expect("an InferenceService");
+    assert_eq!(isvc["apiVersion"], "serving.kserve.io/v1beta1");
+    assert_eq!(
+        isvc["metadata"]["namespace"],
+        ns.metadata.name.as_deref().unwrap()
+    );
+    assert!(isvc["spec"]["predictor"]["model"]["modelFormat"]["name"].is_string());
+    assert!(isvc["spec"]["predictor"]["model"]["storageUri"].is_string());
+    let transformer = &isvc["spec"]["transformer"]["containers"][0];
+    let url = transformer["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "FEATURE_SERVER_URL")
+        .unwrap();
+    assert_eq!(url["value"], "http://localhost:6566/get-online-features");
+
+    // The annotations, as KServe copies them to the transformer's pods, pass the injector's
+    // checks and give the transformer a sidecar.
+    let annotations = isvc["metadata"]["annotations"].clone();
+    let request = serde_json::json!({
+        "uid": "example", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "operation": "CREATE", "namespace": "models",
+        "object": {
+            "metadata": {
+                "annotations": annotations,
+                "labels": {"component": "transformer", "serving.kserve.io/inferenceservice": "driver-ranking"},
+            },
+            "spec": {"containers": [transformer.clone()]},
+        },
+    });
+    let (resp, outcome) = quiver_k8s::admit(
+        &serde_json::from_value(request).unwrap(),
+        &quiver_k8s::InjectorConfig::default(),
+    );
+    assert_eq!(
+        outcome,
+        quiver_k8s::Outcome::Injected { native: true },
+        "{:?}",
+        resp.status
+    );
+    let ops = resp.patch_ops().unwrap();
+    let sidecar = &ops.last().unwrap().value[0];
+    assert_eq!(
+        sidecar["ports"][0]["containerPort"], 6566,
+        "the port the transformer calls"
+    );
+
+    // The NetworkPolicy leaves only the model's port open; the sidecar's is not.
+    let np = &r.network_policies[0];
+    let ports: Vec<_> = np
+        .spec
+        .as_ref()
+        .unwrap()
+        .ingress
+        .as_ref()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i.ports.iter().flatten())
+        .collect();
+    assert!(!ports.is_empty());
+    assert!(
+        ports.iter().all(|p| p.port
+            != Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(6566)))
+    );
+
+    // The sidecar's feature_store.yaml (made into the ConfigMap by hand, with registry.db) is
+    // one quiver reads, with the registry beside it in the mount.
+    let text = std::fs::read_to_string(k8s_dir().join("examples/feature_store.yaml")).unwrap();
+    let config = quiver_registry::config::RepoConfig::parse(
+        &text,
+        Path::new("/etc/quiver/repo"),
+        "feature_store.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        config.local_registry_path().unwrap(),
+        Path::new("/etc/quiver/repo/registry.db")
+    );
+}
+
+/// The image the manifests run: the pods set runAsNonRoot, which the kubelet can only check
+/// against a numeric, non-zero USER; every command above is `quiver ...`.
+#[test]
+fn dockerfile_builds_a_non_root_quiver_image() {
+    let text = std::fs::read_to_string(k8s_dir().join("../Dockerfile")).unwrap();
+    let last_stage = text.rsplit("\nFROM ").next().unwrap();
+    let user = last_stage
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER in the runtime stage");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("USER {user} is not numeric"));
+    assert_ne!(uid, 0);
+    assert!(
+        last_stage
+            .lines()
+            .any(|l| l.trim() == "ENTRYPOINT [\"quiver\"]")
+    );
+    assert!(text.contains("cargo build --release --locked --bin quiver"));
+    // The materialization CronJob runs /bin/sh and date: the runtime image must have them.
+    assert!(
+        last_stage.starts_with("debian:"),
+        "a runtime with a shell: {}",
+        last_stage.lines().next().unwrap()
+    );
+}

@@ -98,6 +98,29 @@ enum StoreErrorMode {
     Degrade,
 }
 
+/// `to: offline` pushes: appended as Parquet to the push source's batch source.
+struct ParquetPush(Arc<quiver_offline::append::ParquetAppender>);
+
+impl quiver_sidecar::push::OfflineWriter for ParquetPush {
+    fn append(
+        &self,
+        source_uri: &str,
+        columns: &[(String, Vec<serde_json::Value>)],
+        rows: usize,
+        hints: &[(String, Option<quiver_core::ValueType>)],
+    ) -> Result<String, String> {
+        use quiver_offline::append::ColumnKind;
+        let hints: Vec<(String, ColumnKind)> = hints
+            .iter()
+            .map(|(c, t)| (c.clone(), t.map_or(ColumnKind::Time, ColumnKind::Value)))
+            .collect();
+        self.0
+            .append(source_uri, columns, rows, &hints)
+            .map(|p| p.display().to_string())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// `250ms`, `5s`, `2m`, `1h`, `1d`, or whole seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -236,6 +259,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 } => *key_ttl_seconds,
                 OnlineStoreConfig::Sqlite { .. } => None,
             },
+            offline: Some(Arc::new(ParquetPush(
+                quiver_offline::append::ParquetAppender::new(&config.repo_dir),
+            ))),
         })
     } else {
         None

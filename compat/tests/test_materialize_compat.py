@@ -324,3 +324,45 @@ def test_push_writes_what_feast_push_writes(tmp_path: Path, redis_server) -> Non
     ).to_dict()
     assert got["conv_rate"] == [0.125, 0.25]
     assert got["acc_rate"] == [0.375, 0.5]
+
+
+def test_push_to_offline_is_read_by_feast_historical_retrieval(tmp_path: Path, redis_server) -> None:
+    """`to: online_and_offline` appends to the push source's batch source: Feast's own
+    point-in-time retrieval (file offline store) sees the pushed rows, and the online store
+    has them too."""
+    from feast import FeatureStore
+
+    port, client = redis_server
+    repo = make_repo(tmp_path, f"online_store:\n  type: redis\n  connection_string: 127.0.0.1:{port}\n")
+    with QuiverServer(repo, "--enable-push") as server:
+        result = server.post(
+            "/push",
+            {
+                "push_source_name": "driver_stats_push",
+                "df": {
+                    "driver_id": [1001, 1005],
+                    "event_timestamp": ["2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z"],
+                    "created": ["2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z"],
+                    "conv_rate": [0.0625, 0.5],
+                    "acc_rate": [0.25, 0.75],
+                },
+                "to": "online_and_offline",
+            },
+        )
+        assert result["written"] == 2
+        assert result["offline"].endswith("driver_stats.parquet")
+    assert len(redis_dump(client)) == 2
+    store = FeatureStore(repo_path=str(repo))
+    entity_df = pd.DataFrame(
+        {
+            "driver_id": [1001, 1005, 1001],
+            "event_timestamp": [at(24.5), at(24.5), at(12.5)],
+        }
+    )
+    got = store.get_historical_features(
+        entity_df=entity_df, features=["driver_hourly_stats:conv_rate", "driver_hourly_stats:avg_daily_trips"]
+    ).to_df()
+    got = got.sort_values(["driver_id", "event_timestamp"]).reset_index(drop=True)
+    # 1001 at 12:30 still sees its source row of 11:00 (created 11:30); at 24:30 the pushed one.
+    assert list(got["conv_rate"].round(6)) == [0.75, 0.0625, 0.5]
+    assert got["avg_daily_trips"].isna().tolist() == [False, True, True]

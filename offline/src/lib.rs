@@ -3,6 +3,7 @@
 //! - [`source`]: Feast file sources (Parquet, Arrow IPC; a file or a folder of them) scanned as
 //!   Arrow batches, with column projection and row-group pruning on event-time statistics.
 //! - [`convert`]: Arrow cells → Feast's serialized `Value`s, entity keys and event times.
+//! - [`append`]: pushed rows appended to a file source as Parquet (`POST /push` to offline).
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
 //!   the whole window).
@@ -14,6 +15,7 @@
 
 use std::fmt;
 
+pub mod append;
 pub mod convert;
 pub mod materialize;
 pub mod source;

@@ -18,8 +18,22 @@ use serde_json::Value as Json;
 use crate::api::ApiError;
 use crate::registry::{ServingRegistry, ServingView};
 
+/// Where `to: offline` rows go. The sidecar does not link a Parquet writer: the binary plugs
+/// one in (quiver's offline crate appends to the push source's batch source).
+pub trait OfflineWriter: Send + Sync {
+    /// Appends the table to the file source at `source_uri`; `hints` give each column's type
+    /// (`None`: an event or created time). Returns where the rows went. All or nothing.
+    fn append(
+        &self,
+        source_uri: &str,
+        columns: &[(String, Vec<Json>)],
+        rows: usize,
+        hints: &[(String, Option<quiver_core::ValueType>)],
+    ) -> Result<String, String>;
+}
+
 /// What the write endpoints accept.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PushConfig {
     /// When set, writes need `Authorization: Bearer <token>`.
     pub token: Option<String>,
@@ -29,6 +43,20 @@ pub struct PushConfig {
     pub max_body_bytes: usize,
     /// Redis `EXPIRE` for written keys (Feast's `key_ttl_seconds`).
     pub key_ttl_seconds: Option<u64>,
+    /// `to: offline` support; without it such pushes are refused (501).
+    pub offline: Option<Arc<dyn OfflineWriter>>,
+}
+
+impl std::fmt::Debug for PushConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConfig")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("max_rows", &self.max_rows)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("key_ttl_seconds", &self.key_ttl_seconds)
+            .field("offline", &self.offline.is_some())
+            .finish()
+    }
 }
 
 impl Default for PushConfig {
@@ -38,6 +66,7 @@ impl Default for PushConfig {
             max_rows: 100_000,
             max_body_bytes: 16 << 20,
             key_ttl_seconds: None,
+            offline: None,
         }
     }
 }
@@ -339,20 +368,85 @@ pub fn view_rows(view: &ServingView, req: &WriteRequest) -> Result<Vec<WriteRow>
         .collect())
 }
 
-/// Writes a checked request to the online store, view by view; returns the rows written and
-/// skipped and the entity keys touched (for cache invalidation).
-pub async fn write_online(
+/// What a write did.
+pub struct Written {
+    pub online: WriteStats,
+    /// Entity keys written online (for cache invalidation).
+    pub keys: Vec<Vec<u8>>,
+    /// Where offline rows went, if any.
+    pub offline: Option<String>,
+}
+
+/// Performs a checked request: every view's rows are built (and so checked) first; then the
+/// offline append (all or nothing), then the online writes, view by view.
+pub async fn write(
     store: &OnlineStore,
     reg: &ServingRegistry,
-    req: &WriteRequest,
-    key_ttl_seconds: Option<u64>,
-) -> Result<(WriteStats, Vec<Vec<u8>>), ApiError> {
-    // Check every view's rows before writing any.
+    req: WriteRequest,
+    config: &PushConfig,
+) -> Result<Written, ApiError> {
     let mut batches = Vec::with_capacity(req.views.len());
     for &i in &req.views {
         let view = &reg.views[i];
-        batches.push((i, view_rows(view, req)?));
+        batches.push((i, view_rows(view, &req)?));
     }
+    let offline = if req.to == PushTo::Online {
+        None
+    } else {
+        let writer = config.offline.clone().ok_or_else(|| {
+            ApiError::new(
+                501,
+                "NotImplemented",
+                "to: offline is not available on this server (no offline writer configured); push with to: online",
+            )
+        })?;
+        // Every view of a push source shares its batch source.
+        let view = &reg.views[req.views[0]];
+        let uri = view.batch_source_uri.clone().ok_or_else(|| {
+            unprocessable(format!(
+                "feature view {}: its batch source is not a file source, so rows cannot be pushed offline",
+                view.name
+            ))
+        })?;
+        let mut hints: Vec<(String, Option<quiver_core::ValueType>)> = Vec::new();
+        for &i in &req.views {
+            let v = &reg.views[i];
+            hints.extend(v.join_keys.iter().map(|(k, t)| (k.clone(), Some(*t))));
+            hints.extend(v.features.iter().map(|(f, t)| (f.clone(), Some(*t))));
+            hints.push((v.timestamp_field.clone(), None));
+            hints.extend(v.created_field.clone().map(|c| (c, None)));
+        }
+        let (columns, rows) = (req.columns.clone(), req.rows);
+        let written =
+            tokio::task::spawn_blocking(move || writer.append(&uri, &columns, rows, &hints))
+                .await
+                .map_err(|e| ApiError::new(500, "OfflineWriteFailed", e.to_string()))?
+                .map_err(unprocessable)?;
+        Some(written)
+    };
+    if req.to == PushTo::Offline {
+        return Ok(Written {
+            online: WriteStats::default(),
+            keys: Vec::new(),
+            offline,
+        });
+    }
+    let (online, keys) = write_online(store, reg, batches, config.key_ttl_seconds).await?;
+    Ok(Written {
+        online,
+        keys,
+        offline,
+    })
+}
+
+/// Writes built rows to the online store, view by view; returns the rows written and skipped
+/// and the entity keys touched (for cache invalidation).
+async fn write_online(
+    store: &OnlineStore,
+    reg: &ServingRegistry,
+    batches: Vec<(usize, Vec<WriteRow>)>,
+    key_ttl_seconds: Option<u64>,
+) -> Result<(WriteStats, Vec<Vec<u8>>), ApiError> {
     let mut stats = WriteStats::default();
     let mut keys = Vec::new();
     for (i, rows) in batches {

@@ -41,6 +41,8 @@ pub struct ServingView {
     pub timestamp_field: String,
     /// The created-time column of the view's source, when it has one.
     pub created_field: Option<String>,
+    /// The path or URI of the view's file source (where `to: offline` pushes append).
+    pub batch_source_uri: Option<String>,
 }
 
 pub struct ServingRegistry {
@@ -168,6 +170,10 @@ impl ServingRegistry {
                 created_field: batch_source(v)
                     .map(|s| s.created_timestamp_column.clone())
                     .filter(|c| !c.is_empty()),
+                batch_source_uri: batch_source(v).and_then(|s| match &s.kind {
+                    SourceKind::File { uri, .. } => Some(uri.clone()),
+                    _ => None,
+                }),
             });
             layouts.push(layout);
         }

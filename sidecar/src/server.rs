@@ -193,34 +193,23 @@ async fn write(state: &Arc<State>, req: Request<Incoming>, by_source: bool) -> R
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    if request.to != crate::push::PushTo::Online {
-        return error_response(&ApiError::new(
-            501,
-            "NotImplemented",
-            "to: offline and online_and_offline are not supported by quiver serve yet; push with to: online",
-        ));
-    }
-    match crate::push::write_online(
-        &state.engine.store,
-        &registry,
-        &request,
-        config.key_ttl_seconds,
-    )
-    .await
-    {
-        Ok((stats, keys)) => {
-            for key in &keys {
+    match crate::push::write(&state.engine.store, &registry, request, config).await {
+        Ok(written) => {
+            for key in &written.keys {
                 state.engine.invalidate(&registry, key);
             }
-            state.metrics.rows_written.add(stats.written);
-            state.metrics.rows_skipped.add(stats.skipped);
-            json_response(
-                200,
-                format!(
-                    "{{\"status\":\"ok\",\"written\":{},\"skipped\":{}}}",
-                    stats.written, stats.skipped
-                ),
-            )
+            state.metrics.rows_written.add(written.online.written);
+            state.metrics.rows_skipped.add(written.online.skipped);
+            let mut body = format!(
+                "{{\"status\":\"ok\",\"written\":{},\"skipped\":{}",
+                written.online.written, written.online.skipped
+            );
+            if let Some(path) = &written.offline {
+                body.push_str(",\"offline\":");
+                quiver_core::json::write_str(&mut body, path);
+            }
+            body.push('}');
+            json_response(200, body)
         }
         Err(e) => {
             tracing::warn!(error = %e, "write failed");

@@ -237,3 +237,101 @@ fn concurrent_applies_to_one_registry_lose_nothing() {
         );
     }
 }
+
+#[test]
+fn materialize_refuses_bad_windows_and_unknown_views_before_reading_anything() {
+    let (_dir, repo) = quickstart_copy();
+    let repo_arg = repo.to_str().unwrap();
+    assert!(quiver(&["apply", "--repo", repo_arg], &[]).status.success());
+    // The sources do not exist: every refusal below must come before they are read.
+    let out = quiver(
+        &[
+            "materialize",
+            "--repo",
+            repo_arg,
+            "2026-01-01",
+            "2999-01-01T00:00:00",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is in the future"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = quiver(
+        &[
+            "materialize",
+            "--repo",
+            repo_arg,
+            "2026-01-02",
+            "2026-01-01",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out.stderr).contains("is after END"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = quiver(
+        &["materialize", "--repo", repo_arg, "yesterday", "2026-01-01"],
+        &[],
+    );
+    assert!(
+        text(&out.stderr).contains("expected an ISO 8601 date-time"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = quiver(
+        &[
+            "materialize",
+            "--repo",
+            repo_arg,
+            "--views",
+            "nope",
+            "2026-01-01",
+            "2026-01-02",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out.stderr).contains("unknown feature view \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+    // An END before the incremental start (now - ttl) is refused too.
+    let out = quiver(
+        &["materialize-incremental", "--repo", repo_arg, "2026-01-02"],
+        &[],
+    );
+    assert!(
+        text(&out.stderr).contains("is after END"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = quiver(
+        &[
+            "materialize-incremental",
+            "--repo",
+            repo_arg,
+            "--force",
+            "2999-01-01",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("driver_stats.parquet"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Nothing was recorded.
+    let listing = quiver(&["list", "--repo", repo_arg, "--json"], &[]);
+    assert!(
+        !text(&listing.stdout).contains("materialization"),
+        "{}",
+        text(&listing.stdout)
+    );
+}

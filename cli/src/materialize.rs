@@ -55,6 +55,10 @@ struct Common {
     /// Writes in flight at once (Redis).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Memory for the latest row of each entity in the window; beyond it the entities are
+    /// split by hash and the sources scanned once per share.
+    #[arg(long, default_value = "256MiB", env = "QUIVER_MEMORY_LIMIT", value_parser = quiver_core::size::parse_bytes)]
+    memory_limit: usize,
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -106,6 +110,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         batch_rows: args.batch_rows.max(1),
         concurrency: args.concurrency.max(1),
         key_ttl_seconds,
+        memory_budget: args.memory_limit,
         ..WriteOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -149,7 +154,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     for r in &runs {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         println!(
-            "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s (scan {:.2}s; {:.0} rows/s)",
+            "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s (scan {:.2}s in {} pass{}; {:.0} rows/s)",
             r.view,
             time::format_rfc3339(&r.start),
             time::format_rfc3339(&r.end),
@@ -160,6 +165,8 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             r.stats.skipped,
             secs,
             r.scan_elapsed.as_secs_f64(),
+            r.passes,
+            if r.passes == 1 { "" } else { "es" },
             r.entities as f64 / secs
         );
     }

@@ -250,7 +250,7 @@ pub struct Latest {
     rows: foldhash::HashMap<Box<[u8]>, Winner>,
     /// Rows read from the files.
     pub scanned: u64,
-    /// Rows inside the window.
+    /// Rows inside the window (of the scanned partition).
     pub in_window: u64,
 }
 
@@ -264,14 +264,56 @@ impl Latest {
     }
 }
 
-/// Scans the plan's files and keeps the latest row per entity key with
+/// A share of the entity keys: those whose hash is `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Partition {
+    pub const ALL: Partition = Partition { index: 0, count: 1 };
+
+    fn contains(&self, key: &[u8]) -> bool {
+        use std::hash::BuildHasher as _;
+        self.count <= 1
+            || foldhash::fast::FixedState::with_seed(0x5157_4956_4552).hash_one(key) % self.count
+                == self.index
+    }
+
+    /// The two halves of this share.
+    fn split(self) -> [Partition; 2] {
+        let count = self.count * 2;
+        [
+            Partition {
+                index: self.index,
+                count,
+            },
+            Partition {
+                index: self.index + self.count,
+                count,
+            },
+        ]
+    }
+}
+
+/// Estimated bytes one winner holds: its key and values plus the map's and allocator's overhead.
+fn winner_bytes(key: usize, values: usize) -> usize {
+    key + values + 112
+}
+
+/// Scans the plan's files and keeps the latest row per entity key of `partition` with
 /// `start <= event_ts <= end` (ties: the larger created timestamp; then the row read last).
-/// `progress` gets the rows read so far, once per batch.
+/// `progress` gets the rows read so far, once per batch. Returns `None` as soon as the winners
+/// would hold more than `budget` bytes: the caller splits the partition and scans again.
 pub fn scan_latest(
     plan: &ViewPlan,
     (start, end): (Nanos, Nanos),
+    partition: Partition,
+    budget: usize,
     progress: &mut dyn FnMut(u64),
-) -> Result<Latest, Error> {
+) -> Result<Option<Latest>, Error> {
+    let mut held = 0usize;
     let columns = plan.columns();
     let n_keys = plan.keys.len();
     let ts_at = n_keys;
@@ -293,7 +335,7 @@ pub fn scan_latest(
     let keys = convert::KeyEncoder::new(if n_keys == 0 { &dummy } else { &key_types });
     let empty = arrow_array::StringArray::from(vec![""]);
     // Decoding runs on its own thread, a few batches ahead of the hashing here.
-    std::thread::scope(|scope| {
+    let complete = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(String, RecordBatch), Error>>(4);
         let reader = scope.spawn(move || {
             for file in &plan.files {
@@ -324,7 +366,6 @@ pub fn scan_latest(
                 if t < start || t > end {
                     continue;
                 }
-                latest.in_window += 1;
                 let c = created
                     .and_then(|c| convert::time_at(c.as_ref(), i))
                     .unwrap_or(Nanos::MIN);
@@ -337,6 +378,10 @@ pub fn scan_latest(
                         latest.scanned + i as u64
                     ))
                 })?;
+                if !partition.contains(&key) {
+                    continue;
+                }
+                latest.in_window += 1;
                 if let Some(w) = latest.rows.get(&key[..])
                     && (t, c) < (w.ts, w.created)
                 {
@@ -367,23 +412,31 @@ pub fn scan_latest(
                     values: values.as_slice().into(),
                 };
                 match latest.rows.get_mut(&key[..]) {
-                    Some(w) => *w = winner,
+                    Some(w) => {
+                        held = held + winner.values.len() - w.values.len();
+                        *w = winner;
+                    }
                     None => {
+                        held += winner_bytes(key.len(), winner.values.len());
                         latest.rows.insert(key.as_slice().into(), winner);
                     }
                 }
             }
             latest.scanned += batch.num_rows() as u64;
             progress(latest.scanned);
+            if held > budget {
+                return Ok(false);
+            }
         }
         reader.join().map_err(|_| {
             Error::new(format!(
                 "feature view {}: the reader thread failed",
                 plan.view
             ))
-        })
+        })?;
+        Ok(true)
     })?;
-    Ok(latest)
+    Ok(complete.then_some(latest))
 }
 
 /// How writes go out.
@@ -398,6 +451,9 @@ pub struct WriteOptions {
     /// Retries of a failed batch, with exponential backoff from `retry_backoff`.
     pub retries: u32,
     pub retry_backoff: Duration,
+    /// Most bytes the winners of one scan may hold; beyond, the keys are split by hash and
+    /// scanned in several passes, so memory stays bounded whatever the window.
+    pub memory_budget: usize,
 }
 
 impl Default for WriteOptions {
@@ -408,6 +464,7 @@ impl Default for WriteOptions {
             key_ttl_seconds: None,
             retries: 4,
             retry_backoff: Duration::from_millis(200),
+            memory_budget: 256 << 20,
         }
     }
 }
@@ -585,6 +642,8 @@ pub struct ViewRun {
     /// Distinct entity keys in the window (rows offered to the store).
     pub entities: u64,
     pub stats: WriteStats,
+    /// Scans of the sources: 1, or more when the entities outgrew the memory budget.
+    pub passes: u32,
     /// Time spent reading the sources (the rest of `elapsed` is writing).
     pub scan_elapsed: Duration,
     pub elapsed: Duration,
@@ -725,32 +784,67 @@ pub async fn run(
             rows: plan.rows_to_scan(),
         });
         let plan = Arc::new(plan);
-        let latest = {
-            let plan = Arc::clone(&plan);
-            // The scan is CPU work: off the async threads. Progress goes through a channel.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let scan = tokio::task::spawn_blocking(move || {
-                scan_latest(&plan, nanos, &mut |rows| {
-                    let _ = tx.send(rows);
-                })
+        // Usually one pass. When the winners of a pass outgrow the memory budget, its keys are
+        // split in two by hash and each half is scanned (and written) on its own.
+        let mut pending = vec![Partition::ALL];
+        let (mut scanned, mut in_window, mut entities, mut passes) = (0, 0, 0, 0);
+        let mut stats = WriteStats::default();
+        let mut scan_elapsed = Duration::ZERO;
+        while let Some(partition) = pending.pop() {
+            passes += 1;
+            let scan_began = std::time::Instant::now();
+            let latest = {
+                let plan = Arc::clone(&plan);
+                let budget = options.memory_budget;
+                // The scan is CPU work: off the async threads. Progress goes through a channel.
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let scan = tokio::task::spawn_blocking(move || {
+                    scan_latest(&plan, nanos, partition, budget, &mut |rows| {
+                        let _ = tx.send(rows);
+                    })
+                });
+                while let Some(rows) = rx.recv().await {
+                    events(Event::Scanned { view: &view, rows });
+                }
+                scan.await
+                    .map_err(|e| Error::new(format!("feature view {view}: scan stopped: {e}")))??
+            };
+            scan_elapsed += scan_began.elapsed();
+            let Some(latest) = latest else {
+                if partition.count >= 1 << 16 {
+                    return Err(Error::new(format!(
+                        "feature view {view}: even 1/{} of its entities do not fit the memory budget of {} bytes",
+                        partition.count, options.memory_budget
+                    )));
+                }
+                let [first, second] = partition.split();
+                tracing::info!(view = %view, partitions = first.count, budget = options.memory_budget, "the window's entities outgrow the memory budget: scanning in partitions");
+                pending.push(second);
+                pending.push(first);
+                events(Event::Scanning {
+                    view: &view,
+                    rows: plan.rows_to_scan(),
+                });
+                continue;
+            };
+            scanned += latest.scanned;
+            in_window += latest.in_window;
+            entities += latest.len() as u64;
+            events(Event::Writing {
+                view: &view,
+                rows: latest.len() as u64,
             });
-            while let Some(rows) = rx.recv().await {
-                events(Event::Scanned { view: &view, rows });
+            stats += write_latest(store, &plan, latest, options, &mut |rows| {
+                events(Event::Written { view: &view, rows })
+            })
+            .await?;
+            if !pending.is_empty() {
+                events(Event::Scanning {
+                    view: &view,
+                    rows: plan.rows_to_scan(),
+                });
             }
-            scan.await
-                .map_err(|e| Error::new(format!("feature view {view}: scan stopped: {e}")))??
-        };
-        let scan_elapsed = began.elapsed();
-        let (scanned, in_window, entities) =
-            (latest.scanned, latest.in_window, latest.len() as u64);
-        events(Event::Writing {
-            view: &view,
-            rows: entities,
-        });
-        let stats = write_latest(store, &plan, latest, options, &mut |rows| {
-            events(Event::Written { view: &view, rows })
-        })
-        .await?;
+        }
         let run = ViewRun {
             view: view.clone(),
             start,
@@ -759,6 +853,7 @@ pub async fn run(
             in_window,
             entities,
             stats,
+            passes,
             scan_elapsed,
             elapsed: began.elapsed(),
         };

@@ -680,3 +680,53 @@ async fn store_at(port: u16) -> OnlineStore {
     };
     OnlineStore::Redis(Arc::new(RedisStore::connect(options, "mat").await.unwrap()))
 }
+
+#[tokio::test]
+async fn a_small_memory_budget_scans_in_partitions_with_the_same_result() {
+    let repo = Repo::new("  type: sqlite\n  path: data/online.db");
+    let rows: Vec<Row> = (0..3000)
+        .flat_map(|i| {
+            [
+                Row {
+                    driver: i,
+                    event: "2026-01-01T10:00:00Z",
+                    created: "2026-01-01T10:00:00Z",
+                    conv: 0.25,
+                    trips: i,
+                },
+                Row {
+                    driver: i,
+                    event: "2026-01-01T11:00:00Z",
+                    created: "2026-01-01T11:00:00Z",
+                    conv: 0.5,
+                    trips: i + 1,
+                },
+            ]
+        })
+        .collect();
+    write_parquet(&repo.path().join("data/stats.parquet"), &rows, 1000);
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    let options = WriteOptions {
+        memory_budget: 64 << 10,
+        ..WriteOptions::default()
+    };
+    let runs = materialize(&repo, &store, rules_window(), &options, &|_| {})
+        .await
+        .unwrap();
+    let run = &runs[0];
+    assert!(run.passes > 2, "{run:?}");
+    assert_eq!(
+        (run.entities, run.stats.written, run.in_window),
+        (3000, 3000, 6000)
+    );
+    let got = read(&store, &[0, 1499, 2999]).await;
+    for (row, driver) in got.iter().zip([0, 1499, 2999]) {
+        let row = row.as_ref().unwrap();
+        assert_eq!(
+            (row.1.clone(), row.2.clone()),
+            (Value::Float(0.5), Value::Int64(driver + 1))
+        );
+    }
+}

@@ -319,8 +319,10 @@ pub fn scan_latest(
     let ts_at = n_keys;
     let created_at = plan.created_column.as_ref().map(|_| n_keys + 1);
     let features_at = n_keys + 1 + usize::from(created_at.is_some());
+    // Sized for the expected winners up front: growing a large map re-hashes and copies it.
+    let expected = (plan.rows_to_scan() as usize / partition.count as usize).min(budget / 160);
     let mut latest = Latest {
-        rows: foldhash::HashMap::default(),
+        rows: foldhash::HashMap::with_capacity_and_hasher(expected, Default::default()),
         scanned: 0,
         in_window: 0,
     };
@@ -469,33 +471,25 @@ impl Default for WriteOptions {
     }
 }
 
-fn into_write_row(key: Box<[u8]>, w: Winner, n_features: usize) -> WriteRow {
-    let mut values = Vec::with_capacity(n_features);
-    let mut rest = &w.values[..];
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let end = (4 + len).min(rest.len());
-        values.push(rest[4..end].to_vec());
-        rest = &rest[end..];
-    }
-    WriteRow {
-        entity_key: key.into_vec(),
-        event_ts: convert::nanos_to_timestamp(w.ts),
-        created_ts: (w.created != Nanos::MIN).then(|| convert::nanos_to_timestamp(w.created)),
-        values,
-    }
+fn into_write_row(key: Box<[u8]>, w: Winner) -> WriteRow {
+    WriteRow::from_packed(
+        key.into_vec(),
+        convert::nanos_to_timestamp(w.ts),
+        (w.created != Nanos::MIN).then(|| convert::nanos_to_timestamp(w.created)),
+        w.values,
+    )
 }
 
 async fn write_with_retries(
     store: &OnlineStore,
     layout: &Arc<ViewLayout>,
-    rows: Vec<WriteRow>,
+    rows: Arc<[WriteRow]>,
     options: &WriteOptions,
 ) -> Result<WriteStats, StoreError> {
     let mut attempt = 0;
     loop {
         match store
-            .write(layout, rows.clone(), options.key_ttl_seconds)
+            .write(layout, Arc::clone(&rows), options.key_ttl_seconds)
             .await
         {
             Ok(stats) => return Ok(stats),
@@ -522,7 +516,6 @@ pub async fn write_latest(
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<WriteStats, Error> {
     let total = latest.rows.len() as u64;
-    let n_features = plan.features.len();
     let concurrency = match store {
         OnlineStore::Sqlite(_) => 1,
         OnlineStore::Redis(_) => options.concurrency.max(1),
@@ -547,7 +540,7 @@ pub async fn write_latest(
         let next = rows.next();
         let exhausted = next.is_none();
         if let Some((key, winner)) = next {
-            batch.push(into_write_row(key, winner, n_features));
+            batch.push(into_write_row(key, winner));
         }
         if batch.len() >= batch_rows || (exhausted && !batch.is_empty()) {
             while in_flight.len() >= concurrency {
@@ -568,7 +561,10 @@ pub async fn write_latest(
             let options = options.clone();
             in_flight.spawn(async move {
                 let n = rows.len() as u64;
-                (n, write_with_retries(&store, &layout, rows, &options).await)
+                (
+                    n,
+                    write_with_retries(&store, &layout, rows.into(), &options).await,
+                )
             });
         }
         if exhausted {

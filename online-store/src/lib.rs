@@ -88,8 +88,72 @@ pub struct WriteRow {
     pub entity_key: Vec<u8>,
     pub event_ts: Timestamp,
     pub created_ts: Option<Timestamp>,
-    /// The serialized `Value` of each feature of the layout, in its order (empty bytes: null).
-    pub values: Vec<Vec<u8>>,
+    /// The serialized `Value` of each feature of the layout, in its order (empty: null), each
+    /// prefixed by its length as a u32 LE: one allocation per row however many features.
+    packed: Box<[u8]>,
+}
+
+impl WriteRow {
+    pub fn new<V: AsRef<[u8]>>(
+        entity_key: Vec<u8>,
+        event_ts: Timestamp,
+        created_ts: Option<Timestamp>,
+        values: &[V],
+    ) -> WriteRow {
+        let mut packed = Vec::with_capacity(values.iter().map(|v| v.as_ref().len() + 4).sum());
+        for v in values {
+            pack_value(&mut packed, v.as_ref());
+        }
+        WriteRow {
+            entity_key,
+            event_ts,
+            created_ts,
+            packed: packed.into_boxed_slice(),
+        }
+    }
+
+    /// A row from values already packed by [`pack_value`].
+    pub fn from_packed(
+        entity_key: Vec<u8>,
+        event_ts: Timestamp,
+        created_ts: Option<Timestamp>,
+        packed: Box<[u8]>,
+    ) -> WriteRow {
+        WriteRow {
+            entity_key,
+            event_ts,
+            created_ts,
+            packed,
+        }
+    }
+
+    /// The serialized values, in the layout's order.
+    pub fn values(&self) -> PackedValues<'_> {
+        PackedValues { rest: &self.packed }
+    }
+}
+
+/// Appends one serialized value, length-prefixed, as [`WriteRow`] stores them.
+pub fn pack_value(out: &mut Vec<u8>, value: &[u8]) {
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+/// The values of a [`WriteRow`].
+pub struct PackedValues<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for PackedValues<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.rest.split_first_chunk::<4>()?;
+        let len = (u32::from_le_bytes(*len) as usize).min(rest.len());
+        let (value, rest) = rest.split_at(len);
+        self.rest = rest;
+        Some(value)
+    }
 }
 
 /// What a write did.
@@ -197,14 +261,14 @@ impl OnlineStore {
     pub async fn write(
         &self,
         layout: &Arc<ViewLayout>,
-        rows: Vec<WriteRow>,
+        rows: Arc<[WriteRow]>,
         key_ttl_seconds: Option<u64>,
     ) -> Result<WriteStats, StoreError> {
-        for r in &rows {
-            if r.values.len() != layout.features.len() {
+        for r in rows.iter() {
+            let n = r.values().count();
+            if n != layout.features.len() {
                 return Err(StoreError::Corrupt(format!(
-                    "row of {} values for view {} of {} features",
-                    r.values.len(),
+                    "row of {n} values for view {} of {} features",
                     layout.name,
                     layout.features.len()
                 )));

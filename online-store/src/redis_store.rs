@@ -400,7 +400,7 @@ impl RedisStore {
     /// slot, all at once, for a cluster. Replies come back in key order.
     async fn pipelined<T: redis::FromRedisValue + Send + 'static>(
         &self,
-        keys: &[Vec<u8>],
+        keys: &[&[u8]],
         add: impl Fn(&mut redis::Pipeline, usize),
     ) -> Result<Vec<T>, StoreError> {
         let conn = self.conn()?;
@@ -446,8 +446,9 @@ impl RedisStore {
             .collect()
     }
 
-    /// Feast's write: read every row's `_ts:{view}` in one pipeline, then `HSET` the fields and
-    /// `_ts` (and `EXPIRE`) of the rows that are strictly newer, in a second.
+    /// Feast's write: read every row's `_ts:{view}` in one pipeline (or, when none of the keys
+    /// exists yet, a single `EXISTS`), then `HSET` the fields and `_ts` (and `EXPIRE`) of the
+    /// rows that are strictly newer, in a second.
     pub async fn write(
         &self,
         layout: &ViewLayout,
@@ -457,13 +458,14 @@ impl RedisStore {
         if rows.is_empty() {
             return Ok(WriteStats::default());
         }
-        let keys: Vec<Vec<u8>> = rows.iter().map(|r| self.key(&r.entity_key)).collect();
+        let owned: Vec<Vec<u8>> = rows.iter().map(|r| self.key(&r.entity_key)).collect();
+        let keys: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         // A first load writes keys that do not exist yet: one `EXISTS k1 k2 ...` answering 0
         // spares the server a `HGET` per row. (A cluster spreads keys over slots: no shortcut.)
         let none_stored = !self.is_cluster() && {
             let mut exists = redis::cmd("EXISTS");
             for k in &keys {
-                exists.arg(&k[..]);
+                exists.arg(*k);
             }
             let mut conn = self.conn()?;
             exists
@@ -472,24 +474,26 @@ impl RedisStore {
                 .map_err(unavailable)?
                 == 0
         };
-        let stored: Vec<Option<Vec<u8>>> = if none_stored {
-            vec![None; keys.len()]
+        let winners: Vec<usize> = if none_stored {
+            (0..rows.len()).collect()
         } else {
-            self.pipelined(&keys, |pipe, i| {
-                pipe.cmd("HGET").arg(&keys[i][..]).arg(&layout.ts_field[..]);
-            })
-            .await?
-        };
-        let mut winners = Vec::with_capacity(rows.len());
-        for (i, (row, prev)) in rows.iter().zip(&stored).enumerate() {
-            let prev = match prev {
-                Some(bytes) => Some(decode_ts(bytes)?),
-                None => None,
-            };
-            if newer_than_stored(&row.event_ts, prev.as_ref()) {
-                winners.push(i);
+            let stored: Vec<Option<Vec<u8>>> = self
+                .pipelined(&keys, |pipe, i| {
+                    pipe.cmd("HGET").arg(keys[i]).arg(&layout.ts_field[..]);
+                })
+                .await?;
+            let mut winners = Vec::with_capacity(rows.len());
+            for (i, (row, prev)) in rows.iter().zip(&stored).enumerate() {
+                let prev = match prev {
+                    Some(bytes) => Some(decode_ts(bytes)?),
+                    None => None,
+                };
+                if newer_than_stored(&row.event_ts, prev.as_ref()) {
+                    winners.push(i);
+                }
             }
-        }
+            winners
+        };
         let stats = WriteStats {
             written: winners.len() as u64,
             skipped: (rows.len() - winners.len()) as u64,
@@ -497,29 +501,20 @@ impl RedisStore {
         if winners.is_empty() {
             return Ok(stats);
         }
-        let winner_keys: Vec<Vec<u8>> = winners.iter().map(|&i| keys[i].clone()).collect();
-        let ts_values: Vec<Vec<u8>> = winners
-            .iter()
-            .map(|&i| {
-                quiver_core::layout::encode_timestamp(&quiver_core::time::Timestamp {
-                    seconds: rows[i].event_ts.seconds,
-                    nanos: 0,
-                })
-            })
-            .collect();
+        let winner_keys: Vec<&[u8]> = winners.iter().map(|&i| keys[i]).collect();
         let _: Vec<redis::Value> = self
             .pipelined(&winner_keys, |pipe, j| {
                 let row = &rows[winners[j]];
-                let cmd = pipe.cmd("HSET").arg(&winner_keys[j][..]);
-                for (field, value) in layout.fields.iter().zip(&row.values) {
-                    cmd.arg(&field[..]).arg(&value[..]);
+                let cmd = pipe.cmd("HSET").arg(winner_keys[j]);
+                for (field, value) in layout.fields.iter().zip(row.values()) {
+                    cmd.arg(&field[..]).arg(value);
                 }
-                cmd.arg(&layout.ts_field[..]).arg(&ts_values[j][..]);
+                // Feast's `_ts`: a Timestamp proto with whole seconds only.
+                let mut ts = [0u8; 11];
+                let n = encode_seconds(&mut ts, row.event_ts.seconds);
+                cmd.arg(&layout.ts_field[..]).arg(&ts[..n]);
                 if let Some(ttl) = key_ttl_seconds {
-                    pipe.cmd("EXPIRE")
-                        .arg(&winner_keys[j][..])
-                        .arg(ttl)
-                        .ignore();
+                    pipe.cmd("EXPIRE").arg(winner_keys[j]).arg(ttl).ignore();
                 }
             })
             .await?;
@@ -665,6 +660,24 @@ impl RedisStore {
     }
 }
 
+/// `google.protobuf.Timestamp { seconds }` as protobuf bytes (nothing for zero, as proto3
+/// omits defaults); returns the length written.
+fn encode_seconds(out: &mut [u8; 11], seconds: i64) -> usize {
+    if seconds == 0 {
+        return 0;
+    }
+    out[0] = 0x08;
+    let mut v = seconds as u64;
+    let mut n = 1;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
 /// Whether a `notify-keyspace-events` value includes keyspace events for hash commands.
 pub fn keyspace_events_sufficient(config: &str) -> bool {
     config.contains('K') && (config.contains('A') || (config.contains('h') && config.contains('g')))
@@ -700,5 +713,23 @@ pub struct Invalidations {
 impl Drop for Invalidations {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_encode_as_prost_does() {
+        for s in [0i64, 1, 127, 128, 1_767_225_600, -1, i64::MAX] {
+            let mut buf = [0u8; 11];
+            let n = encode_seconds(&mut buf, s);
+            let expected = quiver_core::layout::encode_timestamp(&quiver_core::time::Timestamp {
+                seconds: s,
+                nanos: 0,
+            });
+            assert_eq!(&buf[..n], &expected[..], "{s}");
+        }
     }
 }

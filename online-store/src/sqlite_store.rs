@@ -176,7 +176,7 @@ impl SqliteStore {
     pub async fn write(
         self: &Arc<Self>,
         layout: &Arc<ViewLayout>,
-        rows: Vec<WriteRow>,
+        rows: Arc<[WriteRow]>,
     ) -> Result<WriteStats, StoreError> {
         let store = Arc::clone(self);
         let layout = Arc::clone(layout);
@@ -226,7 +226,7 @@ impl SqliteStore {
             for row in rows {
                 let created = row.created_ts.map(|c| c.seconds);
                 let mut changed = 0;
-                for (feature, value) in layout.features.iter().zip(&row.values) {
+                for (feature, value) in layout.features.iter().zip(row.values()) {
                     changed += upsert
                         .execute(rusqlite::params![
                             row.entity_key,

@@ -337,12 +337,7 @@ pub fn view_rows(view: &ServingView, req: &WriteRequest) -> Result<Vec<WriteRow>
                 .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
             values.push(v.encode_to_vec());
         }
-        let candidate = WriteRow {
-            entity_key: key.clone(),
-            event_ts,
-            created_ts,
-            values,
-        };
+        let candidate = WriteRow::new(key.clone(), event_ts, created_ts, &values);
         match latest.get_mut(&key) {
             Some(existing) => {
                 let newer = |r: &WriteRow| {
@@ -453,7 +448,7 @@ async fn write_online(
         let layout = Arc::clone(&reg.layouts[reg.views[i].layout]);
         keys.extend(rows.iter().map(|r| r.entity_key.clone()));
         stats += store
-            .write(&layout, rows, key_ttl_seconds)
+            .write(&layout, rows.into(), key_ttl_seconds)
             .await
             .map_err(|e| {
                 ApiError::unavailable(format!("writing feature view {}: {e}", reg.views[i].name))

@@ -150,3 +150,79 @@ async fn serves_from_a_redis_cluster_routing_by_slot() {
     }
     assert_eq!(statuses[ids.len()], "NOT_FOUND");
 }
+
+/// Writes (materialization and push share `OnlineStore::write`) on a cluster: one pipeline per
+/// slot for the `_ts` reads and for the `HSET`s, Feast's rule applied per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_into_a_redis_cluster_by_slot_with_feasts_rule() {
+    let nodes = start_cluster();
+    let defs = r#"
+entities:
+  - {name: customer, join_keys: [customer_id], value_type: STRING}
+sources:
+  - {name: src, path: data/src.parquet, timestamp_field: event_timestamp}
+  - {name: src_push, type: push, batch_source: src}
+feature_views:
+  - name: profile
+    entities: [customer]
+    source: src_push
+    schema: [{name: score, dtype: Int64}]
+"#;
+    let repo = Repo::new("demo", defs);
+    let options = RedisOptions {
+        host: "127.0.0.1".into(),
+        port: nodes[0].port,
+        cluster_nodes: nodes
+            .iter()
+            .map(|n| ("127.0.0.1".to_owned(), n.port))
+            .collect(),
+        db: 0,
+        username: None,
+        password: None,
+        ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
+        connect_timeout: Duration::from_secs(2),
+    };
+    let store = OnlineStore::Redis(Arc::new(
+        RedisStore::connect(options, "demo").await.unwrap(),
+    ));
+    let config = SidecarConfig {
+        push: Some(quiver_sidecar::push::PushConfig::default()),
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    let ids: Vec<String> = (0..40)
+        .map(|i| format!("cust-{i}"))
+        .chain(["c{tag}x".to_owned()])
+        .collect();
+    let push = |ts: &str, base: i64| {
+        json!({"push_source_name": "src_push", "df": {
+            "customer_id": ids,
+            "event_timestamp": vec![ts; ids.len()],
+            "score": (0..ids.len() as i64).map(|i| i + base).collect::<Vec<_>>()}})
+    };
+    let send = |body: serde_json::Value| async move {
+        let (status, text) = http(sidecar.addr, "POST", "/push", body.to_string().as_bytes()).await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let first = send(push("2026-01-01T10:00:00Z", 0)).await;
+    assert_eq!(first["written"], 41);
+    // Older: skipped everywhere; newer: written everywhere.
+    let older = send(push("2026-01-01T09:00:00Z", 100)).await;
+    assert_eq!(
+        (older["written"].clone(), older["skipped"].clone()),
+        (json!(0), json!(41))
+    );
+    let newer = send(push("2026-01-01T11:00:00Z", 1000)).await;
+    assert_eq!(newer["written"], 41);
+    let (status, resp) = post(
+        sidecar.addr,
+        json!({"features": ["profile:score"], "entities": {"customer_id": ids}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let expected: Vec<serde_json::Value> = (0..41).map(|i| json!(i + 1000)).collect();
+    assert_eq!(column(&resp, "score").0, &expected);
+}

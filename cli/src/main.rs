@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod apply;
+mod demo;
 mod inject;
 mod list;
 mod materialize;
@@ -39,6 +40,9 @@ enum LogFormat {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// See quiver do its job end to end on the embedded default: a repo, apply, materialize
+    /// into SQLite, the sidecar answering, a short load. Needs nothing installed or running.
+    Demo(demo::Args),
     /// Validate the repo's YAML definitions and write them to its registry (like `feast apply`).
     Apply(apply::Args),
     /// List the objects a repo's registry holds for its project.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Apply(args) => apply::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::List(args) => list::run(args),
         Command::Materialize(args) => materialize::run_range(args),
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),

@@ -178,14 +178,16 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
 }
 
 /// One progress bar per view (scan, then write) on a terminal; log lines otherwise.
-struct Bars {
+pub(crate) struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
     terminal: bool,
+    /// Log lines when stderr is not a terminal (off when the caller prints its own summary).
+    log: bool,
 }
 
 impl Bars {
-    fn new() -> Bars {
+    pub(crate) fn new() -> Bars {
         let terminal = std::io::stderr().is_terminal();
         let multi = MultiProgress::with_draw_target(if terminal {
             ProgressDrawTarget::stderr()
@@ -196,6 +198,15 @@ impl Bars {
             multi,
             bars: Mutex::new(HashMap::new()),
             terminal,
+            log: true,
+        }
+    }
+
+    /// Progress bars on a terminal, nothing otherwise.
+    pub(crate) fn quiet() -> Bars {
+        Bars {
+            log: false,
+            ..Bars::new()
         }
     }
 
@@ -213,14 +224,14 @@ impl Bars {
         bar
     }
 
-    fn event(&self, e: Event<'_>) {
+    pub(crate) fn event(&self, e: Event<'_>) {
         let Ok(mut bars) = self.bars.lock() else {
             return;
         };
         match e {
             Event::Scanning { view, rows } => {
                 bars.insert(view.to_owned(), self.bar(view, rows, "scan"));
-                if !self.terminal {
+                if self.log && !self.terminal {
                     tracing::info!(view, rows, "scanning");
                 }
             }
@@ -234,7 +245,7 @@ impl Bars {
                     b.finish_and_clear();
                 }
                 bars.insert(view.to_owned(), self.bar(view, rows, "write"));
-                if !self.terminal {
+                if self.log && !self.terminal {
                     tracing::info!(view, rows, "writing");
                 }
             }
@@ -247,14 +258,14 @@ impl Bars {
                 if let Some(b) = bars.get(view) {
                     b.finish();
                 }
-                if !self.terminal {
+                if self.log && !self.terminal {
                     tracing::info!(view, written = run.stats.written, skipped = run.stats.skipped, elapsed = ?run.elapsed, "done");
                 }
             }
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Ok(bars) = self.bars.lock() {
             for b in bars.values() {
                 b.finish();

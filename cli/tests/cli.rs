@@ -335,3 +335,76 @@ fn materialize_refuses_bad_windows_and_unknown_views_before_reading_anything() {
         text(&listing.stdout)
     );
 }
+
+#[test]
+fn the_demo_runs_end_to_end_and_serves_the_latest_values() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type, TimestampMicrosecondType};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("demo");
+    let out = quiver(
+        &[
+            "demo",
+            "--dir",
+            repo.to_str().unwrap(),
+            "--load-seconds",
+            "0.3",
+        ],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for expected in [
+        "Created feature view driver_hourly_stats",
+        "Created feature service ride_scoring",
+        "24000 rows read,   500 entities written",
+        "customer_profile",
+        "requests/s",
+        "cache hit ratio",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    // The latest source row of driver 1001, as the demo's table shows it.
+    let file = std::fs::File::open(repo.join("data/driver_stats.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut latest: Option<(i64, f32, i64)> = None;
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ids = batch
+            .column_by_name("driver_id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let ts = batch
+            .column_by_name("event_timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        let conv = batch
+            .column_by_name("conv_rate")
+            .unwrap()
+            .as_primitive::<Float32Type>();
+        let trips = batch
+            .column_by_name("avg_daily_trips")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            if ids.value(i) == 1001 && latest.is_none_or(|(t, _, _)| ts.value(i) > t) {
+                latest = Some((ts.value(i), conv.value(i), trips.value(i)));
+            }
+        }
+    }
+    let (_, conv, trips) = latest.unwrap();
+    let row = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1001"))
+        .unwrap_or_else(|| panic!("no row for driver 1001 in:\n{stdout}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[2], format!("{:.4}", f64::from(conv)), "{row}");
+    assert_eq!(cells[4], trips.to_string(), "{row}");
+}

@@ -484,7 +484,7 @@ fn write_repo(dir: &Path, now_hour: i64) -> anyhow::Result<()> {
             (
                 "is_vip",
                 Arc::new(BooleanArray::from_iter(
-                    (0..customers.len()).map(|_| Some(rng.next() % 5 == 0)),
+                    (0..customers.len()).map(|_| Some(rng.next().is_multiple_of(5))),
                 )),
             ),
             (

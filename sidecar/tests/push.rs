@@ -332,3 +332,81 @@ async fn writes_need_the_token_when_one_is_set_and_are_off_by_default() {
     assert_eq!(status, 404);
     assert!(text.contains("--enable-push"), "{text}");
 }
+
+/// A push through one sidecar (or an ingest deployment) reaches another sidecar's cache at once,
+/// through Redis keyspace notifications: no staleness bound to wait out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reaches_other_sidecars_through_keyspace_notifications() {
+    use quiver_sidecar::EngineConfig;
+    use std::time::{Duration, Instant};
+
+    let redis = RedisServer::start();
+    let repo = Repo::new("demo", DEFS);
+    let ingest = start_sidecar(
+        config(None),
+        "demo",
+        repo.registry_path(),
+        redis_store(&redis, "demo").await,
+    )
+    .await;
+    let reader_config = SidecarConfig {
+        enable_keyspace_notifications: true,
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            watched_staleness: Duration::from_secs(600),
+            negative_ttl: Duration::from_secs(60),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let reader = start_sidecar(
+        reader_config,
+        "demo",
+        repo.registry_path(),
+        redis_store(&redis, "demo").await,
+    )
+    .await;
+    for _ in 0..100 {
+        if metric(reader.addr, "quiver_change_feed_live").await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = |ts: &str, rate: f64| {
+        json!({"push_source_name": "stats_push", "df": {
+            "driver_id": [7], "event_timestamp": [ts], "conv_rate": [rate], "zones": [[]]}})
+    };
+    // The reader caches "never written" (for a minute), then the value (for ten).
+    assert_eq!(
+        conv_rates(&reader, "driver_fresh", &[7]).await,
+        vec![json!(null)]
+    );
+    assert_eq!(
+        write(&ingest, "/push", body("2026-01-01T10:00:00Z", 0.25))
+            .await
+            .0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while conv_rates(&reader, "driver_fresh", &[7]).await != vec![json!(0.25)] {
+        assert!(
+            Instant::now() < deadline,
+            "the reader never saw the first push"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        write(&ingest, "/push", body("2026-01-01T11:00:00Z", 0.5))
+            .await
+            .0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while conv_rates(&reader, "driver_fresh", &[7]).await != vec![json!(0.5)] {
+        assert!(
+            Instant::now() < deadline,
+            "the reader never saw the second push"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

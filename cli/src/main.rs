@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod apply;
+mod historical;
 mod inject;
 mod list;
 mod materialize;
@@ -49,6 +50,9 @@ enum Command {
     /// Materialize from each view's last recorded end up to END (like
     /// `feast materialize-incremental`).
     MaterializeIncremental(materialize::IncrementalArgs),
+    /// Build a point-in-time-correct training dataset from the repo's file sources (like Feast's
+    /// get_historical_features).
+    Historical(historical::Args),
     /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
     Serve(serve::Args),
     /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(args),
         Command::Materialize(args) => materialize::run_range(args),
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),
+        Command::Historical(args) => historical::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Inject(args) => inject::run(args),
     };

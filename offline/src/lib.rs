@@ -3,6 +3,8 @@
 //! - [`source`]: Feast file sources (Parquet, Arrow IPC; a file or a folder of them) scanned as
 //!   Arrow batches, with column projection and row-group pruning on event-time statistics.
 //! - [`convert`]: Arrow cells → Feast's serialized `Value`s, entity keys and event times.
+//! - [`historical`]: point-in-time-correct training datasets (Feast's `get_historical_features`)
+//!   on DataFusion, with [`asof`]'s merge join.
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
 //!   the whole window).
@@ -14,8 +16,11 @@
 
 use std::fmt;
 
+pub mod asof;
 pub mod convert;
+pub mod historical;
 pub mod materialize;
+pub mod output;
 pub mod source;
 
 /// An offline failure, with a message that names the view, file or column at fault.

@@ -9,6 +9,7 @@ mod historical;
 mod inject;
 mod list;
 mod materialize;
+mod offline;
 mod serve;
 
 #[global_allocator]
@@ -53,6 +54,8 @@ enum Command {
     /// Build a point-in-time-correct training dataset from the repo's file sources (like Feast's
     /// get_historical_features).
     Historical(historical::Args),
+    /// The offline server: `quiver offline serve` (Arrow Flight for Feast clients, HTTP).
+    Offline(offline::Args),
     /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
     Serve(serve::Args),
     /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Materialize(args) => materialize::run_range(args),
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),
         Command::Historical(args) => historical::run(args),
+        Command::Offline(args) => offline::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Inject(args) => inject::run(args),
     };

@@ -18,7 +18,9 @@ use std::fmt;
 
 pub mod asof;
 pub mod convert;
+pub mod flight;
 pub mod historical;
+pub mod http;
 pub mod materialize;
 pub mod output;
 pub mod source;

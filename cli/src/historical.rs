@@ -41,7 +41,7 @@ pub struct Args {
     /// Directory for spill files (default: the system temp dir).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
-    /// Parallel partitions (default: the number of cores).
+    /// Parallel partitions (default: four per core).
     #[arg(long)]
     partitions: Option<usize>,
     /// Where to write: .parquet, .csv or .arrow; `-` writes an Arrow IPC stream to stdout.

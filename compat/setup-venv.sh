@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Create (or reuse) a Python venv with the real Feast 0.67.0, its Redis extra and
-# pytest, for compat/generate_fixtures.py and compat/feast_summary.py.
+# Create (or reuse) a Python venv with the real Feast 0.67.0, its Redis extra, pytest and
+# duckdb (the historical benchmark's baseline), for compat/generate_fixtures.py and compat/feast_summary.py.
 #
 # Usage: compat/setup-venv.sh [VENV_DIR]
 #   VENV_DIR defaults to $QUIVER_FEAST_VENV, else target/feast-venv (relative to
 #   the repository root). Idempotent: does nothing when the venv already imports
-#   feast 0.67.0 and pytest. Prints the venv path on its last line.
+#   feast 0.67.0, pytest and duckdb. Prints the venv path on its last line.
 set -euo pipefail
 
 FEAST_VERSION="0.67.0"
@@ -19,7 +19,7 @@ PYTHON="${PYTHON:-python3}"
 
 venv_ready() {
   [ -x "$VENV/bin/python" ] &&
-    "$VENV/bin/python" -c "import feast, pytest; assert feast.__version__ == '$FEAST_VERSION'" \
+    "$VENV/bin/python" -c "import feast, pytest, duckdb; assert feast.__version__ == '$FEAST_VERSION'" \
       >/dev/null 2>&1
 }
 
@@ -30,7 +30,7 @@ if ! venv_ready; then
     "$PYTHON" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet "feast[redis]==$FEAST_VERSION" pytest >&2
+  "$VENV/bin/python" -m pip install --quiet "feast[redis]==$FEAST_VERSION" pytest duckdb >&2
   if ! venv_ready; then
     echo "error: $VENV does not import feast $FEAST_VERSION and pytest after install" >&2
     exit 1

@@ -6,9 +6,11 @@ use clap::Parser;
 
 mod apply;
 mod demo;
+mod historical;
 mod inject;
 mod list;
 mod materialize;
+mod offline;
 mod serve;
 
 #[global_allocator]
@@ -53,6 +55,11 @@ enum Command {
     /// Materialize from each view's last recorded end up to END (like
     /// `feast materialize-incremental`).
     MaterializeIncremental(materialize::IncrementalArgs),
+    /// Build a point-in-time-correct training dataset from the repo's file sources (like Feast's
+    /// get_historical_features).
+    Historical(historical::Args),
+    /// The offline server: `quiver offline serve` (Arrow Flight for Feast clients, HTTP).
+    Offline(offline::Args),
     /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
     Serve(serve::Args),
     /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
@@ -80,6 +87,8 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(args),
         Command::Materialize(args) => materialize::run_range(args),
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),
+        Command::Historical(args) => historical::run(args),
+        Command::Offline(args) => offline::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Inject(args) => inject::run(args),
     };

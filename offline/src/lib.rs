@@ -4,6 +4,8 @@
 //!   Arrow batches, with column projection and row-group pruning on event-time statistics.
 //! - [`convert`]: Arrow cells → Feast's serialized `Value`s, entity keys and event times.
 //! - [`append`]: pushed rows appended to a file source as Parquet (`POST /push` to offline).
+//! - [`historical`]: point-in-time-correct training datasets (Feast's `get_historical_features`)
+//!   on DataFusion, with [`asof`]'s merge join.
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
 //!   the whole window).
@@ -16,8 +18,13 @@
 use std::fmt;
 
 pub mod append;
+pub mod asof;
 pub mod convert;
+pub mod flight;
+pub mod historical;
+pub mod http;
 pub mod materialize;
+pub mod output;
 pub mod source;
 
 /// An offline failure, with a message that names the view, file or column at fault.

@@ -1,0 +1,199 @@
+//! `quiver historical`: a point-in-time-correct training dataset from the repo's file sources
+//! (Feast's `get_historical_features`), written to a file or stdout.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quiver_core::registry::ProjectRegistry;
+use quiver_offline::historical::{Engine, EngineOptions, Features, select};
+use quiver_offline::output::{Output, write_stream};
+use quiver_registry::config::RepoConfig;
+use quiver_registry::store;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The feature repo (its feature_store.yaml names the registry).
+    #[arg(long, default_value = ".", env = "QUIVER_REPO")]
+    repo: PathBuf,
+    /// The entity table: .parquet, .csv or .arrow; join keys and an event_timestamp column.
+    #[arg(long)]
+    entities: PathBuf,
+    /// Features as view:feature, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "feature_service",
+        conflicts_with = "feature_service"
+    )]
+    features: Vec<String>,
+    /// A feature service instead of --features.
+    #[arg(long)]
+    feature_service: Option<String>,
+    /// Name feature columns view__feature.
+    #[arg(long)]
+    full_feature_names: bool,
+    /// Memory for sorts and joins (e.g. 2GiB, 512MiB); past it they spill to disk.
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Directory for spill files (default: the system temp dir).
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+    /// Parallel partitions (default: four per core).
+    #[arg(long)]
+    partitions: Option<usize>,
+    /// Where to write: .parquet, .csv or .arrow; `-` writes an Arrow IPC stream to stdout.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `2GiB`, `512MiB`, `1.5G`, `100M`, `4096`: bytes.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size like 2GiB, 512MiB or 100M"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use KiB, MiB, GiB, K, M, G)"
+            ));
+        }
+    };
+    let bytes = n * mult;
+    if !(1.0..=(usize::MAX as f64)).contains(&bytes) {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(bytes as usize)
+}
+
+/// The repo's registry, for its project.
+pub fn load_registry(repo: &Path) -> anyhow::Result<(RepoConfig, ProjectRegistry)> {
+    let config = RepoConfig::load(repo)?;
+    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+    let registry = store::read(&registry_path)
+        .map_err(|e| anyhow!(e))?
+        .project(&config.project)
+        .with_context(|| format!("registry {}", registry_path.display()))?;
+    Ok((config, registry))
+}
+
+/// A runtime for DataFusion: its futures are deep, so worker stacks are larger than tokio's
+/// default.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(16 << 20)
+        .enable_all()
+        .build()?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (config, registry) = load_registry(&args.repo)?;
+    let features = match &args.feature_service {
+        Some(name) => Features::Service(name.clone()),
+        None => Features::Refs(args.features.clone()),
+    };
+    let views = select(&registry, &features)?;
+    let mut options = EngineOptions {
+        memory_limit: args.memory_limit,
+        spill_dir: args.spill_dir.clone(),
+        ..EngineOptions::default()
+    };
+    if let Some(p) = args.partitions {
+        options.partitions = p.max(1);
+    }
+    let engine = Engine::new(&options)?;
+    let started = Instant::now();
+    let rt = runtime()?;
+    let to_stdout = args.out.as_os_str() == "-";
+    rt.block_on(async move {
+        let entities = engine.read_entities(&args.entities).await?;
+        let planned = engine
+            .plan(
+                &registry,
+                &config.repo_dir,
+                &views,
+                args.full_feature_names,
+                entities,
+            )
+            .await?;
+        let mut out = Output::create(&args.out, &planned.schema)?;
+        let bar = progress_bar(planned.rows as u64);
+        let stream = engine.execute(&planned)?;
+        let rows = write_stream(stream, &mut out, &mut |n| bar.set_position(n)).await?;
+        out.finish()?;
+        bar.finish_and_clear();
+        let (spill_files, spilled) = planned.spilled();
+        let summary = format!(
+            "{rows} rows x {} columns from {} feature view{} in {:.2}s{}",
+            planned.schema.fields().len(),
+            views.len(),
+            if views.len() == 1 { "" } else { "s" },
+            started.elapsed().as_secs_f64(),
+            if spill_files > 0 {
+                format!(
+                    " (spilled {:.1} MiB in {spill_files} files)",
+                    spilled as f64 / (1024.0 * 1024.0)
+                )
+            } else {
+                String::new()
+            }
+        );
+        // Keep stdout clean when the data goes there.
+        if to_stdout {
+            eprintln!("{summary}");
+        } else {
+            println!("{summary} -> {}", args.out.display());
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    let style = ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} joining and sorting, then writing [{bar:30}] {human_pos}/{human_len} rows",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("100M"), Ok(100_000_000));
+        assert_eq!(parse_size("1.5G"), Ok(1_500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("2XB").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}

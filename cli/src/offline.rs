@@ -1,0 +1,125 @@
+//! `quiver offline serve`: historical features for Feast clients (Arrow Flight, the protocol of
+//! `feast serve_offline`) and for other pipelines (`POST /v1/historical`, an Arrow IPC stream).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use quiver_offline::flight::{OfflineServer, RegistrySource};
+use quiver_offline::historical::{Engine, EngineOptions};
+
+use crate::historical::{load_registry, parse_size, runtime};
+use crate::serve::shutdown_signal;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serve historical features: Arrow Flight for Feast clients (`offline_store: {type:
+    /// remote, host, port}`), and optionally POST /v1/historical over HTTP.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The feature repo (its feature_store.yaml names the registry).
+    #[arg(long, default_value = ".", env = "QUIVER_REPO")]
+    repo: PathBuf,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Arrow Flight port (Feast's offline server default).
+    #[arg(long, default_value_t = 8815)]
+    port: u16,
+    /// Also serve POST /v1/historical on this port.
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Bearer token every call must carry (authorization: Bearer <token>); unset: no auth.
+    #[arg(long, env = "QUIVER_OFFLINE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Memory for sorts and joins, shared by all requests (e.g. 2GiB); past it they spill.
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Directory for spill files (default: the system temp dir).
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything is checked before binding: the repo, the registry, the addresses.
+    let (config, registry) = load_registry(&args.repo)?;
+    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+    let source = RegistrySource {
+        path: registry_path.clone(),
+        project: config.project.clone(),
+        repo_dir: config.repo_dir.clone(),
+    };
+    let engine = Engine::new(&EngineOptions {
+        memory_limit: args.memory_limit,
+        spill_dir: args.spill_dir.clone(),
+        ..EngineOptions::default()
+    })?;
+    let flight_addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .with_context(|| format!("--host {} --port {}: not an address", args.host, args.port))?;
+    let http_addr: Option<SocketAddr> = args
+        .http_port
+        .map(|p| format!("{}:{p}", args.host).parse())
+        .transpose()
+        .with_context(|| format!("--host {}: not an address", args.host))?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(flight_addr)
+            .await
+            .with_context(|| format!("binding {flight_addr}"))?;
+        let http = match http_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?,
+            ),
+            None => None,
+        };
+        println!(
+            "Serving historical features of project {} ({} feature views) over Arrow Flight on {}{}{}",
+            config.project,
+            registry.feature_views.len(),
+            listener.local_addr()?,
+            match &http {
+                Some(l) => format!(", POST /v1/historical on http://{}", l.local_addr()?),
+                None => String::new(),
+            },
+            if args.token.as_deref().is_some_and(|t| !t.is_empty()) {
+                " (bearer token required)"
+            } else {
+                ""
+            }
+        );
+        if let Some(l) = http {
+            let state = Arc::new(quiver_offline::http::HttpState {
+                engine: engine.clone(),
+                registry: source.clone(),
+                token: args.token.clone(),
+            });
+            tokio::spawn(async move {
+                if let Err(e) = quiver_offline::http::serve(l, state, shutdown_signal()).await {
+                    tracing::error!("offline HTTP server: {e}");
+                }
+            });
+        }
+        let server = OfflineServer::new(engine, source, args.token);
+        quiver_offline::flight::serve(listener, server, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}

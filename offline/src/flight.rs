@@ -1,0 +1,457 @@
+//! `quiver offline serve`: an Arrow Flight server speaking the protocol of Feast's offline server
+//! (`feast serve_offline`), so Feast clients with `offline_store: {type: remote}` get historical
+//! features from quiver.
+//!
+//! The protocol (Feast 0.67, `feast/offline_server.py` and `infra/offline_stores/remote.py`): a
+//! command is JSON in a `FlightDescriptor` command, `{"command_id", "api", ...params}`. Feast 0.67
+//! clients send the entity table and read the result on one `DoExchange` stream; older clients
+//! `DoPut` the entity table, then `GetFlightInfo` (the ticket) and `DoGet` (the result). Both are
+//! served. Errors carry Feast's `{"module", "class", "message"}` JSON after `Flight error: `,
+//! which the SDK turns back into its exception classes. With a token configured, every call must
+//! carry `authorization: Bearer <token>`.
+//!
+//! Results stream: each batch is encoded and sent as the join produces it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use datafusion::arrow::array::RecordBatch;
+use futures::{Stream, StreamExt, TryStreamExt};
+use quiver_core::registry::ProjectRegistry;
+use serde_json::Value as Json;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::historical::{Engine, Entities, FeastError, select_for_feast};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Where the server finds definitions: the registry file is read per request, so an apply
+/// shows up without a restart.
+#[derive(Debug, Clone)]
+pub struct RegistrySource {
+    pub path: PathBuf,
+    pub project: String,
+    pub repo_dir: PathBuf,
+}
+
+impl RegistrySource {
+    pub fn load(&self) -> Result<ProjectRegistry, FeastError> {
+        let file = quiver_registry::store::read(&self.path).map_err(|e| {
+            FeastError::new(
+                "feast.errors",
+                "FeastError",
+                format!("registry {}: {e}", self.path.display()),
+            )
+        })?;
+        file.project(&self.project).map_err(|e| {
+            FeastError::new(
+                "feast.errors",
+                "FeastError",
+                format!("registry {}: {e}", self.path.display()),
+            )
+        })
+    }
+}
+
+/// Bounds on what clients may park between `DoPut` and `DoGet`.
+const MAX_PENDING: usize = 64;
+
+/// The state shared by requests.
+pub struct OfflineServer {
+    engine: Engine,
+    registry: RegistrySource,
+    token: Option<String>,
+    /// Entity tables put by `DoPut`, by command, until their `DoGet`.
+    pending: Mutex<HashMap<Vec<u8>, Entities>>,
+}
+
+impl OfflineServer {
+    pub fn new(engine: Engine, registry: RegistrySource, token: Option<String>) -> OfflineServer {
+        OfflineServer {
+            engine,
+            registry,
+            token: token.filter(|t| !t.is_empty()),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn into_service(self) -> FlightServiceServer<OfflineServer> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30)
+    }
+
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated(flight_message(&FeastError::new(
+                "feast.errors",
+                "FeastPermissionError",
+                "missing or wrong bearer token (authorization: Bearer <token>)",
+            ))))
+        }
+    }
+
+    /// Plans a `get_historical_features` command over `entities` and returns the encoded
+    /// result stream.
+    async fn historical(
+        &self,
+        command: &Json,
+        entities: Entities,
+    ) -> Result<BoxStream<FlightData>, FeastError> {
+        let api = command.get("api").and_then(Json::as_str).unwrap_or("");
+        if api != "get_historical_features" {
+            return Err(FeastError::new(
+                "feast.errors",
+                "FeastError",
+                format!(
+                    "quiver's offline server serves get_historical_features; {api:?} is not supported"
+                ),
+            ));
+        }
+        let strings = |key: &str| -> Result<Vec<String>, FeastError> {
+            command
+                .get(key)
+                .and_then(Json::as_array)
+                .ok_or_else(|| bad_param(key))?
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| bad_param(key)))
+                .collect()
+        };
+        let view_names = strings("feature_view_names")?;
+        let refs = strings("feature_refs")?;
+        let aliases: Vec<Option<String>> = command
+            .get("name_aliases")
+            .and_then(Json::as_array)
+            .ok_or_else(|| bad_param("name_aliases"))?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let full = command
+            .get("full_feature_names")
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
+        let project = command.get("project").and_then(Json::as_str).unwrap_or("");
+        if !project.is_empty() && project != self.registry.project {
+            return Err(FeastError::new(
+                "feast.errors",
+                "FeastError",
+                format!(
+                    "this server serves project {}, not {project}",
+                    self.registry.project
+                ),
+            ));
+        }
+        // The SDK's stand-in for "no entity table" (a one-row `key` column): an SQL entity
+        // query, which file sources cannot run.
+        if entities.schema.fields().len() == 1 && entities.schema.field(0).name() == "key" {
+            return Err(FeastError::new(
+                "feast.errors",
+                "FeastError",
+                "quiver's offline server needs an entity DataFrame; entity_df as SQL is not supported",
+            ));
+        }
+        let registry = self.registry.load()?;
+        let views = select_for_feast(&registry, &view_names, &aliases, &refs)?;
+        let planned = self
+            .engine
+            .plan(&registry, &self.registry.repo_dir, &views, full, entities)
+            .await?;
+        let stream = self.engine.execute(&planned)?;
+        let batches = stream.map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(Arc::clone(&planned.schema))
+            .build(batches)
+            .map_err(|e| {
+                Status::internal(flight_message(&FeastError::new(
+                    "feast.errors",
+                    "FeastError",
+                    e.to_string(),
+                )))
+            });
+        Ok(Box::pin(encoded))
+    }
+}
+
+fn bad_param(key: &str) -> FeastError {
+    FeastError::new(
+        "feast.errors",
+        "FeastError",
+        format!("get_historical_features: parameter {key} is missing or malformed"),
+    )
+}
+
+/// The Flight error text Feast's client parses: `Flight error: {"module", "class", "message"}`.
+pub fn flight_message(e: &FeastError) -> String {
+    let json = serde_json::json!({"module": e.module, "class": e.class, "message": e.message});
+    format!("Flight error: {json}")
+}
+
+fn status(e: &FeastError) -> Status {
+    match e.class.as_str() {
+        "FeatureViewNotFoundException" => Status::not_found(flight_message(e)),
+        _ => Status::invalid_argument(flight_message(e)),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_command(descriptor: Option<&FlightDescriptor>) -> Result<(Vec<u8>, Json), Status> {
+    let cmd = descriptor
+        .map(|d| d.cmd.to_vec())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            status(&FeastError::new(
+                "feast.errors",
+                "FeastError",
+                "expected a command descriptor carrying the request JSON",
+            ))
+        })?;
+    let json: Json = serde_json::from_slice(&cmd).map_err(|e| {
+        status(&FeastError::new(
+            "feast.errors",
+            "FeastError",
+            format!("the command is not JSON: {e}"),
+        ))
+    })?;
+    if json.get("api").and_then(Json::as_str).is_none() {
+        return Err(status(&FeastError::new(
+            "feast.errors",
+            "FeastError",
+            "the command has no \"api\"",
+        )));
+    }
+    Ok((cmd, json))
+}
+
+/// Reads an uploaded table: the first message's descriptor and the decoded batches.
+async fn read_upload(
+    mut stream: Streaming<FlightData>,
+) -> Result<(Option<FlightDescriptor>, Entities), Status> {
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("empty stream"))?;
+    let descriptor = first.flight_descriptor.clone();
+    let messages = futures::stream::once(async move { Ok(first) })
+        .chain(stream)
+        .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
+        .map_err(|s| FlightError::Tonic(Box::new(s)));
+    let mut decoded = FlightRecordBatchStream::new_from_flight_data(messages);
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    while let Some(batch) = decoded.next().await {
+        batches.push(batch.map_err(|e| Status::invalid_argument(format!("entity table: {e}")))?);
+    }
+    let schema = match (decoded.schema(), batches.first()) {
+        (Some(s), _) => Arc::clone(s),
+        (None, Some(b)) => b.schema(),
+        (None, None) => {
+            return Err(status(&FeastError::new(
+                "feast.errors",
+                "FeastError",
+                "the upload carried no entity table",
+            )));
+        }
+    };
+    Ok((descriptor, Entities { schema, batches }))
+}
+
+#[tonic::async_trait]
+impl FlightService for OfflineServer {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.authorize(&request)?;
+        let descriptor = request.into_inner();
+        let known = self
+            .pending
+            .lock()
+            .map(|p| p.contains_key(descriptor.cmd.as_ref()))
+            .unwrap_or(false);
+        if !known {
+            return Err(Status::not_found(flight_message(&FeastError::new(
+                "feast.errors",
+                "FeastError",
+                "Flight not found: DoPut the entity table with this command first",
+            ))));
+        }
+        let ticket = Ticket {
+            ticket: descriptor.cmd.clone(),
+        };
+        let info = FlightInfo::new()
+            .with_descriptor(descriptor)
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket));
+        Ok(Response::new(info))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema"))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.authorize(&request)?;
+        let cmd = request.into_inner().ticket.to_vec();
+        let entities = self
+            .pending
+            .lock()
+            .map_err(|_| Status::internal("pending table lock poisoned"))?
+            .remove(&cmd)
+            .ok_or_else(|| {
+                Status::not_found(flight_message(&FeastError::new(
+                    "feast.errors",
+                    "FeastError",
+                    "unknown ticket (already read, or never put)",
+                )))
+            })?;
+        let command: Json = serde_json::from_slice(&cmd)
+            .map_err(|e| Status::invalid_argument(format!("ticket: {e}")))?;
+        let stream = self
+            .historical(&command, entities)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(stream))
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.authorize(&request)?;
+        let (descriptor, entities) = read_upload(request.into_inner()).await?;
+        let (cmd, command) = parse_command(descriptor.as_ref())?;
+        let api = command.get("api").and_then(Json::as_str).unwrap_or("");
+        if api != "get_historical_features" {
+            return Err(status(&FeastError::new(
+                "feast.errors",
+                "FeastError",
+                format!(
+                    "quiver's offline server serves get_historical_features; {api:?} is not supported"
+                ),
+            )));
+        }
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| Status::internal("pending table lock poisoned"))?;
+        if pending.len() >= MAX_PENDING {
+            return Err(Status::resource_exhausted(
+                "too many entity tables waiting for their DoGet",
+            ));
+        }
+        pending.insert(cmd, entities);
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.authorize(&request)?;
+        let (descriptor, entities) = read_upload(request.into_inner()).await?;
+        let (_, command) = parse_command(descriptor.as_ref())?;
+        let stream = self
+            .historical(&command, entities)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(stream))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.authorize(&request)?;
+        let action = request.into_inner();
+        Err(status(&FeastError::new(
+            "feast.errors",
+            "FeastError",
+            format!(
+                "action {:?} is not supported by quiver's offline server",
+                action.r#type
+            ),
+        )))
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.authorize(&request)?;
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+}
+
+/// Serves Flight on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: OfflineServer,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), crate::Error> {
+    tonic::transport::Server::builder()
+        .add_service(server.into_service())
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| crate::Error::new(format!("offline server: {e}")))
+}

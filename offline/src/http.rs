@@ -1,0 +1,296 @@
+//! `POST /v1/historical`: historical features over HTTP for pipelines that do not use Feast.
+//!
+//! The request is JSON:
+//!
+//! ```json
+//! {"features": ["driver_hourly_stats:conv_rate"],      // or "feature_service": "name"
+//!  "full_feature_names": false,
+//!  "entities": {"driver_id": [1001, 1002],              // columns inline, or
+//!               "event_timestamp": ["2026-01-01T10:00:00Z", "2026-01-01T11:00:00Z"]},
+//!  "entity_path": "data/entities.parquet"}             // a file under the repo
+//! ```
+//!
+//! The answer is an Arrow IPC stream (`application/vnd.apache.arrow.stream`), written batch by
+//! batch as the join produces them. Errors found before any work are a 4xx with
+//! `{"error": kind, "message": ...}`; a failure mid-stream ends the stream early (the IPC
+//! end-of-stream marker is then missing, which readers report).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::{Component, Path};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use futures::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value as Json;
+use tokio::net::TcpListener;
+
+use crate::flight::RegistrySource;
+use crate::historical::{EVENT_TIMESTAMP, Engine, Entities, Features, select};
+
+/// Request bodies larger than this are refused (inline entity tables belong in a file).
+const BODY_LIMIT: usize = 64 << 20;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+pub struct HttpState {
+    pub engine: Engine,
+    pub registry: RegistrySource,
+    pub token: Option<String>,
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), crate::Error> {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => return Ok(()),
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+}
+
+fn error(status: u16, kind: &str, message: impl Into<String>) -> Response<Body> {
+    let body = serde_json::json!({"error": kind, "message": message.into()}).to_string();
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/historical") => {}
+        (_, "/v1/historical") => return error(405, "MethodNotAllowed", "use POST"),
+        (&Method::GET, "/health") => return error(200, "ok", "ok"),
+        _ => return error(404, "NotFound", format!("no route {}", req.uri().path())),
+    }
+    if let Some(token) = state.token.as_deref().filter(|t| !t.is_empty()) {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token) {
+            return error(401, "Unauthorized", "missing or wrong bearer token");
+        }
+    }
+    let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(413, "BadRequest", format!("request body: {e}")),
+    };
+    let request: Json = match serde_json::from_slice(&body) {
+        Ok(j) => j,
+        Err(e) => return error(400, "BadRequest", format!("request body is not JSON: {e}")),
+    };
+    match historical(state, &request).await {
+        Ok(resp) => resp,
+        Err(message) => error(400, "BadRequest", message),
+    }
+}
+
+async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>, String> {
+    let features = match (request.get("features"), request.get("feature_service")) {
+        (Some(f), None) => Features::Refs(
+            f.as_array()
+                .ok_or("features: expected a list of \"view:feature\"")?
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("features: expected a list of \"view:feature\"")?,
+        ),
+        (None, Some(s)) => Features::Service(
+            s.as_str()
+                .ok_or("feature_service: expected a name")?
+                .to_owned(),
+        ),
+        _ => return Err("give exactly one of \"features\" and \"feature_service\"".into()),
+    };
+    let full = request
+        .get("full_feature_names")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    let entities = match (request.get("entities"), request.get("entity_path")) {
+        (Some(columns), None) => inline_entities(columns)?,
+        (None, Some(path)) => {
+            let path = path.as_str().ok_or("entity_path: expected a path")?;
+            let relative = Path::new(path);
+            if relative.is_absolute()
+                || relative
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir))
+            {
+                return Err(format!(
+                    "entity_path {path:?}: must be a relative path inside the repo"
+                ));
+            }
+            state
+                .engine
+                .read_entities(&state.registry.repo_dir.join(relative))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        _ => return Err("give exactly one of \"entities\" and \"entity_path\"".into()),
+    };
+    let registry = state.registry.load().map_err(|e| e.message)?;
+    let views = select(&registry, &features).map_err(|e| e.to_string())?;
+    let planned = state
+        .engine
+        .plan(&registry, &state.registry.repo_dir, &views, full, entities)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = state.engine.execute(&planned).map_err(|e| e.to_string())?;
+    let schema = Arc::clone(&planned.schema);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut writer =
+            match arrow_ipc::writer::StreamWriter::try_new(Vec::with_capacity(1 << 16), &schema) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+        // Each batch goes out as soon as it is encoded.
+        let flush = |w: &mut arrow_ipc::writer::StreamWriter<Vec<u8>>| {
+            Bytes::from(std::mem::take(w.get_mut()))
+        };
+        let first = flush(&mut writer);
+        if tx.send(Ok(Frame::data(first))).await.is_err() {
+            return;
+        }
+        while let Some(batch) = stream.next().await {
+            let sent = match batch {
+                Ok(b) => match writer.write(&b) {
+                    Ok(()) => Ok(Frame::data(flush(&mut writer))),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                },
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = sent.is_err();
+            if tx.send(sent).await.is_err() || failed {
+                return;
+            }
+        }
+        let end = match writer.finish() {
+            Ok(()) => Ok(Frame::data(flush(&mut writer))),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let _ = tx.send(end).await;
+    });
+    let body = BodyExt::boxed(StreamBody::new(tokio_stream_from(rx)));
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/vnd.apache.arrow.stream"),
+    );
+    Ok(resp)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Inline entity columns: numbers (all integers → Int64, else Float64), strings, booleans;
+/// `event_timestamp` strings are parsed as RFC 3339 (no offset: UTC).
+fn inline_entities(columns: &Json) -> Result<Entities, String> {
+    let columns = columns
+        .as_object()
+        .ok_or("entities: expected {column: [values, ...], ...}")?;
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    let mut len = None;
+    for (name, values) in columns {
+        let values = values
+            .as_array()
+            .ok_or_else(|| format!("entities.{name}: expected a list of values"))?;
+        if *len.get_or_insert(values.len()) != values.len() {
+            return Err(format!("entities.{name}: columns have different lengths"));
+        }
+        let non_null: Vec<&Json> = values.iter().filter(|v| !v.is_null()).collect();
+        let array: ArrayRef = if non_null.iter().all(|v| v.is_i64()) && !non_null.is_empty() {
+            Arc::new(values.iter().map(Json::as_i64).collect::<Int64Array>())
+        } else if non_null.iter().all(|v| v.is_number()) && !non_null.is_empty() {
+            Arc::new(values.iter().map(Json::as_f64).collect::<Float64Array>())
+        } else if non_null.iter().all(|v| v.is_boolean()) && !non_null.is_empty() {
+            Arc::new(values.iter().map(Json::as_bool).collect::<BooleanArray>())
+        } else if non_null.iter().all(|v| v.is_string()) {
+            let strings: ArrayRef =
+                Arc::new(values.iter().map(Json::as_str).collect::<StringArray>());
+            if name == EVENT_TIMESTAMP {
+                let parsed = cast(
+                    &strings,
+                    &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                )
+                .map_err(|e| format!("entities.{name}: {e}"))?;
+                if parsed.null_count() != strings.null_count() {
+                    return Err(format!(
+                        "entities.{name}: values must be RFC 3339 timestamps"
+                    ));
+                }
+                parsed
+            } else {
+                strings
+            }
+        } else {
+            return Err(format!(
+                "entities.{name}: values must all be numbers, strings or booleans"
+            ));
+        };
+        fields.push(Field::new(name, array.data_type().clone(), true));
+        arrays.push(array);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).map_err(|e| e.to_string())?;
+    Ok(Entities {
+        schema,
+        batches: vec![batch],
+    })
+}

@@ -30,9 +30,23 @@ pub enum ObjectKind {
     FeatureView,
     StreamFeatureView,
     FeatureService,
+    /// Kept and carried (a registry service serves them whole), never decoded past the name:
+    /// they hold pickled Python.
+    OnDemandFeatureView,
 }
 
 impl ObjectKind {
+    /// Every kind, in the order registries list them.
+    pub const ALL: [ObjectKind; 7] = [
+        ObjectKind::Project,
+        ObjectKind::Entity,
+        ObjectKind::DataSource,
+        ObjectKind::FeatureView,
+        ObjectKind::StreamFeatureView,
+        ObjectKind::FeatureService,
+        ObjectKind::OnDemandFeatureView,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             ObjectKind::Project => "Project",
@@ -41,6 +55,7 @@ impl ObjectKind {
             ObjectKind::FeatureView => "FeatureView",
             ObjectKind::StreamFeatureView => "StreamFeatureView",
             ObjectKind::FeatureService => "FeatureService",
+            ObjectKind::OnDemandFeatureView => "OnDemandFeatureView",
         }
     }
 }
@@ -127,14 +142,10 @@ impl RegistryFile {
     /// Every project that owns an object or has a project object, sorted.
     pub fn project_names(&self) -> Result<Vec<String>, Error> {
         let mut names = std::collections::BTreeSet::new();
-        for kind in ALL_KINDS {
+        for kind in ObjectKind::ALL {
             for bytes in self.list(kind) {
                 names.insert(identify(kind, bytes)?.0);
             }
-        }
-        for bytes in &self.raw.on_demand_feature_views {
-            let h = decode::<pb::OnDemandFeatureViewHeader>(bytes, "OnDemandFeatureView")?;
-            names.insert(h.spec.unwrap_or_default().project);
         }
         names.remove("");
         Ok(names.into_iter().collect())
@@ -227,6 +238,7 @@ impl RegistryFile {
             ObjectKind::FeatureView => &self.raw.feature_views,
             ObjectKind::StreamFeatureView => &self.raw.stream_feature_views,
             ObjectKind::FeatureService => &self.raw.feature_services,
+            ObjectKind::OnDemandFeatureView => &self.raw.on_demand_feature_views,
         }
     }
 
@@ -238,7 +250,43 @@ impl RegistryFile {
             ObjectKind::FeatureView => &mut self.raw.feature_views,
             ObjectKind::StreamFeatureView => &mut self.raw.stream_feature_views,
             ObjectKind::FeatureService => &mut self.raw.feature_services,
+            ObjectKind::OnDemandFeatureView => &mut self.raw.on_demand_feature_views,
         }
+    }
+
+    /// One project's objects of every kind, as (kind, name, stored bytes), in registry order.
+    pub fn project_objects(&self, project: &str) -> Result<Vec<(ObjectKind, String, &[u8])>, Error> {
+        let mut out = Vec::new();
+        for kind in ObjectKind::ALL {
+            for bytes in self.list(kind) {
+                let (p, name) = identify(kind, bytes)?;
+                if p == project {
+                    out.push((kind, name, bytes.as_slice()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A registry holding exactly these objects (e.g. a project snapshot), checked like
+    /// [`RegistryFile::decode`] checks a file.
+    pub fn from_objects<I>(objects: I) -> Result<RegistryFile, Error>
+    where
+        I: IntoIterator<Item = (ObjectKind, Vec<u8>)>,
+    {
+        let mut file = RegistryFile::empty();
+        for (kind, bytes) in objects {
+            file.list_mut(kind).push(bytes);
+        }
+        for kind in ObjectKind::ALL {
+            for bytes in file.list(kind) {
+                identify(kind, bytes)?;
+            }
+        }
+        for project in file.project_names()? {
+            file.project(&project)?;
+        }
+        Ok(file)
     }
 
     /// The serialized bytes of one project's object, as stored.
@@ -262,15 +310,6 @@ impl RegistryFile {
         self.raw.on_demand_feature_views.len()
     }
 }
-
-const ALL_KINDS: [ObjectKind; 6] = [
-    ObjectKind::Project,
-    ObjectKind::Entity,
-    ObjectKind::DataSource,
-    ObjectKind::FeatureView,
-    ObjectKind::StreamFeatureView,
-    ObjectKind::FeatureService,
-];
 
 /// (project, name) of a serialized object of the given kind.
 fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Error> {
@@ -305,6 +344,12 @@ fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Error> {
         }
         ObjectKind::FeatureService => {
             let s = decode::<pb::FeatureService>(bytes, "FeatureService")?
+                .spec
+                .unwrap_or_default();
+            (s.project, s.name)
+        }
+        ObjectKind::OnDemandFeatureView => {
+            let s = decode::<pb::OnDemandFeatureViewHeader>(bytes, "OnDemandFeatureView")?
                 .spec
                 .unwrap_or_default();
             (s.project, s.name)

@@ -4,6 +4,7 @@
 //! - [`definitions`]: YAML feature definitions, validated as a whole.
 //! - [`apply`]: diffing definitions against a registry and rewriting it.
 //! - [`store`]: reading and atomically writing a registry file.
+//! - [`snapshot`]: the flatbuffers registry snapshot a sidecar syncs from the registry service.
 //! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
 
 #![cfg_attr(
@@ -15,4 +16,5 @@ pub mod apply;
 pub mod config;
 pub mod definitions;
 pub mod store;
+pub mod snapshot;
 pub mod summary;

@@ -1,5 +1,7 @@
 //! quiver-registry: everything about definitions and the registry that is not serving.
 //!
+//! - `client` (cargo feature `client`): the registry service's client: snapshot sync, backoff,
+//!   the state dir.
 //! - [`config`]: `feature_store.yaml` (Feast's keys, defaults and env override).
 //! - [`definitions`]: YAML feature definitions, validated as a whole.
 //! - [`apply`]: diffing definitions against a registry and rewriting it.
@@ -13,6 +15,8 @@
 )]
 
 pub mod apply;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod definitions;
 pub mod store;

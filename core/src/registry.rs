@@ -312,7 +312,7 @@ impl RegistryFile {
 }
 
 /// (project, name) of a serialized object of the given kind.
-fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Error> {
+pub fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Error> {
     Ok(match kind {
         ObjectKind::Project => {
             let s = decode::<pb::Project>(bytes, "Project")?

@@ -8,6 +8,7 @@ mod apply;
 mod inject;
 mod list;
 mod materialize;
+mod registry;
 mod serve;
 
 #[global_allocator]
@@ -53,6 +54,8 @@ enum Command {
     Serve(serve::Args),
     /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
     Inject(inject::Args),
+    /// The central registry service (`quiver registry serve --store URI`).
+    Registry(registry::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),
         Command::Serve(args) => serve::run(args),
         Command::Inject(args) => inject::run(args),
+        Command::Registry(args) => registry::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -336,6 +336,19 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
+    /// The feature services as the service normalizes them (sorted, no duplicates or blanks).
+    pub fn feature_services_sorted(&self) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .feature_services
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
     pub fn new(endpoint: Endpoint, project: &str) -> SyncConfig {
         SyncConfig {
             endpoint,
@@ -379,8 +392,13 @@ impl std::error::Error for SyncError {}
 /// A fetch's outcome.
 #[derive(Debug)]
 pub enum Fetched {
-    /// A new, checked snapshot (its bytes kept for the state dir).
-    Changed(Box<Snapshot>, Bytes),
+    /// A new, checked snapshot: the typed project built from it, and its bytes (for the
+    /// state dir).
+    Changed {
+        snapshot: Box<Snapshot>,
+        project: Box<quiver_core::registry::ProjectRegistry>,
+        bytes: Bytes,
+    },
     /// Nothing changed (304).
     NotModified,
 }
@@ -398,9 +416,10 @@ impl SnapshotFetcher {
         let client = Client::new(config.endpoint.clone(), config.token.clone())
             .with_connect_timeout(config.connect_timeout);
         let mut path = format!("/v1/projects/{}/snapshot", encode_path(&config.project));
-        if !config.feature_services.is_empty() {
+        let services = config.feature_services_sorted();
+        if !services.is_empty() {
             path.push_str("?feature_services=");
-            path.push_str(&encode_path(&config.feature_services.join(",")));
+            path.push_str(&encode_path(&services.join(",")));
         }
         SnapshotFetcher {
             client,
@@ -445,7 +464,8 @@ impl SnapshotFetcher {
                 let snap = snapshot::decode(&resp.body).map_err(SyncError::Invalid)?;
                 // Build the typed project now: a snapshot whose objects do not decode is
                 // refused here, before anyone swaps it in.
-                snap.project_registry(&self.config.project)
+                let project = snap
+                    .project_registry(&self.config.project)
                     .map_err(SyncError::Invalid)?;
                 if resp.etag.as_deref().is_some_and(|e| e != snap.etag()) {
                     return Err(SyncError::Invalid(SnapshotError::Malformed(format!(
@@ -454,8 +474,18 @@ impl SnapshotFetcher {
                         snap.etag()
                     ))));
                 }
+                if snap.feature_services != self.config.feature_services_sorted() {
+                    return Err(SyncError::Invalid(SnapshotError::Malformed(format!(
+                        "snapshot narrowed to {:?}, asked for {:?}",
+                        snap.feature_services, self.config.feature_services
+                    ))));
+                }
                 self.etag = Some(snap.etag());
-                Ok(Fetched::Changed(Box::new(snap), resp.body))
+                Ok(Fetched::Changed {
+                    snapshot: Box::new(snap),
+                    project: Box::new(project),
+                    bytes: resp.body,
+                })
             }
             _ => Err(SyncError::Status {
                 status: resp.status,

@@ -329,3 +329,117 @@ impl Service {
         })
     }
 }
+
+/// A service on a runtime (and thread pool) of its own, stopped abruptly by [`kill`]: every
+/// task and connection dies at once, as when the process is killed. For tests and benchmarks
+/// that need a real service to go away and come back on the same port.
+///
+/// [`kill`]: Standalone::kill
+pub struct Standalone {
+    pub port: u16,
+    store_uri: String,
+    config: ServiceConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    runtime: Option<tokio::runtime::Runtime>,
+    service: Option<Arc<Service>>,
+}
+
+impl Standalone {
+    /// Starts a service over `store_uri` on 127.0.0.1:`port` (0: any free port).
+    pub fn start(
+        store_uri: &str,
+        port: u16,
+        config: ServiceConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<Standalone, String> {
+        let mut s = Standalone {
+            port,
+            store_uri: store_uri.to_owned(),
+            config,
+            tls,
+            runtime: None,
+            service: None,
+        };
+        s.launch()?;
+        Ok(s)
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let (uri, config, tls, port) = (
+            self.store_uri.clone(),
+            self.config.clone(),
+            self.tls.clone(),
+            self.port,
+        );
+        // Built on a plain thread: a runtime cannot be started from inside another's task.
+        let started = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let (service, port) = runtime.block_on(async move {
+                let store = Store::open(&uri).await?;
+                let service = Service::open(store, config).await.map_err(|e| e.to_string())?;
+                // A killed predecessor's listener may take a moment to close.
+                let mut tries = 0;
+                let listener = loop {
+                    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => break l,
+                        Err(e) if port != 0 && tries < 100 => {
+                            tries += 1;
+                            tracing::debug!(error = %e, "port still taken; retrying");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => return Err(format!("bind 127.0.0.1:{port}: {e}")),
+                    }
+                };
+                let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+                let _ = service.spawn_poller();
+                tokio::spawn(serve(
+                    listener,
+                    Arc::clone(&service),
+                    tls,
+                    std::future::pending(),
+                ));
+                Ok::<_, String>((service, port))
+            })?;
+            Ok::<_, String>((runtime, service, port))
+        })
+        .join()
+        .map_err(|_| "the service thread panicked".to_owned())??;
+        self.runtime = Some(started.0);
+        self.service = Some(started.1);
+        self.port = started.2;
+        Ok(())
+    }
+
+    pub fn service(&self) -> Option<&Arc<Service>> {
+        self.service.as_ref()
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops everything at once: the listener, every connection, the poller.
+    pub fn kill(&mut self) {
+        self.service = None;
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Starts again on the same port and store.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.launch()
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -168,6 +168,16 @@ impl Response {
     }
 }
 
+/// Whether a failed exchange on a kept-alive connection may be tried again on a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Never,
+    /// The request may have reached the server: only a GET is sent again.
+    IfIdempotent,
+    /// The request was not sent.
+    Always,
+}
+
 /// One connection to the registry service, reopened when it breaks.
 pub struct Client {
     endpoint: Endpoint,
@@ -235,7 +245,9 @@ impl Client {
     }
 
     /// Sends one request and reads the whole answer within `timeout`. `path` is relative to
-    /// the endpoint's base and includes the query string.
+    /// the endpoint's base and includes the query string. A kept-alive connection the server
+    /// closed in the meantime is replaced once: for any request when the request was not
+    /// sent, and for a GET in any case (it changes nothing).
     pub async fn request(
         &mut self,
         method: Method,
@@ -244,13 +256,41 @@ impl Client {
         body: Option<(Bytes, &'static str)>,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
+        let reused = self.conn.is_some();
+        match self
+            .request_once(method.clone(), path, headers, body.clone(), timeout)
+            .await
+        {
+            Err((e, retry))
+                if reused
+                    && (retry == Retry::Always
+                        || (retry == Retry::IfIdempotent && method == Method::GET)) =>
+            {
+                tracing::debug!(error = %e, "kept-alive connection failed; retrying on a new one");
+                self.conn = None;
+                self.request_once(method, path, headers, body, timeout)
+                    .await
+                    .map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    async fn request_once(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(hyper::header::HeaderName, String)],
+        body: Option<(Bytes, &'static str)>,
+        timeout: Duration,
+    ) -> Result<Response, (ClientError, Retry)> {
         let reused = match self.conn.take() {
             Some(mut s) => s.ready().await.is_ok().then_some(s),
             None => None,
         };
         let mut send = match reused {
             Some(s) => s,
-            None => self.connect().await?,
+            None => self.connect().await.map_err(|e| (e, Retry::Never))?,
         };
         let uri = format!("{}{}", self.endpoint.base, path);
         let mut req = Request::builder().method(method).uri(&uri);
@@ -273,15 +313,22 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req
-            .body(body)
-            .map_err(|e| ClientError::Exchange(format!("building the request for {uri}: {e}")))?;
+        let req = req.body(body).map_err(|e| {
+            (
+                ClientError::Exchange(format!("building the request for {uri}: {e}")),
+                Retry::Never,
+            )
+        })?;
         let max_body = self.max_body;
         let exchange = async {
-            let resp = send
-                .send_request(req)
-                .await
-                .map_err(|e| ClientError::Exchange(format!("{uri}: {e}")))?;
+            let resp = send.send_request(req).await.map_err(|e| {
+                let retry = if e.is_canceled() {
+                    Retry::Always
+                } else {
+                    Retry::IfIdempotent
+                };
+                (ClientError::Exchange(format!("{uri}: {e}")), retry)
+            })?;
             let status = resp.status().as_u16();
             let header = |name| {
                 resp.headers()
@@ -294,9 +341,14 @@ impl Client {
             let body = Limited::new(resp.into_body(), max_body)
                 .collect()
                 .await
-                .map_err(|e| ClientError::Exchange(format!("{uri}: reading the body: {e}")))?
+                .map_err(|e| {
+                    (
+                        ClientError::Exchange(format!("{uri}: reading the body: {e}")),
+                        Retry::IfIdempotent,
+                    )
+                })?
                 .to_bytes();
-            Ok::<_, ClientError>(Response {
+            Ok::<_, (ClientError, Retry)>(Response {
                 status,
                 etag,
                 content_type,
@@ -310,9 +362,10 @@ impl Client {
                 Ok(resp)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ClientError::Exchange(format!(
-                "{uri}: no answer within {timeout:?}"
-            ))),
+            Err(_) => Err((
+                ClientError::Exchange(format!("{uri}: no answer within {timeout:?}")),
+                Retry::Never,
+            )),
         }
     }
 }

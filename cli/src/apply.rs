@@ -170,8 +170,15 @@ async fn remote(args: &Args, config: &RepoConfig, url: &str) -> anyhow::Result<(
                 out.push_str(&format!(
                     "\n  {}{}{}: {}",
                     p["file"].as_str().unwrap_or(""),
-                    p["line"].as_u64().map(|l| format!(":{l}")).unwrap_or_default(),
-                    p["object"].as_str().filter(|o| !o.is_empty()).map(|o| format!(": {o}")).unwrap_or_default(),
+                    p["line"]
+                        .as_u64()
+                        .map(|l| format!(":{l}"))
+                        .unwrap_or_default(),
+                    p["object"]
+                        .as_str()
+                        .filter(|o| !o.is_empty())
+                        .map(|o| format!(": {o}"))
+                        .unwrap_or_default(),
                     p["message"].as_str().unwrap_or("")
                 ));
             }
@@ -179,19 +186,26 @@ async fn remote(args: &Args, config: &RepoConfig, url: &str) -> anyhow::Result<(
         }
         s => return Err(anyhow!("registry service {url}: {s}: {}", resp.message())),
     }
-    println!("Applying the definitions of project {project} to the registry service at {url} (version {base})");
+    println!(
+        "Applying the definitions of project {project} to the registry service at {url} (version {base})"
+    );
     let changes = answer["changes"].as_array().cloned().unwrap_or_default();
     for c in &changes {
         println!("{}", c["text"].as_str().unwrap_or(""));
     }
     for kept in answer["kept"].as_array().into_iter().flatten() {
-        println!("Kept {} (not expressible in YAML definitions)", kept.as_str().unwrap_or(""));
+        println!(
+            "Kept {} (not expressible in YAML definitions)",
+            kept.as_str().unwrap_or("")
+        );
     }
     let version = answer["version"].as_u64().unwrap_or(base);
     if changes.is_empty() {
         println!("No changes: project {project} is up to date at version {version}");
     } else if args.dry_run {
-        println!("Dry run: nothing written; apply with --base-version {base} to apply exactly this plan");
+        println!(
+            "Dry run: nothing written; apply with --base-version {base} to apply exactly this plan"
+        );
     } else {
         println!("Project {project} is now at version {version}");
     }

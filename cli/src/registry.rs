@@ -55,7 +55,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "60s", env = "QUIVER_REGISTRY_MAX_WAIT", value_parser = parse_duration)]
     max_wait: Duration,
     /// Most connections at once (each sidecar's long poll holds one).
-    #[arg(long, default_value_t = 10_000, env = "QUIVER_REGISTRY_MAX_CONNECTIONS")]
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "QUIVER_REGISTRY_MAX_CONNECTIONS"
+    )]
     max_connections: usize,
     /// Worker threads (default: one per core).
     #[arg(long, env = "QUIVER_WORKERS")]
@@ -93,8 +97,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
-        .with_context(|| format!("--host {:?} --port {}: not an address to bind", args.host, args.port))?;
-    let token = read_token(args.token_file.as_ref(), "QUIVER_REGISTRY_TOKEN", "--token-file")?;
+        .with_context(|| {
+            format!(
+                "--host {:?} --port {}: not an address to bind",
+                args.host, args.port
+            )
+        })?;
+    let token = read_token(
+        args.token_file.as_ref(),
+        "QUIVER_REGISTRY_TOKEN",
+        "--token-file",
+    )?;
     if args.auth_reads && token.is_none() {
         bail!("--auth-reads needs a token: give --token-file or QUIVER_REGISTRY_TOKEN");
     }
@@ -102,11 +115,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("--poll-interval {:?}: at least 50ms", args.poll_interval);
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(quiver_registry_service::tls::acceptor(cert, key).map_err(|e| anyhow!(e))?),
+        (Some(cert), Some(key)) => {
+            Some(quiver_registry_service::tls::acceptor(cert, key).map_err(|e| anyhow!(e))?)
+        }
         _ => None,
     };
     if token.is_none() {
-        tracing::warn!("no token: anyone who reaches this service can apply definitions (set --token-file or QUIVER_REGISTRY_TOKEN)");
+        tracing::warn!(
+            "no token: anyone who reaches this service can apply definitions (set --token-file or QUIVER_REGISTRY_TOKEN)"
+        );
     }
     let store = Store::open(&args.store).await.map_err(|e| anyhow!(e))?;
     let describe = store.describe();

@@ -260,7 +260,10 @@ fn registry_source(
 
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
-    let project = args.project.clone().unwrap_or_else(|| config.project.clone());
+    let project = args
+        .project
+        .clone()
+        .unwrap_or_else(|| config.project.clone());
     if !quiver_registry::config::is_valid_project_name(&project) {
         bail!("--project {project:?}: not a valid project name");
     }

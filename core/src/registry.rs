@@ -255,7 +255,10 @@ impl RegistryFile {
     }
 
     /// One project's objects of every kind, as (kind, name, stored bytes), in registry order.
-    pub fn project_objects(&self, project: &str) -> Result<Vec<(ObjectKind, String, &[u8])>, Error> {
+    pub fn project_objects(
+        &self,
+        project: &str,
+    ) -> Result<Vec<(ObjectKind, String, &[u8])>, Error> {
         let mut out = Vec::new();
         for kind in ObjectKind::ALL {
             for bytes in self.list(kind) {

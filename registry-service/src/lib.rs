@@ -118,7 +118,9 @@ impl Catalog {
     }
 
     pub fn has_project(&self, project: &str) -> bool {
-        self.projects.binary_search_by(|p| p.as_str().cmp(project)).is_ok()
+        self.projects
+            .binary_search_by(|p| p.as_str().cmp(project))
+            .is_ok()
     }
 
     /// The project's version (0: never seen).
@@ -323,7 +325,9 @@ impl Service {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(service) = weak.upgrade() else { return };
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
                 let _ = service.refresh().await;
             }
         })
@@ -380,7 +384,9 @@ impl Standalone {
                 .map_err(|e| e.to_string())?;
             let (service, port) = runtime.block_on(async move {
                 let store = Store::open(&uri).await?;
-                let service = Service::open(store, config).await.map_err(|e| e.to_string())?;
+                let service = Service::open(store, config)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 // A killed predecessor's listener may take a moment to close.
                 let mut tries = 0;
                 let listener = loop {

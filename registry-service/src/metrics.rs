@@ -30,7 +30,9 @@ pub enum Endpoint {
     Other = 6,
 }
 
-const ENDPOINTS: [&str; 7] = ["snapshot", "read", "apply", "health", "ready", "metrics", "other"];
+const ENDPOINTS: [&str; 7] = [
+    "snapshot", "read", "apply", "health", "ready", "metrics", "other",
+];
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Default)]
@@ -84,17 +86,53 @@ impl Metrics {
             }
         }
         let counters: [(&str, &str, &Counter); 8] = [
-            ("quiver_registry_snapshot_bytes_total", "Snapshot bytes sent.", &self.snapshot_bytes),
-            ("quiver_registry_not_modified_total", "Snapshot requests answered 304 (nothing changed).", &self.not_modified),
-            ("quiver_registry_applies_total", "Applies committed (empty plans included).", &self.applies),
-            ("quiver_registry_apply_conflicts_total", "Applies refused with 409: based on a stale version.", &self.apply_conflicts),
-            ("quiver_registry_unauthorized_total", "Requests refused for a missing or wrong token.", &self.unauthorized),
-            ("quiver_registry_store_loads_total", "Loads of the whole registry from the store.", &self.store_loads),
-            ("quiver_registry_store_errors_total", "Store reads or writes that failed.", &self.store_errors),
-            ("quiver_registry_catalog_swaps_total", "Registry changes published to readers.", &self.catalog_swaps),
+            (
+                "quiver_registry_snapshot_bytes_total",
+                "Snapshot bytes sent.",
+                &self.snapshot_bytes,
+            ),
+            (
+                "quiver_registry_not_modified_total",
+                "Snapshot requests answered 304 (nothing changed).",
+                &self.not_modified,
+            ),
+            (
+                "quiver_registry_applies_total",
+                "Applies committed (empty plans included).",
+                &self.applies,
+            ),
+            (
+                "quiver_registry_apply_conflicts_total",
+                "Applies refused with 409: based on a stale version.",
+                &self.apply_conflicts,
+            ),
+            (
+                "quiver_registry_unauthorized_total",
+                "Requests refused for a missing or wrong token.",
+                &self.unauthorized,
+            ),
+            (
+                "quiver_registry_store_loads_total",
+                "Loads of the whole registry from the store.",
+                &self.store_loads,
+            ),
+            (
+                "quiver_registry_store_errors_total",
+                "Store reads or writes that failed.",
+                &self.store_errors,
+            ),
+            (
+                "quiver_registry_catalog_swaps_total",
+                "Registry changes published to readers.",
+                &self.catalog_swaps,
+            ),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
         }
         let _ = writeln!(
             out,
@@ -114,7 +152,10 @@ impl Metrics {
         out.push_str("# HELP quiver_registry_project_version The version of each project.\n# TYPE quiver_registry_project_version gauge\n");
         for (project, version) in &g.versions {
             let project = project.replace(['"', '\\', '\n'], "_");
-            let _ = writeln!(out, "quiver_registry_project_version{{project=\"{project}\"}} {version}");
+            let _ = writeln!(
+                out,
+                "quiver_registry_project_version{{project=\"{project}\"}} {version}"
+            );
         }
         out
     }

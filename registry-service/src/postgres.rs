@@ -26,13 +26,48 @@ const LOCK_KEY: i64 = 0x7175_6976_6572;
 
 /// (kind, table, name column, proto column) of the object kinds the service reads and writes.
 const TABLES: [(ObjectKind, &str, &str, &str); 7] = [
-    (ObjectKind::Project, "projects", "project_name", "project_proto"),
-    (ObjectKind::Entity, "entities", "entity_name", "entity_proto"),
-    (ObjectKind::DataSource, "data_sources", "data_source_name", "data_source_proto"),
-    (ObjectKind::FeatureView, "feature_views", "feature_view_name", "feature_view_proto"),
-    (ObjectKind::StreamFeatureView, "stream_feature_views", "feature_view_name", "feature_view_proto"),
-    (ObjectKind::FeatureService, "feature_services", "feature_service_name", "feature_service_proto"),
-    (ObjectKind::OnDemandFeatureView, "on_demand_feature_views", "feature_view_name", "feature_view_proto"),
+    (
+        ObjectKind::Project,
+        "projects",
+        "project_name",
+        "project_proto",
+    ),
+    (
+        ObjectKind::Entity,
+        "entities",
+        "entity_name",
+        "entity_proto",
+    ),
+    (
+        ObjectKind::DataSource,
+        "data_sources",
+        "data_source_name",
+        "data_source_proto",
+    ),
+    (
+        ObjectKind::FeatureView,
+        "feature_views",
+        "feature_view_name",
+        "feature_view_proto",
+    ),
+    (
+        ObjectKind::StreamFeatureView,
+        "stream_feature_views",
+        "feature_view_name",
+        "feature_view_proto",
+    ),
+    (
+        ObjectKind::FeatureService,
+        "feature_services",
+        "feature_service_name",
+        "feature_service_proto",
+    ),
+    (
+        ObjectKind::OnDemandFeatureView,
+        "on_demand_feature_views",
+        "feature_view_name",
+        "feature_view_proto",
+    ),
 ];
 
 /// Feast 0.67's tables (`metadata.create_all` in sql.py), created when missing so that a new
@@ -85,7 +120,8 @@ fn unavailable(e: tokio_postgres::Error) -> StoreError {
 impl PgStore {
     /// Connects, and creates Feast's tables (and the version table) where missing.
     pub async fn open(url: &str) -> Result<PgStore, String> {
-        let config = Config::from_str(url).map_err(|e| format!("--store: not a PostgreSQL URL: {e}"))?;
+        let config =
+            Config::from_str(url).map_err(|e| format!("--store: not a PostgreSQL URL: {e}"))?;
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
@@ -113,17 +149,21 @@ impl PgStore {
             client: Mutex::new(None),
         };
         {
-            let mut guard = store.connected().await.map_err(|e| format!("--store {}: {e}", store.describe))?;
+            let mut guard = store
+                .connected()
+                .await
+                .map_err(|e| format!("--store {}: {e}", store.describe))?;
             let Some(client) = guard.as_mut() else {
                 return Err(format!("--store {}: not connected", store.describe));
             };
-            let batch = format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {SCHEMA} COMMIT;"
-            );
-            client
-                .batch_execute(&batch)
-                .await
-                .map_err(|e| format!("--store {}: creating Feast's registry tables: {e}", store.describe))?;
+            let batch =
+                format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {SCHEMA} COMMIT;");
+            client.batch_execute(&batch).await.map_err(|e| {
+                format!(
+                    "--store {}: creating Feast's registry tables: {e}",
+                    store.describe
+                )
+            })?;
         }
         Ok(store)
     }
@@ -161,7 +201,9 @@ impl PgStore {
         let mut guard = self.connected().await?;
         let result = async {
             let Some(client) = guard.as_mut() else {
-                return Err(ApplyError::Store(StoreError::Unavailable("not connected".into())));
+                return Err(ApplyError::Store(StoreError::Unavailable(
+                    "not connected".into(),
+                )));
             };
             let tx = client.transaction().await.map_err(unavailable)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
@@ -194,9 +236,9 @@ impl PgStore {
         match result {
             Ok(l) => Ok(l),
             Err(ApplyError::Store(e)) => Err(e),
-            Err(ApplyError::Conflict { .. }) => {
-                Err(StoreError::Unavailable("unexpected conflict while loading".into()))
-            }
+            Err(ApplyError::Conflict { .. }) => Err(StoreError::Unavailable(
+                "unexpected conflict while loading".into(),
+            )),
         }
     }
 
@@ -318,25 +360,37 @@ fn with_project(kind: ObjectKind, bytes: &[u8], project: &str) -> Vec<u8> {
 async fn read_all(tx: &impl GenericClient) -> Result<Loaded, StoreError> {
     let mut objects = Vec::new();
     for (kind, table, name_col, proto_col) in TABLES {
-        let sql = format!("SELECT project_id, {proto_col} FROM {table} ORDER BY project_id, {name_col}");
+        let sql =
+            format!("SELECT project_id, {proto_col} FROM {table} ORDER BY project_id, {name_col}");
         for row in tx.query(&sql, &[]).await.map_err(unavailable)? {
             let project: String = row.try_get(0).map_err(unavailable)?;
             let bytes: Vec<u8> = row.try_get(1).map_err(unavailable)?;
-            let (embedded, name) = identify(kind, &bytes)
-                .map_err(|e| StoreError::Corrupt(format!("{table} row of project {project}: {e}")))?;
+            let (embedded, name) = identify(kind, &bytes).map_err(|e| {
+                StoreError::Corrupt(format!("{table} row of project {project}: {e}"))
+            })?;
             let bytes = if embedded == project || kind == ObjectKind::Project {
                 bytes
             } else {
-                tracing::debug!(table, name, project, embedded, "object row without its project; set as Feast does on read");
+                tracing::debug!(
+                    table,
+                    name,
+                    project,
+                    embedded,
+                    "object row without its project; set as Feast does on read"
+                );
                 with_project(kind, &bytes, &project)
             };
             objects.push((kind, bytes));
         }
     }
-    let file = RegistryFile::from_objects(objects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let file =
+        RegistryFile::from_objects(objects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut versions = Versions::new();
     for row in tx
-        .query("SELECT project_id, version, fingerprint FROM quiver_registry_versions", &[])
+        .query(
+            "SELECT project_id, version, fingerprint FROM quiver_registry_versions",
+            &[],
+        )
         .await
         .map_err(unavailable)?
     {
@@ -354,7 +408,11 @@ async fn read_all(tx: &impl GenericClient) -> Result<Loaded, StoreError> {
     Ok(Loaded { file, versions })
 }
 
-async fn write_versions(tx: &impl GenericClient, versions: &Versions, now: i64) -> Result<(), StoreError> {
+async fn write_versions(
+    tx: &impl GenericClient,
+    versions: &Versions,
+    now: i64,
+) -> Result<(), StoreError> {
     for (project, rec) in versions {
         tx.execute(
             "INSERT INTO quiver_registry_versions (project_id, version, fingerprint, last_updated_timestamp) \
@@ -378,7 +436,10 @@ async fn write_object(
     now: i64,
 ) -> Result<(), StoreError> {
     let Some((_, table, name_col, proto_col)) = TABLES.iter().find(|t| t.0 == kind) else {
-        return Err(StoreError::Corrupt(format!("no table for {}", kind.label())));
+        return Err(StoreError::Corrupt(format!(
+            "no table for {}",
+            kind.label()
+        )));
     };
     match (kind, bytes) {
         (ObjectKind::Project, Some(bytes)) => {
@@ -413,7 +474,11 @@ async fn write_object(
 
 /// What Feast's SQL registry keeps per project beside the objects: the time of the last
 /// change, and a project uuid set once.
-async fn write_feast_metadata(tx: &impl GenericClient, project: &str, now: i64) -> Result<(), StoreError> {
+async fn write_feast_metadata(
+    tx: &impl GenericClient,
+    project: &str,
+    now: i64,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO feast_metadata (project_id, metadata_key, metadata_value, last_updated_timestamp) \
          VALUES ($1, 'last_updated_timestamp', $2, $3) ON CONFLICT (project_id, metadata_key) DO UPDATE SET \
@@ -450,13 +515,19 @@ mod tests {
         let bytes = view.encode_to_vec();
         let patched = with_project(ObjectKind::FeatureView, &bytes, "demo");
         assert!(patched.starts_with(&bytes));
-        assert_eq!(identify(ObjectKind::FeatureView, &patched).unwrap(), ("demo".into(), "v".into()));
+        assert_eq!(
+            identify(ObjectKind::FeatureView, &patched).unwrap(),
+            ("demo".into(), "v".into())
+        );
         let source = pb::DataSource {
             name: "s".into(),
             ..Default::default()
         };
         let patched = with_project(ObjectKind::DataSource, &source.encode_to_vec(), "demo");
-        assert_eq!(identify(ObjectKind::DataSource, &patched).unwrap(), ("demo".into(), "s".into()));
+        assert_eq!(
+            identify(ObjectKind::DataSource, &patched).unwrap(),
+            ("demo".into(), "s".into())
+        );
         let entity = pb::Entity {
             spec: Some(pb::EntitySpecV2 {
                 name: "e".into(),
@@ -465,6 +536,9 @@ mod tests {
             ..Default::default()
         };
         let patched = with_project(ObjectKind::Entity, &entity.encode_to_vec(), "demo");
-        assert_eq!(identify(ObjectKind::Entity, &patched).unwrap(), ("demo".into(), "e".into()));
+        assert_eq!(
+            identify(ObjectKind::Entity, &patched).unwrap(),
+            ("demo".into(), "e".into())
+        );
     }
 }

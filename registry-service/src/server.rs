@@ -125,8 +125,16 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
 
 fn store_error(e: &StoreError) -> Response<Body> {
     match e {
-        StoreError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable", e.to_string()),
-        StoreError::Corrupt(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "StoreCorrupt", e.to_string()),
+        StoreError::Unavailable(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "StoreUnavailable",
+            e.to_string(),
+        ),
+        StoreError::Corrupt(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "StoreCorrupt",
+            e.to_string(),
+        ),
     }
 }
 
@@ -157,7 +165,11 @@ fn check_token(service: &Service, req: &Request<Incoming>, write: bool) -> Optio
         format!(
             "{} need Authorization: Bearer <token>{}",
             what,
-            if given.is_some() { " (the token given is wrong)" } else { "" }
+            if given.is_some() {
+                " (the token given is wrong)"
+            } else {
+                ""
+            }
         ),
     );
     resp.headers_mut()
@@ -246,7 +258,10 @@ async fn handle(service: &Arc<Service>, req: Request<Incoming>) -> (Endpoint, Re
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => (Endpoint::Health, json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (&Method::GET, ["health"]) => (
+            Endpoint::Health,
+            json_response(StatusCode::OK, &json!({"status": "ok"})),
+        ),
         (&Method::GET, ["ready"]) => (Endpoint::Ready, ready(service)),
         (&Method::GET, ["metrics"]) => (Endpoint::Metrics, metrics(service)),
         (&Method::GET, ["v1", "projects"]) => (Endpoint::Read, read(service, &req, None, None)),
@@ -256,10 +271,14 @@ async fn handle(service: &Arc<Service>, req: Request<Incoming>) -> (Endpoint, Re
         (&Method::GET, ["v1", "projects", project, "snapshot"]) => {
             (Endpoint::Snapshot, snapshot(service, &req, project).await)
         }
-        (&Method::GET, ["v1", "projects", project, collection]) if collection_key(collection).is_some() => (
-            Endpoint::Read,
-            read(service, &req, Some(project), collection_key(collection)),
-        ),
+        (&Method::GET, ["v1", "projects", project, collection])
+            if collection_key(collection).is_some() =>
+        {
+            (
+                Endpoint::Read,
+                read(service, &req, Some(project), collection_key(collection)),
+            )
+        }
         (&Method::POST, ["v1", "projects", project, "apply"]) => {
             let project = (*project).to_owned();
             (Endpoint::Apply, apply(service, req, &project).await)
@@ -385,7 +404,13 @@ fn read(
     let typed = match catalog.project(project) {
         Ok(t) => t,
         Err(SnapshotRequestError::UnknownProject(_)) => return unknown_project(project),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "StoreCorrupt", format!("{e:?}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "StoreCorrupt",
+                format!("{e:?}"),
+            );
+        }
     };
     let mut body = summary::summarize(&typed);
     let version = catalog.version(project);
@@ -413,7 +438,11 @@ impl Drop for Waiting<'_> {
 }
 
 /// `GET /v1/projects/{p}/snapshot[?feature_services=a,b][&wait=30s]`.
-async fn snapshot(service: &Arc<Service>, req: &Request<Incoming>, project: &str) -> Response<Body> {
+async fn snapshot(
+    service: &Arc<Service>,
+    req: &Request<Incoming>,
+    project: &str,
+) -> Response<Body> {
     if let Some(resp) = check_token(service, req, false) {
         return resp;
     }
@@ -434,13 +463,21 @@ async fn snapshot(service: &Arc<Service>, req: &Request<Incoming>, project: &str
                     return error(
                         StatusCode::BAD_REQUEST,
                         "BadQuery",
-                        format!("wait: {v:?} is longer than the longest wait, {:?}", service.config.max_wait),
+                        format!(
+                            "wait: {v:?} is longer than the longest wait, {:?}",
+                            service.config.max_wait
+                        ),
                     );
                 }
                 Err(e) => return error(StatusCode::BAD_REQUEST, "BadQuery", e),
             }
         } else {
-            services.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+            services.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         }
     }
     services.sort();
@@ -478,12 +515,18 @@ async fn snapshot(service: &Arc<Service>, req: &Request<Incoming>, project: &str
             service.metrics.snapshot_bytes.add(built.bytes.len() as u64);
             let mut resp = Response::new(Full::new(built.bytes.clone()));
             let h = resp.headers_mut();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(snapshot::CONTENT_TYPE));
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(snapshot::CONTENT_TYPE),
+            );
             if let Ok(v) = HeaderValue::from_str(&built.etag) {
                 h.insert(ETAG, v);
             }
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-quiver-registry-version", HeaderValue::from(built.version));
+            h.insert(
+                "x-quiver-registry-version",
+                HeaderValue::from(built.version),
+            );
             return resp;
         }
         let expired = deadline.is_none_or(|d| Instant::now() >= d);
@@ -494,8 +537,10 @@ async fn snapshot(service: &Arc<Service>, req: &Request<Incoming>, project: &str
             if let Ok(v) = HeaderValue::from_str(&built.etag) {
                 resp.headers_mut().insert(ETAG, v);
             }
-            resp.headers_mut()
-                .insert("x-quiver-registry-version", HeaderValue::from(built.version));
+            resp.headers_mut().insert(
+                "x-quiver-registry-version",
+                HeaderValue::from(built.version),
+            );
             return resp;
         }
         if waiting.is_none() {
@@ -549,7 +594,12 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Respon
     }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
             "BadBody",
@@ -632,7 +682,10 @@ async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) ->
             );
         }
     };
-    match service.apply(body.base_version, desired, now(), body.dry_run).await {
+    match service
+        .apply(body.base_version, desired, now(), body.dry_run)
+        .await
+    {
         Ok(applied) => {
             let changes: Vec<Json> = applied
                 .plan

@@ -62,7 +62,10 @@ impl std::error::Error for StoreError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyError {
     /// The project moved on since the version the write was based on.
-    Conflict { base: u64, current: u64 },
+    Conflict {
+        base: u64,
+        current: u64,
+    },
     Store(StoreError),
 }
 
@@ -184,7 +187,9 @@ impl Store {
     pub async fn open(uri: &str) -> Result<Store, String> {
         let uri = uri.trim();
         if uri.is_empty() {
-            return Err("--store is empty: give a registry file path or a postgresql:// URL".into());
+            return Err(
+                "--store is empty: give a registry file path or a postgresql:// URL".into(),
+            );
         }
         if let Some(rest) = uri
             .strip_prefix("postgresql+psycopg://")
@@ -407,9 +412,7 @@ impl FileStore {
                 loaded,
             });
         }
-        let bytes = loaded
-            .file
-            .encode(&uuid::Uuid::new_v4().to_string(), now);
+        let bytes = loaded.file.encode(&uuid::Uuid::new_v4().to_string(), now);
         quiver_registry::store::write_atomic(&self.path, &bytes)
             .map_err(StoreError::Unavailable)?;
         let version = bump(&mut loaded, project, current)?;
@@ -453,7 +456,11 @@ pub(crate) fn changed_objects(
                 file.object_bytes(c.kind, project, &c.name)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?
                     .ok_or_else(|| {
-                        StoreError::Corrupt(format!("{} {} vanished during apply", c.kind.label(), c.name))
+                        StoreError::Corrupt(format!(
+                            "{} {} vanished during apply",
+                            c.kind.label(),
+                            c.name
+                        ))
                     })?
                     .to_vec(),
             ),
@@ -493,7 +500,10 @@ feature_views:
         let path = dir.path().join("registry.db");
         let store = Store::open(path.to_str().unwrap()).await.unwrap();
         let loaded = store.load().await.unwrap();
-        assert!(loaded.versions.is_empty(), "a missing file is an empty registry");
+        assert!(
+            loaded.versions.is_empty(),
+            "a missing file is an empty registry"
+        );
 
         let desired = definitions::parse(&[("f.yaml", DEFS)], "demo").unwrap();
         let a = store
@@ -504,20 +514,35 @@ feature_views:
         assert_eq!(a.plan.changes.len(), 4);
 
         // The same definitions again: nothing to do, the version stays.
-        let again = store.apply(Some(1), desired.clone(), ts(20), false).await.unwrap();
+        let again = store
+            .apply(Some(1), desired.clone(), ts(20), false)
+            .await
+            .unwrap();
         assert!(again.plan.is_empty());
         assert_eq!(again.version, 1);
 
         // A stale base is refused, and nothing is written.
-        let changed = definitions::parse(&[("f.yaml", &DEFS.replace("conv_rate", "rate"))], "demo")
-            .unwrap();
+        let changed =
+            definitions::parse(&[("f.yaml", &DEFS.replace("conv_rate", "rate"))], "demo").unwrap();
         let before = std::fs::read(&path).unwrap();
-        let err = store.apply(Some(0), changed.clone(), ts(30), false).await.unwrap_err();
-        assert_eq!(err, ApplyError::Conflict { base: 0, current: 1 });
+        let err = store
+            .apply(Some(0), changed.clone(), ts(30), false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ApplyError::Conflict {
+                base: 0,
+                current: 1
+            }
+        );
         assert_eq!(std::fs::read(&path).unwrap(), before);
 
         // A dry run plans without writing.
-        let dry = store.apply(Some(1), changed.clone(), ts(30), true).await.unwrap();
+        let dry = store
+            .apply(Some(1), changed.clone(), ts(30), true)
+            .await
+            .unwrap();
         assert_eq!(dry.plan.changes.len(), 1);
         assert_eq!(dry.version, 1);
         assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -545,7 +570,10 @@ feature_views:
         let err = Store::open("s3://bucket/registry.db").await.err().unwrap();
         assert!(err.contains("s3://"), "{err}");
         let dir = tempfile::tempdir().unwrap();
-        let err = Store::open(dir.path().to_str().unwrap()).await.err().unwrap();
+        let err = Store::open(dir.path().to_str().unwrap())
+            .await
+            .err()
+            .unwrap();
         assert!(err.contains("is a directory"), "{err}");
     }
 }

@@ -29,7 +29,12 @@ pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<tokio_rustls::TlsAc
     let cert_pem = read_pem(cert_path, "--tls-cert")?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("--tls-cert {}: not a PEM certificate chain: {e}", cert_path.display()))?;
+        .map_err(|e| {
+            format!(
+                "--tls-cert {}: not a PEM certificate chain: {e}",
+                cert_path.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!(
             "--tls-cert {}: no CERTIFICATE block in it",
@@ -43,20 +48,19 @@ pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<tokio_rustls::TlsAc
             key_path.display()
         )
     })?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS set-up: {e}"))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| {
-        format!(
-            "--tls-cert {} with --tls-key {}: {e}",
-            cert_path.display(),
-            key_path.display()
-        )
-    })?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS set-up: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| {
+                format!(
+                    "--tls-cert {} with --tls-key {}: {e}",
+                    cert_path.display(),
+                    key_path.display()
+                )
+            })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -41,16 +41,22 @@ async fn applies_land_in_feasts_tables_with_versions() {
         assert_eq!(r.get::<_, String>(1), "demo");
         let view = pb::FeatureView::decode(r.get::<_, Vec<u8>>(2).as_slice()).unwrap();
         let spec = view.spec.unwrap();
-        assert_eq!((spec.project.as_str(), spec.name), ("demo", r.get::<_, String>(0)));
+        assert_eq!(
+            (spec.project.as_str(), spec.name),
+            ("demo", r.get::<_, String>(0))
+        );
         assert!(r.get::<_, i64>(3) > 1_700_000_000);
     }
     let count = |table: &'static str| {
         let pg = &pg;
         async move {
-            pg.query_one(&format!("SELECT count(*) FROM {table} WHERE project_id = 'demo'"), &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
+            pg.query_one(
+                &format!("SELECT count(*) FROM {table} WHERE project_id = 'demo'"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
         }
     };
     assert_eq!(count("entities").await, 2);
@@ -58,12 +64,18 @@ async fn applies_land_in_feasts_tables_with_versions() {
     assert_eq!(count("feature_services").await, 2);
     assert_eq!(count("projects").await, 1);
     let project_row = pg
-        .query_one("SELECT project_name, project_proto FROM projects WHERE project_id = 'demo'", &[])
+        .query_one(
+            "SELECT project_name, project_proto FROM projects WHERE project_id = 'demo'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(project_row.get::<_, String>(0), "demo");
     let meta: Vec<String> = pg
-        .query("SELECT metadata_key FROM feast_metadata WHERE project_id = 'demo' ORDER BY 1", &[])
+        .query(
+            "SELECT metadata_key FROM feast_metadata WHERE project_id = 'demo' ORDER BY 1",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -71,7 +83,10 @@ async fn applies_land_in_feasts_tables_with_versions() {
         .collect();
     assert_eq!(meta, ["last_updated_timestamp", "project_uuid"]);
     let v: i64 = pg
-        .query_one("SELECT version FROM quiver_registry_versions WHERE project_id = 'demo'", &[])
+        .query_one(
+            "SELECT version FROM quiver_registry_versions WHERE project_id = 'demo'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -89,7 +104,13 @@ async fn applies_land_in_feasts_tables_with_versions() {
     let r = get(&mut c, "/v1/projects/demo/snapshot", &[]).await;
     let snap = snapshot::decode(&r.body).unwrap();
     assert_eq!(snap.version, 2);
-    assert_eq!(snap.project_registry("demo").unwrap().feature_services.len(), 1);
+    assert_eq!(
+        snap.project_registry("demo")
+            .unwrap()
+            .feature_services
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -131,14 +152,20 @@ async fn replicas_agree_and_concurrent_appliers_serialize_on_the_database() {
     assert_eq!(statuses, [200, 409, 409, 409, 409, 409]);
     let pg = db.client().await;
     let views: i64 = pg
-        .query_one("SELECT count(*) FROM feature_views WHERE project_id = 'demo'", &[])
+        .query_one(
+            "SELECT count(*) FROM feature_views WHERE project_id = 'demo'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(views, 3, "the winner's view and the two it kept");
     let deadline = Instant::now() + Duration::from_secs(5);
     while version(&mut ca, "demo").await != 2 || version(&mut cb, "demo").await != 2 {
-        assert!(Instant::now() < deadline, "the replicas never agreed on version 2");
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never agreed on version 2"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -149,7 +176,10 @@ async fn a_row_changed_behind_the_service_bumps_the_version_and_wakes_pollers() 
     let svc = Standalone::start(&db.url(), 0, fast(), None).unwrap();
     let mut c = client(&svc.url(), None);
     apply(&mut c, "demo", 0, DEFS).await;
-    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[]).await.etag.unwrap();
+    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[])
+        .await
+        .etag
+        .unwrap();
     let poll = tokio::spawn({
         let url = svc.url();
         async move {
@@ -177,7 +207,10 @@ async fn a_row_changed_behind_the_service_bumps_the_version_and_wakes_pollers() 
     let snap = snapshot::decode(&r.body).unwrap();
     assert_eq!(snap.version, 2);
     let reg = snap.project_registry("demo").unwrap();
-    assert_eq!(reg.entity("driver").unwrap().description, "changed by feast");
+    assert_eq!(
+        reg.entity("driver").unwrap().description,
+        "changed by feast"
+    );
 }
 
 #[tokio::test]

@@ -30,20 +30,32 @@ async fn applies_versions_snapshots_and_the_json_api() {
     let svc = file_service(&dir, fast());
     let mut c = client(&svc.url(), None);
 
-    assert_eq!(get_json(&mut c, "/v1/projects").await.1, serde_json::json!({"projects": []}));
+    assert_eq!(
+        get_json(&mut c, "/v1/projects").await.1,
+        serde_json::json!({"projects": []})
+    );
     let (status, body) = get_json(&mut c, "/v1/projects/demo/snapshot").await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("UnknownProject")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("UnknownProject"))
+    );
 
     let (status, body) = apply(&mut c, "demo", 0, DEFS).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["previous_version"].as_u64(), body["version"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (body["previous_version"].as_u64(), body["version"].as_u64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(body["changes"].as_array().unwrap().len(), 9, "{body}");
     // The file on disk is a Feast registry holding what was applied.
     let file = quiver_registry::store::read(&dir.path().join("registry.db")).unwrap();
     assert_eq!(file.project("demo").unwrap().feature_views.len(), 2);
 
     let (_, projects) = get_json(&mut c, "/v1/projects").await;
-    assert_eq!(projects, serde_json::json!({"projects": [{"name": "demo", "version": 1}]}));
+    assert_eq!(
+        projects,
+        serde_json::json!({"projects": [{"name": "demo", "version": 1}]})
+    );
     let (status, views) = get_json(&mut c, "/v1/projects/demo/feature-views").await;
     assert_eq!(status, 200);
     assert_eq!(views["version"], 1);
@@ -76,22 +88,37 @@ async fn applies_versions_snapshots_and_the_json_api() {
     let snap = snapshot::decode(&r.body).unwrap();
     assert_eq!(r.etag.as_deref(), Some(snap.etag().as_str()));
     assert_eq!(snap.version, 1);
-    assert_eq!(snap.project_registry("demo").unwrap(), file.project("demo").unwrap());
+    assert_eq!(
+        snap.project_registry("demo").unwrap(),
+        file.project("demo").unwrap()
+    );
     // Same ETag: 304, no body.
     let etag = r.etag.unwrap();
     let r = snapshot_if_none_match(&mut c, "/v1/projects/demo/snapshot", &etag).await;
     assert_eq!((r.status, r.body.len()), (304, 0));
 
     // Narrowed to one feature service: only what it reads.
-    let r = get(&mut c, "/v1/projects/demo/snapshot?feature_services=drivers", &[]).await;
+    let r = get(
+        &mut c,
+        "/v1/projects/demo/snapshot?feature_services=drivers",
+        &[],
+    )
+    .await;
     let narrow = snapshot::decode(&r.body).unwrap();
     let reg = narrow.project_registry("demo").unwrap();
     assert_eq!(reg.feature_views.len(), 1);
     assert!(reg.feature_view("hourly").is_some());
     assert_eq!(reg.entities.len(), 1);
-    let (status, body) = get_json(&mut c, "/v1/projects/demo/snapshot?feature_services=drivers,nope").await;
+    let (status, body) = get_json(
+        &mut c,
+        "/v1/projects/demo/snapshot?feature_services=drivers,nope",
+    )
+    .await;
     assert_eq!(status, 404);
-    assert!(body["message"].as_str().unwrap().contains("\"nope\""), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("\"nope\""),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +149,8 @@ async fn concurrent_appliers_one_wins_each_version_and_nothing_is_lost() {
             let mut c = client(&url, None);
             let base = version(&mut c, "demo").await;
             barrier.wait().await;
-            let (status, body) = apply(&mut c, "demo", base, &defs_with_view(&format!("v{i}"))).await;
+            let (status, body) =
+                apply(&mut c, "demo", base, &defs_with_view(&format!("v{i}"))).await;
             (i, base, status, body)
         }));
     }
@@ -139,12 +167,19 @@ async fn concurrent_appliers_one_wins_each_version_and_nothing_is_lost() {
                 assert_eq!(body["error"], "Conflict");
                 assert_eq!(body["current_version"], 2, "{body}");
                 let msg = body["message"].as_str().unwrap();
-                assert!(msg.contains("version 2") && msg.contains("based on version 1"), "{msg}");
+                assert!(
+                    msg.contains("version 2") && msg.contains("based on version 1"),
+                    "{msg}"
+                );
             }
             other => panic!("applier {i}: {other} {body}"),
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one apply based on version 1 wins: {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one apply based on version 1 wins: {winners:?}"
+    );
     assert_eq!(winners[0].1, 2);
     // The registry holds the winner's view: the others changed nothing.
     let winner = format!("v{}", winners[0].0);
@@ -168,9 +203,16 @@ async fn concurrent_appliers_one_wins_each_version_and_nothing_is_lost() {
             let mut conflicts = 0;
             loop {
                 let base = version(&mut c, "demo").await;
-                let (status, body) = apply(&mut c, "demo", base, &defs_with_view(&format!("w{i}"))).await;
+                let (status, body) =
+                    apply(&mut c, "demo", base, &defs_with_view(&format!("w{i}"))).await;
                 match status {
-                    200 => return (body["previous_version"].as_u64().unwrap(), body["version"].as_u64().unwrap(), conflicts),
+                    200 => {
+                        return (
+                            body["previous_version"].as_u64().unwrap(),
+                            body["version"].as_u64().unwrap(),
+                            conflicts,
+                        );
+                    }
                     409 => conflicts += 1,
                     other => panic!("{other} {body}"),
                 }
@@ -188,11 +230,17 @@ async fn concurrent_appliers_one_wins_each_version_and_nothing_is_lost() {
     }
     landed.sort();
     for (k, (prev, version, _)) in landed.iter().enumerate() {
-        assert_eq!((*prev, *version), (2 + k as u64, 3 + k as u64), "{landed:?}");
+        assert_eq!(
+            (*prev, *version),
+            (2 + k as u64, 3 + k as u64),
+            "{landed:?}"
+        );
     }
     // Both replicas come to agree (each hears of the other's applies through its poll).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while version(&mut c, "demo").await != 2 + N as u64 || version(&mut cb, "demo").await != 2 + N as u64 {
+    while version(&mut c, "demo").await != 2 + N as u64
+        || version(&mut cb, "demo").await != 2 + N as u64
+    {
         assert!(Instant::now() < deadline, "the replicas never caught up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -204,17 +252,28 @@ async fn long_polls_wake_on_a_change_and_time_out_without_one() {
     let svc = file_service(&dir, fast());
     let mut c = client(&svc.url(), None);
     apply(&mut c, "demo", 0, DEFS).await;
-    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[]).await.etag.unwrap();
-    let narrow_etag = get(&mut c, "/v1/projects/demo/snapshot?feature_services=customers", &[])
+    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[])
         .await
         .etag
         .unwrap();
+    let narrow_etag = get(
+        &mut c,
+        "/v1/projects/demo/snapshot?feature_services=customers",
+        &[],
+    )
+    .await
+    .etag
+    .unwrap();
 
     // No change: 304 once the wait is over, not before.
     let started = Instant::now();
     let r = snapshot_if_none_match(&mut c, "/v1/projects/demo/snapshot?wait=400ms", &etag).await;
     assert_eq!(r.status, 304);
-    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A change while waiting: the whole-project poll answers with it at once; the poll
     // narrowed to a service the change does not touch keeps waiting.
@@ -223,7 +282,8 @@ async fn long_polls_wake_on_a_change_and_time_out_without_one() {
         let (url, etag) = (url.clone(), etag.clone());
         async move {
             let mut c = client(&url, None);
-            let r = snapshot_if_none_match(&mut c, "/v1/projects/demo/snapshot?wait=20s", &etag).await;
+            let r =
+                snapshot_if_none_match(&mut c, "/v1/projects/demo/snapshot?wait=20s", &etag).await;
             (r, Instant::now())
         }
     });
@@ -242,13 +302,25 @@ async fn long_polls_wake_on_a_change_and_time_out_without_one() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let applied_at = Instant::now();
-    assert_eq!(apply(&mut c, "demo", 1, &defs_with_view("fresh")).await.0, 200);
+    assert_eq!(
+        apply(&mut c, "demo", 1, &defs_with_view("fresh")).await.0,
+        200
+    );
     let (r, at) = whole.await.unwrap();
     assert_eq!(r.status, 200);
-    assert!(at - applied_at < Duration::from_millis(500), "{:?}", at - applied_at);
+    assert!(
+        at - applied_at < Duration::from_millis(500),
+        "{:?}",
+        at - applied_at
+    );
     let snap = snapshot::decode(&r.body).unwrap();
     assert_eq!(snap.version, 2);
-    assert!(snap.project_registry("demo").unwrap().feature_view("fresh").is_some());
+    assert!(
+        snap.project_registry("demo")
+            .unwrap()
+            .feature_view("fresh")
+            .is_some()
+    );
     let (r, _) = narrow.await.unwrap();
     assert_eq!(r.status, 304, "the customers snapshot did not change");
     assert_eq!(r.etag.as_deref(), Some(narrow_etag.as_str()));
@@ -260,7 +332,10 @@ async fn changes_behind_the_services_back_get_a_version_and_wake_pollers() {
     let svc = file_service(&dir, fast());
     let mut c = client(&svc.url(), None);
     apply(&mut c, "demo", 0, DEFS).await;
-    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[]).await.etag.unwrap();
+    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[])
+        .await
+        .etag
+        .unwrap();
     let poll = tokio::spawn({
         let url = svc.url();
         async move {
@@ -274,15 +349,40 @@ async fn changes_behind_the_services_back_get_a_version_and_wake_pollers() {
     {
         let _lock = quiver_registry::store::RegistryLock::acquire(&path).unwrap();
         let mut file = quiver_registry::store::read(&path).unwrap();
-        let desired = quiver_registry::definitions::parse(&[("f.yaml", &defs_with_view("ext"))], "demo").unwrap();
-        quiver_registry::apply::apply(&mut file, &desired, quiver_core::time::Timestamp { seconds: 5, nanos: 0 }).unwrap();
-        quiver_registry::store::write_atomic(&path, &file.encode("external", quiver_core::time::Timestamp { seconds: 5, nanos: 0 })).unwrap();
+        let desired =
+            quiver_registry::definitions::parse(&[("f.yaml", &defs_with_view("ext"))], "demo")
+                .unwrap();
+        quiver_registry::apply::apply(
+            &mut file,
+            &desired,
+            quiver_core::time::Timestamp {
+                seconds: 5,
+                nanos: 0,
+            },
+        )
+        .unwrap();
+        quiver_registry::store::write_atomic(
+            &path,
+            &file.encode(
+                "external",
+                quiver_core::time::Timestamp {
+                    seconds: 5,
+                    nanos: 0,
+                },
+            ),
+        )
+        .unwrap();
     }
     let r = poll.await.unwrap();
     assert_eq!(r.status, 200);
     let snap = snapshot::decode(&r.body).unwrap();
     assert_eq!(snap.version, 2);
-    assert!(snap.project_registry("demo").unwrap().feature_view("ext").is_some());
+    assert!(
+        snap.project_registry("demo")
+            .unwrap()
+            .feature_view("ext")
+            .is_some()
+    );
     // A write based on the version before the external change is stale.
     assert_eq!(apply(&mut c, "demo", 1, DEFS).await.0, 409);
 }
@@ -294,12 +394,18 @@ async fn a_restarted_service_carries_on_with_its_versions() {
     let mut c = client(&svc.url(), None);
     apply(&mut c, "demo", 0, DEFS).await;
     apply(&mut c, "demo", 1, &defs_with_view("x")).await;
-    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[]).await.etag.unwrap();
+    let etag = get(&mut c, "/v1/projects/demo/snapshot", &[])
+        .await
+        .etag
+        .unwrap();
     svc.restart().unwrap();
     let mut c = client(&svc.url(), None);
     assert_eq!(version(&mut c, "demo").await, 2);
     let r = snapshot_if_none_match(&mut c, "/v1/projects/demo/snapshot", &etag).await;
-    assert_eq!(r.status, 304, "the same content keeps its ETag across restarts");
+    assert_eq!(
+        r.status, 304,
+        "the same content keeps its ETag across restarts"
+    );
     assert_eq!(apply(&mut c, "demo", 2, DEFS).await.1["version"], 3);
 }
 
@@ -321,11 +427,26 @@ async fn tokens_guard_writes_and_optionally_reads() {
     assert!(body["message"].as_str().unwrap().contains("Bearer"));
     let (status, body) = apply(&mut wrong, "demo", 0, DEFS).await;
     assert_eq!(status, 401);
-    assert!(body["message"].as_str().unwrap().contains("wrong"), "{body}");
-    assert_eq!(get_json(&mut anon, "/v1/projects").await.1["projects"].as_array().unwrap().len(), 0, "nothing written");
+    assert!(
+        body["message"].as_str().unwrap().contains("wrong"),
+        "{body}"
+    );
+    assert_eq!(
+        get_json(&mut anon, "/v1/projects").await.1["projects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing written"
+    );
     assert_eq!(apply(&mut good, "demo", 0, DEFS).await.0, 200);
     // Reads are open by default.
-    assert_eq!(get(&mut anon, "/v1/projects/demo/snapshot", &[]).await.status, 200);
+    assert_eq!(
+        get(&mut anon, "/v1/projects/demo/snapshot", &[])
+            .await
+            .status,
+        200
+    );
 
     let dir2 = tempfile::tempdir().unwrap();
     let locked = file_service(
@@ -339,16 +460,37 @@ async fn tokens_guard_writes_and_optionally_reads() {
     let mut anon = client(&locked.url(), None);
     let mut good = client(&locked.url(), Some("s3cret"));
     assert_eq!(apply(&mut good, "demo", 0, DEFS).await.0, 200);
-    assert_eq!(get(&mut anon, "/v1/projects/demo/snapshot", &[]).await.status, 401);
-    assert_eq!(get(&mut anon, "/v1/projects/demo/feature-views", &[]).await.status, 401);
-    assert_eq!(get(&mut good, "/v1/projects/demo/snapshot", &[]).await.status, 200);
+    assert_eq!(
+        get(&mut anon, "/v1/projects/demo/snapshot", &[])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        get(&mut anon, "/v1/projects/demo/feature-views", &[])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        get(&mut good, "/v1/projects/demo/snapshot", &[])
+            .await
+            .status,
+        200
+    );
     // Probes and metrics stay open.
     for path in ["/health", "/ready", "/metrics"] {
         assert_eq!(get(&mut anon, path, &[]).await.status, 200, "{path}");
     }
     let metrics = String::from_utf8(get(&mut anon, "/metrics", &[]).await.body.to_vec()).unwrap();
-    assert!(metrics.contains("quiver_registry_unauthorized_total 2"), "{metrics}");
-    assert!(metrics.contains("quiver_registry_project_version{project=\"demo\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("quiver_registry_unauthorized_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("quiver_registry_project_version{project=\"demo\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -376,9 +518,17 @@ async fn bad_requests_are_4xx_naming_the_field_and_change_nothing() {
     ];
     for (path, body, status, needle) in cases {
         let (got, answer) = post_raw(&mut c, path, &body).await;
-        assert_eq!(got, status, "{path} {}: {answer}", &body[..body.len().min(80)]);
+        assert_eq!(
+            got,
+            status,
+            "{path} {}: {answer}",
+            &body[..body.len().min(80)]
+        );
         let message = answer["message"].as_str().unwrap_or_default();
-        assert!(message.contains(needle), "{path}: {message:?} should name {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{path}: {message:?} should name {needle:?}"
+        );
     }
     for (path, status, needle) in [
         ("/v1/projects/demo/snapshot?wait=forever", 400, "wait:"),
@@ -394,7 +544,13 @@ async fn bad_requests_are_4xx_naming_the_field_and_change_nothing() {
         assert!(r.message().contains(needle), "{path}: {}", r.message());
     }
     let r = c
-        .request(hyper::Method::DELETE, "/v1/projects/demo/snapshot", &[], None, Duration::from_secs(5))
+        .request(
+            hyper::Method::DELETE,
+            "/v1/projects/demo/snapshot",
+            &[],
+            None,
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 405);
@@ -409,28 +565,110 @@ async fn tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).current_dir(d).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=quiver test CA"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost"]);
-    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    run(&["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf"]);
-    let acceptor = quiver_registry_service::tls::acceptor(&d.join("tls.crt"), &d.join("tls.key")).unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=quiver test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "tls.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let acceptor =
+        quiver_registry_service::tls::acceptor(&d.join("tls.crt"), &d.join("tls.key")).unwrap();
     let store = d.join("registry.db");
     let svc = Standalone::start(store.to_str().unwrap(), 0, fast(), Some(acceptor)).unwrap();
     assert!(svc.url().starts_with("https://"));
     let endpoint = Endpoint::parse(&svc.url(), Some(&d.join("ca.crt"))).unwrap();
     let mut c = Client::new(endpoint, None);
     assert_eq!(apply(&mut c, "demo", 0, DEFS).await.0, 200);
-    assert_eq!(get(&mut c, "/v1/projects/demo/snapshot", &[]).await.status, 200);
+    assert_eq!(
+        get(&mut c, "/v1/projects/demo/snapshot", &[]).await.status,
+        200
+    );
     // Plain HTTP to the TLS port gets no answer; a client that does not trust the CA fails.
     let mut plain = client(&format!("http://127.0.0.1:{}", svc.port), None);
-    assert!(plain.request(hyper::Method::GET, "/health", &[], None, Duration::from_secs(3)).await.is_err());
-    let mut untrusting = Client::new(Endpoint::parse(&svc.url(), Some(&d.join("tls.crt"))).unwrap(), None);
-    let err = untrusting.request(hyper::Method::GET, "/health", &[], None, Duration::from_secs(3)).await.unwrap_err();
+    assert!(
+        plain
+            .request(
+                hyper::Method::GET,
+                "/health",
+                &[],
+                None,
+                Duration::from_secs(3)
+            )
+            .await
+            .is_err()
+    );
+    let mut untrusting = Client::new(
+        Endpoint::parse(&svc.url(), Some(&d.join("tls.crt"))).unwrap(),
+        None,
+    );
+    let err = untrusting
+        .request(
+            hyper::Method::GET,
+            "/health",
+            &[],
+            None,
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
     // Mismatched files are refused with the flag named.
-    let err = quiver_registry_service::tls::acceptor(&d.join("ca.crt"), &d.join("tls.key")).err().unwrap();
+    let err = quiver_registry_service::tls::acceptor(&d.join("ca.crt"), &d.join("tls.key"))
+        .err()
+        .unwrap();
     assert!(err.contains("--tls-cert"), "{err}");
 }

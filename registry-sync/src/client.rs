@@ -209,10 +209,11 @@ impl Client {
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let addr = (self.endpoint.host.as_str(), self.endpoint.port);
-        let stream = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::Connect(format!("{} timed out", self.endpoint.url)))?
-            .map_err(|e| ClientError::Connect(format!("{}: {e}", self.endpoint.url)))?;
+        let stream =
+            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| ClientError::Connect(format!("{} timed out", self.endpoint.url)))?
+                .map_err(|e| ClientError::Connect(format!("{}: {e}", self.endpoint.url)))?;
         let _ = stream.set_nodelay(true);
         macro_rules! handshake {
             ($io:expr) => {{
@@ -630,15 +631,25 @@ mod tests {
     #[test]
     fn urls() {
         let e = Endpoint::parse("http://registry:6570", None).unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.base.as_str()), ("registry", 6570, ""));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.base.as_str()),
+            ("registry", 6570, "")
+        );
         let e = Endpoint::parse("http://127.0.0.1:1/prefix/", None).unwrap();
         assert_eq!(e.base, "/prefix");
-        for bad in ["registry:6570", "ftp://x:1", "http://", "http://x:1/?a=b", ""] {
+        for bad in [
+            "registry:6570",
+            "ftp://x:1",
+            "http://",
+            "http://x:1/?a=b",
+            "",
+        ] {
             assert!(Endpoint::parse(bad, None).is_err(), "{bad}");
         }
         let err = Endpoint::parse("http://x:1", Some(Path::new("/ca.pem"))).unwrap_err();
         assert!(err.contains("not https"), "{err}");
-        let err = Endpoint::parse("https://x:1", Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let err =
+            Endpoint::parse("https://x:1", Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 
@@ -646,7 +657,11 @@ mod tests {
     fn backoff_grows_with_jitter_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let waits: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        assert!(waits.iter().all(|w| *w >= Duration::from_millis(100) && *w <= Duration::from_secs(2)));
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_millis(100) && *w <= Duration::from_secs(2))
+        );
         // The cap reached the maximum; with jitter the waits are not all equal.
         assert_eq!(b.cap, Duration::from_secs(2));
         assert!(waits[6..].iter().any(|w| *w != waits[6]));

@@ -19,6 +19,6 @@ pub mod apply;
 pub mod client;
 pub mod config;
 pub mod definitions;
-pub mod store;
 pub mod snapshot;
+pub mod store;
 pub mod summary;

@@ -274,7 +274,11 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
     let mut objects = Vec::with_capacity(root.object_count());
     for o in root.objects() {
         let kind = kind_from_tag(o.kind()).ok_or_else(|| {
-            SnapshotError::BadObject(format!("object {:?} has unknown kind {}", o.name(), o.kind()))
+            SnapshotError::BadObject(format!(
+                "object {:?} has unknown kind {}",
+                o.name(),
+                o.kind()
+            ))
         })?;
         objects.push(SnapshotObject {
             kind,
@@ -681,14 +685,21 @@ feature_services:
         let file = registry();
         let (bytes, _) = snapshot_of(&file, &["drivers".to_owned()]);
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "truncated to {len} accepted");
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "truncated to {len} accepted"
+            );
         }
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x5a;
             if let Ok(snap) = decode(&bad) {
                 // A flip in padding or in an unused vtable byte changes nothing that is read.
-                assert_eq!(snap, decode(&bytes).unwrap(), "byte {i} changed content silently");
+                assert_eq!(
+                    snap,
+                    decode(&bytes).unwrap(),
+                    "byte {i} changed content silently"
+                );
             }
         }
     }

@@ -220,7 +220,9 @@ pub async fn start_from(
     });
     let mut tasks = vec![match (source, follow) {
         (_, Some(fetcher)) => tokio::spawn(sync::follow(Arc::clone(&state), fetcher)),
-        (RegistrySource::File(path), None) => tokio::spawn(watch_registry(Arc::clone(&state), path)),
+        (RegistrySource::File(path), None) => {
+            tokio::spawn(watch_registry(Arc::clone(&state), path))
+        }
         (RegistrySource::Service(_), None) => {
             return Err("internal: registry service source without a fetcher".to_owned());
         }

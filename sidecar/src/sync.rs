@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use quiver_core::registry::ProjectRegistry;
-use quiver_registry::client::{
-    self, Backoff, Fetched, SnapshotFetcher, SyncConfig, SyncError,
-};
+use quiver_registry::client::{self, Backoff, Fetched, SnapshotFetcher, SyncConfig, SyncError};
 use quiver_registry::snapshot::Snapshot;
 
 use crate::State;
@@ -21,7 +19,11 @@ use crate::metrics::Metrics;
 use crate::registry::ServingRegistry;
 
 fn build(project: &ProjectRegistry, snap: &Snapshot, local_version: u64) -> ServingRegistry {
-    ServingRegistry::build(project, local_version, &format!("service-v{}", snap.version))
+    ServingRegistry::build(
+        project,
+        local_version,
+        &format!("service-v{}", snap.version),
+    )
 }
 
 /// Writes the last good snapshot to the state dir (off the async workers: it fsyncs).
@@ -34,7 +36,9 @@ async fn save(config: &SyncConfig, bytes: bytes::Bytes) {
         tokio::task::spawn_blocking(move || client::save_state(&dir, &project, &bytes)).await;
     match saved {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot keep the registry snapshot in the state dir"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot keep the registry snapshot in the state dir")
+        }
         Err(e) => tracing::warn!(error = %e, "state dir write task failed"),
     }
 }
@@ -78,8 +82,11 @@ pub(crate) async fn initial(
                     "{e} (registry service {url}); give --state-dir to start from the last good snapshot when the service is away"
                 ));
             };
-            let saved = client::load_state(dir, project)
-                .map_err(|s| format!("{e} (registry service {url}); and the state dir's snapshot is unusable: {s}"))?;
+            let saved = client::load_state(dir, project).map_err(|s| {
+                format!(
+                    "{e} (registry service {url}); and the state dir's snapshot is unusable: {s}"
+                )
+            })?;
             let Some(snap) = saved else {
                 return Err(format!(
                     "{e} (registry service {url}); and the state dir {} holds no snapshot of project {project} yet",
@@ -104,7 +111,9 @@ pub(crate) async fn initial(
                 "registry service unreachable: serving the last good snapshot from the state dir until it is back"
             );
             metrics.registry_from_state_dir.store(true, Relaxed);
-            metrics.registry_service_version.store(snap.version, Relaxed);
+            metrics
+                .registry_service_version
+                .store(snap.version, Relaxed);
             fetcher.set_etag(Some(snap.etag()));
             Ok((build(&typed, &snap, 1), fetcher))
         }
@@ -139,7 +148,11 @@ pub(crate) async fn follow(state: Arc<State>, mut fetcher: SnapshotFetcher) {
                     metrics
                         .registry_service_version
                         .store(snapshot.version, Relaxed);
-                    tracing::info!(version = snapshot.version, objects = snapshot.objects.len(), "registry snapshot swapped in");
+                    tracing::info!(
+                        version = snapshot.version,
+                        objects = snapshot.objects.len(),
+                        "registry snapshot swapped in"
+                    );
                     save(&config, bytes).await;
                 }
             }

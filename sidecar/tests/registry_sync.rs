@@ -52,8 +52,22 @@ impl World {
         let now = now_ts();
         for id in [1001i64, 1002] {
             let key = [("driver_id", Value::Int64(id))];
-            write_redis_row(&mut conn, "demo", &key, "driver_stats", &[("trips", Value::Int64(id * 10))], now);
-            write_redis_row(&mut conn, "demo", &key, "driver_fresh", &[("score", Value::Int64(id + 1))], now);
+            write_redis_row(
+                &mut conn,
+                "demo",
+                &key,
+                "driver_stats",
+                &[("trips", Value::Int64(id * 10))],
+                now,
+            );
+            write_redis_row(
+                &mut conn,
+                "demo",
+                &key,
+                "driver_fresh",
+                &[("score", Value::Int64(id + 1))],
+                now,
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("registry.db");
@@ -67,7 +81,11 @@ impl World {
             None,
         )
         .unwrap();
-        World { redis, _dir: dir, service }
+        World {
+            redis,
+            _dir: dir,
+            service,
+        }
     }
 
     async fn apply(&self, defs: &str) -> u64 {
@@ -99,13 +117,21 @@ impl World {
 async fn apply_at(url: &str, defs: &str) -> u64 {
     let mut c = Client::new(Endpoint::parse(url, None).unwrap(), None);
     let r = c
-        .request(hyper::Method::GET, "/v1/projects/demo", &[], None, Duration::from_secs(5))
+        .request(
+            hyper::Method::GET,
+            "/v1/projects/demo",
+            &[],
+            None,
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     let base = if r.status == 404 {
         0
     } else {
-        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["version"].as_u64().unwrap()
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["version"]
+            .as_u64()
+            .unwrap()
     };
     let body = json!({"base_version": base, "files": [{"path": "features.yaml", "content": defs}]});
     let r = c
@@ -119,11 +145,17 @@ async fn apply_at(url: &str, defs: &str) -> u64 {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.message());
-    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["version"].as_u64().unwrap()
+    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["version"]
+        .as_u64()
+        .unwrap()
 }
 
 async fn fresh_score(addr: SocketAddr) -> Option<i64> {
-    let (status, body) = post(addr, json!({"features": ["driver_fresh:score"], "entities": {"driver_id": [1001]}})).await;
+    let (status, body) = post(
+        addr,
+        json!({"features": ["driver_fresh:score"], "entities": {"driver_id": [1001]}}),
+    )
+    .await;
     if status != 200 {
         return None;
     }
@@ -132,7 +164,11 @@ async fn fresh_score(addr: SocketAddr) -> Option<i64> {
 }
 
 async fn trips(addr: SocketAddr) -> (u16, Option<i64>) {
-    let (status, body) = post(addr, json!({"features": ["driver_stats:trips"], "entities": {"driver_id": [1002]}})).await;
+    let (status, body) = post(
+        addr,
+        json!({"features": ["driver_stats:trips"], "entities": {"driver_id": [1002]}}),
+    )
+    .await;
     let value = (status == 200).then(|| column(&body, "trips").0[0].as_i64().unwrap());
     (status, value)
 }
@@ -159,19 +195,31 @@ async fn an_apply_is_served_by_every_sidecar_within_a_second() {
             if fresh_score(sc.addr).await == Some(1002) {
                 break;
             }
-            assert!(applied.elapsed() < Duration::from_secs(1), "sidecar {} did not serve the new view within 1s", sc.addr);
+            assert!(
+                applied.elapsed() < Duration::from_secs(1),
+                "sidecar {} did not serve the new view within 1s",
+                sc.addr
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     let took = applied.elapsed();
     assert!(took < Duration::from_secs(1), "{took:?}");
     for sc in &sidecars {
-        assert_eq!(metric(sc.addr, "quiver_registry_service_version").await, 2.0);
-        assert_eq!(metric(sc.addr, "quiver_registry_service_connected").await, 1.0);
+        assert_eq!(
+            metric(sc.addr, "quiver_registry_service_version").await,
+            2.0
+        );
+        assert_eq!(
+            metric(sc.addr, "quiver_registry_service_connected").await,
+            1.0
+        );
     }
     // Each kept the new snapshot in its state dir.
     for s in &states {
-        let snap = quiver_registry::client::load_state(s.path(), "demo").unwrap().unwrap();
+        let snap = quiver_registry::client::load_state(s.path(), "demo")
+            .unwrap()
+            .unwrap();
         assert_eq!(snap.version, 2);
     }
 }
@@ -191,7 +239,12 @@ async fn the_service_killed_and_restarted_under_load_costs_no_request() {
     let mut load = Vec::new();
     for sc in &sidecars {
         for _ in 0..2 {
-            let (addr, stop, ok, failed) = (sc.addr, Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            let (addr, stop, ok, failed) = (
+                sc.addr,
+                Arc::clone(&stop),
+                Arc::clone(&ok),
+                Arc::clone(&failed),
+            );
             load.push(tokio::spawn(async move {
                 while stop.load(Relaxed) == 0 {
                     match trips(addr).await {
@@ -209,7 +262,10 @@ async fn the_service_killed_and_restarted_under_load_costs_no_request() {
     world.service.kill();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for sc in &sidecars {
-        assert_eq!(metric(sc.addr, "quiver_registry_service_connected").await, 0.0);
+        assert_eq!(
+            metric(sc.addr, "quiver_registry_service_connected").await,
+            0.0
+        );
         assert!(metric(sc.addr, "quiver_registry_sync_errors_total").await >= 1.0);
     }
     world.service.restart().unwrap();
@@ -218,7 +274,11 @@ async fn the_service_killed_and_restarted_under_load_costs_no_request() {
     let deadline = Instant::now() + Duration::from_secs(5);
     for sc in &sidecars {
         while fresh_score(sc.addr).await != Some(1002) {
-            assert!(Instant::now() < deadline, "sidecar {} never heard of the apply after the restart", sc.addr);
+            assert!(
+                Instant::now() < deadline,
+                "sidecar {} never heard of the apply after the restart",
+                sc.addr
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -255,54 +315,73 @@ async fn proxy(upstream: String) -> Proxy {
             let (stream, _) = listener.accept().await.unwrap();
             let (upstream, mode) = (upstream.clone(), Arc::clone(&m));
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (upstream, mode) = (upstream.clone(), Arc::clone(&mode));
-                    async move {
-                        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                        let headers: Vec<_> = req
-                            .headers()
-                            .get(hyper::header::IF_NONE_MATCH)
-                            .and_then(|v| v.to_str().ok())
-                            .map(|v| (hyper::header::IF_NONE_MATCH, v.to_owned()))
-                            .into_iter()
-                            .collect();
-                        let method = req.method().clone();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let mut c = Client::new(Endpoint::parse(&upstream, None).unwrap(), None);
-                        let body = (!body.is_empty()).then_some((body, "application/json"));
-                        let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                        match c.request(method, &path, &headers, body, Duration::from_secs(60)).await {
-                            Ok(r) => {
-                                let mut bytes = r.body.to_vec();
-                                if r.status == 200 && path.contains("/snapshot") {
-                                    match mode.load(Relaxed) {
-                                        TRUNCATE => bytes.truncate(bytes.len() * 2 / 3),
-                                        FLIP => {
-                                            // One bit of an object's name: the checksum's.
-                                            let i = bytes.windows(12).position(|w| w == b"driver_stats").unwrap();
-                                            bytes[i] ^= 0x01;
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (upstream, mode) = (upstream.clone(), Arc::clone(&mode));
+                        async move {
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let headers: Vec<_> = req
+                                .headers()
+                                .get(hyper::header::IF_NONE_MATCH)
+                                .and_then(|v| v.to_str().ok())
+                                .map(|v| (hyper::header::IF_NONE_MATCH, v.to_owned()))
+                                .into_iter()
+                                .collect();
+                            let method = req.method().clone();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let mut c =
+                                Client::new(Endpoint::parse(&upstream, None).unwrap(), None);
+                            let body = (!body.is_empty()).then_some((body, "application/json"));
+                            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                            match c
+                                .request(method, &path, &headers, body, Duration::from_secs(60))
+                                .await
+                            {
+                                Ok(r) => {
+                                    let mut bytes = r.body.to_vec();
+                                    if r.status == 200 && path.contains("/snapshot") {
+                                        match mode.load(Relaxed) {
+                                            TRUNCATE => bytes.truncate(bytes.len() * 2 / 3),
+                                            FLIP => {
+                                                // One bit of an object's name: the checksum's.
+                                                let i = bytes
+                                                    .windows(12)
+                                                    .position(|w| w == b"driver_stats")
+                                                    .unwrap();
+                                                bytes[i] ^= 0x01;
+                                            }
+                                            _ => {}
                                         }
-                                        _ => {}
                                     }
+                                    *resp.status_mut() =
+                                        hyper::StatusCode::from_u16(r.status).unwrap();
+                                    if let Some(e) = r.etag {
+                                        resp.headers_mut()
+                                            .insert(hyper::header::ETAG, e.parse().unwrap());
+                                    }
+                                    *resp.body_mut() = Full::new(Bytes::from(bytes));
                                 }
-                                *resp.status_mut() = hyper::StatusCode::from_u16(r.status).unwrap();
-                                if let Some(e) = r.etag {
-                                    resp.headers_mut().insert(hyper::header::ETAG, e.parse().unwrap());
-                                }
-                                *resp.body_mut() = Full::new(Bytes::from(bytes));
+                                Err(_) => *resp.status_mut() = hyper::StatusCode::BAD_GATEWAY,
                             }
-                            Err(_) => *resp.status_mut() = hyper::StatusCode::BAD_GATEWAY,
+                            Ok::<_, std::convert::Infallible>(resp)
                         }
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
             });
         }
     });
-    Proxy { url, mode, _task: task }
+    Proxy {
+        url,
+        mode,
+        _task: task,
+    }
 }
 
 #[tokio::test]
@@ -316,21 +395,39 @@ async fn a_corrupt_or_truncated_snapshot_is_refused_and_the_last_good_one_kept()
     let good = std::fs::read(quiver_registry::client::state_file(state.path(), "demo")).unwrap();
 
     let mut rejected = 0.0;
-    for (mode, defs) in [(TRUNCATE, with_fresh_view()), (FLIP, DEFS.replace("trips, dtype: Int64}]", "trips, dtype: Int64}, {name: other, dtype: Int64}]"))] {
+    for (mode, defs) in [
+        (TRUNCATE, with_fresh_view()),
+        (
+            FLIP,
+            DEFS.replace(
+                "trips, dtype: Int64}]",
+                "trips, dtype: Int64}, {name: other, dtype: Int64}]",
+            ),
+        ),
+    ] {
         proxy.mode.store(mode, Relaxed);
         world.apply(&defs).await;
         // The bad snapshot arrives and is refused (then again after each backoff).
         let deadline = Instant::now() + Duration::from_secs(5);
         while metric(sc.addr, "quiver_registry_snapshots_rejected_total").await <= rejected {
-            assert!(Instant::now() < deadline, "mode {mode}: no snapshot was refused");
+            assert!(
+                Instant::now() < deadline,
+                "mode {mode}: no snapshot was refused"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         rejected = metric(sc.addr, "quiver_registry_snapshots_rejected_total").await;
         // The sidecar still serves version 1's definitions, and keeps version 1 on disk.
         assert_eq!(trips(sc.addr).await, (200, Some(10020)));
         assert_eq!(fresh_score(sc.addr).await, None);
-        assert_eq!(metric(sc.addr, "quiver_registry_service_version").await, 1.0);
-        assert_eq!(std::fs::read(quiver_registry::client::state_file(state.path(), "demo")).unwrap(), good);
+        assert_eq!(
+            metric(sc.addr, "quiver_registry_service_version").await,
+            1.0
+        );
+        assert_eq!(
+            std::fs::read(quiver_registry::client::state_file(state.path(), "demo")).unwrap(),
+            good
+        );
     }
     // The proxy heals: the current version (the flip round's definitions) arrives.
     proxy.mode.store(PASS, Relaxed);
@@ -339,7 +436,11 @@ async fn a_corrupt_or_truncated_snapshot_is_refused_and_the_last_good_one_kept()
         assert!(Instant::now() < deadline, "the good snapshot never arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, body) = post(sc.addr, json!({"features": ["driver_stats:other"], "entities": {"driver_id": [1001]}})).await;
+    let (status, body) = post(
+        sc.addr,
+        json!({"features": ["driver_stats:other"], "entities": {"driver_id": [1001]}}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -355,17 +456,27 @@ async fn a_sidecar_started_while_the_service_is_down_serves_from_its_state_dir()
     // No state dir to fall back on: the start fails, saying why.
     let empty = tempfile::tempdir().unwrap();
     let err = world.sidecar(&url, empty.path()).await.err().unwrap();
-    assert!(err.contains("unreachable") && err.contains("holds no snapshot"), "{err}");
+    assert!(
+        err.contains("unreachable") && err.contains("holds no snapshot"),
+        "{err}"
+    );
 
     let sc = world.sidecar(&url, state.path()).await.unwrap();
     assert_eq!(trips(sc.addr).await, (200, Some(10020)));
     assert_eq!(metric(sc.addr, "quiver_registry_from_state_dir").await, 1.0);
-    assert_eq!(metric(sc.addr, "quiver_registry_service_version").await, 1.0);
+    assert_eq!(
+        metric(sc.addr, "quiver_registry_service_version").await,
+        1.0
+    );
 
     // A corrupt state dir is not served from.
     let bad = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(quiver_registry::client::state_file(state.path(), "demo")).unwrap();
-    std::fs::write(quiver_registry::client::state_file(bad.path(), "demo"), &bytes[..bytes.len() - 1]).unwrap();
+    std::fs::write(
+        quiver_registry::client::state_file(bad.path(), "demo"),
+        &bytes[..bytes.len() - 1],
+    )
+    .unwrap();
     let err = world.sidecar(&url, bad.path()).await.err().unwrap();
     assert!(err.contains("unusable"), "{err}");
 
@@ -374,9 +485,15 @@ async fn a_sidecar_started_while_the_service_is_down_serves_from_its_state_dir()
     world.apply(&with_fresh_view()).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while fresh_score(sc.addr).await != Some(1002) {
-        assert!(Instant::now() < deadline, "the sidecar never caught up with the service");
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar never caught up with the service"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(metric(sc.addr, "quiver_registry_from_state_dir").await, 0.0);
-    assert_eq!(metric(sc.addr, "quiver_registry_service_version").await, 2.0);
+    assert_eq!(
+        metric(sc.addr, "quiver_registry_service_version").await,
+        2.0
+    );
 }

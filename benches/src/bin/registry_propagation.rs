@@ -79,13 +79,17 @@ async fn main() {
     let views: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("registry.db");
-    let service = Standalone::start(store.to_str().unwrap(), 0, ServiceConfig::default(), None).unwrap();
+    let service =
+        Standalone::start(store.to_str().unwrap(), 0, ServiceConfig::default(), None).unwrap();
     let url = service.url();
     let mut admin = Client::new(Endpoint::parse(&url, None).unwrap(), None);
     let mut version = apply(&mut admin, 0, &defs(views, false)).await;
     let new_view = format!("view_{views}");
 
-    for (kind, counts) in [("sidecars", &[1usize, 10][..]), ("clients", &[1usize, 10, 50][..])] {
+    for (kind, counts) in [
+        ("sidecars", &[1usize, 10][..]),
+        ("clients", &[1usize, 10, 50][..]),
+    ] {
         for &n in counts {
             // Each follower publishes the service version it is serving.
             let seen: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
@@ -127,7 +131,9 @@ async fn main() {
                         let mut local = 0;
                         loop {
                             match fetcher.fetch(Some(Duration::from_secs(30))).await {
-                                Ok(Fetched::Changed { snapshot, project, .. }) => {
+                                Ok(Fetched::Changed {
+                                    snapshot, project, ..
+                                }) => {
                                     local += 1;
                                     let reg = ServingRegistry::build(&project, local, "bench");
                                     let has = reg.view(&new_view).is_some();
@@ -143,7 +149,10 @@ async fn main() {
             // Everyone at the current version first.
             let settle = Instant::now();
             while seen.iter().any(|s| s.load(Relaxed) / 2 != version) {
-                assert!(settle.elapsed() < Duration::from_secs(30), "followers did not settle");
+                assert!(
+                    settle.elapsed() < Duration::from_secs(30),
+                    "followers did not settle"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -156,7 +165,10 @@ async fn main() {
                 applies.push(started.elapsed());
                 let target = version * 2 + u64::from(extra);
                 while seen.iter().any(|s| s.load(Relaxed) != target) {
-                    assert!(started.elapsed() < Duration::from_secs(10), "a follower missed version {version}");
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "a follower missed version {version}"
+                    );
                     tokio::time::sleep(Duration::from_micros(100)).await;
                 }
                 latencies.push(started.elapsed());

@@ -44,7 +44,10 @@ pub fn defs_with_view(name: &str) -> String {
 }
 
 pub fn client(url: &str, token: Option<&str>) -> Client {
-    Client::new(Endpoint::parse(url, None).unwrap(), token.map(str::to_owned))
+    Client::new(
+        Endpoint::parse(url, None).unwrap(),
+        token.map(str::to_owned),
+    )
 }
 
 pub async fn get(client: &mut Client, path: &str, headers: &[(HeaderName, String)]) -> Response {
@@ -56,7 +59,10 @@ pub async fn get(client: &mut Client, path: &str, headers: &[(HeaderName, String
 
 pub async fn get_json(client: &mut Client, path: &str) -> (u16, Json) {
     let r = get(client, path, &[]).await;
-    (r.status, serde_json::from_slice(&r.body).unwrap_or(Json::Null))
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Json::Null),
+    )
 }
 
 pub async fn snapshot_if_none_match(client: &mut Client, path: &str, etag: &str) -> Response {
@@ -74,12 +80,20 @@ pub async fn post_raw(client: &mut Client, path: &str, body: &str) -> (u16, Json
         )
         .await
         .unwrap();
-    (r.status, serde_json::from_slice(&r.body).unwrap_or(Json::Null))
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Json::Null),
+    )
 }
 
 pub async fn apply(client: &mut Client, project: &str, base: u64, defs: &str) -> (u16, Json) {
     let body = json!({"base_version": base, "files": [{"path": "features.yaml", "content": defs}]});
-    post_raw(client, &format!("/v1/projects/{project}/apply"), &body.to_string()).await
+    post_raw(
+        client,
+        &format!("/v1/projects/{project}/apply"),
+        &body.to_string(),
+    )
+    .await
 }
 
 pub async fn version(client: &mut Client, project: &str) -> u64 {

@@ -229,7 +229,9 @@ fn registry_source(
 ) -> anyhow::Result<(quiver_sidecar::RegistrySource, String)> {
     let Some(url) = &args.registry_url else {
         if !args.feature_services.is_empty() || args.state_dir.is_some() {
-            bail!("--feature-services and --state-dir go with --registry-url");
+            // Not an error: the injector may set QUIVER_FEATURE_SERVICES for a pod that reads
+            // a registry file.
+            tracing::warn!("--feature-services and --state-dir apply only with --registry-url; ignored");
         }
         let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
         let shown = path.display().to_string();

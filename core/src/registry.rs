@@ -271,9 +271,10 @@ impl RegistryFile {
         Ok(out)
     }
 
-    /// A registry holding exactly these objects (e.g. a project snapshot), checked like
-    /// [`RegistryFile::decode`] checks a file.
-    pub fn from_objects<I>(objects: I) -> Result<RegistryFile, Error>
+    /// A registry holding exactly these objects (e.g. a project snapshot). Nothing is decoded
+    /// here: [`RegistryFile::project`] decodes, and so checks, every object of every kind it
+    /// reads, and [`RegistryFile::project_names`] every object.
+    pub fn from_objects<I>(objects: I) -> RegistryFile
     where
         I: IntoIterator<Item = (ObjectKind, Vec<u8>)>,
     {
@@ -281,15 +282,7 @@ impl RegistryFile {
         for (kind, bytes) in objects {
             file.list_mut(kind).push(bytes);
         }
-        for kind in ObjectKind::ALL {
-            for bytes in file.list(kind) {
-                identify(kind, bytes)?;
-            }
-        }
-        for project in file.project_names()? {
-            file.project(&project)?;
-        }
-        Ok(file)
+        file
     }
 
     /// The serialized bytes of one project's object, as stored.

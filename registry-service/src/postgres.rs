@@ -383,8 +383,15 @@ async fn read_all(tx: &impl GenericClient) -> Result<Loaded, StoreError> {
             objects.push((kind, bytes));
         }
     }
-    let file =
-        RegistryFile::from_objects(objects).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let file = RegistryFile::from_objects(objects);
+    // Fail on a corrupt row now, not in the middle of serving.
+    for project in file
+        .project_names()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+    {
+        file.project(&project)
+            .map_err(|e| StoreError::Corrupt(format!("project {project}: {e}")))?;
+    }
     let mut versions = Versions::new();
     for row in tx
         .query(

@@ -328,13 +328,13 @@ impl Snapshot {
         etag(self.content_hash)
     }
 
-    /// The objects as a registry (every proto decoded and checked).
-    pub fn registry(&self) -> Result<RegistryFile, SnapshotError> {
+    /// The objects as a registry (not decoded yet).
+    pub fn registry(&self) -> RegistryFile {
         RegistryFile::from_objects(self.objects.iter().map(|o| (o.kind, o.proto.clone())))
-            .map_err(|e| SnapshotError::BadObject(e.to_string()))
     }
 
-    /// The typed project, checked to be the one expected.
+    /// The typed project, checked to be the one expected. Every object is decoded (a proto
+    /// that does not decode is an error), and every object must belong to the project.
     pub fn project_registry(&self, expected: &str) -> Result<ProjectRegistry, SnapshotError> {
         if self.project != expected {
             return Err(SnapshotError::WrongProject {
@@ -342,9 +342,26 @@ impl Snapshot {
                 got: self.project.clone(),
             });
         }
-        self.registry()?
+        let file = self.registry();
+        let typed = file
             .project(&self.project)
-            .map_err(|e| SnapshotError::BadObject(e.to_string()))
+            .map_err(|e| SnapshotError::BadObject(e.to_string()))?;
+        // `project` decoded every object; one of another project would be silently dropped.
+        let counted = usize::from(typed.project_object.is_some())
+            + typed.entities.len()
+            + typed.data_sources.len()
+            + typed.feature_views.len()
+            + typed.feature_services.len()
+            + typed.on_demand_views.len();
+        if counted != self.objects.len() {
+            return Err(SnapshotError::BadObject(format!(
+                "{} of its {} objects are not of project {:?}",
+                self.objects.len().saturating_sub(counted),
+                self.objects.len(),
+                self.project
+            )));
+        }
+        Ok(typed)
     }
 }
 

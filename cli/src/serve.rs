@@ -231,7 +231,9 @@ fn registry_source(
         if !args.feature_services.is_empty() || args.state_dir.is_some() {
             // Not an error: the injector may set QUIVER_FEATURE_SERVICES for a pod that reads
             // a registry file.
-            tracing::warn!("--feature-services and --state-dir apply only with --registry-url; ignored");
+            tracing::warn!(
+                "--feature-services and --state-dir apply only with --registry-url; ignored"
+            );
         }
         let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
         let shown = path.display().to_string();
@@ -257,7 +259,10 @@ fn registry_source(
         "--registry-token-file",
     )?;
     sync.backoff_max = args.registry_max_backoff.max(sync.backoff_min);
-    Ok((quiver_sidecar::RegistrySource::Service(sync), url.clone()))
+    Ok((
+        quiver_sidecar::RegistrySource::Service(Box::new(sync)),
+        url.clone(),
+    ))
 }
 
 async fn run_async(args: Args) -> anyhow::Result<()> {

@@ -93,6 +93,9 @@ impl ProjectRegistry {
     }
 }
 
+/// One stored object: its kind, name and serialized proto.
+pub type RawObject<'a> = (ObjectKind, String, &'a [u8]);
+
 /// What a write changes for one object: its kind and name, and its new serialized proto
 /// (`None` deletes it).
 #[derive(Debug, Clone, PartialEq)]
@@ -255,10 +258,7 @@ impl RegistryFile {
     }
 
     /// One project's objects of every kind, as (kind, name, stored bytes), in registry order.
-    pub fn project_objects(
-        &self,
-        project: &str,
-    ) -> Result<Vec<(ObjectKind, String, &[u8])>, Error> {
+    pub fn project_objects(&self, project: &str) -> Result<Vec<RawObject<'_>>, Error> {
         let mut out = Vec::new();
         for kind in ObjectKind::ALL {
             for bytes in self.list(kind) {

@@ -86,6 +86,9 @@ pub enum SnapshotRequestError {
     Registry(String),
 }
 
+/// Built snapshots by (project, narrowing).
+type SnapshotCache = HashMap<(String, Vec<String>), Arc<BuiltSnapshot>>;
+
 /// Most (project, narrowing) snapshots kept per catalog.
 const MAX_CACHED_SNAPSHOTS: usize = 1024;
 
@@ -97,7 +100,7 @@ pub struct Catalog {
     pub versions: Versions,
     /// Projects with objects, sorted.
     pub projects: Vec<String>,
-    snapshots: Mutex<HashMap<(String, Vec<String>), Arc<BuiltSnapshot>>>,
+    snapshots: Mutex<SnapshotCache>,
     typed: Mutex<HashMap<String, Arc<ProjectRegistry>>>,
 }
 
@@ -401,7 +404,8 @@ impl Standalone {
                     }
                 };
                 let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-                let _ = service.spawn_poller();
+                // Detached: it stops when the service is dropped or the runtime shut down.
+                drop(service.spawn_poller());
                 tokio::spawn(serve(
                     listener,
                     Arc::clone(&service),

@@ -178,7 +178,7 @@ pub(crate) fn bump(loaded: &mut Loaded, project: &str, current: u64) -> Result<u
 /// The registry store the service runs over.
 pub enum Store {
     File(FileStore),
-    Postgres(PgStore),
+    Postgres(Box<PgStore>),
 }
 
 impl Store {
@@ -196,12 +196,12 @@ impl Store {
             .or_else(|| uri.strip_prefix("postgresql+psycopg2://"))
         {
             // Feast's SQLAlchemy URL for the same database.
-            return Ok(Store::Postgres(
+            return Ok(Store::Postgres(Box::new(
                 PgStore::open(&format!("postgresql://{rest}")).await?,
-            ));
+            )));
         }
         if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
-            return Ok(Store::Postgres(PgStore::open(uri).await?));
+            return Ok(Store::Postgres(Box::new(PgStore::open(uri).await?)));
         }
         if let Some((scheme, _)) = uri.split_once("://")
             && scheme != "file"
@@ -442,12 +442,15 @@ impl FileStore {
     }
 }
 
+/// One object an apply changed: kind, name, new bytes (`None`: deleted).
+pub(crate) type ObjectChange = (ObjectKind, String, Option<Vec<u8>>);
+
 /// The object kinds a store writes for an apply, with their new bytes (`None`: delete).
 pub(crate) fn changed_objects(
     plan: &Plan,
     file: &RegistryFile,
     project: &str,
-) -> Result<Vec<(ObjectKind, String, Option<Vec<u8>>)>, StoreError> {
+) -> Result<Vec<ObjectChange>, StoreError> {
     let mut out = Vec::with_capacity(plan.changes.len());
     for c in &plan.changes {
         let bytes = match c.action {

@@ -376,7 +376,7 @@ pub fn select<'a>(
     file: &'a RegistryFile,
     project: &str,
     services: &[String],
-) -> Result<Vec<(ObjectKind, String, &'a [u8])>, SelectError> {
+) -> Result<Vec<quiver_core::registry::RawObject<'a>>, SelectError> {
     let all = file
         .project_objects(project)
         .map_err(|e| SelectError::Registry(e.to_string()))?;

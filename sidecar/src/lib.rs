@@ -162,7 +162,7 @@ pub enum RegistrySource {
     File(PathBuf),
     /// The registry service, followed by long polls (the last good snapshot kept in the
     /// state dir).
-    Service(quiver_registry::client::SyncConfig),
+    Service(Box<quiver_registry::client::SyncConfig>),
 }
 
 /// Loads the registry file, builds the state, and starts the background tasks. Fails (before

@@ -106,7 +106,7 @@ impl World {
         start_sidecar_from(
             SidecarConfig::default(),
             "demo",
-            RegistrySource::Service(self.sync(url, state_dir)),
+            RegistrySource::Service(Box::new(self.sync(url, state_dir))),
             store,
         )
         .await

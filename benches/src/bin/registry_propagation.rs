@@ -105,7 +105,10 @@ async fn main() {
                     let (state, background) = quiver_sidecar::start_from(
                         SidecarConfig::default(),
                         "bench",
-                        RegistrySource::Service(sync_config(&url, Some(state_dir.path()))),
+                        RegistrySource::Service(Box::new(sync_config(
+                            &url,
+                            Some(state_dir.path()),
+                        ))),
                         store,
                     )
                     .await
@@ -159,7 +162,7 @@ async fn main() {
             let mut latencies = Vec::with_capacity(rounds);
             let mut applies = Vec::with_capacity(rounds);
             for _ in 0..rounds {
-                let extra = seen[0].load(Relaxed) % 2 == 0;
+                let extra = seen[0].load(Relaxed).is_multiple_of(2);
                 let started = Instant::now();
                 version = apply(&mut admin, version, &defs(views, extra)).await;
                 applies.push(started.elapsed());

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Create (or reuse) a Python venv with the real Feast 0.67.0, its Redis extra, pytest and
-# duckdb (the historical benchmark's baseline), for compat/generate_fixtures.py and compat/feast_summary.py.
+# Create (or reuse) a Python venv with the real Feast 0.67.0, its Redis extra, psycopg (Feast's
+# SQL registry on PostgreSQL), pytest and duckdb (the historical benchmark's baseline), for
+# compat/generate_fixtures.py, compat/feast_summary.py and compat/tests.
 #
 # Usage: compat/setup-venv.sh [VENV_DIR]
 #   VENV_DIR defaults to $QUIVER_FEAST_VENV, else target/feast-venv (relative to
 #   the repository root). Idempotent: does nothing when the venv already imports
-#   feast 0.67.0, pytest and duckdb. Prints the venv path on its last line.
+#   feast 0.67.0, psycopg, pytest and duckdb. Prints the venv path on its last line.
 set -euo pipefail
 
 FEAST_VERSION="0.67.0"
@@ -19,7 +20,7 @@ PYTHON="${PYTHON:-python3}"
 
 venv_ready() {
   [ -x "$VENV/bin/python" ] &&
-    "$VENV/bin/python" -c "import feast, pytest, duckdb; assert feast.__version__ == '$FEAST_VERSION'" \
+    "$VENV/bin/python" -c "import feast, psycopg, pytest, duckdb; assert feast.__version__ == '$FEAST_VERSION'" \
       >/dev/null 2>&1
 }
 
@@ -30,9 +31,9 @@ if ! venv_ready; then
     "$PYTHON" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet "feast[redis]==$FEAST_VERSION" pytest duckdb >&2
+  "$VENV/bin/python" -m pip install --quiet "feast[redis]==$FEAST_VERSION" "psycopg[binary]>=3.1" pytest duckdb >&2
   if ! venv_ready; then
-    echo "error: $VENV does not import feast $FEAST_VERSION and pytest after install" >&2
+    echo "error: $VENV does not import feast $FEAST_VERSION, psycopg, pytest and duckdb after install" >&2
     exit 1
   fi
 fi

@@ -16,6 +16,22 @@ pub struct Args {
     /// Show what would change without writing the registry.
     #[arg(long)]
     dry_run: bool,
+    /// Send the definitions to the registry service at this URL instead of writing the
+    /// registry file (e.g. http://quiver-registry:6570).
+    #[arg(long, env = "QUIVER_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// With --registry-url: the project version the change was reviewed against (e.g. from
+    /// --dry-run); the service refuses the apply (409) if the project moved on since. Default:
+    /// the version read just before sending.
+    #[arg(long, requires = "registry_url")]
+    base_version: Option<u64>,
+    /// With --registry-url: a file holding the service's bearer token (QUIVER_REGISTRY_TOKEN
+    /// gives the token itself).
+    #[arg(long, env = "QUIVER_REGISTRY_TOKEN_FILE")]
+    registry_token_file: Option<PathBuf>,
+    /// With an https --registry-url: trust this CA (PEM) instead of the system's.
+    #[arg(long, env = "QUIVER_REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
 }
 
 pub fn now() -> Timestamp {
@@ -30,6 +46,12 @@ pub fn now() -> Timestamp {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
+    if let Some(url) = args.registry_url.clone() {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(remote(&args, &config, &url));
+    }
     let desired = definitions::load(&args.repo, &config.project).map_err(|e| anyhow!("{e}"))?;
     let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
     // Held until the new registry is in place: concurrent applies run one after the other.
@@ -67,5 +89,125 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bytes = file.encode(&version, now());
     store::write_atomic(&path, &bytes).map_err(|e| anyhow!(e))?;
     println!("Registry written to {} (version {version})", path.display());
+    Ok(())
+}
+
+/// `quiver apply --registry-url URL`: the definition files go to the service, which validates
+/// them, diffs them against the project's version the apply is based on, and writes.
+async fn remote(args: &Args, config: &RepoConfig, url: &str) -> anyhow::Result<()> {
+    use quiver_registry::client::{Client, Endpoint, encode_path};
+    use std::time::Duration;
+
+    let files = definitions::definition_files(&args.repo);
+    if files.is_empty() {
+        return Err(anyhow!(
+            "{}: no feature definitions found: write features.yaml (or *.yaml files under features/)",
+            args.repo.display()
+        ));
+    }
+    let mut sent = Vec::new();
+    for path in &files {
+        let label = path
+            .strip_prefix(&args.repo)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        let content = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        sent.push(serde_json::json!({"path": label, "content": content}));
+    }
+    let endpoint =
+        Endpoint::parse(url, args.registry_ca_file.as_deref()).map_err(|e| anyhow!(e))?;
+    let token = crate::registry::read_token(
+        args.registry_token_file.as_ref(),
+        "QUIVER_REGISTRY_TOKEN",
+        "--registry-token-file",
+    )?;
+    let mut client = Client::new(endpoint, token);
+    let project = &config.project;
+    let timeout = Duration::from_secs(60);
+    let base = match args.base_version {
+        Some(v) => v,
+        None => {
+            let resp = client
+                .request(
+                    hyper::Method::GET,
+                    &format!("/v1/projects/{}", encode_path(project)),
+                    &[],
+                    None,
+                    timeout,
+                )
+                .await
+                .map_err(|e| anyhow!("registry service {url}: {e}"))?;
+            match resp.status {
+                200 => serde_json::from_slice::<serde_json::Value>(&resp.body)
+                    .ok()
+                    .and_then(|v| v["version"].as_u64())
+                    .ok_or_else(|| anyhow!("registry service {url}: no version in its answer"))?,
+                404 => 0,
+                s => return Err(anyhow!("registry service {url}: {s}: {}", resp.message())),
+            }
+        }
+    };
+    let body = serde_json::json!({"base_version": base, "files": sent, "dry_run": args.dry_run});
+    let resp = client
+        .request(
+            hyper::Method::POST,
+            &format!("/v1/projects/{}/apply", encode_path(project)),
+            &[],
+            Some((bytes::Bytes::from(body.to_string()), "application/json")),
+            timeout,
+        )
+        .await
+        .map_err(|e| anyhow!("registry service {url}: {e}"))?;
+    let answer: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+    match resp.status {
+        200 => {}
+        409 => return Err(anyhow!("{} (registry service {url})", resp.message())),
+        422 => {
+            let mut out = String::from("the registry service refused the definitions:");
+            for p in answer["problems"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "\n  {}{}{}: {}",
+                    p["file"].as_str().unwrap_or(""),
+                    p["line"]
+                        .as_u64()
+                        .map(|l| format!(":{l}"))
+                        .unwrap_or_default(),
+                    p["object"]
+                        .as_str()
+                        .filter(|o| !o.is_empty())
+                        .map(|o| format!(": {o}"))
+                        .unwrap_or_default(),
+                    p["message"].as_str().unwrap_or("")
+                ));
+            }
+            return Err(anyhow!(out));
+        }
+        s => return Err(anyhow!("registry service {url}: {s}: {}", resp.message())),
+    }
+    println!(
+        "Applying the definitions of project {project} to the registry service at {url} (version {base})"
+    );
+    let changes = answer["changes"].as_array().cloned().unwrap_or_default();
+    for c in &changes {
+        println!("{}", c["text"].as_str().unwrap_or(""));
+    }
+    for kept in answer["kept"].as_array().into_iter().flatten() {
+        println!(
+            "Kept {} (not expressible in YAML definitions)",
+            kept.as_str().unwrap_or("")
+        );
+    }
+    let version = answer["version"].as_u64().unwrap_or(base);
+    if changes.is_empty() {
+        println!("No changes: project {project} is up to date at version {version}");
+    } else if args.dry_run {
+        println!(
+            "Dry run: nothing written; apply with --base-version {base} to apply exactly this plan"
+        );
+    } else {
+        println!("Project {project} is now at version {version}");
+    }
     Ok(())
 }

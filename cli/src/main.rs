@@ -11,6 +11,7 @@ mod inject;
 mod list;
 mod materialize;
 mod offline;
+mod registry;
 mod serve;
 
 #[global_allocator]
@@ -64,6 +65,8 @@ enum Command {
     Serve(serve::Args),
     /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
     Inject(inject::Args),
+    /// The central registry service (`quiver registry serve --store URI`).
+    Registry(registry::Args),
 }
 
 fn init_logging(format: LogFormat) {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Offline(args) => offline::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Inject(args) => inject::run(args),
+        Command::Registry(args) => registry::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,6 +84,31 @@ pub struct Args {
     /// Worker threads (default: one per core).
     #[arg(long, env = "QUIVER_WORKERS")]
     workers: Option<usize>,
+    /// Follow the registry service at this URL (http:// or https://) instead of reading the
+    /// registry file; the online store still comes from the repo's feature_store.yaml.
+    #[arg(long, env = "QUIVER_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// The project to serve (default: the repo's).
+    #[arg(long, env = "QUIVER_PROJECT")]
+    project: Option<String>,
+    /// With --registry-url: sync only these feature services (comma-separated) and what they
+    /// read.
+    #[arg(long, value_delimiter = ',', env = "QUIVER_FEATURE_SERVICES")]
+    feature_services: Vec<String>,
+    /// With --registry-url: where the last good snapshot is kept, to start from when the
+    /// service is down (an emptyDir in Kubernetes).
+    #[arg(long, env = "QUIVER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// With --registry-url: a file holding the registry service's bearer token
+    /// (QUIVER_REGISTRY_TOKEN gives the token itself), for a service that protects reads.
+    #[arg(long, env = "QUIVER_REGISTRY_TOKEN_FILE")]
+    registry_token_file: Option<PathBuf>,
+    /// With an https --registry-url: trust this CA (PEM) instead of the system's.
+    #[arg(long, env = "QUIVER_REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
+    /// With --registry-url: the longest wait between retries when the service is away.
+    #[arg(long, default_value = "30s", env = "QUIVER_REGISTRY_MAX_BACKOFF", value_parser = parse_duration)]
+    registry_max_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -219,9 +244,65 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     runtime.build()?.block_on(run_async(args))
 }
 
+/// Where the definitions come from: the registry service (with --registry-url) or the file.
+fn registry_source(
+    args: &Args,
+    config: &RepoConfig,
+    project: &str,
+) -> anyhow::Result<(quiver_sidecar::RegistrySource, String)> {
+    let Some(url) = &args.registry_url else {
+        if !args.feature_services.is_empty() || args.state_dir.is_some() {
+            // Not an error: the injector may set QUIVER_FEATURE_SERVICES for a pod that reads
+            // a registry file.
+            tracing::warn!(
+                "--feature-services and --state-dir apply only with --registry-url; ignored"
+            );
+        }
+        let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+        let shown = path.display().to_string();
+        return Ok((quiver_sidecar::RegistrySource::File(path), shown));
+    };
+    let endpoint = quiver_registry::client::Endpoint::parse(url, args.registry_ca_file.as_deref())
+        .map_err(|e| anyhow!("--registry-url: {e}"))?;
+    for s in &args.feature_services {
+        if s.trim().is_empty() {
+            bail!("--feature-services: an empty name in the list");
+        }
+    }
+    if let Some(dir) = &args.state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--state-dir {}: cannot create it", dir.display()))?;
+    }
+    let mut sync = quiver_registry::client::SyncConfig::new(endpoint, project);
+    sync.feature_services = args.feature_services.clone();
+    sync.state_dir = args.state_dir.clone();
+    sync.token = crate::registry::read_token(
+        args.registry_token_file.as_ref(),
+        "QUIVER_REGISTRY_TOKEN",
+        "--registry-token-file",
+    )?;
+    sync.backoff_max = args.registry_max_backoff.max(sync.backoff_min);
+    Ok((
+        quiver_sidecar::RegistrySource::Service(Box::new(sync)),
+        url.clone(),
+    ))
+}
+
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
-    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
+    let project = args
+        .project
+        .clone()
+        .unwrap_or_else(|| config.project.clone());
+    if !quiver_registry::config::is_valid_project_name(&project) {
+        bail!("--project {project:?}: not a valid project name");
+    }
+    let (source, registry_shown) = registry_source(&args, &config, &project)?;
+    // The online store's keys carry the project served.
+    let config = RepoConfig {
+        project: project.clone(),
+        ..config
+    };
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .with_context(|| {
@@ -287,18 +368,17 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         push,
     };
     let store = connect_store(&config, Connect::Background).await?;
-    let (state, _background) =
-        quiver_sidecar::start(sidecar, &config.project, registry_path.clone(), store)
-            .await
-            .map_err(|e| anyhow!(e))?;
+    let (state, _background) = quiver_sidecar::start_from(sidecar, &project, source, store)
+        .await
+        .map_err(|e| anyhow!(e))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
     let registry = state.registry.load();
-    tracing::info!(%addr, project = %config.project, registry = %registry_path.display(), views = registry.views.len(), "serving");
+    tracing::info!(%addr, project = %project, registry = %registry_shown, views = registry.views.len(), "serving");
     println!(
         "quiver serving project {} on http://{} ({} feature views)",
-        config.project,
+        project,
         listener.local_addr()?,
         registry.views.len()
     );

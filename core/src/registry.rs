@@ -30,9 +30,23 @@ pub enum ObjectKind {
     FeatureView,
     StreamFeatureView,
     FeatureService,
+    /// Kept and carried (a registry service serves them whole), never decoded past the name:
+    /// they hold pickled Python.
+    OnDemandFeatureView,
 }
 
 impl ObjectKind {
+    /// Every kind, in the order registries list them.
+    pub const ALL: [ObjectKind; 7] = [
+        ObjectKind::Project,
+        ObjectKind::Entity,
+        ObjectKind::DataSource,
+        ObjectKind::FeatureView,
+        ObjectKind::StreamFeatureView,
+        ObjectKind::FeatureService,
+        ObjectKind::OnDemandFeatureView,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             ObjectKind::Project => "Project",
@@ -41,6 +55,7 @@ impl ObjectKind {
             ObjectKind::FeatureView => "FeatureView",
             ObjectKind::StreamFeatureView => "StreamFeatureView",
             ObjectKind::FeatureService => "FeatureService",
+            ObjectKind::OnDemandFeatureView => "OnDemandFeatureView",
         }
     }
 }
@@ -77,6 +92,9 @@ impl ProjectRegistry {
         self.feature_services.iter().find(|s| s.name == name)
     }
 }
+
+/// One stored object: its kind, name and serialized proto.
+pub type RawObject<'a> = (ObjectKind, String, &'a [u8]);
 
 /// What a write changes for one object: its kind and name, and its new serialized proto
 /// (`None` deletes it).
@@ -127,14 +145,10 @@ impl RegistryFile {
     /// Every project that owns an object or has a project object, sorted.
     pub fn project_names(&self) -> Result<Vec<String>, Error> {
         let mut names = std::collections::BTreeSet::new();
-        for kind in ALL_KINDS {
+        for kind in ObjectKind::ALL {
             for bytes in self.list(kind) {
                 names.insert(identify(kind, bytes)?.0);
             }
-        }
-        for bytes in &self.raw.on_demand_feature_views {
-            let h = decode::<pb::OnDemandFeatureViewHeader>(bytes, "OnDemandFeatureView")?;
-            names.insert(h.spec.unwrap_or_default().project);
         }
         names.remove("");
         Ok(names.into_iter().collect())
@@ -227,6 +241,7 @@ impl RegistryFile {
             ObjectKind::FeatureView => &self.raw.feature_views,
             ObjectKind::StreamFeatureView => &self.raw.stream_feature_views,
             ObjectKind::FeatureService => &self.raw.feature_services,
+            ObjectKind::OnDemandFeatureView => &self.raw.on_demand_feature_views,
         }
     }
 
@@ -238,7 +253,36 @@ impl RegistryFile {
             ObjectKind::FeatureView => &mut self.raw.feature_views,
             ObjectKind::StreamFeatureView => &mut self.raw.stream_feature_views,
             ObjectKind::FeatureService => &mut self.raw.feature_services,
+            ObjectKind::OnDemandFeatureView => &mut self.raw.on_demand_feature_views,
         }
+    }
+
+    /// One project's objects of every kind, as (kind, name, stored bytes), in registry order.
+    pub fn project_objects(&self, project: &str) -> Result<Vec<RawObject<'_>>, Error> {
+        let mut out = Vec::new();
+        for kind in ObjectKind::ALL {
+            for bytes in self.list(kind) {
+                let (p, name) = identify(kind, bytes)?;
+                if p == project {
+                    out.push((kind, name, bytes.as_slice()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A registry holding exactly these objects (e.g. a project snapshot). Nothing is decoded
+    /// here: [`RegistryFile::project`] decodes, and so checks, every object of every kind it
+    /// reads, and [`RegistryFile::project_names`] every object.
+    pub fn from_objects<I>(objects: I) -> RegistryFile
+    where
+        I: IntoIterator<Item = (ObjectKind, Vec<u8>)>,
+    {
+        let mut file = RegistryFile::empty();
+        for (kind, bytes) in objects {
+            file.list_mut(kind).push(bytes);
+        }
+        file
     }
 
     /// The serialized bytes of one project's object, as stored.
@@ -263,17 +307,8 @@ impl RegistryFile {
     }
 }
 
-const ALL_KINDS: [ObjectKind; 6] = [
-    ObjectKind::Project,
-    ObjectKind::Entity,
-    ObjectKind::DataSource,
-    ObjectKind::FeatureView,
-    ObjectKind::StreamFeatureView,
-    ObjectKind::FeatureService,
-];
-
 /// (project, name) of a serialized object of the given kind.
-fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Error> {
+pub fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Error> {
     Ok(match kind {
         ObjectKind::Project => {
             let s = decode::<pb::Project>(bytes, "Project")?
@@ -305,6 +340,12 @@ fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Error> {
         }
         ObjectKind::FeatureService => {
             let s = decode::<pb::FeatureService>(bytes, "FeatureService")?
+                .spec
+                .unwrap_or_default();
+            (s.project, s.name)
+        }
+        ObjectKind::OnDemandFeatureView => {
+            let s = decode::<pb::OnDemandFeatureViewHeader>(bytes, "OnDemandFeatureView")?
                 .spec
                 .unwrap_or_default();
             (s.project, s.name)

@@ -771,8 +771,9 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
         args.push("--replicate".to_owned());
         args.push(plan.replicate.join(","));
     }
-    // Read by the registry sync client (the registry service's issue); `quiver serve` before it
-    // reads the registry file the ConfigMap holds.
+    // Read by `quiver serve`: with QUIVER_REGISTRY_URL it follows the registry service (the
+    // project and feature services below narrow what it syncs); without it, it reads the
+    // registry file the ConfigMap names.
     let env: Vec<EnvVar> = [
         ("QUIVER_REGISTRY_URL", plan.registry_url.clone()),
         ("QUIVER_PROJECT", plan.project.clone()),

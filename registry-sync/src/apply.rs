@@ -44,6 +44,7 @@ impl fmt::Display for Change {
             ObjectKind::FeatureView => "feature view",
             ObjectKind::StreamFeatureView => "stream feature view",
             ObjectKind::FeatureService => "feature service",
+            ObjectKind::OnDemandFeatureView => "on-demand feature view",
         };
         write!(f, "{verb} {what} {}", self.name)
     }

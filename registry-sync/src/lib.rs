@@ -1,9 +1,12 @@
 //! quiver-registry: everything about definitions and the registry that is not serving.
 //!
+//! - `client` (cargo feature `client`): the registry service's client: snapshot sync, backoff,
+//!   the state dir.
 //! - [`config`]: `feature_store.yaml` (Feast's keys, defaults and env override).
 //! - [`definitions`]: YAML feature definitions, validated as a whole.
 //! - [`apply`]: diffing definitions against a registry and rewriting it.
 //! - [`store`]: reading and atomically writing a registry file.
+//! - [`snapshot`]: the flatbuffers registry snapshot a sidecar syncs from the registry service.
 //! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
 
 #![cfg_attr(
@@ -12,7 +15,10 @@
 )]
 
 pub mod apply;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod definitions;
+pub mod snapshot;
 pub mod store;
 pub mod summary;

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod push;
 pub mod registry;
 pub mod server;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -154,15 +155,44 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Loads the registry, builds the state, and starts the background tasks. Fails (before any
-/// port is bound) when the registry cannot be loaded.
+/// Where the sidecar's definitions come from.
+#[derive(Debug, Clone)]
+pub enum RegistrySource {
+    /// A registry file, re-read when it changes.
+    File(PathBuf),
+    /// The registry service, followed by long polls (the last good snapshot kept in the
+    /// state dir).
+    Service(Box<quiver_registry::client::SyncConfig>),
+}
+
+/// Loads the registry file, builds the state, and starts the background tasks. Fails (before
+/// any port is bound) when the registry cannot be loaded.
 pub async fn start(
     config: SidecarConfig,
     project: &str,
     registry_path: PathBuf,
     store: OnlineStore,
 ) -> Result<(Arc<State>, Background), String> {
-    let registry = load_registry(&registry_path, project, 1)?;
+    start_from(config, project, RegistrySource::File(registry_path), store).await
+}
+
+/// Loads the registry from `source`, builds the state, and starts the background tasks.
+/// Fails (before any port is bound) when no registry can be had: for the registry service,
+/// when it cannot be reached and the state dir holds no good snapshot either.
+pub async fn start_from(
+    config: SidecarConfig,
+    project: &str,
+    source: RegistrySource,
+    store: OnlineStore,
+) -> Result<(Arc<State>, Background), String> {
+    let metrics = Arc::new(Metrics::default());
+    let (registry, follow) = match &source {
+        RegistrySource::File(path) => (load_registry(path, project, 1)?, None),
+        RegistrySource::Service(sync) => {
+            let (registry, fetcher) = sync::initial(sync, project, &metrics).await?;
+            (registry, Some(fetcher))
+        }
+    };
     replicated_views(&registry, &config.replicate)?;
     if let OnlineStore::Redis(r) = &store
         && r.is_cluster()
@@ -173,7 +203,6 @@ pub async fn start(
                 .to_owned(),
         );
     }
-    let metrics = Arc::new(Metrics::default());
     let engine = Arc::new(Engine::new(
         config.engine.clone(),
         store.clone(),
@@ -189,10 +218,15 @@ pub async fn start(
         ready: AtomicBool::new(false),
         replicated: AtomicBool::new(config.replicate.is_empty()),
     });
-    let mut tasks = vec![tokio::spawn(watch_registry(
-        Arc::clone(&state),
-        registry_path,
-    ))];
+    let mut tasks = vec![match (source, follow) {
+        (_, Some(fetcher)) => tokio::spawn(sync::follow(Arc::clone(&state), fetcher)),
+        (RegistrySource::File(path), None) => {
+            tokio::spawn(watch_registry(Arc::clone(&state), path))
+        }
+        (RegistrySource::Service(_), None) => {
+            return Err("internal: registry service source without a fetcher".to_owned());
+        }
+    }];
     match &store {
         OnlineStore::Redis(redis) => {
             let redis = Arc::clone(redis);

@@ -2,7 +2,7 @@
 //! label sets), so recording is an atomic add and nothing is formatted per request.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency buckets: 25 µs to 2.5 s.
@@ -132,6 +132,16 @@ pub struct Metrics {
     pub store_latency: Histogram,
     pub registry_reloads: Counter,
     pub registry_reload_errors: Counter,
+    /// Registry service sync: exchanges that failed (unreachable, error status).
+    pub registry_sync_errors: Counter,
+    /// Registry service sync: snapshots refused (checksum, schema version, decode).
+    pub registry_snapshots_rejected: Counter,
+    /// The registry service's version of the snapshot in use (0: not syncing).
+    pub registry_service_version: AtomicU64,
+    /// True while the registry service answered the last exchange.
+    pub registry_service_connected: AtomicBool,
+    /// True while serving a snapshot from the state dir that the service has not confirmed.
+    pub registry_from_state_dir: AtomicBool,
 }
 
 /// Values read at render time from the state that owns them.
@@ -177,7 +187,7 @@ impl Metrics {
                 &format!("endpoint=\"{name}\""),
             );
         }
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             (
                 "quiver_cache_hits_total",
                 "Cache lookups answered from memory.",
@@ -243,6 +253,16 @@ impl Metrics {
                 "Registry reloads that failed (the last good one stays).",
                 &self.registry_reload_errors,
             ),
+            (
+                "quiver_registry_sync_errors_total",
+                "Registry service exchanges that failed (retried with backoff).",
+                &self.registry_sync_errors,
+            ),
+            (
+                "quiver_registry_snapshots_rejected_total",
+                "Registry snapshots refused (checksum, schema version, decode); the last good one stays.",
+                &self.registry_snapshots_rejected,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(
@@ -254,7 +274,7 @@ impl Metrics {
         out.push_str("# HELP quiver_online_store_read_duration_seconds Latency of batched online store reads.\n# TYPE quiver_online_store_read_duration_seconds histogram\n");
         self.store_latency
             .render(&mut out, "quiver_online_store_read_duration_seconds", "");
-        let gauges: [(&str, &str, f64); 5] = [
+        let gauges: [(&str, &str, f64); 8] = [
             (
                 "quiver_cache_size_bytes",
                 "Bytes held by the cache (estimated).",
@@ -279,6 +299,21 @@ impl Metrics {
                 "quiver_ready",
                 "1 when /ready answers 200.",
                 f64::from(u8::from(s.ready)),
+            ),
+            (
+                "quiver_registry_service_version",
+                "The registry service's version of the snapshot in use (0: not syncing).",
+                self.registry_service_version.load(Relaxed) as f64,
+            ),
+            (
+                "quiver_registry_service_connected",
+                "1 while the registry service answered the last exchange.",
+                f64::from(u8::from(self.registry_service_connected.load(Relaxed))),
+            ),
+            (
+                "quiver_registry_from_state_dir",
+                "1 while serving the state dir's snapshot, not yet confirmed by the registry service.",
+                f64::from(u8::from(self.registry_from_state_dir.load(Relaxed))),
             ),
         ];
         for (name, help, v) in gauges {

@@ -354,3 +354,29 @@ pub async fn http_raw(
         .unwrap_or(0);
     (status, head, raw[split + 4..].to_vec())
 }
+
+/// A sidecar whose definitions come from `source` (a file or the registry service).
+pub async fn start_sidecar_from(
+    config: SidecarConfig,
+    project: &str,
+    source: quiver_sidecar::RegistrySource,
+    store: OnlineStore,
+) -> Result<Sidecar, String> {
+    let (state, background) = quiver_sidecar::start_from(config, project, source, store).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(quiver_sidecar::serve(
+        listener,
+        Arc::clone(&state),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Ok(Sidecar {
+        addr,
+        state,
+        _background: background,
+        shutdown: Some(tx),
+    })
+}

@@ -1,0 +1,155 @@
+//! `quiver registry serve --store URI`: the central registry service. Validates its flags,
+//! opens the store (creating Feast's tables in a new Postgres database) and loads it before
+//! binding; serves until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use quiver_registry_service::{Service, ServiceConfig, Store};
+
+use crate::serve::{parse_duration, shutdown_signal};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serve the registry to sidecars (versioned snapshots, long polls) and to people (JSON),
+    /// and take applies (`quiver apply --registry-url`).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the registry lives: a registry file path (`/data/registry.db`; missing = empty)
+    /// or a PostgreSQL URL in Feast's SQL-registry layout (`postgresql://user@host:5432/db`,
+    /// or Feast's `postgresql+psycopg://...`).
+    #[arg(long, env = "QUIVER_REGISTRY_STORE")]
+    store: String,
+    #[arg(long, default_value = "0.0.0.0", env = "QUIVER_REGISTRY_HOST")]
+    host: String,
+    #[arg(long, default_value_t = 6570, env = "QUIVER_REGISTRY_PORT")]
+    port: u16,
+    /// A file holding the bearer token writes need (trailing whitespace ignored).
+    /// QUIVER_REGISTRY_TOKEN gives the token itself. Without one, writes are open.
+    #[arg(long, env = "QUIVER_REGISTRY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Require the token for reads too (snapshots and the JSON API).
+    #[arg(long, env = "QUIVER_REGISTRY_AUTH_READS")]
+    auth_reads: bool,
+    /// TLS certificate chain (PEM); with --tls-key, the service speaks HTTPS only.
+    #[arg(long, env = "QUIVER_REGISTRY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "QUIVER_REGISTRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How often the store is checked for changes made elsewhere (feast apply, other replicas).
+    #[arg(long, default_value = "500ms", env = "QUIVER_REGISTRY_POLL_INTERVAL", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// The longest long poll (`?wait=`) a client may ask for.
+    #[arg(long, default_value = "60s", env = "QUIVER_REGISTRY_MAX_WAIT", value_parser = parse_duration)]
+    max_wait: Duration,
+    /// Most connections at once (each sidecar's long poll holds one).
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "QUIVER_REGISTRY_MAX_CONNECTIONS"
+    )]
+    max_connections: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "QUIVER_WORKERS")]
+    workers: Option<usize>,
+}
+
+/// The token from `--token-file`, or from the variable `env` (an empty one is an error).
+pub fn read_token(file: Option<&PathBuf>, env: &str, flag: &str) -> anyhow::Result<Option<String>> {
+    let token = match (file, std::env::var(env)) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{flag} {}", path.display()))?
+                .trim_end()
+                .to_owned(),
+        ),
+        (None, Ok(token)) => Some(token.trim_end().to_owned()),
+        (None, Err(_)) => None,
+    };
+    if token.as_deref() == Some("") {
+        bail!("the token ({flag} or {env}) is empty: give a non-empty token or none");
+    }
+    Ok(token)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let Command::Serve(args) = args.command;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.workers {
+        runtime.worker_threads(n.max(1));
+    }
+    runtime.build()?.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .with_context(|| {
+            format!(
+                "--host {:?} --port {}: not an address to bind",
+                args.host, args.port
+            )
+        })?;
+    let token = read_token(
+        args.token_file.as_ref(),
+        "QUIVER_REGISTRY_TOKEN",
+        "--token-file",
+    )?;
+    if args.auth_reads && token.is_none() {
+        bail!("--auth-reads needs a token: give --token-file or QUIVER_REGISTRY_TOKEN");
+    }
+    if args.poll_interval < Duration::from_millis(50) {
+        bail!("--poll-interval {:?}: at least 50ms", args.poll_interval);
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(quiver_registry_service::tls::acceptor(cert, key).map_err(|e| anyhow!(e))?)
+        }
+        _ => None,
+    };
+    if token.is_none() {
+        tracing::warn!(
+            "no token: anyone who reaches this service can apply definitions (set --token-file or QUIVER_REGISTRY_TOKEN)"
+        );
+    }
+    let store = Store::open(&args.store).await.map_err(|e| anyhow!(e))?;
+    let describe = store.describe();
+    let config = ServiceConfig {
+        token,
+        auth_reads: args.auth_reads,
+        poll_interval: args.poll_interval,
+        max_wait: args.max_wait,
+        max_connections: args.max_connections,
+        ..ServiceConfig::default()
+    };
+    let service = Service::open(store, config)
+        .await
+        .with_context(|| format!("registry store {describe}"))?;
+    let _poller = service.spawn_poller();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {addr}"))?;
+    let catalog = service.catalog();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, store = %describe, projects = catalog.projects.len(), "registry service up");
+    println!(
+        "quiver registry serving {describe} on {scheme}://{} ({} projects)",
+        listener.local_addr()?,
+        catalog.projects.len()
+    );
+    quiver_registry_service::serve(listener, service, tls, shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,752 @@
+//! The HTTP API: `serve(listener, service, tls, shutdown)`, routing, auth, and every response.
+//!
+//! Per connection: a permit (at most `max_connections` at once; long polls hold one), the TLS
+//! handshake with a deadline when TLS is on, HTTP/1.1 with a header deadline. Per request:
+//! route → token (writes always when a token is set; reads with `auth_reads`) → body limit →
+//! the handler. Errors are JSON `{"error": kind, "message": ...}` naming the field at fault.
+
+// Handlers return a finished response as their error: built once per request, never on a hot
+// loop, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH,
+    WWW_AUTHENTICATE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use quiver_registry::apply::Action;
+use quiver_registry::{config::is_valid_project_name, definitions, snapshot, summary};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tokio::net::TcpListener;
+
+use crate::metrics::{Endpoint, Gauges};
+use crate::{ApplyError, Service, SnapshotRequestError, StoreError};
+
+type Body = Full<Bytes>;
+
+/// Deadline for a client to send its request head, and for a TLS handshake.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves; then stops accepting (connections in progress finish,
+/// long polls at their deadline).
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        service.config.max_connections.max(1),
+    ));
+    tokio::pin!(shutdown);
+    loop {
+        // Wait for a free slot before accepting: excess connections queue in the backlog.
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = Arc::clone(&service);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => connection(TokioIo::new(s), service).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn connection<I>(io: TokioIo<I>, service: Arc<Service>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let service = Arc::clone(&service);
+        async move {
+            let (endpoint, resp) = handle(&service, req).await;
+            service.metrics.record(endpoint, resp.status().as_u16());
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    if let Err(e) = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(io, svc)
+        .await
+    {
+        tracing::debug!(error = %e, "connection closed with an error");
+    }
+}
+
+fn json_response(status: StatusCode, body: &Json) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response<Body> {
+    json_response(status, &json!({"error": kind, "message": message.into()}))
+}
+
+fn store_error(e: &StoreError) -> Response<Body> {
+    match e {
+        StoreError::Unavailable(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "StoreUnavailable",
+            e.to_string(),
+        ),
+        StoreError::Corrupt(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "StoreCorrupt",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `None` when the request may go on, else the 401.
+fn check_token(service: &Service, req: &Request<Incoming>, write: bool) -> Option<Response<Body>> {
+    let token = service.config.token.as_deref()?;
+    if !write && !service.config.auth_reads {
+        return None;
+    }
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) {
+        return None;
+    }
+    service.metrics.unauthorized.inc();
+    let what = if write { "writes" } else { "reads" };
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        format!(
+            "{} need Authorization: Bearer <token>{}",
+            what,
+            if given.is_some() {
+                " (the token given is wrong)"
+            } else {
+                ""
+            }
+        ),
+    );
+    resp.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(resp)
+}
+
+/// Decodes `%XX` escapes and `+` (as a space) in a query value.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("{s:?} has a bad %-escape"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+/// The query's parameters; any name not in `allowed` is an error naming it.
+fn query_params(
+    query: Option<&str>,
+    allowed: &[&str],
+) -> Result<Vec<(String, String)>, Response<Body>> {
+    let mut out = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "BadQuery", format!("query: {e}")))?;
+        if !allowed.contains(&k.as_str()) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "BadQuery",
+                format!(
+                    "{k}: unknown query parameter{}",
+                    if allowed.is_empty() {
+                        " (this endpoint takes none)".to_owned()
+                    } else {
+                        format!(": expected {}", allowed.join(" or "))
+                    }
+                ),
+            ));
+        }
+        let v = percent_decode(v)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "BadQuery", format!("{k}: {e}")))?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// `30s`, `500ms`, `2m`, or whole seconds.
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("wait: {s:?} is not a duration: expected e.g. 30s, 500ms"));
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    quiver_core::time::parse_duration(t)
+        .map_err(|_| format!("wait: {s:?} is not a duration: expected e.g. 30s, 500ms"))
+}
+
+async fn handle(service: &Arc<Service>, req: Request<Incoming>) -> (Endpoint, Response<Body>) {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => (
+            Endpoint::Health,
+            json_response(StatusCode::OK, &json!({"status": "ok"})),
+        ),
+        (&Method::GET, ["ready"]) => (Endpoint::Ready, ready(service)),
+        (&Method::GET, ["metrics"]) => (Endpoint::Metrics, metrics(service)),
+        (&Method::GET, ["v1", "projects"]) => (Endpoint::Read, read(service, &req, None, None)),
+        (&Method::GET, ["v1", "projects", project]) => {
+            (Endpoint::Read, read(service, &req, Some(project), None))
+        }
+        (&Method::GET, ["v1", "projects", project, "snapshot"]) => {
+            (Endpoint::Snapshot, snapshot(service, &req, project).await)
+        }
+        (&Method::GET, ["v1", "projects", project, collection])
+            if collection_key(collection).is_some() =>
+        {
+            (
+                Endpoint::Read,
+                read(service, &req, Some(project), collection_key(collection)),
+            )
+        }
+        (&Method::POST, ["v1", "projects", project, "apply"]) => {
+            let project = (*project).to_owned();
+            (Endpoint::Apply, apply(service, req, &project).await)
+        }
+        (_, ["health" | "ready" | "metrics"])
+        | (_, ["v1", "projects"])
+        | (_, ["v1", "projects", _])
+        | (_, ["v1", "projects", _, "snapshot" | "apply"]) => (
+            Endpoint::Other,
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not allowed on {path}"),
+            ),
+        ),
+        _ => (
+            Endpoint::Other,
+            error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!(
+                    "no endpoint {path}: try GET /v1/projects, /v1/projects/{{project}}/snapshot, \
+                     /v1/projects/{{project}}/feature-views|entities|data-sources|feature-services, \
+                     or POST /v1/projects/{{project}}/apply"
+                ),
+            ),
+        ),
+    }
+}
+
+/// The summary key a collection path reads.
+fn collection_key(collection: &str) -> Option<&'static str> {
+    Some(match collection {
+        "feature-views" => "feature_views",
+        "stream-feature-views" => "stream_feature_views",
+        "on-demand-feature-views" => "on_demand_feature_views",
+        "entities" => "entities",
+        "data-sources" => "data_sources",
+        "feature-services" => "feature_services",
+        _ => return None,
+    })
+}
+
+fn check_project(project: &str) -> Result<(), Response<Body>> {
+    if is_valid_project_name(project) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            "BadProject",
+            format!(
+                "project: {project:?} is not a valid project name (letters, digits, _ and -, not starting with _ or -)"
+            ),
+        ))
+    }
+}
+
+fn unknown_project(project: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "UnknownProject",
+        format!("project {project:?} has no objects in the registry: apply its definitions first"),
+    )
+}
+
+fn ready(service: &Service) -> Response<Body> {
+    if service.store_ok() {
+        json_response(StatusCode::OK, &json!({"ready": true, "reasons": []}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reasons": [format!(
+                "the registry store ({}) did not answer the last poll; serving the last loaded registry",
+                service.store().describe()
+            )]}),
+        )
+    }
+}
+
+fn metrics(service: &Service) -> Response<Body> {
+    let catalog = service.catalog();
+    let gauges = Gauges {
+        ready: service.store_ok(),
+        versions: catalog
+            .projects
+            .iter()
+            .map(|p| (p.as_str(), catalog.version(p)))
+            .collect(),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(service.metrics.render(&gauges))));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+/// The JSON read API: the project list, one project's summary, or one of its collections.
+fn read(
+    service: &Service,
+    req: &Request<Incoming>,
+    project: Option<&str>,
+    collection: Option<&str>,
+) -> Response<Body> {
+    if let Some(resp) = check_token(service, req, false) {
+        return resp;
+    }
+    if let Err(resp) = query_params(req.uri().query(), &[]) {
+        return resp;
+    }
+    let catalog = service.catalog();
+    let Some(project) = project else {
+        let projects: Vec<Json> = catalog
+            .projects
+            .iter()
+            .map(|p| json!({"name": p, "version": catalog.version(p)}))
+            .collect();
+        return json_response(StatusCode::OK, &json!({"projects": projects}));
+    };
+    if let Err(resp) = check_project(project) {
+        return resp;
+    }
+    let typed = match catalog.project(project) {
+        Ok(t) => t,
+        Err(SnapshotRequestError::UnknownProject(_)) => return unknown_project(project),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "StoreCorrupt",
+                format!("{e:?}"),
+            );
+        }
+    };
+    let mut body = summary::summarize(&typed);
+    let version = catalog.version(project);
+    match collection {
+        None => {
+            if let Some(map) = body.as_object_mut() {
+                map.insert("version".to_owned(), json!(version));
+            }
+            json_response(StatusCode::OK, &body)
+        }
+        Some(key) => json_response(
+            StatusCode::OK,
+            &json!({"project": project, "version": version, key: body[key].take()}),
+        ),
+    }
+}
+
+/// Decrements the waiting long-poll gauge when the request ends, however it ends.
+struct Waiting<'a>(&'a Service);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.long_polls.fetch_sub(1, Relaxed);
+    }
+}
+
+/// `GET /v1/projects/{p}/snapshot[?feature_services=a,b][&wait=30s]`.
+async fn snapshot(
+    service: &Arc<Service>,
+    req: &Request<Incoming>,
+    project: &str,
+) -> Response<Body> {
+    if let Some(resp) = check_token(service, req, false) {
+        return resp;
+    }
+    if let Err(resp) = check_project(project) {
+        return resp;
+    }
+    let params = match query_params(req.uri().query(), &["wait", "feature_services"]) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let mut wait = None;
+    let mut services: Vec<String> = Vec::new();
+    for (k, v) in params {
+        if k == "wait" {
+            match parse_wait(&v) {
+                Ok(w) if w <= service.config.max_wait => wait = Some(w),
+                Ok(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BadQuery",
+                        format!(
+                            "wait: {v:?} is longer than the longest wait, {:?}",
+                            service.config.max_wait
+                        ),
+                    );
+                }
+                Err(e) => return error(StatusCode::BAD_REQUEST, "BadQuery", e),
+            }
+        } else {
+            services.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    services.sort();
+    services.dedup();
+    let if_none_match: Vec<String> = req
+        .headers()
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/").to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let matches = |etag: &str| if_none_match.iter().any(|t| t == etag || t == "*");
+    let deadline = wait.map(|w| Instant::now() + w);
+    let mut rx = service.subscribe();
+    let mut waiting = None;
+    loop {
+        let catalog = Arc::clone(&rx.borrow_and_update());
+        let built = match catalog.snapshot(project, &services) {
+            Ok(b) => b,
+            Err(SnapshotRequestError::UnknownProject(_)) => return unknown_project(project),
+            Err(SnapshotRequestError::UnknownService(s)) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "UnknownFeatureService",
+                    format!("feature_services: project {project:?} has no feature service {s:?}"),
+                );
+            }
+            Err(SnapshotRequestError::Registry(m)) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "StoreCorrupt", m);
+            }
+        };
+        if !matches(&built.etag) {
+            service.metrics.snapshot_bytes.add(built.bytes.len() as u64);
+            let mut resp = Response::new(Full::new(built.bytes.clone()));
+            let h = resp.headers_mut();
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(snapshot::CONTENT_TYPE),
+            );
+            if let Ok(v) = HeaderValue::from_str(&built.etag) {
+                h.insert(ETAG, v);
+            }
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert(
+                "x-quiver-registry-version",
+                HeaderValue::from(built.version),
+            );
+            return resp;
+        }
+        let expired = deadline.is_none_or(|d| Instant::now() >= d);
+        if expired {
+            service.metrics.not_modified.inc();
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            if let Ok(v) = HeaderValue::from_str(&built.etag) {
+                resp.headers_mut().insert(ETAG, v);
+            }
+            resp.headers_mut().insert(
+                "x-quiver-registry-version",
+                HeaderValue::from(built.version),
+            );
+            return resp;
+        }
+        if waiting.is_none() {
+            service.metrics.long_polls.fetch_add(1, Relaxed);
+            waiting = Some(Waiting(service));
+        }
+        let Some(deadline) = deadline else { continue };
+        match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
+            // Something changed: look again (the narrowed snapshot may be the same).
+            Ok(Ok(())) => {}
+            // The service is going away: nothing will change; answer 304 at the deadline.
+            Ok(Err(_)) => tokio::time::sleep_until(deadline.into()).await,
+            // The time is up: the loop answers 304.
+            Err(_) => {}
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    /// The project version the definitions were diffed against (0: a new project).
+    base_version: Option<u64>,
+    files: Vec<DefinitionFile>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefinitionFile {
+    path: String,
+    content: String,
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
+            format!("request body over {limit} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "BadBody",
+            format!("reading the request body: {e}"),
+        )),
+    }
+}
+
+fn now() -> quiver_core::time::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    quiver_core::time::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// `POST /v1/projects/{p}/apply` with `{"base_version": N, "files": [{"path", "content"}],
+/// "dry_run": false}`.
+async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) -> Response<Body> {
+    if let Some(resp) = check_token(service, &req, true) {
+        return resp;
+    }
+    if let Err(resp) = check_project(project) {
+        return resp;
+    }
+    if let Err(resp) = query_params(req.uri().query(), &[]) {
+        return resp;
+    }
+    let body = match read_body(req, service.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let body: ApplyBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadBody",
+                format!(
+                    "body: {e}: expected {{\"base_version\": N, \"files\": [{{\"path\": ..., \"content\": ...}}], \"dry_run\": false}}"
+                ),
+            );
+        }
+    };
+    if body.base_version.is_none() && !body.dry_run {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadBody",
+            format!(
+                "base_version: required: the version of project {project} the definitions were diffed against \
+                 (GET /v1/projects/{project} tells it; 0 for a new project)"
+            ),
+        );
+    }
+    if body.files.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadBody",
+            "files: no definition files: send features.yaml (and features/*.yaml)",
+        );
+    }
+    let files: Vec<(&str, &str)> = body
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.content.as_str()))
+        .collect();
+    let desired = match definitions::parse(&files, project) {
+        Ok(d) => d,
+        Err(errors) => {
+            let problems: Vec<Json> = errors
+                .0
+                .iter()
+                .map(|e| json!({"file": e.file, "line": e.line, "object": e.object, "message": e.message}))
+                .collect();
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"error": "InvalidDefinitions", "message": errors.to_string().trim_end(), "problems": problems}),
+            );
+        }
+    };
+    match service
+        .apply(body.base_version, desired, now(), body.dry_run)
+        .await
+    {
+        Ok(applied) => {
+            let changes: Vec<Json> = applied
+                .plan
+                .changes
+                .iter()
+                .map(|c| {
+                    json!({
+                        "action": match c.action { Action::Create => "create", Action::Update => "update", Action::Delete => "delete" },
+                        "kind": c.kind.label(),
+                        "name": c.name,
+                        "text": c.to_string(),
+                    })
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "project": project,
+                    "version": applied.version,
+                    "previous_version": applied.previous_version,
+                    "dry_run": body.dry_run,
+                    "changes": changes,
+                    "kept": applied.plan.kept,
+                }),
+            )
+        }
+        Err(ApplyError::Conflict { base, current }) => json_response(
+            StatusCode::CONFLICT,
+            &json!({
+                "error": "Conflict",
+                "message": format!(
+                    "project {project} is at version {current}, but this apply was based on version {base}: \
+                     the registry changed since it was read; apply again to diff against version {current}"
+                ),
+                "base_version": base,
+                "current_version": current,
+            }),
+        ),
+        Err(ApplyError::Store(e)) => {
+            tracing::warn!(error = %e, project, "apply failed");
+            store_error(&e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_and_escapes() {
+        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_wait("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_wait("soon").unwrap_err().starts_with("wait:"));
+        assert_eq!(percent_decode("a%2Cb+c").unwrap(), "a,b c");
+        assert!(percent_decode("%zz").is_err());
+        assert!(percent_decode("%ff").is_err());
+    }
+}

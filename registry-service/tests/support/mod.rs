@@ -1,0 +1,172 @@
+//! Test support: definitions, a real client against a real service, and a fresh PostgreSQL
+//! database per test.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::{HeaderName, IF_NONE_MATCH};
+use quiver_registry::client::{Client, Endpoint, Response};
+use serde_json::{Value as Json, json};
+
+pub const DEFS: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+  - {name: customer, join_keys: [customer_id], value_type: STRING}
+sources:
+  - {name: stats, path: data/stats.parquet}
+  - {name: cust, path: data/cust.parquet}
+feature_views:
+  - name: hourly
+    entities: [driver]
+    ttl: 1d
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}, {name: trips, dtype: Int64}]
+  - name: profile
+    entities: [customer]
+    source: cust
+    schema: [{name: age, dtype: Int64}]
+feature_services:
+  - {name: drivers, features: [hourly]}
+  - {name: customers, features: [profile]}
+"#;
+
+/// DEFS with one more feature view (on the driver entity) named `name`.
+pub fn defs_with_view(name: &str) -> String {
+    DEFS.replace(
+        "feature_services:",
+        &format!(
+            "  - name: {name}\n    entities: [driver]\n    source: stats\n    schema: [{{name: extra, dtype: Int64}}]\nfeature_services:"
+        ),
+    )
+}
+
+pub fn client(url: &str, token: Option<&str>) -> Client {
+    Client::new(
+        Endpoint::parse(url, None).unwrap(),
+        token.map(str::to_owned),
+    )
+}
+
+pub async fn get(client: &mut Client, path: &str, headers: &[(HeaderName, String)]) -> Response {
+    client
+        .request(Method::GET, path, headers, None, Duration::from_secs(70))
+        .await
+        .unwrap()
+}
+
+pub async fn get_json(client: &mut Client, path: &str) -> (u16, Json) {
+    let r = get(client, path, &[]).await;
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Json::Null),
+    )
+}
+
+pub async fn snapshot_if_none_match(client: &mut Client, path: &str, etag: &str) -> Response {
+    get(client, path, &[(IF_NONE_MATCH, etag.to_owned())]).await
+}
+
+pub async fn post_raw(client: &mut Client, path: &str, body: &str) -> (u16, Json) {
+    let r = client
+        .request(
+            Method::POST,
+            path,
+            &[],
+            Some((Bytes::from(body.to_owned()), "application/json")),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Json::Null),
+    )
+}
+
+pub async fn apply(client: &mut Client, project: &str, base: u64, defs: &str) -> (u16, Json) {
+    let body = json!({"base_version": base, "files": [{"path": "features.yaml", "content": defs}]});
+    post_raw(
+        client,
+        &format!("/v1/projects/{project}/apply"),
+        &body.to_string(),
+    )
+    .await
+}
+
+pub async fn version(client: &mut Client, project: &str) -> u64 {
+    let (status, body) = get_json(client, &format!("/v1/projects/{project}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["version"].as_u64().unwrap()
+}
+
+/// A PostgreSQL database of the test's own, dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    admin: String,
+}
+
+pub fn admin_url() -> String {
+    std::env::var("QUIVER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} (set QUIVER_TEST_POSTGRES): {e}; .ci/run starts one")
+        });
+    tokio::spawn(conn);
+    client
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin = admin_url();
+        let name = format!("quiver_test_{}", uuid::Uuid::new_v4().simple());
+        admin_client(&admin)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        TestDb { name, admin }
+    }
+
+    pub fn url(&self) -> String {
+        match self.admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{}", self.name),
+            None => panic!("QUIVER_TEST_POSTGRES must end in /<database>"),
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        admin_client(&self.url()).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Dropped on a plain thread: Drop may run inside a runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

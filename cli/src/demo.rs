@@ -1,7 +1,8 @@
 //! `quiver demo`: quiver's main job end to end on the embedded default, with nothing else
 //! installed or running. A feature repo (examples/quickstart's definitions, deterministic data
-//! anchored to the current hour) in a temp folder → apply → materialize into SQLite → the
-//! sidecar on a free localhost port → features fetched as a model server would → a short load.
+//! anchored to the current hour) in a temp folder → apply → a point-in-time training dataset →
+//! materialize into SQLite → the sidecar on a free localhost port → features fetched as a model
+//! server would → a short load.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ const DEFINITIONS: &str = include_str!("../../examples/quickstart/features.yaml"
 const DRIVERS: i64 = 500;
 const CUSTOMERS: i64 = 200;
 const HOURS: i64 = 48;
+const TRAINING_ROWS: usize = 1000;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -105,7 +107,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let registry = file.project(&config.project)?;
 
-    step(3, "quiver materialize (the last 2 days, into SQLite)");
+    step(
+        3,
+        "quiver historical: a point-in-time-correct training dataset",
+    );
+    let entities_path = dir.join("data/training_entities.parquet");
+    write_entities(&entities_path, now_hour)?;
+    let training_path = dir.join("data/training.parquet");
+    let (rows, preview) = training_dataset(&dir, &registry, &entities_path, &training_path)?;
+    println!(
+        "   {rows} labelled rows (driver, customer, time) joined with driver_hourly_stats and customer_profile as of each row's time"
+    );
+    println!("   -> {}", training_path.display());
+    for line in preview {
+        println!("   {line}");
+    }
+
+    step(4, "quiver materialize (the last 2 days, into SQLite)");
     let online_path = dir.join("data/online_store.db");
     let online = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&online_path)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -161,7 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    step(4, "quiver serve: the sidecar, on a free localhost port");
+    step(5, "quiver serve: the sidecar, on a free localhost port");
     runtime.block_on(serve_and_query(
         &registry_path,
         &config.project,
@@ -198,7 +216,7 @@ async fn serve_and_query(
     ));
     println!("   listening on http://{addr}");
 
-    step(5, "A model server asks for its features");
+    println!("   A model server asks for its features:");
     let body = r#"{"features":["driver_hourly_stats:conv_rate","driver_hourly_stats:acc_rate","driver_hourly_stats:avg_daily_trips","customer_profile:tier","driver_customer_affinity:rides_together"],"entities":{"driver_id":[1001,1002,1003],"customer_id":["c1","c2","c3"]}}"#;
     println!("   POST /get-online-features {body}");
     let mut conn = Client::connect(addr).await?;
@@ -230,7 +248,7 @@ async fn serve_and_query(
         "   (client and sidecar share this machine's cores: benches/RESULTS.md has the careful numbers)"
     );
 
-    step(7, "Next steps");
+    step(6, "Next steps");
     println!("   - your own Feast repo: quiver list --repo PATH; quiver serve --repo PATH");
     println!(
         "   - Redis: online_store: {{type: redis, connection_string: \"localhost:6379\"}} in feature_store.yaml"
@@ -407,6 +425,127 @@ async fn load(addr: SocketAddr, duration: Duration) -> anyhow::Result<LoadReport
         p50_us: pct(0.50),
         p99_us: pct(0.99),
     })
+}
+
+/// The training labels: drivers and customers at times within the last two days.
+fn write_entities(path: &Path, now_hour: i64) -> anyhow::Result<()> {
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let n = TRAINING_ROWS;
+    let drivers: Vec<i64> = (0..n)
+        .map(|_| 1001 + (rng.next() % DRIVERS as u64) as i64)
+        .collect();
+    let customers: Vec<String> = (0..n)
+        .map(|_| format!("c{}", 1 + rng.next() % CUSTOMERS as u64))
+        .collect();
+    let times: Vec<i64> = (0..n)
+        .map(|_| (now_hour - (rng.next() % (2 * 86_400) as u64) as i64) * 1_000_000)
+        .collect();
+    write_parquet(
+        path,
+        vec![
+            ("driver_id", Arc::new(Int64Array::from(drivers)) as ArrayRef),
+            ("customer_id", Arc::new(StringArray::from(customers))),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+            ),
+        ],
+    )
+}
+
+/// Runs the point-in-time join into `out`; returns the row count and the first rows, formatted.
+fn training_dataset(
+    dir: &Path,
+    registry: &quiver_core::registry::ProjectRegistry,
+    entities: &Path,
+    out: &Path,
+) -> anyhow::Result<(usize, Vec<String>)> {
+    use quiver_offline::historical::{Engine, EngineOptions, Features, select};
+    use quiver_offline::output::{Output, write_stream};
+
+    let features = Features::Refs(
+        [
+            "driver_hourly_stats:conv_rate",
+            "driver_hourly_stats:avg_daily_trips",
+            "customer_profile:tier",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let views = select(registry, &features)?;
+    let engine = Engine::new(&EngineOptions::default())?;
+    let rows = crate::historical::runtime()?.block_on(async {
+        let entities = engine.read_entities(entities).await?;
+        let planned = engine.plan(registry, dir, &views, false, entities).await?;
+        let mut output = Output::create(out, &planned.schema)?;
+        let rows = write_stream(engine.execute(&planned)?, &mut output, &mut |_| {}).await?;
+        output.finish()?;
+        anyhow::Ok(rows)
+    })?;
+    // The first rows, read back from the file as a pipeline would.
+    let file = std::fs::File::open(out)?;
+    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+        .with_batch_size(5)
+        .build()?;
+    let mut preview = Vec::new();
+    if let Some(batch) = reader.next().transpose()? {
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let cells: Vec<Vec<String>> = (0..batch.num_rows())
+            .map(|i| {
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow_cast_display(c.as_ref(), i))
+                    .collect()
+            })
+            .collect();
+        let widths: Vec<usize> = (0..names.len())
+            .map(|j| {
+                cells
+                    .iter()
+                    .map(|r| r[j].len())
+                    .chain([names[j].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let fmt = |row: Vec<String>| {
+            row.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:>w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        preview.push(fmt(names.iter().map(|n| n.to_string()).collect()));
+        preview.extend(cells.into_iter().map(fmt));
+    }
+    Ok((rows as usize, preview))
+}
+
+/// One cell as text, for the preview.
+fn arrow_cast_display(array: &dyn arrow_array::Array, i: usize) -> String {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type, TimestampMicrosecondType};
+    use arrow_schema::DataType;
+
+    if array.is_null(i) {
+        return "null".to_owned();
+    }
+    match array.data_type() {
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(i).to_string(),
+        DataType::Float32 => format!("{:.4}", array.as_primitive::<Float32Type>().value(i)),
+        DataType::Utf8 => array.as_string::<i32>().value(i).to_owned(),
+        DataType::LargeUtf8 => array.as_string::<i64>().value(i).to_owned(),
+        DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, _) => {
+            let micros = array.as_primitive::<TimestampMicrosecondType>().value(i);
+            quiver_core::time::format_rfc3339(&Timestamp {
+                seconds: micros.div_euclid(1_000_000),
+                nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+            })
+        }
+        other => format!("<{other}>"),
+    }
 }
 
 /// Writes feature_store.yaml, the definitions and deterministic Parquet sources.

@@ -43,8 +43,9 @@ enum LogFormat {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// See quiver do its job end to end on the embedded default: a repo, apply, materialize
-    /// into SQLite, the sidecar answering, a short load. Needs nothing installed or running.
+    /// See quiver do its job end to end on the embedded default: a repo, apply, a training
+    /// dataset, materialize into SQLite, the sidecar answering, a short load. Needs nothing
+    /// installed or running.
     Demo(demo::Args),
     /// Validate the repo's YAML definitions and write them to its registry (like `feast apply`).
     Apply(apply::Args),

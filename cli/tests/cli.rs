@@ -359,6 +359,7 @@ fn the_demo_runs_end_to_end_and_serves_the_latest_values() {
         "Created feature view driver_hourly_stats",
         "Created feature service ride_scoring",
         "24000 rows read,   500 entities written",
+        "1000 labelled rows",
         "customer_profile",
         "requests/s",
         "cache hit ratio",
@@ -400,6 +401,16 @@ fn the_demo_runs_end_to_end_and_serves_the_latest_values() {
         }
     }
     let (_, conv, trips) = latest.unwrap();
+    // The training dataset has one row per label row.
+    let training = std::fs::File::open(repo.join("data/training.parquet")).unwrap();
+    let rows: usize =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(training)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+    assert_eq!(rows, 1000);
     let row = stdout
         .lines()
         .find(|l| l.split_whitespace().next() == Some("1001"))

@@ -772,10 +772,15 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
         args.push(plan.replicate.join(","));
     }
     // Read by `quiver serve`: with QUIVER_REGISTRY_URL it follows the registry service (the
-    // project and feature services below narrow what it syncs); without it, it reads the
-    // registry file the ConfigMap names.
+    // project and feature services below narrow what it syncs) and keeps its last good snapshot
+    // in the emptyDir, so a restarted container starts while the service is away; without it,
+    // it reads the registry file the ConfigMap names.
     let env: Vec<EnvVar> = [
         ("QUIVER_REGISTRY_URL", plan.registry_url.clone()),
+        (
+            "QUIVER_STATE_DIR",
+            plan.registry_url.as_ref().map(|_| STATE_MOUNT.to_owned()),
+        ),
         ("QUIVER_PROJECT", plan.project.clone()),
         (
             "QUIVER_FEATURE_SERVICES",

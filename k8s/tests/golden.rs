@@ -322,6 +322,8 @@ fn serverless_predictor_with_every_annotation() {
                 "QUIVER_REGISTRY_URL",
                 "http://quiver-registry.quiver.svc:6570"
             ),
+            // The last good snapshot goes to the emptyDir.
+            ("QUIVER_STATE_DIR", "/var/lib/quiver"),
             ("QUIVER_PROJECT", "fraud"),
             ("QUIVER_FEATURE_SERVICES", "fraud_scoring,fraud_explain"),
         ]

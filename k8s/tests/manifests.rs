@@ -515,7 +515,7 @@ fn check_base(r: &Rendered) {
     let c = first_container(r, "quiver-offline");
     assert_eq!(
         c.args.as_ref().unwrap()[..],
-        ["offline", "serve", "--port", "8815"]
+        ["offline", "serve", "--host", "0.0.0.0", "--port", "8815"]
     );
 
     // The Redis to try it with sends keyspace notifications, which the sidecars use.

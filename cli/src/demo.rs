@@ -153,22 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &|e| bars.event(e),
     ))?;
     bars.finish();
-    let intervals: Vec<store::MaterializedInterval> = runs
-        .iter()
-        .map(|r| store::MaterializedInterval {
-            view: r.view.clone(),
-            start: r.start,
-            end: r.end,
-        })
-        .collect();
-    store::record_materialization(
-        &registry_path,
-        &config.project,
-        &intervals,
-        crate::apply::now(),
-        "demo-materialized",
-    )
-    .map_err(|e| anyhow!(e))?;
+    crate::materialize::record(&registry_path, &config.project, &runs)?;
     for r in &runs {
         println!(
             "   {:<26} {:>6} rows read, {:>5} entities written in {:.0} ms",

@@ -140,17 +140,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         anyhow::Ok(runs)
     })?;
     bars.finish();
-    let intervals: Vec<store::MaterializedInterval> = runs
-        .iter()
-        .map(|r| store::MaterializedInterval {
-            view: r.view.clone(),
-            start: r.start,
-            end: r.end,
-        })
-        .collect();
-    let version = uuid::Uuid::new_v4().to_string();
-    store::record_materialization(&registry_path, &config.project, &intervals, now(), &version)
-        .map_err(|e| anyhow!("the online store is written, but recording the run failed: {e}"))?;
+    let version = record(&registry_path, &config.project, &runs)?;
     for r in &runs {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         println!(
@@ -175,6 +165,26 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         registry_path.display()
     );
     Ok(())
+}
+
+/// Appends the runs' intervals to their views in the registry file; returns its new version.
+pub(crate) fn record(
+    registry_path: &std::path::Path,
+    project: &str,
+    runs: &[materialize::ViewRun],
+) -> anyhow::Result<String> {
+    let intervals: Vec<store::MaterializedInterval> = runs
+        .iter()
+        .map(|r| store::MaterializedInterval {
+            view: r.view.clone(),
+            start: r.start,
+            end: r.end,
+        })
+        .collect();
+    let version = uuid::Uuid::new_v4().to_string();
+    store::record_materialization(registry_path, project, &intervals, now(), &version)
+        .map_err(|e| anyhow!("the online store is written, but recording the run failed: {e}"))?;
+    Ok(version)
 }
 
 /// One progress bar per view (scan, then write) on a terminal; log lines otherwise.

@@ -49,7 +49,7 @@ use datafusion::physical_plan::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver_core::ValueType;
-use quiver_core::model::{DUMMY_ENTITY, FeatureView, SourceKind};
+use quiver_core::model::{FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 
 use crate::Error;
@@ -544,7 +544,7 @@ impl Engine {
         }
         // Entity side: the join keys' columns must be there, with compatible types.
         let mut keys = Vec::new();
-        for (join_key, value_type) in join_keys(registry, view)? {
+        for (join_key, value_type) in crate::join_keys(registry, view)? {
             let entity_column = v
                 .join_key_map
                 .get(&join_key)
@@ -951,34 +951,6 @@ fn timestamp_scalar(unit: TimeUnit, tz: Option<Arc<str>>, v: i64) -> ScalarValue
         TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(v), tz),
         TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(v), tz),
     }
-}
-
-/// The view's join keys and their types: its entity columns, or its entities' join keys.
-fn join_keys(
-    registry: &ProjectRegistry,
-    view: &FeatureView,
-) -> Result<Vec<(String, ValueType)>, Error> {
-    if view.entities.iter().all(|e| e == DUMMY_ENTITY) {
-        return Ok(Vec::new());
-    }
-    if !view.entity_columns.is_empty() {
-        return Ok(view
-            .entity_columns
-            .iter()
-            .map(|f| (f.name.clone(), f.dtype))
-            .collect());
-    }
-    view.entities
-        .iter()
-        .map(|e| {
-            registry
-                .entity(e)
-                .map(|entity| (entity.join_key.clone(), entity.value_type))
-                .ok_or_else(|| {
-                    Error::new(format!("feature view {}: unknown entity {e}", view.name))
-                })
-        })
-        .collect()
 }
 
 /// The schema without pandas' index columns (`__index_level_0__`), which `pa.Table.from_pandas`

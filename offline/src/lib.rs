@@ -48,3 +48,35 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The view's join keys and their types: its entity columns, or its entities' join keys.
+pub(crate) fn join_keys(
+    registry: &quiver_core::registry::ProjectRegistry,
+    view: &quiver_core::model::FeatureView,
+) -> Result<Vec<(String, quiver_core::ValueType)>, Error> {
+    if view
+        .entities
+        .iter()
+        .all(|e| e == quiver_core::model::DUMMY_ENTITY)
+    {
+        return Ok(Vec::new());
+    }
+    if !view.entity_columns.is_empty() {
+        return Ok(view
+            .entity_columns
+            .iter()
+            .map(|f| (f.name.clone(), f.dtype))
+            .collect());
+    }
+    view.entities
+        .iter()
+        .map(|e| {
+            registry
+                .entity(e)
+                .map(|entity| (entity.join_key.clone(), entity.value_type))
+                .ok_or_else(|| {
+                    Error::new(format!("feature view {}: unknown entity {e}", view.name))
+                })
+        })
+        .collect()
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use quiver_core::ValueType;
-use quiver_core::model::{DUMMY_ENTITY, FeatureView, SourceKind};
+use quiver_core::model::{FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 use quiver_core::time::Timestamp;
 use quiver_online_store::{OnlineStore, StoreError, ViewLayout, WriteRow, WriteStats};
@@ -102,7 +102,7 @@ pub fn plan_view(
             .map(|(from, _)| from.clone())
             .unwrap_or_else(|| name.to_owned())
     };
-    let keys = join_keys(project, view)?
+    let keys = crate::join_keys(project, view)?
         .into_iter()
         .map(|(join_key, value_type)| KeyColumn {
             column: column_of(&join_key),
@@ -155,34 +155,6 @@ pub fn plan_view(
         layout,
         files,
     })
-}
-
-/// The view's join keys and their types: its entity columns, or its entities' join keys.
-fn join_keys(
-    project: &ProjectRegistry,
-    view: &FeatureView,
-) -> Result<Vec<(String, ValueType)>, Error> {
-    if view.entities.iter().all(|e| e == DUMMY_ENTITY) {
-        return Ok(Vec::new());
-    }
-    if !view.entity_columns.is_empty() {
-        return Ok(view
-            .entity_columns
-            .iter()
-            .map(|f| (f.name.clone(), f.dtype))
-            .collect());
-    }
-    view.entities
-        .iter()
-        .map(|e| {
-            project
-                .entity(e)
-                .map(|entity| (entity.join_key.clone(), entity.value_type))
-                .ok_or_else(|| {
-                    Error::new(format!("feature view {}: unknown entity {e}", view.name))
-                })
-        })
-        .collect()
 }
 
 fn check_columns(

@@ -116,7 +116,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            Some(quiver_registry_service::tls::acceptor(cert, key).map_err(|e| anyhow!(e))?)
+            Some(quiver_registry_service::tls::load(cert, key).map_err(|e| anyhow!(e))?)
         }
         _ => None,
     };

@@ -346,7 +346,7 @@ pub struct Standalone {
     pub port: u16,
     store_uri: String,
     config: ServiceConfig,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::CertReloader>>,
     runtime: Option<tokio::runtime::Runtime>,
     service: Option<Arc<Service>>,
 }
@@ -357,7 +357,7 @@ impl Standalone {
         store_uri: &str,
         port: u16,
         config: ServiceConfig,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<Arc<crate::tls::CertReloader>>,
     ) -> Result<Standalone, String> {
         let mut s = Standalone {
             port,

@@ -45,7 +45,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::CertReloader>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -80,7 +80,8 @@ pub async fn serve(
             let _permit = permit;
             match tls {
                 None => connection(TokioIo::new(stream), service).await,
-                Some(acceptor) => {
+                Some(reloader) => {
+                    let acceptor = reloader.acceptor();
                     match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => connection(TokioIo::new(s), service).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),

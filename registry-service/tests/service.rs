@@ -626,7 +626,7 @@ async fn tls_with_a_private_ca() {
         "ext.cnf",
     ]);
     let acceptor =
-        quiver_registry_service::tls::acceptor(&d.join("tls.crt"), &d.join("tls.key")).unwrap();
+        quiver_registry_service::tls::load(&d.join("tls.crt"), &d.join("tls.key")).unwrap();
     let store = d.join("registry.db");
     let svc = Standalone::start(store.to_str().unwrap(), 0, fast(), Some(acceptor)).unwrap();
     assert!(svc.url().starts_with("https://"));
@@ -667,7 +667,7 @@ async fn tls_with_a_private_ca() {
         .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
     // Mismatched files are refused with the flag named.
-    let err = quiver_registry_service::tls::acceptor(&d.join("ca.crt"), &d.join("tls.key"))
+    let err = quiver_registry_service::tls::load(&d.join("ca.crt"), &d.join("tls.key"))
         .err()
         .unwrap();
     assert!(err.contains("--tls-cert"), "{err}");

@@ -516,16 +516,10 @@ pub async fn write_latest(
         }
         if batch.len() >= batch_rows || (exhausted && !batch.is_empty()) {
             while in_flight.len() >= concurrency {
-                match in_flight.join_next().await {
-                    Some(Ok((n, Ok(s)))) => {
-                        stats += s;
-                        done += n;
-                        progress(done);
-                    }
-                    Some(Ok((_, Err(e)))) => return Err(fail(done, &e)),
-                    Some(Err(e)) => return Err(fail(done, &e)),
-                    None => break,
-                }
+                let Some(joined) = in_flight.join_next().await else {
+                    break;
+                };
+                settle(joined, &mut stats, &mut done, progress).map_err(|e| fail(done, &e))?;
             }
             let rows = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
             let store = store.clone();
@@ -544,17 +538,23 @@ pub async fn write_latest(
         }
     }
     while let Some(joined) = in_flight.join_next().await {
-        match joined {
-            Ok((n, Ok(s))) => {
-                stats += s;
-                done += n;
-                progress(done);
-            }
-            Ok((_, Err(e))) => return Err(fail(done, &e)),
-            Err(e) => return Err(fail(done, &e)),
-        }
+        settle(joined, &mut stats, &mut done, progress).map_err(|e| fail(done, &e))?;
     }
     Ok(stats)
+}
+
+/// Counts a finished batch write (rows, stats, progress), or gives its error.
+fn settle(
+    joined: Result<(u64, Result<WriteStats, StoreError>), tokio::task::JoinError>,
+    stats: &mut WriteStats,
+    done: &mut u64,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<(), String> {
+    let (n, written) = joined.map_err(|e| e.to_string())?;
+    *stats += written.map_err(|e| e.to_string())?;
+    *done += n;
+    progress(*done);
+    Ok(())
 }
 
 /// Which time window to materialize.

@@ -122,7 +122,7 @@ pub fn parse(
 ) -> Result<WriteRequest, ApiError> {
     let body: Json = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("BadJson", format!("request body is not JSON: {e}")))?;
-    let Json::Object(body) = body else {
+    let Json::Object(mut body) = body else {
         return Err(unprocessable("the body must be a JSON object"));
     };
     let (views, to) = if by_source {
@@ -180,7 +180,8 @@ pub fn parse(
             })?;
         (vec![i], PushTo::Online)
     };
-    let Some(Json::Object(df)) = body.get("df") else {
+    // Taken out of the body, not cloned: a pushed table can be megabytes.
+    let Some(Json::Object(df)) = body.remove("df") else {
         return Err(unprocessable(
             "df is required: an object of columns, {\"column\": [values, ...]}",
         ));
@@ -191,7 +192,7 @@ pub fn parse(
         let Json::Array(values) = values else {
             return Err(unprocessable(format!(
                 "df column {name:?} must be an array, got {}",
-                kind(values)
+                kind(&values)
             )));
         };
         match rows {
@@ -204,7 +205,7 @@ pub fn parse(
             }
             Some(_) => {}
         }
-        columns.push((name.clone(), values.clone()));
+        columns.push((name, values));
     }
     let rows = rows.unwrap_or(0);
     if rows > config.max_rows {
@@ -385,7 +386,13 @@ pub async fn write(
         let view = &reg.views[i];
         batches.push((i, view_rows(view, &req)?));
     }
-    let offline = if req.to == PushTo::Online {
+    let WriteRequest {
+        views,
+        to,
+        columns,
+        rows,
+    } = req;
+    let offline = if to == PushTo::Online {
         None
     } else {
         let writer = config.offline.clone().ok_or_else(|| {
@@ -396,7 +403,7 @@ pub async fn write(
             )
         })?;
         // Every view of a push source shares its batch source.
-        let view = &reg.views[req.views[0]];
+        let view = &reg.views[views[0]];
         let uri = view.batch_source_uri.clone().ok_or_else(|| {
             unprocessable(format!(
                 "feature view {}: its batch source is not a file source, so rows cannot be pushed offline",
@@ -404,14 +411,13 @@ pub async fn write(
             ))
         })?;
         let mut hints: Vec<(String, Option<quiver_core::ValueType>)> = Vec::new();
-        for &i in &req.views {
+        for &i in &views {
             let v = &reg.views[i];
             hints.extend(v.join_keys.iter().map(|(k, t)| (k.clone(), Some(*t))));
             hints.extend(v.features.iter().map(|(f, t)| (f.clone(), Some(*t))));
             hints.push((v.timestamp_field.clone(), None));
             hints.extend(v.created_field.clone().map(|c| (c, None)));
         }
-        let (columns, rows) = (req.columns.clone(), req.rows);
         let written =
             tokio::task::spawn_blocking(move || writer.append(&uri, &columns, rows, &hints))
                 .await
@@ -419,7 +425,7 @@ pub async fn write(
                 .map_err(unprocessable)?;
         Some(written)
     };
-    if req.to == PushTo::Offline {
+    if to == PushTo::Offline {
         return Ok(Written {
             online: WriteStats::default(),
             keys: Vec::new(),

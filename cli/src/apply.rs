@@ -16,22 +16,15 @@ pub struct Args {
     /// Show what would change without writing the registry.
     #[arg(long)]
     dry_run: bool,
-    /// Send the definitions to the registry service at this URL instead of writing the
-    /// registry file (e.g. http://quiver-registry:6570).
-    #[arg(long, env = "QUIVER_REGISTRY_URL")]
-    registry_url: Option<String>,
     /// With --registry-url: the project version the change was reviewed against (e.g. from
     /// --dry-run); the service refuses the apply (409) if the project moved on since. Default:
     /// the version read just before sending.
     #[arg(long, requires = "registry_url")]
     base_version: Option<u64>,
-    /// With --registry-url: a file holding the service's bearer token (QUIVER_REGISTRY_TOKEN
-    /// gives the token itself).
-    #[arg(long, env = "QUIVER_REGISTRY_TOKEN_FILE")]
-    registry_token_file: Option<PathBuf>,
-    /// With an https --registry-url: trust this CA (PEM) instead of the system's.
-    #[arg(long, env = "QUIVER_REGISTRY_CA_FILE")]
-    registry_ca_file: Option<PathBuf>,
+    /// With --registry-url, the definitions go to the registry service, which validates,
+    /// diffs and writes them, instead of this command writing the registry file.
+    #[command(flatten)]
+    service: crate::registry::ServiceArgs,
 }
 
 pub fn now() -> Timestamp {
@@ -46,7 +39,7 @@ pub fn now() -> Timestamp {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
-    if let Some(url) = args.registry_url.clone() {
+    if let Some(url) = args.service.registry_url.clone() {
         return tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -95,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `quiver apply --registry-url URL`: the definition files go to the service, which validates
 /// them, diffs them against the project's version the apply is based on, and writes.
 async fn remote(args: &Args, config: &RepoConfig, url: &str) -> anyhow::Result<()> {
-    use quiver_registry::client::{Client, Endpoint, encode_path};
+    use quiver_registry::client::encode_path;
     use std::time::Duration;
 
     let files = definitions::definition_files(&args.repo);
@@ -116,14 +109,10 @@ async fn remote(args: &Args, config: &RepoConfig, url: &str) -> anyhow::Result<(
             .with_context(|| format!("cannot read {}", path.display()))?;
         sent.push(serde_json::json!({"path": label, "content": content}));
     }
-    let endpoint =
-        Endpoint::parse(url, args.registry_ca_file.as_deref()).map_err(|e| anyhow!(e))?;
-    let token = crate::registry::read_token(
-        args.registry_token_file.as_ref(),
-        "QUIVER_REGISTRY_TOKEN",
-        "--registry-token-file",
-    )?;
-    let mut client = Client::new(endpoint, token);
+    let mut client = args
+        .service
+        .client()?
+        .ok_or_else(|| anyhow!("no --registry-url"))?;
     let project = &config.project;
     let timeout = Duration::from_secs(60);
     let base = match args.base_version {

@@ -11,6 +11,7 @@ use anyhow::{Context, anyhow};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::time::{self, Timestamp};
 use quiver_offline::materialize::{self, Event, Window, WriteOptions};
+use quiver_registry::client::{Client, encode_path};
 use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
 use quiver_registry::store;
 
@@ -59,6 +60,16 @@ struct Common {
     /// split by hash and the sources scanned once per share.
     #[arg(long, default_value = "256MiB", env = "QUIVER_MEMORY_LIMIT", value_parser = quiver_core::size::parse_bytes)]
     memory_limit: usize,
+    /// With --registry-url, the definitions (sources, and for an incremental run where each
+    /// view's last run ended) come from the registry service, and the run is recorded there.
+    #[command(flatten)]
+    service: crate::registry::ServiceArgs,
+}
+
+/// Where the definitions come from and the run is recorded.
+enum Registry {
+    File(PathBuf),
+    Service { client: Box<Client>, url: String },
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -81,11 +92,25 @@ pub fn run_incremental(args: IncrementalArgs) -> anyhow::Result<()> {
 
 fn run(args: Common, window: Window) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
-    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
-    let registry = store::read(&registry_path)
-        .map_err(|e| anyhow!(e))?
-        .project(&config.project)
-        .with_context(|| format!("registry {}", registry_path.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut source = match (args.service.client()?, &args.service.registry_url) {
+        (Some(client), Some(url)) => Registry::Service {
+            client: Box::new(client),
+            url: url.clone(),
+        },
+        _ => Registry::File(config.local_registry_path().map_err(|e| anyhow!(e))?),
+    };
+    let registry = match &mut source {
+        Registry::File(path) => store::read(path)
+            .map_err(|e| anyhow!(e))?
+            .project(&config.project)
+            .with_context(|| format!("registry {}", path.display()))?,
+        Registry::Service { client, url } => {
+            runtime.block_on(fetch_registry(client, url, &config.project))?
+        }
+    };
     let views = materialize::select_views(&registry, &args.views)?;
     if views.is_empty() {
         println!(
@@ -113,9 +138,6 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         memory_budget: args.memory_limit,
         ..WriteOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let bars = Bars::new();
     let runs = runtime.block_on(async {
         let store = connect_store(&config, Connect::Now).await?;
@@ -140,7 +162,17 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         anyhow::Ok(runs)
     })?;
     bars.finish();
-    let version = record(&registry_path, &config.project, &runs)?;
+    let recorded = match &mut source {
+        Registry::File(path) => format!(
+            "registry {} (version {})",
+            path.display(),
+            record(path, &config.project, &runs)?
+        ),
+        Registry::Service { client, url } => {
+            let version = runtime.block_on(record_remote(client, url, &config.project, &runs))?;
+            format!("the registry service at {url} (project version {version})")
+        }
+    };
     for r in &runs {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         println!(
@@ -160,11 +192,98 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             r.entities as f64 / secs
         );
     }
-    println!(
-        "Recorded in registry {} (version {version})",
-        registry_path.display()
-    );
+    println!("Recorded in {recorded}");
     Ok(())
+}
+
+/// The project's definitions from the registry service, as a Feast registry protobuf.
+async fn fetch_registry(
+    client: &mut Client,
+    url: &str,
+    project: &str,
+) -> anyhow::Result<quiver_core::registry::ProjectRegistry> {
+    let resp = client
+        .request(
+            hyper::Method::GET,
+            &format!("/v1/projects/{}/registry", encode_path(project)),
+            &[],
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| anyhow!("registry service {url}: {e}"))?;
+    if resp.status != 200 {
+        return Err(anyhow!(
+            "registry service {url}: {}: {}",
+            resp.status,
+            resp.message()
+        ));
+    }
+    quiver_core::registry::RegistryFile::decode(&resp.body)
+        .and_then(|file| file.project(project))
+        .map_err(|e| anyhow!("registry service {url}: project {project}: {e}"))
+}
+
+/// Records the runs' intervals through the registry service. Transient failures (no
+/// connection, 5xx) are retried a few times: the online store is already written, and a lost
+/// record only makes the next incremental run redo this window.
+async fn record_remote(
+    client: &mut Client,
+    url: &str,
+    project: &str,
+    runs: &[materialize::ViewRun],
+) -> anyhow::Result<u64> {
+    let intervals: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "feature_view": r.view,
+                "start": time::format_rfc3339(&r.start),
+                "end": time::format_rfc3339(&r.end),
+            })
+        })
+        .collect();
+    let body = bytes::Bytes::from(serde_json::json!({ "intervals": intervals }).to_string());
+    let path = format!("/v1/projects/{}/materializations", encode_path(project));
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let failure = match client
+            .request(
+                hyper::Method::POST,
+                &path,
+                &[],
+                Some((body.clone(), "application/json")),
+                Duration::from_secs(60),
+            )
+            .await
+        {
+            Ok(resp) if resp.status == 200 => {
+                return serde_json::from_slice::<serde_json::Value>(&resp.body)
+                    .ok()
+                    .and_then(|v| v["version"].as_u64())
+                    .ok_or_else(|| anyhow!("registry service {url}: no version in its answer"));
+            }
+            Ok(resp) if resp.status < 500 => {
+                return Err(anyhow!(
+                    "the online store is written, but the registry service at {url} refused the record: {}: {}",
+                    resp.status,
+                    resp.message()
+                ));
+            }
+            Ok(resp) => format!("{}: {}", resp.status, resp.message()),
+            Err(e) => e.to_string(),
+        };
+        if attempt == 4 {
+            return Err(anyhow!(
+                "the online store is written, but recording the run at the registry service {url} failed: {failure}"
+            ));
+        }
+        tracing::warn!(attempt, error = %failure, "recording the run failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        attempt += 1;
+    }
 }
 
 /// Appends the runs' intervals to their views in the registry file; returns its new version.

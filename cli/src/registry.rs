@@ -67,6 +67,41 @@ pub struct ServeArgs {
 }
 
 /// The token from `--token-file`, or from the variable `env` (an empty one is an error).
+/// Where a command finds the central registry service, when it uses one instead of the
+/// registry file named in feature_store.yaml.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// Use the registry service at this URL instead of the registry file named in
+    /// feature_store.yaml (e.g. http://quiver-registry:6570).
+    #[arg(long, env = "QUIVER_REGISTRY_URL")]
+    pub registry_url: Option<String>,
+    /// With --registry-url: a file holding the service's bearer token (QUIVER_REGISTRY_TOKEN
+    /// gives the token itself).
+    #[arg(long, env = "QUIVER_REGISTRY_TOKEN_FILE")]
+    pub registry_token_file: Option<PathBuf>,
+    /// With an https --registry-url: trust this CA (PEM) instead of the system's.
+    #[arg(long, env = "QUIVER_REGISTRY_CA_FILE")]
+    pub registry_ca_file: Option<PathBuf>,
+}
+
+impl ServiceArgs {
+    /// A client for the service, when a URL is given.
+    pub fn client(&self) -> anyhow::Result<Option<quiver_registry::client::Client>> {
+        use quiver_registry::client::{Client, Endpoint};
+        let Some(url) = &self.registry_url else {
+            return Ok(None);
+        };
+        let endpoint =
+            Endpoint::parse(url, self.registry_ca_file.as_deref()).map_err(|e| anyhow!(e))?;
+        let token = read_token(
+            self.registry_token_file.as_ref(),
+            "QUIVER_REGISTRY_TOKEN",
+            "--registry-token-file",
+        )?;
+        Ok(Some(Client::new(endpoint, token)))
+    }
+}
+
 pub fn read_token(file: Option<&PathBuf>, env: &str, flag: &str) -> anyhow::Result<Option<String>> {
     let token = match (file, std::env::var(env)) {
         (Some(path), _) => Some(

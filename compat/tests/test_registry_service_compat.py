@@ -182,3 +182,45 @@ def test_a_feast_apply_while_the_service_runs_is_a_new_version(database: str, tm
             capture_output=True, text=True,
         )
         assert done.returncode != 0 and "based on version 1" in done.stderr, done.stderr
+
+
+def test_quiver_materialize_records_through_the_service_where_feast_reads_it(database: str, tmp_path: Path) -> None:
+    """`quiver materialize --registry-url` reads the sources from the service and records the
+    run there: Feast's SQL registry sees the interval, Feast's `materialize-incremental` would
+    start where it ended, and Feast reads the values quiver wrote."""
+    from datetime import datetime, timezone
+
+    from feast import FeatureStore
+
+    repo = tmp_path / "quickstart"
+    shutil.copytree(ROOT / "examples/quickstart", repo, ignore=shutil.ignore_patterns("*.db"))
+    write_quickstart_parquet(repo / "data")
+    with_sql_registry(repo, database)
+    with registry_service(database) as url:
+        quiver("apply", "--repo", str(repo), "--registry-url", url)
+        out = quiver("materialize", "--repo", str(repo), "--registry-url", url,
+                     "--views", "driver_hourly_stats", "2024-05-01T00:00:00", "2024-05-02T00:00:00")
+        assert "Recorded in the registry service" in out and "project version 2" in out, out
+        # An incremental run starts where that one ended, as Feast's would.
+        out = quiver("materialize-incremental", "--repo", str(repo), "--registry-url", url,
+                     "--views", "driver_hourly_stats", "2024-05-03T00:00:00")
+        assert "2024-05-02T00:00:00Z to 2024-05-03T00:00:00Z" in out, out
+        assert project_json(url, "quickstart")["version"] == 3
+
+    store = FeatureStore(repo_path=str(repo))
+    view = store.get_feature_view("driver_hourly_stats")
+    utc = [(s.astimezone(timezone.utc), e.astimezone(timezone.utc)) for s, e in view.materialization_intervals]
+    assert utc == [
+        (datetime(2024, 5, 1, tzinfo=timezone.utc), datetime(2024, 5, 2, tzinfo=timezone.utc)),
+        (datetime(2024, 5, 2, tzinfo=timezone.utc), datetime(2024, 5, 3, tzinfo=timezone.utc)),
+    ]
+    assert view.most_recent_end_time.astimezone(timezone.utc) == datetime(2024, 5, 3, tzinfo=timezone.utc)
+    # The other view was not materialized: Feast sees no interval on it.
+    assert store.get_feature_view("customer_profile").materialization_intervals == []
+    # Feast reads the values quiver wrote to the SQLite online store.
+    got = store.get_online_features(
+        features=["driver_hourly_stats:conv_rate", "driver_hourly_stats:avg_daily_trips"],
+        entity_rows=[{"driver_id": 1001}, {"driver_id": 1002}],
+    ).to_dict()
+    assert got["avg_daily_trips"] == [10, 20]
+    assert [round(v, 4) for v in got["conv_rate"]] == [0.5, 0.25]

@@ -32,10 +32,11 @@ use bytes::Bytes;
 use quiver_core::registry::{ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 use quiver_registry::snapshot::{self, SelectError};
+use quiver_registry::store::MaterializedInterval;
 use tokio::sync::watch;
 
 pub use server::serve;
-pub use store::{Applied, ApplyError, Store, StoreError};
+pub use store::{Applied, ApplyError, RecordError, Recorded, Store, StoreError};
 
 use crate::metrics::Metrics;
 use crate::store::{Loaded, Versions};
@@ -315,6 +316,26 @@ impl Service {
             Ok(_) => {}
             Err(ApplyError::Conflict { .. }) => self.metrics.apply_conflicts.inc(),
             Err(ApplyError::Store(_)) => self.metrics.store_errors.inc(),
+        }
+        result
+    }
+
+    /// Records materialization intervals (`quiver materialize --registry-url`).
+    pub async fn record_materialization(
+        &self,
+        project: &str,
+        runs: Vec<MaterializedInterval>,
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
+        let _write = self.write_lock.lock().await;
+        let result = self.store.record_materialization(project, runs, now).await;
+        match &result {
+            Ok(recorded) => {
+                self.metrics.materializations.inc();
+                let _ = self.publish(recorded.loaded.clone());
+            }
+            Err(RecordError::Store(_)) => self.metrics.store_errors.inc(),
+            Err(RecordError::UnknownView(_)) => {}
         }
         result
     }

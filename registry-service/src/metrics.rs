@@ -28,21 +28,30 @@ pub enum Endpoint {
     Ready = 4,
     Metrics = 5,
     Other = 6,
+    Materializations = 7,
 }
 
-const ENDPOINTS: [&str; 7] = [
-    "snapshot", "read", "apply", "health", "ready", "metrics", "other",
+const ENDPOINTS: [&str; 8] = [
+    "snapshot",
+    "read",
+    "apply",
+    "health",
+    "ready",
+    "metrics",
+    "other",
+    "materializations",
 ];
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[Counter; 4]; 7],
+    requests: [[Counter; 4]; 8],
     pub snapshot_bytes: Counter,
     pub not_modified: Counter,
     pub long_polls: AtomicI64,
     pub applies: Counter,
     pub apply_conflicts: Counter,
+    pub materializations: Counter,
     pub unauthorized: Counter,
     pub store_loads: Counter,
     pub store_errors: Counter,
@@ -85,7 +94,7 @@ impl Metrics {
                 );
             }
         }
-        let counters: [(&str, &str, &Counter); 8] = [
+        let counters: [(&str, &str, &Counter); 9] = [
             (
                 "quiver_registry_snapshot_bytes_total",
                 "Snapshot bytes sent.",
@@ -105,6 +114,11 @@ impl Metrics {
                 "quiver_registry_apply_conflicts_total",
                 "Applies refused with 409: based on a stale version.",
                 &self.apply_conflicts,
+            ),
+            (
+                "quiver_registry_materializations_total",
+                "Materialization runs recorded (POST .../materializations).",
+                &self.materializations,
             ),
             (
                 "quiver_registry_unauthorized_total",

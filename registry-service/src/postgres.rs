@@ -16,9 +16,11 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, GenericClient, NoTls};
 use xxhash_rust::xxh3::xxh3_64;
 
+use quiver_registry::store::MaterializedInterval;
+
 use crate::store::{
-    Applied, ApplyError, Loaded, StoreError, VersionRecord, Versions, bump, changed_objects,
-    plan_apply, reconcile,
+    Applied, ApplyError, Loaded, RecordError, Recorded, StoreError, VersionRecord, Versions, bump,
+    changed_objects, plan_apply, plan_record, reconcile,
 };
 
 /// The advisory lock every read-modify-write takes ("quiver" in ASCII).
@@ -320,6 +322,49 @@ impl PgStore {
             ))
         })
         .await
+    }
+}
+
+impl PgStore {
+    /// Appends materialization intervals in one transaction under the advisory lock.
+    pub async fn record(
+        &self,
+        project: &str,
+        runs: &[MaterializedInterval],
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
+        let result = self
+            .in_transaction(async |tx| {
+                let mut loaded = read_all(tx).await?;
+                let (writes, version) = match plan_record(&mut loaded, project, runs, now) {
+                    Ok(planned) => planned,
+                    Err(RecordError::Store(e)) => return Err(ApplyError::Store(e)),
+                    // Nothing written: the transaction is dropped, not committed.
+                    Err(unknown) => return Ok((Err(unknown), false)),
+                };
+                for w in &writes {
+                    write_object(
+                        tx,
+                        w.kind,
+                        project,
+                        &w.name,
+                        w.bytes.as_deref(),
+                        now.seconds,
+                    )
+                    .await?;
+                }
+                write_feast_metadata(tx, project, now.seconds).await?;
+                write_versions(tx, &loaded.versions, now.seconds).await?;
+                Ok((Ok(Recorded { version, loaded }), true))
+            })
+            .await;
+        match result {
+            Ok(r) => r,
+            Err(ApplyError::Store(e)) => Err(RecordError::Store(e)),
+            Err(ApplyError::Conflict { .. }) => Err(RecordError::Store(StoreError::Unavailable(
+                "unexpected conflict while recording".into(),
+            ))),
+        }
     }
 }
 

@@ -33,7 +33,9 @@ use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
 use crate::metrics::{Endpoint, Gauges};
-use crate::{ApplyError, Service, SnapshotRequestError, StoreError};
+use crate::{ApplyError, RecordError, Service, SnapshotRequestError, StoreError};
+use quiver_core::registry::RegistryFile;
+use quiver_registry::store::MaterializedInterval;
 
 type Body = Full<Bytes>;
 
@@ -284,14 +286,32 @@ async fn handle(service: &Arc<Service>, req: Request<Incoming>) -> (Endpoint, Re
                 read(service, &req, Some(project), collection_key(collection)),
             )
         }
+        (&Method::GET, ["v1", "projects", project, "registry"]) => {
+            (Endpoint::Read, registry_proto(service, &req, project))
+        }
         (&Method::POST, ["v1", "projects", project, "apply"]) => {
             let project = (*project).to_owned();
             (Endpoint::Apply, apply(service, req, &project).await)
         }
+        (&Method::POST, ["v1", "projects", project, "materializations"]) => {
+            let project = (*project).to_owned();
+            (
+                Endpoint::Materializations,
+                materializations(service, req, &project).await,
+            )
+        }
         (_, ["health" | "ready" | "metrics"])
         | (_, ["v1", "projects"])
         | (_, ["v1", "projects", _])
-        | (_, ["v1", "projects", _, "snapshot" | "apply"]) => (
+        | (
+            _,
+            [
+                "v1",
+                "projects",
+                _,
+                "snapshot" | "apply" | "registry" | "materializations",
+            ],
+        ) => (
             Endpoint::Other,
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -306,8 +326,8 @@ async fn handle(service: &Arc<Service>, req: Request<Incoming>) -> (Endpoint, Re
                 "NotFound",
                 format!(
                     "no endpoint {path}: try GET /v1/projects, /v1/projects/{{project}}/snapshot, \
-                     /v1/projects/{{project}}/feature-views|entities|data-sources|feature-services, \
-                     or POST /v1/projects/{{project}}/apply"
+                     /v1/projects/{{project}}/feature-views|entities|data-sources|feature-services|registry, \
+                     or POST /v1/projects/{{project}}/apply|materializations"
                 ),
             ),
         ),
@@ -731,6 +751,161 @@ async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) ->
         ),
         Err(ApplyError::Store(e)) => {
             tracing::warn!(error = %e, project, "apply failed");
+            store_error(&e)
+        }
+    }
+}
+
+/// `GET /v1/projects/{p}/registry`: the project's objects as a Feast `Registry` protobuf, for
+/// tools that need the whole definitions (`quiver materialize --registry-url` reads sources
+/// and materialization intervals from it). The project's version is in `X-Quiver-Version`.
+fn registry_proto(service: &Service, req: &Request<Incoming>, project: &str) -> Response<Body> {
+    if let Some(resp) = check_token(service, req, false) {
+        return resp;
+    }
+    if let Err(resp) = query_params(req.uri().query(), &[]) {
+        return resp;
+    }
+    if let Err(resp) = check_project(project) {
+        return resp;
+    }
+    let catalog = service.catalog();
+    if !catalog.projects.iter().any(|p| p == project) {
+        return unknown_project(project);
+    }
+    let objects = match catalog.file.project_objects(project) {
+        Ok(o) => o,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "StoreCorrupt",
+                e.to_string(),
+            );
+        }
+    };
+    let mut file = RegistryFile::from_objects(
+        objects
+            .into_iter()
+            .map(|(kind, _, bytes)| (kind, bytes.to_vec())),
+    );
+    let last_updated = catalog.file.last_updated().unwrap_or_else(now);
+    let bytes = file.encode(catalog.file.version_id(), last_updated);
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let headers = resp.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&catalog.version(project).to_string()) {
+        headers.insert("x-quiver-version", v);
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaterializationsBody {
+    intervals: Vec<IntervalBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntervalBody {
+    feature_view: String,
+    start: String,
+    end: String,
+}
+
+/// `POST /v1/projects/{p}/materializations` with `{"intervals": [{"feature_view", "start",
+/// "end"}]}` (RFC 3339): appends each interval to its view's `materialization_intervals`, as
+/// Feast's `apply_materialization` does, and bumps the project's version. All or nothing: an
+/// unknown view records none.
+async fn materializations(
+    service: &Arc<Service>,
+    req: Request<Incoming>,
+    project: &str,
+) -> Response<Body> {
+    const EXPECTED: &str = "expected {\"intervals\": [{\"feature_view\": NAME, \"start\": RFC3339, \"end\": RFC3339}]}";
+    if let Some(resp) = check_token(service, &req, true) {
+        return resp;
+    }
+    if let Err(resp) = check_project(project) {
+        return resp;
+    }
+    if let Err(resp) = query_params(req.uri().query(), &[]) {
+        return resp;
+    }
+    let body = match read_body(req, service.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let body: MaterializationsBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadBody",
+                format!("body: {e}: {EXPECTED}"),
+            );
+        }
+    };
+    if body.intervals.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadBody",
+            format!("intervals: empty: {EXPECTED}"),
+        );
+    }
+    let mut runs = Vec::with_capacity(body.intervals.len());
+    for (i, interval) in body.intervals.iter().enumerate() {
+        let parse = |field: &str, value: &str| {
+            quiver_core::time::parse_datetime(value).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "BadBody",
+                    format!(
+                        "intervals[{i}].{field}: {value:?} is not a date-time: expected RFC 3339, e.g. 2026-01-01T00:00:00Z"
+                    ),
+                )
+            })
+        };
+        let start = match parse("start", &interval.start) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        let end = match parse("end", &interval.end) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        if (end.seconds, end.nanos) < (start.seconds, start.nanos) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadBody",
+                format!(
+                    "intervals[{i}]: end {} is before start {}",
+                    interval.end, interval.start
+                ),
+            );
+        }
+        runs.push(MaterializedInterval {
+            view: interval.feature_view.clone(),
+            start,
+            end,
+        });
+    }
+    let count = runs.len();
+    match service.record_materialization(project, runs, now()).await {
+        Ok(recorded) => json_response(
+            StatusCode::OK,
+            &json!({"project": project, "version": recorded.version, "recorded": count}),
+        ),
+        Err(RecordError::UnknownView(view)) => error(
+            StatusCode::NOT_FOUND,
+            "UnknownFeatureView",
+            format!("project {project} has no feature view {view}: nothing was recorded"),
+        ),
+        Err(RecordError::Store(e)) => {
+            tracing::warn!(error = %e, project, "recording materialization failed");
             store_error(&e)
         }
     }

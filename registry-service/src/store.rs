@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use quiver_core::registry::{ObjectKind, ProjectRegistry, RegistryFile};
+use quiver_core::registry::{ObjectKind, ObjectWrite, ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 use quiver_registry::apply::{self, Plan};
+use quiver_registry::store::MaterializedInterval;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -85,6 +86,50 @@ pub struct Applied {
     pub version: u64,
     /// The whole store afterwards.
     pub loaded: Loaded,
+}
+
+/// Why recording materialization intervals failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// The project has no (stream) feature view of this name.
+    UnknownView(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for RecordError {
+    fn from(e: StoreError) -> RecordError {
+        RecordError::Store(e)
+    }
+}
+
+/// What recording intervals did.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The project's version afterwards.
+    pub version: u64,
+    /// The whole store afterwards.
+    pub loaded: Loaded,
+}
+
+/// The shared part of recording intervals: reconcile, append, bump. Returns the objects
+/// rewritten, for stores that keep a row per object.
+pub(crate) fn plan_record(
+    loaded: &mut Loaded,
+    project: &str,
+    runs: &[MaterializedInterval],
+    now: Timestamp,
+) -> Result<(Vec<ObjectWrite>, u64), RecordError> {
+    reconcile(&loaded.file, &mut loaded.versions)?;
+    let current = loaded.versions.get(project).map_or(0, |r| r.version);
+    let writes = quiver_registry::store::append_intervals(&mut loaded.file, project, runs, now)
+        .map_err(|e| match e {
+            quiver_registry::store::RecordError::UnknownView(v) => RecordError::UnknownView(v),
+            quiver_registry::store::RecordError::Registry(m) => {
+                RecordError::Store(StoreError::Corrupt(m))
+            }
+        })?;
+    let version = bump(loaded, project, current)?;
+    Ok((writes, version))
 }
 
 /// The fingerprint of one project's objects (any order in, one value out).
@@ -252,6 +297,21 @@ impl Store {
         match self {
             Store::File(f) => f.apply(base_version, desired, now, dry_run).await,
             Store::Postgres(p) => p.apply(base_version, desired, now, dry_run).await,
+        }
+    }
+
+    /// Appends materialization intervals to their views (Feast's `apply_materialization`),
+    /// whatever the project's version: intervals only ever accumulate, so concurrent runs
+    /// cannot lose one another's. Bumps the project's version.
+    pub async fn record_materialization(
+        &self,
+        project: &str,
+        runs: Vec<MaterializedInterval>,
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
+        match self {
+            Store::File(f) => f.record(project, runs, now).await,
+            Store::Postgres(p) => p.record(project, &runs, now).await,
         }
     }
 }
@@ -439,6 +499,41 @@ impl FileStore {
         tokio::task::spawn_blocking(move || me.apply_blocking(base_version, &desired, now, dry_run))
             .await
             .map_err(|e| ApplyError::Store(StoreError::Unavailable(format!("apply task: {e}"))))?
+    }
+
+    fn record_blocking(
+        &self,
+        project: &str,
+        runs: &[MaterializedInterval],
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
+        let _lock = self.lock()?;
+        let mut loaded = Loaded {
+            file: self.read_file()?,
+            versions: self.read_versions()?,
+        };
+        let (_, version) = plan_record(&mut loaded, project, runs, now)?;
+        let bytes = loaded.file.encode(&uuid::Uuid::new_v4().to_string(), now);
+        quiver_registry::store::write_atomic(&self.path, &bytes)
+            .map_err(StoreError::Unavailable)?;
+        self.write_versions(&loaded.versions)?;
+        Ok(Recorded { version, loaded })
+    }
+
+    async fn record(
+        &self,
+        project: &str,
+        runs: Vec<MaterializedInterval>,
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
+        let me = FileStore {
+            path: self.path.clone(),
+            versions_path: self.versions_path.clone(),
+        };
+        let project = project.to_owned();
+        tokio::task::spawn_blocking(move || me.record_blocking(&project, &runs, now))
+            .await
+            .map_err(|e| RecordError::Store(StoreError::Unavailable(format!("record task: {e}"))))?
     }
 }
 

@@ -221,3 +221,29 @@ async fn an_unreachable_database_is_an_error_naming_the_store() {
         .unwrap();
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+#[tokio::test]
+async fn materialization_intervals_are_recorded_in_feasts_rows() {
+    let db = TestDb::create().await;
+    let svc = Standalone::start(&db.url(), 0, fast(), None).unwrap();
+    let mut c = client(&svc.url(), None);
+    let version = materializations_scenario(&mut c).await;
+    let pg = db.client().await;
+    let row = pg
+        .query_one(
+            "SELECT feature_view_proto FROM feature_views WHERE feature_view_name = 'hourly' AND project_id = 'demo'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let view = pb::FeatureView::decode(row.get::<_, Vec<u8>>(0).as_slice()).unwrap();
+    assert_eq!(view.meta.unwrap().materialization_intervals.len(), 2);
+    let row = pg
+        .query_one(
+            "SELECT version FROM quiver_registry_versions WHERE project_id = 'demo'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0) as u64, version);
+}

@@ -672,3 +672,36 @@ async fn tls_with_a_private_ca() {
         .unwrap();
     assert!(err.contains("--tls-cert"), "{err}");
 }
+
+#[tokio::test]
+async fn materialization_intervals_are_recorded_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = file_service(&dir, fast());
+    let mut c = client(&svc.url(), None);
+    materializations_scenario(&mut c).await;
+    // In the file as Feast's apply_materialization leaves it.
+    let file = quiver_registry::store::read(&dir.path().join("registry.db")).unwrap();
+    let hourly = file
+        .project("demo")
+        .unwrap()
+        .feature_view("hourly")
+        .unwrap()
+        .clone();
+    assert_eq!(hourly.materialization_intervals.len(), 2);
+
+    // Writes need the token when one is set.
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServiceConfig {
+        token: Some("s3cret".into()),
+        ..fast()
+    };
+    let svc = file_service(&dir, config);
+    let mut c = client(&svc.url(), None);
+    let (status, _) = post_raw(
+        &mut c,
+        "/v1/projects/demo/materializations",
+        r#"{"intervals": [{"feature_view": "hourly", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+}

@@ -127,10 +127,96 @@ pub struct MaterializedInterval {
     pub end: quiver_core::time::Timestamp,
 }
 
+/// Why intervals could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// The project has no (stream) feature view of this name.
+    UnknownView(String),
+    /// The registry could not be read, decoded or written.
+    Registry(String),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::UnknownView(v) => write!(f, "no feature view {v}"),
+            RecordError::Registry(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
 /// Appends materialization intervals to the views' `materialization_intervals` (and bumps their
-/// `last_updated_timestamp`), as Feast's `apply_materialization` does, in one locked
-/// read-modify-write of the registry at `path`. Every other object keeps its bytes. Nothing is
-/// written when a view is missing.
+/// `last_updated_timestamp`), as Feast's `apply_materialization` does. Every other object keeps
+/// its bytes. Returns the objects it rewrote (for stores that keep one row per object); nothing
+/// is changed when a view is missing.
+pub fn append_intervals(
+    file: &mut RegistryFile,
+    project: &str,
+    runs: &[MaterializedInterval],
+    now: quiver_core::time::Timestamp,
+) -> Result<Vec<quiver_core::registry::ObjectWrite>, RecordError> {
+    use prost::Message as _;
+    use quiver_core::proto::core as pb;
+    use quiver_core::registry::{ObjectKind, ObjectWrite};
+
+    let corrupt = |e: quiver_core::Error| RecordError::Registry(e.to_string());
+    // Several runs of one view append to the same object: work on the latest bytes of each.
+    let mut writes: Vec<ObjectWrite> = Vec::with_capacity(runs.len());
+    for run in runs {
+        let interval = pb::MaterializationInterval {
+            start_time: Some(run.start),
+            end_time: Some(run.end),
+        };
+        let pending = writes.iter().position(|w| w.name == run.view);
+        let stored = match pending {
+            Some(i) => Some((writes[i].kind, writes[i].bytes.clone().unwrap_or_default())),
+            None => [ObjectKind::FeatureView, ObjectKind::StreamFeatureView]
+                .into_iter()
+                .find_map(|kind| {
+                    file.object_bytes(kind, project, &run.view)
+                        .map(|b| b.map(|b| (kind, b.to_vec())))
+                        .transpose()
+                })
+                .transpose()
+                .map_err(corrupt)?,
+        };
+        let Some((kind, bytes)) = stored else {
+            return Err(RecordError::UnknownView(run.view.clone()));
+        };
+        let updated = if kind == ObjectKind::FeatureView {
+            let mut view = pb::FeatureView::decode(bytes.as_slice()).map_err(|e| {
+                RecordError::Registry(format!("registry: feature view {}: {e}", run.view))
+            })?;
+            let meta = view.meta.get_or_insert_with(Default::default);
+            meta.materialization_intervals.push(interval);
+            meta.last_updated_timestamp = Some(now);
+            view.encode_to_vec()
+        } else {
+            let mut view = pb::StreamFeatureView::decode(bytes.as_slice()).map_err(|e| {
+                RecordError::Registry(format!("registry: stream feature view {}: {e}", run.view))
+            })?;
+            let meta = view.meta.get_or_insert_with(Default::default);
+            meta.materialization_intervals.push(interval);
+            meta.last_updated_timestamp = Some(now);
+            view.encode_to_vec()
+        };
+        let write = ObjectWrite {
+            kind,
+            name: run.view.clone(),
+            bytes: Some(updated),
+        };
+        match pending {
+            Some(i) => writes[i] = write,
+            None => writes.push(write),
+        }
+    }
+    file.apply(project, &writes).map_err(corrupt)?;
+    Ok(writes)
+}
+
+/// [`append_intervals`] on the registry file at `path`, in one locked read-modify-write.
 pub fn record_materialization(
     path: &Path,
     project: &str,
@@ -138,52 +224,15 @@ pub fn record_materialization(
     now: quiver_core::time::Timestamp,
     version_id: &str,
 ) -> Result<(), String> {
-    use prost::Message as _;
-    use quiver_core::proto::core as pb;
-    use quiver_core::registry::{ObjectKind, ObjectWrite};
-
     let _lock = RegistryLock::acquire(path)?;
     let mut file = read(path)?;
-    let mut writes = Vec::with_capacity(runs.len());
-    for run in runs {
-        let interval = pb::MaterializationInterval {
-            start_time: Some(run.start),
-            end_time: Some(run.end),
-        };
-        let bytes = if let Some(bytes) = file
-            .object_bytes(ObjectKind::FeatureView, project, &run.view)
-            .map_err(|e| e.to_string())?
-        {
-            let mut view = pb::FeatureView::decode(bytes)
-                .map_err(|e| format!("registry: feature view {}: {e}", run.view))?;
-            let meta = view.meta.get_or_insert_with(Default::default);
-            meta.materialization_intervals.push(interval);
-            meta.last_updated_timestamp = Some(now);
-            (ObjectKind::FeatureView, view.encode_to_vec())
-        } else if let Some(bytes) = file
-            .object_bytes(ObjectKind::StreamFeatureView, project, &run.view)
-            .map_err(|e| e.to_string())?
-        {
-            let mut view = pb::StreamFeatureView::decode(bytes)
-                .map_err(|e| format!("registry: stream feature view {}: {e}", run.view))?;
-            let meta = view.meta.get_or_insert_with(Default::default);
-            meta.materialization_intervals.push(interval);
-            meta.last_updated_timestamp = Some(now);
-            (ObjectKind::StreamFeatureView, view.encode_to_vec())
-        } else {
-            return Err(format!(
-                "registry {}: project {project} has no feature view {}",
-                path.display(),
-                run.view
-            ));
-        };
-        writes.push(ObjectWrite {
-            kind: bytes.0,
-            name: run.view.clone(),
-            bytes: Some(bytes.1),
-        });
-    }
-    file.apply(project, &writes).map_err(|e| e.to_string())?;
+    append_intervals(&mut file, project, runs, now).map_err(|e| match e {
+        RecordError::UnknownView(v) => format!(
+            "registry {}: project {project} has no feature view {v}",
+            path.display()
+        ),
+        RecordError::Registry(m) => m,
+    })?;
     let encoded = file.encode(version_id, now);
     write_atomic(path, &encoded)
 }

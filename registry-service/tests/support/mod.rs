@@ -170,3 +170,85 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Records materialization intervals through the service and checks what every client sees:
+/// the intervals on the views (appended, in order, the registry download carrying them), the
+/// version bump, and the refusals (unknown view, bad bodies) that record nothing. Returns the
+/// project's version afterwards. Shared by the file and Postgres stores.
+pub async fn materializations_scenario(client: &mut Client) -> u64 {
+    let (status, body) = apply(client, "demo", 0, DEFS).await;
+    assert_eq!(status, 200, "{body}");
+    let path = "/v1/projects/demo/materializations";
+    let one = r#"{"intervals": [
+        {"feature_view": "hourly", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
+    ]}"#;
+    let (status, body) = post_raw(client, path, one).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["version"].as_u64(), body["recorded"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let two = r#"{"intervals": [
+        {"feature_view": "hourly", "start": "2026-01-02T00:00:00Z", "end": "2026-01-03T00:00:00+00:00"},
+        {"feature_view": "profile", "start": "2026-01-01T00:00:00Z", "end": "2026-01-03T00:00:00Z"}
+    ]}"#;
+    let (status, body) = post_raw(client, path, two).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"].as_u64(), Some(3));
+
+    // Refusals name what is wrong and record nothing.
+    for (bad, code, needle) in [
+        (
+            r#"{"intervals": [{"feature_view": "hourly", "start": "2026-01-03T00:00:00Z", "end": "2026-01-04T00:00:00Z"}, {"feature_view": "nope", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}]}"#,
+            404,
+            "no feature view nope",
+        ),
+        (r#"{"intervals": []}"#, 400, "intervals: empty"),
+        (
+            r#"{"intervals": [{"feature_view": "hourly", "start": "yesterday", "end": "2026-01-02T00:00:00Z"}]}"#,
+            400,
+            "intervals[0].start",
+        ),
+        (
+            r#"{"intervals": [{"feature_view": "hourly", "start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}]}"#,
+            400,
+            "is before start",
+        ),
+        (r#"{"views": []}"#, 400, "unknown field"),
+        ("not json", 400, "expected {\"intervals\""),
+    ] {
+        let (status, body) = post_raw(client, path, bad).await;
+        assert_eq!(status, code, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains(needle),
+            "{bad}: {body}"
+        );
+    }
+    let (status, _) = post_raw(client, "/v1/projects/nope/materializations", one).await;
+    assert_eq!(status, 404);
+
+    // The registry download is a Feast registry of the project, with the intervals.
+    let r = get(client, "/v1/projects/demo/registry", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type.as_deref(), Some("application/x-protobuf"));
+    let file = quiver_core::registry::RegistryFile::decode(&r.body).unwrap();
+    assert_eq!(file.project_names().unwrap(), ["demo"]);
+    let registry = file.project("demo").unwrap();
+    assert_eq!(registry.feature_views.len(), 2);
+    let intervals = |name: &str| -> Vec<(i64, i64)> {
+        registry
+            .feature_view(name)
+            .unwrap()
+            .materialization_intervals
+            .iter()
+            .map(|(start, end)| (start.seconds, end.seconds))
+            .collect()
+    };
+    let (jan1, jan2, jan3) = (1_767_225_600, 1_767_312_000, 1_767_398_400);
+    assert_eq!(intervals("hourly"), [(jan1, jan2), (jan2, jan3)]);
+    assert_eq!(intervals("profile"), [(jan1, jan3)]);
+    assert_eq!(version(client, "demo").await, 3);
+    let r = get(client, "/v1/projects/nope/registry", &[]).await;
+    assert_eq!(r.status, 404);
+    3
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use hashbrown::hash_map::EntryRef;
 use quiver_core::ValueType;
 use quiver_core::model::{FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
@@ -219,7 +220,7 @@ struct Winner {
 
 /// The latest row per entity key in the window.
 pub struct Latest {
-    rows: foldhash::HashMap<Box<[u8]>, Winner>,
+    rows: hashbrown::HashMap<Box<[u8]>, Winner>,
     /// Rows read from the files.
     pub scanned: u64,
     /// Rows inside the window (of the scanned partition).
@@ -294,7 +295,7 @@ pub fn scan_latest(
     // Sized for the expected winners up front: growing a large map re-hashes and copies it.
     let expected = (plan.rows_to_scan() as usize / partition.count as usize).min(budget / 160);
     let mut latest = Latest {
-        rows: foldhash::HashMap::with_capacity_and_hasher(expected, Default::default()),
+        rows: hashbrown::HashMap::with_capacity(expected),
         scanned: 0,
         in_window: 0,
     };
@@ -356,8 +357,11 @@ pub fn scan_latest(
                     continue;
                 }
                 latest.in_window += 1;
-                if let Some(w) = latest.rows.get(&key[..])
-                    && (t, c) < (w.ts, w.created)
+                // One hash and one probe per row: the map is large (a slot per entity), so
+                // each probe is a cache miss.
+                let entry = latest.rows.entry_ref(&key[..]);
+                if let EntryRef::Occupied(w) = &entry
+                    && (t, c) < (w.get().ts, w.get().created)
                 {
                     continue;
                 }
@@ -385,14 +389,14 @@ pub fn scan_latest(
                     created: c,
                     values: values.as_slice().into(),
                 };
-                match latest.rows.get_mut(&key[..]) {
-                    Some(w) => {
-                        held = held + winner.values.len() - w.values.len();
-                        *w = winner;
+                match entry {
+                    EntryRef::Occupied(mut w) => {
+                        held = held + winner.values.len() - w.get().values.len();
+                        *w.get_mut() = winner;
                     }
-                    None => {
+                    EntryRef::Vacant(v) => {
                         held += winner_bytes(key.len(), winner.values.len());
-                        latest.rows.insert(key.as_slice().into(), winner);
+                        v.insert_with_key(key.as_slice().into(), winner);
                     }
                 }
             }

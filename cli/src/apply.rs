@@ -8,6 +8,8 @@ use quiver_core::time::Timestamp;
 use quiver_registry::config::RepoConfig;
 use quiver_registry::{apply, definitions, store};
 
+use crate::registry_io::{RepoRegistry, block_on};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The feature repo: a folder with feature_store.yaml and features.yaml (or features/*.yaml).
@@ -46,16 +48,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .block_on(remote(&args, &config, &url));
     }
     let desired = definitions::load(&args.repo, &config.project).map_err(|e| anyhow!("{e}"))?;
-    let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
-    // Held until the new registry is in place: concurrent applies run one after the other.
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(store::RegistryLock::acquire(&path).map_err(|e| anyhow!(e))?)
+    let registry = RepoRegistry::open(&config)?;
+    let shown = registry.describe();
+    let version = uuid::Uuid::new_v4().to_string();
+    let (plan, written) = match &registry {
+        RepoRegistry::File(path) => {
+            // Held until the new registry is in place: concurrent applies run one after the
+            // other.
+            let _lock = if args.dry_run {
+                None
+            } else {
+                Some(store::RegistryLock::acquire(path).map_err(|e| anyhow!(e))?)
+            };
+            let mut file = store::read(path).map_err(|e| anyhow!(e))?;
+            let plan = apply::apply(&mut file, &desired, now()).context("registry")?;
+            let write = !plan.is_empty() && !args.dry_run;
+            if write {
+                store::write_atomic(path, &file.encode(&version, now())).map_err(|e| anyhow!(e))?;
+            }
+            (plan, write)
+        }
+        RepoRegistry::Object(_) if args.dry_run => {
+            let mut file = registry.read_or_empty()?;
+            (
+                apply::apply(&mut file, &desired, now()).context("registry")?,
+                false,
+            )
+        }
+        RepoRegistry::Object(object) => {
+            // No lock on an object store: a conditional write, re-planned on a lost race, so a
+            // concurrent writer's change is never overwritten.
+            let mut last_plan = None;
+            let written = block_on(object.update_registry(
+                |file| {
+                    let plan = apply::apply(file, &desired, now())
+                        .map_err(|e| format!("registry: {e}"))?;
+                    let write = !plan.is_empty();
+                    last_plan = Some(plan);
+                    Ok(write.then_some(()))
+                },
+                || version.clone(),
+                now,
+            ))?
+            .map_err(|e| anyhow!(e))?
+            .is_some();
+            let plan = last_plan.ok_or_else(|| anyhow!("registry {shown}: nothing was planned"))?;
+            (plan, written)
+        }
     };
-    let mut file = store::read(&path).map_err(|e| anyhow!(e))?;
 
-    let plan = apply::apply(&mut file, &desired, now()).context("registry")?;
     println!(
         "Applying {} entities, {} sources, {} feature views, {} feature services to project {}",
         desired.entities.len(),
@@ -71,17 +112,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("Kept {kept} (not expressible in YAML definitions)");
     }
     if plan.is_empty() {
-        println!("No changes: registry {} is up to date", path.display());
-        return Ok(());
+        println!("No changes: registry {shown} is up to date");
+    } else if args.dry_run {
+        println!("Dry run: registry {shown} not written");
+    } else if written {
+        println!("Registry written to {shown} (version {version})");
     }
-    if args.dry_run {
-        println!("Dry run: registry {} not written", path.display());
-        return Ok(());
-    }
-    let version = uuid::Uuid::new_v4().to_string();
-    let bytes = file.encode(&version, now());
-    store::write_atomic(&path, &bytes).map_err(|e| anyhow!(e))?;
-    println!("Registry written to {} (version {version})", path.display());
     Ok(())
 }
 

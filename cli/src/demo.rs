@@ -153,7 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &|e| bars.event(e),
     ))?;
     bars.finish();
-    crate::materialize::record(&registry_path, &config.project, &runs)?;
+    crate::materialize::record(
+        &crate::registry_io::RepoRegistry::File(registry_path.clone()),
+        &config.project,
+        &runs,
+    )?;
     for r in &runs {
         println!(
             "   {:<26} {:>6} rows read, {:>5} entities written in {:.0} ms",

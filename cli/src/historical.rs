@@ -5,13 +5,12 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::registry::ProjectRegistry;
 use quiver_offline::historical::{Engine, EngineOptions, Features, select};
 use quiver_offline::output::{Output, write_stream};
 use quiver_registry::config::RepoConfig;
-use quiver_registry::store;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,11 +84,11 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// The repo's registry, for its project.
 pub fn load_registry(repo: &Path) -> anyhow::Result<(RepoConfig, ProjectRegistry)> {
     let config = RepoConfig::load(repo)?;
-    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
-    let registry = store::read(&registry_path)
-        .map_err(|e| anyhow!(e))?
+    let handle = crate::registry_io::RepoRegistry::open(&config)?;
+    let registry = handle
+        .read_or_empty()?
         .project(&config.project)
-        .with_context(|| format!("registry {}", registry_path.display()))?;
+        .with_context(|| format!("registry {}", handle.describe()))?;
     Ok((config, registry))
 }
 

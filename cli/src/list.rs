@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use quiver_core::registry::ProjectRegistry;
 use quiver_registry::config::RepoConfig;
-use quiver_registry::{store, summary};
+use quiver_registry::summary;
+
+use crate::registry_io::RepoRegistry;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,15 +21,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
-    let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
-    if !path.exists() {
+    let registry = RepoRegistry::open(&config)?;
+    let Some(file) = registry.read()? else {
         return Err(anyhow!(
-            "no registry at {}: run `quiver apply --repo {}` first",
-            path.display(),
+            "no registry at {}: run `quiver apply --repo {}` (or `feast apply`) first",
+            registry.describe(),
             args.repo.display()
         ));
-    }
-    let file = store::read(&path).map_err(|e| anyhow!(e))?;
+    };
     let reg = file.project(&config.project)?;
     if args.json {
         println!(

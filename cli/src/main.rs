@@ -12,6 +12,7 @@ mod list;
 mod materialize;
 mod offline;
 mod registry;
+mod registry_io;
 mod serve;
 
 #[global_allocator]

@@ -16,6 +16,7 @@ use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
 use quiver_registry::store;
 
 use crate::apply::now;
+use crate::registry_io::RepoRegistry;
 use crate::serve::{Connect, connect_store};
 
 #[derive(Debug, clap::Args)]
@@ -68,7 +69,8 @@ struct Common {
 
 /// Where the definitions come from and the run is recorded.
 enum Registry {
-    File(PathBuf),
+    /// The registry feature_store.yaml names: a file, or an s3:// / gs:// object.
+    Repo(RepoRegistry),
     Service { client: Box<Client>, url: String },
 }
 
@@ -100,13 +102,13 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             client: Box::new(client),
             url: url.clone(),
         },
-        _ => Registry::File(config.local_registry_path().map_err(|e| anyhow!(e))?),
+        _ => Registry::Repo(RepoRegistry::open(&config)?),
     };
     let registry = match &mut source {
-        Registry::File(path) => store::read(path)
-            .map_err(|e| anyhow!(e))?
+        Registry::Repo(handle) => handle
+            .read_or_empty()?
             .project(&config.project)
-            .with_context(|| format!("registry {}", path.display()))?,
+            .with_context(|| format!("registry {}", handle.describe()))?,
         Registry::Service { client, url } => {
             runtime.block_on(fetch_registry(client, url, &config.project))?
         }
@@ -163,10 +165,10 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     })?;
     bars.finish();
     let recorded = match &mut source {
-        Registry::File(path) => format!(
+        Registry::Repo(handle) => format!(
             "registry {} (version {})",
-            path.display(),
-            record(path, &config.project, &runs)?
+            handle.describe(),
+            record(handle, &config.project, &runs)?
         ),
         Registry::Service { client, url } => {
             let version = runtime.block_on(record_remote(client, url, &config.project, &runs))?;
@@ -286,9 +288,9 @@ async fn record_remote(
     }
 }
 
-/// Appends the runs' intervals to their views in the registry file; returns its new version.
+/// Appends the runs' intervals to their views in the registry; returns its new version.
 pub(crate) fn record(
-    registry_path: &std::path::Path,
+    registry: &RepoRegistry,
     project: &str,
     runs: &[materialize::ViewRun],
 ) -> anyhow::Result<String> {
@@ -301,8 +303,9 @@ pub(crate) fn record(
         })
         .collect();
     let version = uuid::Uuid::new_v4().to_string();
-    store::record_materialization(registry_path, project, &intervals, now(), &version)
-        .map_err(|e| anyhow!("the online store is written, but recording the run failed: {e}"))?;
+    registry
+        .record_materialization(project, &intervals, now(), &version)
+        .map_err(|e| anyhow!("the online store is written, but recording the run failed: {e:#}"))?;
     Ok(version)
 }
 

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
-use quiver_offline::flight::{OfflineServer, RegistrySource};
+use anyhow::Context;
+use quiver_offline::flight::{OfflineServer, RegistryPlace, RegistrySource};
 use quiver_offline::historical::{Engine, EngineOptions};
 
 use crate::historical::{load_registry, parse_size, runtime};
@@ -59,9 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything is checked before binding: the repo, the registry, the addresses.
     let (config, registry) = load_registry(&args.repo)?;
-    let registry_path = config.local_registry_path().map_err(|e| anyhow!(e))?;
     let source = RegistrySource {
-        path: registry_path.clone(),
+        registry: match crate::registry_io::RepoRegistry::open(&config)? {
+            crate::registry_io::RepoRegistry::File(p) => RegistryPlace::File(p),
+            crate::registry_io::RepoRegistry::Object(o) => RegistryPlace::Object(o),
+        },
         project: config.project.clone(),
         repo_dir: config.repo_dir.clone(),
     };

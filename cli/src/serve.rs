@@ -44,9 +44,11 @@ pub struct Args {
     /// Largest request body (413 beyond), e.g. 1MiB.
     #[arg(long, default_value = "1MiB", env = "QUIVER_MAX_BODY_BYTES", value_parser = parse_bytes)]
     max_body_bytes: usize,
-    /// How often the registry file is checked for changes.
-    #[arg(long, default_value = "1s", env = "QUIVER_REGISTRY_REFRESH", value_parser = parse_duration)]
-    registry_refresh: Duration,
+    /// How often the registry is checked for changes. Default: 1s for a registry file; for an
+    /// s3:// or gs:// registry, the registry's `cache_ttl_seconds` (Feast's default 600; 0: read
+    /// once), each check being one HEAD request.
+    #[arg(long, env = "QUIVER_REGISTRY_REFRESH", value_parser = parse_duration)]
+    registry_refresh: Option<Duration>,
     /// When the online store cannot be read in time: fail (503 naming the cause) or degrade
     /// (200, those features null with status INVALID).
     #[arg(
@@ -258,9 +260,24 @@ fn registry_source(
                 "--feature-services and --state-dir apply only with --registry-url; ignored"
             );
         }
-        let path = config.local_registry_path().map_err(|e| anyhow!(e))?;
-        let shown = path.display().to_string();
-        return Ok((quiver_sidecar::RegistrySource::File(path), shown));
+        let registry = crate::registry_io::RepoRegistry::open(config)?;
+        let shown = registry.describe();
+        let source = match registry {
+            crate::registry_io::RepoRegistry::File(path) => {
+                quiver_sidecar::RegistrySource::File(path)
+            }
+            crate::registry_io::RepoRegistry::Object(registry) => {
+                let refresh = match args.registry_refresh {
+                    Some(d) => Some(d.max(Duration::from_millis(100))),
+                    None => match config.registry.cache_ttl_seconds {
+                        0 => None,
+                        s => Some(Duration::from_secs(s)),
+                    },
+                };
+                quiver_sidecar::RegistrySource::Object { registry, refresh }
+            }
+        };
+        return Ok((source, shown));
     };
     let endpoint = quiver_registry::client::Endpoint::parse(url, args.registry_ca_file.as_deref())
         .map_err(|e| anyhow!("--registry-url: {e}"))?;
@@ -362,7 +379,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             ..EngineConfig::default()
         },
         max_body_bytes: args.max_body_bytes,
-        registry_refresh: args.registry_refresh,
+        registry_refresh: args
+            .registry_refresh
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(10)),
         enable_keyspace_notifications: args.enable_keyspace_notifications,
         replicate: args.replicate.clone(),
         push,

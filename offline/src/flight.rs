@@ -35,31 +35,50 @@ use crate::historical::{Engine, Entities, FeastError, select_for_feast};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Where the server finds definitions: the registry file is read per request, so an apply
-/// shows up without a restart.
+/// Where the registry is: a local file, or an `s3://`/`gs://` object.
+#[derive(Debug, Clone)]
+pub enum RegistryPlace {
+    File(PathBuf),
+    Object(quiver_registry::object::ObjectRegistry),
+}
+
+impl std::fmt::Display for RegistryPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryPlace::File(p) => write!(f, "{}", p.display()),
+            RegistryPlace::Object(o) => write!(f, "{}", o.uri()),
+        }
+    }
+}
+
+/// Where the server finds definitions: the registry is read per request, so an apply shows up
+/// without a restart.
 #[derive(Debug, Clone)]
 pub struct RegistrySource {
-    pub path: PathBuf,
+    pub registry: RegistryPlace,
     pub project: String,
     pub repo_dir: PathBuf,
 }
 
 impl RegistrySource {
-    pub fn load(&self) -> Result<ProjectRegistry, FeastError> {
-        let file = quiver_registry::store::read(&self.path).map_err(|e| {
+    pub async fn load(&self) -> Result<ProjectRegistry, FeastError> {
+        let err = |e: String| {
             FeastError::new(
                 "feast.errors",
                 "FeastError",
-                format!("registry {}: {e}", self.path.display()),
+                format!("registry {}: {e}", self.registry),
             )
-        })?;
-        file.project(&self.project).map_err(|e| {
-            FeastError::new(
-                "feast.errors",
-                "FeastError",
-                format!("registry {}: {e}", self.path.display()),
-            )
-        })
+        };
+        let file = match &self.registry {
+            RegistryPlace::File(path) => quiver_registry::store::read(path).map_err(err)?,
+            RegistryPlace::Object(o) => {
+                o.read_registry()
+                    .await
+                    .map_err(|e| FeastError::new("feast.errors", "FeastError", e.to_string()))?
+                    .0
+            }
+        };
+        file.project(&self.project).map_err(|e| err(e.to_string()))
     }
 }
 
@@ -170,7 +189,7 @@ impl OfflineServer {
                 "quiver's offline server needs an entity DataFrame; entity_df as SQL is not supported",
             ));
         }
-        let registry = self.registry.load()?;
+        let registry = self.registry.load().await?;
         let views = select_for_feast(&registry, &view_names, &aliases, &refs)?;
         let planned = self
             .engine

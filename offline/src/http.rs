@@ -177,7 +177,7 @@ async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>,
         }
         _ => return Err("give exactly one of \"entities\" and \"entity_path\"".into()),
     };
-    let registry = state.registry.load().map_err(|e| e.message)?;
+    let registry = state.registry.load().await.map_err(|e| e.message)?;
     let views = select(&registry, &features).map_err(|e| e.to_string())?;
     let planned = state
         .engine

@@ -18,6 +18,7 @@
 )]
 
 pub mod metrics;
+pub mod object;
 pub mod postgres;
 pub mod server;
 pub mod store;

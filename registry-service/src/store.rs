@@ -20,6 +20,7 @@ use quiver_registry::store::MaterializedInterval;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::object::ObjectStore;
 use crate::postgres::PgStore;
 
 /// A project's version and the fingerprint of its objects at that version.
@@ -224,11 +225,13 @@ pub(crate) fn bump(loaded: &mut Loaded, project: &str, current: u64) -> Result<u
 pub enum Store {
     File(FileStore),
     Postgres(Box<PgStore>),
+    /// A registry object in S3 or GCS (conditional writes instead of a lock).
+    Object(Box<ObjectStore>),
 }
 
 impl Store {
-    /// Opens the store `uri` names: `postgresql://...` (or `postgres://`), or a registry file
-    /// path (`file://` optional). Object stores are not supported by this build.
+    /// Opens the store `uri` names: `postgresql://...` (or `postgres://`), `s3://bucket/key` or
+    /// `gs://bucket/key` (a registry object), or a registry file path (`file://` optional).
     pub async fn open(uri: &str) -> Result<Store, String> {
         let uri = uri.trim();
         if uri.is_empty() {
@@ -248,13 +251,17 @@ impl Store {
         if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
             return Ok(Store::Postgres(Box::new(PgStore::open(uri).await?)));
         }
+        if let Some(object) =
+            quiver_registry::location::ObjectUri::parse(uri).map_err(|e| format!("--store: {e}"))?
+        {
+            return Ok(Store::Object(Box::new(ObjectStore::open(&object).await?)));
+        }
         if let Some((scheme, _)) = uri.split_once("://")
             && scheme != "file"
         {
             return Err(format!(
-                "--store {uri:?}: {scheme}:// is not supported by this build: use a registry file \
-                 on a local path (a mounted volume) or a postgresql:// URL (object stores such as \
-                 s3:// and gs:// are not built in)"
+                "--store {uri:?}: {scheme}:// is not supported: use a registry file on a local \
+                 path (a mounted volume), s3://BUCKET/KEY, gs://BUCKET/KEY or a postgresql:// URL"
             ));
         }
         let path = uri.strip_prefix("file://").unwrap_or(uri);
@@ -266,6 +273,7 @@ impl Store {
         match self {
             Store::File(f) => format!("file {}", f.path.display()),
             Store::Postgres(p) => p.describe(),
+            Store::Object(o) => o.describe(),
         }
     }
 
@@ -274,6 +282,7 @@ impl Store {
         match self {
             Store::File(f) => f.load().await,
             Store::Postgres(p) => p.load().await,
+            Store::Object(o) => o.load().await,
         }
     }
 
@@ -282,6 +291,7 @@ impl Store {
         match self {
             Store::File(f) => Ok(f.change_token()),
             Store::Postgres(p) => p.change_token().await,
+            Store::Object(o) => o.change_token().await,
         }
     }
 
@@ -297,6 +307,7 @@ impl Store {
         match self {
             Store::File(f) => f.apply(base_version, desired, now, dry_run).await,
             Store::Postgres(p) => p.apply(base_version, desired, now, dry_run).await,
+            Store::Object(o) => o.apply(base_version, desired, now, dry_run).await,
         }
     }
 
@@ -324,9 +335,10 @@ pub struct FileStore {
     versions_path: PathBuf,
 }
 
+/// The version record's JSON (a file, or an object beside a registry object).
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct VersionsFile {
-    projects: Versions,
+pub(crate) struct VersionsFile {
+    pub(crate) projects: Versions,
 }
 
 fn file_stamp(path: &Path) -> (u64, u64, u64) {
@@ -665,8 +677,10 @@ feature_views:
 
     #[tokio::test]
     async fn unsupported_stores_are_named() {
-        let err = Store::open("s3://bucket/registry.db").await.err().unwrap();
-        assert!(err.contains("s3://"), "{err}");
+        let err = Store::open("az://bucket/registry.db").await.err().unwrap();
+        assert!(err.contains("az:// is not supported"), "{err}");
+        let err = Store::open("s3://bucket/").await.err().unwrap();
+        assert!(err.contains("names a folder"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let err = Store::open(dir.path().to_str().unwrap())
             .await

@@ -212,6 +212,19 @@ impl RepoConfig {
         })
     }
 
+    /// Where the registry is: a file (resolved against the repo) or an `s3://`/`gs://` object.
+    /// A SQL or remote registry, or an unknown scheme, is an error naming what is supported.
+    pub fn registry_location(&self) -> Result<crate::location::RegistryLocation, String> {
+        if self.registry.registry_type != RegistryType::File {
+            return Err(format!(
+                "registry {:?} ({:?}): only a registry file (a local path, s3:// or gs://) is \
+                 supported here",
+                self.registry.path, self.registry.registry_type
+            ));
+        }
+        crate::location::resolve(&self.registry.path, &self.repo_dir)
+    }
+
     /// The registry file on the local file system, or an error saying which registries this
     /// build can write.
     pub fn local_registry_path(&self) -> Result<PathBuf, String> {
@@ -551,6 +564,20 @@ mod tests {
         .unwrap();
         assert_eq!(c.registry.cache_ttl_seconds, 60);
         assert_eq!(c.registry.local_path(Path::new("/repo")), None);
+        // An object-store registry is a location (the bucket "b" is too short to be valid).
+        assert!(
+            c.registry_location()
+                .unwrap_err()
+                .contains("s3://b/registry.pb")
+        );
+        let mut c = c;
+        c.registry.path = "s3://bucket/feast/registry.pb".into();
+        assert_eq!(
+            c.registry_location().unwrap().to_string(),
+            "s3://bucket/feast/registry.pb"
+        );
+        c.registry.registry_type = RegistryType::Sql;
+        assert!(c.registry_location().unwrap_err().contains("Sql"));
         let OnlineStoreConfig::Redis {
             redis_type,
             connection,

@@ -6,6 +6,9 @@
 //! - [`definitions`]: YAML feature definitions, validated as a whole.
 //! - [`apply`]: diffing definitions against a registry and rewriting it.
 //! - [`store`]: reading and atomically writing a registry file.
+//! - [`location`]: where a registry is (a local file, or an `s3://` / `gs://` object).
+//! - `object` (cargo feature `object-store`): reading and conditionally writing a registry
+//!   object in S3 or GCS.
 //! - [`snapshot`]: the flatbuffers registry snapshot a sidecar syncs from the registry service.
 //! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
 
@@ -19,6 +22,9 @@ pub mod apply;
 pub mod client;
 pub mod config;
 pub mod definitions;
+pub mod location;
+#[cfg(feature = "object-store")]
+pub mod object;
 pub mod snapshot;
 pub mod store;
 pub mod summary;

@@ -31,6 +31,7 @@ use arc_swap::ArcSwap;
 use quiver_core::registry::RegistryFile;
 use quiver_online_store::OnlineStore;
 use quiver_online_store::redis_store::{Invalidation, keyspace_events_sufficient};
+use quiver_registry::object::{ObjectRegistry, ObjectVersion};
 use tokio::task::JoinHandle;
 
 pub use engine::{EngineConfig, Format, OnStoreError};
@@ -140,14 +141,37 @@ impl Drop for Background {
 pub fn load_registry(path: &Path, project: &str, version: u64) -> Result<ServingRegistry, String> {
     let bytes =
         std::fs::read(path).map_err(|e| format!("cannot read registry {}: {e}", path.display()))?;
-    let file = RegistryFile::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reg = file
-        .project(project)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    build_registry(&bytes, &path.display().to_string(), project, version)
+}
+
+/// Builds the serving view of `project` from a registry's bytes; `label` names it in errors.
+fn build_registry(
+    bytes: &[u8],
+    label: &str,
+    project: &str,
+    version: u64,
+) -> Result<ServingRegistry, String> {
+    let file = RegistryFile::decode(bytes).map_err(|e| format!("{label}: {e}"))?;
+    let reg = file.project(project).map_err(|e| format!("{label}: {e}"))?;
     if reg.feature_views.is_empty() && reg.entities.is_empty() {
-        tracing::warn!(project, registry = %path.display(), "the registry has no objects for this project");
+        tracing::warn!(project, registry = %label, "the registry has no objects for this project");
     }
     Ok(ServingRegistry::build(&reg, version, file.version_id()))
+}
+
+/// Reads a registry object (S3, GCS) and builds the serving view of `project`; also returns
+/// the object's version, to tell later whether it changed.
+pub async fn load_object_registry(
+    object: &ObjectRegistry,
+    project: &str,
+    version: u64,
+) -> Result<(ServingRegistry, ObjectVersion), String> {
+    let uri = object.uri().to_string();
+    let (bytes, stamp) = object.get().await?.ok_or_else(|| {
+        format!("registry {uri} does not exist: run `feast apply` or `quiver apply` first")
+    })?;
+    let reg = build_registry(&bytes, &uri, project, version)?;
+    Ok((reg, stamp))
 }
 
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -163,6 +187,13 @@ pub enum RegistrySource {
     /// The registry service, followed by long polls (the last good snapshot kept in the
     /// state dir).
     Service(Box<quiver_registry::client::SyncConfig>),
+    /// A registry object in S3 or GCS, whose version (ETag) is asked for every `refresh`
+    /// (a HEAD request) and which is re-read when it changed; `None`: read once (Feast's
+    /// `cache_ttl_seconds: 0`, a registry cache that never expires).
+    Object {
+        registry: ObjectRegistry,
+        refresh: Option<Duration>,
+    },
 }
 
 /// Loads the registry file, builds the state, and starts the background tasks. Fails (before
@@ -186,11 +217,17 @@ pub async fn start_from(
     store: OnlineStore,
 ) -> Result<(Arc<State>, Background), String> {
     let metrics = Arc::new(Metrics::default());
+    let mut object_stamp = None;
     let (registry, follow) = match &source {
         RegistrySource::File(path) => (load_registry(path, project, 1)?, None),
         RegistrySource::Service(sync) => {
             let (registry, fetcher) = sync::initial(sync, project, &metrics).await?;
             (registry, Some(fetcher))
+        }
+        RegistrySource::Object { registry, .. } => {
+            let (registry, stamp) = load_object_registry(registry, project, 1).await?;
+            object_stamp = Some(stamp);
+            (registry, None)
         }
     };
     replicated_views(&registry, &config.replicate)?;
@@ -223,6 +260,12 @@ pub async fn start_from(
         (RegistrySource::File(path), None) => {
             tokio::spawn(watch_registry(Arc::clone(&state), path))
         }
+        (RegistrySource::Object { registry, refresh }, None) => tokio::spawn(watch_object(
+            Arc::clone(&state),
+            registry,
+            refresh,
+            object_stamp,
+        )),
         (RegistrySource::Service(_), None) => {
             return Err("internal: registry service source without a fetcher".to_owned());
         }
@@ -339,6 +382,76 @@ async fn watch_registry(state: Arc<State>, path: PathBuf) {
             }
             Err(e) => tracing::error!(error = %e, "registry reload task failed"),
         }
+    }
+}
+
+/// Asks for the registry object's version every `refresh` (one HEAD request) and, when it
+/// changed, reads it and swaps it in whole. A failure keeps the registry in use.
+async fn watch_object(
+    state: Arc<State>,
+    object: ObjectRegistry,
+    refresh: Option<Duration>,
+    mut stamp: Option<ObjectVersion>,
+) {
+    let Some(refresh) = refresh else {
+        tracing::info!(registry = %object.uri(), "registry cache_ttl_seconds is 0: the registry is read once and not reloaded");
+        return;
+    };
+    let mut interval = tokio::time::interval(refresh);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    let mut failing = false;
+    loop {
+        interval.tick().await;
+        let now = match object.head().await {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                if !failing {
+                    tracing::warn!(registry = %object.uri(), "the registry object is gone; serving the last good version");
+                }
+                failing = true;
+                continue;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot check the registry for changes; serving the last good version");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        if failing {
+            tracing::info!(registry = %object.uri(), "the registry object is reachable again");
+            failing = false;
+        }
+        if stamp.as_ref().is_some_and(|s| same_object_version(s, &now)) {
+            continue;
+        }
+        let version = state.registry.load().version + 1;
+        match load_object_registry(&object, &state.project, version).await {
+            Ok((reg, read)) => {
+                tracing::info!(version, version_id = %reg.version_id, "registry reloaded");
+                state.registry.store(Arc::new(reg));
+                state.metrics.registry_reloads.inc();
+                stamp = Some(read);
+            }
+            Err(e) => {
+                state.metrics.registry_reload_errors.inc();
+                tracing::error!(error = %e, "registry reload failed; serving the last good version");
+                // Not retried until the object changes again.
+                stamp = Some(now);
+            }
+        }
+    }
+}
+
+/// Whether two versions of an object are the same one: by ETag (or generation) when the store
+/// gives one, else by time and size.
+fn same_object_version(a: &ObjectVersion, b: &ObjectVersion) -> bool {
+    match (&a.e_tag, &b.e_tag, &a.version, &b.version) {
+        (Some(x), Some(y), va, vb) => x == y && (va.is_none() || vb.is_none() || va == vb),
+        (_, _, Some(x), Some(y)) => x == y,
+        _ => a.last_modified_ms == b.last_modified_ms && a.size == b.size,
     }
 }
 

@@ -1,0 +1,540 @@
+//! Registries kept in object stores: `s3://bucket/key` (Amazon S3 or an S3-compatible server)
+//! and `gs://bucket/key` (Google Cloud Storage), where Feast's file registry often lives.
+//!
+//! This is the one place quiver talks to an object store; the CLI (`apply`, `list`,
+//! `materialize`, `historical`, `offline serve`), the sidecar (which polls the object) and the
+//! registry service use it. It is built on the `object_store` crate with only its S3 and GCS
+//! clients.
+//!
+//! An object store has no locks, so a read-modify-write is optimistic: read the object and its
+//! ETag (GCS: its generation), change it, and write it back with a conditional put that the
+//! store refuses when the object changed in between (S3 `If-Match`, `If-None-Match: *` for a new
+//! object; GCS `x-goog-if-generation-match`). The loser re-reads and tries again, so two
+//! writers never lose one another's change ([`ObjectRegistry::update_registry`]). A store that
+//! ignores these conditions would silently lose changes; [`ObjectRegistry::check_conditional_writes`]
+//! finds that out (the registry service runs it at start).
+//!
+//! Configuration comes from the standard environment, as Feast's (boto3, google-cloud-storage)
+//! does, so a Feast user changes nothing:
+//! - S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` /
+//!   `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`), `AWS_ALLOW_HTTP`, web
+//!   identity and instance credentials; and Feast's `FEAST_S3_ENDPOINT_URL` when no AWS endpoint
+//!   is set. An `http://` endpoint is allowed without `AWS_ALLOW_HTTP` (it was asked for).
+//! - GCS: `GOOGLE_SERVICE_ACCOUNT` (a service-account JSON file, which may carry `gcs_base_url`
+//!   and `disable_oauth` for an emulator), `GOOGLE_SERVICE_ACCOUNT_KEY`,
+//!   `GOOGLE_APPLICATION_CREDENTIALS`, else the metadata server; `STORAGE_EMULATOR_HOST` (the
+//!   Google client libraries' emulator switch) sends requests there unsigned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions,
+    PutPayload, RetryConfig, UpdateVersion,
+};
+use quiver_core::registry::RegistryFile;
+use quiver_core::time::Timestamp;
+
+pub use crate::location::{ObjectScheme, ObjectUri};
+
+/// The largest registry object read (a registry of thousands of views is a few MB).
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+
+/// How many times a conditional write that lost a race is retried (re-read, re-applied).
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// One version of an object, as the store identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// The ETag (S3, GCS).
+    pub e_tag: Option<String>,
+    /// The object version (GCS generation; S3 version id when versioning is on).
+    pub version: Option<String>,
+    /// Milliseconds since the epoch.
+    pub last_modified_ms: i64,
+    pub size: u64,
+}
+
+impl ObjectVersion {
+    fn from_meta(meta: &object_store::ObjectMeta) -> ObjectVersion {
+        ObjectVersion {
+            e_tag: meta.e_tag.clone(),
+            version: meta.version.clone(),
+            last_modified_ms: meta.last_modified.timestamp_millis(),
+            size: meta.size,
+        }
+    }
+}
+
+/// Why an object-store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectError {
+    /// A conditional write lost: the object changed since it was read (or exists, when it was
+    /// to be created).
+    Conflict(String),
+    /// Something to fix before retrying helps: a missing bucket, credentials, permissions, a
+    /// store without conditional writes.
+    Config(String),
+    /// The store could not be reached, or failed.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ObjectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectError::Conflict(m) | ObjectError::Config(m) | ObjectError::Unavailable(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ObjectError {}
+
+impl From<ObjectError> for String {
+    fn from(e: ObjectError) -> String {
+        e.to_string()
+    }
+}
+
+/// What the environment says about where S3 is, for the pure parts of [`ObjectRegistry::open`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct S3Env {
+    /// `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (object_store reads them itself).
+    aws_endpoint: Option<String>,
+    /// Feast's `FEAST_S3_ENDPOINT_URL`.
+    feast_endpoint: Option<String>,
+    allow_http: bool,
+}
+
+impl S3Env {
+    fn from_env() -> S3Env {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        S3Env {
+            aws_endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
+            feast_endpoint: var("FEAST_S3_ENDPOINT_URL"),
+            allow_http: var("AWS_ALLOW_HTTP")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        }
+    }
+
+    /// The endpoint to set explicitly (Feast's, when AWS's is not set), and whether plain
+    /// HTTP is allowed.
+    fn resolve(&self) -> (Option<String>, bool) {
+        let explicit = match &self.aws_endpoint {
+            Some(_) => None,
+            None => self.feast_endpoint.clone(),
+        };
+        let effective = self.aws_endpoint.as_ref().or(explicit.as_ref());
+        let http = self.allow_http || effective.is_some_and(|e| e.trim().starts_with("http://"));
+        (explicit, http)
+    }
+}
+
+/// `STORAGE_EMULATOR_HOST` as a base URL (`host:port` gets `http://`).
+fn emulator_base_url(host: &str) -> String {
+    let host = host.trim().trim_end_matches('/');
+    if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}")
+    }
+}
+
+/// A registry object in S3 or GCS, with a client configured from the environment.
+#[derive(Debug, Clone)]
+pub struct ObjectRegistry {
+    uri: ObjectUri,
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    /// Where requests go, for error messages ("s3 endpoint http://...").
+    endpoint: String,
+}
+
+impl ObjectRegistry {
+    /// A client for `uri`. Fails (naming the URI) when the configuration is unusable; it does
+    /// not touch the network: the first request says whether the store is reachable.
+    pub fn open(uri: &ObjectUri) -> Result<ObjectRegistry, String> {
+        // Bounded retries: an unreachable endpoint fails in seconds, not object_store's
+        // default of three minutes.
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+        };
+        let client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60));
+        let (store, endpoint): (Arc<dyn ObjectStore>, String) = match uri.scheme {
+            ObjectScheme::S3 => {
+                let env = S3Env::from_env();
+                let (explicit, allow_http) = env.resolve();
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(&uri.bucket)
+                    .with_retry(retry)
+                    .with_client_options(client)
+                    .with_allow_http(allow_http);
+                if let Some(e) = &explicit {
+                    b = b.with_endpoint(e.trim());
+                }
+                let endpoint = env
+                    .aws_endpoint
+                    .or(explicit)
+                    .unwrap_or_else(|| "AWS S3".to_owned());
+                let s3 = b.build().map_err(|e| {
+                    format!("registry {uri}: cannot set up the S3 client ({endpoint}): {e}")
+                })?;
+                (Arc::new(s3), endpoint)
+            }
+            ObjectScheme::Gcs => {
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&uri.bucket)
+                    .with_retry(retry);
+                let mut endpoint = "Google Cloud Storage".to_owned();
+                match std::env::var("STORAGE_EMULATOR_HOST") {
+                    Ok(host) if !host.trim().is_empty() => {
+                        endpoint = emulator_base_url(&host);
+                        // Unsigned, with a fixed empty token, as Google's client libraries
+                        // do for an emulator: no credential lookup, and never a request to
+                        // the metadata server.
+                        let none = object_store::StaticCredentialProvider::new(
+                            object_store::gcp::GcpCredential {
+                                bearer: String::new(),
+                            },
+                        );
+                        b = b
+                            .with_client_options(client.with_allow_http(true))
+                            .with_base_url(&endpoint)
+                            .with_credentials(Arc::new(none))
+                            .with_skip_signature(true);
+                    }
+                    _ => b = b.with_client_options(client),
+                }
+                let gcs = b.build().map_err(|e| {
+                    format!(
+                        "registry {uri}: cannot set up the GCS client ({endpoint}; credentials \
+                         from GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS or the \
+                         metadata server): {e}"
+                    )
+                })?;
+                (Arc::new(gcs), endpoint)
+            }
+        };
+        let path = ObjectPath::parse(&uri.key)
+            .map_err(|e| format!("registry {uri}: not a valid object key: {e}"))?;
+        Ok(ObjectRegistry {
+            uri: uri.clone(),
+            store,
+            path,
+            endpoint,
+        })
+    }
+
+    pub fn uri(&self) -> &ObjectUri {
+        &self.uri
+    }
+
+    /// The object `name` beside this one, on the same client (e.g. the registry service's
+    /// version record).
+    pub fn sibling(&self, name: &str) -> Result<ObjectRegistry, String> {
+        let uri = self.uri.sibling(name);
+        let path = ObjectPath::parse(&uri.key)
+            .map_err(|e| format!("registry {uri}: not a valid object key: {e}"))?;
+        Ok(ObjectRegistry {
+            uri,
+            store: Arc::clone(&self.store),
+            path,
+            endpoint: self.endpoint.clone(),
+        })
+    }
+
+    /// Turns an object_store error into one that names the URI, the endpoint and what to do.
+    fn error(&self, op: &str, e: object_store::Error) -> ObjectError {
+        let uri = &self.uri;
+        let endpoint = &self.endpoint;
+        let text = e.to_string();
+        let bucket_missing = text.contains("NoSuchBucket")
+            || text.contains("bucket does not exist")
+            || text.contains("Bucket not found");
+        match e {
+            _ if bucket_missing => ObjectError::Config(format!(
+                "registry {uri}: the bucket {:?} does not exist at {endpoint}: create it, or fix \
+                 the registry path",
+                uri.bucket
+            )),
+            object_store::Error::Precondition { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::NotModified { .. } => ObjectError::Conflict(format!(
+                "registry {uri}: changed by another writer during {op}"
+            )),
+            object_store::Error::NotImplemented { .. }
+            | object_store::Error::NotSupported { .. } => ObjectError::Config(format!(
+                "registry {uri}: {op}: the store ({endpoint}) does not support conditional \
+                     writes, which quiver needs so that concurrent writers never lose one \
+                     another's change: {text}"
+            )),
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => ObjectError::Config(format!(
+                "registry {uri}: {op} refused by {endpoint}: check the credentials \
+                 ({}): {text}",
+                match uri.scheme {
+                    ObjectScheme::S3 =>
+                        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a web identity or an instance role",
+                    ObjectScheme::Gcs =>
+                        "GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS or the metadata server",
+                }
+            )),
+            _ if text.contains("Header missing from response") => ObjectError::Config(format!(
+                "registry {uri}: {op}: the server at {endpoint} is not compatible enough with {}: \
+                 its answer lacks headers the real service sends ({text}); an emulator that \
+                 implements only part of the API (e.g. gcp-storage-emulator, whose XML API sends \
+                 no ETag or Last-Modified) cannot hold a registry quiver writes",
+                match uri.scheme {
+                    ObjectScheme::S3 => "S3",
+                    ObjectScheme::Gcs => "GCS's XML API",
+                }
+            )),
+            _ => ObjectError::Unavailable(format!(
+                "registry {uri}: {op} failed at {endpoint}: {text}"
+            )),
+        }
+    }
+
+    /// The object's current version, or `None` when it does not exist.
+    pub async fn head(&self) -> Result<Option<ObjectVersion>, ObjectError> {
+        match self.store.head(&self.path).await {
+            Ok(meta) => Ok(Some(ObjectVersion::from_meta(&meta))),
+            Err(object_store::Error::NotFound { .. }) => {
+                // A missing bucket answers HEAD with a bare 404 too: tell it apart, so that a
+                // typo in the bucket is not "an empty registry".
+                self.check_bucket().await?;
+                Ok(None)
+            }
+            Err(e) => Err(self.error("reading (HEAD)", e)),
+        }
+    }
+
+    /// The object's bytes and version, or `None` when it does not exist.
+    pub async fn get(&self) -> Result<Option<(Bytes, ObjectVersion)>, ObjectError> {
+        let result = match self.store.get(&self.path).await {
+            Ok(r) => r,
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                let err = self.error("reading", e);
+                if let ObjectError::Config(_) = err {
+                    return Err(err);
+                }
+                self.check_bucket().await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(self.error("reading", e)),
+        };
+        let version = ObjectVersion::from_meta(&result.meta);
+        if version.size > MAX_OBJECT_BYTES {
+            return Err(ObjectError::Config(format!(
+                "registry {}: {} bytes, more than the {} quiver reads",
+                self.uri, version.size, MAX_OBJECT_BYTES
+            )));
+        }
+        let bytes = result.bytes().await.map_err(|e| self.error("reading", e))?;
+        Ok(Some((bytes, version)))
+    }
+
+    /// Errors when the bucket itself is missing (a listing of the object's own key answers
+    /// NoSuchBucket then, and an empty or one-entry list otherwise).
+    async fn check_bucket(&self) -> Result<(), ObjectError> {
+        match self.store.list_with_delimiter(Some(&self.path)).await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error("listing", e) {
+                err @ ObjectError::Config(_) => Err(err),
+                // Listing may be refused (a policy that allows only Get/Put): then the bucket
+                // cannot be told apart from the object; the object is taken as missing.
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Writes `bytes` if the object is still at `expected` (`None`: only if it does not exist
+    /// yet). A lost race is [`ObjectError::Conflict`].
+    pub async fn put(
+        &self,
+        bytes: Bytes,
+        expected: Option<&ObjectVersion>,
+    ) -> Result<ObjectVersion, ObjectError> {
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(UpdateVersion {
+                e_tag: v.e_tag.clone(),
+                version: v.version.clone(),
+            }),
+        };
+        let size = bytes.len() as u64;
+        let put = self
+            .store
+            .put_opts(&self.path, PutPayload::from(bytes), PutOptions::from(mode))
+            .await
+            .map_err(|e| self.error("writing", e))?;
+        Ok(ObjectVersion {
+            e_tag: put.e_tag,
+            version: put.version,
+            // Not returned by a put; a HEAD tells it when needed.
+            last_modified_ms: 0,
+            size,
+        })
+    }
+
+    /// Writes `bytes` whatever the object holds (for objects that are not read-modify-written).
+    pub async fn put_unconditionally(&self, bytes: Bytes) -> Result<(), ObjectError> {
+        self.store
+            .put(&self.path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("writing", e))
+    }
+
+    /// Checks that the store refuses a write whose condition does not hold. A store that
+    /// ignores `If-Match` (or GCS's generation match) would let two writers overwrite one
+    /// another silently; such a store is refused with an error that says so. Writes nothing
+    /// on a store that checks; on one that does not, it leaves a small probe object
+    /// (`.<name>.quiver-probe`) beside the registry.
+    pub async fn check_conditional_writes(&self) -> Result<(), ObjectError> {
+        let probe = self
+            .sibling(&format!(".{}.quiver-probe", self.uri.file_name()))
+            .map_err(ObjectError::Config)?;
+        let impossible = ObjectVersion {
+            e_tag: Some("\"quiver-probe-no-such-etag\"".to_owned()),
+            version: Some("1".to_owned()),
+            last_modified_ms: 0,
+            size: 0,
+        };
+        match probe
+            .put(Bytes::from_static(b"quiver probe"), Some(&impossible))
+            .await
+        {
+            Err(ObjectError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(ObjectError::Config(format!(
+                "registry {}: the store at {} ignored a conditional write (it wrote {} although \
+                 its condition could not hold): concurrent writers could lose one another's \
+                 changes, so quiver does not write registries there. Use a store with conditional \
+                 writes (AWS S3, GCS, MinIO, R2), a registry file on a volume, or PostgreSQL",
+                self.uri, self.endpoint, probe.uri
+            ))),
+        }
+    }
+
+    /// The registry and its version; a missing object is an empty registry (`None`).
+    pub async fn read_registry(
+        &self,
+    ) -> Result<(RegistryFile, Option<ObjectVersion>), ObjectError> {
+        match self.get().await? {
+            Some((bytes, version)) => {
+                let file = RegistryFile::decode(&bytes).map_err(|e| {
+                    ObjectError::Config(format!("registry {}: not a Feast registry: {e}", self.uri))
+                })?;
+                Ok((file, Some(version)))
+            }
+            None => Ok((RegistryFile::empty(), None)),
+        }
+    }
+
+    /// A read-modify-write of the registry that never loses a concurrent writer's change: reads
+    /// it, lets `change` modify it (returning `Ok(None)` for "nothing to write", or a value to
+    /// hand back), writes it conditionally, and on a lost race starts over from a fresh read
+    /// (up to [`MAX_ATTEMPTS`] times). `change` may therefore run more than once.
+    pub async fn update_registry<T>(
+        &self,
+        mut change: impl FnMut(&mut RegistryFile) -> Result<Option<T>, String>,
+        version_id: impl Fn() -> String,
+        now: impl Fn() -> Timestamp,
+    ) -> Result<Option<T>, String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut file, version) = self.read_registry().await?;
+            let Some(out) = change(&mut file)? else {
+                return Ok(None);
+            };
+            let bytes = Bytes::from(file.encode(&version_id(), now()));
+            match self.put(bytes, version.as_ref()).await {
+                Ok(_) => return Ok(Some(out)),
+                Err(ObjectError::Conflict(m)) if attempt < MAX_ATTEMPTS => {
+                    tracing::info!("{m}; reading it again");
+                    // Jittered, so two losers do not collide again in lockstep.
+                    let wait = 20 * (1u64 << attempt.min(6)) + fastrand::u64(0..50);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                Err(ObjectError::Conflict(m)) => {
+                    return Err(format!(
+                        "{m}; gave up after {MAX_ATTEMPTS} attempts (the registry is being written \
+                         continuously)"
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_endpoints_from_the_environment() {
+        // Nothing set: AWS itself, HTTPS.
+        assert_eq!(S3Env::default().resolve(), (None, false));
+        // Feast's variable is used when AWS's is not; an http endpoint allows plain HTTP.
+        let feast = S3Env {
+            feast_endpoint: Some("http://127.0.0.1:9000".into()),
+            ..S3Env::default()
+        };
+        assert_eq!(
+            feast.resolve(),
+            (Some("http://127.0.0.1:9000".into()), true)
+        );
+        // AWS_ENDPOINT_URL wins (object_store reads it itself), and still allows http.
+        let both = S3Env {
+            aws_endpoint: Some("http://minio:9000".into()),
+            feast_endpoint: Some("https://elsewhere".into()),
+            allow_http: false,
+        };
+        assert_eq!(both.resolve(), (None, true));
+        let https = S3Env {
+            feast_endpoint: Some("https://s3.example".into()),
+            ..S3Env::default()
+        };
+        assert_eq!(https.resolve(), (Some("https://s3.example".into()), false));
+        let allow = S3Env {
+            allow_http: true,
+            ..S3Env::default()
+        };
+        assert_eq!(allow.resolve(), (None, true));
+    }
+
+    #[test]
+    fn emulator_hosts() {
+        assert_eq!(emulator_base_url("localhost:9023"), "http://localhost:9023");
+        assert_eq!(
+            emulator_base_url("http://127.0.0.1:9023/"),
+            "http://127.0.0.1:9023"
+        );
+        assert_eq!(emulator_base_url("https://gcs.local"), "https://gcs.local");
+    }
+
+    #[test]
+    fn opening_does_not_touch_the_network() {
+        let uri = ObjectUri::parse("s3://bucket/dir/registry.db")
+            .unwrap()
+            .unwrap();
+        let reg = ObjectRegistry::open(&uri).unwrap();
+        assert_eq!(reg.uri().to_string(), "s3://bucket/dir/registry.db");
+        assert_eq!(
+            reg.sibling(".registry.db.versions.json").unwrap().uri().key,
+            "dir/.registry.db.versions.json"
+        );
+    }
+}

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Create (or reuse) a Python venv with the real Feast 0.67.0, its Redis extra, psycopg (Feast's
-# SQL registry on PostgreSQL), pytest and duckdb (the historical benchmark's baseline), for
+# SQL registry on PostgreSQL), pytest and duckdb (the historical benchmark's baseline), and for
+# registries in object stores: moto's S3 server, gcp-storage-emulator (a GCS emulator) and
+# google-cloud-storage (Feast's GCS registry store; boto3, its S3 one, comes with moto); for
 # compat/generate_fixtures.py, compat/feast_summary.py and compat/tests.
 #
 # Usage: compat/setup-venv.sh [VENV_DIR]
 #   VENV_DIR defaults to $QUIVER_FEAST_VENV, else target/feast-venv (relative to
 #   the repository root). Idempotent: does nothing when the venv already imports
-#   feast 0.67.0, psycopg, pytest and duckdb. Prints the venv path on its last line.
+#   feast 0.67.0 and the rest. Prints the venv path on its last line.
 set -euo pipefail
 
 FEAST_VERSION="0.67.0"
+MOTO_VERSION="5.2.5"
+GCS_EMULATOR_VERSION="2026.7.19"
+GCS_CLIENT_VERSION="3.17.1"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-${QUIVER_FEAST_VENV:-target/feast-venv}}"
 case "$VENV" in
@@ -20,7 +25,7 @@ PYTHON="${PYTHON:-python3}"
 
 venv_ready() {
   [ -x "$VENV/bin/python" ] &&
-    "$VENV/bin/python" -c "import feast, psycopg, pytest, duckdb; assert feast.__version__ == '$FEAST_VERSION'" \
+    "$VENV/bin/python" -c "import feast, psycopg, pytest, duckdb, boto3, moto, gcp_storage_emulator, google.cloud.storage; assert feast.__version__ == '$FEAST_VERSION'" \
       >/dev/null 2>&1
 }
 
@@ -31,9 +36,11 @@ if ! venv_ready; then
     "$PYTHON" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet "feast[redis]==$FEAST_VERSION" "psycopg[binary]>=3.1" pytest duckdb >&2
+  "$VENV/bin/python" -m pip install --quiet "feast[redis]==$FEAST_VERSION" "psycopg[binary]>=3.1" pytest duckdb \
+    "moto[server]==$MOTO_VERSION" "gcp-storage-emulator==$GCS_EMULATOR_VERSION" \
+    "google-cloud-storage==$GCS_CLIENT_VERSION" >&2
   if ! venv_ready; then
-    echo "error: $VENV does not import feast $FEAST_VERSION, psycopg, pytest and duckdb after install" >&2
+    echo "error: $VENV does not import feast $FEAST_VERSION, psycopg, pytest, duckdb, moto, gcp_storage_emulator and google-cloud-storage after install" >&2
     exit 1
   fi
 fi

@@ -17,7 +17,8 @@
 //! Configuration comes from the standard environment, as Feast's (boto3, google-cloud-storage)
 //! does, so a Feast user changes nothing:
 //! - S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` /
-//!   `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`), `AWS_ALLOW_HTTP`, web
+//!   `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`), `AWS_ALLOW_HTTP`, the
+//!   `AWS_PROFILE` keys and region in `~/.aws` (which object_store does not read, boto3 does), web
 //!   identity and instance credentials; and Feast's `FEAST_S3_ENDPOINT_URL` when no AWS endpoint
 //!   is set. An `http://` endpoint is allowed without `AWS_ALLOW_HTTP` (it was asked for).
 //! - GCS: `GOOGLE_SERVICE_ACCOUNT` (a service-account JSON file, which may carry `gcs_base_url`
@@ -135,6 +136,83 @@ impl S3Env {
     }
 }
 
+/// The keys of one `[section]` of an AWS shared config or credentials file (INI: `key = value`,
+/// `#`/`;` comments).
+fn ini_section(text: &str, section: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.trim() == section;
+            continue;
+        }
+        if inside && let Some((k, v)) = line.split_once('=') {
+            out.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    out
+}
+
+/// What boto3 (so Feast) would also take from `~/.aws`: the profile's keys from the shared
+/// credentials file and its region from the config file, for whatever the environment does not
+/// set. `credentials`/`config` are the files' texts; `profile` is `AWS_PROFILE` or `default`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AwsProfile {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    region: Option<String>,
+}
+
+impl AwsProfile {
+    fn parse(credentials: Option<&str>, config: Option<&str>, profile: &str) -> AwsProfile {
+        let mut p = AwsProfile::default();
+        for (k, v) in credentials.map_or_else(Vec::new, |t| ini_section(t, profile)) {
+            match k.as_str() {
+                "aws_access_key_id" => p.access_key_id = Some(v),
+                "aws_secret_access_key" => p.secret_access_key = Some(v),
+                "aws_session_token" => p.session_token = Some(v),
+                _ => {}
+            }
+        }
+        let section = if profile == "default" {
+            "default".to_owned()
+        } else {
+            format!("profile {profile}")
+        };
+        for (k, v) in config.map_or_else(Vec::new, |t| ini_section(t, &section)) {
+            if k == "region" {
+                p.region = Some(v);
+            }
+        }
+        p
+    }
+
+    /// Reads the files where boto3 looks for them (small files; at most 1 MiB each is read).
+    fn load() -> AwsProfile {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let home = var("HOME").map(std::path::PathBuf::from);
+        let read = |explicit: Option<String>, default: &str| {
+            let path = explicit
+                .map(std::path::PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))?;
+            let file = std::fs::File::open(path).ok()?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::Read::take(file, 1 << 20), &mut text)
+                .ok()?;
+            Some(text)
+        };
+        let credentials = read(var("AWS_SHARED_CREDENTIALS_FILE"), "credentials");
+        let config = read(var("AWS_CONFIG_FILE"), "config");
+        let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
+        AwsProfile::parse(credentials.as_deref(), config.as_deref(), &profile)
+    }
+}
+
 /// `STORAGE_EMULATOR_HOST` as a base URL (`host:port` gets `http://`).
 fn emulator_base_url(host: &str) -> String {
     let host = host.trim().trim_end_matches('/');
@@ -180,6 +258,25 @@ impl ObjectRegistry {
                     .with_allow_http(allow_http);
                 if let Some(e) = &explicit {
                     b = b.with_endpoint(e.trim());
+                }
+                // The environment wins; ~/.aws fills in what it leaves out, as in boto3.
+                let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+                let profile = AwsProfile::load();
+                if !set("AWS_ACCESS_KEY_ID")
+                    && !set("AWS_WEB_IDENTITY_TOKEN_FILE")
+                    && let (Some(id), Some(secret)) =
+                        (&profile.access_key_id, &profile.secret_access_key)
+                {
+                    b = b.with_access_key_id(id).with_secret_access_key(secret);
+                    if let Some(token) = &profile.session_token {
+                        b = b.with_token(token);
+                    }
+                }
+                if !set("AWS_REGION")
+                    && !set("AWS_DEFAULT_REGION")
+                    && let Some(region) = &profile.region
+                {
+                    b = b.with_region(region);
                 }
                 let endpoint = env
                     .aws_endpoint
@@ -288,6 +385,21 @@ impl ObjectRegistry {
                         "GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS or the metadata server",
                 }
             )),
+            _ if text.contains("token request") || text.contains("credential") => {
+                ObjectError::Config(format!(
+                    "registry {uri}: {op}: no usable credentials for {endpoint}: {}: {text}",
+                    match uri.scheme {
+                        ObjectScheme::S3 => {
+                            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile in \
+                             ~/.aws/credentials), or run with a web identity or instance role"
+                        }
+                        ObjectScheme::Gcs => {
+                            "set GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS to a \
+                             key file, or run where the metadata server gives a service account"
+                        }
+                    }
+                ))
+            }
             _ if text.contains("Header missing from response") => ObjectError::Config(format!(
                 "registry {uri}: {op}: the server at {endpoint} is not compatible enough with {}: \
                  its answer lacks headers the real service sends ({text}); an emulator that \
@@ -513,6 +625,40 @@ mod tests {
             ..S3Env::default()
         };
         assert_eq!(allow.resolve(), (None, true));
+    }
+
+    #[test]
+    fn aws_profiles_as_boto3_reads_them() {
+        let credentials = "[default]\naws_access_key_id = AKDEFAULT\naws_secret_access_key=sd\n\n\
+                           # a comment\n[team]\nAWS_ACCESS_KEY_ID = AKTEAM\naws_secret_access_key = st\n\
+                           aws_session_token = tok\n";
+        let config = "[default]\nregion = eu-west-1\n[profile team]\nregion=us-west-2\n";
+        assert_eq!(
+            AwsProfile::parse(Some(credentials), Some(config), "default"),
+            AwsProfile {
+                access_key_id: Some("AKDEFAULT".into()),
+                secret_access_key: Some("sd".into()),
+                session_token: None,
+                region: Some("eu-west-1".into()),
+            }
+        );
+        assert_eq!(
+            AwsProfile::parse(Some(credentials), Some(config), "team"),
+            AwsProfile {
+                access_key_id: Some("AKTEAM".into()),
+                secret_access_key: Some("st".into()),
+                session_token: Some("tok".into()),
+                region: Some("us-west-2".into()),
+            }
+        );
+        assert_eq!(
+            AwsProfile::parse(None, None, "default"),
+            AwsProfile::default()
+        );
+        assert_eq!(
+            AwsProfile::parse(Some(credentials), None, "missing"),
+            AwsProfile::default()
+        );
     }
 
     #[test]

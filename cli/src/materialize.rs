@@ -71,7 +71,10 @@ struct Common {
 enum Registry {
     /// The registry feature_store.yaml names: a file, or an s3:// / gs:// object.
     Repo(RepoRegistry),
-    Service { client: Box<Client>, url: String },
+    Service {
+        client: Box<Client>,
+        url: String,
+    },
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {

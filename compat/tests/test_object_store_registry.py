@@ -8,7 +8,8 @@ moto's S3 server (`moto_server`) and gcp-storage-emulator (a GCS emulator), both
 - S3, quiver writes: `quiver apply` to s3://, and Feast's `FeatureStore` lists it; concurrent
   `quiver apply` runs on one registry object never lose one another's change.
 - The registry service over s3://: a snapshot of it; two replicas on one object, applies sent
-  to both at once based on the same version: one lands, the other gets 409, every round.
+  to both at once based on the same version: one lands, the other gets 409, every round; and
+  materialization records sent to both at once both land.
 - GCS: Feast writes through gcp-storage-emulator (STORAGE_EMULATOR_HOST), and quiver's gs://
   client reads it, or says precisely why this emulator cannot serve it.
 - Errors: a missing bucket, an unreachable endpoint, a malformed URI: a clear message naming
@@ -371,6 +372,34 @@ def test_registry_service_over_s3_snapshots_and_conflicts(s3: dict, tmp_path: Pa
 
             view = FeatureStore(repo_path=str(repo)).get_feature_view("driver_hourly_stats")
             assert view.description == f"round {round_} by {winner}"
+
+        # Materialization records (`quiver materialize --registry-url`) sent to both replicas at
+        # once: intervals only accumulate, so both land, neither overwrites the other.
+        results = {}
+
+        def record(name, service, day):
+            body = json.dumps({"intervals": [{"feature_view": "driver_hourly_stats",
+                                              "start": f"2024-05-0{day}T00:00:00Z",
+                                              "end": f"2024-05-0{day}T12:00:00Z"}]}).encode()
+            req = urllib.request.Request(f"{service.url}/v1/projects/quickstart/materializations", data=body,
+                                         headers={"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    results[name] = r.status
+            except urllib.error.HTTPError as e:
+                results[name] = (e.code, e.read())
+
+        threads = [threading.Thread(target=record, args=(n, s, d)) for n, s, d in (("a", a, 1), ("b", b, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == {"a": 200, "b": 200}, results
+        from feast import FeatureStore
+
+        intervals = FeatureStore(repo_path=str(repo)).get_feature_view("driver_hourly_stats").materialization_intervals
+        assert sorted(s.isoformat() for s, _ in intervals) == [
+            "2024-05-01T00:00:00+00:00", "2024-05-02T00:00:00+00:00"]
 
 
 # --- GCS -----------------------------------------------------------------------------------------

@@ -24,8 +24,11 @@ use quiver_registry::object::{
 };
 use xxhash_rust::xxh3::Xxh3;
 
+use quiver_registry::store::MaterializedInterval;
+
 use crate::store::{
-    Applied, ApplyError, Loaded, StoreError, Versions, VersionsFile, bump, plan_apply, reconcile,
+    Applied, ApplyError, Loaded, RecordError, Recorded, StoreError, Versions, VersionsFile, bump,
+    plan_apply, plan_record, reconcile,
 };
 
 /// A registry object and its version record.
@@ -230,6 +233,39 @@ impl ObjectStore {
             });
         }
         Err(ApplyError::Store(StoreError::Unavailable(format!(
+            "{}: written continuously by others; gave up after {MAX_ATTEMPTS} attempts",
+            self.registry.uri()
+        ))))
+    }
+}
+
+impl ObjectStore {
+    /// Appends materialization intervals (whatever the project's version: intervals only
+    /// accumulate). A lost race re-reads and appends again to what won, so concurrent runs keep
+    /// every interval.
+    pub async fn record(
+        &self,
+        project: &str,
+        runs: &[MaterializedInterval],
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let (mut loaded, fv, vv) = self.read_all().await?;
+            let (_, version) = plan_record(&mut loaded, project, runs, now)?;
+            let bytes = Bytes::from(loaded.file.encode(&uuid::Uuid::new_v4().to_string(), now));
+            match self.registry.put(bytes, fv.as_ref()).await {
+                Ok(_) => {}
+                Err(ObjectError::Conflict(m)) if attempt < MAX_ATTEMPTS => {
+                    tracing::info!("{m}; recording again on what it wrote");
+                    pause(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(RecordError::Store(unavailable(e))),
+            }
+            loaded.versions = self.store_versions(&loaded.versions, vv).await?;
+            return Ok(Recorded { version, loaded });
+        }
+        Err(RecordError::Store(StoreError::Unavailable(format!(
             "{}: written continuously by others; gave up after {MAX_ATTEMPTS} attempts",
             self.registry.uri()
         ))))

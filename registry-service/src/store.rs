@@ -323,6 +323,7 @@ impl Store {
         match self {
             Store::File(f) => f.record(project, runs, now).await,
             Store::Postgres(p) => p.record(project, &runs, now).await,
+            Store::Object(o) => o.record(project, &runs, now).await,
         }
     }
 }

@@ -263,6 +263,48 @@ def test_feast_reads_what_quiver_applied_to_s3(s3: dict, tmp_path: Path) -> None
     assert json.loads(quiver("list", "--repo", repo, "--json")) == feast_summary.summarize(str(repo))
 
 
+def test_historical_and_offline_serve_read_an_s3_registry(s3: dict, tmp_path: Path) -> None:
+    """`quiver historical` and `quiver offline serve` (read per request) over a registry that
+    Feast wrote to S3, checked against Feast's own historical retrieval."""
+    import pandas as pd
+    from feast import FeatureStore
+
+    repo = feast_repo(tmp_path, f"s3://{s3['bucket']}/feast/registry.db")
+    run(FEAST_CLI, "apply", cwd=repo)
+    entities = pd.DataFrame({
+        "driver_id": pd.Series([1001, 1002], dtype="int64"),
+        "event_timestamp": pd.to_datetime(["2024-05-01T13:00:00Z", "2024-05-01T14:00:00Z"]),
+    })
+    entities.to_parquet(repo / "entities.parquet")
+    quiver("historical", "--repo", repo, "--entities", repo / "entities.parquet",
+           "--features", "driver_hourly_stats:avg_daily_trips", "--out", repo / "out.parquet")
+    ours = pd.read_parquet(repo / "out.parquet")
+    feast = FeatureStore(repo_path=str(repo)).get_historical_features(
+        entity_df=entities, features=["driver_hourly_stats:avg_daily_trips"]).to_df()
+    want = feast.sort_values(["driver_id", "event_timestamp"])["avg_daily_trips"].astype("Int64").tolist()
+    got = ours.sort_values(["driver_id", "event_timestamp"])["avg_daily_trips"].astype("Int64").tolist()
+    assert got == want == [10, 20], (got, want)
+
+    port, http_port = free_port(), free_port()
+    proc = subprocess.Popen([str(QUIVER), "offline", "serve", "--repo", str(repo), "--port", str(port),
+                             "--http-port", str(http_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{http_port}/", proc, "quiver offline serve")
+        body = {"features": ["driver_hourly_stats:avg_daily_trips"],
+                "entities": {"driver_id": [1002], "event_timestamp": ["2024-05-01T13:00:00Z"]}}
+        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/historical", data=json.dumps(body).encode(),
+                                     method="POST", headers={"content-type": "application/json"})
+        import pyarrow as pa
+
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            table = pa.ipc.open_stream(resp.read()).read_all()
+        assert table.column("avg_daily_trips").to_pylist() == [20]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_concurrent_quiver_applies_to_one_s3_registry_lose_nothing(s3: dict, tmp_path: Path) -> None:
     """No lock on an object store: each apply writes conditionally and re-applies on a lost
     race. Two applies of different projects at once, three times over: all six projects land."""

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use quiver_core::registry::{ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 use quiver_registry::object::{
-    MAX_ATTEMPTS, ObjectError, ObjectRegistry, ObjectUri, ObjectVersion,
+    MAX_ATTEMPTS, ObjectError, ObjectRegistry, ObjectUri, ObjectVersion, pause_after_conflict,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -53,19 +53,6 @@ pub(crate) fn merge_versions(theirs: &Versions, ours: &Versions) -> Versions {
         }
     }
     out
-}
-
-/// A short pause before another attempt, jittered so that losers do not collide again.
-async fn pause(attempt: usize) {
-    let ms = 10 * (1u64 << attempt.min(6)) + fastrand_ms();
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-}
-
-fn fastrand_ms() -> u64 {
-    // The low bits of the clock are jitter enough here.
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos() % 40))
 }
 
 impl ObjectStore {
@@ -144,7 +131,7 @@ impl ObjectStore {
                     if versions == theirs {
                         return Ok(versions);
                     }
-                    pause(attempt).await;
+                    pause_after_conflict(attempt).await;
                 }
                 Err(e) => return Err(unavailable(e)),
             }
@@ -218,7 +205,7 @@ impl ObjectStore {
                 // base version is checked against what it wrote.
                 Err(ObjectError::Conflict(m)) if attempt < MAX_ATTEMPTS => {
                     tracing::info!("{m}; applying again on what it wrote");
-                    pause(attempt).await;
+                    pause_after_conflict(attempt).await;
                     continue;
                 }
                 Err(e) => return Err(ApplyError::Store(unavailable(e))),
@@ -257,7 +244,7 @@ impl ObjectStore {
                 Ok(_) => {}
                 Err(ObjectError::Conflict(m)) if attempt < MAX_ATTEMPTS => {
                     tracing::info!("{m}; recording again on what it wrote");
-                    pause(attempt).await;
+                    pause_after_conflict(attempt).await;
                     continue;
                 }
                 Err(e) => return Err(RecordError::Store(unavailable(e))),

@@ -223,6 +223,13 @@ fn emulator_base_url(host: &str) -> String {
     }
 }
 
+/// Waits a little before another attempt after a lost race: growing with the attempt and
+/// jittered, so two losers do not collide again in lockstep.
+pub async fn pause_after_conflict(attempt: usize) {
+    let wait = 10 * (1u64 << attempt.min(6)) + fastrand::u64(0..40);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
 /// A registry object in S3 or GCS, with a client configured from the environment.
 #[derive(Debug, Clone)]
 pub struct ObjectRegistry {
@@ -575,9 +582,7 @@ impl ObjectRegistry {
                 Ok(_) => return Ok(Some(out)),
                 Err(ObjectError::Conflict(m)) if attempt < MAX_ATTEMPTS => {
                     tracing::info!("{m}; reading it again");
-                    // Jittered, so two losers do not collide again in lockstep.
-                    let wait = 20 * (1u64 << attempt.min(6)) + fastrand::u64(0..50);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    pause_after_conflict(attempt).await;
                 }
                 Err(ObjectError::Conflict(m)) => {
                     return Err(format!(

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! start(config, registry path, store) ──▶ State { registry (ArcSwap), engine (cache + store) }
-//!        └─ background: registry file watch · store health · change feed (invalidations)
+//!        └─ background: registry watch (file stat, S3/GCS HEAD, or the registry service's long
+//!           polls) · store health · change feed (invalidations)
 //! serve(listener, state, shutdown) ──▶ POST /get-online-features · /health · /ready · /metrics
 //! ```
 

@@ -517,8 +517,8 @@ impl ObjectRegistry {
     /// Checks that the store refuses a write whose condition does not hold. A store that
     /// ignores `If-Match` (or GCS's generation match) would let two writers overwrite one
     /// another silently; such a store is refused with an error that says so. Writes nothing
-    /// on a store that checks; on one that does not, it leaves a small probe object
-    /// (`.<name>.quiver-probe`) beside the registry.
+    /// on a store that checks; on one that does not, the probe object it wrote
+    /// (`.<name>.quiver-probe`, beside the registry) is deleted again.
     pub async fn check_conditional_writes(&self) -> Result<(), ObjectError> {
         let probe = self
             .sibling(&format!(".{}.quiver-probe", self.uri.file_name()))
@@ -535,13 +535,17 @@ impl ObjectRegistry {
         {
             Err(ObjectError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
-            Ok(_) => Err(ObjectError::Config(format!(
-                "registry {}: the store at {} ignored a conditional write (it wrote {} although \
+            Ok(_) => {
+                // Best effort: the store is refused either way.
+                let _ = probe.store.delete(&probe.path).await;
+                Err(ObjectError::Config(format!(
+                    "registry {}: the store at {} ignored a conditional write (it wrote {} although \
                  its condition could not hold): concurrent writers could lose one another's \
                  changes, so quiver does not write registries there. Use a store with conditional \
                  writes (AWS S3, GCS, MinIO, R2), a registry file on a volume, or PostgreSQL",
-                self.uri, self.endpoint, probe.uri
-            ))),
+                    self.uri, self.endpoint, probe.uri
+                )))
+            }
         }
     }
 

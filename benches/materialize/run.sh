@@ -8,7 +8,8 @@
 # Wall time and peak RSS come from /usr/bin/time; rows/s = entities / wall time.
 #
 # Usage: benches/materialize/run.sh [ENTITIES=100000] [SKIP_FEAST=0]
-# Needs: redis-server, redis-benchmark, the Feast venv (compat/setup-venv.sh).
+# Needs: redis-server, redis-benchmark, the Feast venv (compat/setup-venv.sh). QUIVER_BIN=path
+# skips the release build and measures that binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 entities="${1:-100000}"
@@ -17,8 +18,12 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 venv="$(compat/setup-venv.sh "${QUIVER_FEAST_VENV:-$target_dir/feast-venv}" | tail -n 1)"
 out="$target_dir/bench-materialize/$entities"
 rm -rf "$out" && mkdir -p "$out/repo/data"
-cargo build --release --locked -p quiver --bin quiver >&2
-quiver="$(cd "$target_dir" && pwd)/release/quiver"
+if [ -n "${QUIVER_BIN:-}" ]; then
+  quiver="$(realpath "$QUIVER_BIN")"   # a release binary built earlier (e.g. of another commit)
+else
+  cargo build --release --locked -p quiver --bin quiver >&2
+  quiver="$(cd "$target_dir" && pwd)/release/quiver"
+fi
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null &

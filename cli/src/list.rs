@@ -1,5 +1,7 @@
 //! `quiver list --repo DIR`: what the registry holds for the repo's project.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
@@ -30,40 +32,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
     };
     let reg = file.project(&config.project)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary::summarize(&reg))?
-        );
+    let text = if args.json {
+        serde_json::to_string_pretty(&summary::summarize(&reg))? + "\n"
     } else {
-        print_text(&reg);
+        render_text(&reg)
+    };
+    // `quiver list | head` closes the pipe early: that is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-fn print_text(reg: &ProjectRegistry) {
-    println!("project {}", reg.project);
-    println!("\nentities ({})", reg.entities.len());
+fn render_text(reg: &ProjectRegistry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! emit {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
+    emit!("project {}", reg.project);
+    emit!("\nentities ({})", reg.entities.len());
     for e in &reg.entities {
-        println!(
+        emit!(
             "  {:<28} join key {} ({})",
             e.name,
             e.join_key,
             e.value_type.proto_name()
         );
     }
-    println!("\ndata sources ({})", reg.data_sources.len());
+    emit!("\ndata sources ({})", reg.data_sources.len());
     for s in &reg.data_sources {
-        println!("  {:<28} {}", s.name, s.kind_name());
+        emit!("  {:<28} {}", s.name, s.kind_name());
     }
-    println!("\nfeature views ({})", reg.feature_views.len());
+    emit!("\nfeature views ({})", reg.feature_views.len());
     for v in &reg.feature_views {
         let features: Vec<String> = v
             .features
             .iter()
             .map(|f| format!("{}:{}", f.name, f.dtype))
             .collect();
-        println!(
+        emit!(
             "  {:<28} entities [{}] ttl {} online {}: {}",
             v.name,
             v.entities.join(", "),
@@ -72,22 +82,23 @@ fn print_text(reg: &ProjectRegistry) {
             features.join(", ")
         );
     }
-    println!("\nfeature services ({})", reg.feature_services.len());
+    emit!("\nfeature services ({})", reg.feature_services.len());
     for s in &reg.feature_services {
         let views: Vec<String> = s
             .projections
             .iter()
             .map(|p| format!("{}[{}]", p.name_to_use(), p.features.len()))
             .collect();
-        println!("  {:<28} {}", s.name, views.join(", "));
+        emit!("  {:<28} {}", s.name, views.join(", "));
     }
     if !reg.on_demand_views.is_empty() {
-        println!(
+        emit!(
             "\non-demand feature views ({}, kept but not served by quiver)",
             reg.on_demand_views.len()
         );
         for name in &reg.on_demand_views {
-            println!("  {name}");
+            emit!("  {name}");
         }
     }
+    out
 }

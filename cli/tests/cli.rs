@@ -81,6 +81,29 @@ fn apply_then_reapply_changes_nothing() {
 }
 
 #[test]
+fn list_into_a_closed_pipe_is_not_an_error() {
+    let (_dir, repo) = quickstart_copy();
+    let repo_arg = repo.to_str().unwrap();
+    assert!(quiver(&["apply", "--repo", repo_arg], &[]).status.success());
+    for json in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+        cmd.args(["list", "--repo", repo_arg])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd.spawn().unwrap();
+        // As `quiver list | head -0` does: the reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn dry_run_writes_nothing() {
     let (_dir, repo) = quickstart_copy();
     let out = quiver(

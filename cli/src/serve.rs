@@ -187,13 +187,9 @@ pub async fn connect_store(config: &RepoConfig, mode: Connect) -> anyhow::Result
         OnlineStoreConfig::Redis {
             redis_type,
             connection,
+            sentinel_master,
             ..
         } => {
-            if *redis_type == RedisType::RedisSentinel {
-                bail!(
-                    "online_store.redis_type redis_sentinel is not supported yet: use redis or redis_cluster"
-                );
-            }
             let (host, port) = connection
                 .hosts
                 .first()
@@ -217,20 +213,29 @@ pub async fn connect_store(config: &RepoConfig, mode: Connect) -> anyhow::Result
                     .map(|p| config.repo_dir.join(p)),
                 ssl_insecure: connection.ssl_insecure,
                 connect_timeout: Duration::from_secs(5),
+                // Feast's sentinel connection string lists the sentinels; the master is the
+                // one they name for `sentinel_master`.
+                sentinel: (*redis_type == RedisType::RedisSentinel).then(|| {
+                    quiver_online_store::redis_store::SentinelOptions {
+                        sentinels: connection.hosts.clone(),
+                        master_name: sentinel_master.clone(),
+                    }
+                }),
             };
+            let shown = options.describe();
             if mode == Connect::Now {
                 let store = RedisStore::connect(options, &config.project)
                     .await
-                    .with_context(|| format!("online store at {host}:{port}"))?;
+                    .with_context(|| format!("online store at {shown}"))?;
                 return Ok(OnlineStore::Redis(Arc::new(store)));
             }
             // An unreachable Redis does not stop the sidecar: it serves 503s (and /ready says
             // why) while a background task connects; bad options are still errors.
             let store = RedisStore::connect_in_background(options, &config.project)
                 .await
-                .with_context(|| format!("online store at {host}:{port}"))?;
+                .with_context(|| format!("online store at {shown}"))?;
             if store.ping().await.is_err() {
-                tracing::warn!(%host, port, "the online store is not reachable yet; answering 503 until it is");
+                tracing::warn!(store = %shown, "the online store is not reachable yet; answering 503 until it is");
             }
             OnlineStore::Redis(store)
         }

@@ -677,6 +677,7 @@ async fn store_at(port: u16) -> OnlineStore {
         ssl_ca_certs: None,
         ssl_insecure: false,
         connect_timeout: Duration::from_secs(2),
+        sentinel: None,
     };
     OnlineStore::Redis(Arc::new(RedisStore::connect(options, "mat").await.unwrap()))
 }

@@ -237,7 +237,9 @@ impl OnlineStore {
         reads: &[KeyRead<'_>],
     ) -> Result<ReadResult, StoreError> {
         match self {
-            OnlineStore::Redis(r) => r.read(layouts, reads).await,
+            OnlineStore::Redis(r) => r.read(layouts, reads).await.inspect_err(|_| {
+                r.command_failed();
+            }),
             OnlineStore::Sqlite(s) => s.read(layouts, reads).await,
         }
     }
@@ -275,7 +277,10 @@ impl OnlineStore {
             }
         }
         match self {
-            OnlineStore::Redis(r) => r.write(layout, &rows, key_ttl_seconds).await,
+            OnlineStore::Redis(r) => r
+                .write(layout, &rows, key_ttl_seconds)
+                .await
+                .inspect_err(|_| r.command_failed()),
             OnlineStore::Sqlite(s) => s.write(layout, rows).await,
         }
     }

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
+
+mod nodes;
+mod sentinel;
 
 use crate::{
     KeyRead, ReadResult, StoreError, StoredRow, ViewLayout, WriteRow, WriteStats, decode_ts,
@@ -31,19 +33,33 @@ pub struct RedisOptions {
     pub ssl_insecure: bool,
     /// How long to wait for a connection to open.
     pub connect_timeout: Duration,
+    /// Redis Sentinel: the sentinels that name the master. `None` for a standalone server or a
+    /// cluster.
+    pub sentinel: Option<SentinelOptions>,
+}
+
+/// Feast's `redis_type: redis_sentinel`: the sentinels of the connection string and
+/// `sentinel_master`. As redis-py's `Sentinel` does with Feast's options, the sentinels are
+/// asked over plain TCP without credentials; `db`, `password`, `username` and `ssl` apply to
+/// the master they name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelOptions {
+    pub sentinels: Vec<(String, u16)>,
+    pub master_name: String,
 }
 
 impl RedisOptions {
-    fn connection_info(&self) -> Result<redis::ConnectionInfo, StoreError> {
+    /// The connection of one node (`host:port`) with these options' credentials, db and TLS.
+    fn node_info(&self, host: &str, port: u16) -> Result<redis::ConnectionInfo, StoreError> {
         let addr = if self.ssl {
             redis::ConnectionAddr::TcpTls {
-                host: self.host.clone(),
-                port: self.port,
+                host: host.to_owned(),
+                port,
                 insecure: self.ssl_insecure,
                 tls_params: None,
             }
         } else {
-            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+            redis::ConnectionAddr::Tcp(host.to_owned(), port)
         };
         let mut redis_info = redis::RedisConnectionInfo::default().set_db(self.db);
         if let Some(u) = &self.username {
@@ -59,24 +75,60 @@ impl RedisOptions {
             .set_redis_settings(redis_info))
     }
 
-    /// A client for these options (TLS with the configured CA when asked).
-    fn client(&self) -> Result<redis::Client, StoreError> {
-        let info = self.connection_info()?;
+    /// The PEM of `ssl_ca_certs` (with `ssl`), read once per store so that a node discovered
+    /// later (a cluster's masters, a sentinel's new master) trusts the same CA.
+    fn tls_root(&self) -> Result<Option<Arc<[u8]>>, StoreError> {
         match (&self.ssl_ca_certs, self.ssl) {
-            (Some(path), true) => {
-                let pem = std::fs::read(path).map_err(|e| {
+            (Some(path), true) => std::fs::read(path)
+                .map(|pem| Some(pem.into()))
+                .map_err(|e| {
                     StoreError::Unavailable(format!("ssl_ca_certs {}: {e}", path.display()))
-                })?;
-                redis::Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-                .map_err(unavailable)
+                }),
+            _ => Ok(None),
+        }
+    }
+
+    /// A client for one node (TLS with the configured CA when asked).
+    fn node_client(
+        &self,
+        host: &str,
+        port: u16,
+        root: Option<&Arc<[u8]>>,
+    ) -> Result<redis::Client, StoreError> {
+        let info = self.node_info(host, port)?;
+        match root {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )
+            .map_err(unavailable),
+            None => redis::Client::open(info).map_err(unavailable),
+        }
+    }
+
+    /// Where the store lives, for messages: `host:port`, the cluster's seeds, or the sentinel
+    /// master's name and its sentinels.
+    pub fn describe(&self) -> String {
+        let list = |nodes: &[(String, u16)]| {
+            nodes
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match &self.sentinel {
+            Some(s) => format!(
+                "sentinel master {:?} (sentinels {})",
+                s.master_name,
+                list(&s.sentinels)
+            ),
+            None if !self.cluster_nodes.is_empty() => {
+                format!("cluster {}", list(&self.cluster_nodes))
             }
-            _ => redis::Client::open(info).map_err(unavailable),
+            None => format!("{}:{}", self.host, self.port),
         }
     }
 }
@@ -84,9 +136,68 @@ impl RedisOptions {
 pub struct RedisStore {
     project: Vec<u8>,
     options: RedisOptions,
-    client: redis::Client,
+    /// `ssl_ca_certs`, read once.
+    tls_root: Option<Arc<[u8]>>,
+    shared: Arc<Shared>,
+    /// Tasks that live as long as the store (the first connection made in the background, the
+    /// sentinel watcher); aborted when it is dropped.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What the store's background tasks change under it. Locks here are held only to clone or
+/// swap a value, never across an `.await`.
+struct Shared {
     /// `None` until the first connection succeeds (see [`RedisStore::connect_in_background`]).
     conn: std::sync::RwLock<Option<Conn>>,
+    /// Sentinel: the master `conn` is connected to.
+    master: std::sync::RwLock<Option<(String, u16)>>,
+    /// Bumped whenever `master` changes, so that subscriptions move to the new master.
+    master_changed: tokio::sync::watch::Sender<u64>,
+    /// Wakes the sentinel watcher before its next poll: a command failed, a failover may be
+    /// under way.
+    recheck: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn new(conn: Option<Conn>, master: Option<(String, u16)>) -> Arc<Shared> {
+        Arc::new(Shared {
+            conn: std::sync::RwLock::new(conn),
+            master: std::sync::RwLock::new(master),
+            master_changed: tokio::sync::watch::channel(0).0,
+            recheck: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Swaps in a connection (and, with a sentinel, the master it talks to).
+    fn install(&self, conn: Conn, master: Option<(String, u16)>) {
+        if let Ok(mut slot) = self.conn.write() {
+            *slot = Some(conn);
+        }
+        if master.is_some() {
+            let changed = match self.master.write() {
+                Ok(mut slot) if *slot != master => {
+                    *slot = master;
+                    true
+                }
+                _ => false,
+            };
+            if changed {
+                self.master_changed.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    fn master(&self) -> Option<(String, u16)> {
+        self.master.read().ok().and_then(|m| m.clone())
+    }
 }
 
 /// A standalone server's multiplexed connection, or a cluster's (which routes per slot).
@@ -152,6 +263,22 @@ pub fn cluster_slot(key: &[u8]) -> u16 {
     crc % 16384
 }
 
+/// A self-reconnecting multiplexed connection to one server.
+async fn open_single(
+    options: &RedisOptions,
+    client: redis::Client,
+) -> Result<ConnectionManager, StoreError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let wait = options.connect_timeout + Duration::from_millis(100);
+    tokio::time::timeout(wait, ConnectionManager::new_with_config(client, config))
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(unavailable)
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     if e.is_timeout() {
         StoreError::Timeout
@@ -162,17 +289,23 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 
 impl RedisStore {
     /// Connects (waiting at most `connect_timeout`). The connection reconnects by itself, with
-    /// exponential backoff, whenever it breaks.
+    /// exponential backoff, whenever it breaks; with a sentinel, it also moves to the new master
+    /// when the sentinels promote one.
     pub async fn connect(options: RedisOptions, project: &str) -> Result<RedisStore, StoreError> {
         // rustls needs a process-wide crypto provider; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = options.client()?;
-        let conn = Self::open(&options, &client).await?;
+        let tls_root = options.tls_root()?;
+        let (conn, master) = Self::open(&options, tls_root.as_ref()).await?;
+        let shared = Shared::new(Some(conn), master);
+        let tasks = Self::watch_sentinel(&options, &tls_root, &shared)
+            .into_iter()
+            .collect();
         Ok(RedisStore {
             project: project.as_bytes().to_vec(),
             options,
-            client,
-            conn: std::sync::RwLock::new(Some(conn)),
+            tls_root,
+            shared,
+            tasks,
         })
     }
 
@@ -184,66 +317,87 @@ impl RedisStore {
         project: &str,
     ) -> Result<Arc<RedisStore>, StoreError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = options.client()?;
-        let first = Self::open(&options, &client).await;
-        let connected = first.is_ok();
-        let store = Arc::new(RedisStore {
-            project: project.as_bytes().to_vec(),
-            options,
-            client,
-            conn: std::sync::RwLock::new(first.ok()),
-        });
-        if !connected {
-            let weak = Arc::downgrade(&store);
-            tokio::spawn(async move {
+        let tls_root = options.tls_root()?;
+        let first = Self::open(&options, tls_root.as_ref()).await;
+        let shared = match first {
+            Ok((conn, master)) => Shared::new(Some(conn), master),
+            Err(StoreError::Corrupt(e)) => return Err(StoreError::Corrupt(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "online store not reachable yet");
+                Shared::new(None, None)
+            }
+        };
+        let mut tasks = Vec::new();
+        if let Some(watcher) = Self::watch_sentinel(&options, &tls_root, &shared) {
+            // The watcher connects to the master as soon as the sentinels name one.
+            tasks.push(watcher);
+        } else if shared.conn.read().map(|c| c.is_none()).unwrap_or(true) {
+            let (options, root, shared) = (options.clone(), tls_root.clone(), Arc::clone(&shared));
+            tasks.push(tokio::spawn(async move {
                 let mut backoff = Duration::from_millis(200);
                 loop {
                     tokio::time::sleep(jitter(backoff)).await;
-                    let Some(store) = weak.upgrade() else { return };
-                    match Self::open(&store.options, &store.client).await {
-                        Ok(conn) => {
-                            tracing::info!(host = %store.options.host, port = store.options.port, "connected to the online store");
-                            if let Ok(mut slot) = store.conn.write() {
-                                *slot = Some(conn);
-                            }
+                    match Self::open(&options, root.as_ref()).await {
+                        Ok((conn, master)) => {
+                            tracing::info!(store = %options.describe(), "connected to the online store");
+                            shared.install(conn, master);
                             return;
                         }
                         Err(e) => tracing::debug!(error = %e, "online store still unreachable"),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-            });
+            }));
         }
-        Ok(store)
+        Ok(Arc::new(RedisStore {
+            project: project.as_bytes().to_vec(),
+            options,
+            tls_root,
+            shared,
+            tasks,
+        }))
     }
 
-    async fn open(options: &RedisOptions, client: &redis::Client) -> Result<Conn, StoreError> {
-        let wait = options.connect_timeout + Duration::from_millis(100);
+    /// With a sentinel: the task that follows the master (see [`sentinel::watch`]).
+    fn watch_sentinel(
+        options: &RedisOptions,
+        tls_root: &Option<Arc<[u8]>>,
+        shared: &Arc<Shared>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        options.sentinel.as_ref()?;
+        Some(tokio::spawn(sentinel::watch(
+            options.clone(),
+            tls_root.clone(),
+            Arc::clone(shared),
+        )))
+    }
+
+    /// Opens the connection the options describe; with a sentinel, to the master it names (also
+    /// returned).
+    async fn open(
+        options: &RedisOptions,
+        root: Option<&Arc<[u8]>>,
+    ) -> Result<(Conn, Option<(String, u16)>), StoreError> {
+        if let Some(sentinel) = &options.sentinel {
+            let mut sentinels = sentinel::Sentinels::new(sentinel, options.connect_timeout);
+            let (master, conn) = sentinels.connect_master(options, root).await?;
+            return Ok((conn, Some(master)));
+        }
         if options.cluster_nodes.is_empty() {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(options.connect_timeout))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_secs(2));
-            let manager = tokio::time::timeout(
-                wait,
-                ConnectionManager::new_with_config(client.clone(), config),
-            )
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(unavailable)?;
-            return Ok(Conn::Single(manager));
+            let client = options.node_client(&options.host, options.port, root)?;
+            return Ok((Conn::Single(open_single(options, client).await?), None));
         }
-        if options.ssl {
-            return Err(StoreError::Unavailable(
-                "ssl=true with redis_cluster is not supported yet: use TLS with a standalone Redis"
-                    .to_owned(),
-            ));
-        }
-        let nodes: Vec<String> = options
+        // A cluster has only database 0 (Feast's redis-py cluster client ignores `db` too).
+        let nodes = options
             .cluster_nodes
             .iter()
-            .map(|(h, p)| format!("redis://{h}:{p}/"))
-            .collect();
+            .map(|(h, p)| {
+                options.node_info(h, *p).map(|info| {
+                    let settings = info.redis_settings().clone().set_db(0);
+                    info.set_redis_settings(settings)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut builder = redis::cluster::ClusterClient::builder(nodes)
             .connection_timeout(options.connect_timeout)
             .response_timeout(Duration::from_secs(2))
@@ -254,26 +408,58 @@ impl RedisStore {
         if let Some(p) = &options.password {
             builder = builder.password(p);
         }
+        if options.ssl {
+            // Every node the cluster reports is reached like the seeds: rediss://, with the
+            // same verification (or none, with `ssl_cert_reqs=none`) and the same CA.
+            builder = builder.tls(if options.ssl_insecure {
+                redis::TlsMode::Insecure
+            } else {
+                redis::TlsMode::Secure
+            });
+            if let Some(pem) = root {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                });
+            }
+        }
         let cluster = builder.build().map_err(unavailable)?;
+        let wait = options.connect_timeout + Duration::from_millis(100);
         let conn = tokio::time::timeout(wait, cluster.get_async_connection())
             .await
             .map_err(|_| StoreError::Timeout)?
             .map_err(unavailable)?;
-        Ok(Conn::Cluster(conn))
+        Ok((Conn::Cluster(conn), None))
     }
 
     /// The connection, or "not connected" while the first connection is still being made.
     fn conn(&self) -> Result<Conn, StoreError> {
-        self.conn
+        self.shared
+            .conn
             .read()
             .ok()
             .and_then(|c| c.clone())
             .ok_or_else(|| {
-                StoreError::Unavailable(format!(
-                    "not connected yet to {}:{}",
-                    self.options.host, self.options.port
-                ))
+                StoreError::Unavailable(format!("not connected yet to {}", self.options.describe()))
             })
+    }
+
+    /// Tells the store a command failed. With a sentinel this asks the sentinels for the
+    /// master at once (a failover may be under way) rather than at the next poll.
+    pub fn command_failed(&self) {
+        if self.options.sentinel.is_some() {
+            self.shared.recheck.notify_one();
+        }
+    }
+
+    /// Whether this is a Redis Sentinel master.
+    pub fn is_sentinel(&self) -> bool {
+        self.options.sentinel.is_some()
+    }
+
+    /// With a sentinel: the master currently connected to.
+    pub fn sentinel_master(&self) -> Option<(String, u16)> {
+        self.shared.master()
     }
 
     /// Whether this is a Redis Cluster.
@@ -522,16 +708,34 @@ impl RedisStore {
     }
 
     /// Every entity key of this project: `SCAN` for keys ending in the project name, the suffix
-    /// stripped. (A key of another project whose name ends the same way fails to parse as an
-    /// entity key later and is skipped by the caller.)
+    /// stripped; on a cluster, on every master (each holds its own slots). (A key of another
+    /// project whose name ends the same way fails to parse as an entity key later and is skipped
+    /// by the caller.)
     pub async fn scan_entity_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        if self.is_cluster() {
-            return Err(StoreError::Unavailable(
-                "replicate mode needs a standalone Redis for now (SCAN is per node in a cluster)"
-                    .to_owned(),
-            ));
-        }
-        let mut conn = self.conn()?;
+        let mut out = if self.is_cluster() {
+            let mut out = Vec::new();
+            for (host, port) in self.cluster_masters().await? {
+                let client = self
+                    .options
+                    .node_client(&host, port, self.tls_root.as_ref())?;
+                let mut conn = nodes::node_connection(&self.options, &client).await?;
+                out.extend(self.scan_node(&mut conn).await?);
+            }
+            out
+        } else {
+            let mut conn = self.conn()?;
+            self.scan_node(&mut conn).await?
+        };
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// `SCAN` one server (a standalone server, the sentinel's master, or one cluster master).
+    async fn scan_node(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut pattern = b"*".to_vec();
         pattern.extend_from_slice(&self.project);
         let mut cursor: u64 = 0;
@@ -543,7 +747,7 @@ impl RedisStore {
                 .arg(&pattern[..])
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .map_err(unavailable)?;
             for k in keys {
@@ -552,13 +756,10 @@ impl RedisStore {
                 }
             }
             if next == 0 {
-                break;
+                return Ok(out);
             }
             cursor = next;
         }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -568,95 +769,6 @@ impl RedisStore {
             .await
             .map(drop)
             .map_err(unavailable)
-    }
-
-    /// The server's `notify-keyspace-events` setting.
-    pub async fn keyspace_events_config(&self) -> Result<String, StoreError> {
-        let mut conn = self.conn()?;
-        let pair: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("notify-keyspace-events")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(pair.get(1).cloned().unwrap_or_default())
-    }
-
-    /// Turns on the keyspace events quiver needs (`K` and hash events `h`), keeping the others.
-    pub async fn enable_keyspace_events(&self) -> Result<String, StoreError> {
-        let current = self.keyspace_events_config().await?;
-        if keyspace_events_sufficient(&current) {
-            return Ok(current);
-        }
-        let mut wanted = current.clone();
-        for c in ['K', 'h', 'g'] {
-            if !wanted.contains(c) {
-                wanted.push(c);
-            }
-        }
-        let mut conn = self.conn()?;
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("notify-keyspace-events")
-            .arg(&wanted)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(wanted)
-    }
-
-    /// Starts following keyspace notifications for this project's keys (see [`Invalidations`]).
-    pub fn follow_invalidations(self: &Arc<Self>) -> Invalidations {
-        let (tx, rx) = mpsc::channel(4096);
-        let store = Arc::clone(self);
-        let task = tokio::spawn(async move { store.notification_loop(tx).await });
-        Invalidations { rx, task }
-    }
-
-    async fn notification_loop(self: Arc<Self>, tx: mpsc::Sender<Invalidation>) {
-        let mut backoff = Duration::from_millis(100);
-        let pattern = format!("__keyspace@{}__:*", self.options.db);
-        let prefix_len = pattern.len() - 1;
-        loop {
-            match self.client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.psubscribe(&pattern).await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(100);
-                        if tx.send(Invalidation::Live).await.is_err() {
-                            return;
-                        }
-                        let mut messages = pubsub.on_message();
-                        while let Some(msg) = messages.next().await {
-                            // Keys are binary (entity key bytes): never go through &str.
-                            let Ok(channel) = msg.get_channel::<Vec<u8>>() else {
-                                continue;
-                            };
-                            let Some(key) = channel.get(prefix_len..) else {
-                                continue;
-                            };
-                            let Some(entity_key) = key.strip_suffix(&self.project[..]) else {
-                                continue;
-                            };
-                            if tx
-                                .send(Invalidation::Key(entity_key.to_vec()))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        tracing::warn!("redis keyspace notification stream ended; resubscribing");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "redis keyspace subscription failed"),
-                },
-                Err(e) => tracing::debug!(error = %e, "redis pubsub connection failed"),
-            }
-            if tx.send(Invalidation::Lost).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(jitter(backoff)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
     }
 }
 
@@ -702,6 +814,10 @@ pub enum Invalidation {
     Lost,
     /// The entity with this key (v3 bytes, no project) changed.
     Key(Vec<u8>),
+    /// Keyspace notifications are off on this node (`notify-keyspace-events` lacks `K` and
+    /// hash events), or its setting cannot be read: the feed cannot be live until they are on.
+    /// Checked again every 30 s.
+    Off { node: String, config: String },
 }
 
 /// The stream of [`Invalidation`]s of one project; stops following when dropped.

@@ -77,14 +77,30 @@ impl Default for EngineConfig {
 }
 
 /// The state of the online store's change feed.
-#[derive(Default)]
 pub struct ChangeFeed {
     live: AtomicBool,
+    /// When the feed last became live, as nanoseconds after `base`. A row read before then may
+    /// have changed while the feed was down (a reconnect, a failover), unseen: it no longer gets
+    /// the long bound, although it was watched when read.
+    live_since: AtomicU64,
+    base: Instant,
     /// Incremented on every invalidation and every loss of the feed: a read that saw it change
     /// may have raced a write, so its entry gets the short bound.
     epoch: AtomicU64,
     /// Unix nanos of the newest invalidation.
     last_invalidation: AtomicU64,
+}
+
+impl Default for ChangeFeed {
+    fn default() -> ChangeFeed {
+        ChangeFeed {
+            live: AtomicBool::new(false),
+            live_since: AtomicU64::new(0),
+            base: Instant::now(),
+            epoch: AtomicU64::new(0),
+            last_invalidation: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ChangeFeed {
@@ -93,8 +109,19 @@ impl ChangeFeed {
     }
 
     pub fn set_live(&self, live: bool) {
+        if live && !self.is_live() {
+            // Before `live` turns true: a read that sees the feed live started after this.
+            let since = self.base.elapsed().as_nanos() as u64;
+            self.live_since.store(since, Relaxed);
+        }
         self.live.store(live, Relaxed);
         self.epoch.fetch_add(1, Relaxed);
+    }
+
+    /// Whether the feed has been live without a break since `fetched` (a watched row read then
+    /// has had every change to it reported).
+    pub fn covers(&self, fetched: Instant) -> bool {
+        self.is_live() && fetched >= self.base + Duration::from_nanos(self.live_since.load(Relaxed))
     }
 
     pub fn saw_invalidation(&self) {
@@ -236,7 +263,7 @@ impl Engine {
     fn fresh(&self, e: &Entry, now: Instant) -> bool {
         let bound = if e.row.is_none() {
             self.config.negative_ttl
-        } else if e.watched && self.feed.is_live() {
+        } else if e.watched && self.feed.covers(e.fetched) {
             self.config.watched_staleness
         } else {
             self.config.max_staleness
@@ -883,6 +910,28 @@ fn expired(ttl: Duration, event_ts: Timestamp, now: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feed_that_was_lost_no_longer_covers_rows_read_before() {
+        let feed = ChangeFeed::default();
+        let before = Instant::now();
+        assert!(!feed.covers(before));
+        feed.set_live(true);
+        let read = Instant::now();
+        assert!(feed.covers(read));
+        // Live again (a repeated Live) changes nothing.
+        feed.set_live(true);
+        assert!(feed.covers(read));
+        feed.set_live(false);
+        assert!(!feed.covers(read));
+        std::thread::sleep(Duration::from_millis(1));
+        feed.set_live(true);
+        assert!(
+            !feed.covers(read),
+            "read before the loss: changes may have gone unseen"
+        );
+        assert!(feed.covers(Instant::now()));
+    }
 
     #[test]
     fn ttl_expiry_is_strictly_older_than_ttl() {

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use quiver_core::registry::RegistryFile;
 use quiver_online_store::OnlineStore;
-use quiver_online_store::redis_store::{Invalidation, keyspace_events_sufficient};
+use quiver_online_store::redis_store::Invalidation;
 use quiver_registry::object::{ObjectRegistry, ObjectVersion};
 use tokio::task::JoinHandle;
 
@@ -232,15 +232,6 @@ pub async fn start_from(
         }
     };
     replicated_views(&registry, &config.replicate)?;
-    if let OnlineStore::Redis(r) = &store
-        && r.is_cluster()
-        && !config.replicate.is_empty()
-    {
-        return Err(
-            "--replicate needs a standalone Redis for now (SCAN is per node in a Redis Cluster)"
-                .to_owned(),
-        );
-    }
     let engine = Arc::new(Engine::new(
         config.engine.clone(),
         store.clone(),
@@ -457,50 +448,17 @@ fn same_object_version(a: &ObjectVersion, b: &ObjectVersion) -> bool {
 }
 
 /// Follows Redis keyspace notifications: invalidates changed entities, and tells the engine when
-/// the feed is live (long staleness bound) or lost (short bound).
+/// the feed is live (long staleness bound) or lost (short bound). The store subscribes to every
+/// node that holds keys (each master of a cluster, the sentinel's current master) and reports
+/// live only while all of them are subscribed with notifications on.
 async fn follow_redis(state: Arc<State>, redis: Arc<quiver_online_store::RedisStore>) {
-    if redis.is_cluster() {
-        tracing::warn!(
-            "Redis Cluster: keyspace notifications are per node and not followed yet; cached entries live at most max_staleness"
-        );
-        return;
-    }
-    // Until the store is reachable (it may be down when the sidecar starts), keep asking.
-    let events = loop {
-        let events = if state.config.enable_keyspace_notifications {
-            redis.enable_keyspace_events().await
-        } else {
-            redis.keyspace_events_config().await
-        };
-        match events {
-            Err(
-                quiver_online_store::StoreError::Unavailable(_)
-                | quiver_online_store::StoreError::Timeout,
-            ) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            other => break other,
-        }
-    };
-    match events {
-        Ok(cfg) if keyspace_events_sufficient(&cfg) => {}
-        Ok(cfg) => {
-            tracing::warn!(
-                notify_keyspace_events = %cfg,
-                "Redis keyspace notifications are off: cached entries live at most max_staleness; \
-                 set notify-keyspace-events to include Khg (or pass --enable-keyspace-notifications)"
-            );
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read notify-keyspace-events; serving with the short staleness bound");
-            return;
-        }
-    }
-    let mut feed = redis.follow_invalidations();
+    let mut feed = redis.follow_invalidations(state.config.enable_keyspace_notifications);
+    // "Off" is reported again at every re-check: said once until the feed has been live.
+    let mut off_said = false;
     while let Some(event) = feed.rx.recv().await {
         match event {
             Invalidation::Live => {
+                off_said = false;
                 tracing::info!("following Redis keyspace notifications");
                 state.engine.feed.set_live(true);
             }
@@ -510,6 +468,19 @@ async fn follow_redis(state: Arc<State>, redis: Arc<quiver_online_store::RedisSt
                         "lost Redis keyspace notifications; short staleness bound until they are back"
                     );
                 }
+                state.engine.feed.set_live(false);
+            }
+            Invalidation::Off { node, config } if !std::mem::replace(&mut off_said, true) => {
+                tracing::warn!(
+                    %node,
+                    notify_keyspace_events = %config,
+                    "Redis keyspace notifications are off: cached entries live at most max_staleness; \
+                     set notify-keyspace-events to include Khg (or pass --enable-keyspace-notifications)"
+                );
+                state.engine.feed.set_live(false);
+            }
+            Invalidation::Off { node, config } => {
+                tracing::debug!(%node, notify_keyspace_events = %config, "Redis keyspace notifications still off");
                 state.engine.feed.set_live(false);
             }
             Invalidation::Key(entity) => {

@@ -124,6 +124,7 @@ async fn serves_from_a_redis_cluster_routing_by_slot() {
         ssl_ca_certs: None,
         ssl_insecure: false,
         connect_timeout: Duration::from_secs(2),
+        sentinel: None,
     };
     let store = OnlineStore::Redis(Arc::new(
         RedisStore::connect(options, "demo").await.unwrap(),
@@ -183,6 +184,7 @@ feature_views:
         ssl_ca_certs: None,
         ssl_insecure: false,
         connect_timeout: Duration::from_secs(2),
+        sentinel: None,
     };
     let store = OnlineStore::Redis(Arc::new(
         RedisStore::connect(options, "demo").await.unwrap(),

@@ -845,6 +845,7 @@ async fn starts_while_redis_is_down_and_serves_once_it_is_up() {
         ssl_ca_certs: None,
         ssl_insecure: false,
         connect_timeout: Duration::from_millis(300),
+        sentinel: None,
     };
     let store = quiver_online_store::RedisStore::connect_in_background(options, "demo")
         .await

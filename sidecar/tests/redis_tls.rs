@@ -180,6 +180,7 @@ fn options(port: u16, ca: Option<&Path>) -> RedisOptions {
         ssl_ca_certs: ca.map(Path::to_path_buf),
         ssl_insecure: false,
         connect_timeout: Duration::from_secs(2),
+        sentinel: None,
     }
 }
 

@@ -222,6 +222,7 @@ pub async fn redis_store(redis: &RedisServer, project: &str) -> OnlineStore {
         ssl_ca_certs: None,
         ssl_insecure: false,
         connect_timeout: Duration::from_secs(2),
+        sentinel: None,
     };
     OnlineStore::Redis(Arc::new(
         RedisStore::connect(options, project).await.unwrap(),

@@ -1,0 +1,292 @@
+//! The sidecar over Redis Sentinel (Feast's `redis_type: redis_sentinel`): a real master, a
+//! real replica and a real `redis-server --sentinel`. The store finds the master through the
+//! sentinel, serves and writes, and follows two failovers by itself: a `SENTINEL failover`
+//! (the old master becomes a replica) and a killed master. Keyspace notifications follow the
+//! master too (turned on by the sidecar on the promoted replica, which had them off).
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver_core::Value;
+use quiver_online_store::redis_store::SentinelOptions;
+use quiver_online_store::{OnlineStore, RedisOptions, RedisStore};
+use quiver_sidecar::push::PushConfig;
+use quiver_sidecar::{EngineConfig, SidecarConfig};
+use serde_json::json;
+use support::*;
+
+const DEFS: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: src, path: data/src.parquet, timestamp_field: event_timestamp}
+  - {name: src_push, type: push, batch_source: src}
+feature_views:
+  - name: stats
+    entities: [driver]
+    source: src_push
+    schema: [{name: trips, dtype: Int64}]
+"#;
+
+/// A `redis-server --sentinel` of the test's own, watching `mymaster`; killed when dropped.
+struct Sentinel {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // Quorum 1 and short timeouts: one sentinel decides, within about a second, and may fail
+        // over again 4 s (twice the failover timeout) after the last failover.
+        std::fs::write(
+            dir.path().join("sentinel.conf"),
+            format!(
+                "port {port}\nbind 127.0.0.1\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 2000\n\
+                 sentinel parallel-syncs mymaster 1\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .args(["sentinel.conf", "--sentinel"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the sentinel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sentinel {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn master_port(&self) -> Option<u16> {
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("mymaster")
+            .query::<Option<(String, u16)>>(&mut self.conn())
+            .unwrap()
+            .map(|(_, port)| port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn info_replication(port: u16) -> String {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    match client.get_connection() {
+        Ok(mut c) => redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut c)
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the server on `port` is a replica of `master` with its link up.
+fn wait_replicating(port: u16, master: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = info_replication(port);
+        if info.contains(&format!("master_port:{master}")) && info.contains("master_link_status:up")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{port} never replicated {master}: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    secs: u64,
+    mut ok: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn write_trips(port: u16, driver: i64, trips: i64) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    write_redis_row(
+        &mut conn,
+        "demo",
+        &[("driver_id", Value::Int64(driver))],
+        "stats",
+        &[("trips", Value::Int64(trips))],
+        now_ts(),
+    );
+}
+
+async fn trips(sidecar: &Sidecar, drivers: &[i64]) -> (u16, Vec<serde_json::Value>) {
+    let (status, resp) = post(
+        sidecar.addr,
+        json!({"features": ["stats:trips"], "entities": {"driver_id": drivers}}),
+    )
+    .await;
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    (status, column(&resp, "trips").0.clone())
+}
+
+async fn push(sidecar: &Sidecar, driver: i64, ts: &str, trips: i64) -> (u16, serde_json::Value) {
+    let body = json!({"push_source_name": "src_push", "df": {
+        "driver_id": [driver], "event_timestamp": [ts], "trips": [trips]}});
+    let (status, text) = http(sidecar.addr, "POST", "/push", body.to_string().as_bytes()).await;
+    (status, serde_json::from_str(&text).unwrap_or(json!(text)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_the_sentinels_master_through_failovers() {
+    let mut a = RedisServer::start();
+    let b = RedisServer::start_with(&["--replicaof", "127.0.0.1", &a.port.to_string()]);
+    wait_replicating(b.port, a.port);
+    let sentinel = Sentinel::start(a.port);
+    write_trips(a.port, 1, 10);
+    write_trips(a.port, 2, 20);
+
+    let repo = Repo::new("demo", DEFS);
+    let options = RedisOptions {
+        host: "127.0.0.1".into(),
+        port: sentinel.port,
+        cluster_nodes: Vec::new(),
+        db: 0,
+        username: None,
+        password: None,
+        ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
+        connect_timeout: Duration::from_secs(1),
+        sentinel: Some(SentinelOptions {
+            // A sentinel that is down comes first: the next one is asked.
+            sentinels: vec![
+                ("127.0.0.1".into(), free_port()),
+                ("127.0.0.1".into(), sentinel.port),
+            ],
+            master_name: "mymaster".into(),
+        }),
+    };
+    let store = Arc::new(RedisStore::connect(options, "demo").await.unwrap());
+    assert_eq!(store.sentinel_master(), Some(("127.0.0.1".into(), a.port)));
+    let config = SidecarConfig {
+        // The replica has notifications off: the sidecar turns them on on each master.
+        enable_keyspace_notifications: true,
+        push: Some(PushConfig::default()),
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            watched_staleness: Duration::from_secs(600),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(
+        config,
+        "demo",
+        repo.registry_path(),
+        OnlineStore::Redis(Arc::clone(&store)),
+    )
+    .await;
+    let live = || async { metric(sidecar.addr, "quiver_change_feed_live").await == 1.0 };
+    wait_until_async("the change feed is live", 10, live).await;
+    assert_eq!(
+        trips(&sidecar, &[1, 2]).await,
+        (200, vec![json!(10), json!(20)])
+    );
+    let (status, body) = push(&sidecar, 3, "2026-01-01T10:00:00Z", 30).await;
+    assert_eq!((status, body["written"].clone()), (200, json!(1)), "{body}");
+
+    // 1. A planned failover: the replica is promoted, the old master becomes its replica.
+    wait_until("the sentinel is ready to fail over", 20, || {
+        redis::cmd("SENTINEL")
+            .arg("failover")
+            .arg("mymaster")
+            .query::<()>(&mut sentinel.conn())
+            .is_ok()
+    })
+    .await;
+    wait_until("the sentinel names the replica", 20, || {
+        sentinel.master_port() == Some(b.port)
+    })
+    .await;
+    let moved = || async { store.sentinel_master() == Some(("127.0.0.1".into(), b.port)) };
+    wait_until_async("the store follows the new master", 5, moved).await;
+    // The feed moves too: lost while it resubscribes, then live on the new master.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_async("the change feed is live on the new master", 10, live).await;
+    assert!(
+        info_replication(b.port).contains("role:master"),
+        "the store follows a node that is a master"
+    );
+    // A change on the new master reaches the cache at once (the bound is 60 s).
+    write_trips(b.port, 1, 11);
+    let changed = || async { trips(&sidecar, &[1]).await == (200, vec![json!(11)]) };
+    wait_until_async("the change is served", 3, changed).await;
+    // Writes go to the new master: the old one is a read-only replica now.
+    let (status, body) = push(&sidecar, 3, "2026-01-01T11:00:00Z", 31).await;
+    assert_eq!((status, body["written"].clone()), (200, json!(1)), "{body}");
+    assert_eq!(trips(&sidecar, &[3]).await, (200, vec![json!(31)]));
+
+    // 2. The master dies: the sentinel promotes the old master back, the store follows.
+    wait_replicating(a.port, b.port);
+    drop(b);
+    wait_until("the sentinel promotes the other node", 30, || {
+        sentinel.master_port() == Some(a.port)
+    })
+    .await;
+    let back = || async { store.sentinel_master() == Some(("127.0.0.1".into(), a.port)) };
+    wait_until_async("the store follows it", 5, back).await;
+    let (status, body) = push(&sidecar, 3, "2026-01-01T12:00:00Z", 32).await;
+    assert_eq!((status, body["written"].clone()), (200, json!(1)), "{body}");
+    // Everything written before the failovers was replicated and is served from the new
+    // master; the push just made too.
+    wait_until_async("the change feed is live again", 10, live).await;
+    let all = || async {
+        trips(&sidecar, &[1, 2, 3]).await == (200, vec![json!(11), json!(20), json!(32)])
+    };
+    wait_until_async("every row is served from the new master", 5, all).await;
+    let status = http(sidecar.addr, "GET", "/ready", b"").await.0;
+    assert_eq!(status, 200);
+    a.kill();
+}

@@ -816,7 +816,7 @@ pub enum Invalidation {
     Key(Vec<u8>),
     /// Keyspace notifications are off on this node (`notify-keyspace-events` lacks `K` and
     /// hash events), or its setting cannot be read: the feed cannot be live until they are on.
-    /// Checked again every 30 s.
+    /// Checked again every 5 s.
     Off { node: String, config: String },
 }
 

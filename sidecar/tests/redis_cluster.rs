@@ -3,14 +3,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_core::{Value, entity_key, layout};
 use quiver_online_store::redis_store::cluster_slot;
 use quiver_online_store::{OnlineStore, RedisOptions, RedisStore};
-use quiver_sidecar::SidecarConfig;
+use quiver_sidecar::{EngineConfig, SidecarConfig};
 use serde_json::json;
 use support::*;
 
@@ -26,56 +25,9 @@ feature_views:
     schema: [{name: score, dtype: Int64}]
 "#;
 
-fn start_cluster() -> Vec<RedisServer> {
-    let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            ])
-        })
-        .collect();
-    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-    args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-    args.extend([
-        "--cluster-replicas".into(),
-        "0".into(),
-        "--cluster-yes".into(),
-    ]);
-    let out = Command::new("redis-cli")
-        .args(&args)
-        .output()
-        .expect("redis-cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok = nodes.iter().all(|n| {
-            let info = Command::new("redis-cli")
-                .args(["-p", &n.port.to_string(), "cluster", "info"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
-        });
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the cluster never became ok");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    nodes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_from_a_redis_cluster_routing_by_slot() {
-    let nodes = start_cluster();
+    let nodes = start_cluster(None);
     let urls: Vec<String> = nodes
         .iter()
         .map(|n| format!("redis://127.0.0.1:{}/", n.port))
@@ -156,7 +108,7 @@ async fn serves_from_a_redis_cluster_routing_by_slot() {
 /// slot for the `_ts` reads and for the `HSET`s, Feast's rule applied per key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_into_a_redis_cluster_by_slot_with_feasts_rule() {
-    let nodes = start_cluster();
+    let nodes = start_cluster(None);
     let defs = r#"
 entities:
   - {name: customer, join_keys: [customer_id], value_type: STRING}
@@ -227,4 +179,207 @@ feature_views:
     assert_eq!(status, 200);
     let expected: Vec<serde_json::Value> = (0..41).map(|i| json!(i + 1000)).collect();
     assert_eq!(column(&resp, "score").0, &expected);
+}
+
+fn cluster_conn(nodes: &[RedisServer]) -> redis::cluster::ClusterConnection {
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+        .collect();
+    redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Sets `profile:score` of a customer, as Feast writes it.
+fn set_score(conn: &mut redis::cluster::ClusterConnection, id: &str, score: i64) {
+    let key = entity_key::redis_key(&[("customer_id", &Value::String(id.into()))], "demo").unwrap();
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg(&layout::redis_field("profile", "score")[..])
+        .arg(Value::Int64(score).encode_to_vec())
+        .arg(layout::redis_ts_field("profile"))
+        .arg(layout::encode_timestamp(&now_ts()))
+        .query::<()>(conn)
+        .unwrap();
+}
+
+fn cluster_options(nodes: &[RedisServer]) -> RedisOptions {
+    RedisOptions {
+        host: "127.0.0.1".into(),
+        port: nodes[0].port,
+        cluster_nodes: nodes
+            .iter()
+            .map(|n| ("127.0.0.1".to_owned(), n.port))
+            .collect(),
+        db: 0,
+        username: None,
+        password: None,
+        ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
+        connect_timeout: Duration::from_secs(2),
+        sentinel: None,
+    }
+}
+
+fn node_conn(node: &RedisServer) -> redis::Connection {
+    node.client().get_connection().unwrap()
+}
+
+fn dbsize(node: &RedisServer) -> u64 {
+    redis::cmd("DBSIZE").query(&mut node_conn(node)).unwrap()
+}
+
+fn set_events(node: &RedisServer, value: &str) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(value)
+        .query::<()>(&mut node_conn(node))
+        .unwrap();
+}
+
+async fn feed_live(sidecar: &Sidecar) -> bool {
+    metric(sidecar.addr, "quiver_change_feed_live").await == 1.0
+}
+
+/// Polls `ok` every 50 ms for up to `secs`.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    mut ok: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if ok().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Keyspace notifications are per node: the sidecar subscribes to every master, so a change on
+/// any of them drops the cached row at once; and the feed is live only while every master's
+/// subscription is (one master with notifications off keeps the short bound for all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_notifications_from_every_master_invalidate_at_once() {
+    let nodes = start_cluster(None);
+    let mut conn = cluster_conn(&nodes);
+    let ids: Vec<String> = (0..30).map(|i| format!("cust-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        set_score(&mut conn, id, i as i64);
+    }
+    assert!(
+        nodes.iter().all(|n| dbsize(n) > 0),
+        "the customers span every master"
+    );
+    // Two masters notify, the third does not (yet).
+    set_events(&nodes[0], "KEA");
+    set_events(&nodes[1], "Khg");
+    let repo = Repo::new("demo", DEFS);
+    let store = OnlineStore::Redis(Arc::new(
+        RedisStore::connect(cluster_options(&nodes), "demo")
+            .await
+            .unwrap(),
+    ));
+    let config = SidecarConfig {
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            watched_staleness: Duration::from_secs(600),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !feed_live(&sidecar).await,
+        "one master without notifications: the feed is not live"
+    );
+    set_events(&nodes[2], "Kgh");
+    assert!(
+        eventually(10, || feed_live(&sidecar)).await,
+        "live once every master notifies"
+    );
+
+    let req = json!({"features": ["profile:score"], "entities": {"customer_id": ids}});
+    let (status, resp) = post(sidecar.addr, req.clone()).await;
+    assert_eq!(status, 200);
+    let expected: Vec<serde_json::Value> = (0..30).map(|i| json!(i)).collect();
+    assert_eq!(column(&resp, "score").0, &expected);
+    // Every customer changes, on every master; the cache's bound is 60 s.
+    for (i, id) in ids.iter().enumerate() {
+        set_score(&mut conn, id, 100 + i as i64);
+    }
+    let changed: Vec<serde_json::Value> = (0..30).map(|i| json!(100 + i)).collect();
+    let seen = eventually(3, || async {
+        let (_, resp) = post(sidecar.addr, req.clone()).await;
+        column(&resp, "score").0 == &changed
+    })
+    .await;
+    assert!(seen, "changes on every master reach the cache at once");
+    assert!(metric(sidecar.addr, "quiver_cache_invalidations_total").await >= 30.0);
+
+    // A master that stops notifying takes the feed down (the heartbeat re-reads the setting).
+    set_events(&nodes[1], "");
+    assert!(
+        eventually(10, || async { !feed_live(&sidecar).await }).await,
+        "the feed is not live while a master does not notify"
+    );
+}
+
+/// Replicate mode loads every key of a view from every master (SCAN is per node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_mode_scans_every_master() {
+    let nodes = start_cluster(None);
+    let mut conn = cluster_conn(&nodes);
+    let ids: Vec<String> = (0..600).map(|i| format!("cust-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        set_score(&mut conn, id, i as i64 * 3);
+    }
+    assert!(nodes.iter().all(|n| dbsize(n) > 0));
+    let repo = Repo::new("demo", DEFS);
+    let store = OnlineStore::Redis(Arc::new(
+        RedisStore::connect(cluster_options(&nodes), "demo")
+            .await
+            .unwrap(),
+    ));
+    let config = SidecarConfig {
+        replicate: vec!["profile".into()],
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    let ready = eventually(10, || async {
+        http(sidecar.addr, "GET", "/ready", b"").await.0 == 200
+    })
+    .await;
+    assert!(ready, "never ready");
+    let trips_before = metric(sidecar.addr, "quiver_online_store_round_trips_total").await;
+    let (status, resp) = post(
+        sidecar.addr,
+        json!({"features": ["profile:score"], "entities": {"customer_id": ids}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (values, statuses, _) = column(&resp, "score");
+    let expected: Vec<serde_json::Value> = (0..600).map(|i| json!(i * 3)).collect();
+    assert_eq!(values, &expected);
+    assert!(statuses.iter().all(|s| *s == "PRESENT"));
+    assert_eq!(
+        metric(sidecar.addr, "quiver_cache_misses_total").await,
+        0.0,
+        "every key of every master was loaded"
+    );
+    assert_eq!(
+        metric(sidecar.addr, "quiver_online_store_round_trips_total").await,
+        trips_before
+    );
 }

@@ -27,97 +27,6 @@ feature_views:
     schema: [{name: trips, dtype: Int64}]
 "#;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(ok.success(), "openssl {args:?}");
-}
-
-/// A CA, a server certificate for 127.0.0.1 signed by it, and a second, untrusted CA.
-fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=quiver-test-ca",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "other.key",
-            "-out",
-            "other.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=someone-else",
-        ],
-    );
-}
-
 struct TlsRedis {
     port: u16,
     child: std::process::Child,
@@ -255,4 +164,119 @@ async fn serves_over_tls_and_refuses_an_untrusted_server() {
     )
     .await;
     assert!(refused.is_err(), "an untrusted server was accepted");
+}
+
+/// Feast's `redis_type: redis_cluster` with `ssl=true`: a three-master cluster listening on TLS
+/// ports only (its bus and replication on TLS too). Pushes are written slot by slot and read
+/// back over TLS; the nodes the cluster reports are reached with the same CA, or with no
+/// verification at all (`ssl_cert_reqs=none`); an untrusted CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_and_writes_a_tls_only_cluster() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let nodes = start_cluster(Some(certs.path()));
+    let defs = r#"
+entities:
+  - {name: customer, join_keys: [customer_id], value_type: STRING}
+sources:
+  - {name: src, path: data/src.parquet, timestamp_field: event_timestamp}
+  - {name: src_push, type: push, batch_source: src}
+feature_views:
+  - name: profile
+    entities: [customer]
+    source: src_push
+    schema: [{name: score, dtype: Int64}]
+"#;
+    let repo = Repo::new("demo", defs);
+    let cluster = |ca: Option<&Path>, insecure: bool| RedisOptions {
+        cluster_nodes: nodes
+            .iter()
+            .map(|n| ("127.0.0.1".to_owned(), n.port))
+            .collect(),
+        ssl_insecure: insecure,
+        ..options(nodes[0].port, ca)
+    };
+    let store = RedisStore::connect(cluster(Some(&certs.path().join("ca.crt")), false), "demo")
+        .await
+        .unwrap();
+    let config = SidecarConfig {
+        push: Some(quiver_sidecar::push::PushConfig::default()),
+        enable_keyspace_notifications: true,
+        ..SidecarConfig::default()
+    };
+    let store = Arc::new(store);
+    let sidecar = start_sidecar(
+        config,
+        "demo",
+        repo.registry_path(),
+        OnlineStore::Redis(Arc::clone(&store)),
+    )
+    .await;
+    let ids: Vec<String> = (0..40).map(|i| format!("cust-{i}")).collect();
+    let body = json!({"push_source_name": "src_push", "df": {
+        "customer_id": ids,
+        "event_timestamp": vec!["2026-01-01T10:00:00Z"; ids.len()],
+        "score": (0..ids.len() as i64).collect::<Vec<_>>()}});
+    let (status, text) = http(sidecar.addr, "POST", "/push", body.to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    for n in &nodes {
+        let out = redis_cli(Some(certs.path()), &["-p", &n.port.to_string(), "DBSIZE"]);
+        let keys: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(keys > 0, "every master holds some of the pushed keys");
+    }
+    let req = json!({"features": ["profile:score"], "entities": {"customer_id": ids}});
+    let (status, resp) = post(sidecar.addr, req.clone()).await;
+    assert_eq!(status, 200, "{resp}");
+    let expected: Vec<serde_json::Value> = (0..40).map(|i| json!(i)).collect();
+    assert_eq!(column(&resp, "score").0, &expected);
+    // Keyspace notifications come over TLS from every master too.
+    let mut live = false;
+    for _ in 0..200 {
+        if metric(sidecar.addr, "quiver_change_feed_live").await == 1.0 {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(live, "the change feed over TLS never went live");
+    // Replicate mode's SCAN of every master goes over TLS as well.
+    let mut scanned = store.scan_entity_keys().await.unwrap();
+    scanned.sort();
+    assert_eq!(scanned.len(), 40);
+
+    // No verification (`ssl_cert_reqs=none`) reaches the same data; an untrusted CA is refused.
+    let insecure = RedisStore::connect(cluster(None, true), "demo")
+        .await
+        .unwrap();
+    let layout = Arc::new(quiver_online_store::ViewLayout::new(
+        "demo",
+        "profile",
+        ["score".to_owned()],
+    ));
+    let key =
+        quiver_core::entity_key::serialize(&[("customer_id", &Value::String("cust-7".into()))])
+            .unwrap();
+    let rows = insecure
+        .read(
+            &[layout],
+            &[quiver_online_store::KeyRead {
+                entity_key: &key,
+                views: &[0],
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0][0].as_ref().unwrap().values[0],
+        Some(Value::Int64(7).encode_to_vec())
+    );
+    let refused = RedisStore::connect(
+        cluster(Some(&certs.path().join("other.crt")), false),
+        "demo",
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a cluster no trusted CA signed was accepted"
+    );
 }

@@ -25,7 +25,7 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// subscription asks at once).
 const TOPOLOGY_POLL: Duration = Duration::from_secs(5);
 /// How long a node with notifications off waits before it is checked again.
-const OFF_RECHECK: Duration = Duration::from_secs(30);
+const OFF_RECHECK: Duration = Duration::from_secs(5);
 
 /// A multiplexed connection to one node, for a few commands (`CONFIG`, `SCAN`), with the
 /// store's connect timeout and a response timeout.

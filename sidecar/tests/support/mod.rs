@@ -29,6 +29,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// `port` is a TLS port (and the plain one is off).
+    tls: bool,
 }
 
 impl RedisServer {
@@ -38,29 +40,37 @@ impl RedisServer {
 
     /// A server with extra arguments (e.g. `--cluster-enabled yes`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_inner(extra, false)
+    }
+
+    /// A TLS-only server: `port` is its TLS port; `extra` names the certificates.
+    pub fn start_tls_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_inner(extra, true)
+    }
+
+    fn start_inner(extra: &[&str], tls: bool) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let mut server = RedisServer {
             port: free_port(),
             child: None,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let ports: &[&str] = if self.tls {
+            &["--port", "0", "--tls-port", &port]
+        } else {
+            &["--port", &port]
+        };
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(ports)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(&self.extra)
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
@@ -380,4 +390,175 @@ pub async fn start_sidecar_from(
         _background: background,
         shutdown: Some(tx),
     })
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success(), "openssl {args:?}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and a second, untrusted CA.
+pub fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=quiver-test-ca",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=someone-else",
+        ],
+    );
+}
+
+/// `redis-cli`, over TLS trusting `certs/ca.crt` when `certs` is given.
+pub fn redis_cli(certs: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("redis-cli");
+    if let Some(dir) = certs {
+        cmd.arg("--tls").arg("--cacert").arg(dir.join("ca.crt"));
+    }
+    cmd.args(args).output().expect("redis-cli")
+}
+
+/// A three-master Redis Cluster (no replicas). With `certs` (a folder [`certificates`] filled),
+/// every node listens on a TLS port only, and the cluster bus and replication use TLS too.
+pub fn start_cluster(certs: Option<&Path>) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            // The bus port is chosen too: port + 10000 may not exist.
+            let bus = free_port().to_string();
+            let mut args = vec![
+                "--cluster-enabled".to_owned(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                "nodes.conf".into(),
+                "--cluster-node-timeout".into(),
+                "2000".into(),
+                "--cluster-port".into(),
+                bus,
+            ];
+            if let Some(dir) = certs {
+                for (flag, value) in [
+                    ("--tls-cert-file", dir.join("server.crt")),
+                    ("--tls-key-file", dir.join("server.key")),
+                    ("--tls-ca-cert-file", dir.join("ca.crt")),
+                ] {
+                    args.push(flag.into());
+                    args.push(value.display().to_string());
+                }
+                for flag in ["--tls-cluster", "--tls-replication"] {
+                    args.push(flag.into());
+                    args.push("yes".into());
+                }
+                args.push("--tls-auth-clients".into());
+                args.push("no".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if certs.is_some() {
+                RedisServer::start_tls_with(&args)
+            } else {
+                RedisServer::start_with(&args)
+            }
+        })
+        .collect();
+    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+    args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+    args.extend([
+        "--cluster-replicas".into(),
+        "0".into(),
+        "--cluster-yes".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = redis_cli(certs, &args);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = nodes.iter().all(|n| {
+            let info = redis_cli(certs, &["-p", &n.port.to_string(), "cluster", "info"]);
+            String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+        });
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster never became ok");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes
 }

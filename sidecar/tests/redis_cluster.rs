@@ -383,3 +383,148 @@ async fn replicate_mode_scans_every_master() {
         trips_before
     );
 }
+
+/// The cluster grows a fourth master and slots (with their keys) move to it: the feed finds the
+/// new master (`CLUSTER SLOTS`, polled) and subscribes to it, so a change to a moved key still
+/// reaches the cache at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_follow_slots_to_a_new_master() {
+    let mut nodes = start_cluster(None);
+    let mut conn = cluster_conn(&nodes);
+    let ids: Vec<String> = (0..60).map(|i| format!("cust-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        set_score(&mut conn, id, i as i64);
+    }
+    let repo = Repo::new("demo", DEFS);
+    let store = OnlineStore::Redis(Arc::new(
+        RedisStore::connect(cluster_options(&nodes), "demo")
+            .await
+            .unwrap(),
+    ));
+    let config = SidecarConfig {
+        enable_keyspace_notifications: true,
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            watched_staleness: Duration::from_secs(600),
+            // The first reads after slots move follow MOVED redirections and refresh the slot
+            // map: slower than the default 50 ms, and not what this test is about.
+            store_timeout: Duration::from_secs(2),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    assert!(eventually(10, || feed_live(&sidecar)).await);
+    let req = json!({"features": ["profile:score"], "entities": {"customer_id": ids}});
+    let (status, _) = post(sidecar.addr, req.clone()).await;
+    assert_eq!(status, 200);
+
+    // A fourth master joins and takes 4000 slots (and their keys) from the first.
+    let bus = free_port().to_string();
+    let new = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+        "--cluster-port",
+        &bus,
+    ]);
+    let first = format!("127.0.0.1:{}", nodes[0].port);
+    let out = redis_cli(
+        None,
+        &[
+            "--cluster",
+            "add-node",
+            &format!("127.0.0.1:{}", new.port),
+            &first,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let id = |n: &RedisServer| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut node_conn(n))
+            .unwrap()
+    };
+    let (from, to) = (id(&nodes[0]), id(&new));
+    // Slots move only once every node has heard of the new one (gossip) and it has heard of
+    // every slot.
+    let known = eventually(20, || async {
+        nodes.iter().all(|n| {
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query::<String>(&mut node_conn(n))
+                .unwrap()
+                .contains(&to)
+        }) && redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut node_conn(&new))
+            .unwrap()
+            .contains("cluster_state:ok")
+    })
+    .await;
+    assert!(known, "the new node never joined");
+    let out = redis_cli(
+        None,
+        &[
+            "--cluster",
+            "reshard",
+            &first,
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            "4000",
+            "--cluster-yes",
+        ],
+    );
+    let moved = out.status.success() && dbsize(&new) > 0;
+    assert!(
+        moved,
+        "the reshard did not move any key: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A customer whose key now lives on the new master.
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut node_conn(&new))
+        .unwrap();
+    let entity = &keys[0][..keys[0].len() - "demo".len()];
+    let pairs = entity_key::deserialize(entity).unwrap();
+    let Value::String(moved_id) = &pairs[0].1 else {
+        panic!("{pairs:?}")
+    };
+    let i = ids.iter().position(|x| x == moved_id).unwrap();
+    nodes.push(new);
+
+    // The feed picks the new master up within its topology poll (5 s) and subscribes to it.
+    let new = nodes.last().unwrap();
+    let subscribed = eventually(15, || async {
+        redis::cmd("PUBSUB")
+            .arg("NUMPAT")
+            .query::<u64>(&mut node_conn(new))
+            .unwrap()
+            > 0
+    })
+    .await;
+    assert!(subscribed, "the feed never subscribed to the new master");
+    assert!(eventually(10, || feed_live(&sidecar)).await);
+    let mut conn = cluster_conn(&nodes);
+    set_score(&mut conn, moved_id, 999);
+    let seen = eventually(5, || async {
+        let (status, resp) = post(sidecar.addr, req.clone()).await;
+        status == 200 && column(&resp, "score").0[i] == json!(999)
+    })
+    .await;
+    assert!(
+        seen,
+        "a change on the new master reaches the cache at once (the bound is 60 s)"
+    );
+}

@@ -3,6 +3,7 @@
 //! sentinel's master is one node that changes on failover, a cluster is every master, found
 //! with `CLUSTER SLOTS` and found again when the topology changes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,12 +124,22 @@ pub(super) fn masters_of_cluster_slots(
     Ok(masters)
 }
 
-/// What one node's subscriber reports to the feed.
+/// What one node's subscriber (by its id) reports to the feed.
 enum NodeEvent {
-    Live(usize),
-    Down(usize),
-    Off(usize, String),
+    Live(u64),
+    Down(u64),
+    Off(u64, String),
     Key(Vec<u8>),
+}
+
+/// One node's subscription, as the feed tracks it.
+struct Sub {
+    /// Unique per subscriber, so that events of a dropped one are told apart.
+    id: u64,
+    up: bool,
+    /// Topology answers in a row that did not list the node.
+    missed: u32,
+    _task: AbortOnDrop,
 }
 
 /// How a node's subscription ended.
@@ -181,112 +192,121 @@ impl RedisStore {
     }
 
     /// The feed: one subscriber per node; live while every one of them is. The node list is
-    /// taken again when the sentinel's master changes, when a cluster's masters change (polled,
-    /// and asked at once when a subscription is lost), and then every subscription starts over.
+    /// taken again when the sentinel's master changes, and for a cluster every few seconds and
+    /// at once when a subscription is lost. A new node gets a subscriber (and the feed is not
+    /// live until it is subscribed: changes there may have gone unseen); a node that is gone
+    /// loses its subscriber; the other subscriptions carry on untouched.
     async fn feed(self: Arc<Self>, tx: mpsc::Sender<Invalidation>, enable: bool) {
-        let mut backoff = Duration::from_millis(100);
-        let mut master_changed = self.shared.master_changed.subscribe();
+        let cluster = self.is_cluster();
+        let (node_tx, mut node_rx) = mpsc::channel(4096);
+        let mut subs: BTreeMap<(String, u16), Sub> = BTreeMap::new();
+        let mut next_id = 0u64;
         let mut live = false;
+        let mut master_changed = self.shared.master_changed.subscribe();
+        let mut poll = tokio::time::interval(TOPOLOGY_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        let mut refresh = true;
         loop {
-            master_changed.mark_unchanged();
-            let nodes = match self.notification_nodes().await {
-                Ok(nodes) if !nodes.is_empty() => nodes,
-                Ok(_) | Err(_) => {
-                    if live && tx.send(Invalidation::Lost).await.is_err() {
-                        return;
-                    }
-                    live = false;
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(100);
-            let (node_tx, mut node_rx) = mpsc::channel(4096);
-            let subscribers: Vec<AbortOnDrop> = nodes
-                .iter()
-                .enumerate()
-                .map(|(i, (host, port))| {
-                    let (store, tx) = (Arc::clone(&self), node_tx.clone());
-                    let (host, port) = (host.clone(), *port);
-                    AbortOnDrop(tokio::spawn(async move {
-                        store.subscribe_node(i, host, port, enable, tx).await
-                    }))
-                })
-                .collect();
-            drop(node_tx);
-            let mut up = vec![false; nodes.len()];
-            let mut poll = tokio::time::interval(TOPOLOGY_POLL);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            poll.tick().await;
-            let check_topology = |nodes: &[(String, u16)]| {
-                let store = Arc::clone(&self);
-                let nodes = nodes.to_vec();
-                async move {
-                    match store.cluster_masters().await {
-                        Ok(now) if now != nodes => {
-                            tracing::info!(before = ?nodes, now = ?now, "Redis Cluster masters changed; resubscribing");
-                            true
+            if refresh {
+                refresh = false;
+                // On failure the current subscriptions stay; each reports its own state.
+                if let Ok(nodes) = self.notification_nodes().await {
+                    for node in &nodes {
+                        if let Some(sub) = subs.get_mut(node) {
+                            sub.missed = 0;
+                            continue;
                         }
-                        _ => false,
+                        next_id += 1;
+                        let (store, tx) = (Arc::clone(&self), node_tx.clone());
+                        let (host, port, id) = (node.0.clone(), node.1, next_id);
+                        let task = tokio::spawn(async move {
+                            store.subscribe_node(id, host, port, enable, tx).await
+                        });
+                        tracing::debug!(node = %format!("{}:{}", node.0, node.1), "subscribing to keyspace notifications");
+                        subs.insert(
+                            node.clone(),
+                            Sub {
+                                id: next_id,
+                                up: false,
+                                missed: 0,
+                                _task: AbortOnDrop(task),
+                            },
+                        );
                     }
+                    // A cluster node missing from one answer may be missing from one node's
+                    // stale view only: it goes when missing twice in a row, or when it is down
+                    // too. A sentinel's former master goes at once.
+                    subs.retain(|node, sub| {
+                        if nodes.contains(node) {
+                            return true;
+                        }
+                        sub.missed += 1;
+                        let keep = cluster && sub.up && sub.missed < 2;
+                        if !keep {
+                            tracing::info!(node = %format!("{}:{}", node.0, node.1), "no longer a master; unsubscribed");
+                        }
+                        keep
+                    });
                 }
-            };
-            loop {
-                tokio::select! {
-                    event = node_rx.recv() => {
-                        let forward = match event {
-                            None => break,
-                            Some(NodeEvent::Key(key)) => Some(Invalidation::Key(key)),
-                            Some(NodeEvent::Live(i)) => {
-                                up[i] = true;
-                                (!live && up.iter().all(|u| *u)).then(|| {
-                                    live = true;
-                                    Invalidation::Live
-                                })
+            }
+            let all_up = !subs.is_empty() && subs.values().all(|s| s.up);
+            if all_up != live {
+                live = all_up;
+                let event = if live {
+                    Invalidation::Live
+                } else {
+                    Invalidation::Lost
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                event = node_rx.recv() => {
+                    let Some(event) = event else { return };
+                    let (id, up) = match event {
+                        NodeEvent::Key(key) => {
+                            if tx.send(Invalidation::Key(key)).await.is_err() {
+                                return;
                             }
-                            Some(NodeEvent::Down(i)) => {
-                                up[i] = false;
-                                // A lost master may be a failed-over one: look again now.
-                                if self.is_cluster() && check_topology(&nodes).await {
-                                    break;
-                                }
-                                std::mem::take(&mut live).then_some(Invalidation::Lost)
-                            }
-                            Some(NodeEvent::Off(i, config)) => {
-                                up[i] = false;
+                            continue;
+                        }
+                        NodeEvent::Live(id) => (id, true),
+                        NodeEvent::Down(id) => {
+                            // A lost master may be a failed-over one: look again now.
+                            refresh = cluster;
+                            (id, false)
+                        }
+                        NodeEvent::Off(id, config) => {
+                            if let Some((node, _)) = subs.iter().find(|(_, s)| s.id == id) {
+                                let node = format!("{}:{}", node.0, node.1);
+                                // Not live from here on: say so before saying why.
                                 if std::mem::take(&mut live)
                                     && tx.send(Invalidation::Lost).await.is_err()
                                 {
                                     return;
                                 }
-                                let (host, port) = &nodes[i];
-                                Some(Invalidation::Off { node: format!("{host}:{port}"), config })
+                                if tx.send(Invalidation::Off { node, config }).await.is_err() {
+                                    return;
+                                }
                             }
-                        };
-                        if let Some(event) = forward
-                            && tx.send(event).await.is_err()
-                        {
-                            return;
+                            (id, false)
                         }
-                    }
-                    _ = poll.tick(), if self.is_cluster() => {
-                        if check_topology(&nodes).await {
-                            break;
-                        }
-                    }
-                    changed = master_changed.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        tracing::info!("the sentinel master changed; resubscribing");
-                        break;
+                    };
+                    // Events of a subscriber already dropped find no node and change nothing.
+                    if let Some(sub) = subs.values_mut().find(|s| s.id == id) {
+                        sub.up = up;
                     }
                 }
-            }
-            drop(subscribers);
-            if std::mem::take(&mut live) && tx.send(Invalidation::Lost).await.is_err() {
-                return;
+                _ = poll.tick(), if cluster => refresh = true,
+                changed = master_changed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tracing::info!("the sentinel master changed; subscribing to the new one");
+                    refresh = true;
+                }
             }
         }
     }
@@ -295,7 +315,7 @@ impl RedisStore {
     /// subscription ends, until the feed is dropped.
     async fn subscribe_node(
         self: Arc<Self>,
-        i: usize,
+        i: u64,
         host: String,
         port: u16,
         enable: bool,
@@ -322,7 +342,7 @@ impl RedisStore {
     /// One subscription to one node, from connecting to its end.
     async fn node_session(
         &self,
-        i: usize,
+        i: u64,
         host: &str,
         port: u16,
         enable: bool,

@@ -321,7 +321,6 @@ impl RedisStore {
         let first = Self::open(&options, tls_root.as_ref()).await;
         let shared = match first {
             Ok((conn, master)) => Shared::new(Some(conn), master),
-            Err(StoreError::Corrupt(e)) => return Err(StoreError::Corrupt(e)),
             Err(e) => {
                 tracing::debug!(error = %e, "online store not reachable yet");
                 Shared::new(None, None)
@@ -808,9 +807,10 @@ fn jitter(d: Duration) -> Duration {
 /// A change seen through keyspace notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    /// The subscription is live: from now on every change is reported.
+    /// Every node that holds keys is subscribed: from now on every change is reported.
     Live,
-    /// The subscription dropped: changes may go unseen until the next `Live`.
+    /// A subscription dropped (or a node joined and is not subscribed yet): changes may go
+    /// unseen until the next `Live`.
     Lost,
     /// The entity with this key (v3 bytes, no project) changed.
     Key(Vec<u8>),

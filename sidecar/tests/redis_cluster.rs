@@ -528,3 +528,106 @@ async fn notifications_follow_slots_to_a_new_master() {
         "a change on the new master reaches the cache at once (the bound is 60 s)"
     );
 }
+
+/// A master dies and the cluster promotes its replica: the feed is not live while the dead
+/// master's keys are unwatched, finds the promoted master (a lost subscription asks for the
+/// topology at once) and subscribes to it, turning its notifications on; a change there reaches
+/// the cache at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_follow_a_promoted_replica() {
+    let mut nodes = start_cluster_of(None, 1);
+    let mut conn = cluster_conn(&nodes[..3]);
+    let ids: Vec<String> = (0..30).map(|i| format!("cust-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        set_score(&mut conn, id, i as i64);
+    }
+    let repo = Repo::new("demo", DEFS);
+    let store = OnlineStore::Redis(Arc::new(
+        RedisStore::connect(cluster_options(&nodes[..3]), "demo")
+            .await
+            .unwrap(),
+    ));
+    let config = SidecarConfig {
+        enable_keyspace_notifications: true,
+        engine: EngineConfig {
+            max_staleness: Duration::from_secs(60),
+            watched_staleness: Duration::from_secs(600),
+            // Reads right after the failover wait for the cluster to settle.
+            store_timeout: Duration::from_secs(2),
+            ..EngineConfig::default()
+        },
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    assert!(eventually(10, || feed_live(&sidecar)).await);
+    let req = json!({"features": ["profile:score"], "entities": {"customer_id": ids}});
+    assert_eq!(post(sidecar.addr, req.clone()).await.0, 200);
+    // Which node replicates the first master.
+    let replica = (3..6)
+        .find(|&r| {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut node_conn(&nodes[r]))
+                .unwrap()
+                .contains(&format!("master_port:{}", nodes[0].port))
+        })
+        .unwrap();
+
+    nodes[0].kill();
+    assert!(
+        eventually(10, || async { !feed_live(&sidecar).await }).await,
+        "the feed is not live while a master is gone"
+    );
+    let promoted = eventually(30, || async {
+        redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(&mut node_conn(&nodes[replica]))
+            .unwrap()
+            .contains("role:master")
+    })
+    .await;
+    assert!(promoted, "the replica was never promoted");
+    let subscribed = eventually(15, || async {
+        redis::cmd("PUBSUB")
+            .arg("NUMPAT")
+            .query::<u64>(&mut node_conn(&nodes[replica]))
+            .unwrap()
+            > 0
+    })
+    .await;
+    assert!(
+        subscribed,
+        "the feed never subscribed to the promoted master"
+    );
+    assert!(eventually(10, || feed_live(&sidecar)).await);
+
+    // A customer whose key lives on the promoted master changes.
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut node_conn(&nodes[replica]))
+        .unwrap();
+    let entity = &keys[0][..keys[0].len() - "demo".len()];
+    let pairs = entity_key::deserialize(entity).unwrap();
+    let Value::String(moved_id) = &pairs[0].1 else {
+        panic!("{pairs:?}")
+    };
+    let i = ids.iter().position(|x| x == moved_id).unwrap();
+    let urls: Vec<String> = [1, 2, replica]
+        .iter()
+        .map(|&n| format!("redis://127.0.0.1:{}/", nodes[n].port))
+        .collect();
+    let mut conn = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    set_score(&mut conn, moved_id, 999);
+    let seen = eventually(5, || async {
+        let (status, resp) = post(sidecar.addr, req.clone()).await;
+        status == 200 && column(&resp, "score").0[i] == json!(999)
+    })
+    .await;
+    assert!(
+        seen,
+        "a change on the promoted master reaches the cache at once (the bound is 60 s)"
+    );
+}

@@ -290,3 +290,68 @@ async fn follows_the_sentinels_master_through_failovers() {
     assert_eq!(status, 200);
     a.kill();
 }
+
+/// The master does not answer when the sidecar starts (hung: SIGSTOP): it serves 503s (not
+/// ready) while the sentinel watcher keeps asking, connects once the master answers, and
+/// replicate mode then loads every row of the view from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_when_the_master_answers_and_replicates_it() {
+    let master = RedisServer::start();
+    let master_port = master.port;
+    for id in 0..300 {
+        write_trips(master.port, id, id * 2);
+    }
+    let sentinel = Sentinel::start(master_port);
+    master.pause();
+    let repo = Repo::new("demo", DEFS);
+    let options = RedisOptions {
+        host: "127.0.0.1".into(),
+        port: sentinel.port,
+        cluster_nodes: Vec::new(),
+        db: 0,
+        username: None,
+        password: None,
+        ssl: false,
+        ssl_ca_certs: None,
+        ssl_insecure: false,
+        connect_timeout: Duration::from_millis(500),
+        sentinel: Some(SentinelOptions {
+            sentinels: vec![("127.0.0.1".into(), sentinel.port)],
+            master_name: "mymaster".into(),
+        }),
+    };
+    let store = RedisStore::connect_in_background(options, "demo")
+        .await
+        .unwrap();
+    assert_eq!(store.sentinel_master(), None);
+    let config = SidecarConfig {
+        replicate: vec!["stats".into()],
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(
+        config,
+        "demo",
+        repo.registry_path(),
+        OnlineStore::Redis(Arc::clone(&store)),
+    )
+    .await;
+    let (status, body) = http(sidecar.addr, "GET", "/ready", b"").await;
+    assert_eq!(status, 503, "{body}");
+
+    master.resume();
+    let ready = || async { http(sidecar.addr, "GET", "/ready", b"").await.0 == 200 };
+    wait_until_async("ready once the master answers and is loaded", 15, ready).await;
+    assert_eq!(
+        store.sentinel_master(),
+        Some(("127.0.0.1".into(), master_port))
+    );
+    let ids: Vec<i64> = (0..300).collect();
+    let (status, values) = trips(&sidecar, &ids).await;
+    assert_eq!(status, 200);
+    assert_eq!(values, ids.iter().map(|i| json!(i * 2)).collect::<Vec<_>>());
+    assert_eq!(
+        metric(sidecar.addr, "quiver_cache_misses_total").await,
+        0.0,
+        "every read of the replicated view is a hit"
+    );
+}

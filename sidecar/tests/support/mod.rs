@@ -495,7 +495,13 @@ pub fn redis_cli(certs: Option<&Path>, args: &[&str]) -> std::process::Output {
 /// A three-master Redis Cluster (no replicas). With `certs` (a folder [`certificates`] filled),
 /// every node listens on a TLS port only, and the cluster bus and replication use TLS too.
 pub fn start_cluster(certs: Option<&Path>) -> Vec<RedisServer> {
-    let nodes: Vec<RedisServer> = (0..3)
+    start_cluster_of(certs, 0)
+}
+
+/// Three masters with `replicas` replicas each (`redis-cli --cluster create` makes the first
+/// three nodes the masters); with replicas, returns once every replica is in sync.
+pub fn start_cluster_of(certs: Option<&Path>, replicas: usize) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
         .map(|_| {
             // The bus port is chosen too: port + 10000 may not exist.
             let bus = free_port().to_string();
@@ -537,7 +543,7 @@ pub fn start_cluster(certs: Option<&Path>) -> Vec<RedisServer> {
     args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
     args.extend([
         "--cluster-replicas".into(),
-        "0".into(),
+        replicas.to_string(),
         "--cluster-yes".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -551,8 +557,12 @@ pub fn start_cluster(certs: Option<&Path>) -> Vec<RedisServer> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ok = nodes.iter().all(|n| {
-            let info = redis_cli(certs, &["-p", &n.port.to_string(), "cluster", "info"]);
+            let port = n.port.to_string();
+            let info = redis_cli(certs, &["-p", &port, "cluster", "info"]);
+            let repl = redis_cli(certs, &["-p", &port, "info", "replication"]);
+            let repl = String::from_utf8_lossy(&repl.stdout);
             String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+                && (repl.contains("role:master") || repl.contains("master_link_status:up"))
         });
         if ok {
             break;

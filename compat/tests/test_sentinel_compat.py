@@ -76,7 +76,9 @@ def sentinel_setup(tmp_path: Path):
     conf.write_text(
         f"port {sentinel}\nbind 127.0.0.1\n"
         f"sentinel monitor mymaster 127.0.0.1 {master} 1\n"
-        "sentinel down-after-milliseconds mymaster 1000\n"
+        # Only planned failovers here: a long down-after keeps a busy machine's slow answer from
+        # starting an unplanned one (which would rightly lose the writes made meanwhile).
+        "sentinel down-after-milliseconds mymaster 10000\n"
         "sentinel failover-timeout mymaster 2000\n"
     )
     procs.append(
@@ -172,6 +174,8 @@ def test_feast_and_quiver_follow_the_same_sentinel(tmp_path: Path, sentinel_setu
         features=["driver_hourly_stats_fresh:conv_rate"],
         entity_rows=[{"driver_id": 1001}, {"driver_id": 1002}],
     ).to_dict()
-    assert got["conv_rate"] == [0.625, 0.375]
+    roles = {port: redis.Redis(port=port).info("replication")["role"] for port in (master, replica)}
+    named = _named(redis.Redis(port=sentinel))
+    assert got["conv_rate"] == [0.625, 0.375], f"Feast read {got}; roles {roles}; the sentinel names {named}"
     # `quiver materialize` goes through the sentinel too: the new master already has it all.
     assert "0 written" in quiver_materialize(repo)

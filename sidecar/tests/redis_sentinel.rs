@@ -42,14 +42,16 @@ impl Sentinel {
     fn start(master_port: u16) -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        // Quorum 1 and short timeouts: one sentinel decides, within about a second, and may fail
-        // over again 4 s (twice the failover timeout) after the last failover.
+        // Quorum 1 and short timeouts: one sentinel decides, within a few seconds of a master's
+        // death, and may fail over again 4 s (twice the failover timeout) after the last
+        // failover. (Much shorter than 3 s, a busy machine's slow answer starts failovers no test
+        // asked for.)
         std::fs::write(
             dir.path().join("sentinel.conf"),
             format!(
                 "port {port}\nbind 127.0.0.1\n\
                  sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel down-after-milliseconds mymaster 3000\n\
                  sentinel failover-timeout mymaster 2000\n\
                  sentinel parallel-syncs mymaster 1\n"
             ),

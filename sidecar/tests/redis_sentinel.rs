@@ -40,6 +40,11 @@ struct Sentinel {
 
 impl Sentinel {
     fn start(master_port: u16) -> Sentinel {
+        Sentinel::start_with(master_port, "")
+    }
+
+    /// A sentinel with extra configuration lines for `mymaster` (e.g. its `auth-pass`).
+    fn start_with(master_port: u16, extra: &str) -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         // Quorum 1 and short timeouts: one sentinel decides, within a few seconds of a master's
@@ -53,7 +58,7 @@ impl Sentinel {
                  sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
                  sentinel down-after-milliseconds mymaster 3000\n\
                  sentinel failover-timeout mymaster 2000\n\
-                 sentinel parallel-syncs mymaster 1\n"
+                 sentinel parallel-syncs mymaster 1\n{extra}"
             ),
         )
         .unwrap();
@@ -149,7 +154,11 @@ async fn wait_until_async<F: std::future::Future<Output = bool>>(
 }
 
 fn write_trips(port: u16, driver: i64, trips: i64) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    write_trips_to(&format!("redis://127.0.0.1:{port}/"), driver, trips)
+}
+
+fn write_trips_to(url: &str, driver: i64, trips: i64) {
+    let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
     write_redis_row(
         &mut conn,
@@ -295,15 +304,20 @@ async fn follows_the_sentinels_master_through_failovers() {
 
 /// The master does not answer when the sidecar starts (hung: SIGSTOP): it serves 503s (not
 /// ready) while the sentinel watcher keeps asking, connects once the master answers, and
-/// replicate mode then loads every row of the view from it.
+/// replicate mode then loads every row of the view from it. The master wants a password and the
+/// sentinel does not: as with Feast, `password` goes to the master only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_when_the_master_answers_and_replicates_it() {
-    let master = RedisServer::start();
+    let master = RedisServer::start_with(&["--requirepass", "s3cret"]);
     let master_port = master.port;
     for id in 0..300 {
-        write_trips(master.port, id, id * 2);
+        write_trips_to(
+            &format!("redis://:s3cret@127.0.0.1:{master_port}/"),
+            id,
+            id * 2,
+        );
     }
-    let sentinel = Sentinel::start(master_port);
+    let sentinel = Sentinel::start_with(master_port, "sentinel auth-pass mymaster s3cret\n");
     master.pause();
     let repo = Repo::new("demo", DEFS);
     let options = RedisOptions {
@@ -312,7 +326,7 @@ async fn connects_when_the_master_answers_and_replicates_it() {
         cluster_nodes: Vec::new(),
         db: 0,
         username: None,
-        password: None,
+        password: Some("s3cret".into()),
         ssl: false,
         ssl_ca_certs: None,
         ssl_insecure: false,

@@ -386,7 +386,7 @@ impl RedisStore {
             let client = options.node_client(&options.host, options.port, root)?;
             return Ok((Conn::Single(open_single(options, client).await?), None));
         }
-        // A cluster has only database 0 (Feast's redis-py cluster client ignores `db` too).
+        // A cluster has only database 0: `db` is not sent to its nodes.
         let nodes = options
             .cluster_nodes
             .iter()

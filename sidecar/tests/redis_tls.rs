@@ -27,6 +27,7 @@ feature_views:
     schema: [{name: trips, dtype: Int64}]
 "#;
 
+/// A redis-server (or sentinel) process, killed when dropped.
 struct TlsRedis {
     port: u16,
     child: std::process::Child,
@@ -93,15 +94,10 @@ fn options(port: u16, ca: Option<&Path>) -> RedisOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_over_tls_and_refuses_an_untrusted_server() {
-    let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path());
-    let redis = tls_redis(certs.path());
-
-    // Seed a row over TLS with redis-cli.
+/// Writes `stats:trips` of a driver over TLS with redis-cli (trusting `certs/ca.crt`).
+fn seed_over_tls(certs: &Path, port: u16, driver: i64, trips: i64) {
     let key_hex: String =
-        quiver_core::entity_key::redis_key(&[("driver_id", &Value::Int64(7))], "demo")
+        quiver_core::entity_key::redis_key(&[("driver_id", &Value::Int64(driver))], "demo")
             .unwrap()
             .iter()
             .map(|b| format!("\\x{b:02x}"))
@@ -110,7 +106,7 @@ async fn serves_over_tls_and_refuses_an_untrusted_server() {
         .iter()
         .map(|b| format!("\\x{b:02x}"))
         .collect();
-    let value: String = Value::Int64(42)
+    let value: String = Value::Int64(trips)
         .encode_to_vec()
         .iter()
         .map(|b| format!("\\x{b:02x}"))
@@ -121,8 +117,8 @@ async fn serves_over_tls_and_refuses_an_untrusted_server() {
         .collect();
     let script = format!("HSET \"{key_hex}\" \"{field}\" \"{value}\" _ts:stats \"{ts}\"\n");
     let mut cli = Command::new("redis-cli")
-        .args(["--tls", "--cacert", "ca.crt", "-p", &redis.port.to_string()])
-        .current_dir(certs.path())
+        .args(["--tls", "--cacert", "ca.crt", "-p", &port.to_string()])
+        .current_dir(certs)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -134,6 +130,15 @@ async fn serves_over_tls_and_refuses_an_untrusted_server() {
         .write_all(script.as_bytes())
         .unwrap();
     assert!(cli.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_over_tls_and_refuses_an_untrusted_server() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let redis = tls_redis(certs.path());
+
+    seed_over_tls(certs.path(), redis.port, 7, 42);
 
     let repo = Repo::new("demo", DEFS);
     let store = RedisStore::connect(
@@ -279,4 +284,91 @@ feature_views:
         refused.is_err(),
         "a cluster no trusted CA signed was accepted"
     );
+}
+
+/// Feast's `redis_type: redis_sentinel` with `ssl=true`: the master listens on TLS only and is
+/// reached with the CA; the sentinel (which itself reaches the master over TLS) is asked over
+/// plain TCP, as redis-py asks it with Feast's options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinels_master_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let redis = tls_redis(certs.path());
+    seed_over_tls(certs.path(), redis.port, 8, 64);
+    let sentinel_port = free_port();
+    let dir = certs.path();
+    std::fs::write(
+        dir.join("sentinel.conf"),
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\n\
+             tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\ntls-replication yes\n\
+             sentinel monitor mymaster 127.0.0.1 {port} 1\n",
+            cert = dir.join("server.crt").display(),
+            key = dir.join("server.key").display(),
+            ca = dir.join("ca.crt").display(),
+            port = redis.port,
+        ),
+    )
+    .unwrap();
+    let sentinel = TlsRedis {
+        port: sentinel_port,
+        child: Command::new("redis-server")
+            .args(["sentinel.conf", "--sentinel"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", sentinel_port)).is_err() {
+        assert!(Instant::now() < deadline, "the sentinel did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sentinel_options = || quiver_online_store::redis_store::SentinelOptions {
+        sentinels: vec![("127.0.0.1".into(), sentinel_port)],
+        master_name: "mymaster".into(),
+    };
+    let store = RedisStore::connect(
+        RedisOptions {
+            sentinel: Some(sentinel_options()),
+            ..options(sentinel_port, Some(&dir.join("ca.crt")))
+        },
+        "demo",
+    )
+    .await;
+    let untrusted = RedisStore::connect(
+        RedisOptions {
+            sentinel: Some(sentinel_options()),
+            ..options(sentinel_port, Some(&dir.join("other.crt")))
+        },
+        "demo",
+    )
+    .await;
+    // Serving needs the master only: the sentinel may go.
+    drop(sentinel);
+    let store = store.unwrap();
+    assert_eq!(
+        store.sentinel_master(),
+        Some(("127.0.0.1".into(), redis.port))
+    );
+    let repo = Repo::new("demo", DEFS);
+    let sidecar = start_sidecar(
+        SidecarConfig::default(),
+        "demo",
+        repo.registry_path(),
+        OnlineStore::Redis(Arc::new(store)),
+    )
+    .await;
+    let (status, resp) = post(
+        sidecar.addr,
+        json!({"features": ["stats:trips"], "entities": {"driver_id": [8]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(column(&resp, "trips").0, &vec![json!(64)]);
+    let err = untrusted
+        .err()
+        .expect("a master no trusted CA signed was accepted");
+    assert!(err.to_string().contains("no master \"mymaster\""), "{err}");
 }

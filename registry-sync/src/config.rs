@@ -607,6 +607,40 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_config() {
+        let c = parse(
+            "project: demo\nonline_store:\n  type: redis\n  redis_type: redis_sentinel\n  sentinel_master: prod\n  connection_string: \"s1:26379,s2:26379,password=pw,ssl=true\"\n",
+        )
+        .unwrap();
+        let OnlineStoreConfig::Redis {
+            redis_type,
+            connection,
+            sentinel_master,
+            ..
+        } = c.online_store
+        else {
+            panic!("expected redis");
+        };
+        assert_eq!(redis_type, RedisType::RedisSentinel);
+        assert_eq!(sentinel_master, "prod");
+        assert_eq!(
+            connection.hosts,
+            [("s1".to_owned(), 26379), ("s2".to_owned(), 26379)]
+        );
+        assert_eq!(connection.password.as_deref(), Some("pw"));
+        assert!(connection.ssl);
+        // Feast's default master name.
+        let c = parse(
+            "project: demo\nonline_store:\n  type: redis\n  redis_type: redis_sentinel\n  connection_string: s1:26379\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            c.online_store,
+            OnlineStoreConfig::Redis { sentinel_master, .. } if sentinel_master == "mymaster"
+        ));
+    }
+
+    #[test]
     fn wrong_values_name_the_key() {
         let cases = [
             ("registry: data/r.db\n", "project"),

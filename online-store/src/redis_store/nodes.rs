@@ -363,10 +363,19 @@ impl RedisStore {
             Ok(c) => c,
             Err(e) => return Ended::Down(e.to_string()),
         };
-        match keyspace_events(&mut conn, enable).await {
-            Ok(config) if keyspace_events_sufficient(&config) => {}
-            Ok(config) => return Ended::Off(config),
-            Err(ended) => return ended,
+        // Off: said, and asked again on the same connection (a fleet of sidecars over a Redis
+        // without notifications costs it one CONFIG GET each per recheck, not a connection).
+        loop {
+            let off = match keyspace_events(&mut conn, enable).await {
+                Ok(config) if keyspace_events_sufficient(&config) => break,
+                Ok(config) => config,
+                Err(Ended::Off(why)) => why,
+                Err(ended) => return ended,
+            };
+            if tx.send(NodeEvent::Off(i, off)).await.is_err() {
+                return Ended::Closed;
+            }
+            tokio::time::sleep(OFF_RECHECK).await;
         }
         let pubsub = match tokio::time::timeout(
             self.options.connect_timeout + Duration::from_millis(100),

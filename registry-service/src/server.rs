@@ -643,33 +643,37 @@ fn now() -> quiver_core::time::Timestamp {
     }
 }
 
+/// The checks every write endpoint makes before its own: the write token, the project name, no
+/// query parameters, the body within the limit, and the body's JSON shape (`expected` tells it
+/// in the 400).
+async fn write_request<T: serde::de::DeserializeOwned>(
+    service: &Service,
+    req: Request<Incoming>,
+    project: &str,
+    expected: &str,
+) -> Result<T, Response<Body>> {
+    if let Some(resp) = check_token(service, &req, true) {
+        return Err(resp);
+    }
+    check_project(project)?;
+    query_params(req.uri().query(), &[])?;
+    let body = read_body(req, service.config.max_body_bytes).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "BadBody",
+            format!("body: {e}: {expected}"),
+        )
+    })
+}
+
 /// `POST /v1/projects/{p}/apply` with `{"base_version": N, "files": [{"path", "content"}],
 /// "dry_run": false}`.
 async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) -> Response<Body> {
-    if let Some(resp) = check_token(service, &req, true) {
-        return resp;
-    }
-    if let Err(resp) = check_project(project) {
-        return resp;
-    }
-    if let Err(resp) = query_params(req.uri().query(), &[]) {
-        return resp;
-    }
-    let body = match read_body(req, service.config.max_body_bytes).await {
+    const EXPECTED: &str = "expected {\"base_version\": N, \"files\": [{\"path\": ..., \"content\": ...}], \"dry_run\": false}";
+    let body: ApplyBody = match write_request(service, req, project, EXPECTED).await {
         Ok(b) => b,
         Err(resp) => return resp,
-    };
-    let body: ApplyBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "BadBody",
-                format!(
-                    "body: {e}: expected {{\"base_version\": N, \"files\": [{{\"path\": ..., \"content\": ...}}], \"dry_run\": false}}"
-                ),
-            );
-        }
     };
     if body.base_version.is_none() && !body.dry_run {
         return error(
@@ -826,28 +830,9 @@ async fn materializations(
     project: &str,
 ) -> Response<Body> {
     const EXPECTED: &str = "expected {\"intervals\": [{\"feature_view\": NAME, \"start\": RFC3339, \"end\": RFC3339}]}";
-    if let Some(resp) = check_token(service, &req, true) {
-        return resp;
-    }
-    if let Err(resp) = check_project(project) {
-        return resp;
-    }
-    if let Err(resp) = query_params(req.uri().query(), &[]) {
-        return resp;
-    }
-    let body = match read_body(req, service.config.max_body_bytes).await {
+    let body: MaterializationsBody = match write_request(service, req, project, EXPECTED).await {
         Ok(b) => b,
         Err(resp) => return resp,
-    };
-    let body: MaterializationsBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "BadBody",
-                format!("body: {e}: {EXPECTED}"),
-            );
-        }
     };
     if body.intervals.is_empty() {
         return error(

@@ -79,7 +79,9 @@ def sentinel_setup(tmp_path: Path):
         # Only planned failovers here: a long down-after keeps a busy machine's slow answer from
         # starting an unplanned one (which would rightly lose the writes made meanwhile).
         "sentinel down-after-milliseconds mymaster 10000\n"
-        "sentinel failover-timeout mymaster 2000\n"
+        # Long enough that a busy machine's failover is not cancelled half-way (which can leave
+        # two masters, and clients reading the old one).
+        "sentinel failover-timeout mymaster 10000\n"
     )
     procs.append(
         subprocess.Popen(
@@ -138,6 +140,13 @@ def test_feast_and_quiver_follow_the_same_sentinel(tmp_path: Path, sentinel_setu
 
         wait("the sentinel accepts the failover", failover)
         wait("the sentinel names the replica", lambda: _named(sentinel_client) == replica)
+        # The failover is over when the old master follows the new one: until then there are
+        # two masters, and what a client reads depends on when it asked.
+        wait(
+            "the old master follows the new one",
+            lambda: redis.Redis(port=master).info("replication")["role"] == "slave",
+            30,
+        )
 
         # Feast, through the sentinel, pushes to the new master; quiver serves it.
         df = pd.DataFrame(

@@ -6,7 +6,9 @@
 //! task, so a request that gives up (deadline, disconnect) never strands the others waiting on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -114,14 +116,16 @@ impl ChangeFeed {
             let since = self.base.elapsed().as_nanos() as u64;
             self.live_since.store(since, Relaxed);
         }
-        self.live.store(live, Relaxed);
+        // Release: whoever sees `live` (Acquire, in `covers`) sees the `live_since` stored above.
+        self.live.store(live, Release);
         self.epoch.fetch_add(1, Relaxed);
     }
 
     /// Whether the feed has been live without a break since `fetched` (a watched row read then
     /// has had every change to it reported).
     pub fn covers(&self, fetched: Instant) -> bool {
-        self.is_live() && fetched >= self.base + Duration::from_nanos(self.live_since.load(Relaxed))
+        self.live.load(Acquire)
+            && fetched >= self.base + Duration::from_nanos(self.live_since.load(Relaxed))
     }
 
     pub fn saw_invalidation(&self) {

@@ -429,9 +429,9 @@ async fn watch_object(
             }
             Err(e) => {
                 state.metrics.registry_reload_errors.inc();
-                tracing::error!(error = %e, "registry reload failed; serving the last good version");
-                // Not retried until the object changes again.
-                stamp = Some(now);
+                tracing::error!(error = %e, "registry reload failed; serving the last good version, retrying at the next check");
+                // The stamp stays: a failed read may be transient (a timeout, a throttled GET),
+                // so the next check reads again rather than waiting for another change.
             }
         }
     }

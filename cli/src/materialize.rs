@@ -71,10 +71,8 @@ struct Common {
 enum Registry {
     /// The registry feature_store.yaml names: a file, or an s3:// / gs:// object.
     Repo(RepoRegistry),
-    Service {
-        client: Box<Client>,
-        url: String,
-    },
+    /// The registry service (`--registry-url`); its URL is the client's endpoint.
+    Service(Box<Client>),
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -100,21 +98,16 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut source = match (args.service.client()?, &args.service.registry_url) {
-        (Some(client), Some(url)) => Registry::Service {
-            client: Box::new(client),
-            url: url.clone(),
-        },
-        _ => Registry::Repo(RepoRegistry::open(&config)?),
+    let mut source = match args.service.client()? {
+        Some(client) => Registry::Service(Box::new(client)),
+        None => Registry::Repo(RepoRegistry::open(&config)?),
     };
     let registry = match &mut source {
         Registry::Repo(handle) => handle
             .read_or_empty()?
             .project(&config.project)
             .with_context(|| format!("registry {}", handle.describe()))?,
-        Registry::Service { client, url } => {
-            runtime.block_on(fetch_registry(client, url, &config.project))?
-        }
+        Registry::Service(client) => runtime.block_on(fetch_registry(client, &config.project))?,
     };
     let views = materialize::select_views(&registry, &args.views)?;
     if views.is_empty() {
@@ -173,8 +166,9 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             handle.describe(),
             record(handle, &config.project, &runs)?
         ),
-        Registry::Service { client, url } => {
-            let version = runtime.block_on(record_remote(client, url, &config.project, &runs))?;
+        Registry::Service(client) => {
+            let version = runtime.block_on(record_remote(client, &config.project, &runs))?;
+            let url = &client.endpoint().url;
             format!("the registry service at {url} (project version {version})")
         }
     };
@@ -204,9 +198,9 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
 /// The project's definitions from the registry service, as a Feast registry protobuf.
 async fn fetch_registry(
     client: &mut Client,
-    url: &str,
     project: &str,
 ) -> anyhow::Result<quiver_core::registry::ProjectRegistry> {
+    let url = client.endpoint().url.clone();
     let resp = client
         .request(
             hyper::Method::GET,
@@ -234,10 +228,10 @@ async fn fetch_registry(
 /// record only makes the next incremental run redo this window.
 async fn record_remote(
     client: &mut Client,
-    url: &str,
     project: &str,
     runs: &[materialize::ViewRun],
 ) -> anyhow::Result<u64> {
+    let url = client.endpoint().url.clone();
     let intervals: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| {

@@ -55,7 +55,7 @@ use quiver_core::registry::ProjectRegistry;
 use crate::Error;
 use crate::asof::{AsOfColumns, AsOfJoinExec};
 use crate::convert;
-use crate::source::{self, Format};
+use crate::source::{self, Format, Located};
 
 /// The entity table's time column when there is more than one datetime column.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
@@ -521,7 +521,12 @@ impl Engine {
         if let SourceKind::Push { batch_source } = &source.kind {
             source = batch_source;
         }
-        let SourceKind::File { uri, .. } = &source.kind else {
+        let SourceKind::File {
+            uri,
+            s3_endpoint_override,
+            ..
+        } = &source.kind
+        else {
             return Err(Error::new(format!(
                 "feature view {name}: its source {} is a {} source; quiver reads file sources",
                 source.name,
@@ -569,26 +574,35 @@ impl Engine {
             }
             keys.push((entity_column, column_of(&join_key), value_type, canonical));
         }
-        // The source's files.
-        let files = source::resolve(uri, repo_dir)
+        // The source's files: local, or objects read through a client registered for their
+        // bucket.
+        let located = source::locate(uri, s3_endpoint_override, repo_dir)
+            .await
             .map_err(|e| Error::new(format!("feature view {name}: {e}")))?;
-        let (first_path, format) = files
+        let (format, ext) = located
             .first()
-            .cloned()
             .ok_or_else(|| Error::new(format!("feature view {name}: no source files")))?;
-        let location = repo_dir.join(uri.strip_prefix("file://").unwrap_or(uri));
-        let is_dir = location.is_dir();
-        let ext = first_path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| format!(".{e}"))
-            .unwrap_or_default();
-        let mut url = location.display().to_string();
+        let (mut url, is_dir, shown) = match &located {
+            Located::Local { root, is_dir, .. } => (
+                root.display().to_string(),
+                *is_dir,
+                root.display().to_string(),
+            ),
+            Located::Object {
+                bucket, is_prefix, ..
+            } => (bucket.uri.to_string(), *is_prefix, bucket.uri.to_string()),
+        };
         if is_dir && !url.ends_with('/') {
             url.push('/');
         }
-        let context = format!("feature view {name}: source {}", location.display());
+        let context = format!("feature view {name}: source {shown}");
         let table_url = ListingTableUrl::parse(&url).map_err(df_error(&context))?;
+        if let Located::Object { bucket, .. } = &located {
+            self.ctx.register_object_store(
+                table_url.object_store().as_ref(),
+                Arc::clone(&bucket.store),
+            );
+        }
         let config = self.ctx.copied_config();
         let table_options = self.ctx.copied_table_options();
         let listing = match format {
@@ -622,7 +636,7 @@ impl Engine {
             .read_table(Arc::new(table))
             .map_err(df_error(&context))?;
         let source_schema: Schema = df.schema().as_arrow().clone();
-        let path = location.display();
+        let path = &shown;
         let field = |column: &str, role: &str| -> Result<Field, Error> {
             source_schema
                 .field_with_name(column)

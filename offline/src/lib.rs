@@ -1,7 +1,8 @@
 //! quiver-offline: the offline side of quiver.
 //!
-//! - [`source`]: Feast file sources (Parquet, Arrow IPC; a file or a folder of them) scanned as
-//!   Arrow batches, with column projection and row-group pruning on event-time statistics.
+//! - [`source`]: Feast file sources (Parquet, Arrow IPC; a file or a folder of them, local or in
+//!   S3/GCS) scanned as Arrow batches, with column projection and row-group pruning on
+//!   event-time statistics.
 //! - [`convert`]: Arrow cells → Feast's serialized `Value`s, entity keys and event times.
 //! - [`append`]: pushed rows appended to a file source as Parquet (`POST /push` to offline).
 //! - [`historical`]: point-in-time-correct training datasets (Feast's `get_historical_features`)

@@ -69,7 +69,7 @@ impl ViewPlan {
 /// Resolves a view's source, columns and types and opens its files (reading only their
 /// metadata), so that a missing column, a wrong type or an unreadable file is reported before
 /// anything is written.
-pub fn plan_view(
+pub async fn plan_view(
     project: &ProjectRegistry,
     view: &FeatureView,
     repo_dir: &Path,
@@ -84,8 +84,12 @@ pub fn plan_view(
     if let SourceKind::Push { batch_source } = &source.kind {
         source = batch_source;
     }
-    let uri = match &source.kind {
-        SourceKind::File { uri, .. } => uri,
+    let (uri, s3_endpoint_override) = match &source.kind {
+        SourceKind::File {
+            uri,
+            s3_endpoint_override,
+            ..
+        } => (uri, s3_endpoint_override),
         _ => {
             return Err(Error::new(format!(
                 "feature view {name}: its source {} is a {} source; quiver materializes from file sources",
@@ -130,21 +134,22 @@ pub fn plan_view(
         name,
         view.features.iter().map(|f| f.name.clone()),
     ));
-    let mut files = Vec::new();
-    for (path, format) in source::resolve(uri, repo_dir)
-        .map_err(|e| Error::new(format!("feature view {name}: {e}")))?
-    {
-        let file = source::open(&path, format, &ts_column, window)
-            .map_err(|e| Error::new(format!("feature view {name}: {e}")))?;
+    let in_view = |e: Error| Error::new(format!("feature view {name}: {e}"));
+    let located = source::locate(uri, s3_endpoint_override, repo_dir)
+        .await
+        .map_err(in_view)?;
+    let files = source::open_all(&located, &ts_column, window)
+        .await
+        .map_err(in_view)?;
+    for file in &files {
         check_columns(
             name,
-            &file,
+            file,
             &keys,
             &ts_column,
             created_column.as_deref(),
             &features,
         )?;
-        files.push(file);
     }
     Ok(ViewPlan {
         view: name.clone(),
@@ -166,7 +171,7 @@ fn check_columns(
     created_column: Option<&str>,
     features: &[(String, ValueType)],
 ) -> Result<(), Error> {
-    let path = file.path.display();
+    let path = &file.shown;
     let field = |column: &str, role: &str| {
         file.schema.field_with_name(column).map_err(|_| {
             Error::new(format!(
@@ -314,7 +319,7 @@ pub fn scan_latest(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(String, RecordBatch), Error>>(4);
         let reader = scope.spawn(move || {
             for file in &plan.files {
-                let path = file.path.display().to_string();
+                let path = file.shown.clone();
                 let sent = file.scan(&columns, |batch| {
                     tx.send(Ok((path.clone(), batch.clone())))
                         .map_err(|_| Error::new("scan stopped"))
@@ -744,7 +749,7 @@ pub async fn run(
             convert::timestamp_to_nanos(&start),
             convert::timestamp_to_nanos(&end),
         );
-        let plan = plan_view(registry, view, repo_dir, Some(nanos))?;
+        let plan = plan_view(registry, view, repo_dir, Some(nanos)).await?;
         plans.push((plan, start, end, nanos));
     }
     let mut runs = Vec::with_capacity(plans.len());

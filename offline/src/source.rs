@@ -1,6 +1,6 @@
-//! File sources: resolving a `FileSource` path to files, and scanning them as Arrow batches with
-//! only the needed columns and, for Parquet, only the row groups whose event-time statistics
-//! overlap the wanted window.
+//! File sources: resolving a `FileSource` path to files (local, or objects in S3 and GCS), and
+//! scanning them as Arrow batches with only the needed columns and, for Parquet, only the row
+//! groups whose event-time statistics overlap the wanted window.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -8,9 +8,20 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Schema, SchemaRef};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use quiver_registry::object::{ObjectUri, bucket_client};
 
 use crate::Error;
 use crate::convert::{self, Nanos};
@@ -38,13 +49,14 @@ impl Format {
     }
 }
 
-/// The files of a source path: the file itself, or every data file under a folder (hive
+/// The files of a local source path: the file itself, or every data file under a folder (hive
 /// partitions included), sorted. Relative paths are resolved against the repo, as Feast does.
+/// ([`locate`] also takes object-store URIs.)
 pub fn resolve(uri: &str, repo_dir: &Path) -> Result<Vec<(PathBuf, Format)>, Error> {
     let local = uri.strip_prefix("file://").unwrap_or(uri);
     if local.contains("://") {
         return Err(Error::new(format!(
-            "source {uri}: object-store sources (s3://, gs://, ...) are not supported yet; use a local path"
+            "source {uri}: only local paths, s3:// and gs:// are supported"
         )));
     }
     let path = repo_dir.join(local);
@@ -93,14 +105,353 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, Format)>) -> Result<(), Error> {
     Ok(())
 }
 
+/// A bucket of an object-store source, with its client.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// The source's URI, for messages.
+    pub uri: ObjectUri,
+    pub store: Arc<dyn ObjectStore>,
+    /// Where its requests go, for messages.
+    pub endpoint: String,
+}
+
+/// Where a source's data is, found out by [`locate`].
+#[derive(Debug, Clone)]
+pub enum Located {
+    /// Local files: one file, or the data files under a folder, sorted.
+    Local {
+        /// The file or folder the source names, resolved against the repo.
+        root: PathBuf,
+        is_dir: bool,
+        files: Vec<(PathBuf, Format)>,
+    },
+    /// Objects in S3 or GCS: one object, or the data objects under a prefix, sorted.
+    Object {
+        bucket: Bucket,
+        is_prefix: bool,
+        files: Vec<(ObjectMeta, Format)>,
+    },
+}
+
+impl Located {
+    /// How many files the source has.
+    pub fn len(&self) -> usize {
+        match self {
+            Located::Local { files, .. } => files.len(),
+            Located::Object { files, .. } => files.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first file's format and extension (`.parquet`).
+    pub fn first(&self) -> Option<(Format, String)> {
+        let (name, format) = match self {
+            Located::Local { files, .. } => files.first().map(|(p, f)| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                (name.into_owned(), *f)
+            })?,
+            Located::Object { files, .. } => files
+                .first()
+                .map(|(m, f)| (m.location.filename().unwrap_or_default().to_owned(), *f))?,
+        };
+        let ext = name
+            .rsplit_once('.')
+            .map(|(_, e)| format!(".{e}"))
+            .unwrap_or_default();
+        Some((format, ext))
+    }
+}
+
+/// Finds a source's files: [`resolve`] for a local path; for `s3://` and `gs://`, the object
+/// itself or, when the URI ends with `/` or names no object, every data object under it as a
+/// prefix (Spark's `_SUCCESS` and hidden objects skipped). `s3_endpoint_override` is the
+/// `FileSource`'s own S3 endpoint (empty: the environment's).
+pub async fn locate(
+    uri: &str,
+    s3_endpoint_override: &str,
+    repo_dir: &Path,
+) -> Result<Located, Error> {
+    // `s3://bucket/folder/` names a folder: ObjectUri names objects, so without the slash.
+    let folder = uri.trim().ends_with('/');
+    let object = ObjectUri::parse(uri.trim().trim_end_matches('/'))
+        .map_err(|e| Error::new(source_message(&e)))?;
+    let Some(object) = object else {
+        let local = uri.strip_prefix("file://").unwrap_or(uri);
+        let root = repo_dir.join(local);
+        let files = resolve(uri, repo_dir)?;
+        return Ok(Located::Local {
+            is_dir: root.is_dir(),
+            root,
+            files,
+        });
+    };
+    let (store, endpoint) =
+        bucket_client(&object, Some(s3_endpoint_override), "source").map_err(Error::new)?;
+    let bucket = Bucket {
+        uri: object,
+        store,
+        endpoint,
+    };
+    locate_objects(bucket, folder).await
+}
+
+/// The object-store half of [`locate`], on a given client: `bucket.uri`'s object, or the data
+/// objects under it (only those when `folder`).
+pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Error> {
+    let fail = |e: object_store::Error| {
+        Error::new(format!(
+            "source {}: {} ({}): {e}",
+            bucket.uri,
+            match e {
+                object_store::Error::NotFound { .. } => "not found",
+                _ => "cannot read it",
+            },
+            bucket.endpoint
+        ))
+    };
+    let key = bucket.uri.key.clone();
+    let path = ObjectPath::parse(&key).map_err(|e| {
+        Error::new(format!(
+            "source {}: not a valid object key: {e}",
+            bucket.uri
+        ))
+    })?;
+    if !folder {
+        match bucket.store.head(&path).await {
+            Ok(meta) => {
+                let format = Format::of(Path::new(&key)).unwrap_or(Format::Parquet);
+                return Ok(Located::Object {
+                    bucket,
+                    is_prefix: false,
+                    files: vec![(meta, format)],
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    let mut files = Vec::new();
+    let mut listing = bucket.store.list(Some(&path));
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(fail)?;
+        // Spark's _SUCCESS and _committed_*, hidden objects, at any depth under the prefix.
+        let hidden = meta.location.prefix_match(&path).is_none_or(|mut parts| {
+            parts.any(|p| p.as_ref().starts_with('.') || p.as_ref().starts_with('_'))
+        });
+        if hidden {
+            continue;
+        }
+        if let Some(format) = Format::of(Path::new(meta.location.as_ref())) {
+            files.push((meta, format));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::new(format!(
+            "source {}: no such object, and no .parquet, .arrow or .csv objects under it ({})",
+            bucket.uri, bucket.endpoint
+        )));
+    }
+    files.sort_by(|a, b| a.0.location.cmp(&b.0.location));
+    Ok(Located::Object {
+        bucket,
+        is_prefix: true,
+        files,
+    })
+}
+
+/// `ObjectUri::parse` speaks of registries; here it is a source.
+fn source_message(e: &str) -> String {
+    e.replacen("registry ", "source ", 1).replace(
+        "/registry.db (a bucket, then the registry object's key)",
+        "/data.parquet",
+    )
+}
+
+/// Opens every file of a source for a scan (reading only metadata): see [`open`].
+pub async fn open_all(
+    located: &Located,
+    ts_column: &str,
+    window: Option<(Nanos, Nanos)>,
+) -> Result<Vec<OpenFile>, Error> {
+    let mut out = Vec::with_capacity(located.len());
+    match located {
+        Located::Local { files, .. } => {
+            for (path, format) in files {
+                out.push(open(path, *format, ts_column, window)?);
+            }
+        }
+        Located::Object { bucket, files, .. } => {
+            for (meta, format) in files {
+                out.push(open_object(bucket, meta, *format, ts_column, window).await?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The row groups whose `ts_column` statistics overlap `[start, end]` (row groups without
+/// statistics are kept).
+fn overlapping_row_groups(
+    schema: &Schema,
+    metadata: &ParquetMetaData,
+    ts_column: &str,
+    window: Option<(Nanos, Nanos)>,
+) -> Vec<usize> {
+    let groups = metadata.row_groups();
+    let mut keep: Vec<usize> = (0..groups.len()).collect();
+    if let (Some((start, end)), Ok(field)) = (window, schema.field_with_name(ts_column))
+        && convert::is_time_type(field.data_type())
+        && let Ok(stats) =
+            StatisticsConverter::try_new(ts_column, schema, metadata.file_metadata().schema_descr())
+        && let (Ok(mins), Ok(maxs)) = (stats.row_group_mins(groups), stats.row_group_maxes(groups))
+    {
+        keep.retain(|&g| {
+            let min = convert::time_at(mins.as_ref(), g);
+            let max = convert::time_at(maxs.as_ref(), g);
+            !(max.is_some_and(|m| m < start) || min.is_some_and(|m| m > end))
+        });
+    }
+    keep
+}
+
+fn rows_in(metadata: &ParquetMetaData, groups: &[usize]) -> u64 {
+    groups
+        .iter()
+        .map(|&g| metadata.row_group(g).num_rows().max(0) as u64)
+        .sum()
+}
+
+/// Parquet's reads of one object: ranged GETs (several ranges of a row group at once), and the
+/// footer read knowing the object's size from the listing, so no request asks for a suffix.
+struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+}
+
+impl ObjectReader {
+    fn new(store: &Arc<dyn ObjectStore>, meta: &ObjectMeta) -> ObjectReader {
+        ObjectReader {
+            store: Arc::clone(store),
+            path: meta.location.clone(),
+            size: meta.size,
+        }
+    }
+}
+
+fn parquet_error(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Opens a Parquet object: reads its footer (one or two range requests) and selects the row
+/// groups that overlap the window. Other formats are read from local files only.
+pub async fn open_object(
+    bucket: &Bucket,
+    meta: &ObjectMeta,
+    format: Format,
+    ts_column: &str,
+    window: Option<(Nanos, Nanos)>,
+) -> Result<OpenFile, Error> {
+    let shown = format!(
+        "{}{}/{}",
+        bucket.uri.scheme.prefix(),
+        bucket.uri.bucket,
+        meta.location
+    );
+    if format != Format::Parquet {
+        return Err(Error::new(format!(
+            "{shown}: only Parquet objects are read from object stores (as Feast's FileSource does)"
+        )));
+    }
+    let mut reader = ObjectReader::new(&bucket.store, meta);
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default())
+        .await
+        .map_err(|e| Error::new(format!("{shown} ({}): {e}", bucket.endpoint)))?;
+    let schema = Arc::clone(metadata.schema());
+    let keep = overlapping_row_groups(&schema, metadata.metadata(), ts_column, window);
+    Ok(OpenFile {
+        rows: rows_in(metadata.metadata(), &keep),
+        shown,
+        format,
+        schema,
+        row_groups: Some(keep),
+        origin: Origin::Object {
+            store: Arc::clone(&bucket.store),
+            meta: meta.clone(),
+            metadata,
+            runtime: tokio::runtime::Handle::current(),
+        },
+    })
+}
+
 /// One file opened for a scan: its schema, and how many rows the scan will read.
 pub struct OpenFile {
-    pub path: PathBuf,
+    /// The file's path or URI, for messages.
+    pub shown: String,
     pub format: Format,
     pub schema: SchemaRef,
     /// Rows in the row groups that overlap the window (all rows for non-Parquet files).
     pub rows: u64,
     row_groups: Option<Vec<usize>>,
+    origin: Origin,
+}
+
+/// Where an opened file's bytes come from.
+enum Origin {
+    Local(PathBuf),
+    /// An object, read with range requests on `runtime` (scans run on plain threads).
+    Object {
+        store: Arc<dyn ObjectStore>,
+        meta: ObjectMeta,
+        metadata: ArrowReaderMetadata,
+        runtime: tokio::runtime::Handle,
+    },
 }
 
 /// Opens a file and reads its schema; for Parquet also selects the row groups whose `ts_column`
@@ -117,32 +468,14 @@ pub fn open(
             let file = File::open(path).map_err(|e| fail(&e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
             let schema = Arc::clone(builder.schema());
-            let metadata = builder.metadata();
-            let groups = metadata.row_groups();
-            let mut keep: Vec<usize> = (0..groups.len()).collect();
-            if let (Some((start, end)), Ok(field)) = (window, schema.field_with_name(ts_column))
-                && convert::is_time_type(field.data_type())
-                && let Ok(stats) =
-                    StatisticsConverter::try_new(ts_column, &schema, builder.parquet_schema())
-                && let (Ok(mins), Ok(maxs)) =
-                    (stats.row_group_mins(groups), stats.row_group_maxes(groups))
-            {
-                keep.retain(|&g| {
-                    let min = convert::time_at(mins.as_ref(), g);
-                    let max = convert::time_at(maxs.as_ref(), g);
-                    !(max.is_some_and(|m| m < start) || min.is_some_and(|m| m > end))
-                });
-            }
-            let rows = keep
-                .iter()
-                .map(|&g| groups[g].num_rows().max(0) as u64)
-                .sum();
+            let keep = overlapping_row_groups(&schema, builder.metadata(), ts_column, window);
             Ok(OpenFile {
-                path: path.to_path_buf(),
+                shown: path.display().to_string(),
                 format,
                 schema,
-                rows,
+                rows: rows_in(builder.metadata(), &keep),
                 row_groups: Some(keep),
+                origin: Origin::Local(path.to_path_buf()),
             })
         }
         Format::ArrowIpc => {
@@ -155,11 +488,12 @@ pub fn open(
                 rows += b.map_err(|e| fail(&e))?.num_rows() as u64;
             }
             Ok(OpenFile {
-                path: path.to_path_buf(),
+                shown: path.display().to_string(),
                 format,
                 schema,
                 rows,
                 row_groups: None,
+                origin: Origin::Local(path.to_path_buf()),
             })
         }
         Format::Csv => Err(Error::new(format!(
@@ -171,60 +505,85 @@ pub fn open(
 
 impl OpenFile {
     /// Reads the file's batches with only `columns` (which must exist), calling `each` per
-    /// batch; the batch's columns are in the order of `columns`.
+    /// batch; the batch's columns are in the order of `columns`. Blocks: call it on a plain
+    /// thread, not an async one (objects are read on the runtime they were opened on).
     pub fn scan(
         &self,
         columns: &[String],
         mut each: impl FnMut(&RecordBatch) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let fail = |e: &dyn std::fmt::Display| Error::new(format!("{}: {e}", self.path.display()));
+        let fail = |e: &dyn std::fmt::Display| Error::new(format!("{}: {e}", self.shown));
         let indices: Vec<usize> = columns
             .iter()
             .map(|c| {
                 self.schema.index_of(c).map_err(|_| {
                     Error::new(format!(
                         "{}: no column {c:?} (columns: {})",
-                        self.path.display(),
+                        self.shown,
                         column_list(&self.schema)
                     ))
                 })
             })
             .collect::<Result<_, _>>()?;
-        match self.format {
-            Format::Parquet => {
-                let file = File::open(&self.path).map_err(|e| fail(&e))?;
+        // Parquet reads columns in file order: project, then reorder to the caller's order.
+        let mut sorted = indices.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let projected = self.schema.project(&sorted).map_err(|e| fail(&e))?;
+        let order: Vec<usize> = columns
+            .iter()
+            .map(|c| projected.index_of(c).unwrap_or(0))
+            .collect();
+        match (&self.origin, self.format) {
+            (Origin::Local(path), Format::Parquet) => {
+                let file = File::open(path).map_err(|e| fail(&e))?;
                 let builder =
                     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
-                let mut sorted = indices.clone();
-                sorted.sort_unstable();
-                sorted.dedup();
                 let mask = ProjectionMask::roots(builder.parquet_schema(), sorted.iter().copied());
                 let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
                 if let Some(groups) = &self.row_groups {
                     builder = builder.with_row_groups(groups.clone());
                 }
-                let reader = builder.build().map_err(|e| fail(&e))?;
-                let projected = self.schema.project(&sorted).map_err(|e| fail(&e))?;
-                // Reorder from file order to the caller's order.
-                let order: Vec<usize> = columns
-                    .iter()
-                    .map(|c| projected.index_of(c).unwrap_or(0))
-                    .collect();
-                for batch in reader {
+                for batch in builder.build().map_err(|e| fail(&e))? {
                     let batch = batch.map_err(|e| fail(&e))?;
-                    let batch = batch.project(&order).map_err(|e| fail(&e))?;
-                    each(&batch)?;
+                    each(&batch.project(&order).map_err(|e| fail(&e))?)?;
                 }
             }
-            Format::ArrowIpc => {
-                let file = File::open(&self.path).map_err(|e| fail(&e))?;
+            (
+                Origin::Object {
+                    store,
+                    meta,
+                    metadata,
+                    runtime,
+                },
+                Format::Parquet,
+            ) => runtime.block_on(async {
+                let reader = ObjectReader::new(store, meta);
+                let builder =
+                    ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone());
+                let mask = ProjectionMask::roots(builder.parquet_schema(), sorted.iter().copied());
+                let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+                if let Some(groups) = &self.row_groups {
+                    builder = builder.with_row_groups(groups.clone());
+                }
+                let mut batches = builder.build().map_err(|e| fail(&e))?;
+                while let Some(batch) = batches.next().await {
+                    let batch = batch.map_err(|e| fail(&e))?;
+                    each(&batch.project(&order).map_err(|e| fail(&e))?)?;
+                }
+                Ok::<(), Error>(())
+            })?,
+            (Origin::Local(path), Format::ArrowIpc) => {
+                let file = File::open(path).map_err(|e| fail(&e))?;
                 let reader = arrow_ipc::reader::FileReader::try_new(file, Some(indices))
                     .map_err(|e| fail(&e))?;
                 for batch in reader {
                     each(&batch.map_err(|e| fail(&e))?)?;
                 }
             }
-            Format::Csv => return Err(fail(&"CSV sources are not supported yet")),
+            (_, format) => {
+                return Err(fail(&format!("{format:?} files cannot be scanned here")));
+            }
         }
         Ok(())
     }

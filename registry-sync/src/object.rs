@@ -1,9 +1,10 @@
 //! Registries kept in object stores: `s3://bucket/key` (Amazon S3 or an S3-compatible server)
 //! and `gs://bucket/key` (Google Cloud Storage), where Feast's file registry often lives.
 //!
-//! This is the one place quiver talks to an object store; the CLI (`apply`, `list`,
+//! This is the one place quiver configures an object-store client; the CLI (`apply`, `list`,
 //! `materialize`, `historical`, `offline serve`), the sidecar (which polls the object) and the
-//! registry service use it. It is built on the `object_store` crate with only its S3 and GCS
+//! registry service use it for registries, and the offline side uses [`bucket_client`] for file
+//! sources in S3 and GCS. It is built on the `object_store` crate with only its S3 and GCS
 //! clients.
 //!
 //! An object store has no locks, so a read-modify-write is optimistic: read the object and its
@@ -230,6 +231,108 @@ pub async fn pause_after_conflict(attempt: usize) {
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
+/// A client for the bucket of `uri`, configured from the environment as Feast's clients are (see
+/// the module's documentation), and where its requests go, for error messages.
+/// `endpoint_override` (a `FileSource`'s `s3_endpoint_override`) wins over the environment's
+/// S3 endpoint. Fails, naming `what` and the URI, when the configuration is unusable; it does
+/// not touch the network: the first request says whether the store is reachable.
+pub fn bucket_client(
+    uri: &ObjectUri,
+    endpoint_override: Option<&str>,
+    what: &str,
+) -> Result<(Arc<dyn ObjectStore>, String), String> {
+    // Bounded retries: an unreachable endpoint fails in seconds, not object_store's
+    // default of three minutes.
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+    };
+    let client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(60));
+    let (store, endpoint): (Arc<dyn ObjectStore>, String) = match uri.scheme {
+        ObjectScheme::S3 => {
+            let env = S3Env::from_env();
+            let (from_env, env_http) = env.resolve();
+            // A source's own endpoint wins over the environment's.
+            let own = endpoint_override.map(str::trim).filter(|e| !e.is_empty());
+            let explicit = own.map(str::to_owned).or(from_env);
+            let allow_http = env_http || own.is_some_and(|e| e.starts_with("http://"));
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(&uri.bucket)
+                .with_retry(retry)
+                .with_client_options(client)
+                .with_allow_http(allow_http);
+            if let Some(e) = &explicit {
+                b = b.with_endpoint(e.trim());
+            }
+            // The environment wins; ~/.aws fills in what it leaves out, as in boto3.
+            let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+            let profile = AwsProfile::load();
+            if !set("AWS_ACCESS_KEY_ID")
+                && !set("AWS_WEB_IDENTITY_TOKEN_FILE")
+                && let (Some(id), Some(secret)) =
+                    (&profile.access_key_id, &profile.secret_access_key)
+            {
+                b = b.with_access_key_id(id).with_secret_access_key(secret);
+                if let Some(token) = &profile.session_token {
+                    b = b.with_token(token);
+                }
+            }
+            if !set("AWS_REGION")
+                && !set("AWS_DEFAULT_REGION")
+                && let Some(region) = &profile.region
+            {
+                b = b.with_region(region);
+            }
+            let endpoint = own
+                .map(str::to_owned)
+                .or(env.aws_endpoint)
+                .or(explicit)
+                .unwrap_or_else(|| "AWS S3".to_owned());
+            let s3 = b.build().map_err(|e| {
+                format!("{what} {uri}: cannot set up the S3 client ({endpoint}): {e}")
+            })?;
+            (Arc::new(s3), endpoint)
+        }
+        ObjectScheme::Gcs => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&uri.bucket)
+                .with_retry(retry);
+            let mut endpoint = "Google Cloud Storage".to_owned();
+            match std::env::var("STORAGE_EMULATOR_HOST") {
+                Ok(host) if !host.trim().is_empty() => {
+                    endpoint = emulator_base_url(&host);
+                    // Unsigned, with a fixed empty token, as Google's client libraries
+                    // do for an emulator: no credential lookup, and never a request to
+                    // the metadata server.
+                    let none = object_store::StaticCredentialProvider::new(
+                        object_store::gcp::GcpCredential {
+                            bearer: String::new(),
+                        },
+                    );
+                    b = b
+                        .with_client_options(client.with_allow_http(true))
+                        .with_base_url(&endpoint)
+                        .with_credentials(Arc::new(none))
+                        .with_skip_signature(true);
+                }
+                _ => b = b.with_client_options(client),
+            }
+            let gcs = b.build().map_err(|e| {
+                format!(
+                    "{what} {uri}: cannot set up the GCS client ({endpoint}; credentials \
+                     from GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS or the \
+                     metadata server): {e}"
+                )
+            })?;
+            (Arc::new(gcs), endpoint)
+        }
+    };
+    Ok((store, endpoint))
+}
+
 /// A registry object in S3 or GCS, with a client configured from the environment.
 #[derive(Debug, Clone)]
 pub struct ObjectRegistry {
@@ -244,90 +347,7 @@ impl ObjectRegistry {
     /// A client for `uri`. Fails (naming the URI) when the configuration is unusable; it does
     /// not touch the network: the first request says whether the store is reachable.
     pub fn open(uri: &ObjectUri) -> Result<ObjectRegistry, String> {
-        // Bounded retries: an unreachable endpoint fails in seconds, not object_store's
-        // default of three minutes.
-        let retry = RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(20),
-        };
-        let client = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(60));
-        let (store, endpoint): (Arc<dyn ObjectStore>, String) = match uri.scheme {
-            ObjectScheme::S3 => {
-                let env = S3Env::from_env();
-                let (explicit, allow_http) = env.resolve();
-                let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(&uri.bucket)
-                    .with_retry(retry)
-                    .with_client_options(client)
-                    .with_allow_http(allow_http);
-                if let Some(e) = &explicit {
-                    b = b.with_endpoint(e.trim());
-                }
-                // The environment wins; ~/.aws fills in what it leaves out, as in boto3.
-                let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
-                let profile = AwsProfile::load();
-                if !set("AWS_ACCESS_KEY_ID")
-                    && !set("AWS_WEB_IDENTITY_TOKEN_FILE")
-                    && let (Some(id), Some(secret)) =
-                        (&profile.access_key_id, &profile.secret_access_key)
-                {
-                    b = b.with_access_key_id(id).with_secret_access_key(secret);
-                    if let Some(token) = &profile.session_token {
-                        b = b.with_token(token);
-                    }
-                }
-                if !set("AWS_REGION")
-                    && !set("AWS_DEFAULT_REGION")
-                    && let Some(region) = &profile.region
-                {
-                    b = b.with_region(region);
-                }
-                let endpoint = env
-                    .aws_endpoint
-                    .or(explicit)
-                    .unwrap_or_else(|| "AWS S3".to_owned());
-                let s3 = b.build().map_err(|e| {
-                    format!("registry {uri}: cannot set up the S3 client ({endpoint}): {e}")
-                })?;
-                (Arc::new(s3), endpoint)
-            }
-            ObjectScheme::Gcs => {
-                let mut b = GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(&uri.bucket)
-                    .with_retry(retry);
-                let mut endpoint = "Google Cloud Storage".to_owned();
-                match std::env::var("STORAGE_EMULATOR_HOST") {
-                    Ok(host) if !host.trim().is_empty() => {
-                        endpoint = emulator_base_url(&host);
-                        // Unsigned, with a fixed empty token, as Google's client libraries
-                        // do for an emulator: no credential lookup, and never a request to
-                        // the metadata server.
-                        let none = object_store::StaticCredentialProvider::new(
-                            object_store::gcp::GcpCredential {
-                                bearer: String::new(),
-                            },
-                        );
-                        b = b
-                            .with_client_options(client.with_allow_http(true))
-                            .with_base_url(&endpoint)
-                            .with_credentials(Arc::new(none))
-                            .with_skip_signature(true);
-                    }
-                    _ => b = b.with_client_options(client),
-                }
-                let gcs = b.build().map_err(|e| {
-                    format!(
-                        "registry {uri}: cannot set up the GCS client ({endpoint}; credentials \
-                         from GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS or the \
-                         metadata server): {e}"
-                    )
-                })?;
-                (Arc::new(gcs), endpoint)
-            }
-        };
+        let (store, endpoint) = bucket_client(uri, None, "registry")?;
         let path = ObjectPath::parse(&uri.key)
             .map_err(|e| format!("registry {uri}: not a valid object key: {e}"))?;
         Ok(ObjectRegistry {

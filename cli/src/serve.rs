@@ -132,6 +132,7 @@ impl quiver_sidecar::push::OfflineWriter for ParquetPush {
     fn append(
         &self,
         source_uri: &str,
+        s3_endpoint_override: &str,
         columns: &[(String, Vec<serde_json::Value>)],
         rows: usize,
         hints: &[(String, Option<quiver_core::ValueType>)],
@@ -142,8 +143,7 @@ impl quiver_sidecar::push::OfflineWriter for ParquetPush {
             .map(|(c, t)| (c.clone(), t.map_or(ColumnKind::Time, ColumnKind::Value)))
             .collect();
         self.0
-            .append(source_uri, columns, rows, &hints)
-            .map(|p| p.display().to_string())
+            .append(source_uri, s3_endpoint_override, columns, rows, &hints)
             .map_err(|e| e.to_string())
     }
 }

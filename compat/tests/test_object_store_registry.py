@@ -14,7 +14,9 @@ moto's S3 server (`moto_server`) and gcp-storage-emulator (a GCS emulator), both
   client reads it, or says precisely why this emulator cannot serve it.
 - Data sources in S3 (a `FileSource` with an `s3://` path and its own `s3_endpoint_override`):
   quiver and Feast materialize the same sources and Feast reads the same online values from
-  both; quiver's historical retrieval matches Feast's.
+  both; quiver's historical retrieval matches Feast's. Pushes to offline add a part object to
+  a prefix (Feast's historical retrieval reads it) or extend a single object, without losing
+  rows when two servers push to it at once.
 - Errors: a missing bucket, an unreachable endpoint, a malformed URI: a clear message naming
   the URI, a non-zero exit, no panic.
 
@@ -183,6 +185,14 @@ class Sidecar:
     def __exit__(self, *_exc) -> None:
         self.proc.kill()
         self.proc.wait()
+
+    def post(self, path: str, body: dict):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
 
     def features(self, refs: list, entities: dict):
         body = json.dumps({"features": refs, "entities": entities}).encode()
@@ -618,6 +628,79 @@ def test_materialize_and_historical_read_s3_data_sources(s3: dict, tmp_path: Pat
                env=env, check=False)
     no_panic(done)
     assert done.returncode != 0 and f"s3://{s3['bucket']}/quiver/gone.parquet" in done.stderr, done.stderr
+
+
+def test_push_to_offline_appends_to_s3_sources(s3: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`POST /push` with `to: offline` on a source in S3: a prefix gets a new part object, which
+    Feast's historical retrieval then reads; a single object is extended in place, and pushes
+    from two servers at once lose no rows (each write is conditional on the ETag it read)."""
+    import boto3
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from feast import FeatureStore
+
+    monkeypatch.delenv("FEAST_S3_ENDPOINT_URL")
+    env = {k: v for k, v in os.environ.items() if k != "FEAST_S3_ENDPOINT_URL"}
+    repo, drivers = s3_sources_repo(tmp_path, s3, "push")
+    run(FEAST_CLI, "apply", cwd=repo, env=env)
+
+    def body(driver: int, hour: int, conv_rate: float) -> dict:
+        # The push source also feeds driver_hourly_stats_fresh: only the columns both views have.
+        at = f"2024-05-01T{hour:02d}:00:00Z"
+        return {"push_source_name": "driver_stats_push", "to": "offline",
+                "df": {"driver_id": [driver], "event_timestamp": [at], "created": [at], "conv_rate": [conv_rate],
+                       "acc_rate": [0.5]}}
+
+    with Sidecar(repo, "--enable-push") as sidecar:
+        status, answer = sidecar.post("/push", body(1000, 20, 0.125))
+        assert status == 200, answer
+        prefix = f"s3://{s3['bucket']}/push/driver_stats/push-"
+        assert answer["offline"].startswith(prefix), answer
+        status, answer = sidecar.post("/push", body(5000, 20, 0.25))
+        assert status == 200, answer
+    client = boto3.client("s3", endpoint_url=s3["endpoint"])
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3["bucket"], Prefix="push/driver_stats/")["Contents"]]
+    assert len([k for k in keys if k.split("/")[-1].startswith("push-")]) == 2, keys
+
+    entities = pd.DataFrame({"driver_id": pd.Series([1000, 5000, 1000], dtype="int64"),
+                             "event_timestamp": pd.to_datetime(["2024-05-01T21:00:00Z", "2024-05-01T21:00:00Z",
+                                                                "2024-05-01T03:00:00Z"])})
+    got = FeatureStore(repo_path=str(repo)).get_historical_features(
+        entity_df=entities, features=["driver_hourly_stats:conv_rate"]).to_df()
+    got = [round(float(x), 6) for x in got.sort_values(["driver_id", "event_timestamp"])["conv_rate"]]
+    before = drivers[(drivers["driver_id"] == 1000) & (drivers["event_timestamp"] <= pd.Timestamp("2024-05-01T03:00:00Z"))]
+    latest_before = round(float(before.sort_values(["event_timestamp", "created"])["conv_rate"].iloc[-1]), 6)
+    assert got == [latest_before, 0.125, 0.25], got
+
+    # A single-object source: two servers push ten times each, at once.
+    single = f"s3://{s3['bucket']}/push/one.parquet"
+    client.copy_object(Bucket=s3["bucket"], Key="push/one.parquet",
+                       CopySource={"Bucket": s3["bucket"], "Key": "push/driver_stats/part-0.parquet"})
+    code = (repo / "feature_repo.py").read_text()
+    (repo / "feature_repo.py").write_text(code.replace(f"s3://{s3['bucket']}/push/driver_stats", single))
+    run(FEAST_CLI, "apply", cwd=repo, env=env)
+    start_rows = pq.read_table(tmp_path / "push-part-0.parquet").num_rows
+    with Sidecar(repo, "--enable-push") as a, Sidecar(repo, "--enable-push") as b:
+        failures = []
+
+        def pushes(server: Sidecar, base: int) -> None:
+            for i in range(10):
+                status, answer = server.post("/push", body(base + i, 22, i / 16))
+                if status != 200 or answer.get("offline") != single:
+                    failures.append((status, answer))
+
+        threads = [threading.Thread(target=pushes, args=(s, base)) for s, base in ((a, 6000), (b, 7000))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failures, failures
+    local = tmp_path / "one.parquet"
+    client.download_file(s3["bucket"], "push/one.parquet", str(local))
+    table = pq.read_table(local)
+    assert table.num_rows == start_rows + 20, table.num_rows
+    pushed = sorted(d for d in table.column("driver_id").to_pylist() if d >= 6000)
+    assert pushed == list(range(6000, 6010)) + list(range(7000, 7010))
 
 
 # --- Errors --------------------------------------------------------------------------------------

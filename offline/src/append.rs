@@ -5,6 +5,9 @@
 //! - A folder source gets a new file `push-<nanos>-<pid>.parquet` in it.
 //! - A single-file source is rewritten whole with the rows appended (what Feast's file offline
 //!   store does), under a lock so that two pushes do not lose each other's rows.
+//! - Sources in S3 and GCS likewise: a prefix gets a new part object, and a single object is
+//!   read, extended and written back on condition that it did not change meanwhile (If-Match on
+//!   its ETag; a lost race starts over), so pushes from several servers lose nothing either.
 //!
 //! Without an existing file the schema comes from the registry's types (`hints`).
 
@@ -23,8 +26,13 @@ use quiver_core::ValueType;
 use quiver_core::time::parse_datetime;
 use serde_json::Value as Json;
 
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
+use quiver_registry::object::{MAX_ATTEMPTS, ObjectUri, bucket_client, pause_after_conflict};
+
 use crate::Error;
-use crate::source::{self, Format};
+use crate::source::{self, Bucket, Format};
 
 /// What a pushed column holds, from the registry: a feature or join key of a Feast type, or an
 /// event/created time.
@@ -49,8 +57,46 @@ impl ParquetAppender {
         })
     }
 
-    /// Appends `rows` rows given as `columns` to the source at `uri`; returns the file written.
+    /// Appends `rows` rows given as `columns` to the source at `uri` (a path under the repo, or
+    /// an `s3://`/`gs://` object or prefix reached through `s3_endpoint_override` when it is not
+    /// empty); returns the file or object written. Blocks: call it on a blocking thread of a
+    /// tokio runtime (object stores are written on that runtime).
     pub fn append(
+        &self,
+        uri: &str,
+        s3_endpoint_override: &str,
+        columns: &[(String, Vec<Json>)],
+        rows: usize,
+        hints: &[(String, ColumnKind)],
+    ) -> Result<String, Error> {
+        let folder = uri.trim().ends_with('/');
+        let object = ObjectUri::parse(uri.trim().trim_end_matches('/'))
+            .map_err(|e| Error::new(e.replacen("registry ", "source ", 1)))?;
+        let Some(object) = object else {
+            return self
+                .append_local(uri, columns, rows, hints)
+                .map(|p| p.display().to_string());
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(format!(
+                "source {uri}: object stores are written on a tokio runtime"
+            ))
+        })?;
+        let (store, endpoint) =
+            bucket_client(&object, Some(s3_endpoint_override), "source").map_err(Error::new)?;
+        let bucket = Bucket {
+            uri: object,
+            store,
+            endpoint,
+        };
+        let _guard = self
+            .lock
+            .lock()
+            .map_err(|_| Error::new("append lock poisoned"))?;
+        runtime.block_on(append_object(&bucket, folder, columns, rows, hints))
+    }
+
+    fn append_local(
         &self,
         uri: &str,
         columns: &[(String, Vec<Json>)],
@@ -60,7 +106,7 @@ impl ParquetAppender {
         let local = uri.strip_prefix("file://").unwrap_or(uri);
         if local.contains("://") {
             return Err(Error::new(format!(
-                "source {uri}: pushing to object-store sources is not supported yet"
+                "source {uri}: only local paths, s3:// and gs:// are supported"
             )));
         }
         let path = self.repo_dir.join(local);
@@ -85,11 +131,7 @@ impl ParquetAppender {
             let batch = build_batch(&schema, columns, rows)?;
             std::fs::create_dir_all(&path)
                 .map_err(|e| Error::new(format!("cannot create {}: {e}", path.display())))?;
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let target = path.join(format!("push-{nanos}-{}.parquet", std::process::id()));
+            let target = path.join(part_name());
             write_parquet(&target, &[batch])?;
             Ok(target)
         } else {
@@ -103,6 +145,131 @@ impl ParquetAppender {
             Ok(path)
         }
     }
+}
+
+/// A new part file's name: `push-<nanos>-<pid>.parquet`.
+fn part_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("push-{nanos}-{}.parquet", std::process::id())
+}
+
+/// [`ParquetAppender::append`] for a source in an object store.
+async fn append_object(
+    bucket: &Bucket,
+    folder: bool,
+    columns: &[(String, Vec<Json>)],
+    rows: usize,
+    hints: &[(String, ColumnKind)],
+) -> Result<String, Error> {
+    let fail = |op: &str, e: object_store::Error| {
+        Error::new(format!(
+            "source {}: {op} ({}): {e}",
+            bucket.uri, bucket.endpoint
+        ))
+    };
+    let path = ObjectPath::parse(&bucket.uri.key).map_err(|e| {
+        Error::new(format!(
+            "source {}: not a valid object key: {e}",
+            bucket.uri
+        ))
+    })?;
+    let existing = source::list_data_objects(bucket, &path)
+        .await
+        .map_err(|e| fail("listing", e))?;
+    if folder || !existing.is_empty() {
+        // A prefix: a new part object, typed like the first Parquet part when there is one.
+        let schema = match existing.iter().find(|(_, f)| *f == Format::Parquet) {
+            Some((meta, _)) => source::object_schema(bucket, meta).await?,
+            None => schema_from_hints(columns, hints)?,
+        };
+        let batch = build_batch(&schema, columns, rows)?;
+        let target = ObjectPath::from(format!("{}/{}", bucket.uri.key, part_name()));
+        let bytes = parquet_bytes(&[batch], &bucket.uri.to_string())?;
+        bucket
+            .store
+            .put_opts(
+                &target,
+                PutPayload::from(bytes),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+            .map_err(|e| fail("writing a part", e))?;
+        return Ok(format!(
+            "{}{}/{target}",
+            bucket.uri.scheme.prefix(),
+            bucket.uri.bucket
+        ));
+    }
+    // One object: read it, extend it, and write it back only if nobody changed it meanwhile.
+    let shown = bucket.uri.to_string();
+    for attempt in 1..=MAX_ATTEMPTS {
+        let (schema, mut batches, mode) = match bucket.store.get(&path).await {
+            Ok(got) => {
+                let version = UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                let bytes = got.bytes().await.map_err(|e| fail("reading", e))?;
+                let (schema, batches) = read_all_bytes(bytes, &shown)?;
+                (schema, batches, PutMode::Update(version))
+            }
+            Err(object_store::Error::NotFound { .. }) => (
+                schema_from_hints(columns, hints)?,
+                Vec::new(),
+                PutMode::Create,
+            ),
+            Err(e) => return Err(fail("reading", e)),
+        };
+        batches.push(build_batch(&schema, columns, rows)?);
+        let bytes = parquet_bytes(&batches, &shown)?;
+        match bucket
+            .store
+            .put_opts(&path, PutPayload::from(bytes), PutOptions::from(mode))
+            .await
+        {
+            Ok(_) => return Ok(shown),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) if attempt < MAX_ATTEMPTS => {
+                tracing::info!(source = %shown, "the object changed while rows were appended; reading it again");
+                pause_after_conflict(attempt).await;
+            }
+            Err(e) => return Err(fail("writing", e)),
+        }
+    }
+    Err(Error::new(format!(
+        "source {shown}: gave up after {MAX_ATTEMPTS} attempts (the object is being written continuously)"
+    )))
+}
+
+fn read_all_bytes(bytes: Bytes, shown: &str) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
+    let fail = |e: &dyn std::fmt::Display| Error::new(format!("{shown}: {e}"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| fail(&e))?;
+    let schema = Arc::clone(builder.schema());
+    let batches = builder
+        .build()
+        .map_err(|e| fail(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(&e))?;
+    Ok((schema, batches))
+}
+
+fn parquet_bytes(batches: &[RecordBatch], shown: &str) -> Result<Bytes, Error> {
+    let fail = |e: &dyn std::fmt::Display| Error::new(format!("{shown}: {e}"));
+    let mut out = Vec::new();
+    if let Some(first) = batches.first() {
+        let mut writer =
+            ArrowWriter::try_new(&mut out, first.schema(), None).map_err(|e| fail(&e))?;
+        for b in batches {
+            writer.write(b).map_err(|e| fail(&e))?;
+        }
+        writer.close().map_err(|e| fail(&e))?;
+    }
+    Ok(Bytes::from(out))
 }
 
 fn parquet_schema(path: &Path) -> Result<SchemaRef, Error> {
@@ -408,24 +575,24 @@ mod tests {
         let appender = ParquetAppender::new(dir.path());
         // A folder that does not exist yet: typed from the hints.
         let first = appender
-            .append("data/pushed/", &table(), 2, &hints())
+            .append_local("data/pushed/", &table(), 2, &hints())
             .unwrap();
         assert_eq!(rows_in(&first), 2);
         // The next file takes the first one's schema; a missing column is null.
         let mut partial = table();
         partial.retain(|(c, _)| c != "zones");
         let second = appender
-            .append("data/pushed", &partial, 2, &hints())
+            .append_local("data/pushed", &partial, 2, &hints())
             .unwrap();
         assert_ne!(first, second);
         let (schema, _) = read_all(&second).unwrap();
         assert_eq!(schema, read_all(&first).unwrap().0);
         // A single file is rewritten with the rows appended.
         let file = appender
-            .append("data/one.parquet", &table(), 2, &hints())
+            .append_local("data/one.parquet", &table(), 2, &hints())
             .unwrap();
         appender
-            .append("data/one.parquet", &table(), 2, &hints())
+            .append_local("data/one.parquet", &table(), 2, &hints())
             .unwrap();
         assert_eq!(rows_in(&file), 4);
     }
@@ -435,12 +602,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let appender = ParquetAppender::new(dir.path());
         appender
-            .append("data/one.parquet", &table(), 2, &hints())
+            .append_local("data/one.parquet", &table(), 2, &hints())
             .unwrap();
         let mut bad = table();
         bad[2].1[1] = json!("fast");
         let err = appender
-            .append("data/one.parquet", &bad, 2, &hints())
+            .append_local("data/one.parquet", &bad, 2, &hints())
             .unwrap_err();
         assert!(
             err.message().contains("df column \"conv_rate\": row 1"),
@@ -449,7 +616,7 @@ mod tests {
         let mut extra = table();
         extra.push(("colour".into(), vec![json!("red"), json!("blue")]));
         let err = appender
-            .append("data/one.parquet", &extra, 2, &hints())
+            .append_local("data/one.parquet", &extra, 2, &hints())
             .unwrap_err();
         assert!(
             err.message().contains("\"colour\" is not a column"),
@@ -458,8 +625,74 @@ mod tests {
         assert_eq!(rows_in(&dir.path().join("data/one.parquet")), 2);
         assert!(
             appender
-                .append("s3://bucket/x", &table(), 2, &hints())
+                .append_local("s3://bucket/x", &table(), 2, &hints())
                 .is_err()
         );
+    }
+
+    fn memory_bucket(store: &Arc<object_store::memory::InMemory>, uri: &str) -> Bucket {
+        Bucket {
+            uri: ObjectUri::parse(uri).unwrap().unwrap(),
+            store: Arc::clone(store) as Arc<dyn object_store::ObjectStore>,
+            endpoint: "memory".to_owned(),
+        }
+    }
+
+    async fn object_rows(store: &object_store::memory::InMemory, key: &str) -> (SchemaRef, usize) {
+        let bytes = store
+            .get(&ObjectPath::from(key))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let (schema, batches) = read_all_bytes(bytes, key).unwrap();
+        (schema, batches.iter().map(RecordBatch::num_rows).sum())
+    }
+
+    #[tokio::test]
+    async fn object_prefixes_get_new_parts_and_single_objects_grow() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        // A prefix with nothing under it yet: a part typed from the hints, then a second one
+        // typed like the first (a missing column is null).
+        let prefix = memory_bucket(&store, "s3://bkt/pushed");
+        let first = append_object(&prefix, true, &table(), 2, &hints())
+            .await
+            .unwrap();
+        let mut partial = table();
+        partial.retain(|(c, _)| c != "zones");
+        // Without the trailing slash, a key with parts under it is still a prefix.
+        let second = append_object(&prefix, false, &partial, 2, &hints())
+            .await
+            .unwrap();
+        assert_ne!(first, second);
+        assert!(first.starts_with("s3://bkt/pushed/push-"), "{first}");
+        let parts = source::list_data_objects(&prefix, &ObjectPath::from("pushed"))
+            .await
+            .unwrap();
+        assert_eq!(parts.len(), 2);
+        let (schema_a, rows_a) = object_rows(&store, parts[0].0.location.as_ref()).await;
+        let (schema_b, rows_b) = object_rows(&store, parts[1].0.location.as_ref()).await;
+        assert_eq!((rows_a, rows_b), (2, 2));
+        assert_eq!(schema_a, schema_b);
+
+        // A single object: created, then read, extended and written back.
+        let one = memory_bucket(&store, "s3://bkt/data/one.parquet");
+        for _ in 0..3 {
+            let at = append_object(&one, false, &table(), 2, &hints())
+                .await
+                .unwrap();
+            assert_eq!(at, "s3://bkt/data/one.parquet");
+        }
+        assert_eq!(object_rows(&store, "data/one.parquet").await.1, 6);
+
+        // Bad rows write nothing.
+        let mut bad = table();
+        bad[0].1[1] = json!("two");
+        let e = append_object(&one, false, &bad, 2, &hints())
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("driver_id"), "{e}");
+        assert_eq!(object_rows(&store, "data/one.parquet").await.1, 6);
     }
 }

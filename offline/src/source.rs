@@ -233,12 +233,31 @@ pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Err
             Err(e) => return Err(fail(e)),
         }
     }
+    let files = list_data_objects(&bucket, &path).await.map_err(fail)?;
+    if files.is_empty() {
+        return Err(Error::new(format!(
+            "source {}: no such object, and no .parquet, .arrow or .csv objects under it ({})",
+            bucket.uri, bucket.endpoint
+        )));
+    }
+    Ok(Located::Object {
+        bucket,
+        is_prefix: true,
+        files,
+    })
+}
+
+/// The data objects under `prefix` (at any depth), sorted: those with a data file's extension,
+/// skipping Spark's `_SUCCESS` and `_committed_*`, `_temporary/` and hidden objects.
+pub async fn list_data_objects(
+    bucket: &Bucket,
+    prefix: &ObjectPath,
+) -> Result<Vec<(ObjectMeta, Format)>, object_store::Error> {
     let mut files = Vec::new();
-    let mut listing = bucket.store.list(Some(&path));
+    let mut listing = bucket.store.list(Some(prefix));
     while let Some(meta) = listing.next().await {
-        let meta = meta.map_err(fail)?;
-        // Spark's _SUCCESS and _committed_*, hidden objects, at any depth under the prefix.
-        let hidden = meta.location.prefix_match(&path).is_none_or(|mut parts| {
+        let meta = meta?;
+        let hidden = meta.location.prefix_match(prefix).is_none_or(|mut parts| {
             parts.any(|p| p.as_ref().starts_with('.') || p.as_ref().starts_with('_'))
         });
         if hidden {
@@ -248,18 +267,25 @@ pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Err
             files.push((meta, format));
         }
     }
-    if files.is_empty() {
-        return Err(Error::new(format!(
-            "source {}: no such object, and no .parquet, .arrow or .csv objects under it ({})",
-            bucket.uri, bucket.endpoint
-        )));
-    }
     files.sort_by(|a, b| a.0.location.cmp(&b.0.location));
-    Ok(Located::Object {
-        bucket,
-        is_prefix: true,
-        files,
-    })
+    Ok(files)
+}
+
+/// A Parquet object's Arrow schema, from its footer.
+pub async fn object_schema(bucket: &Bucket, meta: &ObjectMeta) -> Result<SchemaRef, Error> {
+    let mut reader = ObjectReader::new(&bucket.store, meta);
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default())
+        .await
+        .map_err(|e| {
+            Error::new(format!(
+                "{}{}/{} ({}): {e}",
+                bucket.uri.scheme.prefix(),
+                bucket.uri.bucket,
+                meta.location,
+                bucket.endpoint
+            ))
+        })?;
+    Ok(Arc::clone(metadata.schema()))
 }
 
 /// `ObjectUri::parse` speaks of registries; here it is a source.

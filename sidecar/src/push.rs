@@ -21,11 +21,14 @@ use crate::registry::{ServingRegistry, ServingView};
 /// Where `to: offline` rows go. The sidecar does not link a Parquet writer: the binary plugs
 /// one in (quiver's offline crate appends to the push source's batch source).
 pub trait OfflineWriter: Send + Sync {
-    /// Appends the table to the file source at `source_uri`; `hints` give each column's type
-    /// (`None`: an event or created time). Returns where the rows went. All or nothing.
+    /// Appends the table to the file source at `source_uri` (a local path, or an `s3://` or
+    /// `gs://` object or prefix, reached through `s3_endpoint_override` when it is not empty);
+    /// `hints` give each column's type (`None`: an event or created time). Returns where the
+    /// rows went. All or nothing. Called on a blocking thread.
     fn append(
         &self,
         source_uri: &str,
+        s3_endpoint_override: &str,
         columns: &[(String, Vec<Json>)],
         rows: usize,
         hints: &[(String, Option<quiver_core::ValueType>)],
@@ -410,6 +413,7 @@ pub async fn write(
                 view.name
             ))
         })?;
+        let endpoint = view.batch_source_s3_endpoint.clone();
         let mut hints: Vec<(String, Option<quiver_core::ValueType>)> = Vec::new();
         for &i in &views {
             let v = &reg.views[i];
@@ -418,11 +422,12 @@ pub async fn write(
             hints.push((v.timestamp_field.clone(), None));
             hints.extend(v.created_field.clone().map(|c| (c, None)));
         }
-        let written =
-            tokio::task::spawn_blocking(move || writer.append(&uri, &columns, rows, &hints))
-                .await
-                .map_err(|e| ApiError::new(500, "OfflineWriteFailed", e.to_string()))?
-                .map_err(unprocessable)?;
+        let written = tokio::task::spawn_blocking(move || {
+            writer.append(&uri, &endpoint, &columns, rows, &hints)
+        })
+        .await
+        .map_err(|e| ApiError::new(500, "OfflineWriteFailed", e.to_string()))?
+        .map_err(unprocessable)?;
         Some(written)
     };
     if to == PushTo::Offline {

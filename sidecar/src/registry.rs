@@ -43,6 +43,8 @@ pub struct ServingView {
     pub created_field: Option<String>,
     /// The path or URI of the view's file source (where `to: offline` pushes append).
     pub batch_source_uri: Option<String>,
+    /// That source's own S3 endpoint (`s3_endpoint_override`; empty: the environment's).
+    pub batch_source_s3_endpoint: String,
 }
 
 pub struct ServingRegistry {
@@ -174,6 +176,15 @@ impl ServingRegistry {
                     SourceKind::File { uri, .. } => Some(uri.clone()),
                     _ => None,
                 }),
+                batch_source_s3_endpoint: batch_source(v)
+                    .and_then(|s| match &s.kind {
+                        SourceKind::File {
+                            s3_endpoint_override,
+                            ..
+                        } => Some(s3_endpoint_override.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default(),
             });
             layouts.push(layout);
         }

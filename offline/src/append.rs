@@ -29,7 +29,8 @@ use serde_json::Value as Json;
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion};
-use quiver_registry::object::{MAX_ATTEMPTS, ObjectUri, bucket_client, pause_after_conflict};
+use parquet::file::reader::ChunkReader;
+use quiver_registry::object::{MAX_ATTEMPTS, pause_after_conflict};
 
 use crate::Error;
 use crate::source::{self, Bucket, Format};
@@ -69,10 +70,7 @@ impl ParquetAppender {
         rows: usize,
         hints: &[(String, ColumnKind)],
     ) -> Result<String, Error> {
-        let folder = uri.trim().ends_with('/');
-        let object = ObjectUri::parse(uri.trim().trim_end_matches('/'))
-            .map_err(|e| Error::new(e.replacen("registry ", "source ", 1)))?;
-        let Some(object) = object else {
+        let Some((object, folder)) = source::object_uri(uri)? else {
             return self
                 .append_local(uri, columns, rows, hints)
                 .map(|p| p.display().to_string());
@@ -82,13 +80,7 @@ impl ParquetAppender {
                 "source {uri}: object stores are written on a tokio runtime"
             ))
         })?;
-        let (store, endpoint) =
-            bucket_client(&object, Some(s3_endpoint_override), "source").map_err(Error::new)?;
-        let bucket = Bucket {
-            uri: object,
-            store,
-            endpoint,
-        };
+        let bucket = Bucket::open(object, s3_endpoint_override)?;
         let _guard = self
             .lock
             .lock()
@@ -213,7 +205,7 @@ async fn append_object(
                     version: got.meta.version.clone(),
                 };
                 let bytes = got.bytes().await.map_err(|e| fail("reading", e))?;
-                let (schema, batches) = read_all_bytes(bytes, &shown)?;
+                let (schema, batches) = read_parquet(bytes, &shown)?;
                 (schema, batches, PutMode::Update(version))
             }
             Err(object_store::Error::NotFound { .. }) => (
@@ -246,9 +238,13 @@ async fn append_object(
     )))
 }
 
-fn read_all_bytes(bytes: Bytes, shown: &str) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
+/// A whole Parquet file (a local file, or an object's bytes) and its schema.
+fn read_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    shown: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
     let fail = |e: &dyn std::fmt::Display| Error::new(format!("{shown}: {e}"));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| fail(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| fail(&e))?;
     let schema = Arc::clone(builder.schema());
     let batches = builder
         .build()
@@ -281,16 +277,9 @@ fn parquet_schema(path: &Path) -> Result<SchemaRef, Error> {
 }
 
 fn read_all(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
-    let fail = |e: &dyn std::fmt::Display| Error::new(format!("{}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
-    let schema = Arc::clone(builder.schema());
-    let batches = builder
-        .build()
-        .map_err(|e| fail(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(&e))?;
-    Ok((schema, batches))
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+    read_parquet(file, &path.display().to_string())
 }
 
 /// Writes batches to `path` through a temporary sibling and a rename.
@@ -632,7 +621,9 @@ mod tests {
 
     fn memory_bucket(store: &Arc<object_store::memory::InMemory>, uri: &str) -> Bucket {
         Bucket {
-            uri: ObjectUri::parse(uri).unwrap().unwrap(),
+            uri: quiver_registry::object::ObjectUri::parse(uri)
+                .unwrap()
+                .unwrap(),
             store: Arc::clone(store) as Arc<dyn object_store::ObjectStore>,
             endpoint: "memory".to_owned(),
         }
@@ -646,7 +637,7 @@ mod tests {
             .bytes()
             .await
             .unwrap();
-        let (schema, batches) = read_all_bytes(bytes, key).unwrap();
+        let (schema, batches) = read_parquet(bytes, key).unwrap();
         (schema, batches.iter().map(RecordBatch::num_rows).sum())
     }
 

@@ -115,6 +115,30 @@ pub struct Bucket {
     pub endpoint: String,
 }
 
+impl Bucket {
+    /// A client for `uri`'s bucket, configured as Feast's are (`s3_endpoint_override`, when not
+    /// empty, wins over the environment's S3 endpoint). Does not touch the network.
+    pub fn open(uri: ObjectUri, s3_endpoint_override: &str) -> Result<Bucket, Error> {
+        let (store, endpoint) =
+            bucket_client(&uri, Some(s3_endpoint_override), "source").map_err(Error::new)?;
+        Ok(Bucket {
+            uri,
+            store,
+            endpoint,
+        })
+    }
+}
+
+/// A source path that names an object store: the object (or prefix) and whether it was written
+/// as a folder (`s3://bucket/stats/`). `None` for a local path.
+pub fn object_uri(uri: &str) -> Result<Option<(ObjectUri, bool)>, Error> {
+    // ObjectUri names objects: parsed without the folder's slash.
+    let folder = uri.trim().ends_with('/');
+    let object = ObjectUri::parse(uri.trim().trim_end_matches('/'))
+        .map_err(|e| Error::new(source_message(&e)))?;
+    Ok(object.map(|o| (o, folder)))
+}
+
 /// Where a source's data is, found out by [`locate`].
 #[derive(Debug, Clone)]
 pub enum Located {
@@ -174,11 +198,7 @@ pub async fn locate(
     s3_endpoint_override: &str,
     repo_dir: &Path,
 ) -> Result<Located, Error> {
-    // `s3://bucket/folder/` names a folder: ObjectUri names objects, so without the slash.
-    let folder = uri.trim().ends_with('/');
-    let object = ObjectUri::parse(uri.trim().trim_end_matches('/'))
-        .map_err(|e| Error::new(source_message(&e)))?;
-    let Some(object) = object else {
+    let Some((object, folder)) = object_uri(uri)? else {
         let local = uri.strip_prefix("file://").unwrap_or(uri);
         let root = repo_dir.join(local);
         let files = resolve(uri, repo_dir)?;
@@ -188,14 +208,7 @@ pub async fn locate(
             files,
         });
     };
-    let (store, endpoint) =
-        bucket_client(&object, Some(s3_endpoint_override), "source").map_err(Error::new)?;
-    let bucket = Bucket {
-        uri: object,
-        store,
-        endpoint,
-    };
-    locate_objects(bucket, folder).await
+    locate_objects(Bucket::open(object, s3_endpoint_override)?, folder).await
 }
 
 /// The object-store half of [`locate`], on a given client: `bucket.uri`'s object, or the data

@@ -1,6 +1,7 @@
 """Helpers shared by quiver's Feast fixture scripts (generate_fixtures.py and
 generate_serving_fixtures.py): a stable process environment, JSON output, a
-private redis-server, a real `feast serve` and plain HTTP requests to it.
+private redis-server, a real `feast serve` and plain HTTP requests to it; and for the
+compatibility tests, `spawn` (a server whose log goes to a file, never to a pipe).
 
 Only the standard library and the `redis` client are needed; nothing here
 imports Feast. A script calls reexec_with_stable_env() before importing Feast
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -172,3 +174,22 @@ def feast_serve(repo: Path, log_path: Path) -> Iterator[str]:
         yield base
     finally:
         stop_process_group(proc)
+
+
+def spawn(args: list) -> subprocess.Popen:
+    """Starts a server with its log in a file. (A stderr pipe that nobody reads fills up at 64 KB
+    and then blocks the server's next log line, and the request it was answering: moto's access
+    log did that to a long test run.)"""
+    log = tempfile.NamedTemporaryFile(prefix="quiver-compat-", suffix=".log", delete=False)
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    proc.log_path = log.name
+    return proc
+
+
+def log_of(proc: subprocess.Popen) -> str:
+    """The last lines a server started by `spawn` logged, for failure messages."""
+    try:
+        return "\n".join(Path(proc.log_path).read_text(errors="replace").splitlines()[-40:])
+    except OSError:
+        return ""

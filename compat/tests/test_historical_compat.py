@@ -30,6 +30,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "debug" / "quiver")).resolve()
 FEAST_CLI = Path(sys.executable).parent / "feast"
+sys.path.insert(0, str(ROOT / "compat"))
+
+from fixture_helpers import log_of, spawn  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -254,11 +257,8 @@ def test_duplicates_and_created_ties_follow_the_rules(tmp_path: Path) -> None:
 
 def start_server(repo: Path, *extra: str):
     port, http_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [str(QUIVER), "offline", "serve", "--repo", str(repo), "--port", str(port),
-         "--http-port", str(http_port), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = spawn([QUIVER, "offline", "serve", "--repo", repo, "--port", str(port), "--http-port", str(http_port),
+                  *extra])
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -266,7 +266,7 @@ def start_server(repo: Path, *extra: str):
             return proc, port, http_port
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
+                raise RuntimeError(log_of(proc))
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("quiver offline serve did not start")

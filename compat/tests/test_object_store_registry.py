@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "compat"))
 
 import feast_summary  # noqa: E402
+from fixture_helpers import log_of, spawn  # noqa: E402
 from quickstart_data import write_quickstart_parquet  # noqa: E402
 
 QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "debug" / "quiver")).resolve()
@@ -75,7 +76,7 @@ def wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
             return  # it answers
         except OSError:
             pass
-        assert proc.poll() is None, f"{what} exited: {proc.stderr.read() if proc.stderr else ''}"
+        assert proc.poll() is None, f"{what} exited: {log_of(proc)}"
         assert time.time() < deadline, f"{what} did not come up"
         time.sleep(0.1)
 
@@ -83,8 +84,7 @@ def wait_http(url: str, proc: subprocess.Popen, what: str) -> None:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn([BIN / "moto_server", "-H", "127.0.0.1", "-p", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/moto-api/", proc, "moto_server")
@@ -166,8 +166,7 @@ class Sidecar:
 
     def __init__(self, repo: Path, *args: str) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([str(QUIVER), "serve", "--repo", str(repo), "--port", str(self.port), *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = spawn([str(QUIVER), "serve", "--repo", str(repo), "--port", str(self.port), *args])
 
     def __enter__(self) -> "Sidecar":
         deadline = time.time() + 30
@@ -178,7 +177,7 @@ class Sidecar:
                         return self
             except OSError:
                 pass
-            assert self.proc.poll() is None, f"quiver serve exited: {self.proc.stderr.read()}"
+            assert self.proc.poll() is None, f"quiver serve exited: {log_of(self.proc)}"
             assert time.time() < deadline, "quiver serve did not become ready"
             time.sleep(0.1)
 
@@ -299,9 +298,7 @@ def test_historical_and_offline_serve_read_an_s3_registry(s3: dict, tmp_path: Pa
     assert got == want == [10, 20], (got, want)
 
     port, http_port = free_port(), free_port()
-    proc = subprocess.Popen([str(QUIVER), "offline", "serve", "--repo", str(repo), "--port", str(port),
-                             "--http-port", str(http_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn([QUIVER, "offline", "serve", "--repo", repo, "--port", str(port), "--http-port", str(http_port)])
     try:
         wait_http(f"http://127.0.0.1:{http_port}/", proc, "quiver offline serve")
         body = {"features": ["driver_hourly_stats:avg_daily_trips"],
@@ -345,10 +342,9 @@ class RegistryService:
     def __init__(self, store: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [str(QUIVER), "registry", "serve", "--store", store, "--host", "127.0.0.1", "--port",
-             str(self.port), "--poll-interval", "200ms"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = spawn(
+            [QUIVER, "registry", "serve", "--store", store, "--host", "127.0.0.1", "--port",
+             str(self.port), "--poll-interval", "200ms"])
 
     def __enter__(self) -> "RegistryService":
         wait_http(self.url + "/health", self.proc, "quiver registry serve")
@@ -465,9 +461,8 @@ def gcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     # No '-': object_store percent-encodes it in the path, which real GCS decodes and the
     # emulator's routes do not match.
     bucket = f"quiver{uuid.uuid4().hex[:12]}"
-    proc = subprocess.Popen([str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
-                             "--in-memory", "--default-bucket", bucket],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = spawn([BIN / "gcp-storage-emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+                  "--in-memory", "--default-bucket", bucket])
     try:
         wait_http(f"http://127.0.0.1:{port}/", proc, "gcp-storage-emulator")
         # The switch Google's client libraries (and so Feast's GCS registry store) honour;
@@ -558,6 +553,24 @@ def s3_sources_repo(tmp_path: Path, s3: dict, name: str) -> tuple:
     return repo, drivers
 
 
+def feast_historical(repo: Path, entities, features: list, env: dict):
+    """Feast's `get_historical_features` in a process of its own, as the `feast` commands run:
+    a fresh s3fs and dask for each read."""
+    import pandas as pd
+
+    entities.to_parquet(repo / "feast_entities.parquet")
+    script = (
+        "import sys, pandas as pd\n"
+        "from feast import FeatureStore\n"
+        "entities = pd.read_parquet(sys.argv[2])\n"
+        "FeatureStore(repo_path=sys.argv[1]).get_historical_features(\n"
+        "    entity_df=entities, features=sys.argv[4].split(',')).to_df().to_parquet(sys.argv[3])\n"
+    )
+    run(sys.executable, "-c", script, repo, repo / "feast_entities.parquet", repo / "feast_out.parquet",
+        ",".join(features), cwd=repo, env=env, timeout=300)
+    return pd.read_parquet(repo / "feast_out.parquet")
+
+
 def test_materialize_and_historical_read_s3_data_sources(s3: dict, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Feast and quiver materialize the same S3 sources (a folder of part files and a single
@@ -607,8 +620,7 @@ def test_materialize_and_historical_read_s3_data_sources(s3: dict, tmp_path: Pat
     quiver("historical", "--repo", repo, "--entities", repo / "entities.parquet",
            "--features", ",".join(features), "--out", repo / "out.parquet", env=env)
     ours = pd.read_parquet(repo / "out.parquet").sort_values(["driver_id", "event_timestamp"])
-    feast = FeatureStore(repo_path=str(repo)).get_historical_features(
-        entity_df=entities, features=features).to_df().sort_values(["driver_id", "event_timestamp"])
+    feast = feast_historical(repo, entities, features, env).sort_values(["driver_id", "event_timestamp"])
     def cells(frame, column):
         return [None if pd.isna(x) else round(float(x), 6) for x in frame[column]]
 
@@ -637,7 +649,6 @@ def test_push_to_offline_appends_to_s3_sources(s3: dict, tmp_path: Path, monkeyp
     import boto3
     import pandas as pd
     import pyarrow.parquet as pq
-    from feast import FeatureStore
 
     monkeypatch.delenv("FEAST_S3_ENDPOINT_URL")
     env = {k: v for k, v in os.environ.items() if k != "FEAST_S3_ENDPOINT_URL"}
@@ -665,8 +676,7 @@ def test_push_to_offline_appends_to_s3_sources(s3: dict, tmp_path: Path, monkeyp
     entities = pd.DataFrame({"driver_id": pd.Series([1000, 5000, 1000], dtype="int64"),
                              "event_timestamp": pd.to_datetime(["2024-05-01T21:00:00Z", "2024-05-01T21:00:00Z",
                                                                 "2024-05-01T03:00:00Z"])})
-    got = FeatureStore(repo_path=str(repo)).get_historical_features(
-        entity_df=entities, features=["driver_hourly_stats:conv_rate"]).to_df()
+    got = feast_historical(repo, entities, ["driver_hourly_stats:conv_rate"], env)
     got = [round(float(x), 6) for x in got.sort_values(["driver_id", "event_timestamp"])["conv_rate"]]
     before = drivers[(drivers["driver_id"] == 1000) & (drivers["event_timestamp"] <= pd.Timestamp("2024-05-01T03:00:00Z"))]
     latest_before = round(float(before.sort_values(["event_timestamp", "created"])["conv_rate"].iloc[-1]), 6)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "compat"))
 
 import feast_summary  # noqa: E402
+from fixture_helpers import log_of, spawn  # noqa: E402
 from quickstart_data import write_quickstart_parquet  # noqa: E402
 
 QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "debug" / "quiver"))
@@ -77,11 +78,8 @@ def get(url: str):
 @contextmanager
 def registry_service(store: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [str(QUIVER), "registry", "serve", "--store", store, "--host", "127.0.0.1", "--port", str(port),
-         "--poll-interval", "200ms"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = spawn([QUIVER, "registry", "serve", "--store", store, "--host", "127.0.0.1", "--port", str(port),
+                  "--poll-interval", "200ms"])
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 20
@@ -91,7 +89,7 @@ def registry_service(store: str) -> Iterator[str]:
                     break
             except OSError:
                 pass
-            assert proc.poll() is None, f"quiver registry serve exited: {proc.stderr.read()}"
+            assert proc.poll() is None, f"quiver registry serve exited: {log_of(proc)}"
             assert time.time() < deadline, "quiver registry serve did not come up"
             time.sleep(0.05)
         yield url

@@ -29,6 +29,9 @@ use crate::convert::{self, Nanos};
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 16 * 1024;
 
+/// Footers of object-store files read at once when a source is opened.
+const FOOTERS_IN_FLIGHT: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Parquet,
@@ -323,8 +326,18 @@ pub async fn open_all(
             }
         }
         Located::Object { bucket, files, .. } => {
-            for (meta, format) in files {
-                out.push(open_object(bucket, meta, *format, ts_column, window).await?);
+            // A footer read is small, but its latency adds up over hundreds of part files:
+            // several at once, in order.
+            let opened: Vec<Result<OpenFile, Error>> = futures::stream::iter(
+                files
+                    .iter()
+                    .map(|(meta, format)| open_object(bucket, meta, *format, ts_column, window)),
+            )
+            .buffered(FOOTERS_IN_FLIGHT)
+            .collect()
+            .await;
+            for file in opened {
+                out.push(file?);
             }
         }
     }

@@ -237,7 +237,7 @@ async fn serve_and_query(
         "   (client and sidecar share this machine's cores: benches/RESULTS.md has the careful numbers)"
     );
 
-    step(6, "Next steps");
+    step(7, "Next steps");
     println!("   - your own Feast repo: quiver list --repo PATH; quiver serve --repo PATH");
     println!(
         "   - Redis: online_store: {{type: redis, connection_string: \"localhost:6379\"}} in feature_store.yaml"

@@ -164,6 +164,10 @@ struct Shared {
     /// Wakes the sentinel watcher before its next poll: a command failed, a failover may be
     /// under way.
     recheck: tokio::sync::Notify,
+    /// Cluster: when the connection was last rebuilt after failed commands (see
+    /// [`RedisStore::command_failed`]), and whether a rebuild is under way.
+    rebuilt: std::sync::Mutex<Option<std::time::Instant>>,
+    rebuilding: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -173,6 +177,8 @@ impl Shared {
             master: std::sync::RwLock::new(master),
             master_changed: tokio::sync::watch::channel(0).0,
             recheck: tokio::sync::Notify::new(),
+            rebuilt: std::sync::Mutex::new(None),
+            rebuilding: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -262,6 +268,9 @@ pub fn cluster_slot(key: &[u8]) -> u16 {
     }
     crc % 16384
 }
+
+/// How often, at most, a cluster connection is rebuilt after failed commands.
+pub const CLUSTER_REBUILD_INTERVAL: Duration = Duration::from_secs(3);
 
 /// A self-reconnecting multiplexed connection to one server.
 async fn open_single(
@@ -444,11 +453,60 @@ impl RedisStore {
     }
 
     /// Tells the store a command failed. With a sentinel this asks the sentinels for the
-    /// master at once (a failover may be under way) rather than at the next poll.
+    /// master at once (a failover may be under way) rather than at the next poll. On a cluster
+    /// it builds a fresh connection in the background (at most every
+    /// [`CLUSTER_REBUILD_INTERVAL`]) and swaps it in once it works: after a reshard under load,
+    /// redis-rs's cluster connection was seen to time out every command for many seconds, and a
+    /// new one, which reads the slot map afresh, does not.
     pub fn command_failed(&self) {
         if self.options.sentinel.is_some() {
             self.shared.recheck.notify_one();
+            return;
         }
+        if !self.is_cluster() {
+            return;
+        }
+        let due = match self.shared.rebuilt.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| t.elapsed() >= CLUSTER_REBUILD_INTERVAL);
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if !due
+            || self
+                .shared
+                .rebuilding
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.shared
+                .rebuilding
+                .store(false, std::sync::atomic::Ordering::Release);
+            return;
+        };
+        let (options, root, shared) = (
+            self.options.clone(),
+            self.tls_root.clone(),
+            Arc::clone(&self.shared),
+        );
+        runtime.spawn(async move {
+            match Self::open(&options, root.as_ref()).await {
+                Ok((conn, master)) => {
+                    tracing::info!(store = %options.describe(), "commands failed: a new cluster connection is in use");
+                    shared.install(conn, master);
+                }
+                Err(e) => tracing::debug!(error = %e, "a new cluster connection failed too"),
+            }
+            shared
+                .rebuilding
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Whether this is a Redis Sentinel master.

@@ -137,8 +137,8 @@ impl Bucket {
 pub fn object_uri(uri: &str) -> Result<Option<(ObjectUri, bool)>, Error> {
     // ObjectUri names objects: parsed without the folder's slash.
     let folder = uri.trim().ends_with('/');
-    let object = ObjectUri::parse(uri.trim().trim_end_matches('/'))
-        .map_err(|e| Error::new(source_message(&e)))?;
+    let object = ObjectUri::parse_as(uri.trim().trim_end_matches('/'), "source", "data.parquet")
+        .map_err(Error::new)?;
     Ok(object.map(|o| (o, folder)))
 }
 
@@ -302,14 +302,6 @@ pub async fn object_schema(bucket: &Bucket, meta: &ObjectMeta) -> Result<SchemaR
             ))
         })?;
     Ok(Arc::clone(metadata.schema()))
-}
-
-/// `ObjectUri::parse` speaks of registries; here it is a source.
-fn source_message(e: &str) -> String {
-    e.replacen("registry ", "source ", 1).replace(
-        "/registry.db (a bucket, then the registry object's key)",
-        "/data.parquet",
-    )
 }
 
 /// Opens every file of a source for a scan (reading only metadata): see [`open`].

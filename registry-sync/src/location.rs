@@ -45,6 +45,12 @@ impl ObjectUri {
     /// Parses `uri` when it is an object-store URI: `Ok(None)` for anything else (a local path,
     /// another scheme), an error naming the URI when it is `s3://`/`gs://` but malformed.
     pub fn parse(uri: &str) -> Result<Option<ObjectUri>, String> {
+        ObjectUri::parse_as(uri, "registry", "registry.db")
+    }
+
+    /// [`ObjectUri::parse`] for another kind of object: errors call the URI a `what` (`source`)
+    /// and give `example` (`data.parquet`) as the kind of key expected.
+    pub fn parse_as(uri: &str, what: &str, example: &str) -> Result<Option<ObjectUri>, String> {
         let uri = uri.trim();
         let (scheme, rest) = if let Some(rest) = uri.strip_prefix("s3://") {
             (ObjectScheme::S3, rest)
@@ -54,27 +60,27 @@ impl ObjectUri {
             return Ok(None);
         };
         let expected = format!(
-            "expected {}BUCKET/PATH/registry.db (a bucket, then the registry object's key)",
+            "expected {}BUCKET/PATH/{example} (a bucket, then the {what} object's key)",
             scheme.prefix()
         );
         if rest.contains(['?', '#']) {
             return Err(format!(
-                "registry {uri:?}: query strings and fragments are not supported; {expected}"
+                "{what} {uri:?}: query strings and fragments are not supported; {expected}"
             ));
         }
         let Some((bucket, key)) = rest.split_once('/') else {
-            return Err(format!("registry {uri:?}: no object key; {expected}"));
+            return Err(format!("{what} {uri:?}: no object key; {expected}"));
         };
         if !valid_bucket(bucket) {
             return Err(format!(
-                "registry {uri:?}: {bucket:?} is not a valid bucket name (3 to 222 lowercase \
+                "{what} {uri:?}: {bucket:?} is not a valid bucket name (3 to 222 lowercase \
                  letters, digits, '.', '-' or '_', starting and ending with a letter or digit); \
                  {expected}"
             ));
         }
         if key.is_empty() || key.ends_with('/') {
             return Err(format!(
-                "registry {uri:?}: names a folder, not an object; {expected}"
+                "{what} {uri:?}: names a folder, not an object; {expected}"
             ));
         }
         if key
@@ -82,7 +88,7 @@ impl ObjectUri {
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
         {
             return Err(format!(
-                "registry {uri:?}: the key has an empty, '.' or '..' segment; {expected}"
+                "{what} {uri:?}: the key has an empty, '.' or '..' segment; {expected}"
             ));
         }
         Ok(Some(ObjectUri {

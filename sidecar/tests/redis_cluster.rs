@@ -597,6 +597,19 @@ async fn notifications_follow_a_promoted_replica() {
                 .contains(&format!("master_port:{}", nodes[0].port))
         })
         .unwrap();
+    // Replication is asynchronous (and a replica's first sync may still be waiting out the
+    // master's diskless-sync delay): kill the master only once its replica holds every key it
+    // does, or the promoted replica starts empty.
+    let dbsize = |n: usize| {
+        redis::cmd("DBSIZE")
+            .query::<u64>(&mut node_conn(&nodes[n]))
+            .unwrap()
+    };
+    let in_sync = eventually(30, || async {
+        dbsize(0) > 0 && dbsize(replica) == dbsize(0)
+    })
+    .await;
+    assert!(in_sync, "the replica never caught up with its master");
 
     nodes[0].kill();
     assert!(

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,80 +29,6 @@ feature_views:
     source: src_push
     schema: [{name: trips, dtype: Int64}]
 "#;
-
-/// A `redis-server --sentinel` of the test's own, watching `mymaster`; killed when dropped.
-struct Sentinel {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Sentinel {
-    fn start(master_port: u16) -> Sentinel {
-        Sentinel::start_with(master_port, "")
-    }
-
-    /// A sentinel with extra configuration lines for `mymaster` (e.g. its `auth-pass`).
-    fn start_with(master_port: u16, extra: &str) -> Sentinel {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        // Quorum 1 and short timeouts: one sentinel decides, within a few seconds of a master's
-        // death, and may fail over again 4 s (twice the failover timeout) after the last
-        // failover. (Much shorter than 3 s, a busy machine's slow answer starts failovers no test
-        // asked for.)
-        std::fs::write(
-            dir.path().join("sentinel.conf"),
-            format!(
-                "port {port}\nbind 127.0.0.1\n\
-                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds mymaster 3000\n\
-                 sentinel failover-timeout mymaster 2000\n\
-                 sentinel parallel-syncs mymaster 1\n{extra}"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("redis-server")
-            .args(["sentinel.conf", "--sentinel"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the sentinel did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sentinel {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    fn master_port(&self) -> Option<u16> {
-        redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg("mymaster")
-            .query::<Option<(String, u16)>>(&mut self.conn())
-            .unwrap()
-            .map(|(_, port)| port)
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn info_replication(port: u16) -> String {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();

@@ -27,57 +27,6 @@ feature_views:
     schema: [{name: trips, dtype: Int64}]
 "#;
 
-/// A redis-server (or sentinel) process, killed when dropped.
-struct TlsRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tls_redis(dir: &Path) -> TlsRedis {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args([
-            "--tls-cert-file",
-            "server.crt",
-            "--tls-key-file",
-            "server.key",
-            "--tls-ca-cert-file",
-            "ca.crt",
-            "--tls-auth-clients",
-            "no",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "TLS redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    TlsRedis { port, child }
-}
-
 fn options(port: u16, ca: Option<&Path>) -> RedisOptions {
     RedisOptions {
         host: "127.0.0.1".into(),
@@ -136,7 +85,7 @@ fn seed_over_tls(certs: &Path, port: u16, driver: i64, trips: i64) {
 async fn serves_over_tls_and_refuses_an_untrusted_server() {
     let certs = tempfile::tempdir().unwrap();
     certificates(certs.path());
-    let redis = tls_redis(certs.path());
+    let redis = RedisServer::start_tls(certs.path());
 
     seed_over_tls(certs.path(), redis.port, 7, 42);
 
@@ -293,38 +242,20 @@ feature_views:
 async fn a_sentinels_master_over_tls() {
     let certs = tempfile::tempdir().unwrap();
     certificates(certs.path());
-    let redis = tls_redis(certs.path());
+    let redis = RedisServer::start_tls(certs.path());
     seed_over_tls(certs.path(), redis.port, 8, 64);
-    let sentinel_port = free_port();
     let dir = certs.path();
-    std::fs::write(
-        dir.join("sentinel.conf"),
-        format!(
-            "port {sentinel_port}\nbind 127.0.0.1\n\
-             tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\ntls-replication yes\n\
-             sentinel monitor mymaster 127.0.0.1 {port} 1\n",
+    // Sentinel reaches the master over TLS; it answers on a plain port.
+    let sentinel = Sentinel::start_with(
+        redis.port,
+        &format!(
+            "tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\ntls-replication yes\n",
             cert = dir.join("server.crt").display(),
             key = dir.join("server.key").display(),
             ca = dir.join("ca.crt").display(),
-            port = redis.port,
         ),
-    )
-    .unwrap();
-    let sentinel = TlsRedis {
-        port: sentinel_port,
-        child: Command::new("redis-server")
-            .args(["sentinel.conf", "--sentinel"])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", sentinel_port)).is_err() {
-        assert!(Instant::now() < deadline, "the sentinel did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    );
+    let sentinel_port = sentinel.port;
     let sentinel_options = || quiver_online_store::redis_store::SentinelOptions {
         sentinels: vec![("127.0.0.1".into(), sentinel_port)],
         master_name: "mymaster".into(),

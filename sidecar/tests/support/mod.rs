@@ -48,6 +48,15 @@ impl RedisServer {
         RedisServer::start_inner(extra, true)
     }
 
+    /// A TLS-only server with the certificates [`certificates`] put in `certs`, not asking
+    /// clients for theirs.
+    pub fn start_tls(certs: &Path) -> RedisServer {
+        let mut args = tls_args(certs);
+        args.extend(["--tls-auth-clients".to_owned(), "no".to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        RedisServer::start_tls_with(&args)
+    }
+
     fn start_inner(extra: &[&str], tls: bool) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let mut server = RedisServer {
@@ -492,6 +501,18 @@ pub fn redis_cli(certs: Option<&Path>, args: &[&str]) -> std::process::Output {
     cmd.args(args).output().expect("redis-cli")
 }
 
+/// A server's certificate arguments, for the files [`certificates`] put in `certs`.
+pub fn tls_args(certs: &Path) -> Vec<String> {
+    [
+        ("--tls-cert-file", "server.crt"),
+        ("--tls-key-file", "server.key"),
+        ("--tls-ca-cert-file", "ca.crt"),
+    ]
+    .into_iter()
+    .flat_map(|(flag, file)| [flag.to_owned(), certs.join(file).display().to_string()])
+    .collect()
+}
+
 /// A three-master Redis Cluster (no replicas). With `certs` (a folder [`certificates`] filled),
 /// every node listens on a TLS port only, and the cluster bus and replication use TLS too.
 pub fn start_cluster(certs: Option<&Path>) -> Vec<RedisServer> {
@@ -514,16 +535,13 @@ pub fn start_cluster_of(certs: Option<&Path>, replicas: usize) -> Vec<RedisServe
                 "2000".into(),
                 "--cluster-port".into(),
                 bus,
+                // A replica's first sync starts at once instead of after the 5 s default wait
+                // for more replicas.
+                "--repl-diskless-sync-delay".into(),
+                "0".into(),
             ];
             if let Some(dir) = certs {
-                for (flag, value) in [
-                    ("--tls-cert-file", dir.join("server.crt")),
-                    ("--tls-key-file", dir.join("server.key")),
-                    ("--tls-ca-cert-file", dir.join("ca.crt")),
-                ] {
-                    args.push(flag.into());
-                    args.push(value.display().to_string());
-                }
+                args.extend(tls_args(dir));
                 for flag in ["--tls-cluster", "--tls-replication"] {
                     args.push(flag.into());
                     args.push("yes".into());
@@ -571,4 +589,78 @@ pub fn start_cluster_of(certs: Option<&Path>, replicas: usize) -> Vec<RedisServe
         std::thread::sleep(Duration::from_millis(100));
     }
     nodes
+}
+
+/// A `redis-server --sentinel` of the test's own, watching `mymaster`; killed when dropped.
+pub struct Sentinel {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    pub fn start(master_port: u16) -> Sentinel {
+        Sentinel::start_with(master_port, "")
+    }
+
+    /// A sentinel with extra configuration lines (e.g. `mymaster`'s `auth-pass`, or TLS settings).
+    pub fn start_with(master_port: u16, extra: &str) -> Sentinel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // Quorum 1 and short timeouts: one sentinel decides, within a few seconds of a master's
+        // death, and may fail over again 4 s (twice the failover timeout) after the last
+        // failover. (Much shorter than 3 s, a busy machine's slow answer starts failovers no test
+        // asked for.)
+        std::fs::write(
+            dir.path().join("sentinel.conf"),
+            format!(
+                "port {port}\nbind 127.0.0.1\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 3000\n\
+                 sentinel failover-timeout mymaster 2000\n\
+                 sentinel parallel-syncs mymaster 1\n{extra}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .args(["sentinel.conf", "--sentinel"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the sentinel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sentinel {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn master_port(&self) -> Option<u16> {
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("mymaster")
+            .query::<Option<(String, u16)>>(&mut self.conn())
+            .unwrap()
+            .map(|(_, port)| port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -468,7 +468,7 @@ fn training_dataset(
         let planned = engine.plan(registry, dir, &views, false, entities).await?;
         let mut output = Output::create(out, &planned.schema)?;
         let rows = write_stream(engine.execute(&planned)?, &mut output, &mut |_| {}).await?;
-        output.finish()?;
+        output.finish().await?;
         anyhow::Ok(rows)
     })?;
     // The first rows, read back from the file as a pipeline would.

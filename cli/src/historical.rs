@@ -17,9 +17,11 @@ pub struct Args {
     /// The feature repo (its feature_store.yaml names the registry).
     #[arg(long, default_value = ".", env = "QUIVER_REPO")]
     repo: PathBuf,
-    /// The entity table: .parquet, .csv or .arrow; join keys and an event_timestamp column.
+    /// The entity table: .parquet, .csv or .arrow; join keys and an event_timestamp column. A
+    /// local file, or in S3 or GCS (`s3://bucket/entities.parquet`, or a prefix of part files
+    /// ending in `/`).
     #[arg(long)]
-    entities: PathBuf,
+    entities: String,
     /// Features as view:feature, comma-separated.
     #[arg(
         long,
@@ -43,9 +45,11 @@ pub struct Args {
     /// Parallel partitions (default: four per core).
     #[arg(long)]
     partitions: Option<usize>,
-    /// Where to write: .parquet, .csv or .arrow; `-` writes an Arrow IPC stream to stdout.
+    /// Where to write: .parquet, .csv or .arrow, a local file or an object in S3 or GCS
+    /// (`s3://bucket/training.parquet`, uploaded when complete); `-` writes an Arrow IPC stream
+    /// to stdout.
     #[arg(long)]
-    out: PathBuf,
+    out: String,
 }
 
 /// `2GiB`, `512MiB`, `1.5G`, `100M`, `4096`: bytes.
@@ -119,9 +123,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = Engine::new(&options)?;
     let started = Instant::now();
     let rt = runtime()?;
-    let to_stdout = args.out.as_os_str() == "-";
+    let to_stdout = args.out == "-";
     rt.block_on(async move {
-        let entities = engine.read_entities(&args.entities).await?;
+        let entities = engine.read_entities_at(&args.entities).await?;
         let planned = engine
             .plan(
                 &registry,
@@ -131,11 +135,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 entities,
             )
             .await?;
-        let mut out = Output::create(&args.out, &planned.schema)?;
+        let mut out = Output::create_at(&args.out, &planned.schema, args.spill_dir.as_deref())?;
         let bar = progress_bar(planned.rows as u64);
         let stream = engine.execute(&planned)?;
         let rows = write_stream(stream, &mut out, &mut |n| bar.set_position(n)).await?;
-        out.finish()?;
+        if out.uploads() {
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
+                bar.set_style(style);
+            }
+            bar.set_message(format!("uploading to {}", args.out));
+        }
+        out.finish().await?;
         bar.finish_and_clear();
         let (spill_files, spilled) = planned.spilled();
         let summary = format!(
@@ -157,7 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if to_stdout {
             eprintln!("{summary}");
         } else {
-            println!("{summary} -> {}", args.out.display());
+            println!("{summary} -> {}", args.out);
         }
         anyhow::Ok(())
     })

@@ -632,6 +632,39 @@ def test_materialize_and_historical_read_s3_data_sources(s3: dict, tmp_path: Pat
         assert cells(kept, column) == cells(feast, column), column
     assert cells(ours[ours["driver_id"] == 1005], "avg_daily_trips") == [None]
 
+    # The entity table and the result in S3 too, as a pipeline step keeps them: the entities as
+    # a prefix of two part files, the result uploaded as one object; the endpoint from the
+    # environment this time (FEAST_S3_ENDPOINT_URL, as Feast reads it).
+    import boto3
+    client = boto3.client("s3", endpoint_url=s3["endpoint"])
+    for i, part in enumerate((entities.iloc[:2], entities.iloc[2:])):
+        path = repo / f"entities-{i}.parquet"
+        part.to_parquet(path, index=False)
+        client.upload_file(str(path), s3["bucket"], f"pipeline/entities/part-{i}.parquet")
+    client.put_object(Bucket=s3["bucket"], Key="pipeline/entities/_SUCCESS", Body=b"")
+    env = {**env, "FEAST_S3_ENDPOINT_URL": s3["endpoint"]}
+    out = quiver("historical", "--repo", repo, "--entities", f"s3://{s3['bucket']}/pipeline/entities/",
+                 "--features", ",".join(features), "--out", f"s3://{s3['bucket']}/pipeline/training.parquet", env=env)
+    assert f"s3://{s3['bucket']}/pipeline/training.parquet" in out, out
+    client.download_file(s3["bucket"], "pipeline/training.parquet", str(repo / "from_s3.parquet"))
+    remote = pd.read_parquet(repo / "from_s3.parquet")
+    # Input order is kept: the parts in their order, rows in theirs.
+    assert remote["driver_id"].tolist() == entities["driver_id"].tolist()
+    remote = remote.sort_values(["driver_id", "event_timestamp"])
+    for column in ("conv_rate", "avg_daily_trips"):
+        assert cells(remote, column) == cells(ours, column), column
+    # An entity table that is not there, and an output that names a folder: named, no object.
+    done = run(QUIVER, "historical", "--repo", repo, "--entities", f"s3://{s3['bucket']}/pipeline/nothing.parquet",
+               "--features", ",".join(features), "--out", f"s3://{s3['bucket']}/pipeline/never.parquet", env=env, check=False)
+    no_panic(done)
+    assert done.returncode != 0 and "entity table" in done.stderr and "nothing.parquet" in done.stderr, done.stderr
+    done = run(QUIVER, "historical", "--repo", repo, "--entities", f"s3://{s3['bucket']}/pipeline/entities/",
+               "--features", ",".join(features), "--out", f"s3://{s3['bucket']}/pipeline/out/", env=env, check=False)
+    no_panic(done)
+    assert done.returncode != 0 and "not a folder" in done.stderr, done.stderr
+    listed = client.list_objects_v2(Bucket=s3["bucket"], Prefix="pipeline/")["Contents"]
+    assert not [o["Key"] for o in listed if "never" in o["Key"] or "/out" in o["Key"]], listed
+
     # A source object that is not there: named, non-zero, no panic, nothing recorded.
     code = (repo / "feature_repo.py").read_text()
     (repo / "feature_repo.py").write_text(code.replace("quiver/customer_profile.parquet", "quiver/gone.parquet"))

@@ -70,7 +70,7 @@ impl ParquetAppender {
         rows: usize,
         hints: &[(String, ColumnKind)],
     ) -> Result<String, Error> {
-        let Some((object, folder)) = source::object_uri(uri)? else {
+        let Some((object, folder)) = source::object_uri(uri, "source")? else {
             return self
                 .append_local(uri, columns, rows, hints)
                 .map(|p| p.display().to_string());
@@ -80,7 +80,7 @@ impl ParquetAppender {
                 "source {uri}: object stores are written on a tokio runtime"
             ))
         })?;
-        let bucket = Bucket::open(object, s3_endpoint_override)?;
+        let bucket = Bucket::open(object, s3_endpoint_override, "source")?;
         let _guard = self
             .lock
             .lock()
@@ -621,6 +621,7 @@ mod tests {
 
     fn memory_bucket(store: &Arc<object_store::memory::InMemory>, uri: &str) -> Bucket {
         Bucket {
+            what: "source",
             uri: quiver_registry::object::ObjectUri::parse(uri)
                 .unwrap()
                 .unwrap(),

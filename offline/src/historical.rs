@@ -55,7 +55,7 @@ use quiver_core::registry::ProjectRegistry;
 use crate::Error;
 use crate::asof::{AsOfColumns, AsOfJoinExec};
 use crate::convert;
-use crate::source::{self, Format, Located};
+use crate::source::{self, Bucket, Format, Located};
 
 /// The entity table's time column when there is more than one datetime column.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
@@ -370,6 +370,99 @@ impl Engine {
         })
     }
 
+    /// A DataFrame over `located`'s files: a listing table of one file, or of a folder's (or
+    /// prefix's) data files with its hive partitions. For objects, the bucket's client is
+    /// registered with the engine first. `what` names the table in errors ("feature view x:
+    /// source"); returns the location as shown in them.
+    async fn listing(
+        &self,
+        located: &Located,
+        what: &str,
+    ) -> Result<(datafusion::dataframe::DataFrame, String), Error> {
+        let (format, ext) = located
+            .first()
+            .ok_or_else(|| Error::new(format!("{what}: no files")))?;
+        let (mut url, is_dir, shown) = match located {
+            Located::Local { root, is_dir, .. } => (
+                root.display().to_string(),
+                *is_dir,
+                root.display().to_string(),
+            ),
+            Located::Object {
+                bucket, is_prefix, ..
+            } => (bucket.uri.to_string(), *is_prefix, bucket.uri.to_string()),
+        };
+        if is_dir && !url.ends_with('/') {
+            url.push('/');
+        }
+        let context = format!("{what} {shown}");
+        let table_url = ListingTableUrl::parse(&url).map_err(df_error(&context))?;
+        if let Located::Object { bucket, .. } = located {
+            self.ctx.register_object_store(
+                table_url.object_store().as_ref(),
+                Arc::clone(&bucket.store),
+            );
+        }
+        let config = self.ctx.copied_config();
+        let table_options = self.ctx.copied_table_options();
+        let listing = match format {
+            Format::Parquet => ParquetReadOptions::default()
+                .file_extension(&ext)
+                .to_listing_options(&config, table_options),
+            Format::Csv => CsvReadOptions::new()
+                .file_extension(&ext)
+                .to_listing_options(&config, table_options),
+            Format::ArrowIpc => ArrowReadOptions {
+                file_extension: &ext,
+                ..Default::default()
+            }
+            .to_listing_options(&config, table_options),
+        };
+        let state = self.ctx.state();
+        let mut table_config = ListingTableConfig::new(table_url).with_listing_options(listing);
+        if is_dir {
+            table_config = table_config
+                .infer_partitions_from_path(&state)
+                .await
+                .map_err(df_error(&context))?;
+        }
+        let table_config = table_config
+            .infer_schema(&state)
+            .await
+            .map_err(df_error(&context))?;
+        let table = ListingTable::try_new(table_config).map_err(df_error(&context))?;
+        let df = self
+            .ctx
+            .read_table(Arc::new(table))
+            .map_err(df_error(&context))?;
+        Ok((df, shown))
+    }
+
+    /// Reads an entity table from a local file ([`Engine::read_entities`]) or from S3 or GCS:
+    /// one object (`s3://bucket/entities.parquet`) or the data objects under a prefix
+    /// (`s3://bucket/entities/`, Spark's `_SUCCESS` and hidden objects skipped). The bucket's
+    /// client is configured from the environment, as for the registry.
+    pub async fn read_entities_at(&self, location: &str) -> Result<Entities, Error> {
+        const WHAT: &str = "entity table";
+        match source::object_uri(location, WHAT)? {
+            None => self.read_entities(Path::new(location)).await,
+            Some((uri, folder)) => {
+                let bucket = Bucket::open(uri, "", WHAT)?;
+                let located = source::locate_objects(bucket, folder).await?;
+                self.read_located_entities(&located).await
+            }
+        }
+    }
+
+    /// Reads an entity table from files already found: see [`source::locate_objects`].
+    pub async fn read_located_entities(&self, located: &Located) -> Result<Entities, Error> {
+        let (df, shown) = self.listing(located, "entity table").await?;
+        let context = format!("entity table {shown}");
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(df_error(&context))?;
+        Ok(Entities { schema, batches })
+    }
+
     /// Reads an entity table from a Parquet, CSV or Arrow IPC file.
     pub async fn read_entities(&self, path: &Path) -> Result<Entities, Error> {
         let shown = path.display().to_string();
@@ -579,62 +672,10 @@ impl Engine {
         let located = source::locate(uri, s3_endpoint_override, repo_dir)
             .await
             .map_err(|e| Error::new(format!("feature view {name}: {e}")))?;
-        let (format, ext) = located
-            .first()
-            .ok_or_else(|| Error::new(format!("feature view {name}: no source files")))?;
-        let (mut url, is_dir, shown) = match &located {
-            Located::Local { root, is_dir, .. } => (
-                root.display().to_string(),
-                *is_dir,
-                root.display().to_string(),
-            ),
-            Located::Object {
-                bucket, is_prefix, ..
-            } => (bucket.uri.to_string(), *is_prefix, bucket.uri.to_string()),
-        };
-        if is_dir && !url.ends_with('/') {
-            url.push('/');
-        }
+        let (df, shown) = self
+            .listing(&located, &format!("feature view {name}: source"))
+            .await?;
         let context = format!("feature view {name}: source {shown}");
-        let table_url = ListingTableUrl::parse(&url).map_err(df_error(&context))?;
-        if let Located::Object { bucket, .. } = &located {
-            self.ctx.register_object_store(
-                table_url.object_store().as_ref(),
-                Arc::clone(&bucket.store),
-            );
-        }
-        let config = self.ctx.copied_config();
-        let table_options = self.ctx.copied_table_options();
-        let listing = match format {
-            Format::Parquet => ParquetReadOptions::default()
-                .file_extension(&ext)
-                .to_listing_options(&config, table_options),
-            Format::Csv => CsvReadOptions::new()
-                .file_extension(&ext)
-                .to_listing_options(&config, table_options),
-            Format::ArrowIpc => ArrowReadOptions {
-                file_extension: &ext,
-                ..Default::default()
-            }
-            .to_listing_options(&config, table_options),
-        };
-        let state = self.ctx.state();
-        let mut table_config = ListingTableConfig::new(table_url).with_listing_options(listing);
-        if is_dir {
-            table_config = table_config
-                .infer_partitions_from_path(&state)
-                .await
-                .map_err(df_error(&context))?;
-        }
-        let table_config = table_config
-            .infer_schema(&state)
-            .await
-            .map_err(df_error(&context))?;
-        let table = ListingTable::try_new(table_config).map_err(df_error(&context))?;
-        let df = self
-            .ctx
-            .read_table(Arc::new(table))
-            .map_err(df_error(&context))?;
         let source_schema: Schema = df.schema().as_arrow().clone();
         let path = &shown;
         let field = |column: &str, role: &str| -> Result<Field, Error> {

@@ -1,20 +1,31 @@
-//! Writing a result stream to a file (Parquet, CSV or Arrow IPC, by extension) or to stdout as an
-//! Arrow IPC stream, batch by batch: nothing is collected first.
+//! Writing a result stream to a file (Parquet, CSV or Arrow IPC, by extension), to an object in
+//! S3 or GCS, or to stdout as an Arrow IPC stream, batch by batch: nothing is collected first.
+//!
+//! An object is written to a local temporary file first and uploaded when the stream ends, in
+//! parts of [`UPLOAD_PART`] bytes: Parquet's footer comes last, and an object store takes an
+//! object whole or not at all, so a failed run leaves no partial object behind.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read as _, Write};
 use std::path::Path;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt as _, WriteMultipart};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::Error;
-use crate::source::Format;
+use crate::source::{self, Bucket, Format};
+
+/// The size of each part of an upload to an object store (S3's minimum is 5 MiB).
+pub const UPLOAD_PART: usize = 8 << 20;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 enum Sink {
     Parquet(ArrowWriter<BufWriter<File>>),
@@ -27,6 +38,14 @@ enum Sink {
 pub struct Output {
     sink: Sink,
     shown: String,
+    /// For an object: where the local file goes when it is complete.
+    upload: Option<Upload>,
+}
+
+struct Upload {
+    bucket: Bucket,
+    /// The local file, deleted when dropped.
+    file: tempfile::TempPath,
 }
 
 impl Output {
@@ -42,13 +61,69 @@ impl Output {
             return Ok(Output {
                 sink: Sink::Stream(w),
                 shown,
+                upload: None,
             });
         }
         let format = Format::of(path).ok_or_else(|| {
             fail(&"unknown format; name it .parquet, .csv or .arrow (or - for stdout)")
         })?;
-        let file = || -> Result<BufWriter<File>, Error> {
-            Ok(BufWriter::new(File::create(path).map_err(|e| fail(&e))?))
+        let file = File::create(path).map_err(|e| fail(&e))?;
+        Self::over(file, format, schema, shown)
+    }
+
+    /// Like [`Output::create`], and an `s3://` or `gs://` URI names an object to write (its
+    /// client configured from the environment, as for the registry): the data goes to a local
+    /// temporary file in `temp_dir` (the system's when `None`), uploaded by [`Output::finish`].
+    pub fn create_at(
+        location: &str,
+        schema: &SchemaRef,
+        temp_dir: Option<&Path>,
+    ) -> Result<Output, Error> {
+        const WHAT: &str = "output";
+        let Some((uri, folder)) = source::object_uri(location, WHAT)? else {
+            return Self::create(Path::new(location), schema);
+        };
+        if folder {
+            return Err(Error::new(format!(
+                "output {location}: name an object ending in .parquet, .csv or .arrow, not a folder"
+            )));
+        }
+        Self::create_object(Bucket::open(uri, "", WHAT)?, schema, temp_dir)
+    }
+
+    /// An output to `bucket.uri`'s object, on a given client: see [`Output::create_at`].
+    pub fn create_object(
+        bucket: Bucket,
+        schema: &SchemaRef,
+        temp_dir: Option<&Path>,
+    ) -> Result<Output, Error> {
+        let shown = bucket.uri.to_string();
+        let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
+        let format = Format::of(Path::new(&bucket.uri.key))
+            .ok_or_else(|| fail(&"unknown format; name the object .parquet, .csv or .arrow"))?;
+        let temp = match temp_dir {
+            Some(dir) => tempfile::NamedTempFile::new_in(dir),
+            None => tempfile::NamedTempFile::new(),
+        }
+        .map_err(|e| fail(&format!("a local temporary file: {e}")))?;
+        let (file, path) = temp.into_parts();
+        let mut out = Self::over(file, format, schema, shown)?;
+        out.upload = Some(Upload { bucket, file: path });
+        Ok(out)
+    }
+
+    fn over(
+        file: File,
+        format: Format,
+        schema: &SchemaRef,
+        shown: String,
+    ) -> Result<Output, Error> {
+        let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
+        let mut file = Some(file);
+        let mut file = || -> Result<BufWriter<File>, Error> {
+            file.take()
+                .map(BufWriter::new)
+                .ok_or_else(|| Error::new("one sink per file"))
         };
         let sink = match format {
             Format::Parquet => {
@@ -74,7 +149,16 @@ impl Output {
                 arrow_ipc::writer::FileWriter::try_new(file()?, schema).map_err(|e| fail(&e))?,
             ),
         };
-        Ok(Output { sink, shown })
+        Ok(Output {
+            sink,
+            shown,
+            upload: None,
+        })
+    }
+
+    /// Whether [`Output::finish`] uploads the file to an object store.
+    pub fn uploads(&self) -> bool {
+        self.upload.is_some()
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
@@ -88,7 +172,8 @@ impl Output {
         }
     }
 
-    pub fn finish(self) -> Result<(), Error> {
+    /// Completes the file (Parquet's footer, the IPC end marker) and, for an object, uploads it.
+    pub async fn finish(self) -> Result<(), Error> {
         let shown = self.shown;
         let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
         match self.sink {
@@ -113,8 +198,68 @@ impl Output {
                     .map_err(|e| fail(&e))?;
             }
         }
-        Ok(())
+        match self.upload {
+            Some(upload) => upload.send().await,
+            None => Ok(()),
+        }
     }
+}
+
+impl Upload {
+    /// Puts the local file in its object, in parts; on failure the upload is aborted, so
+    /// nothing is left behind.
+    async fn send(self) -> Result<(), Error> {
+        let bucket = &self.bucket;
+        let fail = |e: &dyn std::fmt::Display| {
+            Error::new(format!("output {} ({}): {e}", bucket.uri, bucket.endpoint))
+        };
+        let path = ObjectPath::parse(&bucket.uri.key)
+            .map_err(|e| fail(&format!("not a valid object key: {e}")))?;
+        let mut file = File::open(&self.file).map_err(|e| fail(&e))?;
+        let multipart = bucket
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| fail(&e))?;
+        let mut upload = WriteMultipart::new_with_chunk_size(multipart, UPLOAD_PART);
+        let mut chunk = vec![0u8; UPLOAD_PART];
+        let sent: Result<(), Error> = async {
+            loop {
+                // Local reads of a few MiB from the page cache: short enough to do in place.
+                let n = read_full(&mut file, &mut chunk).map_err(|e| fail(&e))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                upload
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                upload.write(&chunk[..n]);
+            }
+        }
+        .await;
+        match sent {
+            Ok(()) => upload.finish().await.map(|_| ()).map_err(|e| fail(&e)),
+            Err(e) => {
+                let _ = upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Drains `stream` into `out`, calling `progress` with the rows written so far.

@@ -111,8 +111,10 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, Format)>) -> Result<(), Error> {
 /// A bucket of an object-store source, with its client.
 #[derive(Debug, Clone)]
 pub struct Bucket {
-    /// The source's URI, for messages.
+    /// The object's (or prefix's) URI, for messages.
     pub uri: ObjectUri,
+    /// What it is, for messages: "source", "entity table", "output".
+    pub what: &'static str,
     pub store: Arc<dyn ObjectStore>,
     /// Where its requests go, for messages.
     pub endpoint: String,
@@ -120,24 +122,30 @@ pub struct Bucket {
 
 impl Bucket {
     /// A client for `uri`'s bucket, configured as Feast's are (`s3_endpoint_override`, when not
-    /// empty, wins over the environment's S3 endpoint). Does not touch the network.
-    pub fn open(uri: ObjectUri, s3_endpoint_override: &str) -> Result<Bucket, Error> {
+    /// empty, wins over the environment's S3 endpoint). `what` names the object in messages
+    /// ("source"). Does not touch the network.
+    pub fn open(
+        uri: ObjectUri,
+        s3_endpoint_override: &str,
+        what: &'static str,
+    ) -> Result<Bucket, Error> {
         let (store, endpoint) =
-            bucket_client(&uri, Some(s3_endpoint_override), "source").map_err(Error::new)?;
+            bucket_client(&uri, Some(s3_endpoint_override), what).map_err(Error::new)?;
         Ok(Bucket {
             uri,
+            what,
             store,
             endpoint,
         })
     }
 }
 
-/// A source path that names an object store: the object (or prefix) and whether it was written
-/// as a folder (`s3://bucket/stats/`). `None` for a local path.
-pub fn object_uri(uri: &str) -> Result<Option<(ObjectUri, bool)>, Error> {
+/// A path that names an object store: the object (or prefix) and whether it was written as a
+/// folder (`s3://bucket/stats/`). `None` for a local path. `what` names it in errors.
+pub fn object_uri(uri: &str, what: &str) -> Result<Option<(ObjectUri, bool)>, Error> {
     // ObjectUri names objects: parsed without the folder's slash.
     let folder = uri.trim().ends_with('/');
-    let object = ObjectUri::parse_as(uri.trim().trim_end_matches('/'), "source", "data.parquet")
+    let object = ObjectUri::parse_as(uri.trim().trim_end_matches('/'), what, "data.parquet")
         .map_err(Error::new)?;
     Ok(object.map(|o| (o, folder)))
 }
@@ -201,7 +209,7 @@ pub async fn locate(
     s3_endpoint_override: &str,
     repo_dir: &Path,
 ) -> Result<Located, Error> {
-    let Some((object, folder)) = object_uri(uri)? else {
+    let Some((object, folder)) = object_uri(uri, "source")? else {
         let local = uri.strip_prefix("file://").unwrap_or(uri);
         let root = repo_dir.join(local);
         let files = resolve(uri, repo_dir)?;
@@ -211,7 +219,11 @@ pub async fn locate(
             files,
         });
     };
-    locate_objects(Bucket::open(object, s3_endpoint_override)?, folder).await
+    locate_objects(
+        Bucket::open(object, s3_endpoint_override, "source")?,
+        folder,
+    )
+    .await
 }
 
 /// The object-store half of [`locate`], on a given client: `bucket.uri`'s object, or the data
@@ -219,7 +231,8 @@ pub async fn locate(
 pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Error> {
     let fail = |e: object_store::Error| {
         Error::new(format!(
-            "source {}: {} ({}): {e}",
+            "{} {}: {} ({}): {e}",
+            bucket.what,
             bucket.uri,
             match e {
                 object_store::Error::NotFound { .. } => "not found",
@@ -231,8 +244,8 @@ pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Err
     let key = bucket.uri.key.clone();
     let path = ObjectPath::parse(&key).map_err(|e| {
         Error::new(format!(
-            "source {}: not a valid object key: {e}",
-            bucket.uri
+            "{} {}: not a valid object key: {e}",
+            bucket.what, bucket.uri
         ))
     })?;
     if !folder {
@@ -252,8 +265,8 @@ pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Err
     let files = list_data_objects(&bucket, &path).await.map_err(fail)?;
     if files.is_empty() {
         return Err(Error::new(format!(
-            "source {}: no such object, and no .parquet, .arrow or .csv objects under it ({})",
-            bucket.uri, bucket.endpoint
+            "{} {}: no such object, and no .parquet, .arrow or .csv objects under it ({})",
+            bucket.what, bucket.uri, bucket.endpoint
         )));
     }
     Ok(Located::Object {

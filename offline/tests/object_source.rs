@@ -61,6 +61,7 @@ async fn put(store: &InMemory, key: &str, bytes: Vec<u8>) {
 
 fn bucket(store: &Arc<InMemory>, uri: &str) -> Bucket {
     Bucket {
+        what: "source",
         uri: ObjectUri::parse(uri).unwrap().unwrap(),
         store: Arc::clone(store) as Arc<dyn ObjectStore>,
         endpoint: "memory".to_owned(),
@@ -229,4 +230,123 @@ async fn missing_objects_and_unreadable_ones_are_named() {
         .err()
         .unwrap();
     assert!(e.message().contains("s3://bkt/data/broken.parquet"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_tables_are_read_from_a_prefix_and_results_uploaded_in_parts() {
+    use quiver_offline::historical::{Engine, EngineOptions};
+    use quiver_offline::output::{Output, UPLOAD_PART};
+
+    let store = Arc::new(InMemory::new());
+    // An entity table written by Spark: two parts and a marker.
+    put(
+        &store,
+        "train/entities/part-0.parquet",
+        parquet_bytes(0, 6, 4),
+    )
+    .await;
+    put(
+        &store,
+        "train/entities/part-1.parquet",
+        parquet_bytes(6, 4, 4),
+    )
+    .await;
+    put(&store, "train/entities/_SUCCESS", Vec::new()).await;
+    let engine = Engine::new(&EngineOptions::default()).unwrap();
+    let located = source::locate_objects(
+        Bucket {
+            what: "entity table",
+            ..bucket(&store, "s3://bkt/train/entities")
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    let entities = engine.read_located_entities(&located).await.unwrap();
+    assert_eq!(entities.rows(), 10);
+    let mut ids: Vec<i64> = entities
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name("driver_id").unwrap();
+            let ids = column.as_any().downcast_ref::<Int64Array>().unwrap();
+            ids.values().to_vec()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>());
+
+    // A result larger than several upload parts, as Arrow IPC (not compressed).
+    let rows = 3 * UPLOAD_PART / 16;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "a",
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
+        ),
+        (
+            "b",
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows as i64).map(|i| i * 3),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let mut out = Output::create_object(
+        Bucket {
+            what: "output",
+            ..bucket(&store, "s3://bkt/train/out.arrow")
+        },
+        &batch.schema(),
+        Some(temp.path()),
+    )
+    .unwrap();
+    assert!(out.uploads());
+    for start in (0..rows).step_by(100_000) {
+        out.write(&batch.slice(start, (rows - start).min(100_000)))
+            .unwrap();
+    }
+    // Nothing is visible before the end.
+    assert!(
+        store
+            .head(&ObjectPath::from("train/out.arrow"))
+            .await
+            .is_err()
+    );
+    out.finish().await.unwrap();
+    // The temporary file is gone once uploaded.
+    assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
+    let bytes = store
+        .get(&ObjectPath::from("train/out.arrow"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(bytes.len() > 2 * UPLOAD_PART, "{} bytes", bytes.len());
+    let reader = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let mut read = 0usize;
+    for got in reader {
+        let got = got.unwrap();
+        assert_eq!(got, batch.slice(read, got.num_rows()));
+        read += got.num_rows();
+    }
+    assert_eq!(read, rows);
+
+    // An object without a data file's extension, and a folder, are refused before any work.
+    let e = Output::create_object(
+        bucket(&store, "s3://bkt/train/out.txt"),
+        &batch.schema(),
+        None,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.message().contains("s3://bkt/train/out.txt") && e.message().contains(".parquet"),
+        "{e}"
+    );
+    let e = Output::create_at("s3://bkt/train/out/", &batch.schema(), None)
+        .err()
+        .unwrap();
+    assert!(e.message().contains("not a folder"), "{e}");
 }

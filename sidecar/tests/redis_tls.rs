@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quiver_core::Value;
 use quiver_online_store::{OnlineStore, RedisOptions, RedisStore};

@@ -119,19 +119,14 @@ impl Output {
         shown: String,
     ) -> Result<Output, Error> {
         let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
-        let mut file = Some(file);
-        let mut file = || -> Result<BufWriter<File>, Error> {
-            file.take()
-                .map(BufWriter::new)
-                .ok_or_else(|| Error::new("one sink per file"))
-        };
+        let file = BufWriter::new(file);
         let sink = match format {
             Format::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
                 Sink::Parquet(
-                    ArrowWriter::try_new(file()?, schema.clone(), Some(props))
+                    ArrowWriter::try_new(file, schema.clone(), Some(props))
                         .map_err(|e| fail(&e))?,
                 )
             }
@@ -143,10 +138,10 @@ impl Output {
                         f.data_type()
                     )));
                 }
-                Sink::Csv(datafusion::arrow::csv::Writer::new(file()?))
+                Sink::Csv(datafusion::arrow::csv::Writer::new(file))
             }
             Format::ArrowIpc => Sink::Ipc(
-                arrow_ipc::writer::FileWriter::try_new(file()?, schema).map_err(|e| fail(&e))?,
+                arrow_ipc::writer::FileWriter::try_new(file, schema).map_err(|e| fail(&e))?,
             ),
         };
         Ok(Output {

@@ -13,6 +13,7 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 out="$target_dir/bench-serve"
 venv="${QUIVER_FEAST_VENV:-$target_dir/feast-venv}"
 [ -d "$out/repo" ] || { echo "run benches/serve/run.sh first" >&2; exit 1; }
+command -v wrk >/dev/null 2>&1 || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT

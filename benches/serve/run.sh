@@ -15,6 +15,7 @@
 # writes target/bench-serve/results.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+command -v wrk >/dev/null 2>&1 || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 1; }
 duration="${1:-10s}"
 keys="${2:-10000}"
 target_dir="${CARGO_TARGET_DIR:-target}"

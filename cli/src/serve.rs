@@ -334,19 +334,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             )
         })?;
     let push = if args.enable_push || args.role == Role::Ingest {
-        let token = match (&args.push_token_file, std::env::var("QUIVER_PUSH_TOKEN")) {
-            (Some(path), _) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("--push-token-file {}", path.display()))?
-                    .trim_end()
-                    .to_owned(),
-            ),
-            (None, Ok(token)) => Some(token.trim_end().to_owned()),
-            (None, Err(_)) => None,
-        };
-        if token.as_deref() == Some("") {
-            bail!("the push token is empty: give a non-empty token or none");
-        }
+        let token = crate::registry::read_token(
+            args.push_token_file.as_ref(),
+            "QUIVER_PUSH_TOKEN",
+            "--push-token-file",
+        )?;
         if token.is_none() && args.role == Role::Ingest {
             tracing::warn!(
                 "the write endpoints take no token: anyone who reaches this server can write (set --push-token-file)"

@@ -162,6 +162,32 @@ fn bad_config_names_the_key() {
 }
 
 #[test]
+fn an_empty_push_token_is_refused_before_serving() {
+    let (dir, repo) = quickstart_copy();
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, "\n").unwrap();
+    let repo = repo.to_str().unwrap();
+    let serve = ["serve", "--repo", repo, "--port", "0", "--enable-push"];
+    let out = quiver(
+        &[&serve[..], &["--push-token-file", empty.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--push-token-file") && stderr.contains("empty"),
+        "{stderr}"
+    );
+    let out = quiver(&serve, &[("QUIVER_PUSH_TOKEN", "")]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("QUIVER_PUSH_TOKEN") && stderr.contains("empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn config_can_come_from_the_environment() {
     let (_dir, repo) = quickstart_copy();
     std::fs::remove_file(repo.join("feature_store.yaml")).unwrap();

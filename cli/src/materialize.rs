@@ -175,7 +175,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     for r in &runs {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         println!(
-            "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s (scan {:.2}s in {} pass{}; {:.0} rows/s)",
+            "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s (scan {:.2}s in {} pass{}{}; {:.0} rows/s)",
             r.view,
             time::format_rfc3339(&r.start),
             time::format_rfc3339(&r.end),
@@ -188,6 +188,11 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             r.scan_elapsed.as_secs_f64(),
             r.passes,
             if r.passes == 1 { "" } else { "es" },
+            if r.segments > 0 {
+                format!(", {} time segments written as read", r.segments)
+            } else {
+                String::new()
+            },
             r.entities as f64 / secs
         );
     }

@@ -280,16 +280,214 @@ fn winner_bytes(key: usize, values: usize) -> usize {
     key + values + 112
 }
 
+/// A stretch of a view's source in event time: row groups (of any of its files) whose time
+/// ranges overlap one another's but no other segment's. Read newest segment first, the latest
+/// row of a key within a segment is final unless a newer segment had the key: it can be written
+/// at once, while older segments are still being read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// (file index, row group), in file order: on a tie the row read last wins, as in a
+    /// whole-source scan.
+    pub parts: Vec<(usize, usize)>,
+    pub min: Nanos,
+    pub max: Nanos,
+}
+
+/// The plan's files cut into [`Segment`]s, newest first: row groups sorted by their newest event
+/// time, those whose ranges overlap or touch merged. `None` when a file has no row-group time
+/// statistics (not Parquet, or written without them) or when the whole source is one segment
+/// (unsorted data): then the source is scanned whole, then written.
+pub fn segments(plan: &ViewPlan) -> Option<Vec<Segment>> {
+    let mut parts = Vec::new();
+    for (f, file) in plan.files.iter().enumerate() {
+        for (g, min, max) in file.row_group_times()? {
+            parts.push((f, g, min.min(max), max));
+        }
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.3));
+    let mut out: Vec<Segment> = Vec::new();
+    for (f, g, min, max) in parts {
+        match out.last_mut() {
+            // Parts come newest first, so only the last segment can reach down to this one.
+            Some(last) if max >= last.min => {
+                last.parts.push((f, g));
+                last.min = last.min.min(min);
+            }
+            _ => out.push(Segment {
+                parts: vec![(f, g)],
+                min,
+                max,
+            }),
+        }
+    }
+    if out.len() < 2 {
+        return None;
+    }
+    for segment in &mut out {
+        segment.parts.sort_unstable();
+    }
+    Some(out)
+}
+
+/// What a scan reads, in order, and how many keys its map should have room for up front
+/// (growing a large map re-hashes and copies it).
+struct Reading {
+    units: Vec<Unit>,
+    expected_keys: usize,
+}
+
+/// What a scan reads next: one file's row groups (`None`: all of the file's kept ones), and
+/// whether a segment ends after it.
+struct Unit {
+    file: usize,
+    groups: Option<Vec<usize>>,
+    ends_segment: bool,
+}
+
+/// The units of a whole-source scan: every file in order, one segment.
+fn whole_source(plan: &ViewPlan) -> Vec<Unit> {
+    let n = plan.files.len();
+    (0..n)
+        .map(|file| Unit {
+            file,
+            groups: None,
+            ends_segment: file + 1 == n,
+        })
+        .collect()
+}
+
+/// The units of a segmented scan: per segment, its row groups run together by file.
+fn segmented(segments: &[Segment]) -> Vec<Unit> {
+    let mut units = Vec::new();
+    for segment in segments {
+        let first = units.len();
+        for &(file, group) in &segment.parts {
+            let this_segment = units.len() > first;
+            match units.last_mut() {
+                Some(Unit {
+                    file: f,
+                    groups: Some(groups),
+                    ..
+                }) if this_segment && *f == file => groups.push(group),
+                _ => units.push(Unit {
+                    file,
+                    groups: Some(vec![group]),
+                    ends_segment: false,
+                }),
+            }
+        }
+        if let Some(last) = units.last_mut() {
+            last.ends_segment = true;
+        }
+    }
+    units
+}
+
 /// Scans the plan's files and keeps the latest row per entity key of `partition` with
 /// `start <= event_ts <= end` (ties: the larger created timestamp; then the row read last).
 /// `progress` gets the rows read so far, once per batch. Returns `None` as soon as the winners
 /// would hold more than `budget` bytes: the caller splits the partition and scans again.
 pub fn scan_latest(
     plan: &ViewPlan,
-    (start, end): (Nanos, Nanos),
+    window: (Nanos, Nanos),
     partition: Partition,
     budget: usize,
     progress: &mut dyn FnMut(u64),
+) -> Result<Option<Latest>, Error> {
+    // Sized for the expected winners up front: growing a large map re-hashes and copies it.
+    let expected = (plan.rows_to_scan() as usize / partition.count as usize).min(budget / 160);
+    let reading = Reading {
+        units: whole_source(plan),
+        expected_keys: expected,
+    };
+    scan_units(
+        plan,
+        window,
+        partition,
+        budget,
+        reading,
+        progress,
+        &mut |_, _| Ok(true),
+    )
+}
+
+/// What a segmented scan found.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SegmentedScan {
+    pub scanned: u64,
+    pub in_window: u64,
+    /// Distinct entity keys, each handed to `emit` once.
+    pub entities: u64,
+}
+
+/// Scans `segments` newest first and hands `emit` each key's final row as soon as its segment
+/// is read: the writes of one segment overlap the reading of the next. Holds the keys seen so
+/// far and one segment's winners. Returns `None` when they outgrow `budget` (what was emitted
+/// stays valid; the caller falls back to whole-source scans by partition).
+pub fn scan_segmented(
+    plan: &ViewPlan,
+    window: (Nanos, Nanos),
+    segments: &[Segment],
+    budget: usize,
+    progress: &mut dyn FnMut(u64),
+    emit: &mut dyn FnMut(Vec<WriteRow>) -> Result<(), Error>,
+) -> Result<Option<SegmentedScan>, Error> {
+    let rows = plan.rows_to_scan() as usize;
+    let mut seen: hashbrown::HashSet<Box<[u8]>> =
+        hashbrown::HashSet::with_capacity(rows.min(budget / 160));
+    let mut seen_bytes = 0usize;
+    // One segment's winners at a time: the map is emptied after each.
+    let expected = (2 * rows / segments.len().max(1)).min(budget / 160);
+    let reading = Reading {
+        units: segmented(segments),
+        expected_keys: expected,
+    };
+    let latest = scan_units(
+        plan,
+        window,
+        Partition::ALL,
+        budget,
+        reading,
+        progress,
+        &mut |latest, held| {
+            let mut rows = Vec::with_capacity(latest.rows.len());
+            for (key, winner) in latest.rows.drain() {
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen_bytes += winner_bytes(key.len(), 0);
+                seen.insert(key.clone());
+                rows.push(into_write_row(key, winner));
+            }
+            *held = seen_bytes;
+            if !rows.is_empty() {
+                emit(rows)?;
+            }
+            Ok(seen_bytes <= budget)
+        },
+    )?;
+    Ok(latest.map(|l| SegmentedScan {
+        scanned: l.scanned,
+        in_window: l.in_window,
+        entities: seen.len() as u64,
+    }))
+}
+
+/// The scan itself: the units in order, the latest row per key of `partition` kept in a map;
+/// after each unit that ends a segment, `segment_end` may take the map's rows (and sets the
+/// bytes still held); it returns false to stop the scan. `None` when the scan stopped or the
+/// held bytes passed `budget`.
+fn scan_units(
+    plan: &ViewPlan,
+    (start, end): (Nanos, Nanos),
+    partition: Partition,
+    budget: usize,
+    Reading {
+        units,
+        expected_keys,
+    }: Reading,
+    progress: &mut dyn FnMut(u64),
+    segment_end: &mut dyn FnMut(&mut Latest, &mut usize) -> Result<bool, Error>,
 ) -> Result<Option<Latest>, Error> {
     let mut held = 0usize;
     let columns = plan.columns();
@@ -297,10 +495,8 @@ pub fn scan_latest(
     let ts_at = n_keys;
     let created_at = plan.created_column.as_ref().map(|_| n_keys + 1);
     let features_at = n_keys + 1 + usize::from(created_at.is_some());
-    // Sized for the expected winners up front: growing a large map re-hashes and copies it.
-    let expected = (plan.rows_to_scan() as usize / partition.count as usize).min(budget / 160);
     let mut latest = Latest {
-        rows: hashbrown::HashMap::with_capacity(expected),
+        rows: hashbrown::HashMap::with_capacity(expected_keys),
         scanned: 0,
         in_window: 0,
     };
@@ -316,22 +512,38 @@ pub fn scan_latest(
     let empty = arrow_array::StringArray::from(vec![""]);
     // Decoding runs on its own thread, a few batches ahead of the hashing here.
     let complete = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(String, RecordBatch), Error>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item, Error>>(4);
         let reader = scope.spawn(move || {
-            for file in &plan.files {
+            for unit in &units {
+                let file = &plan.files[unit.file];
                 let path = file.shown.clone();
-                let sent = file.scan(&columns, |batch| {
-                    tx.send(Ok((path.clone(), batch.clone())))
+                let send = |batch: &RecordBatch| {
+                    tx.send(Ok(Item::Batch(path.clone(), batch.clone())))
                         .map_err(|_| Error::new("scan stopped"))
-                });
+                };
+                let sent = match &unit.groups {
+                    None => file.scan(&columns, send),
+                    Some(groups) => file.scan_row_groups(&columns, Some(groups), send),
+                };
                 if let Err(e) = sent {
                     let _ = tx.send(Err(e));
+                    return;
+                }
+                if unit.ends_segment && tx.send(Ok(Item::SegmentEnd)).is_err() {
                     return;
                 }
             }
         });
         for item in rx {
-            let (path, batch) = item?;
+            let (path, batch) = match item? {
+                Item::Batch(path, batch) => (path, batch),
+                Item::SegmentEnd => {
+                    if !segment_end(&mut latest, &mut held)? {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+            };
             let ts = batch.column(ts_at);
             let created = created_at.map(|c| batch.column(c));
             let key_columns: Vec<&dyn arrow_array::Array> = if n_keys == 0 {
@@ -422,6 +634,14 @@ pub fn scan_latest(
     Ok(complete.then_some(latest))
 }
 
+/// What the reader thread of a scan sends.
+enum Item {
+    /// A batch of a file (its path or URI, for messages).
+    Batch(String, RecordBatch),
+    /// The end of a segment: every row of it has been sent.
+    SegmentEnd,
+}
+
 /// How writes go out.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -497,73 +717,207 @@ pub async fn write_latest(
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<WriteStats, Error> {
     let total = latest.rows.len() as u64;
-    let concurrency = match store {
-        OnlineStore::Sqlite(_) => 1,
-        OnlineStore::Redis(_) => options.concurrency.max(1),
-    };
-    let batch_rows = match store {
-        // One transaction per batch: SQLite prefers them large.
-        OnlineStore::Sqlite(_) => options.batch_rows.max(20_000),
-        OnlineStore::Redis(_) => options.batch_rows.max(1),
-    };
-    let mut stats = WriteStats::default();
-    let mut done = 0u64;
-    let mut in_flight = tokio::task::JoinSet::new();
-    let mut batch = Vec::with_capacity(batch_rows);
-    let mut rows = latest.rows.into_iter();
-    let fail = |done: u64, e: &dyn std::fmt::Display| {
-        Error::new(format!(
-            "feature view {}: online write failed after {done} of {total} rows: {e}",
-            plan.view
-        ))
-    };
-    loop {
-        let next = rows.next();
-        let exhausted = next.is_none();
-        if let Some((key, winner)) = next {
-            batch.push(into_write_row(key, winner));
-        }
-        if batch.len() >= batch_rows || (exhausted && !batch.is_empty()) {
-            while in_flight.len() >= concurrency {
-                let Some(joined) = in_flight.join_next().await else {
-                    break;
-                };
-                settle(joined, &mut stats, &mut done, progress).map_err(|e| fail(done, &e))?;
-            }
-            let rows = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
-            let store = store.clone();
-            let layout = Arc::clone(&plan.layout);
-            let options = options.clone();
-            in_flight.spawn(async move {
-                let n = rows.len() as u64;
-                (
-                    n,
-                    write_with_retries(&store, &layout, rows.into(), &options).await,
-                )
-            });
-        }
-        if exhausted {
-            break;
-        }
+    let mut writer = Writer::new(store, plan, options);
+    for (key, winner) in latest.rows {
+        writer
+            .push(into_write_row(key, winner), progress)
+            .await
+            .map_err(|e| writer.failed(Some(total), &e))?;
     }
-    while let Some(joined) = in_flight.join_next().await {
-        settle(joined, &mut stats, &mut done, progress).map_err(|e| fail(done, &e))?;
-    }
-    Ok(stats)
+    writer.finish(Some(total), progress).await
 }
 
-/// Counts a finished batch write (rows, stats, progress), or gives its error.
-fn settle(
-    joined: Result<(u64, Result<WriteStats, StoreError>), tokio::task::JoinError>,
-    stats: &mut WriteStats,
-    done: &mut u64,
-    progress: &mut (dyn FnMut(u64) + Send),
-) -> Result<(), String> {
-    let (n, written) = joined.map_err(|e| e.to_string())?;
-    *stats += written.map_err(|e| e.to_string())?;
-    *done += n;
-    progress(*done);
-    Ok(())
+/// Rows going out to the online store in batches, a bounded number in flight.
+pub struct Writer<'a> {
+    store: &'a OnlineStore,
+    view: String,
+    layout: Arc<ViewLayout>,
+    options: &'a WriteOptions,
+    batch_rows: usize,
+    concurrency: usize,
+    batch: Vec<WriteRow>,
+    in_flight: tokio::task::JoinSet<(u64, Result<WriteStats, StoreError>)>,
+    stats: WriteStats,
+    /// Rows whose batch has been written.
+    pub done: u64,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(store: &'a OnlineStore, plan: &ViewPlan, options: &'a WriteOptions) -> Writer<'a> {
+        let (batch_rows, concurrency) = match store {
+            // One transaction per batch: SQLite prefers them large, and has one writer.
+            OnlineStore::Sqlite(_) => (options.batch_rows.max(20_000), 1),
+            OnlineStore::Redis(_) => (options.batch_rows.max(1), options.concurrency.max(1)),
+        };
+        Writer {
+            store,
+            view: plan.view.clone(),
+            layout: Arc::clone(&plan.layout),
+            options,
+            batch_rows,
+            concurrency,
+            batch: Vec::with_capacity(batch_rows),
+            in_flight: tokio::task::JoinSet::new(),
+            stats: WriteStats::default(),
+            done: 0,
+        }
+    }
+
+    /// Adds a row; a full batch goes out, after waiting for room among those in flight.
+    pub async fn push(
+        &mut self,
+        row: WriteRow,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), String> {
+        self.batch.push(row);
+        if self.batch.len() >= self.batch_rows {
+            self.send(progress).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<(), String> {
+        while self.in_flight.len() >= self.concurrency {
+            let Some(joined) = self.in_flight.join_next().await else {
+                break;
+            };
+            self.settle(joined, progress)?;
+        }
+        let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_rows));
+        let store = self.store.clone();
+        let layout = Arc::clone(&self.layout);
+        let options = self.options.clone();
+        self.in_flight.spawn(async move {
+            let n = rows.len() as u64;
+            (
+                n,
+                write_with_retries(&store, &layout, rows.into(), &options).await,
+            )
+        });
+        Ok(())
+    }
+
+    /// Counts a finished batch write (rows, stats, progress), or gives its error.
+    fn settle(
+        &mut self,
+        joined: Result<(u64, Result<WriteStats, StoreError>), tokio::task::JoinError>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), String> {
+        let (n, written) = joined.map_err(|e| e.to_string())?;
+        self.stats += written.map_err(|e| e.to_string())?;
+        self.done += n;
+        progress(self.done);
+        Ok(())
+    }
+
+    /// The error of a failed write, saying how far the view got (of `total` rows, when known).
+    pub fn failed(&self, total: Option<u64>, e: &dyn std::fmt::Display) -> Error {
+        let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+        Error::new(format!(
+            "feature view {}: online write failed after {}{of} rows: {e}",
+            self.view, self.done
+        ))
+    }
+
+    /// Sends the last batch and waits for every write.
+    pub async fn finish(
+        mut self,
+        total: Option<u64>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<WriteStats, Error> {
+        if !self.batch.is_empty() {
+            self.send(progress)
+                .await
+                .map_err(|e| self.failed(total, &e))?;
+        }
+        while let Some(joined) = self.in_flight.join_next().await {
+            self.settle(joined, progress)
+                .map_err(|e| self.failed(total, &e))?;
+        }
+        Ok(self.stats)
+    }
+}
+
+/// Materializes a view whose source falls into segments: [`scan_segmented`] on a blocking
+/// thread, its rows written as they come. `None` when the keys outgrew the memory budget (the
+/// rows written so far stay written: a whole-source rerun skips them as not newer).
+async fn write_segmented(
+    store: &OnlineStore,
+    plan: &Arc<ViewPlan>,
+    window: (Nanos, Nanos),
+    segments: Vec<Segment>,
+    options: &WriteOptions,
+    view: &str,
+    events: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<Option<(SegmentedScan, WriteStats, Duration)>, Error> {
+    enum Msg {
+        Scanned(u64),
+        Rows(Vec<WriteRow>),
+    }
+    // Bounded: a scan far ahead of the writes waits instead of filling memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
+    let scan = {
+        let plan = Arc::clone(plan);
+        let budget = options.memory_budget;
+        tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
+            let progress = tx.clone();
+            let found = scan_segmented(
+                &plan,
+                window,
+                &segments,
+                budget,
+                // Progress is best effort: it never holds the scan up.
+                &mut |rows| {
+                    let _ = progress.try_send(Msg::Scanned(rows));
+                },
+                &mut |rows| {
+                    tx.blocking_send(Msg::Rows(rows))
+                        .map_err(|_| Error::new("the online writes stopped"))
+                },
+            );
+            (found, began.elapsed())
+        })
+    };
+    let mut writer = Writer::new(store, plan, options);
+    // Writes are counted once the scan is done and their total known.
+    let mut quiet = |_: u64| {};
+    let mut failed = None;
+    'receive: while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Scanned(rows) => events(Event::Scanned { view, rows }),
+            Msg::Rows(rows) => {
+                for row in rows {
+                    if let Err(e) = writer.push(row, &mut quiet).await {
+                        failed = Some(e);
+                        break 'receive;
+                    }
+                }
+            }
+        }
+    }
+    // A failed write stops the scan (its sends fail once the receiver is gone).
+    drop(rx);
+    let joined = scan.await;
+    if let Some(e) = failed {
+        return Err(writer.failed(None, &e));
+    }
+    let (found, scan_elapsed) =
+        joined.map_err(|e| Error::new(format!("feature view {view}: scan stopped: {e}")))?;
+    let Some(found) = found? else {
+        writer.finish(None, &mut quiet).await?;
+        return Ok(None);
+    };
+    events(Event::Writing {
+        view,
+        rows: found.entities,
+    });
+    let stats = writer
+        .finish(Some(found.entities), &mut |rows| {
+            events(Event::Written { view, rows })
+        })
+        .await?;
+    Ok(Some((found, stats, scan_elapsed)))
 }
 
 /// Which time window to materialize.
@@ -621,7 +975,11 @@ pub struct ViewRun {
     pub stats: WriteStats,
     /// Scans of the sources: 1, or more when the entities outgrew the memory budget.
     pub passes: u32,
-    /// Time spent reading the sources (the rest of `elapsed` is writing).
+    /// Time segments the source was read in, newest first, each written while the next was
+    /// read ([`segments`]); 0 when it was read whole, then written.
+    pub segments: usize,
+    /// Time spent reading the sources (with segments, the writes overlap it; without, the
+    /// rest of `elapsed` is writing).
     pub scan_elapsed: Duration,
     pub elapsed: Duration,
 }
@@ -767,6 +1125,34 @@ pub async fn run(
         let (mut scanned, mut in_window, mut entities, mut passes) = (0, 0, 0, 0);
         let mut stats = WriteStats::default();
         let mut scan_elapsed = Duration::ZERO;
+        let mut read_in_segments = 0;
+        // A source sorted by time (most event logs) falls into segments: writes start after
+        // the newest one is read, while the older ones are still being read.
+        if let Some(segments) = segments(&plan) {
+            passes += 1;
+            let count = segments.len();
+            match write_segmented(store, &plan, nanos, segments, options, &view, events).await? {
+                Some((scan, written, elapsed)) => {
+                    scanned = scan.scanned;
+                    in_window = scan.in_window;
+                    entities = scan.entities;
+                    stats = written;
+                    scan_elapsed = elapsed;
+                    read_in_segments = count;
+                    pending.clear();
+                }
+                None => {
+                    tracing::info!(view = %view, budget = options.memory_budget, "the window's entities outgrow the memory budget: scanning in partitions");
+                    // Its keys alone passed the budget: the whole source's winners would too.
+                    let [first, second] = Partition::ALL.split();
+                    pending = vec![second, first];
+                    events(Event::Scanning {
+                        view: &view,
+                        rows: plan.rows_to_scan(),
+                    });
+                }
+            }
+        }
         while let Some(partition) = pending.pop() {
             passes += 1;
             let scan_began = std::time::Instant::now();
@@ -831,6 +1217,7 @@ pub async fn run(
             entities,
             stats,
             passes,
+            segments: read_in_segments,
             scan_elapsed,
             elapsed: began.elapsed(),
         };

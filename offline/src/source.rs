@@ -351,27 +351,51 @@ pub async fn open_all(
 
 /// The row groups whose `ts_column` statistics overlap `[start, end]` (row groups without
 /// statistics are kept).
+/// The row groups whose `ts_column` statistics overlap the window (all of them without a
+/// window or statistics), and, when every one of them has both statistics, their event-time
+/// ranges (aligned with the groups).
 fn overlapping_row_groups(
     schema: &Schema,
     metadata: &ParquetMetaData,
     ts_column: &str,
     window: Option<(Nanos, Nanos)>,
-) -> Vec<usize> {
+) -> (Vec<usize>, Option<Vec<(Nanos, Nanos)>>) {
     let groups = metadata.row_groups();
-    let mut keep: Vec<usize> = (0..groups.len()).collect();
-    if let (Some((start, end)), Ok(field)) = (window, schema.field_with_name(ts_column))
-        && convert::is_time_type(field.data_type())
-        && let Ok(stats) =
-            StatisticsConverter::try_new(ts_column, schema, metadata.file_metadata().schema_descr())
-        && let (Ok(mins), Ok(maxs)) = (stats.row_group_mins(groups), stats.row_group_maxes(groups))
-    {
-        keep.retain(|&g| {
-            let min = convert::time_at(mins.as_ref(), g);
-            let max = convert::time_at(maxs.as_ref(), g);
-            !(max.is_some_and(|m| m < start) || min.is_some_and(|m| m > end))
-        });
+    let all: Vec<usize> = (0..groups.len()).collect();
+    let Ok(field) = schema.field_with_name(ts_column) else {
+        return (all, None);
+    };
+    if !convert::is_time_type(field.data_type()) {
+        return (all, None);
     }
-    keep
+    let Ok(stats) =
+        StatisticsConverter::try_new(ts_column, schema, metadata.file_metadata().schema_descr())
+    else {
+        return (all, None);
+    };
+    let (Ok(mins), Ok(maxs)) = (stats.row_group_mins(groups), stats.row_group_maxes(groups)) else {
+        return (all, None);
+    };
+    let mut keep = Vec::with_capacity(all.len());
+    let mut times = Some(Vec::with_capacity(all.len()));
+    for g in all {
+        let min = convert::time_at(mins.as_ref(), g);
+        let max = convert::time_at(maxs.as_ref(), g);
+        if let Some((start, end)) = window
+            && (max.is_some_and(|m| m < start) || min.is_some_and(|m| m > end))
+        {
+            continue;
+        }
+        keep.push(g);
+        times = match (times, min, max) {
+            (Some(mut t), Some(min), Some(max)) => {
+                t.push((min, max));
+                Some(t)
+            }
+            _ => None,
+        };
+    }
+    (keep, times)
 }
 
 fn rows_in(metadata: &ParquetMetaData, groups: &[usize]) -> u64 {
@@ -471,13 +495,14 @@ pub async fn open_object(
         .await
         .map_err(|e| Error::new(format!("{shown} ({}): {e}", bucket.endpoint)))?;
     let schema = Arc::clone(metadata.schema());
-    let keep = overlapping_row_groups(&schema, metadata.metadata(), ts_column, window);
+    let (keep, times) = overlapping_row_groups(&schema, metadata.metadata(), ts_column, window);
     Ok(OpenFile {
         rows: rows_in(metadata.metadata(), &keep),
         shown,
         format,
         schema,
         row_groups: Some(keep),
+        times,
         origin: Origin::Object {
             store: Arc::clone(&bucket.store),
             meta: meta.clone(),
@@ -496,6 +521,8 @@ pub struct OpenFile {
     /// Rows in the row groups that overlap the window (all rows for non-Parquet files).
     pub rows: u64,
     row_groups: Option<Vec<usize>>,
+    /// The event-time range of each of `row_groups`, when all have statistics.
+    times: Option<Vec<(Nanos, Nanos)>>,
     origin: Origin,
 }
 
@@ -525,13 +552,15 @@ pub fn open(
             let file = File::open(path).map_err(|e| fail(&e))?;
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
             let schema = Arc::clone(builder.schema());
-            let keep = overlapping_row_groups(&schema, builder.metadata(), ts_column, window);
+            let (keep, times) =
+                overlapping_row_groups(&schema, builder.metadata(), ts_column, window);
             Ok(OpenFile {
                 shown: path.display().to_string(),
                 format,
                 schema,
                 rows: rows_in(builder.metadata(), &keep),
                 row_groups: Some(keep),
+                times,
                 origin: Origin::Local(path.to_path_buf()),
             })
         }
@@ -550,6 +579,7 @@ pub fn open(
                 schema,
                 rows,
                 row_groups: None,
+                times: None,
                 origin: Origin::Local(path.to_path_buf()),
             })
         }
@@ -567,6 +597,31 @@ impl OpenFile {
     pub fn scan(
         &self,
         columns: &[String],
+        each: impl FnMut(&RecordBatch) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.scan_row_groups(columns, self.row_groups.as_deref(), each)
+    }
+
+    /// The row groups the scan reads (after pruning) with their event-time ranges, when the
+    /// file is Parquet and every one of them has statistics for the event-time column.
+    pub fn row_group_times(&self) -> Option<Vec<(usize, Nanos, Nanos)>> {
+        let groups = self.row_groups.as_ref()?;
+        let times = self.times.as_ref()?;
+        Some(
+            groups
+                .iter()
+                .zip(times)
+                .map(|(&g, &(min, max))| (g, min, max))
+                .collect(),
+        )
+    }
+
+    /// Like [`OpenFile::scan`], reading only `groups` (Parquet row-group indices, in this
+    /// order; `None`: the whole file).
+    pub fn scan_row_groups(
+        &self,
+        columns: &[String],
+        groups: Option<&[usize]>,
         mut each: impl FnMut(&RecordBatch) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let fail = |e: &dyn std::fmt::Display| Error::new(format!("{}: {e}", self.shown));
@@ -598,8 +653,8 @@ impl OpenFile {
                     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
                 let mask = ProjectionMask::roots(builder.parquet_schema(), sorted.iter().copied());
                 let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
-                if let Some(groups) = &self.row_groups {
-                    builder = builder.with_row_groups(groups.clone());
+                if let Some(groups) = groups {
+                    builder = builder.with_row_groups(groups.to_vec());
                 }
                 for batch in builder.build().map_err(|e| fail(&e))? {
                     let batch = batch.map_err(|e| fail(&e))?;
@@ -620,8 +675,8 @@ impl OpenFile {
                     ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone());
                 let mask = ProjectionMask::roots(builder.parquet_schema(), sorted.iter().copied());
                 let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
-                if let Some(groups) = &self.row_groups {
-                    builder = builder.with_row_groups(groups.clone());
+                if let Some(groups) = groups {
+                    builder = builder.with_row_groups(groups.to_vec());
                 }
                 let mut batches = builder.build().map_err(|e| fail(&e))?;
                 while let Some(batch) = batches.next().await {

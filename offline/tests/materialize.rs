@@ -731,3 +731,207 @@ async fn a_small_memory_budget_scans_in_partitions_with_the_same_result() {
         );
     }
 }
+
+/// Rows sorted by event time, as most event logs are: each driver's latest row at hour
+/// `1 + d % 20`, an older row for every third driver, and for every seventh a second row at the
+/// same time with a later `created` (which must win). Row groups of 300 may cut between equal
+/// timestamps: such groups' time ranges touch, and they must be read as one segment.
+fn sorted_rows(drivers: i64) -> (Vec<Row>, Vec<(i64, i64, f32)>) {
+    // Minutes and seconds from the driver: no two drivers share a timestamp, as in real logs.
+    let at = |hour: i64, d: i64| -> &'static str {
+        let (minute, second) = ((d / 60) % 60, d % 60);
+        Box::leak(format!("2026-01-01T{hour:02}:{minute:02}:{second:02}Z").into_boxed_str())
+    };
+    let mut rows = Vec::new();
+    let mut expected = Vec::new();
+    for d in 0..drivers {
+        let hour = 1 + d % 20;
+        rows.push(Row {
+            driver: d,
+            event: at(hour, d),
+            created: at(hour, d),
+            conv: 0.25,
+            trips: d,
+        });
+        if d % 3 == 0 {
+            rows.push(Row {
+                driver: d,
+                event: at(hour - 1, d),
+                created: at(hour, d),
+                conv: 0.125,
+                trips: -1,
+            });
+        }
+        if d % 7 == 0 {
+            rows.push(Row {
+                driver: d,
+                event: at(hour, d),
+                created: at(hour + 1, d),
+                conv: 0.75,
+                trips: d + 1000,
+            });
+            expected.push((d, d + 1000, 0.75));
+        } else {
+            expected.push((d, d, 0.25));
+        }
+    }
+    rows.sort_by_key(|r| micros(r.event));
+    (rows, expected)
+}
+
+#[tokio::test]
+async fn a_source_sorted_by_time_is_written_segment_by_segment_as_it_is_read() {
+    let repo = Repo::new("  type: sqlite\n  path: data/online.db");
+    let (rows, expected) = sorted_rows(2000);
+    write_parquet(&repo.path().join("data/stats.parquet"), &rows, 300);
+    let window = Window::Range {
+        start: ts("2026-01-01T00:00:00Z"),
+        end: ts("2026-01-01T23:00:00Z"),
+    };
+    // The plan sees segments: newest first, disjoint, every kept row group in one of them.
+    let registry = repo.registry();
+    let view = registry
+        .feature_views
+        .iter()
+        .find(|v| v.name == "driver_stats")
+        .unwrap();
+    let plan = materialize::plan_view(&registry, view, repo.path(), None)
+        .await
+        .unwrap();
+    let segments = materialize::segments(&plan).expect("a sorted source has segments");
+    assert!(segments.len() > 3, "{segments:?}");
+    for pair in segments.windows(2) {
+        assert!(pair[0].min > pair[1].max, "{segments:?}");
+    }
+    let groups: usize = segments.iter().map(|s| s.parts.len()).sum();
+    assert_eq!(groups, rows.len().div_ceil(300));
+
+    // Row groups whose ranges touch (a tie split across them) are one segment, and the tie is
+    // still broken by `created`.
+    let touching = tempfile::tempdir().unwrap();
+    std::fs::copy(repo.registry_path(), touching.path().join("registry.db")).unwrap();
+    let row = |driver, event, created, conv| Row {
+        driver,
+        event,
+        created,
+        conv,
+        trips: driver,
+    };
+    let tie = "2026-01-01T10:00:00Z";
+    write_parquet(
+        &touching.path().join("data/stats.parquet"),
+        &[
+            row(7, "2026-01-01T09:00:00Z", "2026-01-01T09:00:00Z", 0.125),
+            row(7, tie, "2026-01-01T10:30:00Z", 0.75),
+            row(7, tie, "2026-01-01T10:00:00Z", 0.25),
+            row(8, "2026-01-01T10:30:00Z", "2026-01-01T10:30:00Z", 0.5),
+            row(9, "2026-01-01T12:00:00Z", "2026-01-01T12:00:00Z", 0.5),
+            row(9, "2026-01-01T13:00:00Z", "2026-01-01T13:00:00Z", 0.625),
+        ],
+        2,
+    );
+    let plan = materialize::plan_view(&registry, view, touching.path(), None)
+        .await
+        .unwrap();
+    let cut = materialize::segments(&plan).unwrap();
+    assert_eq!(
+        cut.iter().map(|s| s.parts.clone()).collect::<Vec<_>>(),
+        [vec![(0, 2)], vec![(0, 0), (0, 1)]],
+        "{cut:?}"
+    );
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &touching.path().join("online.db"),
+    )));
+    let job = materialize::Job {
+        repo_dir: touching.path(),
+        registry: &registry,
+        views: vec![view],
+        window,
+        now: ts("2026-01-02T00:00:00Z"),
+    };
+    let runs = materialize::run(&job, &store, &WriteOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (runs[0].segments, runs[0].entities),
+        (2, 3),
+        "{:?}",
+        runs[0]
+    );
+    let got: Vec<Value> = read(&store, &[7, 8, 9])
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().1)
+        .collect();
+    assert_eq!(
+        got,
+        [Value::Float(0.75), Value::Float(0.5), Value::Float(0.625)]
+    );
+
+    let check = |store: OnlineStore| {
+        let expected = expected.clone();
+        async move {
+            let drivers: Vec<i64> = expected.iter().map(|e| e.0).collect();
+            let got = read(&store, &drivers).await;
+            for (row, (driver, trips, conv)) in got.iter().zip(&expected) {
+                let row = row
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("driver {driver} missing"));
+                assert_eq!(
+                    (row.1.clone(), row.2.clone()),
+                    (Value::Float(*conv), Value::Int64(*trips)),
+                    "driver {driver}"
+                );
+            }
+        }
+    };
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    let runs = materialize(&repo, &store, window, &WriteOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    let run = &runs[0];
+    assert_eq!(run.segments, segments.len(), "{run:?}");
+    assert_eq!(run.passes, 1, "{run:?}");
+    assert_eq!(
+        (run.scanned, run.in_window, run.entities, run.stats.written),
+        (rows.len() as u64, rows.len() as u64, 2000, 2000),
+        "{run:?}"
+    );
+    check(store.clone()).await;
+    // A rerun writes nothing.
+    let again = materialize(&repo, &store, window, &WriteOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((again[0].stats.written, again[0].stats.skipped), (0, 2000));
+
+    // Over Redis too, with batches small enough that writes go out while segments are read.
+    let redis = RedisServer::start();
+    let store = store_at(redis.port).await;
+    let options = WriteOptions {
+        batch_rows: 64,
+        ..WriteOptions::default()
+    };
+    let runs = materialize(&repo, &store, window, &options, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(runs[0].stats.written, 2000, "{:?}", runs[0]);
+    check(store).await;
+
+    // When the keys outgrow the memory budget, the run falls back to partitioned whole-source
+    // scans and ends the same.
+    let fresh = tempfile::tempdir().unwrap();
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&fresh.path().join("online.db"))));
+    let options = WriteOptions {
+        memory_budget: 64 << 10,
+        ..WriteOptions::default()
+    };
+    let runs = materialize(&repo, &store, window, &options, &|_| {})
+        .await
+        .unwrap();
+    let run = &runs[0];
+    assert_eq!((run.segments, run.entities), (0, 2000), "{run:?}");
+    assert!(run.passes > 2, "{run:?}");
+    check(store).await;
+}

@@ -7,6 +7,12 @@
 //! window of a billion rows over a million entities holds a million winners. Writes go out in
 //! batches with a bounded number in flight; a failed batch is retried with backoff (the write rule
 //! makes a retry, or a rerun, idempotent).
+//!
+//! A source ordered by event time (most event logs; Parquet row groups whose time statistics do
+//! not overlap) is read in [`Segment`]s, newest first, and each segment's rows are written while
+//! the next is read, so reading no longer delays every write. Otherwise the whole window is read
+//! first. Either way a run that fails records nothing in the registry; what it wrote is valid
+//! and a rerun skips it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -294,40 +300,59 @@ pub struct Segment {
 }
 
 /// The plan's files cut into [`Segment`]s, newest first: row groups sorted by their newest event
-/// time, those whose ranges overlap or touch merged. `None` when a file has no row-group time
-/// statistics (not Parquet, or written without them) or when the whole source is one segment
-/// (unsorted data): then the source is scanned whole, then written.
+/// time, those whose ranges overlap or touch merged. `None` when reading by segments would not
+/// pay: a file without row-group time statistics (not Parquet, or written without them), fewer
+/// than [`MIN_SEGMENTS`] segments, or one segment holding most of the rows (data not ordered in
+/// time, or timestamps so coarse that row groups share them). Then the source is read whole,
+/// then written.
 pub fn segments(plan: &ViewPlan) -> Option<Vec<Segment>> {
     let mut parts = Vec::new();
     for (f, file) in plan.files.iter().enumerate() {
-        for (g, min, max) in file.row_group_times()? {
-            parts.push((f, g, min.min(max), max));
+        for (g, min, max, rows) in file.row_group_times()? {
+            parts.push((f, g, min.min(max), max, rows));
         }
     }
     parts.sort_by_key(|p| std::cmp::Reverse(p.3));
-    let mut out: Vec<Segment> = Vec::new();
-    for (f, g, min, max) in parts {
+    let total: u64 = parts.iter().map(|p| p.4).sum();
+    let mut out: Vec<(Segment, u64)> = Vec::new();
+    for (f, g, min, max, rows) in parts {
         match out.last_mut() {
             // Parts come newest first, so only the last segment can reach down to this one.
-            Some(last) if max >= last.min => {
+            Some((last, n)) if max >= last.min => {
                 last.parts.push((f, g));
                 last.min = last.min.min(min);
+                *n += rows;
             }
-            _ => out.push(Segment {
-                parts: vec![(f, g)],
-                min,
-                max,
-            }),
+            _ => out.push((
+                Segment {
+                    parts: vec![(f, g)],
+                    min,
+                    max,
+                },
+                rows,
+            )),
         }
     }
-    if out.len() < 2 {
+    let largest = out.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    if out.len() < MIN_SEGMENTS || largest > total / 2 {
         return None;
     }
-    for segment in &mut out {
-        segment.parts.sort_unstable();
-    }
-    Some(out)
+    Some(
+        out.into_iter()
+            .map(|(mut segment, _)| {
+                segment.parts.sort_unstable();
+                segment
+            })
+            .collect(),
+    )
 }
+
+/// Fewest segments worth reading a source by: with fewer, little of the reading overlaps the
+/// writes, and the keys seen are held on top of a segment's winners.
+pub const MIN_SEGMENTS: usize = 3;
+
+/// Rows handed to the writer at a time from a finished segment.
+const EMIT_ROWS: usize = 8192;
 
 /// What a scan reads, in order, and how many keys its map should have room for up front
 /// (growing a large map re-hashes and copies it).
@@ -450,7 +475,7 @@ pub fn scan_segmented(
         reading,
         progress,
         &mut |latest, held| {
-            let mut rows = Vec::with_capacity(latest.rows.len());
+            let mut rows = Vec::with_capacity(EMIT_ROWS.min(latest.rows.len()));
             for (key, winner) in latest.rows.drain() {
                 if seen.contains(&key) {
                     continue;
@@ -458,6 +483,9 @@ pub fn scan_segmented(
                 seen_bytes += winner_bytes(key.len(), 0);
                 seen.insert(key.clone());
                 rows.push(into_write_row(key, winner));
+                if rows.len() == EMIT_ROWS {
+                    emit(std::mem::replace(&mut rows, Vec::with_capacity(EMIT_ROWS)))?;
+                }
             }
             *held = seen_bytes;
             if !rows.is_empty() {

@@ -353,13 +353,13 @@ pub async fn open_all(
 /// statistics are kept).
 /// The row groups whose `ts_column` statistics overlap the window (all of them without a
 /// window or statistics), and, when every one of them has both statistics, their event-time
-/// ranges (aligned with the groups).
+/// ranges and row counts (aligned with the groups).
 fn overlapping_row_groups(
     schema: &Schema,
     metadata: &ParquetMetaData,
     ts_column: &str,
     window: Option<(Nanos, Nanos)>,
-) -> (Vec<usize>, Option<Vec<(Nanos, Nanos)>>) {
+) -> (Vec<usize>, Option<Vec<GroupStats>>) {
     let groups = metadata.row_groups();
     let all: Vec<usize> = (0..groups.len()).collect();
     let Ok(field) = schema.field_with_name(ts_column) else {
@@ -389,7 +389,7 @@ fn overlapping_row_groups(
         keep.push(g);
         times = match (times, min, max) {
             (Some(mut t), Some(min), Some(max)) => {
-                t.push((min, max));
+                t.push((min, max, groups[g].num_rows().max(0) as u64));
                 Some(t)
             }
             _ => None,
@@ -512,6 +512,9 @@ pub async fn open_object(
     })
 }
 
+/// A row group's oldest and newest event time, and its rows.
+type GroupStats = (Nanos, Nanos, u64);
+
 /// One file opened for a scan: its schema, and how many rows the scan will read.
 pub struct OpenFile {
     /// The file's path or URI, for messages.
@@ -521,8 +524,8 @@ pub struct OpenFile {
     /// Rows in the row groups that overlap the window (all rows for non-Parquet files).
     pub rows: u64,
     row_groups: Option<Vec<usize>>,
-    /// The event-time range of each of `row_groups`, when all have statistics.
-    times: Option<Vec<(Nanos, Nanos)>>,
+    /// The event-time range and rows of each of `row_groups`, when all have statistics.
+    times: Option<Vec<GroupStats>>,
     origin: Origin,
 }
 
@@ -602,16 +605,17 @@ impl OpenFile {
         self.scan_row_groups(columns, self.row_groups.as_deref(), each)
     }
 
-    /// The row groups the scan reads (after pruning) with their event-time ranges, when the
-    /// file is Parquet and every one of them has statistics for the event-time column.
-    pub fn row_group_times(&self) -> Option<Vec<(usize, Nanos, Nanos)>> {
+    /// The row groups the scan reads (after pruning) with their event-time ranges and row
+    /// counts, when the file is Parquet and every one of them has statistics for the event-time
+    /// column.
+    pub fn row_group_times(&self) -> Option<Vec<(usize, Nanos, Nanos, u64)>> {
         let groups = self.row_groups.as_ref()?;
         let times = self.times.as_ref()?;
         Some(
             groups
                 .iter()
                 .zip(times)
-                .map(|(&g, &(min, max))| (g, min, max))
+                .map(|(&g, &(min, max, rows))| (g, min, max, rows))
                 .collect(),
         )
     }

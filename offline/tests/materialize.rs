@@ -827,6 +827,8 @@ async fn a_source_sorted_by_time_is_written_segment_by_segment_as_it_is_read() {
             row(8, "2026-01-01T10:30:00Z", "2026-01-01T10:30:00Z", 0.5),
             row(9, "2026-01-01T12:00:00Z", "2026-01-01T12:00:00Z", 0.5),
             row(9, "2026-01-01T13:00:00Z", "2026-01-01T13:00:00Z", 0.625),
+            row(10, "2026-01-01T14:00:00Z", "2026-01-01T14:00:00Z", 0.5),
+            row(10, "2026-01-01T15:00:00Z", "2026-01-01T15:00:00Z", 0.375),
         ],
         2,
     );
@@ -836,7 +838,7 @@ async fn a_source_sorted_by_time_is_written_segment_by_segment_as_it_is_read() {
     let cut = materialize::segments(&plan).unwrap();
     assert_eq!(
         cut.iter().map(|s| s.parts.clone()).collect::<Vec<_>>(),
-        [vec![(0, 2)], vec![(0, 0), (0, 1)]],
+        [vec![(0, 3)], vec![(0, 2)], vec![(0, 0), (0, 1)]],
         "{cut:?}"
     );
     let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
@@ -854,18 +856,23 @@ async fn a_source_sorted_by_time_is_written_segment_by_segment_as_it_is_read() {
         .unwrap();
     assert_eq!(
         (runs[0].segments, runs[0].entities),
-        (2, 3),
+        (3, 4),
         "{:?}",
         runs[0]
     );
-    let got: Vec<Value> = read(&store, &[7, 8, 9])
+    let got: Vec<Value> = read(&store, &[7, 8, 9, 10])
         .await
         .into_iter()
         .map(|r| r.unwrap().1)
         .collect();
     assert_eq!(
         got,
-        [Value::Float(0.75), Value::Float(0.5), Value::Float(0.625)]
+        [
+            Value::Float(0.75),
+            Value::Float(0.5),
+            Value::Float(0.625),
+            Value::Float(0.375)
+        ]
     );
 
     let check = |store: OnlineStore| {

@@ -7,13 +7,17 @@
 #   redis-benchmark -P 64 HSET of 9 fields (8 features + _ts) on random keys.
 # Wall time and peak RSS come from /usr/bin/time; rows/s = entities / wall time.
 #
-# Usage: benches/materialize/run.sh [ENTITIES=100000] [SKIP_FEAST=0]
+# Usage: benches/materialize/run.sh [ENTITIES=100000] [SKIP_FEAST=0] [RESOLUTION=s]
+# RESOLUTION: event times in whole seconds (s: ~280 rows share each second at 1M) or with
+# microseconds (us: nearly every row its own time, as in most event logs); the rows, keys and
+# values are the same either way.
 # Needs: redis-server, redis-benchmark, the Feast venv (compat/setup-venv.sh). QUIVER_BIN=path
 # skips the release build and measures that binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 entities="${1:-100000}"
 skip_feast="${2:-0}"
+resolution="${3:-s}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 venv="$(compat/setup-venv.sh "${QUIVER_FEAST_VENV:-$target_dir/feast-venv}" | tail -n 1)"
 out="$target_dir/bench-materialize/$entities"
@@ -57,18 +61,21 @@ user_stats = FeatureView(
         [Float32, Float32, Float64, Float64, Int64, Int64, String, Int64])],
 )
 EOF
-"$venv/bin/python" - "$repo/data/user_stats.parquet" "$entities" <<'EOF'
+"$venv/bin/python" - "$repo/data/user_stats.parquet" "$entities" "$resolution" <<'EOF'
 import sys
 from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
-path, n = sys.argv[1], int(sys.argv[2])
+path, n, resolution = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rng = np.random.default_rng(7)
 t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 older = n // 10
 ids = np.concatenate([np.arange(n), rng.integers(0, n, older)])
-ts = [t0 + timedelta(seconds=int(s)) for s in np.concatenate([rng.integers(3600, 7200, n), rng.integers(0, 3600, older)])]
+seconds = np.concatenate([rng.integers(3600, 7200, n), rng.integers(0, 3600, older)])
 m = len(ids)
+# From a generator of their own: both resolutions have the same rows, keys and values.
+micros = np.random.default_rng(11).integers(0, 1_000_000, m) if resolution == "us" else np.zeros(m, dtype=int)
+ts = [t0 + timedelta(seconds=int(s), microseconds=int(u)) for s, u in zip(seconds, micros)]
 pd.DataFrame({
     "user_id": ids.astype("int64"),
     "event_timestamp": pd.to_datetime(ts),

@@ -325,6 +325,22 @@ impl Entities {
     }
 }
 
+/// An entity table's batches in the order of its files and rows: partition by partition (files
+/// are grouped in path order, a large file split into byte ranges in order), where `collect`
+/// would interleave the partitions as their batches arrive.
+async fn in_input_order(
+    df: datafusion::dataframe::DataFrame,
+    context: &str,
+) -> Result<Vec<RecordBatch>, Error> {
+    Ok(df
+        .collect_partitioned()
+        .await
+        .map_err(df_error(context))?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
 fn df_error(context: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
     move |e| Error::new(format!("{context}: {e}"))
 }
@@ -459,7 +475,7 @@ impl Engine {
         let (df, shown) = self.listing(located, "entity table").await?;
         let context = format!("entity table {shown}");
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(df_error(&context))?;
+        let batches = in_input_order(df, &context).await?;
         Ok(Entities { schema, batches })
     }
 
@@ -506,7 +522,7 @@ impl Engine {
         }
         .map_err(df_error(&context))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(df_error(&context))?;
+        let batches = in_input_order(df, &context).await?;
         Ok(Entities { schema, batches })
     }
 

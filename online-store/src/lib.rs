@@ -172,11 +172,12 @@ impl std::ops::AddAssign for WriteStats {
     }
 }
 
-/// Feast's online write rule compares whole seconds: a row replaces the stored one only when its
-/// event time is strictly newer, and the stored `_ts` keeps seconds only.
+/// Feast's online write rule (0.67, Redis): a row replaces the stored one only when its event
+/// time is strictly newer, to the nanosecond; a stored time of zero counts as none.
 pub fn newer_than_stored(event_ts: &Timestamp, stored: Option<&Timestamp>) -> bool {
+    let total = |t: &Timestamp| i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
     match stored {
-        Some(prev) if prev.seconds != 0 => event_ts.seconds > prev.seconds,
+        Some(prev) if total(prev) != 0 => total(event_ts) > total(prev),
         _ => true,
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quiver_core::time::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
@@ -752,9 +753,9 @@ impl RedisStore {
                 for (field, value) in layout.fields.iter().zip(row.values()) {
                     cmd.arg(&field[..]).arg(value);
                 }
-                // Feast's `_ts`: a Timestamp proto with whole seconds only.
-                let mut ts = [0u8; 11];
-                let n = encode_seconds(&mut ts, row.event_ts.seconds);
+                // Feast's `_ts`: a Timestamp proto, seconds and nanos.
+                let mut ts = [0u8; 22];
+                let n = encode_timestamp(&mut ts, &row.event_ts);
                 cmd.arg(&layout.ts_field[..]).arg(&ts[..n]);
                 if let Some(ttl) = key_ttl_seconds {
                     pipe.cmd("EXPIRE").arg(winner_keys[j]).arg(ttl).ignore();
@@ -829,22 +830,27 @@ impl RedisStore {
     }
 }
 
-/// `google.protobuf.Timestamp { seconds }` as protobuf bytes (nothing for zero, as proto3
-/// omits defaults); returns the length written.
-fn encode_seconds(out: &mut [u8; 11], seconds: i64) -> usize {
-    if seconds == 0 {
-        return 0;
-    }
-    out[0] = 0x08;
-    let mut v = seconds as u64;
-    let mut n = 1;
-    while v >= 0x80 {
-        out[n] = (v as u8) | 0x80;
-        v >>= 7;
+/// `google.protobuf.Timestamp { seconds, nanos }` as protobuf bytes, as prost writes them (proto3
+/// omits zero fields); returns the length written.
+fn encode_timestamp(out: &mut [u8; 22], ts: &Timestamp) -> usize {
+    let mut n = 0;
+    for (tag, value) in [(0x08u8, ts.seconds), (0x10, i64::from(ts.nanos))] {
+        if value == 0 {
+            continue;
+        }
+        out[n] = tag;
+        n += 1;
+        // Negative values are ten-byte varints of their two's complement, as in protobuf.
+        let mut v = value as u64;
+        while v >= 0x80 {
+            out[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        out[n] = v as u8;
         n += 1;
     }
-    out[n] = v as u8;
-    n + 1
+    n
 }
 
 /// Whether a `notify-keyspace-events` value includes keyspace events for hash commands.
@@ -895,15 +901,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seconds_encode_as_prost_does() {
-        for s in [0i64, 1, 127, 128, 1_767_225_600, -1, i64::MAX] {
-            let mut buf = [0u8; 11];
-            let n = encode_seconds(&mut buf, s);
-            let expected = quiver_core::layout::encode_timestamp(&quiver_core::time::Timestamp {
-                seconds: s,
-                nanos: 0,
-            });
-            assert_eq!(&buf[..n], &expected[..], "{s}");
+    fn timestamps_encode_as_prost_does() {
+        for seconds in [0i64, 1, 127, 128, 1_767_225_600, -1, i64::MAX, i64::MIN] {
+            for nanos in [0i32, 1, 127, 128, 999_999_999, -1] {
+                let ts = quiver_core::time::Timestamp { seconds, nanos };
+                let mut buf = [0u8; 22];
+                let n = encode_timestamp(&mut buf, &ts);
+                let expected = quiver_core::layout::encode_timestamp(&ts);
+                assert_eq!(&buf[..n], &expected[..], "{ts:?}");
+            }
         }
+    }
+
+    #[test]
+    fn the_write_rule_compares_to_the_nanosecond() {
+        let t = |seconds, nanos| quiver_core::time::Timestamp { seconds, nanos };
+        assert!(newer_than_stored(&t(10, 5), Some(&t(10, 4))));
+        assert!(!newer_than_stored(&t(10, 4), Some(&t(10, 4))));
+        assert!(!newer_than_stored(&t(10, 3), Some(&t(10, 4))));
+        assert!(!newer_than_stored(&t(9, 999_999_999), Some(&t(10, 0))));
+        assert!(newer_than_stored(&t(1, 0), Some(&t(0, 0))));
+        assert!(newer_than_stored(&t(1, 0), None));
     }
 }

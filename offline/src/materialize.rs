@@ -477,11 +477,11 @@ pub fn scan_segmented(
         &mut |latest, held| {
             let mut rows = Vec::with_capacity(EMIT_ROWS.min(latest.rows.len()));
             for (key, winner) in latest.rows.drain() {
-                if seen.contains(&key) {
+                // One probe into the (large) set; a newer segment's key is the rarer case.
+                if !seen.insert(key.clone()) {
                     continue;
                 }
                 seen_bytes += winner_bytes(key.len(), 0);
-                seen.insert(key.clone());
                 rows.push(into_write_row(key, winner));
                 if rows.len() == EMIT_ROWS {
                     emit(std::mem::replace(&mut rows, Vec::with_capacity(EMIT_ROWS)))?;
@@ -767,7 +767,7 @@ pub struct Writer<'a> {
     in_flight: tokio::task::JoinSet<(u64, Result<WriteStats, StoreError>)>,
     stats: WriteStats,
     /// Rows whose batch has been written.
-    pub done: u64,
+    done: u64,
 }
 
 impl<'a> Writer<'a> {

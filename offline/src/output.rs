@@ -216,15 +216,18 @@ impl Upload {
             .put_multipart(&path)
             .await
             .map_err(|e| fail(&e))?;
+        // WriteMultipart gathers what it is given into parts of UPLOAD_PART bytes.
         let mut upload = WriteMultipart::new_with_chunk_size(multipart, UPLOAD_PART);
-        let mut chunk = vec![0u8; UPLOAD_PART];
+        let mut chunk = vec![0u8; 1 << 20];
         let sent: Result<(), Error> = async {
             loop {
-                // Local reads of a few MiB from the page cache: short enough to do in place.
-                let n = read_full(&mut file, &mut chunk).map_err(|e| fail(&e))?;
-                if n == 0 {
-                    return Ok(());
-                }
+                // Local reads of a MiB from the page cache: short enough to do in place.
+                let n = match file.read(&mut chunk) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(fail(&e)),
+                };
                 upload
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
@@ -241,20 +244,6 @@ impl Upload {
             }
         }
     }
-}
-
-/// Reads until `buf` is full or the file ends; the bytes read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Drains `stream` into `out`, calling `progress` with the rows written so far.

@@ -349,8 +349,6 @@ pub async fn open_all(
     Ok(out)
 }
 
-/// The row groups whose `ts_column` statistics overlap `[start, end]` (row groups without
-/// statistics are kept).
 /// The row groups whose `ts_column` statistics overlap the window (all of them without a
 /// window or statistics), and, when every one of them has both statistics, their event-time
 /// ranges and row counts (aligned with the groups).

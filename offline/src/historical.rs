@@ -471,11 +471,48 @@ impl Engine {
     }
 
     /// Reads an entity table from files already found: see [`source::locate_objects`].
+    /// Each file is read on its own, in path order: how DataFusion spreads several files over
+    /// its partitions does not follow their order, and the table's order is its rows' identity.
     pub async fn read_located_entities(&self, located: &Located) -> Result<Entities, Error> {
-        let (df, shown) = self.listing(located, "entity table").await?;
-        let context = format!("entity table {shown}");
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = in_input_order(df, &context).await?;
+        let one_by_one: Vec<Located> = match located {
+            Located::Object {
+                bucket,
+                is_prefix: true,
+                files,
+            } => files
+                .iter()
+                .map(|file| {
+                    let mut bucket = bucket.clone();
+                    bucket.uri.key = file.0.location.to_string();
+                    Located::Object {
+                        bucket,
+                        is_prefix: false,
+                        files: vec![file.clone()],
+                    }
+                })
+                .collect(),
+            _ => vec![located.clone()],
+        };
+        let mut schema: Option<SchemaRef> = None;
+        let mut batches = Vec::new();
+        for part in &one_by_one {
+            let (df, shown) = self.listing(part, "entity table").await?;
+            let context = format!("entity table {shown}");
+            let part_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            match &schema {
+                Some(first) if first != &part_schema => {
+                    return Err(Error::new(format!(
+                        "{context}: its columns ({}) differ from the first part's ({})",
+                        source::column_list(&part_schema),
+                        source::column_list(first)
+                    )));
+                }
+                Some(_) => {}
+                None => schema = Some(part_schema),
+            }
+            batches.extend(in_input_order(df, &context).await?);
+        }
+        let schema = schema.ok_or_else(|| Error::new("entity table: no files"))?;
         Ok(Entities { schema, batches })
     }
 

@@ -364,6 +364,68 @@ def test_push_writes_what_feast_push_writes(tmp_path: Path, redis_server) -> Non
     assert got["acc_rate"] == [0.375, 0.5]
 
 
+def test_two_pushes_in_one_second_to_sqlite_keep_the_second_as_feast_does(tmp_path: Path) -> None:
+    """Feast's SQLite store keeps whole seconds and overwrites unconditionally. Two pushes for one
+    driver 0.5 s apart, each its own request: Feast keeps the second, and so must quiver (a
+    strictly-newer rule on whole seconds would drop it). Both leave the same rows; Feast reads
+    quiver's. A push of an older second is then skipped by quiver (where Feast would overwrite:
+    a documented difference)."""
+    from feast import FeatureStore
+    from feast.data_source import PushMode
+
+    repo = make_repo(tmp_path, "online_store:\n  type: sqlite\n  path: data/online_store.db\n")
+    db = repo / "data/online_store.db"
+    base = at(20)
+    pushes = [
+        {"driver_id": [1001], "event_timestamp": [base + timedelta(milliseconds=200)],
+         "created": [base], "conv_rate": [0.5], "acc_rate": [0.25]},
+        {"driver_id": [1001], "event_timestamp": [base + timedelta(milliseconds=700)],
+         "created": [base], "conv_rate": [0.125], "acc_rate": [0.375]},
+    ]
+
+    def frame(rows: dict) -> pd.DataFrame:
+        df = pd.DataFrame(rows)
+        return df.astype({"conv_rate": "float32", "acc_rate": "float32"})
+
+    def body(rows: dict) -> dict:
+        return {k: ([t.isoformat() for t in v] if k in ("event_timestamp", "created") else v) for k, v in rows.items()}
+
+    def feast_reads() -> dict:
+        return FeatureStore(repo_path=str(repo)).get_online_features(
+            features=["driver_hourly_stats_fresh:conv_rate", "driver_hourly_stats_fresh:acc_rate"],
+            entity_rows=[{"driver_id": 1001}],
+        ).to_dict()
+
+    store = FeatureStore(repo_path=str(repo))
+    for rows in pushes:
+        store.push("driver_stats_push", frame(rows), to=PushMode.ONLINE)
+    by_feast = sqlite_dump(db)
+    assert feast_reads()["conv_rate"] == [0.125]
+    db.unlink()
+
+    with QuiverServer(repo, "--enable-push") as server:
+        for rows in pushes:
+            result = server.post("/push", {"push_source_name": "driver_stats_push", "df": body(rows), "to": "online"})
+            assert result["written"] == 1, result
+        by_quiver = sqlite_dump(db)
+        answer = server.post(
+            "/get-online-features",
+            {"features": ["driver_hourly_stats_fresh:conv_rate"], "entities": {"driver_id": [1001]}},
+        )
+        assert answer["results"][1]["values"] == [0.125]
+        # The same push again changes nothing; an older second is skipped.
+        again = server.post("/push", {"push_source_name": "driver_stats_push", "df": body(pushes[1]), "to": "online"})
+        assert (again["written"], again["skipped"]) == (0, 1), again
+        older = dict(pushes[0], event_timestamp=[base - timedelta(seconds=1)], conv_rate=[0.875])
+        result = server.post("/push", {"push_source_name": "driver_stats_push", "df": body(older), "to": "online"})
+        assert (result["written"], result["skipped"]) == (0, 1), result
+    assert {t: r for t, r in by_quiver.items() if r} == {t: r for t, r in by_feast.items() if r}
+    assert sqlite_dump(db) == by_quiver
+    got = feast_reads()
+    assert got["conv_rate"] == [0.125]
+    assert got["acc_rate"] == [0.375]
+
+
 def test_push_to_offline_is_read_by_feast_historical_retrieval(tmp_path: Path, redis_server) -> None:
     """`to: online_and_offline` appends to the push source's batch source: Feast's own
     point-in-time retrieval (file offline store) sees the pushed rows, and the online store

@@ -387,7 +387,7 @@ async fn redis_latest_row_per_key_in_the_window_with_key_ttl() {
     let mut conn = redis.client().get_connection().unwrap();
     let mut redis_key = key(3);
     redis_key.extend_from_slice(b"mat");
-    // Feast's `_ts` keeps whole seconds only.
+    // `_ts` encoded as Feast 0.67 encodes it (a `Timestamp`, nanos included when nonzero).
     let stored: Vec<u8> = redis::cmd("HGET")
         .arg(&redis_key)
         .arg("_ts:driver_stats")

@@ -258,7 +258,9 @@ impl OnlineStore {
     }
 
     /// Writes rows of one view with Feast's rule: a row is stored only when its event time is
-    /// strictly newer (in whole seconds) than the stored one; older or equal rows are skipped.
+    /// strictly newer than the stored one; older or equal rows are skipped. Redis compares to the
+    /// nanosecond; SQLite stores whole seconds and, within one, lets a different value win (see
+    /// [`SqliteStore::write`]).
     /// Redis: one pipelined round trip reading `_ts:{view}`, one writing `HSET` (+ `EXPIRE key_ttl`)
     /// for the rows that win. SQLite: one transaction, tables created when missing.
     pub async fn write(

@@ -692,7 +692,7 @@ impl RedisStore {
 
     /// Feast's write: read every row's `_ts:{view}` in one pipeline (or, when none of the keys
     /// exists yet, a single `EXISTS`), then `HSET` the fields and `_ts` (and `EXPIRE`) of the
-    /// rows that are strictly newer, in a second.
+    /// rows that are strictly newer, to the nanosecond, in a second round trip.
     pub async fn write(
         &self,
         layout: &ViewLayout,

@@ -171,8 +171,15 @@ impl SqliteStore {
     }
 
     /// Writes rows of one view in one transaction, creating the database and the view's table
-    /// (Feast's DDL) when missing. A stored feature is replaced only by a strictly newer event
-    /// time (whole seconds, as Feast stores them).
+    /// (Feast's DDL) when missing.
+    ///
+    /// Feast 0.67 stores `event_ts` as integer epoch seconds (its reader parses nothing else) and
+    /// overwrites unconditionally. quiver keeps the integer seconds and skips what is older:
+    /// a stored feature is replaced by a later second, or, within the same second (where the
+    /// stored time cannot tell which is newer), by a different value, so that two pushes for one
+    /// key in one second end with the second one, as in Feast. An identical rewrite (a rerun)
+    /// changes nothing and counts as skipped. A stored time that is not an integer (text, from
+    /// older Feast versions) cannot be compared and is replaced.
     pub async fn write(
         self: &Arc<Self>,
         layout: &Arc<ViewLayout>,
@@ -220,7 +227,10 @@ impl SqliteStore {
                     "INSERT INTO {table} (entity_key, feature_name, value, event_ts, created_ts) \
                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(entity_key, feature_name) DO UPDATE \
                      SET value = excluded.value, event_ts = excluded.event_ts, \
-                     created_ts = excluded.created_ts WHERE excluded.event_ts > {table}.event_ts"
+                     created_ts = excluded.created_ts \
+                     WHERE excluded.event_ts > {table}.event_ts \
+                     OR (excluded.event_ts = {table}.event_ts AND excluded.value IS NOT {table}.value) \
+                     OR typeof({table}.event_ts) <> 'integer'"
                 ))
                 .map_err(sql_error)?;
             for row in rows {
@@ -344,5 +354,86 @@ fn event_time(v: ValueRef<'_>) -> Result<Timestamp, StoreError> {
             "event_ts of type {:?}",
             other.data_type()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64, nanos: i32) -> Timestamp {
+        Timestamp { seconds, nanos }
+    }
+
+    async fn write(
+        store: &Arc<SqliteStore>,
+        layout: &Arc<ViewLayout>,
+        rows: &[(u8, Timestamp, &str)],
+    ) -> WriteStats {
+        let rows: Vec<WriteRow> = rows
+            .iter()
+            .map(|(key, ts, value)| WriteRow::new(vec![*key], *ts, None, &[value.as_bytes()]))
+            .collect();
+        store.write(layout, rows.into()).await.unwrap()
+    }
+
+    async fn read(
+        store: &Arc<SqliteStore>,
+        layout: &Arc<ViewLayout>,
+        key: u8,
+    ) -> Option<(i64, Vec<u8>)> {
+        let keys = [key];
+        let reads = [KeyRead {
+            entity_key: &keys,
+            views: &[0],
+        }];
+        let mut out = store
+            .read(std::slice::from_ref(layout), &reads)
+            .await
+            .unwrap();
+        let row = out.pop()?.pop()??;
+        Some((row.event_ts.seconds, row.values[0].clone()?))
+    }
+
+    #[tokio::test]
+    async fn the_write_rule_keeps_integer_seconds_and_the_last_value_of_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("online.db")));
+        let layout = Arc::new(ViewLayout::new("p", "v", ["f".to_owned()]));
+
+        // Two writes of one key within one second: the second one is kept, as Feast keeps it.
+        let stats = write(&store, &layout, &[(1, at(100, 200_000_000), "a")]).await;
+        assert_eq!((stats.written, stats.skipped), (1, 0));
+        let stats = write(&store, &layout, &[(1, at(100, 700_000_000), "b")]).await;
+        assert_eq!((stats.written, stats.skipped), (1, 0));
+        assert_eq!(read(&store, &layout, 1).await, Some((100, b"b".to_vec())));
+
+        // The same value again (a rerun) changes nothing and counts as skipped.
+        let stats = write(&store, &layout, &[(1, at(100, 700_000_000), "b")]).await;
+        assert_eq!((stats.written, stats.skipped), (0, 1));
+
+        // An older second is skipped; a later one wins.
+        let stats = write(&store, &layout, &[(1, at(99, 999_999_999), "old")]).await;
+        assert_eq!((stats.written, stats.skipped), (0, 1));
+        assert_eq!(read(&store, &layout, 1).await, Some((100, b"b".to_vec())));
+        write(&store, &layout, &[(1, at(101, 0), "c")]).await;
+        assert_eq!(read(&store, &layout, 1).await, Some((101, b"c".to_vec())));
+
+        // Stored as Feast 0.67 stores it: integer seconds, the fraction dropped.
+        let conn = Connection::open(dir.path().join("online.db")).unwrap();
+        let (ts, kind): (i64, String) = conn
+            .query_row("SELECT event_ts, typeof(event_ts) FROM p_v", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((ts, kind.as_str()), (101, "integer"));
+
+        // A time stored as text by an older Feast cannot be compared: it is replaced.
+        conn.execute("UPDATE p_v SET event_ts = '2026-01-01 00:00:00'", [])
+            .unwrap();
+        drop(conn);
+        let stats = write(&store, &layout, &[(1, at(50, 0), "d")]).await;
+        assert_eq!((stats.written, stats.skipped), (1, 0));
+        assert_eq!(read(&store, &layout, 1).await, Some((50, b"d".to_vec())));
     }
 }

@@ -4,11 +4,14 @@
 # by the requests served. Two interleaved rounds. Run benches/serve/run.sh first: this reuses its
 # release build and repo.
 #
-# Usage: benches/serve/cpu.sh [SHAPE=10x10|1x3] [DURATION_S=8]
+# Usage: benches/serve/cpu.sh [SHAPE=10x10|1x3] [DURATION_S=8] [ROUNDS=2]
+# With QUIVER_ALT=/path/to/another/quiver: that build is measured too, in the same rounds (an A/B
+# of a change: build the old commit's release binary, copy it aside, build the new one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 shape="${1:-10x10}"
 secs="${2:-8}"
+rounds="${3:-2}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 out="$target_dir/bench-serve"
 venv="${QUIVER_FEAST_VENV:-$target_dir/feast-venv}"
@@ -35,6 +38,12 @@ QUIVER_LOG=warn "$target_dir/release/quiver" serve --repo "$out/repo" --port "$q
 qpid=$!; pids+=($qpid)
 for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$qport/health" && break; sleep 0.1; done
 curl -sf -X POST -d "$body" "http://127.0.0.1:$qport/get-online-features" > "$out/cpu-body-$shape.json"
+if [ -n "${QUIVER_ALT:-}" ]; then
+  aport="$(free_port)"
+  QUIVER_LOG=warn "$QUIVER_ALT" serve --repo "$out/repo" --port "$aport" --max-staleness 1h >/dev/null 2>&1 &
+  apid=$!; pids+=($apid)
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$aport/health" && break; sleep 0.1; done
+fi
 bport="$(free_port)"
 "$target_dir/release/bare_http" "$bport" "$out/cpu-body-$shape.json" >/dev/null 2>&1 &
 bpid=$!; pids+=($bpid)
@@ -52,7 +61,8 @@ measure() { # name pid port
   rps="$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rps"])')"
   python3 -c "print('%-12s %s  %9.0f rps  server CPU %.2f us/request' % ('$1', '$shape', $rps, ($after - $before) / $ticks * 1e6 / ($rps * $secs)))"
 }
-for _ in 1 2; do
+for _ in $(seq 1 "$rounds"); do
   measure quiver-warm "$qpid" "$qport"
+  [ -n "${QUIVER_ALT:-}" ] && measure quiver-alt "$apid" "$aport"
   measure bare "$bpid" "$bport"
 done

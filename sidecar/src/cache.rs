@@ -188,6 +188,8 @@ pub struct Evicted {
 pub struct Cache {
     shards: Box<[RwLock<Shard>]>,
     shard_budget: usize,
+    /// `--cache-bytes 0`: nothing is stored; inserts and removals take no lock.
+    disabled: bool,
     hasher: Hasher,
 }
 
@@ -206,6 +208,7 @@ impl Cache {
         Cache {
             shards,
             shard_budget: (max_bytes / SHARDS).max(1),
+            disabled: max_bytes == 0,
             hasher: Default::default(),
         }
     }
@@ -259,6 +262,9 @@ impl Cache {
     /// An entry larger than a whole shard's budget is not kept.
     pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> Evicted {
         let mut evicted = Evicted::default();
+        if self.disabled {
+            return evicted;
+        }
         let Ok(mut guard) = self.shard(&key).write() else {
             return evicted;
         };
@@ -309,6 +315,9 @@ impl Cache {
 
     /// Drops the entry for `key`; whether there was one.
     pub fn remove(&self, key: &CacheKey) -> bool {
+        if self.disabled {
+            return false;
+        }
         let Ok(mut shard) = self.shard(key).write() else {
             return false;
         };
@@ -407,6 +416,15 @@ mod tests {
         assert!(!cache.remove(&key(1, 1)));
         assert_eq!(cache.size().1, 1);
         assert_eq!(cache.clear(), 1);
+        assert_eq!(cache.size(), (0, 0));
+    }
+
+    #[test]
+    fn a_cache_of_zero_bytes_keeps_nothing() {
+        let cache = Cache::new(0);
+        assert_eq!(cache.insert(key(1, 1), entry(1)), Evicted::default());
+        assert!(cache.get(&key(1, 1)).is_none());
+        assert!(!cache.remove(&key(1, 1)));
         assert_eq!(cache.size(), (0, 0));
     }
 

@@ -12,10 +12,12 @@ or pandas:
     reexec_with_stable_env()
 """
 
+import atexit
 import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -176,11 +178,23 @@ def feast_serve(repo: Path, log_path: Path) -> Iterator[str]:
         stop_process_group(proc)
 
 
+_LOG_DIR = None
+
+
+def _log_dir() -> str:
+    """One folder for this process's server logs, removed when the process exits."""
+    global _LOG_DIR
+    if _LOG_DIR is None:
+        _LOG_DIR = tempfile.mkdtemp(prefix="quiver-compat-logs-")
+        atexit.register(shutil.rmtree, _LOG_DIR, ignore_errors=True)
+    return _LOG_DIR
+
+
 def spawn(args: list) -> subprocess.Popen:
     """Starts a server with its log in a file. (A stderr pipe that nobody reads fills up at 64 KB
     and then blocks the server's next log line, and the request it was answering: moto's access
-    log did that to a long test run.)"""
-    log = tempfile.NamedTemporaryFile(prefix="quiver-compat-", suffix=".log", delete=False)
+    log did that to a long test run.) The logs go away when the test process exits."""
+    log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False, dir=_log_dir())
     proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=log)
     log.close()
     proc.log_path = log.name

@@ -62,6 +62,20 @@ pub fn encode_timestamp(ts: &Timestamp) -> Vec<u8> {
     ts.encode_to_vec()
 }
 
+/// The longest `_ts:{view}` value: two fields, each a tag and a varint of up to ten bytes.
+pub const TIMESTAMP_MAX_LEN: usize = 22;
+
+/// [`encode_timestamp`] into a buffer of the caller's (no allocation per written row).
+pub fn encode_timestamp_into<'a>(ts: &Timestamp, out: &'a mut [u8; TIMESTAMP_MAX_LEN]) -> &'a [u8] {
+    let mut rest: &mut [u8] = &mut out[..];
+    // `encode` refuses only a buffer too small, and any Timestamp fits in TIMESTAMP_MAX_LEN.
+    if ts.encode(&mut rest).is_err() {
+        return &[];
+    }
+    let n = TIMESTAMP_MAX_LEN - rest.len();
+    &out[..n]
+}
+
 /// Parses a `_ts:{view}` value.
 pub fn decode_timestamp(bytes: &[u8]) -> Result<Timestamp, Error> {
     Timestamp::decode(bytes).map_err(|e| Error::invalid(format!("stored event timestamp: {e}")))
@@ -141,5 +155,17 @@ mod tests {
         };
         assert_eq!(decode_timestamp(&encode_timestamp(&ts)).unwrap(), ts);
         assert!(decode_timestamp(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn timestamps_encode_in_place_as_in_a_vec() {
+        for seconds in [0i64, 1, 127, 128, 1_767_225_600, -1, i64::MAX, i64::MIN] {
+            for nanos in [0i32, 1, 127, 128, 999_999_999, -1] {
+                let ts = Timestamp { seconds, nanos };
+                let mut buf = [0u8; TIMESTAMP_MAX_LEN];
+                let in_place = encode_timestamp_into(&ts, &mut buf);
+                assert_eq!(in_place, &encode_timestamp(&ts)[..], "{ts:?}");
+            }
+        }
     }
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_core::time::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
@@ -754,9 +753,12 @@ impl RedisStore {
                     cmd.arg(&field[..]).arg(value);
                 }
                 // Feast's `_ts`: a Timestamp proto, seconds and nanos.
-                let mut ts = [0u8; 22];
-                let n = encode_timestamp(&mut ts, &row.event_ts);
-                cmd.arg(&layout.ts_field[..]).arg(&ts[..n]);
+                let mut ts = [0u8; quiver_core::layout::TIMESTAMP_MAX_LEN];
+                cmd.arg(&layout.ts_field[..])
+                    .arg(quiver_core::layout::encode_timestamp_into(
+                        &row.event_ts,
+                        &mut ts,
+                    ));
                 if let Some(ttl) = key_ttl_seconds {
                     pipe.cmd("EXPIRE").arg(winner_keys[j]).arg(ttl).ignore();
                 }
@@ -830,29 +832,6 @@ impl RedisStore {
     }
 }
 
-/// `google.protobuf.Timestamp { seconds, nanos }` as protobuf bytes, as prost writes them (proto3
-/// omits zero fields); returns the length written.
-fn encode_timestamp(out: &mut [u8; 22], ts: &Timestamp) -> usize {
-    let mut n = 0;
-    for (tag, value) in [(0x08u8, ts.seconds), (0x10, i64::from(ts.nanos))] {
-        if value == 0 {
-            continue;
-        }
-        out[n] = tag;
-        n += 1;
-        // Negative values are ten-byte varints of their two's complement, as in protobuf.
-        let mut v = value as u64;
-        while v >= 0x80 {
-            out[n] = (v as u8) | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        out[n] = v as u8;
-        n += 1;
-    }
-    n
-}
-
 /// Whether a `notify-keyspace-events` value includes keyspace events for hash commands.
 pub fn keyspace_events_sufficient(config: &str) -> bool {
     config.contains('K') && (config.contains('A') || (config.contains('h') && config.contains('g')))
@@ -899,19 +878,6 @@ impl Drop for Invalidations {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_encode_as_prost_does() {
-        for seconds in [0i64, 1, 127, 128, 1_767_225_600, -1, i64::MAX, i64::MIN] {
-            for nanos in [0i32, 1, 127, 128, 999_999_999, -1] {
-                let ts = quiver_core::time::Timestamp { seconds, nanos };
-                let mut buf = [0u8; 22];
-                let n = encode_timestamp(&mut buf, &ts);
-                let expected = quiver_core::layout::encode_timestamp(&ts);
-                assert_eq!(&buf[..n], &expected[..], "{ts:?}");
-            }
-        }
-    }
 
     #[test]
     fn the_write_rule_compares_to_the_nanosecond() {

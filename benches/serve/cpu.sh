@@ -33,21 +33,26 @@ features="$(python3 -c "print(','.join('\"bench:f%d\"' % i for i in range($f)))"
 entities="$(python3 -c "print(','.join(str(i) for i in range(1, $n + 1)))")"
 body="{\"features\":[$features],\"entities\":{\"driver_id\":[$entities]}}"
 
-qport="$(free_port)"
-QUIVER_LOG=warn "$target_dir/release/quiver" serve --repo "$out/repo" --port "$qport" --max-staleness 1h >/dev/null 2>&1 &
-qpid=$!; pids+=($qpid)
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$qport/health" && break; sleep 0.1; done
-curl -sf -X POST -d "$body" "http://127.0.0.1:$qport/get-online-features" > "$out/cpu-body-$shape.json"
+# start_server NAME URL_PATH COMMAND...: runs COMMAND in the background (its port is $port; a
+# function must `exec` the server, so that the pid measured is the server's), waits for URL_PATH
+# to answer, and leaves its port and pid in NAME_port and NAME_pid.
+start_server() {
+  local name="$1" path="$2"; shift 2
+  port="$(free_port)"
+  "$@" >/dev/null 2>&1 &
+  pids+=($!)
+  printf -v "${name}_port" '%s' "$port"; printf -v "${name}_pid" '%s' "$!"
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.1; done
+}
+serve_quiver() { QUIVER_LOG=warn exec "$1" serve --repo "$out/repo" --port "$port" --max-staleness 1h; }
+
+start_server q /health serve_quiver "$target_dir/release/quiver"
+curl -sf -X POST -d "$body" "http://127.0.0.1:$q_port/get-online-features" > "$out/cpu-body-$shape.json"
 if [ -n "${QUIVER_ALT:-}" ]; then
-  aport="$(free_port)"
-  QUIVER_LOG=warn "$QUIVER_ALT" serve --repo "$out/repo" --port "$aport" --max-staleness 1h >/dev/null 2>&1 &
-  apid=$!; pids+=($apid)
-  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$aport/health" && break; sleep 0.1; done
+  start_server a /health serve_quiver "$QUIVER_ALT"
 fi
-bport="$(free_port)"
-"$target_dir/release/bare_http" "$bport" "$out/cpu-body-$shape.json" >/dev/null 2>&1 &
-bpid=$!; pids+=($bpid)
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$bport/" && break; sleep 0.1; done
+serve_bare() { exec "$target_dir/release/bare_http" "$port" "$out/cpu-body-$shape.json"; }
+start_server b / serve_bare
 
 ticks="$(getconf CLK_TCK)"
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -62,7 +67,7 @@ measure() { # name pid port
   python3 -c "print('%-12s %s  %9.0f rps  server CPU %.2f us/request' % ('$1', '$shape', $rps, ($after - $before) / $ticks * 1e6 / ($rps * $secs)))"
 }
 for _ in $(seq 1 "$rounds"); do
-  measure quiver-warm "$qpid" "$qport"
-  [ -n "${QUIVER_ALT:-}" ] && measure quiver-alt "$apid" "$aport"
-  measure bare "$bpid" "$bport"
+  measure quiver-warm "$q_pid" "$q_port"
+  [ -n "${QUIVER_ALT:-}" ] && measure quiver-alt "$a_pid" "$a_port"
+  measure bare "$b_pid" "$b_port"
 done

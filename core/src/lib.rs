@@ -5,6 +5,7 @@
 //! - [`registry`]: Feast's registry file, read and rewritten losslessly.
 //! - [`entity_key`], [`layout`]: entity key serialization v3 and the Redis/SQLite layouts.
 //! - [`json`]: the JSON of Feast's HTTP feature server.
+//! - [`fault`]: whose fault an error is, and its HTTP status, gRPC code and log level.
 //! - [`time`]: RFC 3339 timestamps and definition durations; [`size`]: byte sizes (`256MiB`).
 
 #![cfg_attr(
@@ -13,6 +14,7 @@
 )]
 
 pub mod entity_key;
+pub mod fault;
 pub mod json;
 pub mod layout;
 pub mod model;

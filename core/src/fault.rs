@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// A named object does not exist (404 / NOT_FOUND).
     NotFound,
+    /// The client did not send its request in time (408 / DEADLINE_EXCEEDED).
+    RequestTimeout,
     /// The method is not allowed on this path (405 / UNIMPLEMENTED).
     MethodNotAllowed,
     /// The request conflicts with the current state, e.g. a stale base version (409 / ABORTED).
@@ -66,6 +68,7 @@ impl ErrorKind {
             | ErrorKind::Unauthorized
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout
             | ErrorKind::Conflict
             | ErrorKind::TooLarge
             | ErrorKind::Unprocessable => Fault::Caller,
@@ -82,6 +85,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => 401,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::TooLarge => 413,
             ErrorKind::Unprocessable => 422,
@@ -98,7 +102,7 @@ impl ErrorKind {
     pub fn grpc_code(self) -> i32 {
         match self {
             ErrorKind::BadRequest => 3,                           // INVALID_ARGUMENT
-            ErrorKind::Timeout => 4,                              // DEADLINE_EXCEEDED
+            ErrorKind::Timeout | ErrorKind::RequestTimeout => 4,  // DEADLINE_EXCEEDED
             ErrorKind::NotFound => 5,                             // NOT_FOUND
             ErrorKind::TooLarge | ErrorKind::OutOfResources => 8, // RESOURCE_EXHAUSTED
             ErrorKind::Unprocessable => 9,                        // FAILED_PRECONDITION
@@ -128,6 +132,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "Unauthorized",
             ErrorKind::NotFound => "NotFound",
             ErrorKind::MethodNotAllowed => "MethodNotAllowed",
+            ErrorKind::RequestTimeout => "RequestTimeout",
             ErrorKind::Conflict => "Conflict",
             ErrorKind::TooLarge => "TooLarge",
             ErrorKind::Unprocessable => "Unprocessable",
@@ -150,7 +155,8 @@ pub trait Classified: std::error::Error {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 12] = [
+    const ALL: [ErrorKind; 13] = [
+        ErrorKind::RequestTimeout,
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
         ErrorKind::NotFound,

@@ -8,7 +8,7 @@ use quiver_core::time::Timestamp;
 use quiver_registry::config::RepoConfig;
 use quiver_registry::{apply, definitions, store};
 
-use crate::registry_io::{RepoRegistry, block_on};
+use quiver_cmd::registry_io::{RepoRegistry, block_on};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,10 +42,7 @@ pub fn now() -> Timestamp {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
     if let Some(url) = args.service.registry_url.clone() {
-        return tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(remote(&args, &config, &url));
+        return quiver_cmd::common::small_runtime()?.block_on(remote(&args, &config, &url));
     }
     let desired = definitions::load(&args.repo, &config.project).map_err(|e| anyhow!("{e}"))?;
     let registry = RepoRegistry::open(&config)?;

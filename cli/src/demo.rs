@@ -126,9 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     step(4, "quiver materialize (the last 2 days, into SQLite)");
     let online_path = dir.join("data/online_store.db");
     let online = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&online_path)));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = quiver_cmd::common::runtime(None)?;
     let end = Timestamp {
         seconds: now_hour,
         nanos: 0,
@@ -154,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ))?;
     bars.finish();
     crate::materialize::record(
-        &crate::registry_io::RepoRegistry::File(registry_path.clone()),
+        &quiver_cmd::registry_io::RepoRegistry::File(registry_path.clone()),
         &config.project,
         &runs,
     )?;

@@ -88,7 +88,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// The repo's registry, for its project.
 pub fn load_registry(repo: &Path) -> anyhow::Result<(RepoConfig, ProjectRegistry)> {
     let config = RepoConfig::load(repo)?;
-    let handle = crate::registry_io::RepoRegistry::open(&config)?;
+    let handle = quiver_cmd::registry_io::RepoRegistry::open(&config)?;
     let registry = handle
         .read_or_empty()?
         .project(&config.project)
@@ -99,9 +99,8 @@ pub fn load_registry(repo: &Path) -> anyhow::Result<(RepoConfig, ProjectRegistry
 /// A runtime for DataFusion: its futures are deep, so worker stacks are larger than tokio's
 /// default.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    Ok(quiver_cmd::common::runtime_builder(None)
         .thread_stack_size(16 << 20)
-        .enable_all()
         .build()?)
 }
 

@@ -1,7 +1,6 @@
 //! `quiver inject serve`: the sidecar injector, a mutating admission webhook over TLS. Validates
 //! its configuration and loads the certificate before binding, then serves until SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -67,14 +66,13 @@ pub struct ServeArgs {
     /// Sidecar cache budget when a pod names none (quiver.dev/cache-bytes).
     #[arg(long, default_value = "256MiB", env = "QUIVER_INJECT_CACHE_BYTES")]
     cache_bytes: String,
+    #[command(flatten)]
+    server: quiver_cmd::common::ServerArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        InjectCommand::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(serve(args)),
+        InjectCommand::Serve(args) => quiver_cmd::common::runtime(None)?.block_on(serve(args)),
     }
 }
 
@@ -96,14 +94,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.validate().map_err(|e| anyhow!(e))?;
     let certs = CertReloader::load(&args.tls_cert, &args.tls_key).map_err(|e| anyhow!(e))?;
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .with_context(|| {
-            format!(
-                "--host {:?} --port {}: not an address to bind",
-                args.host, args.port
-            )
-        })?;
+    let addr = quiver_cmd::common::listen_addr(&args.host, args.port)?;
+    let defaults = Limits::default();
+    let limits = Limits {
+        http: args.server.limits(defaults.http.clone()),
+        ..defaults
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
@@ -116,8 +112,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         Arc::new(certs),
         Arc::new(config),
-        Limits::default(),
-        crate::serve::shutdown_signal(),
+        limits,
+        quiver_cmd::common::shutdown_signal(),
     )
     .await;
     Ok(())

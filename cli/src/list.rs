@@ -9,7 +9,7 @@ use quiver_core::registry::ProjectRegistry;
 use quiver_registry::config::RepoConfig;
 use quiver_registry::summary;
 
-use crate::registry_io::RepoRegistry;
+use quiver_cmd::registry_io::RepoRegistry;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -2,7 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use quiver_cmd::common::{LogFormat, init_logging};
+use quiver_sidecar::push::OfflineWriter;
 
 mod apply;
 mod demo;
@@ -12,8 +16,6 @@ mod list;
 mod materialize;
 mod offline;
 mod registry;
-mod registry_io;
-mod serve;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -34,12 +36,6 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -64,22 +60,42 @@ enum Command {
     /// The offline server: `quiver offline serve` (Arrow Flight for Feast clients, HTTP).
     Offline(offline::Args),
     /// Serve Feast's online API (POST /get-online-features) from an in-process cache: the sidecar.
-    Serve(serve::Args),
+    Serve(quiver_cmd::serve::Args),
     /// Kubernetes: the sidecar injector webhook (`quiver inject serve`).
     Inject(inject::Args),
     /// The central registry service (`quiver registry serve --store URI`).
     Registry(registry::Args),
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// `to: offline` pushes: appended as Parquet to the push source's batch source. The full binary's
+/// part of `serve` (the lean `quiver-sidecar` has no Parquet writer).
+struct ParquetPush(Arc<quiver_offline::append::ParquetAppender>);
+
+impl ParquetPush {
+    fn for_repo(repo_dir: &std::path::Path) -> Arc<dyn OfflineWriter> {
+        Arc::new(ParquetPush(quiver_offline::append::ParquetAppender::new(
+            repo_dir,
+        )))
+    }
+}
+
+impl OfflineWriter for ParquetPush {
+    fn append(
+        &self,
+        source_uri: &str,
+        s3_endpoint_override: &str,
+        columns: &[(String, Vec<serde_json::Value>)],
+        rows: usize,
+        hints: &[(String, Option<quiver_core::ValueType>)],
+    ) -> Result<String, String> {
+        use quiver_offline::append::ColumnKind;
+        let hints: Vec<(String, ColumnKind)> = hints
+            .iter()
+            .map(|(c, t)| (c.clone(), t.map_or(ColumnKind::Time, ColumnKind::Value)))
+            .collect();
+        self.0
+            .append(source_uri, s3_endpoint_override, columns, rows, &hints)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -94,7 +110,7 @@ fn main() -> ExitCode {
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),
         Command::Historical(args) => historical::run(args),
         Command::Offline(args) => offline::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => quiver_cmd::serve::run(args, Some(ParquetPush::for_repo)),
         Command::Inject(args) => inject::run(args),
         Command::Registry(args) => registry::run(args),
     };

@@ -16,8 +16,8 @@ use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
 use quiver_registry::store;
 
 use crate::apply::now;
-use crate::registry_io::RepoRegistry;
-use crate::serve::{Connect, connect_store};
+use quiver_cmd::common::{Connect, connect_store};
+use quiver_cmd::registry_io::RepoRegistry;
 
 #[derive(Debug, clap::Args)]
 pub struct RangeArgs {
@@ -95,9 +95,7 @@ pub fn run_incremental(args: IncrementalArgs) -> anyhow::Result<()> {
 
 fn run(args: Common, window: Window) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = quiver_cmd::common::runtime(None)?;
     let mut source = match args.service.client()? {
         Some(client) => Registry::Service(Box::new(client)),
         None => Registry::Repo(RepoRegistry::open(&config)?),

@@ -1,7 +1,6 @@
 //! `quiver offline serve`: historical features for Feast clients (Arrow Flight, the protocol of
 //! `feast serve_offline`) and for other pipelines (`POST /v1/historical`, an Arrow IPC stream).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use quiver_offline::flight::{OfflineServer, RegistryPlace, RegistrySource};
 use quiver_offline::historical::{Engine, EngineOptions};
 
 use crate::historical::{load_registry, parse_size, runtime};
-use crate::serve::shutdown_signal;
+use quiver_cmd::common::{ServerArgs, listen_addr, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,6 +47,9 @@ struct ServeArgs {
     /// Directory for spill files (default: the system temp dir).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
+    /// The HTTP server's limits (Arrow Flight runs on tonic's own server).
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -60,9 +62,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything is checked before binding: the repo, the registry, the addresses.
     let (config, registry) = load_registry(&args.repo)?;
     let source = RegistrySource {
-        registry: match crate::registry_io::RepoRegistry::open(&config)? {
-            crate::registry_io::RepoRegistry::File(p) => RegistryPlace::File(p),
-            crate::registry_io::RepoRegistry::Object(o) => RegistryPlace::Object(o),
+        registry: match quiver_cmd::registry_io::RepoRegistry::open(&config)? {
+            quiver_cmd::registry_io::RepoRegistry::File(p) => RegistryPlace::File(p),
+            quiver_cmd::registry_io::RepoRegistry::Object(o) => RegistryPlace::Object(o),
         },
         project: config.project.clone(),
         repo_dir: config.repo_dir.clone(),
@@ -72,14 +74,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         spill_dir: args.spill_dir.clone(),
         ..EngineOptions::default()
     })?;
-    let flight_addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .with_context(|| format!("--host {} --port {}: not an address", args.host, args.port))?;
-    let http_addr: Option<SocketAddr> = args
+    let flight_addr = listen_addr(&args.host, args.port)?;
+    let http_addr = args
         .http_port
-        .map(|p| format!("{}:{p}", args.host).parse())
-        .transpose()
-        .with_context(|| format!("--host {}: not an address", args.host))?;
+        .map(|p| listen_addr(&args.host, p))
+        .transpose()?;
+    let limits = args.server.limits(quiver_http::Limits::default());
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(flight_addr)
@@ -115,7 +115,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 token: args.token.clone(),
             });
             tokio::spawn(async move {
-                if let Err(e) = quiver_offline::http::serve(l, state, shutdown_signal()).await {
+                if let Err(e) =
+                    quiver_offline::http::serve(l, state, limits, shutdown_signal()).await
+                {
                     tracing::error!("offline HTTP server: {e}");
                 }
             });

@@ -2,14 +2,13 @@
 //! opens the store (creating Feast's tables in a new Postgres database) and loads it before
 //! binding; serves until SIGTERM or Ctrl-C.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use quiver_registry_service::{Service, ServiceConfig, Store};
 
-use crate::serve::{parse_duration, shutdown_signal};
+use quiver_cmd::common::{ServerArgs, listen_addr, parse_duration, read_token, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,19 +53,14 @@ pub struct ServeArgs {
     /// The longest long poll (`?wait=`) a client may ask for.
     #[arg(long, default_value = "60s", env = "QUIVER_REGISTRY_MAX_WAIT", value_parser = parse_duration)]
     max_wait: Duration,
-    /// Most connections at once (each sidecar's long poll holds one).
-    #[arg(
-        long,
-        default_value_t = 10_000,
-        env = "QUIVER_REGISTRY_MAX_CONNECTIONS"
-    )]
-    max_connections: usize,
+    /// Connection limits and deadlines (each sidecar's long poll holds a connection).
+    #[command(flatten)]
+    server: ServerArgs,
     /// Worker threads (default: one per core).
     #[arg(long, env = "QUIVER_WORKERS")]
     workers: Option<usize>,
 }
 
-/// The token from `--token-file`, or from the variable `env` (an empty one is an error).
 /// Where a command finds the central registry service, when it uses one instead of the
 /// registry file named in feature_store.yaml.
 #[derive(Debug, Clone, clap::Args)]
@@ -102,42 +96,13 @@ impl ServiceArgs {
     }
 }
 
-pub fn read_token(file: Option<&PathBuf>, env: &str, flag: &str) -> anyhow::Result<Option<String>> {
-    let token = match (file, std::env::var(env)) {
-        (Some(path), _) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("{flag} {}", path.display()))?
-                .trim_end()
-                .to_owned(),
-        ),
-        (None, Ok(token)) => Some(token.trim_end().to_owned()),
-        (None, Err(_)) => None,
-    };
-    if token.as_deref() == Some("") {
-        bail!("the token ({flag} or {env}) is empty: give a non-empty token or none");
-    }
-    Ok(token)
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Command::Serve(args) = args.command;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(n) = args.workers {
-        runtime.worker_threads(n.max(1));
-    }
-    runtime.build()?.block_on(serve(args))
+    quiver_cmd::common::runtime(args.workers)?.block_on(serve(args))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .with_context(|| {
-            format!(
-                "--host {:?} --port {}: not an address to bind",
-                args.host, args.port
-            )
-        })?;
+    let addr = listen_addr(&args.host, args.port)?;
     let token = read_token(
         args.token_file.as_ref(),
         "QUIVER_REGISTRY_TOKEN",
@@ -167,7 +132,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auth_reads: args.auth_reads,
         poll_interval: args.poll_interval,
         max_wait: args.max_wait,
-        max_connections: args.max_connections,
+        http: args.server.limits(ServiceConfig::default().http),
         ..ServiceConfig::default()
     };
     let service = Service::open(store, config)

@@ -1,8 +1,8 @@
 //! The webhook's HTTPS server: `serve(listener, certs, config, limits, shutdown)`.
 //!
-//! Per connection: a permit (at most `max_connections` at once) → TLS handshake with a
-//! deadline, on the certificate in service (reloaded when its files change) → HTTP/1 with a
-//! deadline for the request head. Per request: route → body limit (413 before reading past it)
+//! Per connection (the `quiver-http` server core): a permit (at most `max_connections` at once)
+//! → TLS handshake with a deadline, on the certificate in service (reloaded when its files
+//! change) → HTTP/1 with header, idle and body deadlines. Per request: route → body limit (413 before reading past it)
 //! → AdmissionReview parse (400 naming the problem) → `inject::admit` → JSON. Every response is
 //! built in this file.
 
@@ -12,15 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use quiver_core::fault::Classified as _;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::admission::{API_VERSION, AdmissionReview, KIND};
 use crate::inject::{self, InjectorConfig, Outcome};
@@ -34,23 +31,26 @@ pub struct Limits {
     /// Largest AdmissionReview accepted. The API server caps an object at 3 MiB; a review
     /// carries one object (two on UPDATE) and some envelope.
     pub max_body_bytes: usize,
-    pub max_connections: usize,
-    pub handshake_timeout: Duration,
-    pub header_timeout: Duration,
+    /// Connections, handshake, header, idle and body deadlines, drain (`quiver-http`).
+    pub http: quiver_http::Limits,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_body_bytes: 8 << 20,
-            max_connections: 512,
-            handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(10),
+            http: quiver_http::Limits {
+                max_connections: 512,
+                header_read_timeout: Duration::from_secs(10),
+                // The API server calls with a deadline of at most 30 s.
+                body_read_timeout: Duration::from_secs(10),
+                ..quiver_http::Limits::default()
+            },
         }
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting; connections in progress finish.
+/// Serves until `shutdown` resolves on the server core (`quiver-http`), then drains.
 pub async fn serve(
     listener: TcpListener,
     certs: Arc<CertReloader>,
@@ -58,63 +58,26 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let limits = Arc::new(limits);
-    loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => p,
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = certs.acceptor();
-        let config = Arc::clone(&config);
-        let limits = Arc::clone(&limits);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let header_timeout = limits.header_timeout;
-            let service = service_fn(move |req| {
-                let config = Arc::clone(&config);
-                let limits = Arc::clone(&limits);
-                async move { Ok::<_, Infallible>(handle(&config, &limits, req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection closed with an error");
-            }
-        });
+    let server = quiver_http::Server::new(limits.http.clone()).with_tls(certs);
+    let routes = Routes {
+        config,
+        limits: Arc::new(limits),
+    };
+    server.serve(listener, routes, shutdown).await;
+}
+
+#[derive(Clone)]
+struct Routes {
+    config: Arc<InjectorConfig>,
+    limits: Arc<Limits>,
+}
+
+impl quiver_http::Handler for Routes {
+    type Body = Body;
+    type BodyError = Infallible;
+
+    async fn call(&self, req: Request<Incoming>, _peer: std::net::SocketAddr) -> Response<Body> {
+        handle(&self.config, &self.limits, req).await
     }
 }
 
@@ -157,38 +120,22 @@ async fn mutate(
     limits: &Limits,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let limit = limits.max_body_bytes;
-    let too_large = || {
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLarge",
-            &format!("request body over {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large();
-    }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
+    let body =
+        match quiver_http::read_body(req, limits.max_body_bytes, limits.http.body_read_timeout)
+            .await
         {
-            return too_large();
-        }
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("reading the body: {e}"),
-            );
-        }
-    };
+            Ok(b) => b,
+            Err(e) => {
+                let status = StatusCode::from_u16(e.kind().http_status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let kind = match e {
+                    quiver_http::BodyError::TooLarge { .. } => "RequestTooLarge",
+                    quiver_http::BodyError::Timeout(_) => "RequestTimeout",
+                    quiver_http::BodyError::Read(_) => "BadRequest",
+                };
+                return error_response(status, kind, &e.to_string());
+            }
+        };
     let review: AdmissionReview = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

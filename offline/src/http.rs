@@ -15,7 +15,6 @@
 //! `{"error": kind, "message": ...}`; a failure mid-stream ends the stream early (the IPC
 //! end-of-stream marker is then missing, which readers report).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Component, Path};
 use std::sync::Arc;
@@ -28,12 +27,9 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::Value as Json;
 use tokio::net::TcpListener;
 
@@ -51,39 +47,35 @@ pub struct HttpState {
     pub token: Option<String>,
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves on the server core (`quiver-http`, with `limits`) until `shutdown` resolves, then
+/// drains.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
+    limits: quiver_http::Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), crate::Error> {
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => return Ok(()),
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-        });
+    let server = quiver_http::Server::new(limits);
+    let routes = Routes {
+        body_timeout: server.limits().body_read_timeout,
+        state,
+    };
+    server.serve(listener, routes, shutdown).await;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Routes {
+    state: Arc<HttpState>,
+    body_timeout: std::time::Duration,
+}
+
+impl quiver_http::Handler for Routes {
+    type Body = Body;
+    type BodyError = std::io::Error;
+
+    async fn call(&self, req: Request<Incoming>, _peer: std::net::SocketAddr) -> Response<Body> {
+        handle(&self.state, self.body_timeout, req).await
     }
 }
 
@@ -103,26 +95,28 @@ fn error(status: u16, kind: &str, message: impl Into<String>) -> Response<Body> 
     resp
 }
 
-async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: &HttpState,
+    body_timeout: std::time::Duration,
+    req: Request<Incoming>,
+) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/historical") => {}
         (_, "/v1/historical") => return error(405, "MethodNotAllowed", "use POST"),
         (&Method::GET, "/health") => return error(200, "ok", "ok"),
         _ => return error(404, "NotFound", format!("no route {}", req.uri().path())),
     }
-    if let Some(token) = state.token.as_deref().filter(|t| !t.is_empty()) {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token) {
-            return error(401, "Unauthorized", "missing or wrong bearer token");
-        }
+    if let Some(token) = state.token.as_deref().filter(|t| !t.is_empty())
+        && quiver_http::bearer_matches(req.headers(), token) != quiver_http::Bearer::Valid
+    {
+        return error(401, "Unauthorized", "missing or wrong bearer token");
     }
-    let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(413, "BadRequest", format!("request body: {e}")),
+    let body = match quiver_http::read_body(req, BODY_LIMIT, body_timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            use quiver_core::fault::Classified as _;
+            return error(e.kind().http_status(), e.kind().name(), e.to_string());
+        }
     };
     let request: Json = match serde_json::from_slice(&body) {
         Ok(j) => j,

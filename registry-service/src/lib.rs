@@ -55,8 +55,9 @@ pub struct ServiceConfig {
     pub max_wait: Duration,
     /// Largest apply body.
     pub max_body_bytes: usize,
-    /// Most connections served at once (long polls included); more wait in the backlog.
-    pub max_connections: usize,
+    /// The server's connection limits and deadlines (long polls hold a connection; a long poll
+    /// in progress is not idle).
+    pub http: quiver_http::Limits,
 }
 
 impl Default for ServiceConfig {
@@ -67,7 +68,10 @@ impl Default for ServiceConfig {
             poll_interval: Duration::from_millis(500),
             max_wait: Duration::from_secs(60),
             max_body_bytes: 16 << 20,
-            max_connections: 10_000,
+            http: quiver_http::Limits {
+                max_connections: 10_000,
+                ..quiver_http::Limits::default()
+            },
         }
     }
 }

@@ -16,16 +16,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH,
-    WWW_AUTHENTICATE,
+    CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH, WWW_AUTHENTICATE,
 };
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use quiver_registry::apply::Action;
 use quiver_registry::{config::is_valid_project_name, definitions, snapshot, summary};
 use serde::Deserialize;
@@ -39,82 +35,45 @@ use quiver_registry::store::MaterializedInterval;
 
 type Body = Full<Bytes>;
 
-/// Deadline for a client to send its request head, and for a TLS handshake.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves until `shutdown` resolves; then stops accepting (connections in progress finish,
-/// long polls at their deadline).
+/// Serves until `shutdown` resolves on the server core (`quiver-http`, with the limits in the
+/// service's config), then drains: `/ready` answers 503, new connections are refused, requests
+/// in progress finish (long polls at their deadline or the drain timeout).
 pub async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     tls: Option<Arc<crate::tls::CertReloader>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        service.config.max_connections.max(1),
-    ));
-    tokio::pin!(shutdown);
-    loop {
-        // Wait for a free slot before accepting: excess connections queue in the backlog.
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let service = Arc::clone(&service);
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => connection(TokioIo::new(stream), service).await,
-                Some(reloader) => {
-                    let acceptor = reloader.acceptor();
-                    match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(TokioIo::new(s), service).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                }
-            }
-        });
+    let mut server = quiver_http::Server::new(service.config.http.clone());
+    if let Some(certs) = tls {
+        server = server.with_tls(certs);
     }
+    let routes = Routes {
+        service,
+        draining: server.draining(),
+        connections: server.stats(),
+    };
+    server.serve(listener, routes, shutdown).await;
 }
 
-async fn connection<I>(io: TokioIo<I>, service: Arc<Service>)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = service_fn(move |req| {
-        let service = Arc::clone(&service);
-        async move {
-            let (endpoint, resp) = handle(&service, req).await;
-            service.metrics.record(endpoint, resp.status().as_u16());
-            Ok::<_, Infallible>(resp)
-        }
-    });
-    if let Err(e) = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .keep_alive(true)
-        .serve_connection(io, svc)
-        .await
-    {
-        tracing::debug!(error = %e, "connection closed with an error");
+/// What every request needs: the service, and the server's drain flag and counters.
+#[derive(Clone)]
+struct Routes {
+    service: Arc<Service>,
+    draining: quiver_http::Draining,
+    connections: Arc<quiver_http::Stats>,
+}
+
+impl quiver_http::Handler for Routes {
+    type Body = Body;
+    type BodyError = Infallible;
+
+    async fn call(&self, req: Request<Incoming>, _peer: std::net::SocketAddr) -> Response<Body> {
+        let (endpoint, resp) = handle(self, req).await;
+        self.service
+            .metrics
+            .record(endpoint, resp.status().as_u16());
+        resp
     }
 }
 
@@ -145,23 +104,14 @@ fn store_error(e: &StoreError) -> Response<Body> {
     }
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `None` when the request may go on, else the 401.
 fn check_token(service: &Service, req: &Request<Incoming>, write: bool) -> Option<Response<Body>> {
     let token = service.config.token.as_deref()?;
     if !write && !service.config.auth_reads {
         return None;
     }
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) {
+    let given = quiver_http::bearer_matches(req.headers(), token);
+    if given == quiver_http::Bearer::Valid {
         return None;
     }
     service.metrics.unauthorized.inc();
@@ -172,7 +122,7 @@ fn check_token(service: &Service, req: &Request<Incoming>, write: bool) -> Optio
         format!(
             "{} need Authorization: Bearer <token>{}",
             what,
-            if given.is_some() {
+            if given == quiver_http::Bearer::Wrong {
                 " (the token given is wrong)"
             } else {
                 ""
@@ -260,7 +210,8 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("wait: {s:?} is not a duration: expected e.g. 30s, 500ms"))
 }
 
-async fn handle(service: &Arc<Service>, req: Request<Incoming>) -> (Endpoint, Response<Body>) {
+async fn handle(routes: &Routes, req: Request<Incoming>) -> (Endpoint, Response<Body>) {
+    let service = &routes.service;
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
@@ -269,8 +220,8 @@ async fn handle(service: &Arc<Service>, req: Request<Incoming>) -> (Endpoint, Re
             Endpoint::Health,
             json_response(StatusCode::OK, &json!({"status": "ok"})),
         ),
-        (&Method::GET, ["ready"]) => (Endpoint::Ready, ready(service)),
-        (&Method::GET, ["metrics"]) => (Endpoint::Metrics, metrics(service)),
+        (&Method::GET, ["ready"]) => (Endpoint::Ready, ready(routes)),
+        (&Method::GET, ["metrics"]) => (Endpoint::Metrics, metrics(routes)),
         (&Method::GET, ["v1", "projects"]) => (Endpoint::Read, read(service, &req, None, None)),
         (&Method::GET, ["v1", "projects", project]) => {
             (Endpoint::Read, read(service, &req, Some(project), None))
@@ -369,8 +320,14 @@ fn unknown_project(project: &str) -> Response<Body> {
     )
 }
 
-fn ready(service: &Service) -> Response<Body> {
-    if service.store_ok() {
+fn ready(routes: &Routes) -> Response<Body> {
+    let service = &routes.service;
+    if routes.draining.is_on() {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reasons": ["shutting down"]}),
+        )
+    } else if service.store_ok() {
         json_response(StatusCode::OK, &json!({"ready": true, "reasons": []}))
     } else {
         json_response(
@@ -383,7 +340,8 @@ fn ready(service: &Service) -> Response<Body> {
     }
 }
 
-fn metrics(service: &Service) -> Response<Body> {
+fn metrics(routes: &Routes) -> Response<Body> {
+    let service = &routes.service;
     let catalog = service.catalog();
     let gauges = Gauges {
         ready: service.store_ok(),
@@ -393,7 +351,9 @@ fn metrics(service: &Service) -> Response<Body> {
             .map(|p| (p.as_str(), catalog.version(p)))
             .collect(),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(service.metrics.render(&gauges))));
+    let mut text = service.metrics.render(&gauges);
+    routes.connections.render("quiver_registry_http", &mut text);
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -601,36 +561,25 @@ struct DefinitionFile {
     content: String,
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLarge",
-            format!("request body over {limit} bytes"),
-        )
-    };
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "BadBody",
-            format!("reading the request body: {e}"),
-        )),
-    }
+/// The body within the configured size (413) and time (408); the error is the response.
+async fn read_body(
+    service: &Service,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, Response<Body>> {
+    quiver_http::read_body(req, limit, service.config.http.body_read_timeout)
+        .await
+        .map_err(|e| {
+            use quiver_core::fault::Classified as _;
+            let status = StatusCode::from_u16(e.kind().http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let kind = match e {
+                quiver_http::BodyError::TooLarge { .. } => "RequestTooLarge",
+                quiver_http::BodyError::Timeout(_) => "RequestTimeout",
+                quiver_http::BodyError::Read(_) => "BadBody",
+            };
+            error(status, kind, e.to_string())
+        })
 }
 
 fn now() -> quiver_core::time::Timestamp {
@@ -657,7 +606,7 @@ async fn write_request<T: serde::de::DeserializeOwned>(
     }
     check_project(project)?;
     query_params(req.uri().query(), &[])?;
-    let body = read_body(req, service.config.max_body_bytes).await?;
+    let body = read_body(service, req, service.config.max_body_bytes).await?;
     serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,

@@ -10,13 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::State;
@@ -38,60 +35,73 @@ fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.status, e.to_body())
 }
 
-/// Serves until `shutdown` resolves, then stops accepting; connections in progress finish.
+/// Serves on the default server limits until `shutdown` resolves, then drains.
 pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off a little rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-        });
+    serve_with(
+        quiver_http::Server::new(quiver_http::Limits::default()),
+        listener,
+        state,
+        shutdown,
+    )
+    .await;
+}
+
+/// Serves on `server` (its limits, drain and connection counters; see `quiver-http`) until
+/// `shutdown` resolves, then drains: `/ready` answers 503 from the start of the drain.
+pub async fn serve_with(
+    server: quiver_http::Server,
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let routes = Routes {
+        state,
+        draining: server.draining(),
+        connections: server.stats(),
+        body_timeout: server.limits().body_read_timeout,
+    };
+    server.serve(listener, routes, shutdown).await;
+}
+
+/// The sidecar's routes, as the server core calls them.
+#[derive(Clone)]
+struct Routes {
+    state: Arc<State>,
+    draining: quiver_http::Draining,
+    connections: Arc<quiver_http::Stats>,
+    body_timeout: std::time::Duration,
+}
+
+impl quiver_http::Handler for Routes {
+    type Body = Body;
+    type BodyError = Infallible;
+
+    async fn call(&self, req: Request<Incoming>, _peer: std::net::SocketAddr) -> Response<Body> {
+        handle(self, req).await
     }
 }
 
-async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
+    let state = &routes.state;
     let started = Instant::now();
     let (endpoint, resp) = match (req.method(), req.uri().path()) {
         (&Method::POST, "/get-online-features") => (
             Endpoint::GetOnlineFeatures,
-            get_online_features(state, req).await,
+            get_online_features(routes, req).await,
         ),
         (&Method::GET, "/health") => (
             Endpoint::Health,
             json_response(200, "{\"status\":\"ok\"}".to_owned()),
         ),
-        (&Method::GET, "/ready") => (Endpoint::Ready, ready(state).await),
+        (&Method::GET, "/ready") => (Endpoint::Ready, ready(routes).await),
         (&Method::POST, "/push") if state.config.push.is_some() => {
-            (Endpoint::Push, write(state, req, true).await)
+            (Endpoint::Push, write(routes, req, true).await)
         }
-        (&Method::POST, "/write-to-online-store") if state.config.push.is_some() => {
-            (Endpoint::WriteToOnlineStore, write(state, req, false).await)
-        }
-        (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(state)),
+        (&Method::POST, "/write-to-online-store") if state.config.push.is_some() => (
+            Endpoint::WriteToOnlineStore,
+            write(routes, req, false).await,
+        ),
+        (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(routes)),
         (_, "/get-online-features" | "/health" | "/ready" | "/metrics") => (
             Endpoint::Other,
             error_response(&ApiError::new(
@@ -129,62 +139,47 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
-/// Reads a body of at most `limit` bytes (413 beyond, before reading past it).
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
-        ApiError::too_large(
-            "RequestTooLarge",
-            format!("request body over {limit} bytes"),
-        )
-    };
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(e) => Err(ApiError::bad_request(
-            "BadBody",
-            format!("reading the request body: {e}"),
-        )),
-    }
+/// Reads a body of at most `limit` bytes (413 beyond, before reading past it) within the
+/// server's body deadline (408).
+async fn read_body(
+    routes: &Routes,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    quiver_http::read_body(req, limit, routes.body_timeout)
+        .await
+        .map_err(|e| match e {
+            quiver_http::BodyError::TooLarge { .. } => {
+                ApiError::too_large("RequestTooLarge", e.to_string())
+            }
+            quiver_http::BodyError::Timeout(_) => {
+                ApiError::new(408, "RequestTimeout", e.to_string())
+            }
+            quiver_http::BodyError::Read(_) => ApiError::bad_request("BadBody", e.to_string()),
+        })
 }
 
 /// `POST /push` (`by_source`) and `POST /write-to-online-store`.
-async fn write(state: &Arc<State>, req: Request<Incoming>, by_source: bool) -> Response<Body> {
+async fn write(routes: &Routes, req: Request<Incoming>, by_source: bool) -> Response<Body> {
+    let state = &routes.state;
     let Some(config) = &state.config.push else {
         return error_response(&ApiError::not_found("NotFound", "writes are off"));
     };
-    if let Some(token) = &config.token {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            let mut resp = error_response(&ApiError::new(
-                401,
-                "Unauthorized",
-                "this endpoint needs Authorization: Bearer <token>",
-            ));
-            resp.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
-            return resp;
-        }
+    if let Some(token) = &config.token
+        && quiver_http::bearer_matches(req.headers(), token) != quiver_http::Bearer::Valid
+    {
+        let mut resp = error_response(&ApiError::new(
+            401,
+            "Unauthorized",
+            "this endpoint needs Authorization: Bearer <token>",
+        ));
+        resp.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+        return resp;
     }
-    let body = match read_body(req, config.max_body_bytes).await {
+    let body = match read_body(routes, req, config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
@@ -218,17 +213,13 @@ async fn write(state: &Arc<State>, req: Request<Incoming>, by_source: bool) -> R
     }
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn get_online_features(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
+    let state = &routes.state;
     let format = match req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) {
         Some(accept) if accept.contains(crate::arrow::CONTENT_TYPE) => Format::Arrow,
         _ => Format::Json,
     };
-    let body = match read_body(req, state.config.max_body_bytes).await {
+    let body = match read_body(routes, req, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
@@ -267,8 +258,14 @@ async fn get_online_features(state: &Arc<State>, req: Request<Incoming>) -> Resp
     }
 }
 
-async fn ready(state: &Arc<State>) -> Response<Body> {
-    let (ok, reasons) = state.readiness().await;
+async fn ready(routes: &Routes) -> Response<Body> {
+    if routes.draining.is_on() {
+        return json_response(
+            503,
+            "{\"ready\":false,\"reasons\":[\"shutting down\"]}".to_owned(),
+        );
+    }
+    let (ok, reasons) = routes.state.readiness().await;
     let mut body = String::from("{\"ready\":");
     body.push_str(if ok { "true" } else { "false" });
     body.push_str(",\"reasons\":[");
@@ -282,7 +279,8 @@ async fn ready(state: &Arc<State>) -> Response<Body> {
     json_response(if ok { 200 } else { 503 }, body)
 }
 
-fn metrics(state: &Arc<State>) -> Response<Body> {
+fn metrics(routes: &Routes) -> Response<Body> {
+    let state = &routes.state;
     let registry = state.registry.load();
     let (cache_bytes, cache_entries) = state.engine.cache.size();
     let snapshot = Snapshot {
@@ -294,7 +292,9 @@ fn metrics(state: &Arc<State>) -> Response<Body> {
         invalidation_age: state.engine.feed.invalidation_age(),
         ready: state.ready_cached(),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(state.metrics.render(&snapshot))));
+    let mut text = state.metrics.render(&snapshot);
+    routes.connections.render("quiver_http", &mut text);
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

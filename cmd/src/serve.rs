@@ -1,15 +1,21 @@
-//! `quiver serve --repo DIR`: the sidecar. Validates everything (config, registry, online store)
-//! before binding its port, then serves until SIGTERM or Ctrl-C.
+//! `quiver serve --repo DIR` (and `quiver-sidecar serve`): the sidecar. Validates everything
+//! (config, registry, online store) before binding its port, then serves until SIGTERM or
+//! Ctrl-C, and drains.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use quiver_online_store::{OnlineStore, RedisOptions, RedisStore, SqliteStore};
-use quiver_registry::config::{OnlineStoreConfig, RedisType, RepoConfig};
+use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
+use quiver_sidecar::push::OfflineWriter;
 use quiver_sidecar::{EngineConfig, OnStoreError, SidecarConfig};
+
+use crate::common::{
+    Connect, ServerArgs, connect_store, listen_addr, parse_bytes, parse_duration, read_token,
+    shutdown_signal,
+};
+use crate::registry_io::RepoRegistry;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -111,6 +117,8 @@ pub struct Args {
     /// With --registry-url: the longest wait between retries when the service is away.
     #[arg(long, default_value = "30s", env = "QUIVER_REGISTRY_MAX_BACKOFF", value_parser = parse_duration)]
     registry_max_backoff: Duration,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -125,130 +133,14 @@ enum StoreErrorMode {
     Degrade,
 }
 
-/// `to: offline` pushes: appended as Parquet to the push source's batch source.
-struct ParquetPush(Arc<quiver_offline::append::ParquetAppender>);
+/// Makes the writer of `to: offline` pushes for a repo directory.
+pub type OfflineWriterFactory = fn(&std::path::Path) -> Arc<dyn OfflineWriter>;
 
-impl quiver_sidecar::push::OfflineWriter for ParquetPush {
-    fn append(
-        &self,
-        source_uri: &str,
-        s3_endpoint_override: &str,
-        columns: &[(String, Vec<serde_json::Value>)],
-        rows: usize,
-        hints: &[(String, Option<quiver_core::ValueType>)],
-    ) -> Result<String, String> {
-        use quiver_offline::append::ColumnKind;
-        let hints: Vec<(String, ColumnKind)> = hints
-            .iter()
-            .map(|(c, t)| (c.clone(), t.map_or(ColumnKind::Time, ColumnKind::Value)))
-            .collect();
-        self.0
-            .append(source_uri, s3_endpoint_override, columns, rows, &hints)
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// `250ms`, `5s`, `2m`, `1h`, `1d`, or whole seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Some(ms) = t.strip_suffix("ms") {
-        return ms
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("{s:?}: expected a duration like 50ms, 5s, 2m"));
-    }
-    quiver_core::time::parse_duration(t)
-}
-
-/// `256MiB`, `1GiB`, `512KiB`, `64MB`, or bytes.
-pub fn parse_bytes(s: &str) -> Result<usize, String> {
-    quiver_core::size::parse_bytes(s)
-}
-
-/// How [`connect_store`] treats a Redis that does not answer yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connect {
-    /// Return at once and connect in the background (the sidecar serves 503s meanwhile).
-    Background,
-    /// Fail now (batch jobs such as materialize).
-    Now,
-}
-
-/// The online store `feature_store.yaml` names.
-pub async fn connect_store(config: &RepoConfig, mode: Connect) -> anyhow::Result<OnlineStore> {
-    Ok(match &config.online_store {
-        OnlineStoreConfig::Sqlite { path } => {
-            let path = config.repo_dir.join(path);
-            if !path.exists() {
-                tracing::warn!(path = %path.display(), "the SQLite online store does not exist yet: every entity reads as NOT_FOUND until it is materialized");
-            }
-            OnlineStore::Sqlite(Arc::new(SqliteStore::open(&path)))
-        }
-        OnlineStoreConfig::Redis {
-            redis_type,
-            connection,
-            sentinel_master,
-            ..
-        } => {
-            let (host, port) = connection
-                .hosts
-                .first()
-                .cloned()
-                .ok_or_else(|| anyhow!("online_store.connection_string names no host"))?;
-            let options = RedisOptions {
-                host: host.clone(),
-                port,
-                cluster_nodes: if *redis_type == RedisType::RedisCluster {
-                    connection.hosts.clone()
-                } else {
-                    Vec::new()
-                },
-                db: connection.db,
-                username: connection.username.clone(),
-                password: connection.password.clone(),
-                ssl: connection.ssl,
-                ssl_ca_certs: connection
-                    .ssl_ca_certs
-                    .as_ref()
-                    .map(|p| config.repo_dir.join(p)),
-                ssl_insecure: connection.ssl_insecure,
-                connect_timeout: Duration::from_secs(5),
-                // Feast's sentinel connection string lists the sentinels; the master is the
-                // one they name for `sentinel_master`.
-                sentinel: (*redis_type == RedisType::RedisSentinel).then(|| {
-                    quiver_online_store::redis_store::SentinelOptions {
-                        sentinels: connection.hosts.clone(),
-                        master_name: sentinel_master.clone(),
-                    }
-                }),
-            };
-            let shown = options.describe();
-            if mode == Connect::Now {
-                let store = RedisStore::connect(options, &config.project)
-                    .await
-                    .with_context(|| format!("online store at {shown}"))?;
-                return Ok(OnlineStore::Redis(Arc::new(store)));
-            }
-            // An unreachable Redis does not stop the sidecar: it serves 503s (and /ready says
-            // why) while a background task connects; bad options are still errors.
-            let store = RedisStore::connect_in_background(options, &config.project)
-                .await
-                .with_context(|| format!("online store at {shown}"))?;
-            if store.ping().await.is_err() {
-                tracing::warn!(store = %shown, "the online store is not reachable yet; answering 503 until it is");
-            }
-            OnlineStore::Redis(store)
-        }
-    })
-}
-
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(n) = args.workers {
-        runtime.worker_threads(n.max(1));
-    }
-    runtime.build()?.block_on(run_async(args))
+/// Runs the sidecar until SIGTERM. `offline` makes the writer that appends `to: offline` pushes
+/// to the push source's batch source; without it (the lean `quiver-sidecar` binary) such pushes
+/// are refused with 501 and belong to the full binary's ingest role.
+pub fn run(args: Args, offline: Option<OfflineWriterFactory>) -> anyhow::Result<()> {
+    crate::common::runtime(args.workers)?.block_on(run_async(args, offline))
 }
 
 /// Where the definitions come from: the registry service (with --registry-url) or the file.
@@ -265,13 +157,11 @@ fn registry_source(
                 "--feature-services and --state-dir apply only with --registry-url; ignored"
             );
         }
-        let registry = crate::registry_io::RepoRegistry::open(config)?;
+        let registry = RepoRegistry::open(config)?;
         let shown = registry.describe();
         let source = match registry {
-            crate::registry_io::RepoRegistry::File(path) => {
-                quiver_sidecar::RegistrySource::File(path)
-            }
-            crate::registry_io::RepoRegistry::Object(registry) => {
+            RepoRegistry::File(path) => quiver_sidecar::RegistrySource::File(path),
+            RepoRegistry::Object(registry) => {
                 let refresh = match args.registry_refresh {
                     Some(d) => Some(d.max(Duration::from_millis(100))),
                     None => match config.registry.cache_ttl_seconds {
@@ -298,7 +188,7 @@ fn registry_source(
     let mut sync = quiver_registry::client::SyncConfig::new(endpoint, project);
     sync.feature_services = args.feature_services.clone();
     sync.state_dir = args.state_dir.clone();
-    sync.token = crate::registry::read_token(
+    sync.token = read_token(
         args.registry_token_file.as_ref(),
         "QUIVER_REGISTRY_TOKEN",
         "--registry-token-file",
@@ -310,7 +200,7 @@ fn registry_source(
     ))
 }
 
-async fn run_async(args: Args) -> anyhow::Result<()> {
+async fn run_async(args: Args, offline: Option<OfflineWriterFactory>) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
     let project = args
         .project
@@ -325,16 +215,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         project: project.clone(),
         ..config
     };
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .with_context(|| {
-            format!(
-                "--host {:?} --port {}: not an address to bind",
-                args.host, args.port
-            )
-        })?;
+    let addr = listen_addr(&args.host, args.port)?;
     let push = if args.enable_push || args.role == Role::Ingest {
-        let token = crate::registry::read_token(
+        let token = read_token(
             args.push_token_file.as_ref(),
             "QUIVER_PUSH_TOKEN",
             "--push-token-file",
@@ -354,9 +237,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 } => *key_ttl_seconds,
                 OnlineStoreConfig::Sqlite { .. } => None,
             },
-            offline: Some(Arc::new(ParquetPush(
-                quiver_offline::append::ParquetAppender::new(&config.repo_dir),
-            ))),
+            offline: offline.map(|make| make(&config.repo_dir)),
         })
     } else {
         None
@@ -399,44 +280,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         listener.local_addr()?,
         registry.views.len()
     );
-    quiver_sidecar::serve(listener, state, shutdown_signal()).await;
+    let server = quiver_http::Server::new(args.server.limits(quiver_http::Limits::default()));
+    quiver_sidecar::server::serve_with(server, listener, state, shutdown_signal()).await;
     Ok(())
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_bytes("1000"), Ok(1000));
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("5 parsecs").is_err());
-    }
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use quiver_core::registry::RegistryFile;
 use quiver_core::time::Timestamp;
 use quiver_registry::config::RepoConfig;
@@ -104,9 +104,5 @@ impl RepoRegistry {
 
 /// Runs `f` to completion on a small runtime of its own (for the synchronous subcommands).
 pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start an async runtime")?
-        .block_on(f))
+    Ok(crate::common::small_runtime()?.block_on(f))
 }

@@ -1,0 +1,49 @@
+//! `quiver-sidecar`: the lean sidecar binary. `quiver-sidecar serve` takes the same flags as
+//! `quiver serve`; `to: offline` pushes belong to the full `quiver` binary (501 here).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use quiver_cmd::common::{LogFormat, init_logging};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// quiver's sidecar: Feast's online API from an in-process cache, beside a model.
+#[derive(Debug, Parser)]
+#[command(name = "quiver-sidecar", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "QUIVER_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serve Feast's online API (POST /get-online-features) from an in-process cache.
+    Serve(quiver_cmd::serve::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => quiver_cmd::serve::run(args, None),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! What every subcommand of both binaries does the same way: logging, the runtime, the address to
+//! bind, tokens, the server core's limits, shutdown on SIGTERM, the online store from
+//! `feature_store.yaml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use quiver_online_store::{OnlineStore, RedisOptions, RedisStore, SqliteStore};
+use quiver_registry::config::{OnlineStoreConfig, RedisType, RepoConfig};
+
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Structured logs on stderr, filtered by `QUIVER_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The multi-threaded runtime every long-running subcommand runs on (`workers`: default one
+/// per core).
+pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime_builder(workers)
+        .build()
+        .context("starting the async runtime")
+}
+
+/// [`runtime`]'s builder, for a command that needs more (DataFusion's deep futures want larger
+/// worker stacks).
+pub fn runtime_builder(workers: Option<usize>) -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    builder
+}
+
+/// A single-threaded runtime for short commands that make a few requests.
+pub fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `--host` and `--port` as an address to bind, checked before anything starts.
+pub fn listen_addr(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    format!("{host}:{port}")
+        .parse()
+        .with_context(|| format!("--host {host:?} --port {port}: not an address to bind"))
+}
+
+/// The token from a file flag, or from the variable `env` (an empty one is an error). Files are
+/// preferred: a value on the command line shows in `ps`.
+pub fn read_token(file: Option<&PathBuf>, env: &str, flag: &str) -> anyhow::Result<Option<String>> {
+    let token = match (file, std::env::var(env)) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{flag} {}", path.display()))?
+                .trim_end()
+                .to_owned(),
+        ),
+        (None, Ok(token)) => Some(token.trim_end().to_owned()),
+        (None, Err(_)) => None,
+    };
+    if token.as_deref() == Some("") {
+        bail!("the token ({flag} or {env}) is empty: give a non-empty token or none");
+    }
+    Ok(token)
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the start of a graceful drain.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The server core's limits as flags, shared by every server (`quiver serve`, `registry serve`,
+/// `offline serve`, `inject serve`). Unset flags keep the server's own default, given in each
+/// flag's help.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Most connections open at once; more wait in the kernel's backlog. [default: 1024; the
+    /// registry service 10000, the webhook 512]
+    #[arg(long, env = "QUIVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest wait for a whole request head, and for the next one on a kept-alive connection.
+    /// [default: 30s; the webhook 10s]
+    #[arg(long, env = "QUIVER_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// Longest a connection waiting on its client (idle, or not reading its answer) may move no
+    /// byte. [default: 120s]
+    #[arg(long, env = "QUIVER_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Longest wait for a whole request body (408 beyond). [default: 30s; the webhook 10s]
+    #[arg(long, env = "QUIVER_BODY_READ_TIMEOUT", value_parser = parse_duration)]
+    pub body_read_timeout: Option<Duration>,
+    /// Longest a TLS handshake may take. [default: 10s]
+    #[arg(long, env = "QUIVER_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Option<Duration>,
+    /// On SIGTERM: how long to keep accepting with /ready already 503, so that endpoints are
+    /// updated before connections are refused. [default: 0s]
+    #[arg(long, env = "QUIVER_DRAIN_DELAY", value_parser = parse_duration)]
+    pub drain_delay: Option<Duration>,
+    /// On SIGTERM: how long open connections get to finish before they are dropped.
+    /// [default: 10s]
+    #[arg(long, env = "QUIVER_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+impl ServerArgs {
+    /// `defaults` (the server's own) with every flag that was given applied.
+    pub fn limits(&self, defaults: quiver_http::Limits) -> quiver_http::Limits {
+        quiver_http::Limits {
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            header_read_timeout: self
+                .header_read_timeout
+                .unwrap_or(defaults.header_read_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(defaults.idle_timeout),
+            body_read_timeout: self.body_read_timeout.unwrap_or(defaults.body_read_timeout),
+            tls_handshake_timeout: self
+                .tls_handshake_timeout
+                .unwrap_or(defaults.tls_handshake_timeout),
+            drain_delay: self.drain_delay.unwrap_or(defaults.drain_delay),
+            drain_timeout: self.drain_timeout.unwrap_or(defaults.drain_timeout),
+        }
+    }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, `1d`, or whole seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{s:?}: expected a duration like 50ms, 5s, 2m"));
+    }
+    quiver_core::time::parse_duration(t)
+}
+
+/// `256MiB`, `1GiB`, `512KiB`, `64MB`, or bytes.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    quiver_core::size::parse_bytes(s)
+}
+
+/// How [`connect_store`] treats a Redis that does not answer yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// Return at once and connect in the background (the sidecar serves 503s meanwhile).
+    Background,
+    /// Fail now (batch jobs such as materialize).
+    Now,
+}
+
+/// The online store `feature_store.yaml` names.
+pub async fn connect_store(config: &RepoConfig, mode: Connect) -> anyhow::Result<OnlineStore> {
+    Ok(match &config.online_store {
+        OnlineStoreConfig::Sqlite { path } => {
+            let path = config.repo_dir.join(path);
+            if !path.exists() {
+                tracing::warn!(path = %path.display(), "the SQLite online store does not exist yet: every entity reads as NOT_FOUND until it is materialized");
+            }
+            OnlineStore::Sqlite(Arc::new(SqliteStore::open(&path)))
+        }
+        OnlineStoreConfig::Redis {
+            redis_type,
+            connection,
+            sentinel_master,
+            ..
+        } => {
+            let (host, port) = connection
+                .hosts
+                .first()
+                .cloned()
+                .ok_or_else(|| anyhow!("online_store.connection_string names no host"))?;
+            let options = RedisOptions {
+                host: host.clone(),
+                port,
+                cluster_nodes: if *redis_type == RedisType::RedisCluster {
+                    connection.hosts.clone()
+                } else {
+                    Vec::new()
+                },
+                db: connection.db,
+                username: connection.username.clone(),
+                password: connection.password.clone(),
+                ssl: connection.ssl,
+                ssl_ca_certs: connection
+                    .ssl_ca_certs
+                    .as_ref()
+                    .map(|p| config.repo_dir.join(p)),
+                ssl_insecure: connection.ssl_insecure,
+                connect_timeout: Duration::from_secs(5),
+                // Feast's sentinel connection string lists the sentinels; the master is the
+                // one they name for `sentinel_master`.
+                sentinel: (*redis_type == RedisType::RedisSentinel).then(|| {
+                    quiver_online_store::redis_store::SentinelOptions {
+                        sentinels: connection.hosts.clone(),
+                        master_name: sentinel_master.clone(),
+                    }
+                }),
+            };
+            let shown = options.describe();
+            if mode == Connect::Now {
+                let store = RedisStore::connect(options, &config.project)
+                    .await
+                    .with_context(|| format!("online store at {shown}"))?;
+                return Ok(OnlineStore::Redis(Arc::new(store)));
+            }
+            // An unreachable Redis does not stop the sidecar: it serves 503s (and /ready says
+            // why) while a background task connects; bad options are still errors.
+            let store = RedisStore::connect_in_background(options, &config.project)
+                .await
+                .with_context(|| format!("online store at {shown}"))?;
+            if store.ping().await.is_err() {
+                tracing::warn!(store = %shown, "the online store is not reachable yet; answering 503 until it is");
+            }
+            OnlineStore::Redis(store)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn server_flags_override_only_what_they_name() {
+        let defaults = quiver_http::Limits {
+            max_connections: 512,
+            ..quiver_http::Limits::default()
+        };
+        let args = ServerArgs {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..ServerArgs::default()
+        };
+        let limits = args.limits(defaults.clone());
+        assert_eq!(limits.max_connections, 512);
+        assert_eq!(limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(limits.header_read_timeout, defaults.header_read_timeout);
+    }
+}

@@ -81,8 +81,11 @@ pub const REPO_MOUNT: &str = "/etc/quiver/repo";
 /// The sidecar's writable directory (its root file system is read-only) and working directory.
 pub const STATE_MOUNT: &str = "/var/lib/quiver";
 pub const DEFAULT_PORT: u16 = 6566;
-/// `quiver:<version>`, the image the Dockerfile builds; override with `--image`.
-pub const DEFAULT_IMAGE: &str = concat!("quiver:", env!("CARGO_PKG_VERSION"));
+/// `quiver-sidecar:<version>`, the lean sidecar image (the Dockerfile's `sidecar` target, whose
+/// entrypoint `quiver-sidecar serve` takes `quiver serve`'s flags); override with `--image`.
+pub const DEFAULT_IMAGE: &str = concat!("quiver-sidecar:", env!("CARGO_PKG_VERSION"));
+/// `quiver:<version>`, the full image (the Dockerfile's `full` target) every other role runs.
+pub const FULL_IMAGE: &str = concat!("quiver:", env!("CARGO_PKG_VERSION"));
 /// Memory the sidecar process needs beyond its cache (runtime, buffers, the registry).
 const MEMORY_HEADROOM: f64 = 64.0 * 1024.0 * 1024.0;
 

@@ -342,8 +342,8 @@ fn check_base(r: &Rendered) {
             if c.image.as_deref().unwrap().starts_with("quiver:") {
                 assert_eq!(
                     c.image.as_deref(),
-                    Some(quiver_k8s::inject::DEFAULT_IMAGE),
-                    "{what}: the image the Dockerfile builds"
+                    Some(quiver_k8s::inject::FULL_IMAGE),
+                    "{what}: the full image the Dockerfile builds"
                 );
             }
         }
@@ -401,8 +401,16 @@ fn check_base(r: &Rendered) {
         .collect();
     assert_eq!(
         env["QUIVER_INJECT_IMAGE"],
-        c.image.as_deref().unwrap(),
-        "sidecars run the injector's image"
+        quiver_k8s::inject::DEFAULT_IMAGE,
+        "sidecars run the lean sidecar image"
+    );
+    assert_eq!(
+        c.image
+            .as_deref()
+            .unwrap()
+            .replace("quiver:", "quiver-sidecar:"),
+        env["QUIVER_INJECT_IMAGE"],
+        "the sidecar image's version is the injector's own"
     );
     assert!(
         env["QUIVER_INJECT_EXCLUDE_NAMESPACES"]
@@ -699,32 +707,53 @@ fn kserve_example_renders_and_asks_for_a_sidecar() {
     );
 }
 
-/// The image the manifests run: the pods set runAsNonRoot, which the kubelet can only check
-/// against a numeric, non-zero USER; every command above is `quiver ...`.
+/// The images the manifests run: the pods set runAsNonRoot, which the kubelet can only check
+/// against a numeric, non-zero USER. The sidecar image runs `quiver-sidecar` (the injector's
+/// args start with `serve`), the full image `quiver`; `docker build .` gives the full one.
 #[test]
-fn dockerfile_builds_a_non_root_quiver_image() {
+fn dockerfile_builds_two_non_root_images() {
     let text = std::fs::read_to_string(k8s_dir().join("../Dockerfile")).unwrap();
-    let last_stage = text.rsplit("\nFROM ").next().unwrap();
-    let user = last_stage
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("a USER in the runtime stage");
-    let uid: u32 = user
-        .split(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("USER {user} is not numeric"));
-    assert_ne!(uid, 0);
-    assert!(
-        last_stage
+    let stage = |name: &str| -> String {
+        text.split("\nFROM ")
+            .find(|s| {
+                s.lines()
+                    .next()
+                    .unwrap()
+                    .trim_end()
+                    .ends_with(&format!(" AS {name}"))
+            })
+            .unwrap_or_else(|| panic!("no stage {name}"))
+            .to_owned()
+    };
+    for (name, entrypoint) in [("sidecar", "quiver-sidecar"), ("full", "quiver")] {
+        let stage = stage(name);
+        let user = stage
             .lines()
-            .any(|l| l.trim() == "ENTRYPOINT [\"quiver\"]")
-    );
-    assert!(text.contains("cargo build --release --locked --bin quiver"));
-    // The materialization CronJob runs /bin/sh and date: the runtime image must have them.
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
+            .unwrap_or_else(|| panic!("{name}: a USER in the runtime stage"));
+        let uid: u32 = user
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: USER {user} is not numeric"));
+        assert_ne!(uid, 0, "{name}");
+        assert!(
+            stage
+                .lines()
+                .any(|l| l.trim() == format!("ENTRYPOINT [\"{entrypoint}\"]")),
+            "{name}: ENTRYPOINT {entrypoint}"
+        );
+    }
+    assert!(text.contains("cargo build --release --locked -p quiver-cmd --bin quiver-sidecar"));
+    assert!(text.contains("cargo build --release --locked -p quiver --bin quiver"));
+    // `docker build .` builds the last stage: the full image, what every manifest but the
+    // sidecar runs.
+    let last_stage = text.rsplit("\nFROM ").next().unwrap();
+    assert!(last_stage.lines().next().unwrap().ends_with(" AS full"));
+    // The materialization CronJob runs /bin/sh and date: the full image must have them.
     assert!(
         last_stage.starts_with("debian:"),
         "a runtime with a shell: {}",

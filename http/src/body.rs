@@ -73,7 +73,16 @@ pub enum Bearer {
 /// Checks `Authorization: Bearer <token>` (the scheme in any case, as RFC 9110 has it;
 /// surrounding spaces ignored) against `expected`, comparing in constant time.
 pub fn bearer_matches(headers: &HeaderMap, expected: &str) -> Bearer {
-    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    check_bearer(
+        headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        expected,
+    )
+}
+
+/// [`bearer_matches`] on the value of an `Authorization` header (or gRPC `authorization`
+/// metadata), for servers that are not on hyper's types.
+pub fn check_bearer(authorization: Option<&str>, expected: &str) -> Bearer {
+    let Some(value) = authorization else {
         return Bearer::Missing;
     };
     let value = value.trim();

@@ -44,7 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-pub use body::{Bearer, BodyError, bearer_matches, read_body};
+pub use body::{Bearer, BodyError, bearer_matches, check_bearer, read_body};
 
 /// Bounds on what clients can hold. Every field has a flag in the CLI (`quiver_cmd::ServerArgs`).
 #[derive(Debug, Clone)]

@@ -117,9 +117,8 @@ impl OfflineServer {
         let given = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            .and_then(|v| v.to_str().ok());
+        if quiver_http::check_bearer(given, token) == quiver_http::Bearer::Valid {
             Ok(())
         } else {
             Err(Status::unauthenticated(flight_message(&FeastError::new(
@@ -230,10 +229,6 @@ fn status(e: &FeastError) -> Status {
         "FeatureViewNotFoundException" => Status::not_found(flight_message(e)),
         _ => Status::invalid_argument(flight_message(e)),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_command(descriptor: Option<&FlightDescriptor>) -> Result<(Vec<u8>, Json), Status> {

@@ -30,16 +30,18 @@ use tokio::sync::Semaphore;
 
 use crate::api::OnlineRequest;
 use crate::cache::{Cache, CacheKey, EntityBytes, Entry};
-use crate::config::{EngineConfig, OnStoreError};
 use crate::error::ApiError;
-use crate::feed::ChangeFeed;
 use crate::metrics::Metrics;
 use crate::registry::{Plan, ServingRegistry};
-use crate::render::{self, Format, Table};
+use crate::render::{self, Table};
 use read_through::Flight;
 use request::Slot;
 
 pub use read_through::CacheStatus;
+// Where these lived before the engine was split (`quiver_sidecar::engine::EngineConfig`, ...).
+pub use crate::config::{EngineConfig, OnStoreError};
+pub use crate::feed::ChangeFeed;
+pub use crate::render::Format;
 
 pub struct ServingEngine {
     pub config: EngineConfig,

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use quiver_core::fault::{ErrorKind, Severity};
+use quiver_core::fault::{Classified, ErrorKind, Severity};
 use tokio::net::TcpListener;
 
 use crate::State;
@@ -150,14 +150,14 @@ async fn read_body(
 ) -> Result<Bytes, ApiError> {
     quiver_http::read_body(req, limit, routes.body_timeout)
         .await
-        .map_err(|e| match e {
-            quiver_http::BodyError::TooLarge { .. } => {
-                ApiError::too_large("RequestTooLarge", e.to_string())
-            }
-            quiver_http::BodyError::Timeout(_) => {
-                ApiError::new(ErrorKind::RequestTimeout, "RequestTimeout", e.to_string())
-            }
-            quiver_http::BodyError::Read(_) => ApiError::bad_request("BadBody", e.to_string()),
+        .map_err(|e| {
+            // The status comes from the body error's kind; the class is the sidecar's name for it.
+            let class = match e {
+                quiver_http::BodyError::TooLarge { .. } => "RequestTooLarge",
+                quiver_http::BodyError::Timeout(_) => "RequestTimeout",
+                quiver_http::BodyError::Read(_) => "BadBody",
+            };
+            ApiError::new(e.kind(), class, e.to_string())
         })
 }
 

@@ -46,6 +46,9 @@ pub enum ErrorKind {
     Timeout,
     /// This process ran out of memory or disk for the request (507 / RESOURCE_EXHAUSTED).
     OutOfResources,
+    /// This server, as configured, does not do what the request asks, e.g. a push to the offline
+    /// store with no offline writer (501 / UNIMPLEMENTED).
+    NotImplemented,
     /// A bug (500 / INTERNAL).
     Internal,
 }
@@ -75,7 +78,9 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed | ErrorKind::Unavailable | ErrorKind::Timeout => {
                 Fault::Upstream
             }
-            ErrorKind::OutOfResources | ErrorKind::Internal => Fault::Internal,
+            ErrorKind::OutOfResources | ErrorKind::NotImplemented | ErrorKind::Internal => {
+                Fault::Internal
+            }
         }
     }
 
@@ -90,6 +95,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => 413,
             ErrorKind::Unprocessable => 422,
             ErrorKind::Internal => 500,
+            ErrorKind::NotImplemented => 501,
             ErrorKind::UpstreamFailed => 502,
             ErrorKind::Unavailable => 503,
             ErrorKind::Timeout => 504,
@@ -107,7 +113,7 @@ impl ErrorKind {
             ErrorKind::TooLarge | ErrorKind::OutOfResources => 8, // RESOURCE_EXHAUSTED
             ErrorKind::Unprocessable => 9,                        // FAILED_PRECONDITION
             ErrorKind::Conflict => 10,                            // ABORTED
-            ErrorKind::MethodNotAllowed => 12,                    // UNIMPLEMENTED
+            ErrorKind::MethodNotAllowed | ErrorKind::NotImplemented => 12, // UNIMPLEMENTED
             ErrorKind::Internal => 13,                            // INTERNAL
             ErrorKind::UpstreamFailed | ErrorKind::Unavailable => 14, // UNAVAILABLE
             ErrorKind::Unauthorized => 16,                        // UNAUTHENTICATED
@@ -119,7 +125,7 @@ impl ErrorKind {
             Fault::Caller => Severity::Debug,
             Fault::Upstream => Severity::Warn,
             Fault::Internal => match self {
-                ErrorKind::OutOfResources => Severity::Warn,
+                ErrorKind::OutOfResources | ErrorKind::NotImplemented => Severity::Warn,
                 _ => Severity::Error,
             },
         }
@@ -140,6 +146,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "Unavailable",
             ErrorKind::Timeout => "Timeout",
             ErrorKind::OutOfResources => "OutOfResources",
+            ErrorKind::NotImplemented => "NotImplemented",
             ErrorKind::Internal => "Internal",
         }
     }
@@ -155,7 +162,7 @@ pub trait Classified: std::error::Error {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 13] = [
+    const ALL: [ErrorKind; 14] = [
         ErrorKind::RequestTimeout,
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
@@ -168,6 +175,7 @@ mod tests {
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
         ErrorKind::OutOfResources,
+        ErrorKind::NotImplemented,
         ErrorKind::Internal,
     ];
 

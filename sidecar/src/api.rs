@@ -1,14 +1,15 @@
-//! Feast's `POST /get-online-features`: the request body, the errors, and the response JSON.
+//! Feast's `POST /get-online-features`: the request body and the field statuses of the answer.
 //!
-//! Errors are classified once here and turned into HTTP in one place ([`ApiError::to_body`]):
-//! the caller's mistakes are 4xx with a message naming the field; only the online store being
-//! down is a 5xx (503).
+//! The request's mistakes are 4xx with a message naming the field (see [`crate::error`], where
+//! every error gets its status).
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::Value as Json;
+
+pub use crate::error::ApiError;
 
 /// Feast's `GetOnlineFeaturesRequest` as JSON. Unknown keys are ignored, as Feast does.
 #[derive(Debug, Deserialize)]
@@ -53,65 +54,16 @@ impl<'de> Deserialize<'de> for EntityColumns {
     }
 }
 
-/// An error answered to the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: u16,
-    /// A stable name for the kind of error (Feast's exception names where Feast has one).
-    pub class: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, class: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            class,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(class: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(400, class, message)
-    }
-    pub fn not_found(class: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(404, class, message)
-    }
-    pub fn too_large(class: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(413, class, message)
-    }
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(503, "OnlineStoreUnavailable", message)
-    }
-
-    /// `{"error": class, "message": ...}`.
-    pub fn to_body(&self) -> String {
-        let mut out = String::with_capacity(self.message.len() + 48);
-        out.push_str("{\"error\":");
-        quiver_core::json::write_str(&mut out, self.class);
-        out.push_str(",\"message\":");
-        quiver_core::json::write_str(&mut out, &self.message);
-        out.push('}');
-        out
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.class, self.message)
-    }
-}
-
 /// Parses a request body. Malformed JSON is a 400; JSON of the wrong shape a 422; both say
 /// where (line and column) and what was expected.
 pub fn parse_request(body: &[u8]) -> Result<OnlineRequest, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        let class = if e.is_data() {
-            "InvalidRequest"
+        let message = format!("request body: {e}");
+        if e.is_data() {
+            ApiError::unprocessable("InvalidRequest", message)
         } else {
-            "MalformedJson"
-        };
-        let status = if e.is_data() { 422 } else { 400 };
-        ApiError::new(status, class, format!("request body: {e}"))
+            ApiError::bad_request("MalformedJson", message)
+        }
     })
 }
 
@@ -121,7 +73,8 @@ pub enum Status {
     Present,
     NotFound,
     OutsideMaxAge,
-    /// The online store could not be read in time (only in degraded mode).
+    /// The online store could not be read in time (only in degraded mode), or the stored value
+    /// does not decode (see [`crate::engine::read_through`]).
     Invalid,
 }
 
@@ -154,14 +107,14 @@ mod tests {
     #[test]
     fn bad_bodies_are_4xx_naming_the_problem() {
         let e = parse_request(b"{\"features\": [").unwrap_err();
-        assert_eq!((e.status, e.class), (400, "MalformedJson"));
+        assert_eq!((e.status(), e.class), (400, "MalformedJson"));
         let e = parse_request(br#"{"features": "v:f"}"#).unwrap_err();
-        assert_eq!(e.status, 422);
+        assert_eq!(e.status(), 422);
         assert!(e.message.contains("expected a sequence"), "{e}");
         let e = parse_request(br#"{"entities": {"a": [1], "a": [2]}}"#).unwrap_err();
         assert!(e.message.contains("given twice"), "{e}");
         let e = parse_request(br#"{"entities": {"a": 1}}"#).unwrap_err();
-        assert_eq!(e.status, 422);
+        assert_eq!(e.status(), 422);
     }
 
     #[test]

@@ -52,10 +52,19 @@ pub struct Row {
     /// Where each piece of `text` ends; inline (in the entry's own allocation) for views of up
     /// to 15 features, so a hit touches one allocation less.
     ends: smallvec::SmallVec<[u32; 16]>,
+    /// The features whose stored value did not decode (their value is null, their status
+    /// INVALID); empty (no allocation) for every healthy row.
+    corrupt: Box<[u32]>,
 }
 
 impl Row {
     pub fn new(event_ts: Timestamp, values: Vec<Value>) -> Row {
+        Row::with_corrupt(event_ts, values, Vec::new())
+    }
+
+    /// A row some of whose stored values did not decode: `corrupt` lists those features (their
+    /// `values` are null).
+    pub fn with_corrupt(event_ts: Timestamp, values: Vec<Value>, corrupt: Vec<u32>) -> Row {
         let mut text = String::with_capacity(values.len() * 12 + 32);
         let mut ends = smallvec::SmallVec::with_capacity(values.len() + 1);
         for v in &values {
@@ -75,7 +84,20 @@ impl Row {
             values,
             text: text.into_boxed_str(),
             ends,
+            corrupt: corrupt.into_boxed_slice(),
         }
+    }
+
+    /// Whether any stored value of the row failed to decode.
+    #[inline]
+    pub fn has_corrupt(&self) -> bool {
+        !self.corrupt.is_empty()
+    }
+
+    /// Whether feature `i`'s stored value failed to decode.
+    #[inline]
+    pub fn is_corrupt(&self, i: usize) -> bool {
+        self.corrupt.iter().any(|&c| c as usize == i)
     }
 
     fn piece(&self, i: usize) -> Option<&str> {
@@ -99,7 +121,7 @@ impl Row {
     }
 
     fn text_bytes(&self) -> usize {
-        self.text.len() + self.ends.len() * 4 + 32
+        self.text.len() + self.ends.len() * 4 + self.corrupt.len() * 4 + 32
     }
 }
 

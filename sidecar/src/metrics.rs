@@ -129,6 +129,8 @@ pub struct Metrics {
     pub store_round_trips: Counter,
     pub store_errors: Counter,
     pub store_timeouts: Counter,
+    /// Stored values that did not decode as Feast `Value`s (answered INVALID, never PRESENT).
+    pub corrupt_values: Counter,
     pub store_latency: Histogram,
     pub registry_reloads: Counter,
     pub registry_reload_errors: Counter,
@@ -187,7 +189,7 @@ impl Metrics {
                 &format!("endpoint=\"{name}\""),
             );
         }
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             (
                 "quiver_cache_hits_total",
                 "Cache lookups answered from memory.",
@@ -232,6 +234,11 @@ impl Metrics {
                 "quiver_online_store_timeouts_total",
                 "Online store reads that missed the deadline.",
                 &self.store_timeouts,
+            ),
+            (
+                "quiver_corrupt_values_total",
+                "Stored values read from the online store that did not decode (answered as INVALID).",
+                &self.corrupt_values,
             ),
             (
                 "quiver_rows_written_total",

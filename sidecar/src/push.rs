@@ -15,7 +15,7 @@ use quiver_core::{entity_key, json};
 use quiver_online_store::{OnlineStore, WriteRow, WriteStats};
 use serde_json::Value as Json;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::registry::{ServingRegistry, ServingView};
 
 /// Where `to: offline` rows go. The sidecar does not link a Parquet writer: the binary plugs
@@ -91,7 +91,7 @@ pub struct WriteRequest {
 }
 
 fn unprocessable(message: impl Into<String>) -> ApiError {
-    ApiError::new(422, "ValidationError", message)
+    ApiError::unprocessable("ValidationError", message)
 }
 
 fn str_field<'a>(body: &'a serde_json::Map<String, Json>, name: &str) -> Result<&'a str, ApiError> {
@@ -400,7 +400,7 @@ pub async fn write(
     } else {
         let writer = config.offline.clone().ok_or_else(|| {
             ApiError::new(
-                501,
+                quiver_core::fault::ErrorKind::NotImplemented,
                 "NotImplemented",
                 "to: offline is not available on this server (no offline writer configured); push with to: online",
             )
@@ -426,7 +426,7 @@ pub async fn write(
             writer.append(&uri, &endpoint, &columns, rows, &hints)
         })
         .await
-        .map_err(|e| ApiError::new(500, "OfflineWriteFailed", e.to_string()))?
+        .map_err(|e| ApiError::internal("OfflineWriteFailed", e.to_string()))?
         .map_err(unprocessable)?;
         Some(written)
     };
@@ -462,7 +462,10 @@ async fn write_online(
             .write(&layout, rows.into(), key_ttl_seconds)
             .await
             .map_err(|e| {
-                ApiError::unavailable(format!("writing feature view {}: {e}", reg.views[i].name))
+                ApiError::from_store(
+                    &e,
+                    format!("writing feature view {}: {e}", reg.views[i].name),
+                )
             })?;
     }
     keys.sort_unstable();

@@ -17,8 +17,8 @@ use quiver_core::model::{DataSource, FeatureService, FeatureView, Projection, So
 use quiver_core::registry::ProjectRegistry;
 use quiver_online_store::ViewLayout;
 
-use crate::api::ApiError;
 use crate::cache::ViewId;
+use crate::error::ApiError;
 
 /// At most this many distinct request shapes keep a plan (then the plan cache starts over).
 const MAX_PLANS: usize = 4096;

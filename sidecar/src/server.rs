@@ -14,12 +14,15 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use quiver_core::fault::{Classified, ErrorKind, Severity};
 use tokio::net::TcpListener;
 
 use crate::State;
-use crate::api::{ApiError, parse_request};
-use crate::engine::{Format, Prepared};
+use crate::api::parse_request;
+use crate::engine::Prepared;
+use crate::error::ApiError;
 use crate::metrics::{Endpoint, Snapshot};
+use crate::render::Format;
 
 type Body = Full<Bytes>;
 
@@ -31,8 +34,9 @@ fn json_response(status: u16, body: String) -> Response<Body> {
     resp
 }
 
+/// The one place an error becomes a response: status from its kind, body `{error, message}`.
 fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(e.status, e.to_body())
+    json_response(e.status(), e.to_body())
 }
 
 /// Serves on the default server limits until `shutdown` resolves, then drains.
@@ -104,10 +108,9 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(routes)),
         (_, "/get-online-features" | "/health" | "/ready" | "/metrics") => (
             Endpoint::Other,
-            error_response(&ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            error_response(&ApiError::method_not_allowed(
+                req.method(),
+                req.uri().path(),
             )),
         ),
         (_, path @ ("/push" | "/write-to-online-store")) if state.config.push.is_none() => (
@@ -119,10 +122,9 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
         ),
         (_, "/push" | "/write-to-online-store") => (
             Endpoint::Other,
-            error_response(&ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            error_response(&ApiError::method_not_allowed(
+                req.method(),
+                req.uri().path(),
             )),
         ),
         (_, path) => (
@@ -148,14 +150,14 @@ async fn read_body(
 ) -> Result<Bytes, ApiError> {
     quiver_http::read_body(req, limit, routes.body_timeout)
         .await
-        .map_err(|e| match e {
-            quiver_http::BodyError::TooLarge { .. } => {
-                ApiError::too_large("RequestTooLarge", e.to_string())
-            }
-            quiver_http::BodyError::Timeout(_) => {
-                ApiError::new(408, "RequestTimeout", e.to_string())
-            }
-            quiver_http::BodyError::Read(_) => ApiError::bad_request("BadBody", e.to_string()),
+        .map_err(|e| {
+            // The status comes from the body error's kind; the class is the sidecar's name for it.
+            let class = match e {
+                quiver_http::BodyError::TooLarge { .. } => "RequestTooLarge",
+                quiver_http::BodyError::Timeout(_) => "RequestTimeout",
+                quiver_http::BodyError::Read(_) => "BadBody",
+            };
+            ApiError::new(e.kind(), class, e.to_string())
         })
 }
 
@@ -169,7 +171,7 @@ async fn write(routes: &Routes, req: Request<Incoming>, by_source: bool) -> Resp
         && quiver_http::bearer_matches(req.headers(), token) != quiver_http::Bearer::Valid
     {
         let mut resp = error_response(&ApiError::new(
-            401,
+            ErrorKind::Unauthorized,
             "Unauthorized",
             "this endpoint needs Authorization: Bearer <token>",
         ));
@@ -207,7 +209,7 @@ async fn write(routes: &Routes, req: Request<Incoming>, by_source: bool) -> Resp
             json_response(200, body)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "write failed");
+            log_error(&e);
             error_response(&e)
         }
     }
@@ -216,7 +218,7 @@ async fn write(routes: &Routes, req: Request<Incoming>, by_source: bool) -> Resp
 async fn get_online_features(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
     let state = &routes.state;
     let format = match req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) {
-        Some(accept) if accept.contains(crate::arrow::CONTENT_TYPE) => Format::Arrow,
+        Some(accept) if accept.contains(crate::render::arrow::CONTENT_TYPE) => Format::Arrow,
         _ => Format::Json,
     };
     let body = match read_body(routes, req, state.config.max_body_bytes).await {
@@ -243,18 +245,26 @@ async fn get_online_features(routes: &Routes, req: Request<Incoming>) -> Respons
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             let content_type = match format {
                 Format::Json => "application/json",
-                Format::Arrow => crate::arrow::CONTENT_TYPE,
+                Format::Arrow => crate::render::arrow::CONTENT_TYPE,
             };
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
         Err(e) => {
-            if e.status >= 500 {
-                tracing::warn!(error = %e, "request failed");
-            }
+            log_error(&e);
             error_response(&e)
         }
+    }
+}
+
+/// Logs a failed request at the level its kind calls for: the caller's mistakes quietly, an
+/// upstream's failure as a warning, a bug as an error.
+fn log_error(e: &ApiError) {
+    match e.kind.severity() {
+        Severity::Debug => tracing::debug!(error = %e, "request failed"),
+        Severity::Warn => tracing::warn!(error = %e, "request failed"),
+        Severity::Error => tracing::error!(error = %e, "request failed"),
     }
 }
 

@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_core::{Value, entity_key, layout};
+use quiver_core::Value;
 use quiver_online_store::{OnlineStore, SqliteStore};
 use quiver_sidecar::{EngineConfig, SidecarConfig};
 use serde_json::json;
@@ -26,30 +25,6 @@ feature_views:
       - {name: rate, dtype: Float64}
       - {name: label, dtype: String}
 "#;
-
-/// Writes rows the way Feast's SQLite store does (its table statements, integer epoch seconds).
-fn write_sqlite(
-    path: &Path,
-    project: &str,
-    view: &str,
-    id: i64,
-    features: &[(&str, Value)],
-    event_ts: i64,
-) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let table = layout::sqlite_table(project, view);
-    for stmt in layout::sqlite_create_table(&table) {
-        conn.execute(&stmt, []).unwrap();
-    }
-    let key = entity_key::serialize(&[("driver_id", &Value::Int64(id))]).unwrap();
-    for (name, value) in features {
-        conn.execute(
-            &format!("INSERT OR REPLACE INTO {} (entity_key, feature_name, value, event_ts, created_ts) VALUES (?1, ?2, ?3, ?4, ?4)", layout::quote_ident(&table)),
-            rusqlite::params![key, name, value.encode_to_vec(), event_ts],
-        )
-        .unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_feasts_sqlite_layout_and_follows_changes() {

@@ -172,6 +172,30 @@ pub fn write_redis_row(
     cmd.query::<()>(conn).unwrap();
 }
 
+/// Writes rows the way Feast's SQLite store does (its table statements, integer epoch seconds).
+pub fn write_sqlite(
+    path: &Path,
+    project: &str,
+    view: &str,
+    id: i64,
+    features: &[(&str, Value)],
+    event_ts: i64,
+) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let table = layout::sqlite_table(project, view);
+    for stmt in layout::sqlite_create_table(&table) {
+        conn.execute(&stmt, []).unwrap();
+    }
+    let key = entity_key::serialize(&[("driver_id", &Value::Int64(id))]).unwrap();
+    for (name, value) in features {
+        conn.execute(
+            &format!("INSERT OR REPLACE INTO {} (entity_key, feature_name, value, event_ts, created_ts) VALUES (?1, ?2, ?3, ?4, ?4)", layout::quote_ident(&table)),
+            rusqlite::params![key, name, value.encode_to_vec(), event_ts],
+        )
+        .unwrap();
+    }
+}
+
 /// A feature repo in a temp folder, applied from YAML definitions with the real `apply` code.
 pub struct Repo {
     pub dir: tempfile::TempDir,

@@ -5,6 +5,9 @@
 //! for each feature `name` (its Arrow type: Int32, Int64, Float32, Float64, Boolean, Utf8,
 //! Binary, Timestamp(s, UTC), List of those; Json, Map and Struct values as JSON text), and
 //! `name__status` (Utf8) and `name__event_timestamp` (Timestamp(ns, UTC)).
+//!
+//! Unlike the JSON renderer, which copies pre-rendered bytes, this one builds typed arrays from
+//! the cached rows' decoded values.
 
 use std::sync::Arc;
 
@@ -19,12 +22,72 @@ use arrow_array::{
 use arrow_schema::{Field, Schema};
 use quiver_core::{Value, ValueType, json};
 
-use crate::api::{ApiError, Status};
+use super::{Table, cell, feature_status};
+use crate::api::Status;
+use crate::error::ApiError;
+use crate::registry::ServingRegistry;
 
 pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 
 /// A cell of a feature column: the value (None: null), its status, its event time (nanos).
 pub type Cell<'a> = (Option<&'a Value>, Status, Option<i64>);
+
+/// The Arrow IPC stream of `table`.
+pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> Result<Vec<u8>, ApiError> {
+    let Table {
+        plan,
+        columns,
+        typed,
+        row_slots,
+        entries,
+        rows,
+        now,
+    } = *table;
+    let mut out = Vec::with_capacity(columns.len() + plan.columns.len() * 3);
+    for (name, values) in columns {
+        let array = match plan.entity_columns.iter().position(|(n, _)| n == name) {
+            Some(i) => values_array(plan.entity_columns[i].1, typed[i].iter().map(Some)),
+            None => json_text_array(values),
+        };
+        out.push((name.clone(), array));
+    }
+    for col in &plan.columns {
+        let view = &reg.views[plan.groups[col.group].view];
+        let cells: Vec<Cell<'_>> = (0..rows)
+            .map(
+                |r| match cell(view, &entries[row_slots[col.group][r]], now) {
+                    (status, Some(row)) => {
+                        let ts = row
+                            .event_ts
+                            .seconds
+                            .saturating_mul(1_000_000_000)
+                            .saturating_add(i64::from(row.event_ts.nanos));
+                        (
+                            row.values.get(col.feature).filter(|v| !v.is_null()),
+                            feature_status(status, Some(row), col.feature),
+                            Some(ts),
+                        )
+                    }
+                    (status, None) => (None, status, None),
+                },
+            )
+            .collect();
+        let dtype = view.features[col.feature].1;
+        out.push((
+            col.name.clone(),
+            values_array(dtype, cells.iter().map(|c| c.0)),
+        ));
+        out.push((
+            format!("{}__status", col.name),
+            status_array(cells.iter().map(|c| c.1)),
+        ));
+        out.push((
+            format!("{}__event_timestamp", col.name),
+            timestamp_array(cells.iter().map(|c| c.2)),
+        ));
+    }
+    encode(out)
+}
 
 /// Builds a typed array of entity or feature values.
 pub fn values_array<'a>(
@@ -149,11 +212,7 @@ pub fn encode(columns: Vec<(String, ArrayRef)>) -> Result<Vec<u8>, ApiError> {
     let schema = Arc::new(Schema::new(fields));
     let arrays: Vec<ArrayRef> = columns.into_iter().map(|(_, a)| a).collect();
     let internal = |e: arrow_schema::ArrowError| {
-        ApiError::new(
-            500,
-            "ArrowEncodingFailed",
-            format!("arrow encoding failed: {e}"),
-        )
+        ApiError::internal("ArrowEncodingFailed", format!("arrow encoding failed: {e}"))
     };
     let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).map_err(internal)?;
     let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);

@@ -1,0 +1,80 @@
+//! What a running sidecar shares: [`State`] (configuration, the registry in use, the engine,
+//! metrics, readiness) and [`Background`], its tasks, stopped when dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+
+use crate::config::SidecarConfig;
+use crate::engine::ServingEngine;
+use crate::metrics::Metrics;
+use crate::registry::ServingRegistry;
+
+/// Everything a request needs, shared by all of them.
+pub struct State {
+    pub config: SidecarConfig,
+    pub project: String,
+    pub registry: ArcSwap<ServingRegistry>,
+    pub engine: Arc<ServingEngine>,
+    pub metrics: Arc<Metrics>,
+    pub(crate) store_ok: AtomicBool,
+    pub(crate) ready: AtomicBool,
+    /// False until replicate mode's first load finished (true when nothing is replicated).
+    pub(crate) replicated: AtomicBool,
+}
+
+impl State {
+    /// Whether the sidecar can answer: the registry is loaded (always, once started) and the
+    /// online store answered a ping or read recently. Reasons say what is missing.
+    pub async fn readiness(&self) -> (bool, Vec<String>) {
+        let mut reasons = Vec::new();
+        let store_ok = match tokio::time::timeout(
+            Duration::from_millis(200),
+            self.engine.store.ping(),
+        )
+        .await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                reasons.push(format!("online store: {e}"));
+                false
+            }
+            Err(_) => {
+                reasons.push("online store: ping timed out".to_owned());
+                false
+            }
+        };
+        self.store_ok.store(store_ok, Relaxed);
+        let replicated = self.replicated.load(Relaxed);
+        if !replicated {
+            reasons.push(
+                "replicate mode: the first load of the replicated views has not finished"
+                    .to_owned(),
+            );
+        }
+        let ok = store_ok && replicated;
+        self.ready.store(ok, Relaxed);
+        (ok, reasons)
+    }
+
+    /// The readiness last computed (for metrics).
+    pub fn ready_cached(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+}
+
+/// The background tasks of a running sidecar; dropping this stops them.
+pub struct Background {
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -447,7 +447,7 @@ fn training_dataset(
     entities: &Path,
     out: &Path,
 ) -> anyhow::Result<(usize, Vec<String>)> {
-    use quiver_offline::historical::{Engine, EngineOptions, Features, select};
+    use quiver_offline::historical::{EngineOptions, Features, HistoricalEngine, select};
     use quiver_offline::output::{Output, write_stream};
 
     let features = Features::Refs(
@@ -460,7 +460,7 @@ fn training_dataset(
         .to_vec(),
     );
     let views = select(registry, &features)?;
-    let engine = Engine::new(&EngineOptions::default())?;
+    let engine = HistoricalEngine::new(&EngineOptions::default())?;
     let rows = crate::historical::runtime()?.block_on(async {
         let entities = engine.read_entities(entities).await?;
         let planned = engine.plan(registry, dir, &views, false, entities).await?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::registry::ProjectRegistry;
-use quiver_offline::historical::{Engine, EngineOptions, Features, select};
+use quiver_offline::historical::{EngineOptions, Features, HistoricalEngine, select};
 use quiver_offline::output::{Output, write_stream};
 use quiver_registry::config::RepoConfig;
 
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = args.partitions {
         options.partitions = p.max(1);
     }
-    let engine = Engine::new(&options)?;
+    let engine = HistoricalEngine::new(&options)?;
     let started = Instant::now();
     let rt = runtime()?;
     let to_stdout = args.out == "-";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use quiver_offline::flight::{OfflineServer, RegistryPlace, RegistrySource};
-use quiver_offline::historical::{Engine, EngineOptions};
+use quiver_offline::historical::{EngineOptions, HistoricalEngine};
 
 use crate::historical::{load_registry, parse_size, runtime};
 use quiver_cmd::common::{ServerArgs, listen_addr, shutdown_signal};
@@ -69,7 +69,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         project: config.project.clone(),
         repo_dir: config.repo_dir.clone(),
     };
-    let engine = Engine::new(&EngineOptions {
+    let engine = HistoricalEngine::new(&EngineOptions {
         memory_limit: args.memory_limit,
         spill_dir: args.spill_dir.clone(),
         ..EngineOptions::default()

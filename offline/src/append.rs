@@ -76,7 +76,7 @@ impl ParquetAppender {
                 .map(|p| p.display().to_string());
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::new(format!(
+            Error::internal(format!(
                 "source {uri}: object stores are written on a tokio runtime"
             ))
         })?;
@@ -84,7 +84,7 @@ impl ParquetAppender {
         let _guard = self
             .lock
             .lock()
-            .map_err(|_| Error::new("append lock poisoned"))?;
+            .map_err(|_| Error::internal("append lock poisoned"))?;
         runtime.block_on(append_object(&bucket, folder, columns, rows, hints))
     }
 
@@ -97,7 +97,7 @@ impl ParquetAppender {
     ) -> Result<PathBuf, Error> {
         let local = uri.strip_prefix("file://").unwrap_or(uri);
         if local.contains("://") {
-            return Err(Error::new(format!(
+            return Err(Error::unprocessable(format!(
                 "source {uri}: only local paths, s3:// and gs:// are supported"
             )));
         }
@@ -105,7 +105,7 @@ impl ParquetAppender {
         let _guard = self
             .lock
             .lock()
-            .map_err(|_| Error::new("append lock poisoned"))?;
+            .map_err(|_| Error::internal("append lock poisoned"))?;
         let is_dir = path.is_dir() || local.ends_with('/');
         if is_dir {
             let existing = if path.is_dir() {
@@ -122,7 +122,7 @@ impl ParquetAppender {
             };
             let batch = build_batch(&schema, columns, rows)?;
             std::fs::create_dir_all(&path)
-                .map_err(|e| Error::new(format!("cannot create {}: {e}", path.display())))?;
+                .map_err(|e| Error::wrap(format_args!("cannot create {}", path.display()), e))?;
             let target = path.join(part_name());
             write_parquet(&target, &[batch])?;
             Ok(target)
@@ -157,13 +157,13 @@ async fn append_object(
     hints: &[(String, ColumnKind)],
 ) -> Result<String, Error> {
     let fail = |op: &str, e: object_store::Error| {
-        Error::new(format!(
-            "source {}: {op} ({}): {e}",
-            bucket.uri, bucket.endpoint
-        ))
+        Error::wrap(
+            format_args!("source {}: {op} ({})", bucket.uri, bucket.endpoint),
+            e,
+        )
     };
     let path = ObjectPath::parse(&bucket.uri.key).map_err(|e| {
-        Error::new(format!(
+        Error::bad_request(format!(
             "source {}: not a valid object key: {e}",
             bucket.uri
         ))
@@ -233,7 +233,7 @@ async fn append_object(
             Err(e) => return Err(fail("writing", e)),
         }
     }
-    Err(Error::new(format!(
+    Err(Error::Conflict(format!(
         "source {shown}: gave up after {MAX_ATTEMPTS} attempts (the object is being written continuously)"
     )))
 }
@@ -243,48 +243,45 @@ fn read_parquet<R: ChunkReader + 'static>(
     reader: R,
     shown: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
-    let fail = |e: &dyn std::fmt::Display| Error::new(format!("{shown}: {e}"));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| fail(&e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| Error::wrap(shown, e))?;
     let schema = Arc::clone(builder.schema());
     let batches = builder
         .build()
-        .map_err(|e| fail(&e))?
+        .map_err(|e| Error::wrap(shown, e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| Error::wrap(shown, e))?;
     Ok((schema, batches))
 }
 
 fn parquet_bytes(batches: &[RecordBatch], shown: &str) -> Result<Bytes, Error> {
-    let fail = |e: &dyn std::fmt::Display| Error::new(format!("{shown}: {e}"));
     let mut out = Vec::new();
     if let Some(first) = batches.first() {
-        let mut writer =
-            ArrowWriter::try_new(&mut out, first.schema(), None).map_err(|e| fail(&e))?;
+        let mut writer = ArrowWriter::try_new(&mut out, first.schema(), None)
+            .map_err(|e| Error::wrap(shown, e))?;
         for b in batches {
-            writer.write(b).map_err(|e| fail(&e))?;
+            writer.write(b).map_err(|e| Error::wrap(shown, e))?;
         }
-        writer.close().map_err(|e| fail(&e))?;
+        writer.close().map_err(|e| Error::wrap(shown, e))?;
     }
     Ok(Bytes::from(out))
 }
 
 fn parquet_schema(path: &Path) -> Result<SchemaRef, Error> {
-    let file =
-        std::fs::File::open(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::wrap(path.display(), e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::wrap(path.display(), e))?;
     Ok(Arc::clone(builder.schema()))
 }
 
 fn read_all(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
-    let file =
-        std::fs::File::open(path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::wrap(path.display(), e))?;
     read_parquet(file, &path.display().to_string())
 }
 
 /// Writes batches to `path` through a temporary sibling and a rename.
 fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), Error> {
-    let fail = |e: &dyn std::fmt::Display| Error::new(format!("{}: {e}", path.display()));
+    let shown = &path.display();
     let Some(first) = batches.first() else {
         return Ok(());
     };
@@ -292,14 +289,15 @@ fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), Error> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-        let file = std::fs::File::create(&tmp).map_err(|e| fail(&e))?;
-        let mut writer = ArrowWriter::try_new(file, first.schema(), None).map_err(|e| fail(&e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::wrap(shown, e))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::wrap(shown, e))?;
+        let mut writer =
+            ArrowWriter::try_new(file, first.schema(), None).map_err(|e| Error::wrap(shown, e))?;
         for b in batches {
-            writer.write(b).map_err(|e| fail(&e))?;
+            writer.write(b).map_err(|e| Error::wrap(shown, e))?;
         }
-        writer.close().map_err(|e| fail(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+        writer.close().map_err(|e| Error::wrap(shown, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::wrap(shown, e))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -343,9 +341,11 @@ fn schema_from_hints(
                 .iter()
                 .find(|(h, _)| h == name)
                 .map(|(_, k)| *k)
-                .ok_or_else(|| Error::new(format!("column {name:?}: no type known for it")))?;
+                .ok_or_else(|| {
+                    Error::bad_request(format!("column {name:?}: no type known for it"))
+                })?;
             let t = arrow_type(kind).ok_or_else(|| {
-                Error::new(format!(
+                Error::unprocessable(format!(
                     "column {name:?}: {kind:?} cannot be written to Parquet yet"
                 ))
             })?;
@@ -364,7 +364,7 @@ fn build_batch(
 ) -> Result<RecordBatch, Error> {
     for (name, _) in columns {
         if schema.field_with_name(name).is_err() {
-            return Err(Error::new(format!(
+            return Err(Error::bad_request(format!(
                 "df column {name:?} is not a column of the offline source (its columns: {})",
                 source::column_list(schema)
             )));
@@ -376,16 +376,16 @@ fn build_batch(
         .map(
             |field| match columns.iter().find(|(c, _)| c == field.name()) {
                 Some((name, values)) => array_of(field.data_type(), values)
-                    .map_err(|e| Error::new(format!("df column {name:?}: {e}"))),
+                    .map_err(|e| Error::bad_request(format!("df column {name:?}: {e}"))),
                 None if field.is_nullable() => Ok(new_null_array(field.data_type(), rows)),
-                None => Err(Error::new(format!(
+                None => Err(Error::bad_request(format!(
                     "df has no column {:?}, which the offline source requires",
                     field.name()
                 ))),
             },
         )
         .collect::<Result<Vec<ArrayRef>, Error>>()?;
-    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|e| Error::new(e.to_string()))
+    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|e| Error::bad_request(e.to_string()))
 }
 
 fn time_micros(j: &Json) -> Option<i64> {

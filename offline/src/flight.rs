@@ -27,11 +27,13 @@ use arrow_flight::{
 };
 use datafusion::arrow::array::RecordBatch;
 use futures::{Stream, StreamExt, TryStreamExt};
+use quiver_core::fault::{Classified as _, ErrorKind};
 use quiver_core::registry::ProjectRegistry;
 use serde_json::Value as Json;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::historical::{Engine, Entities, FeastError, select_for_feast};
+use crate::Error;
+use crate::historical::{Entities, FeastError, HistoricalEngine, select_for_feast};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -62,23 +64,27 @@ pub struct RegistrySource {
 
 impl RegistrySource {
     pub async fn load(&self) -> Result<ProjectRegistry, FeastError> {
-        let err = |e: String| {
+        let err = |kind: ErrorKind, e: &dyn std::fmt::Display| {
             FeastError::new(
-                "feast.errors",
+                kind,
                 "FeastError",
                 format!("registry {}: {e}", self.registry),
             )
         };
         let file = match &self.registry {
-            RegistryPlace::File(path) => quiver_registry::store::read(path).map_err(err)?,
+            RegistryPlace::File(path) => {
+                quiver_registry::store::read(path).map_err(|e| err(ErrorKind::Unavailable, &e))?
+            }
             RegistryPlace::Object(o) => {
                 o.read_registry()
                     .await
-                    .map_err(|e| FeastError::new("feast.errors", "FeastError", e.to_string()))?
+                    .map_err(|e| FeastError::new(e.kind(), "FeastError", e.to_string()))?
                     .0
             }
         };
-        file.project(&self.project).map_err(|e| err(e.to_string()))
+        // The registry holds no such project: the server was started for one it lacks.
+        file.project(&self.project)
+            .map_err(|e| err(ErrorKind::NotFound, &e))
     }
 }
 
@@ -87,7 +93,7 @@ const MAX_PENDING: usize = 64;
 
 /// The state shared by requests.
 pub struct OfflineServer {
-    engine: Engine,
+    engine: HistoricalEngine,
     registry: RegistrySource,
     token: Option<String>,
     /// Entity tables put by `DoPut`, by command, until their `DoGet`.
@@ -95,7 +101,11 @@ pub struct OfflineServer {
 }
 
 impl OfflineServer {
-    pub fn new(engine: Engine, registry: RegistrySource, token: Option<String>) -> OfflineServer {
+    pub fn new(
+        engine: HistoricalEngine,
+        registry: RegistrySource,
+        token: Option<String>,
+    ) -> OfflineServer {
         OfflineServer {
             engine,
             registry,
@@ -121,11 +131,11 @@ impl OfflineServer {
         if quiver_http::check_bearer(given, token) == quiver_http::Bearer::Valid {
             Ok(())
         } else {
-            Err(Status::unauthenticated(flight_message(&FeastError::new(
-                "feast.errors",
+            Err(status(&FeastError::new(
+                ErrorKind::Unauthorized,
                 "FeastPermissionError",
                 "missing or wrong bearer token (authorization: Bearer <token>)",
-            ))))
+            )))
         }
     }
 
@@ -138,13 +148,7 @@ impl OfflineServer {
     ) -> Result<BoxStream<FlightData>, FeastError> {
         let api = command.get("api").and_then(Json::as_str).unwrap_or("");
         if api != "get_historical_features" {
-            return Err(FeastError::new(
-                "feast.errors",
-                "FeastError",
-                format!(
-                    "quiver's offline server serves get_historical_features; {api:?} is not supported"
-                ),
-            ));
+            return Err(unsupported_api(api));
         }
         let strings = |key: &str| -> Result<Vec<String>, FeastError> {
             command
@@ -171,7 +175,7 @@ impl OfflineServer {
         let project = command.get("project").and_then(Json::as_str).unwrap_or("");
         if !project.is_empty() && project != self.registry.project {
             return Err(FeastError::new(
-                "feast.errors",
+                ErrorKind::NotFound,
                 "FeastError",
                 format!(
                     "this server serves project {}, not {project}",
@@ -183,7 +187,7 @@ impl OfflineServer {
         // query, which file sources cannot run.
         if entities.schema.fields().len() == 1 && entities.schema.field(0).name() == "key" {
             return Err(FeastError::new(
-                "feast.errors",
+                ErrorKind::Unprocessable,
                 "FeastError",
                 "quiver's offline server needs an entity DataFrame; entity_df as SQL is not supported",
             ));
@@ -194,28 +198,42 @@ impl OfflineServer {
             .engine
             .plan(&registry, &self.registry.repo_dir, &views, full, entities)
             .await?;
-        let stream = self.engine.execute(&planned)?;
-        let batches = stream.map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let mut stream = self.engine.execute(&planned)?;
+        // The first batch comes after the final sort, so most failures (memory, an unreadable
+        // source) are known before the answer starts and get their own code.
+        let first = match stream.next().await {
+            Some(Err(e)) => return Err(Error::query("historical retrieval", e).into()),
+            first => first,
+        };
+        let batches = futures::stream::iter(first).chain(stream).map_err(|e| {
+            let e = FeastError::from(Error::query("historical retrieval", e));
+            FlightError::Tonic(Box::new(status(&e)))
+        });
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(Arc::clone(&planned.schema))
             .build(batches)
-            .map_err(|e| {
-                Status::internal(flight_message(&FeastError::new(
-                    "feast.errors",
+            .map_err(|e| match e {
+                FlightError::Tonic(s) => *s,
+                e => status(&FeastError::new(
+                    ErrorKind::Internal,
                     "FeastError",
                     e.to_string(),
-                )))
+                )),
             });
         Ok(Box::pin(encoded))
     }
 }
 
 fn bad_param(key: &str) -> FeastError {
-    FeastError::new(
-        "feast.errors",
-        "FeastError",
-        format!("get_historical_features: parameter {key} is missing or malformed"),
-    )
+    FeastError::bad_request(format!(
+        "get_historical_features: parameter {key} is missing or malformed"
+    ))
+}
+
+fn unsupported_api(api: &str) -> FeastError {
+    FeastError::bad_request(format!(
+        "quiver's offline server serves get_historical_features; {api:?} is not supported"
+    ))
 }
 
 /// The Flight error text Feast's client parses: `Flight error: {"module", "class", "message"}`.
@@ -224,11 +242,17 @@ pub fn flight_message(e: &FeastError) -> String {
     format!("Flight error: {json}")
 }
 
+/// The gRPC status for `e`: the code from its kind (quiver_core::fault's table), Feast's
+/// message format; logged as loudly as the kind says.
 fn status(e: &FeastError) -> Status {
-    match e.class.as_str() {
-        "FeatureViewNotFoundException" => Status::not_found(flight_message(e)),
-        _ => Status::invalid_argument(flight_message(e)),
-    }
+    crate::error::log(e.kind, "offline flight request failed", &e.message);
+    status_of(e.kind, flight_message(e))
+}
+
+/// A status of `kind`'s gRPC code with a plain message (for failures before a command is
+/// known, which Feast's client does not parse).
+fn status_of(kind: ErrorKind, message: impl Into<String>) -> Status {
+    Status::new(tonic::Code::from_i32(kind.grpc_code()), message)
 }
 
 fn parse_command(descriptor: Option<&FlightDescriptor>) -> Result<(Vec<u8>, Json), Status> {
@@ -236,23 +260,17 @@ fn parse_command(descriptor: Option<&FlightDescriptor>) -> Result<(Vec<u8>, Json
         .map(|d| d.cmd.to_vec())
         .filter(|c| !c.is_empty())
         .ok_or_else(|| {
-            status(&FeastError::new(
-                "feast.errors",
-                "FeastError",
+            status(&FeastError::bad_request(
                 "expected a command descriptor carrying the request JSON",
             ))
         })?;
     let json: Json = serde_json::from_slice(&cmd).map_err(|e| {
-        status(&FeastError::new(
-            "feast.errors",
-            "FeastError",
-            format!("the command is not JSON: {e}"),
-        ))
+        status(&FeastError::bad_request(format!(
+            "the command is not JSON: {e}"
+        )))
     })?;
     if json.get("api").and_then(Json::as_str).is_none() {
-        return Err(status(&FeastError::new(
-            "feast.errors",
-            "FeastError",
+        return Err(status(&FeastError::bad_request(
             "the command has no \"api\"",
         )));
     }
@@ -266,7 +284,7 @@ async fn read_upload(
     let first = stream
         .message()
         .await?
-        .ok_or_else(|| Status::invalid_argument("empty stream"))?;
+        .ok_or_else(|| status_of(ErrorKind::BadRequest, "empty stream"))?;
     let descriptor = first.flight_descriptor.clone();
     let messages = futures::stream::once(async move { Ok(first) })
         .chain(stream)
@@ -275,15 +293,15 @@ async fn read_upload(
     let mut decoded = FlightRecordBatchStream::new_from_flight_data(messages);
     let mut batches: Vec<RecordBatch> = Vec::new();
     while let Some(batch) = decoded.next().await {
-        batches.push(batch.map_err(|e| Status::invalid_argument(format!("entity table: {e}")))?);
+        batches.push(
+            batch.map_err(|e| status_of(ErrorKind::BadRequest, format!("entity table: {e}")))?,
+        );
     }
     let schema = match (decoded.schema(), batches.first()) {
         (Some(s), _) => Arc::clone(s),
         (None, Some(b)) => b.schema(),
         (None, None) => {
-            return Err(status(&FeastError::new(
-                "feast.errors",
-                "FeastError",
+            return Err(status(&FeastError::bad_request(
                 "the upload carried no entity table",
             )));
         }
@@ -329,11 +347,11 @@ impl FlightService for OfflineServer {
             .map(|p| p.contains_key(descriptor.cmd.as_ref()))
             .unwrap_or(false);
         if !known {
-            return Err(Status::not_found(flight_message(&FeastError::new(
-                "feast.errors",
+            return Err(status(&FeastError::new(
+                ErrorKind::NotFound,
                 "FeastError",
                 "Flight not found: DoPut the entity table with this command first",
-            ))));
+            )));
         }
         let ticket = Ticket {
             ticket: descriptor.cmd.clone(),
@@ -348,14 +366,14 @@ impl FlightService for OfflineServer {
         &self,
         _request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented("poll_flight_info"))
+        Err(status_of(ErrorKind::MethodNotAllowed, "poll_flight_info"))
     }
 
     async fn get_schema(
         &self,
         _request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        Err(Status::unimplemented("get_schema"))
+        Err(status_of(ErrorKind::MethodNotAllowed, "get_schema"))
     }
 
     async fn do_get(
@@ -367,17 +385,17 @@ impl FlightService for OfflineServer {
         let entities = self
             .pending
             .lock()
-            .map_err(|_| Status::internal("pending table lock poisoned"))?
+            .map_err(|_| status_of(ErrorKind::Internal, "pending table lock poisoned"))?
             .remove(&cmd)
             .ok_or_else(|| {
-                Status::not_found(flight_message(&FeastError::new(
-                    "feast.errors",
+                status(&FeastError::new(
+                    ErrorKind::NotFound,
                     "FeastError",
                     "unknown ticket (already read, or never put)",
-                )))
+                ))
             })?;
         let command: Json = serde_json::from_slice(&cmd)
-            .map_err(|e| Status::invalid_argument(format!("ticket: {e}")))?;
+            .map_err(|e| status_of(ErrorKind::BadRequest, format!("ticket: {e}")))?;
         let stream = self
             .historical(&command, entities)
             .await
@@ -394,20 +412,15 @@ impl FlightService for OfflineServer {
         let (cmd, command) = parse_command(descriptor.as_ref())?;
         let api = command.get("api").and_then(Json::as_str).unwrap_or("");
         if api != "get_historical_features" {
-            return Err(status(&FeastError::new(
-                "feast.errors",
-                "FeastError",
-                format!(
-                    "quiver's offline server serves get_historical_features; {api:?} is not supported"
-                ),
-            )));
+            return Err(status(&unsupported_api(api)));
         }
         let mut pending = self
             .pending
             .lock()
-            .map_err(|_| Status::internal("pending table lock poisoned"))?;
+            .map_err(|_| status_of(ErrorKind::Internal, "pending table lock poisoned"))?;
         if pending.len() >= MAX_PENDING {
-            return Err(Status::resource_exhausted(
+            return Err(status_of(
+                ErrorKind::OutOfResources,
                 "too many entity tables waiting for their DoGet",
             ));
         }
@@ -436,7 +449,7 @@ impl FlightService for OfflineServer {
         self.authorize(&request)?;
         let action = request.into_inner();
         Err(status(&FeastError::new(
-            "feast.errors",
+            ErrorKind::MethodNotAllowed,
             "FeastError",
             format!(
                 "action {:?} is not supported by quiver's offline server",
@@ -467,5 +480,5 @@ pub async fn serve(
             shutdown,
         )
         .await
-        .map_err(|e| crate::Error::new(format!("offline server: {e}")))
+        .map_err(|e| crate::Error::io("offline server", std::io::Error::other(e)))
 }

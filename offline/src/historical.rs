@@ -49,6 +49,7 @@ use datafusion::physical_plan::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver_core::ValueType;
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::model::{FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 
@@ -87,23 +88,23 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
     match features {
         Features::Refs(refs) => {
             if refs.is_empty() {
-                return Err(Error::new("no features requested"));
+                return Err(Error::bad_request("no features requested"));
             }
             let mut out: Vec<ViewRequest> = Vec::new();
             for r in refs {
                 let (view_name, feature) = r.split_once(':').ok_or_else(|| {
-                    Error::new(format!(
+                    Error::bad_request(format!(
                         "feature reference {r:?}: expected view:feature (e.g. driver_hourly_stats:conv_rate)"
                     ))
                 })?;
                 let view = registry.feature_view(view_name).ok_or_else(|| {
-                    Error::new(format!(
+                    Error::not_found(format!(
                         "feature reference {r:?}: project {} has no feature view {view_name:?}",
                         registry.project
                     ))
                 })?;
                 if view.feature(feature).is_none() {
-                    return Err(Error::new(format!(
+                    return Err(Error::not_found(format!(
                         "feature reference {r:?}: feature view {view_name} has no feature {feature:?} (its features: {})",
                         view.features
                             .iter()
@@ -130,7 +131,7 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
         }
         Features::Service(name) => {
             let service = registry.feature_service(name).ok_or_else(|| {
-                Error::new(format!(
+                Error::not_found(format!(
                     "project {} has no feature service {name:?}",
                     registry.project
                 ))
@@ -140,7 +141,7 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
                 .iter()
                 .map(|p| {
                     let view = registry.feature_view(&p.view).ok_or_else(|| {
-                        Error::new(format!(
+                        Error::unprocessable(format!(
                             "feature service {name}: feature view {:?} does not exist",
                             p.view
                         ))
@@ -152,7 +153,7 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
                     };
                     for f in &features {
                         if view.feature(f).is_none() {
-                            return Err(Error::new(format!(
+                            return Err(Error::unprocessable(format!(
                                 "feature service {name}: feature view {} has no feature {f:?}",
                                 view.name
                             )));
@@ -203,7 +204,7 @@ pub fn select_for_feast(
             {
                 if view.feature(feature).is_none() {
                     return Err(FeastError::new(
-                        "feast.errors",
+                        ErrorKind::NotFound,
                         "FeastError",
                         format!("Feature view {view_name} has no feature {feature}"),
                     ));
@@ -221,35 +222,51 @@ pub fn select_for_feast(
     Ok(out)
 }
 
-/// An error as Feast's SDK rebuilds it: the Python module and class, and the message.
-#[derive(Debug, Clone)]
+/// An error as Feast's SDK rebuilds it: the Python module and class, and the message; its
+/// kind picks the gRPC code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct FeastError {
     pub module: String,
     pub class: String,
     pub message: String,
+    pub kind: ErrorKind,
 }
 
 impl FeastError {
-    pub fn new(module: &str, class: &str, message: impl Into<String>) -> FeastError {
+    /// A `feast.errors.<class>`.
+    pub fn new(kind: ErrorKind, class: &str, message: impl Into<String>) -> FeastError {
         FeastError {
-            module: module.to_owned(),
+            module: "feast.errors".to_owned(),
             class: class.to_owned(),
             message: message.into(),
+            kind,
         }
+    }
+
+    /// A `feast.errors.FeastError` about a malformed request.
+    pub fn bad_request(message: impl Into<String>) -> FeastError {
+        FeastError::new(ErrorKind::BadRequest, "FeastError", message)
     }
 
     pub fn view_not_found(view: &str, project: &str) -> FeastError {
         FeastError::new(
-            "feast.errors",
+            ErrorKind::NotFound,
             "FeatureViewNotFoundException",
             format!("Feature view {view} does not exist in project {project}"),
         )
     }
 }
 
+impl Classified for FeastError {
+    fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
 impl From<Error> for FeastError {
     fn from(e: Error) -> FeastError {
-        FeastError::new("feast.errors", "FeastError", e.message())
+        FeastError::new(e.kind(), "FeastError", e.message())
     }
 }
 
@@ -282,12 +299,12 @@ impl Default for EngineOptions {
 
 /// A DataFusion session set up for historical retrieval.
 #[derive(Clone)]
-pub struct Engine {
+pub struct HistoricalEngine {
     ctx: SessionContext,
     partitions: usize,
 }
 
-/// A planned retrieval: run it with [`Engine::execute`].
+/// A planned retrieval: run it with [`HistoricalEngine::execute`].
 pub struct Planned {
     pub plan: Arc<dyn ExecutionPlan>,
     /// Entity rows, which is also the number of output rows.
@@ -342,11 +359,11 @@ async fn in_input_order(
 }
 
 fn df_error(context: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
-    move |e| Error::new(format!("{context}: {e}"))
+    move |e| Error::query(context, e)
 }
 
-impl Engine {
-    pub fn new(options: &EngineOptions) -> Result<Engine, Error> {
+impl HistoricalEngine {
+    pub fn new(options: &EngineOptions) -> Result<HistoricalEngine, Error> {
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = options.memory_limit {
             let pool = TrackConsumersPool::new(
@@ -380,7 +397,7 @@ impl Engine {
             )
             .set_bool("datafusion.execution.parquet.pushdown_filters", false);
         config.options_mut().execution.sort_spill_reservation_bytes = merge_reserve;
-        Ok(Engine {
+        Ok(HistoricalEngine {
             ctx: SessionContext::new_with_config_rt(config, runtime),
             partitions,
         })
@@ -397,7 +414,7 @@ impl Engine {
     ) -> Result<(datafusion::dataframe::DataFrame, String), Error> {
         let (format, ext) = located
             .first()
-            .ok_or_else(|| Error::new(format!("{what}: no files")))?;
+            .ok_or_else(|| Error::not_found(format!("{what}: no files")))?;
         let (mut url, is_dir, shown) = match located {
             Located::Local { root, is_dir, .. } => (
                 root.display().to_string(),
@@ -454,7 +471,7 @@ impl Engine {
         Ok((df, shown))
     }
 
-    /// Reads an entity table from a local file ([`Engine::read_entities`]) or from S3 or GCS:
+    /// Reads an entity table from a local file ([`HistoricalEngine::read_entities`]) or from S3 or GCS:
     /// one object (`s3://bucket/entities.parquet`) or the data objects under a prefix
     /// (`s3://bucket/entities/`, Spark's `_SUCCESS` and hidden objects skipped). The bucket's
     /// client is configured from the environment, as for the registry.
@@ -501,7 +518,7 @@ impl Engine {
             let part_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             match &schema {
                 Some(first) if first != &part_schema => {
-                    return Err(Error::new(format!(
+                    return Err(Error::unprocessable(format!(
                         "{context}: its columns ({}) differ from the first part's ({})",
                         source::column_list(&part_schema),
                         source::column_list(first)
@@ -512,16 +529,16 @@ impl Engine {
             }
             batches.extend(in_input_order(df, &context).await?);
         }
-        let schema = schema.ok_or_else(|| Error::new("entity table: no files"))?;
+        let schema = schema.ok_or_else(|| Error::not_found("entity table: no files"))?;
         Ok(Entities { schema, batches })
     }
 
     /// Reads an entity table from a Parquet, CSV or Arrow IPC file.
     pub async fn read_entities(&self, path: &Path) -> Result<Entities, Error> {
         let shown = path.display().to_string();
-        std::fs::metadata(path).map_err(|e| Error::new(format!("entity file {shown}: {e}")))?;
+        std::fs::metadata(path).map_err(|e| Error::io(format!("entity file {shown}"), e))?;
         let format = Format::of(path).ok_or_else(|| {
-            Error::new(format!(
+            Error::bad_request(format!(
                 "entity file {shown}: unknown format; name it .parquet, .csv or .arrow"
             ))
         })?;
@@ -574,7 +591,7 @@ impl Engine {
         entities: Entities,
     ) -> Result<Planned, Error> {
         if views.is_empty() {
-            return Err(Error::new("no feature views requested"));
+            return Err(Error::bad_request("no feature views requested"));
         }
         let entity_schema = strip_pandas_index(&entities.schema);
         let time_column = entity_time_column(&entity_schema)?;
@@ -589,7 +606,7 @@ impl Engine {
                 let out = output_name(v, f, full_feature_names);
                 let what = format!("feature {}:{f}", v.name_to_use);
                 if let Some(prev) = names.insert(out.clone(), what.clone()) {
-                    return Err(Error::new(format!(
+                    return Err(Error::bad_request(format!(
                         "output column {out:?} would be both {prev} and {what}; use full feature names (view__feature) or a feature service alias"
                     )));
                 }
@@ -657,13 +674,12 @@ impl Engine {
         entity_schema: &Schema,
         (t_min, t_max): (Option<i64>, Option<i64>),
         n: usize,
-    ) -> Result<ViewPlan, Error> {
+    ) -> Result<SourceSide, Error> {
         let view = &v.view;
         let name = &view.name;
-        let mut source = view
-            .batch_source
-            .as_ref()
-            .ok_or_else(|| Error::new(format!("feature view {name} has no batch source")))?;
+        let mut source = view.batch_source.as_ref().ok_or_else(|| {
+            Error::unprocessable(format!("feature view {name} has no batch source"))
+        })?;
         if let SourceKind::Push { batch_source } = &source.kind {
             source = batch_source;
         }
@@ -673,7 +689,7 @@ impl Engine {
             ..
         } = &source.kind
         else {
-            return Err(Error::new(format!(
+            return Err(Error::unprocessable(format!(
                 "feature view {name}: its source {} is a {} source; quiver reads file sources",
                 source.name,
                 source.kind_name()
@@ -688,7 +704,7 @@ impl Engine {
                 .unwrap_or_else(|| feature.to_owned())
         };
         if source.timestamp_field.is_empty() {
-            return Err(Error::new(format!(
+            return Err(Error::unprocessable(format!(
                 "feature view {name}: source {} has no timestamp_field",
                 source.name
             )));
@@ -702,18 +718,18 @@ impl Engine {
                 .cloned()
                 .unwrap_or_else(|| join_key.clone());
             let field = entity_schema.field_with_name(&entity_column).map_err(|_| {
-                Error::new(format!(
+                Error::bad_request(format!(
                     "the entity table has no column {entity_column:?}, the join key of feature view {name} (entity columns: {})",
                     source::column_list(entity_schema)
                 ))
             })?;
             let canonical = canonical_key_type(value_type).ok_or_else(|| {
-                Error::new(format!(
+                Error::unprocessable(format!(
                     "feature view {name}: join key {join_key} is of type {value_type}; historical retrieval supports Int32, Int64, String and Bytes keys"
                 ))
             })?;
             if !convert::compatible(field.data_type(), value_type) {
-                return Err(Error::new(format!(
+                return Err(Error::bad_request(format!(
                     "entity column {entity_column:?} is {}, but join key {join_key} of feature view {name} holds {value_type} values",
                     field.data_type()
                 )));
@@ -724,7 +740,7 @@ impl Engine {
         // bucket.
         let located = source::locate(uri, s3_endpoint_override, repo_dir)
             .await
-            .map_err(|e| Error::new(format!("feature view {name}: {e}")))?;
+            .map_err(|e| e.context(format!("feature view {name}")))?;
         let (df, shown) = self
             .listing(&located, &format!("feature view {name}: source"))
             .await?;
@@ -736,7 +752,7 @@ impl Engine {
                 .field_with_name(column)
                 .cloned()
                 .map_err(|_| {
-                    Error::new(format!(
+                    Error::unprocessable(format!(
                         "feature view {name}: source {path} has no column {column:?} ({role}); its columns: {}",
                         source::column_list(&source_schema)
                     ))
@@ -745,7 +761,7 @@ impl Engine {
         for (_, source_column, value_type, _) in &keys {
             let f = field(source_column, "join key")?;
             if !convert::compatible(f.data_type(), *value_type) {
-                return Err(Error::new(format!(
+                return Err(Error::unprocessable(format!(
                     "feature view {name}: source {path} column {source_column:?} (join key) is {}, expected {value_type} values",
                     f.data_type()
                 )));
@@ -759,7 +775,7 @@ impl Engine {
         {
             let f = field(column, role)?;
             if !convert::is_time_type(f.data_type()) {
-                return Err(Error::new(format!(
+                return Err(Error::unprocessable(format!(
                     "feature view {name}: source {path} column {column:?} ({role}) is {}, expected a timestamp",
                     f.data_type()
                 )));
@@ -768,12 +784,12 @@ impl Engine {
         let mut features = Vec::new();
         for feature in &v.features {
             let declared = view.feature(feature).map(|f| f.dtype).ok_or_else(|| {
-                Error::new(format!("feature view {name} has no feature {feature:?}"))
+                Error::not_found(format!("feature view {name} has no feature {feature:?}"))
             })?;
             let source_column = column_of(feature);
             let f = field(&source_column, "feature")?;
             if !convert::compatible(f.data_type(), declared) {
-                return Err(Error::new(format!(
+                return Err(Error::unprocessable(format!(
                     "feature view {name}: source {path} column {source_column:?} is {}, which cannot hold the feature's type {declared}",
                     f.data_type()
                 )));
@@ -853,7 +869,7 @@ impl Engine {
         }
         let right: Arc<dyn ExecutionPlan> =
             Arc::new(ProjectionExec::try_new(exprs, scan).map_err(df_error(&context))?);
-        Ok(ViewPlan {
+        Ok(SourceSide {
             keys: keys
                 .into_iter()
                 .map(|(entity_column, _, _, canonical)| (entity_column, canonical))
@@ -868,7 +884,7 @@ impl Engine {
     fn join_view(
         &self,
         left: Arc<dyn ExecutionPlan>,
-        view: ViewPlan,
+        view: SourceSide,
         n: usize,
     ) -> Result<Arc<dyn ExecutionPlan>, Error> {
         let context = "planning the join";
@@ -937,7 +953,7 @@ impl Engine {
         let index = |schema: &Schema, name: &str| {
             schema
                 .index_of(name)
-                .map_err(|e| Error::new(format!("{context}: {e}")))
+                .map_err(|e| Error::internal(format!("{context}: {e}")))
         };
         let columns = AsOfColumns {
             left_keys: key_names
@@ -967,7 +983,7 @@ impl Engine {
     }
 }
 
-struct ViewPlan {
+struct SourceSide {
     /// Entity column and the type both sides are cast to, per join key.
     keys: Vec<(String, DataType)>,
     ttl: i64,
@@ -996,7 +1012,7 @@ fn ident(name: &str) -> datafusion::common::Column {
 fn column(schema: &Schema, name: &str) -> Result<Arc<dyn PhysicalExpr>, Error> {
     let i = schema
         .index_of(name)
-        .map_err(|_| Error::new(format!("internal: no column {name:?} in the plan")))?;
+        .map_err(|_| Error::internal(format!("no column {name:?} in the plan")))?;
     Ok(Arc::new(Column::new(name, i)))
 }
 
@@ -1027,7 +1043,7 @@ fn sort_by(schema: &Schema, names: &[&str]) -> Result<LexOrdering, Error> {
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    LexOrdering::new(exprs).ok_or_else(|| Error::new("internal: empty sort"))
+    LexOrdering::new(exprs).ok_or_else(|| Error::internal("empty sort"))
 }
 
 fn canonical_key_type(t: ValueType) -> Option<DataType> {
@@ -1092,7 +1108,7 @@ pub fn entity_time_column(schema: &Schema) -> Result<String, Error> {
         {
             return Ok(EVENT_TIMESTAMP.to_owned());
         }
-        return Err(Error::new(format!(
+        return Err(Error::bad_request(format!(
             "entity column \"event_timestamp\" is {}, expected a timestamp",
             f.data_type()
         )));
@@ -1105,11 +1121,11 @@ pub fn entity_time_column(schema: &Schema) -> Result<String, Error> {
         .collect();
     match times.as_slice() {
         [one] => Ok((*one).to_owned()),
-        [] => Err(Error::new(format!(
+        [] => Err(Error::bad_request(format!(
             "the entity table has no \"event_timestamp\" column and no other timestamp column (columns: {})",
             source::column_list(schema)
         ))),
-        many => Err(Error::new(format!(
+        many => Err(Error::bad_request(format!(
             "the entity table has no \"event_timestamp\" column and several timestamp columns ({}); name the one to join on event_timestamp",
             many.join(", ")
         ))),
@@ -1142,16 +1158,16 @@ fn prepare_entities(
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len() + 2);
         for f in schema.fields() {
             let c = batch.column_by_name(f.name()).ok_or_else(|| {
-                Error::new(format!(
+                Error::bad_request(format!(
                     "entity table: a batch has no column {:?}",
                     f.name()
                 ))
             })?;
             columns.push(Arc::clone(c));
         }
-        let t = batch
-            .column_by_name(time_column)
-            .ok_or_else(|| Error::new(format!("entity table: no column {time_column:?}")))?;
+        let t = batch.column_by_name(time_column).ok_or_else(|| {
+            Error::bad_request(format!("entity table: no column {time_column:?}"))
+        })?;
         let nanos = entity_nanos(t.as_ref(), time_column)?;
         for v in nanos.iter().flatten() {
             t_min = Some(t_min.map_or(v, |m| m.min(v)));
@@ -1162,7 +1178,7 @@ fn prepare_entities(
         row += n as u64;
         out.push(
             RecordBatch::try_new(Arc::clone(&out_schema), columns)
-                .map_err(|e| Error::new(format!("entity table: {e}")))?,
+                .map_err(|e| Error::bad_request(format!("entity table: {e}")))?,
         );
     }
     Ok((out, t_min, t_max))
@@ -1172,7 +1188,7 @@ fn prepare_entities(
 /// dates, or RFC 3339 strings.
 fn entity_nanos(array: &dyn Array, name: &str) -> Result<Int64Array, Error> {
     let fail = |e: &dyn std::fmt::Display| {
-        Error::new(format!("entity column {name:?} (the entity time): {e}"))
+        Error::bad_request(format!("entity column {name:?} (the entity time): {e}"))
     };
     let as_ts: ArrayRef = match array.data_type() {
         DataType::Timestamp(_, tz) => cast(

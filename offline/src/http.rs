@@ -11,8 +11,10 @@
 //! ```
 //!
 //! The answer is an Arrow IPC stream (`application/vnd.apache.arrow.stream`), written batch by
-//! batch as the join produces them. Errors found before any work are a 4xx with
-//! `{"error": kind, "message": ...}`; a failure mid-stream ends the stream early (the IPC
+//! batch as the join produces them. Errors found before the first batch is ready are answered
+//! with `{"error": kind, "message": ...}` and the status of their kind (`quiver_core::fault`):
+//! 4xx for the request's mistakes, 502/503/504 for an object store's failures, 507 for the
+//! engine's memory limit, 500 for bugs. A failure mid-stream ends the stream early (the IPC
 //! end-of-stream marker is then missing, which readers report).
 
 use std::future::Future;
@@ -30,11 +32,13 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response};
+use quiver_core::fault::{Classified as _, ErrorKind};
 use serde_json::Value as Json;
 use tokio::net::TcpListener;
 
+use crate::Error;
 use crate::flight::RegistrySource;
-use crate::historical::{EVENT_TIMESTAMP, Engine, Entities, Features, select};
+use crate::historical::{EVENT_TIMESTAMP, Entities, Features, HistoricalEngine, select};
 
 /// Request bodies larger than this are refused (inline entity tables belong in a file).
 const BODY_LIMIT: usize = 64 << 20;
@@ -42,7 +46,7 @@ const BODY_LIMIT: usize = 64 << 20;
 type Body = BoxBody<Bytes, std::io::Error>;
 
 pub struct HttpState {
-    pub engine: Engine,
+    pub engine: HistoricalEngine,
     pub registry: RegistrySource,
     pub token: Option<String>,
 }
@@ -79,8 +83,16 @@ impl quiver_http::Handler for Routes {
     }
 }
 
-fn error(status: u16, kind: &str, message: impl Into<String>) -> Response<Body> {
-    let body = serde_json::json!({"error": kind, "message": message.into()}).to_string();
+/// The answer for a failure of `kind`: its status and name from the one table in
+/// `quiver_core::fault`, logged as loudly as the kind says.
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response<Body> {
+    let message = message.into();
+    crate::error::log(kind, "offline http request failed", &message);
+    json_response(kind.http_status(), kind.name(), message)
+}
+
+fn json_response(status: u16, kind: &str, message: String) -> Response<Body> {
+    let body = serde_json::json!({"error": kind, "message": message}).to_string();
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -102,83 +114,105 @@ async fn handle(
 ) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/historical") => {}
-        (_, "/v1/historical") => return error(405, "MethodNotAllowed", "use POST"),
-        (&Method::GET, "/health") => return error(200, "ok", "ok"),
-        _ => return error(404, "NotFound", format!("no route {}", req.uri().path())),
+        (_, "/v1/historical") => return error(ErrorKind::MethodNotAllowed, "use POST"),
+        (&Method::GET, "/health") => return json_response(200, "ok", "ok".to_owned()),
+        _ => {
+            return error(
+                ErrorKind::NotFound,
+                format!("no route {}", req.uri().path()),
+            );
+        }
     }
     if let Some(token) = state.token.as_deref().filter(|t| !t.is_empty())
         && quiver_http::bearer_matches(req.headers(), token) != quiver_http::Bearer::Valid
     {
-        return error(401, "Unauthorized", "missing or wrong bearer token");
+        return error(ErrorKind::Unauthorized, "missing or wrong bearer token");
     }
     let body = match quiver_http::read_body(req, BODY_LIMIT, body_timeout).await {
         Ok(b) => b,
-        Err(e) => {
-            use quiver_core::fault::Classified as _;
-            return error(e.kind().http_status(), e.kind().name(), e.to_string());
-        }
+        Err(e) => return error(e.kind(), e.to_string()),
     };
     let request: Json = match serde_json::from_slice(&body) {
         Ok(j) => j,
-        Err(e) => return error(400, "BadRequest", format!("request body is not JSON: {e}")),
+        Err(e) => {
+            return error(
+                ErrorKind::BadRequest,
+                format!("request body is not JSON: {e}"),
+            );
+        }
     };
     match historical(state, &request).await {
         Ok(resp) => resp,
-        Err(message) => error(400, "BadRequest", message),
+        Err(e) => error(e.kind(), e.message()),
     }
 }
 
-async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>, String> {
+async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>, Error> {
+    let bad = |m: &str| Error::bad_request(m);
     let features = match (request.get("features"), request.get("feature_service")) {
         (Some(f), None) => Features::Refs(
             f.as_array()
-                .ok_or("features: expected a list of \"view:feature\"")?
+                .ok_or_else(|| bad("features: expected a list of \"view:feature\""))?
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or("features: expected a list of \"view:feature\"")?,
+                .ok_or_else(|| bad("features: expected a list of \"view:feature\""))?,
         ),
         (None, Some(s)) => Features::Service(
             s.as_str()
-                .ok_or("feature_service: expected a name")?
+                .ok_or_else(|| bad("feature_service: expected a name"))?
                 .to_owned(),
         ),
-        _ => return Err("give exactly one of \"features\" and \"feature_service\"".into()),
+        _ => {
+            return Err(bad(
+                "give exactly one of \"features\" and \"feature_service\"",
+            ));
+        }
     };
     let full = request
         .get("full_feature_names")
         .and_then(Json::as_bool)
         .unwrap_or(false);
     let entities = match (request.get("entities"), request.get("entity_path")) {
-        (Some(columns), None) => inline_entities(columns)?,
+        (Some(columns), None) => inline_entities(columns).map_err(Error::BadRequest)?,
         (None, Some(path)) => {
-            let path = path.as_str().ok_or("entity_path: expected a path")?;
+            let path = path
+                .as_str()
+                .ok_or_else(|| bad("entity_path: expected a path"))?;
             let relative = Path::new(path);
             if relative.is_absolute()
                 || relative
                     .components()
                     .any(|c| matches!(c, Component::ParentDir))
             {
-                return Err(format!(
+                return Err(Error::bad_request(format!(
                     "entity_path {path:?}: must be a relative path inside the repo"
-                ));
+                )));
             }
             state
                 .engine
                 .read_entities(&state.registry.repo_dir.join(relative))
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
         }
-        _ => return Err("give exactly one of \"entities\" and \"entity_path\"".into()),
+        _ => return Err(bad("give exactly one of \"entities\" and \"entity_path\"")),
     };
-    let registry = state.registry.load().await.map_err(|e| e.message)?;
-    let views = select(&registry, &features).map_err(|e| e.to_string())?;
+    let registry = state.registry.load().await.map_err(|e| Error::Registry {
+        kind: e.kind,
+        message: e.message,
+    })?;
+    let views = select(&registry, &features)?;
     let planned = state
         .engine
         .plan(&registry, &state.registry.repo_dir, &views, full, entities)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut stream = state.engine.execute(&planned).map_err(|e| e.to_string())?;
+        .await?;
+    let mut stream = state.engine.execute(&planned)?;
+    // The first batch comes after the final sort: most failures (the memory limit, an
+    // unreachable object store) are known before the status line is sent.
+    let first = match stream.next().await {
+        Some(Err(e)) => return Err(Error::query("historical retrieval", e)),
+        first => first,
+    };
+    let mut stream = futures::stream::iter(first).chain(stream);
     let schema = Arc::clone(&planned.schema);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {

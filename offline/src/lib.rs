@@ -16,11 +16,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-use std::fmt;
-
 pub mod append;
 pub mod asof;
 pub mod convert;
+pub mod error;
 pub mod flight;
 pub mod historical;
 pub mod http;
@@ -28,27 +27,7 @@ pub mod materialize;
 pub mod output;
 pub mod source;
 
-/// An offline failure, with a message that names the view, file or column at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(String);
-
-impl Error {
-    pub fn new(message: impl Into<String>) -> Error {
-        Error(message.into())
-    }
-
-    pub fn message(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+pub use error::Error;
 
 /// The view's join keys and their types: its entity columns, or its entities' join keys.
 pub(crate) fn join_keys(
@@ -76,7 +55,7 @@ pub(crate) fn join_keys(
                 .entity(e)
                 .map(|entity| (entity.join_key.clone(), entity.value_type))
                 .ok_or_else(|| {
-                    Error::new(format!("feature view {}: unknown entity {e}", view.name))
+                    Error::unprocessable(format!("feature view {}: unknown entity {e}", view.name))
                 })
         })
         .collect()

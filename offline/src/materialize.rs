@@ -83,7 +83,7 @@ pub async fn plan_view(
 ) -> Result<ViewPlan, Error> {
     let name = &view.name;
     let mut source = view.batch_source.as_ref().ok_or_else(|| {
-        Error::new(format!(
+        Error::unprocessable(format!(
             "feature view {name} has no batch source to materialize from"
         ))
     })?;
@@ -97,7 +97,7 @@ pub async fn plan_view(
             ..
         } => (uri, s3_endpoint_override),
         _ => {
-            return Err(Error::new(format!(
+            return Err(Error::unprocessable(format!(
                 "feature view {name}: its source {} is a {} source; quiver materializes from file sources",
                 source.name,
                 source.kind_name()
@@ -122,7 +122,7 @@ pub async fn plan_view(
         })
         .collect::<Vec<_>>();
     if source.timestamp_field.is_empty() {
-        return Err(Error::new(format!(
+        return Err(Error::unprocessable(format!(
             "feature view {name}: source {} has no timestamp_field",
             source.name
         )));
@@ -140,7 +140,7 @@ pub async fn plan_view(
         name,
         view.features.iter().map(|f| f.name.clone()),
     ));
-    let in_view = |e: Error| Error::new(format!("feature view {name}: {e}"));
+    let in_view = |e: Error| e.context(format_args!("feature view {name}"));
     let located = source::locate(uri, s3_endpoint_override, repo_dir)
         .await
         .map_err(in_view)?;
@@ -180,7 +180,7 @@ fn check_columns(
     let path = &file.shown;
     let field = |column: &str, role: &str| {
         file.schema.field_with_name(column).map_err(|_| {
-            Error::new(format!(
+            Error::unprocessable(format!(
                 "feature view {view}: {path} has no column {column:?} ({role}); its columns: {}",
                 source::column_list(&file.schema)
             ))
@@ -189,7 +189,7 @@ fn check_columns(
     for k in keys {
         let f = field(&k.column, "join key")?;
         if !convert::compatible(f.data_type(), k.value_type) {
-            return Err(Error::new(format!(
+            return Err(Error::unprocessable(format!(
                 "feature view {view}: {path} column {:?} (join key {}) is {}, expected values for a {} entity",
                 k.column,
                 k.join_key,
@@ -203,7 +203,7 @@ fn check_columns(
     {
         let f = field(column, role)?;
         if !convert::is_time_type(f.data_type()) {
-            return Err(Error::new(format!(
+            return Err(Error::unprocessable(format!(
                 "feature view {view}: {path} column {column:?} ({role}) is {}, expected a timestamp",
                 f.data_type()
             )));
@@ -212,7 +212,7 @@ fn check_columns(
     for (column, value_type) in features {
         let f = field(column, "feature")?;
         if !convert::compatible(f.data_type(), *value_type) {
-            return Err(Error::new(format!(
+            return Err(Error::unprocessable(format!(
                 "feature view {view}: {path} column {column:?} is {}, which cannot hold the feature's type {value_type}",
                 f.data_type()
             )));
@@ -547,7 +547,7 @@ fn scan_units(
                 let path = file.shown.clone();
                 let send = |batch: &RecordBatch| {
                     tx.send(Ok(Item::Batch(path.clone(), batch.clone())))
-                        .map_err(|_| Error::new("scan stopped"))
+                        .map_err(|_| Error::internal("scan stopped"))
                 };
                 let sent = match &unit.groups {
                     None => file.scan(&columns, send),
@@ -592,7 +592,7 @@ fn scan_units(
                 key.clear();
                 let row = if n_keys == 0 { 0 } else { i };
                 keys.encode(&mut key, &key_columns, row).map_err(|e| {
-                    Error::new(format!(
+                    Error::unprocessable(format!(
                         "feature view {}: {path}: row {}: join keys: {e}",
                         plan.view,
                         latest.scanned + i as u64
@@ -621,7 +621,7 @@ fn scan_units(
                         *value_type,
                     )
                     .map_err(|e| {
-                        Error::new(format!(
+                        Error::unprocessable(format!(
                             "feature view {}: {path}: column {column:?}: {e}",
                             plan.view
                         ))
@@ -652,7 +652,7 @@ fn scan_units(
             }
         }
         reader.join().map_err(|_| {
-            Error::new(format!(
+            Error::internal(format!(
                 "feature view {}: the reader thread failed",
                 plan.view
             ))
@@ -750,9 +750,17 @@ pub async fn write_latest(
         writer
             .push(into_write_row(key, winner), progress)
             .await
-            .map_err(|e| writer.failed(Some(total), &e))?;
+            .map_err(|e| writer.failed(Some(total), e))?;
     }
     writer.finish(Some(total), progress).await
+}
+
+/// Why a batch write failed: the store (after its retries), or the task running it.
+#[derive(Debug)]
+pub enum WriteFailure {
+    Store(StoreError),
+    /// The write's task panicked or was cancelled.
+    Task(String),
 }
 
 /// Rows going out to the online store in batches, a bounded number in flight.
@@ -796,7 +804,7 @@ impl<'a> Writer<'a> {
         &mut self,
         row: WriteRow,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(), String> {
+    ) -> Result<(), WriteFailure> {
         self.batch.push(row);
         if self.batch.len() >= self.batch_rows {
             self.send(progress).await?;
@@ -804,7 +812,7 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    async fn send(&mut self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<(), String> {
+    async fn send(&mut self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<(), WriteFailure> {
         while self.in_flight.len() >= self.concurrency {
             let Some(joined) = self.in_flight.join_next().await else {
                 break;
@@ -830,21 +838,25 @@ impl<'a> Writer<'a> {
         &mut self,
         joined: Result<(u64, Result<WriteStats, StoreError>), tokio::task::JoinError>,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<(), String> {
-        let (n, written) = joined.map_err(|e| e.to_string())?;
-        self.stats += written.map_err(|e| e.to_string())?;
+    ) -> Result<(), WriteFailure> {
+        let (n, written) = joined.map_err(|e| WriteFailure::Task(e.to_string()))?;
+        self.stats += written.map_err(WriteFailure::Store)?;
         self.done += n;
         progress(self.done);
         Ok(())
     }
 
     /// The error of a failed write, saying how far the view got (of `total` rows, when known).
-    pub fn failed(&self, total: Option<u64>, e: &dyn std::fmt::Display) -> Error {
+    pub fn failed(&self, total: Option<u64>, e: WriteFailure) -> Error {
         let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
-        Error::new(format!(
-            "feature view {}: online write failed after {}{of} rows: {e}",
+        let context = format!(
+            "feature view {}: online write failed after {}{of} rows",
             self.view, self.done
-        ))
+        );
+        match e {
+            WriteFailure::Store(e) => Error::wrap(context, e),
+            WriteFailure::Task(e) => Error::internal(format!("{context}: {e}")),
+        }
     }
 
     /// Sends the last batch and waits for every write.
@@ -856,11 +868,11 @@ impl<'a> Writer<'a> {
         if !self.batch.is_empty() {
             self.send(progress)
                 .await
-                .map_err(|e| self.failed(total, &e))?;
+                .map_err(|e| self.failed(total, e))?;
         }
         while let Some(joined) = self.in_flight.join_next().await {
             self.settle(joined, progress)
-                .map_err(|e| self.failed(total, &e))?;
+                .map_err(|e| self.failed(total, e))?;
         }
         Ok(self.stats)
     }
@@ -901,7 +913,7 @@ async fn write_segmented(
                 },
                 &mut |rows| {
                     tx.blocking_send(Msg::Rows(rows))
-                        .map_err(|_| Error::new("the online writes stopped"))
+                        .map_err(|_| Error::internal("the online writes stopped"))
                 },
             );
             (found, began.elapsed())
@@ -928,10 +940,10 @@ async fn write_segmented(
     drop(rx);
     let joined = scan.await;
     if let Some(e) = failed {
-        return Err(writer.failed(None, &e));
+        return Err(writer.failed(None, e));
     }
     let (found, scan_elapsed) =
-        joined.map_err(|e| Error::new(format!("feature view {view}: scan stopped: {e}")))?;
+        joined.map_err(|e| Error::internal(format!("feature view {view}: scan stopped: {e}")))?;
     let Some(found) = found? else {
         writer.finish(None, &mut quiet).await?;
         return Ok(None);
@@ -1030,14 +1042,14 @@ pub fn select_views<'a>(
                     .iter()
                     .map(|v| v.name.as_str())
                     .collect();
-                Error::new(format!(
+                Error::not_found(format!(
                     "unknown feature view {n:?} in project {} (known: {})",
                     registry.project,
                     known.join(", ")
                 ))
             })?;
             if !view.online {
-                return Err(Error::new(format!(
+                return Err(Error::unprocessable(format!(
                     "feature view {n} has online: false; there is nothing to materialize"
                 )));
             }
@@ -1083,7 +1095,7 @@ pub fn check_window(
         convert::timestamp_to_nanos(&end),
     );
     if s > e {
-        return Err(Error::new(format!(
+        return Err(Error::bad_request(format!(
             "START {} is after END {}",
             quiver_core::time::format_rfc3339(&start),
             quiver_core::time::format_rfc3339(&end)
@@ -1091,7 +1103,7 @@ pub fn check_window(
     }
     let limit = convert::timestamp_to_nanos(&now) + FUTURE_END_TOLERANCE.as_nanos() as Nanos;
     if e > limit && !allow_future_end {
-        return Err(Error::new(format!(
+        return Err(Error::bad_request(format!(
             "END {} is in the future: a later materialize-incremental would start there and skip \
              every row written until then (Feast issue 4222). Use an END up to now, or --force",
             quiver_core::time::format_rfc3339(&end)
@@ -1197,13 +1209,14 @@ pub async fn run(
                 while let Some(rows) = rx.recv().await {
                     events(Event::Scanned { view: &view, rows });
                 }
-                scan.await
-                    .map_err(|e| Error::new(format!("feature view {view}: scan stopped: {e}")))??
+                scan.await.map_err(|e| {
+                    Error::internal(format!("feature view {view}: scan stopped: {e}"))
+                })??
             };
             scan_elapsed += scan_began.elapsed();
             let Some(latest) = latest else {
                 if partition.count >= 1 << 16 {
-                    return Err(Error::new(format!(
+                    return Err(Error::OutOfResources(format!(
                         "feature view {view}: even 1/{} of its entities do not fit the memory budget of {} bytes",
                         partition.count, options.memory_budget
                     )));

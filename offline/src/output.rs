@@ -53,11 +53,11 @@ impl Output {
     /// extension: .parquet, .csv, .arrow/.feather/.ipc.
     pub fn create(path: &Path, schema: &SchemaRef) -> Result<Output, Error> {
         let shown = path.display().to_string();
-        let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
+        let ctx = format!("output {shown}");
         if shown == "-" {
             let w =
                 arrow_ipc::writer::StreamWriter::try_new(BufWriter::new(std::io::stdout()), schema)
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| Error::wrap(&ctx, e))?;
             return Ok(Output {
                 sink: Sink::Stream(w),
                 shown,
@@ -65,9 +65,11 @@ impl Output {
             });
         }
         let format = Format::of(path).ok_or_else(|| {
-            fail(&"unknown format; name it .parquet, .csv or .arrow (or - for stdout)")
+            Error::bad_request(format!(
+                "{ctx}: unknown format; name it .parquet, .csv or .arrow (or - for stdout)"
+            ))
         })?;
-        let file = File::create(path).map_err(|e| fail(&e))?;
+        let file = File::create(path).map_err(|e| Error::wrap(&ctx, e))?;
         Self::over(file, format, schema, shown)
     }
 
@@ -84,7 +86,7 @@ impl Output {
             return Self::create(Path::new(location), schema);
         };
         if folder {
-            return Err(Error::new(format!(
+            return Err(Error::bad_request(format!(
                 "output {location}: name an object ending in .parquet, .csv or .arrow, not a folder"
             )));
         }
@@ -98,14 +100,17 @@ impl Output {
         temp_dir: Option<&Path>,
     ) -> Result<Output, Error> {
         let shown = bucket.uri.to_string();
-        let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
-        let format = Format::of(Path::new(&bucket.uri.key))
-            .ok_or_else(|| fail(&"unknown format; name the object .parquet, .csv or .arrow"))?;
+        let ctx = format!("output {shown}");
+        let format = Format::of(Path::new(&bucket.uri.key)).ok_or_else(|| {
+            Error::bad_request(format!(
+                "{ctx}: unknown format; name the object .parquet, .csv or .arrow"
+            ))
+        })?;
         let temp = match temp_dir {
             Some(dir) => tempfile::NamedTempFile::new_in(dir),
             None => tempfile::NamedTempFile::new(),
         }
-        .map_err(|e| fail(&format!("a local temporary file: {e}")))?;
+        .map_err(|e| Error::wrap(format_args!("{ctx}: a local temporary file"), e))?;
         let (file, path) = temp.into_parts();
         let mut out = Self::over(file, format, schema, shown)?;
         out.upload = Some(Upload { bucket, file: path });
@@ -118,7 +123,7 @@ impl Output {
         schema: &SchemaRef,
         shown: String,
     ) -> Result<Output, Error> {
-        let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
+        let ctx = format!("output {shown}");
         let file = BufWriter::new(file);
         let sink = match format {
             Format::Parquet => {
@@ -127,13 +132,13 @@ impl Output {
                     .build();
                 Sink::Parquet(
                     ArrowWriter::try_new(file, schema.clone(), Some(props))
-                        .map_err(|e| fail(&e))?,
+                        .map_err(|e| Error::wrap(&ctx, e))?,
                 )
             }
             Format::Csv => {
                 if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
-                    return Err(fail(&format!(
-                        "column {:?} is a {}, which CSV cannot hold; write .parquet or .arrow",
+                    return Err(Error::bad_request(format!(
+                        "{ctx}: column {:?} is a {}, which CSV cannot hold; write .parquet or .arrow",
                         f.name(),
                         f.data_type()
                     )));
@@ -141,7 +146,8 @@ impl Output {
                 Sink::Csv(datafusion::arrow::csv::Writer::new(file))
             }
             Format::ArrowIpc => Sink::Ipc(
-                arrow_ipc::writer::FileWriter::try_new(file, schema).map_err(|e| fail(&e))?,
+                arrow_ipc::writer::FileWriter::try_new(file, schema)
+                    .map_err(|e| Error::wrap(&ctx, e))?,
             ),
         };
         Ok(Output {
@@ -158,39 +164,39 @@ impl Output {
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         let shown = &self.shown;
-        let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
+        let ctx = format!("output {shown}");
         match &mut self.sink {
-            Sink::Parquet(w) => w.write(batch).map_err(|e| fail(&e)),
-            Sink::Csv(w) => w.write(batch).map_err(|e| fail(&e)),
-            Sink::Ipc(w) => w.write(batch).map_err(|e| fail(&e)),
-            Sink::Stream(w) => w.write(batch).map_err(|e| fail(&e)),
+            Sink::Parquet(w) => w.write(batch).map_err(|e| Error::wrap(&ctx, e)),
+            Sink::Csv(w) => w.write(batch).map_err(|e| Error::wrap(&ctx, e)),
+            Sink::Ipc(w) => w.write(batch).map_err(|e| Error::wrap(&ctx, e)),
+            Sink::Stream(w) => w.write(batch).map_err(|e| Error::wrap(&ctx, e)),
         }
     }
 
     /// Completes the file (Parquet's footer, the IPC end marker) and, for an object, uploads it.
     pub async fn finish(self) -> Result<(), Error> {
         let shown = self.shown;
-        let fail = |e: &dyn std::fmt::Display| Error::new(format!("output {shown}: {e}"));
+        let ctx = format!("output {shown}");
         match self.sink {
             Sink::Parquet(w) => {
-                w.close().map_err(|e| fail(&e))?;
+                w.close().map_err(|e| Error::wrap(&ctx, e))?;
             }
             Sink::Csv(w) => {
-                w.into_inner().flush().map_err(|e| fail(&e))?;
+                w.into_inner().flush().map_err(|e| Error::wrap(&ctx, e))?;
             }
             Sink::Ipc(mut w) => {
-                w.finish().map_err(|e| fail(&e))?;
+                w.finish().map_err(|e| Error::wrap(&ctx, e))?;
                 w.into_inner()
-                    .map_err(|e| fail(&e))?
+                    .map_err(|e| Error::wrap(&ctx, e))?
                     .flush()
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| Error::wrap(&ctx, e))?;
             }
             Sink::Stream(mut w) => {
-                w.finish().map_err(|e| fail(&e))?;
+                w.finish().map_err(|e| Error::wrap(&ctx, e))?;
                 w.into_inner()
-                    .map_err(|e| fail(&e))?
+                    .map_err(|e| Error::wrap(&ctx, e))?
                     .flush()
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| Error::wrap(&ctx, e))?;
             }
         }
         match self.upload {
@@ -205,17 +211,15 @@ impl Upload {
     /// nothing is left behind.
     async fn send(self) -> Result<(), Error> {
         let bucket = &self.bucket;
-        let fail = |e: &dyn std::fmt::Display| {
-            Error::new(format!("output {} ({}): {e}", bucket.uri, bucket.endpoint))
-        };
+        let ctx = format!("output {} ({})", bucket.uri, bucket.endpoint);
         let path = ObjectPath::parse(&bucket.uri.key)
-            .map_err(|e| fail(&format!("not a valid object key: {e}")))?;
-        let mut file = File::open(&self.file).map_err(|e| fail(&e))?;
+            .map_err(|e| Error::bad_request(format!("{ctx}: not a valid object key: {e}")))?;
+        let mut file = File::open(&self.file).map_err(|e| Error::wrap(&ctx, e))?;
         let multipart = bucket
             .store
             .put_multipart(&path)
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| Error::wrap(&ctx, e))?;
         // WriteMultipart gathers what it is given into parts of UPLOAD_PART bytes.
         let mut upload = WriteMultipart::new_with_chunk_size(multipart, UPLOAD_PART);
         let mut chunk = vec![0u8; 1 << 20];
@@ -226,18 +230,22 @@ impl Upload {
                     Ok(0) => return Ok(()),
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(fail(&e)),
+                    Err(e) => return Err(Error::wrap(&ctx, e)),
                 };
                 upload
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| Error::wrap(&ctx, e))?;
                 upload.write(&chunk[..n]);
             }
         }
         .await;
         match sent {
-            Ok(()) => upload.finish().await.map(|_| ()).map_err(|e| fail(&e)),
+            Ok(()) => upload
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::wrap(&ctx, e)),
             Err(e) => {
                 let _ = upload.abort().await;
                 Err(e)
@@ -254,7 +262,7 @@ pub async fn write_stream(
 ) -> Result<u64, Error> {
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| Error::new(format!("historical retrieval: {e}")))?;
+        let batch = batch.map_err(|e| Error::query("historical retrieval", e))?;
         out.write(&batch)?;
         rows += batch.num_rows() as u64;
         progress(rows);

@@ -58,13 +58,13 @@ impl Format {
 pub fn resolve(uri: &str, repo_dir: &Path) -> Result<Vec<(PathBuf, Format)>, Error> {
     let local = uri.strip_prefix("file://").unwrap_or(uri);
     if local.contains("://") {
-        return Err(Error::new(format!(
+        return Err(Error::unprocessable(format!(
             "source {uri}: only local paths, s3:// and gs:// are supported"
         )));
     }
     let path = repo_dir.join(local);
     let meta = std::fs::metadata(&path)
-        .map_err(|e| Error::new(format!("source {}: {e}", path.display())))?;
+        .map_err(|e| Error::wrap(format_args!("source {}", path.display()), e))?;
     if meta.is_file() {
         // A single file is read whatever its extension says, as Parquet unless it says otherwise.
         return Ok(vec![(
@@ -76,7 +76,7 @@ pub fn resolve(uri: &str, repo_dir: &Path) -> Result<Vec<(PathBuf, Format)>, Err
     walk(&path, &mut out)?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     if out.is_empty() {
-        return Err(Error::new(format!(
+        return Err(Error::not_found(format!(
             "source {}: the folder holds no .parquet, .arrow or .csv files",
             path.display()
         )));
@@ -85,10 +85,10 @@ pub fn resolve(uri: &str, repo_dir: &Path) -> Result<Vec<(PathBuf, Format)>, Err
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, Format)>) -> Result<(), Error> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::new(format!("source {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::wrap(format_args!("source {}", dir.display()), e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::new(format!("source {}: {e}", dir.display())))?;
+        let entry = entry.map_err(|e| Error::wrap(format_args!("source {}", dir.display()), e))?;
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -98,7 +98,7 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, Format)>) -> Result<(), Error> {
         }
         let kind = entry
             .file_type()
-            .map_err(|e| Error::new(format!("source {}: {e}", path.display())))?;
+            .map_err(|e| Error::wrap(format_args!("source {}", path.display()), e))?;
         if kind.is_dir() {
             walk(&path, out)?;
         } else if let Some(format) = Format::of(&path) {
@@ -130,7 +130,7 @@ impl Bucket {
         what: &'static str,
     ) -> Result<Bucket, Error> {
         let (store, endpoint) =
-            bucket_client(&uri, Some(s3_endpoint_override), what).map_err(Error::new)?;
+            bucket_client(&uri, Some(s3_endpoint_override), what).map_err(Error::Unprocessable)?;
         Ok(Bucket {
             uri,
             what,
@@ -146,7 +146,7 @@ pub fn object_uri(uri: &str, what: &str) -> Result<Option<(ObjectUri, bool)>, Er
     // ObjectUri names objects: parsed without the folder's slash.
     let folder = uri.trim().ends_with('/');
     let object = ObjectUri::parse_as(uri.trim().trim_end_matches('/'), what, "data.parquet")
-        .map_err(Error::new)?;
+        .map_err(Error::BadRequest)?;
     Ok(object.map(|o| (o, folder)))
 }
 
@@ -230,8 +230,8 @@ pub async fn locate(
 /// objects under it (only those when `folder`).
 pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Error> {
     let fail = |e: object_store::Error| {
-        Error::new(format!(
-            "{} {}: {} ({}): {e}",
+        let context = format!(
+            "{} {}: {} ({})",
             bucket.what,
             bucket.uri,
             match e {
@@ -239,11 +239,12 @@ pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Err
                 _ => "cannot read it",
             },
             bucket.endpoint
-        ))
+        );
+        Error::wrap(context, e)
     };
     let key = bucket.uri.key.clone();
     let path = ObjectPath::parse(&key).map_err(|e| {
-        Error::new(format!(
+        Error::bad_request(format!(
             "{} {}: not a valid object key: {e}",
             bucket.what, bucket.uri
         ))
@@ -264,7 +265,7 @@ pub async fn locate_objects(bucket: Bucket, folder: bool) -> Result<Located, Err
     }
     let files = list_data_objects(&bucket, &path).await.map_err(fail)?;
     if files.is_empty() {
-        return Err(Error::new(format!(
+        return Err(Error::not_found(format!(
             "{} {}: no such object, and no .parquet, .arrow or .csv objects under it ({})",
             bucket.what, bucket.uri, bucket.endpoint
         )));
@@ -306,13 +307,14 @@ pub async fn object_schema(bucket: &Bucket, meta: &ObjectMeta) -> Result<SchemaR
     let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default())
         .await
         .map_err(|e| {
-            Error::new(format!(
-                "{}{}/{} ({}): {e}",
+            let context = format!(
+                "{}{}/{} ({})",
                 bucket.uri.scheme.prefix(),
                 bucket.uri.bucket,
                 meta.location,
                 bucket.endpoint
-            ))
+            );
+            Error::wrap(context, e)
         })?;
     Ok(Arc::clone(metadata.schema()))
 }
@@ -484,14 +486,14 @@ pub async fn open_object(
         meta.location
     );
     if format != Format::Parquet {
-        return Err(Error::new(format!(
+        return Err(Error::unprocessable(format!(
             "{shown}: only Parquet objects are read from object stores (as Feast's FileSource does)"
         )));
     }
     let mut reader = ObjectReader::new(&bucket.store, meta);
     let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::default())
         .await
-        .map_err(|e| Error::new(format!("{shown} ({}): {e}", bucket.endpoint)))?;
+        .map_err(|e| Error::wrap(format_args!("{shown} ({})", bucket.endpoint), e))?;
     let schema = Arc::clone(metadata.schema());
     let (keep, times) = overlapping_row_groups(&schema, metadata.metadata(), ts_column, window);
     Ok(OpenFile {
@@ -547,11 +549,12 @@ pub fn open(
     ts_column: &str,
     window: Option<(Nanos, Nanos)>,
 ) -> Result<OpenFile, Error> {
-    let fail = |e: &dyn std::fmt::Display| Error::new(format!("{}: {e}", path.display()));
+    let shown = &path.display();
     match format {
         Format::Parquet => {
-            let file = File::open(path).map_err(|e| fail(&e))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
+            let file = File::open(path).map_err(|e| Error::wrap(shown, e))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| Error::wrap(shown, e))?;
             let schema = Arc::clone(builder.schema());
             let (keep, times) =
                 overlapping_row_groups(&schema, builder.metadata(), ts_column, window);
@@ -566,13 +569,13 @@ pub fn open(
             })
         }
         Format::ArrowIpc => {
-            let file = File::open(path).map_err(|e| fail(&e))?;
-            let reader =
-                arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| fail(&e))?;
+            let file = File::open(path).map_err(|e| Error::wrap(shown, e))?;
+            let reader = arrow_ipc::reader::FileReader::try_new(file, None)
+                .map_err(|e| Error::wrap(shown, e))?;
             let schema = reader.schema();
             let mut rows = 0u64;
             for b in reader {
-                rows += b.map_err(|e| fail(&e))?.num_rows() as u64;
+                rows += b.map_err(|e| Error::wrap(shown, e))?.num_rows() as u64;
             }
             Ok(OpenFile {
                 shown: path.display().to_string(),
@@ -584,7 +587,7 @@ pub fn open(
                 origin: Origin::Local(path.to_path_buf()),
             })
         }
-        Format::Csv => Err(Error::new(format!(
+        Format::Csv => Err(Error::unprocessable(format!(
             "{}: CSV sources are not supported by materialization yet; convert the file to Parquet",
             path.display()
         ))),
@@ -626,12 +629,12 @@ impl OpenFile {
         groups: Option<&[usize]>,
         mut each: impl FnMut(&RecordBatch) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let fail = |e: &dyn std::fmt::Display| Error::new(format!("{}: {e}", self.shown));
+        let shown = &self.shown;
         let indices: Vec<usize> = columns
             .iter()
             .map(|c| {
                 self.schema.index_of(c).map_err(|_| {
-                    Error::new(format!(
+                    Error::unprocessable(format!(
                         "{}: no column {c:?} (columns: {})",
                         self.shown,
                         column_list(&self.schema)
@@ -643,24 +646,27 @@ impl OpenFile {
         let mut sorted = indices.clone();
         sorted.sort_unstable();
         sorted.dedup();
-        let projected = self.schema.project(&sorted).map_err(|e| fail(&e))?;
+        let projected = self
+            .schema
+            .project(&sorted)
+            .map_err(|e| Error::wrap(shown, e))?;
         let order: Vec<usize> = columns
             .iter()
             .map(|c| projected.index_of(c).unwrap_or(0))
             .collect();
         match (&self.origin, self.format) {
             (Origin::Local(path), Format::Parquet) => {
-                let file = File::open(path).map_err(|e| fail(&e))?;
-                let builder =
-                    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
+                let file = File::open(path).map_err(|e| Error::wrap(shown, e))?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| Error::wrap(shown, e))?;
                 let mask = ProjectionMask::roots(builder.parquet_schema(), sorted.iter().copied());
                 let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
                 if let Some(groups) = groups {
                     builder = builder.with_row_groups(groups.to_vec());
                 }
-                for batch in builder.build().map_err(|e| fail(&e))? {
-                    let batch = batch.map_err(|e| fail(&e))?;
-                    each(&batch.project(&order).map_err(|e| fail(&e))?)?;
+                for batch in builder.build().map_err(|e| Error::wrap(shown, e))? {
+                    let batch = batch.map_err(|e| Error::wrap(shown, e))?;
+                    each(&batch.project(&order).map_err(|e| Error::wrap(shown, e))?)?;
                 }
             }
             (
@@ -680,23 +686,25 @@ impl OpenFile {
                 if let Some(groups) = groups {
                     builder = builder.with_row_groups(groups.to_vec());
                 }
-                let mut batches = builder.build().map_err(|e| fail(&e))?;
+                let mut batches = builder.build().map_err(|e| Error::wrap(shown, e))?;
                 while let Some(batch) = batches.next().await {
-                    let batch = batch.map_err(|e| fail(&e))?;
-                    each(&batch.project(&order).map_err(|e| fail(&e))?)?;
+                    let batch = batch.map_err(|e| Error::wrap(shown, e))?;
+                    each(&batch.project(&order).map_err(|e| Error::wrap(shown, e))?)?;
                 }
                 Ok::<(), Error>(())
             })?,
             (Origin::Local(path), Format::ArrowIpc) => {
-                let file = File::open(path).map_err(|e| fail(&e))?;
+                let file = File::open(path).map_err(|e| Error::wrap(shown, e))?;
                 let reader = arrow_ipc::reader::FileReader::try_new(file, Some(indices))
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| Error::wrap(shown, e))?;
                 for batch in reader {
-                    each(&batch.map_err(|e| fail(&e))?)?;
+                    each(&batch.map_err(|e| Error::wrap(shown, e))?)?;
                 }
             }
             (_, format) => {
-                return Err(fail(&format!("{format:?} files cannot be scanned here")));
+                return Err(Error::internal(format!(
+                    "{shown}: {format:?} files cannot be scanned here"
+                )));
             }
         }
         Ok(())

@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use quiver_core::registry::ProjectRegistry;
-use quiver_offline::historical::{Engine, EngineOptions, Entities, Features, select};
+use quiver_offline::historical::{EngineOptions, Entities, Features, HistoricalEngine, select};
 
 const DEFINITIONS: &str = r#"
 entities:
@@ -200,7 +200,7 @@ async fn run_with(
     full: bool,
     e: Entities,
 ) -> Result<String, String> {
-    let engine = Engine::new(options).map_err(|e| e.to_string())?;
+    let engine = HistoricalEngine::new(options).map_err(|e| e.to_string())?;
     let views = select(&repo.registry, &features).map_err(|e| e.to_string())?;
     let planned = engine
         .plan(&repo.registry, repo.dir.path(), &views, full, e)
@@ -570,7 +570,7 @@ fn random_data_matches_brute_force_with_and_without_spilling() {
                 batch_size: 1024,
                 ..EngineOptions::default()
             };
-            let engine = Engine::new(&options).unwrap();
+            let engine = HistoricalEngine::new(&options).unwrap();
             let views = select(
                 &repo.registry,
                 &Features::Refs(vec!["driver_stats:trips".into()]),

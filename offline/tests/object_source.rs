@@ -234,7 +234,7 @@ async fn missing_objects_and_unreadable_ones_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_tables_are_read_from_a_prefix_and_results_uploaded_in_parts() {
-    use quiver_offline::historical::{Engine, EngineOptions};
+    use quiver_offline::historical::{EngineOptions, HistoricalEngine};
     use quiver_offline::output::{Output, UPLOAD_PART};
 
     let store = Arc::new(InMemory::new());
@@ -252,7 +252,7 @@ async fn entity_tables_are_read_from_a_prefix_and_results_uploaded_in_parts() {
     )
     .await;
     put(&store, "train/entities/_SUCCESS", Vec::new()).await;
-    let engine = Engine::new(&EngineOptions::default()).unwrap();
+    let engine = HistoricalEngine::new(&EngineOptions::default()).unwrap();
     let located = source::locate_objects(
         Bucket {
             what: "entity table",

@@ -38,6 +38,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions,
     PutPayload, RetryConfig, UpdateVersion,
 };
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::RegistryFile;
 use quiver_core::time::Timestamp;
 
@@ -73,29 +74,32 @@ impl ObjectVersion {
 }
 
 /// Why an object-store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectError {
     /// A conditional write lost: the object changed since it was read (or exists, when it was
     /// to be created).
+    #[error("{0}")]
     Conflict(String),
     /// Something to fix before retrying helps: a missing bucket, credentials, permissions, a
     /// store without conditional writes.
+    #[error("{0}")]
     Config(String),
     /// The store could not be reached, or failed.
+    #[error("{0}")]
     Unavailable(String),
 }
 
-impl std::fmt::Display for ObjectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Classified for ObjectError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            ObjectError::Conflict(m) | ObjectError::Config(m) | ObjectError::Unavailable(m) => {
-                f.write_str(m)
-            }
+            ObjectError::Conflict(_) => ErrorKind::Conflict,
+            // The store refused us (bucket, credentials, permissions): an upstream's answer
+            // that only its operator can change.
+            ObjectError::Config(_) => ErrorKind::UpstreamFailed,
+            ObjectError::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
 }
-
-impl std::error::Error for ObjectError {}
 
 impl From<ObjectError> for String {
     fn from(e: ObjectError) -> String {

@@ -15,9 +15,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-use std::fmt;
 use std::sync::Arc;
 
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::layout;
 use quiver_core::time::Timestamp;
 
@@ -183,27 +183,29 @@ pub fn newer_than_stored(event_ts: &Timestamp, stored: Option<&Timestamp>) -> bo
 }
 
 /// What went wrong talking to the store. Expected failures, cheap to make and match on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The store did not answer in time.
+    #[error("online store timed out")]
     Timeout,
     /// The store cannot be reached or refused the command.
+    #[error("online store unavailable: {0}")]
     Unavailable(String),
     /// The store answered with something that is not Feast's layout.
+    #[error("online store data is not in Feast's layout: {0}")]
     Corrupt(String),
 }
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Classified for StoreError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Timeout => f.write_str("online store timed out"),
-            StoreError::Unavailable(m) => write!(f, "online store unavailable: {m}"),
-            StoreError::Corrupt(m) => write!(f, "online store data is not in Feast's layout: {m}"),
+            StoreError::Timeout => ErrorKind::Timeout,
+            StoreError::Unavailable(_) => ErrorKind::Unavailable,
+            // The store answered, with bytes that do not decode: the upstream's fault.
+            StoreError::Corrupt(_) => ErrorKind::UpstreamFailed,
         }
     }
 }
-
-impl std::error::Error for StoreError {}
 
 /// Which kind of store, for logs and metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,7 +73,7 @@ impl RegistrySource {
         };
         let file = match &self.registry {
             RegistryPlace::File(path) => {
-                quiver_registry::store::read(path).map_err(|e| err(ErrorKind::Unavailable, &e))?
+                quiver_registry::store::read(path).map_err(|e| err(e.kind(), &e))?
             }
             RegistryPlace::Object(o) => {
                 o.read_registry()

@@ -303,3 +303,22 @@ impl OnlineStore {
 fn decode_ts(bytes: &[u8]) -> Result<Timestamp, StoreError> {
     layout::decode_timestamp(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_are_upstream_faults() {
+        assert_eq!(StoreError::Timeout.kind(), ErrorKind::Timeout);
+        assert_eq!(
+            StoreError::Unavailable("x".into()).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            StoreError::Corrupt("x".into()).kind(),
+            ErrorKind::UpstreamFailed
+        );
+        assert_eq!(StoreError::Corrupt("x".into()).kind().http_status(), 502);
+    }
+}

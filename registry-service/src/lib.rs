@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::{ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 use quiver_registry::snapshot::{self, SelectError};
@@ -37,7 +38,7 @@ use quiver_registry::store::MaterializedInterval;
 use tokio::sync::watch;
 
 pub use server::serve;
-pub use store::{Applied, ApplyError, RecordError, Recorded, Store, StoreError};
+pub use store::{Applied, ApplyError, RecordError, Recorded, RegistryStoreError, Store};
 
 use crate::metrics::Metrics;
 use crate::store::{Loaded, Versions};
@@ -85,11 +86,26 @@ pub struct BuiltSnapshot {
 }
 
 /// What a snapshot request may fail with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotRequestError {
+    #[error("no project {0}")]
     UnknownProject(String),
+    #[error("no feature service {0}")]
     UnknownService(String),
+    #[error("{0}")]
     Registry(String),
+}
+
+impl Classified for SnapshotRequestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SnapshotRequestError::UnknownProject(_) | SnapshotRequestError::UnknownService(_) => {
+                ErrorKind::NotFound
+            }
+            // A stored object that does not decode.
+            SnapshotRequestError::Registry(_) => ErrorKind::UpstreamFailed,
+        }
+    }
 }
 
 /// Built snapshots by (project, narrowing).
@@ -111,11 +127,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    fn new(generation: u64, loaded: Loaded) -> Result<Catalog, StoreError> {
+    fn new(generation: u64, loaded: Loaded) -> Result<Catalog, RegistryStoreError> {
         let projects = loaded
             .file
             .project_names()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .map_err(|e| RegistryStoreError::Corrupt(e.to_string()))?;
         Ok(Catalog {
             generation,
             file: loaded.file,
@@ -214,7 +230,10 @@ pub struct Service {
 
 impl Service {
     /// Loads the store once; fails when it cannot be read.
-    pub async fn open(store: Store, config: ServiceConfig) -> Result<Arc<Service>, StoreError> {
+    pub async fn open(
+        store: Store,
+        config: ServiceConfig,
+    ) -> Result<Arc<Service>, RegistryStoreError> {
         let token = store.change_token().await?;
         let loaded = store.load().await?;
         let catalog = Arc::new(Catalog::new(1, loaded)?);
@@ -250,7 +269,7 @@ impl Service {
     }
 
     /// Swaps in a new catalog when the versions moved (or the set of projects did).
-    fn publish(&self, loaded: Loaded) -> Result<bool, StoreError> {
+    fn publish(&self, loaded: Loaded) -> Result<bool, RegistryStoreError> {
         let current = self.catalog();
         let next = Catalog::new(current.generation + 1, loaded)?;
         if next.versions == current.versions && next.projects == current.projects {
@@ -268,7 +287,7 @@ impl Service {
 
     /// Asks the store whether anything changed, and loads it if so. Returns whether the
     /// catalog changed.
-    pub async fn refresh(&self) -> Result<bool, StoreError> {
+    pub async fn refresh(&self) -> Result<bool, RegistryStoreError> {
         let result = async {
             let token = self.store.change_token().await?;
             let seen = self.last_token.lock().ok().and_then(|t| *t);

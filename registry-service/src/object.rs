@@ -27,8 +27,8 @@ use xxhash_rust::xxh3::Xxh3;
 use quiver_registry::store::MaterializedInterval;
 
 use crate::store::{
-    Applied, ApplyError, Loaded, RecordError, Recorded, StoreError, Versions, VersionsFile, bump,
-    plan_apply, plan_record, reconcile,
+    Applied, ApplyError, Loaded, RecordError, Recorded, RegistryStoreError, Versions, VersionsFile,
+    bump, plan_apply, plan_record, reconcile,
 };
 
 /// A registry object and its version record.
@@ -37,8 +37,8 @@ pub struct ObjectStore {
     versions: ObjectRegistry,
 }
 
-fn unavailable(e: ObjectError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+fn unavailable(e: ObjectError) -> RegistryStoreError {
+    RegistryStoreError::Unavailable(e.to_string())
 }
 
 /// Each project's record with the higher version (on a tie, `theirs`: it is already stored).
@@ -73,27 +73,27 @@ impl ObjectStore {
         format!("object {}", self.registry.uri())
     }
 
-    async fn read_file(&self) -> Result<(RegistryFile, Option<ObjectVersion>), StoreError> {
+    async fn read_file(&self) -> Result<(RegistryFile, Option<ObjectVersion>), RegistryStoreError> {
         match self.registry.get().await.map_err(unavailable)? {
             Some((bytes, v)) => RegistryFile::decode(&bytes)
                 .map(|f| (f, Some(v)))
-                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.registry.uri()))),
+                .map_err(|e| RegistryStoreError::Corrupt(format!("{}: {e}", self.registry.uri()))),
             None => Ok((RegistryFile::empty(), None)),
         }
     }
 
-    async fn read_versions(&self) -> Result<(Versions, Option<ObjectVersion>), StoreError> {
+    async fn read_versions(&self) -> Result<(Versions, Option<ObjectVersion>), RegistryStoreError> {
         match self.versions.get().await.map_err(unavailable)? {
             Some((bytes, v)) => serde_json::from_slice::<VersionsFile>(&bytes)
                 .map(|f| (f.projects, Some(v)))
-                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.versions.uri()))),
+                .map_err(|e| RegistryStoreError::Corrupt(format!("{}: {e}", self.versions.uri()))),
             None => Ok((Versions::new(), None)),
         }
     }
 
     async fn read_all(
         &self,
-    ) -> Result<(Loaded, Option<ObjectVersion>, Option<ObjectVersion>), StoreError> {
+    ) -> Result<(Loaded, Option<ObjectVersion>, Option<ObjectVersion>), RegistryStoreError> {
         // The record first: a record older than the objects only makes reconcile bump, never
         // lose, a version.
         let (versions, vv) = self.read_versions().await?;
@@ -101,12 +101,12 @@ impl ObjectStore {
         Ok((Loaded { file, versions }, fv, vv))
     }
 
-    fn encode_versions(versions: &Versions) -> Result<Bytes, StoreError> {
+    fn encode_versions(versions: &Versions) -> Result<Bytes, RegistryStoreError> {
         serde_json::to_vec_pretty(&VersionsFile {
             projects: versions.clone(),
         })
         .map(Bytes::from)
-        .map_err(|e| StoreError::Unavailable(e.to_string()))
+        .map_err(|e| RegistryStoreError::Unavailable(e.to_string()))
     }
 
     /// Writes the version record if it is still at `expected`; when another writer got there
@@ -115,7 +115,7 @@ impl ObjectStore {
         &self,
         ours: &Versions,
         mut expected: Option<ObjectVersion>,
-    ) -> Result<Versions, StoreError> {
+    ) -> Result<Versions, RegistryStoreError> {
         let mut versions = ours.clone();
         for attempt in 1..=MAX_ATTEMPTS {
             match self
@@ -136,14 +136,14 @@ impl ObjectStore {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(RegistryStoreError::Unavailable(format!(
             "{}: written continuously by others; gave up after {MAX_ATTEMPTS} attempts",
             self.versions.uri()
         )))
     }
 
     /// Two HEAD requests: the registry's and the record's versions.
-    pub async fn change_token(&self) -> Result<u64, StoreError> {
+    pub async fn change_token(&self) -> Result<u64, RegistryStoreError> {
         let mut h = Xxh3::new();
         for object in [&self.registry, &self.versions] {
             match object.head().await.map_err(unavailable)? {
@@ -162,7 +162,7 @@ impl ObjectStore {
     }
 
     /// Reads everything and reconciles the versions, persisting a bump.
-    pub async fn load(&self) -> Result<Loaded, StoreError> {
+    pub async fn load(&self) -> Result<Loaded, RegistryStoreError> {
         let (mut loaded, _, vv) = self.read_all().await?;
         if reconcile(&loaded.file, &mut loaded.versions)? {
             loaded.versions = self.store_versions(&loaded.versions, vv).await?;
@@ -219,7 +219,7 @@ impl ObjectStore {
                 loaded,
             });
         }
-        Err(ApplyError::Store(StoreError::Unavailable(format!(
+        Err(ApplyError::Store(RegistryStoreError::Unavailable(format!(
             "{}: written continuously by others; gave up after {MAX_ATTEMPTS} attempts",
             self.registry.uri()
         ))))
@@ -252,10 +252,12 @@ impl ObjectStore {
             loaded.versions = self.store_versions(&loaded.versions, vv).await?;
             return Ok(Recorded { version, loaded });
         }
-        Err(RecordError::Store(StoreError::Unavailable(format!(
-            "{}: written continuously by others; gave up after {MAX_ATTEMPTS} attempts",
-            self.registry.uri()
-        ))))
+        Err(RecordError::Store(RegistryStoreError::Unavailable(
+            format!(
+                "{}: written continuously by others; gave up after {MAX_ATTEMPTS} attempts",
+                self.registry.uri()
+            ),
+        )))
     }
 }
 

@@ -19,8 +19,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use quiver_registry::store::MaterializedInterval;
 
 use crate::store::{
-    Applied, ApplyError, Loaded, RecordError, Recorded, StoreError, VersionRecord, Versions, bump,
-    changed_objects, plan_apply, plan_record, reconcile,
+    Applied, ApplyError, Loaded, RecordError, Recorded, RegistryStoreError, VersionRecord,
+    Versions, bump, changed_objects, plan_apply, plan_record, reconcile,
 };
 
 /// The advisory lock every read-modify-write takes ("quiver" in ASCII).
@@ -115,8 +115,8 @@ pub struct PgStore {
     client: Mutex<Option<Client>>,
 }
 
-fn unavailable(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(format!("postgres: {e}"))
+fn unavailable(e: tokio_postgres::Error) -> RegistryStoreError {
+    RegistryStoreError::Unavailable(format!("postgres: {e}"))
 }
 
 impl PgStore {
@@ -174,7 +174,9 @@ impl PgStore {
         self.describe.clone()
     }
 
-    async fn connected(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, StoreError> {
+    async fn connected(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, RegistryStoreError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
             let (client, connection) = tokio::time::timeout(
@@ -182,8 +184,10 @@ impl PgStore {
                 self.config.connect(NoTls),
             )
             .await
-            .map_err(|_| StoreError::Unavailable(format!("{}: connect timed out", self.describe)))?
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.describe)))?;
+            .map_err(|_| {
+                RegistryStoreError::Unavailable(format!("{}: connect timed out", self.describe))
+            })?
+            .map_err(|e| RegistryStoreError::Unavailable(format!("{}: {e}", self.describe)))?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "registry store connection closed");
@@ -203,7 +207,7 @@ impl PgStore {
         let mut guard = self.connected().await?;
         let result = async {
             let Some(client) = guard.as_mut() else {
-                return Err(ApplyError::Store(StoreError::Unavailable(
+                return Err(ApplyError::Store(RegistryStoreError::Unavailable(
                     "not connected".into(),
                 )));
             };
@@ -224,7 +228,7 @@ impl PgStore {
         result
     }
 
-    pub async fn load(&self) -> Result<Loaded, StoreError> {
+    pub async fn load(&self) -> Result<Loaded, RegistryStoreError> {
         let result = self
             .in_transaction(async |tx| {
                 let mut loaded = read_all(tx).await?;
@@ -238,7 +242,7 @@ impl PgStore {
         match result {
             Ok(l) => Ok(l),
             Err(ApplyError::Store(e)) => Err(e),
-            Err(ApplyError::Conflict { .. }) => Err(StoreError::Unavailable(
+            Err(ApplyError::Conflict { .. }) => Err(RegistryStoreError::Unavailable(
                 "unexpected conflict while loading".into(),
             )),
         }
@@ -246,7 +250,7 @@ impl PgStore {
 
     /// A hash of every object row and version record, computed by the database (one short
     /// answer per poll, whatever the registry's size).
-    pub async fn change_token(&self) -> Result<u64, StoreError> {
+    pub async fn change_token(&self) -> Result<u64, RegistryStoreError> {
         let mut parts = Vec::new();
         for (kind, table, name_col, proto_col) in TABLES {
             parts.push(format!(
@@ -265,7 +269,7 @@ impl PgStore {
         let mut guard = self.connected().await?;
         let result = match guard.as_mut() {
             Some(client) => client.query_one(&sql, &[]).await.map_err(unavailable),
-            None => Err(StoreError::Unavailable("not connected".into())),
+            None => Err(RegistryStoreError::Unavailable("not connected".into())),
         };
         if guard.as_ref().is_some_and(Client::is_closed) {
             *guard = None;
@@ -361,9 +365,9 @@ impl PgStore {
         match result {
             Ok(r) => r,
             Err(ApplyError::Store(e)) => Err(RecordError::Store(e)),
-            Err(ApplyError::Conflict { .. }) => Err(RecordError::Store(StoreError::Unavailable(
-                "unexpected conflict while recording".into(),
-            ))),
+            Err(ApplyError::Conflict { .. }) => Err(RecordError::Store(
+                RegistryStoreError::Unavailable("unexpected conflict while recording".into()),
+            )),
         }
     }
 }
@@ -402,7 +406,7 @@ fn with_project(kind: ObjectKind, bytes: &[u8], project: &str) -> Vec<u8> {
     out
 }
 
-async fn read_all(tx: &impl GenericClient) -> Result<Loaded, StoreError> {
+async fn read_all(tx: &impl GenericClient) -> Result<Loaded, RegistryStoreError> {
     let mut objects = Vec::new();
     for (kind, table, name_col, proto_col) in TABLES {
         let sql =
@@ -411,7 +415,7 @@ async fn read_all(tx: &impl GenericClient) -> Result<Loaded, StoreError> {
             let project: String = row.try_get(0).map_err(unavailable)?;
             let bytes: Vec<u8> = row.try_get(1).map_err(unavailable)?;
             let (embedded, name) = identify(kind, &bytes).map_err(|e| {
-                StoreError::Corrupt(format!("{table} row of project {project}: {e}"))
+                RegistryStoreError::Corrupt(format!("{table} row of project {project}: {e}"))
             })?;
             let bytes = if embedded == project || kind == ObjectKind::Project {
                 bytes
@@ -432,10 +436,10 @@ async fn read_all(tx: &impl GenericClient) -> Result<Loaded, StoreError> {
     // Fail on a corrupt row now, not in the middle of serving.
     for project in file
         .project_names()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .map_err(|e| RegistryStoreError::Corrupt(e.to_string()))?
     {
         file.project(&project)
-            .map_err(|e| StoreError::Corrupt(format!("project {project}: {e}")))?;
+            .map_err(|e| RegistryStoreError::Corrupt(format!("project {project}: {e}")))?;
     }
     let mut versions = Versions::new();
     for row in tx
@@ -464,7 +468,7 @@ async fn write_versions(
     tx: &impl GenericClient,
     versions: &Versions,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<(), RegistryStoreError> {
     for (project, rec) in versions {
         tx.execute(
             "INSERT INTO quiver_registry_versions (project_id, version, fingerprint, last_updated_timestamp) \
@@ -486,9 +490,9 @@ async fn write_object(
     name: &str,
     bytes: Option<&[u8]>,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<(), RegistryStoreError> {
     let Some((_, table, name_col, proto_col)) = TABLES.iter().find(|t| t.0 == kind) else {
-        return Err(StoreError::Corrupt(format!(
+        return Err(RegistryStoreError::Corrupt(format!(
             "no table for {}",
             kind.label()
         )));
@@ -530,7 +534,7 @@ async fn write_feast_metadata(
     tx: &impl GenericClient,
     project: &str,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<(), RegistryStoreError> {
     tx.execute(
         "INSERT INTO feast_metadata (project_id, metadata_key, metadata_value, last_updated_timestamp) \
          VALUES ($1, 'last_updated_timestamp', $2, $3) ON CONFLICT (project_id, metadata_key) DO UPDATE SET \

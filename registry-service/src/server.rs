@@ -29,7 +29,8 @@ use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
 use crate::metrics::{Endpoint, Gauges};
-use crate::{ApplyError, RecordError, Service, SnapshotRequestError, StoreError};
+use crate::{ApplyError, RecordError, RegistryStoreError, Service, SnapshotRequestError};
+use quiver_core::fault::{Classified as _, ErrorKind, Severity};
 use quiver_core::registry::RegistryFile;
 use quiver_registry::store::MaterializedInterval;
 
@@ -85,23 +86,28 @@ fn json_response(status: StatusCode, body: &Json) -> Response<Body> {
     resp
 }
 
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response<Body> {
-    json_response(status, &json!({"error": kind, "message": message.into()}))
+/// The HTTP status of `kind`, from the one table in `quiver_core::fault`.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn store_error(e: &StoreError) -> Response<Body> {
-    match e {
-        StoreError::Unavailable(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "StoreUnavailable",
-            e.to_string(),
-        ),
-        StoreError::Corrupt(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "StoreCorrupt",
-            e.to_string(),
-        ),
+/// A failure of `kind`: its status, `{"error": class, "message": ...}` (the classes are the
+/// service's stable names), logged as loudly as the kind says.
+fn error(kind: ErrorKind, class: &str, message: impl Into<String>) -> Response<Body> {
+    let message = message.into();
+    match kind.severity() {
+        Severity::Debug => tracing::debug!(class, error = %message, "request refused"),
+        Severity::Warn => tracing::warn!(class, error = %message, "request failed"),
+        Severity::Error => tracing::error!(class, error = %message, "request failed"),
     }
+    json_response(
+        status_of(kind),
+        &json!({"error": class, "message": message}),
+    )
+}
+
+fn store_error(e: &RegistryStoreError) -> Response<Body> {
+    error(e.kind(), e.class(), e.to_string())
 }
 
 /// `None` when the request may go on, else the 401.
@@ -117,7 +123,7 @@ fn check_token(service: &Service, req: &Request<Incoming>, write: bool) -> Optio
     service.metrics.unauthorized.inc();
     let what = if write { "writes" } else { "reads" };
     let mut resp = error(
-        StatusCode::UNAUTHORIZED,
+        ErrorKind::Unauthorized,
         "Unauthorized",
         format!(
             "{} need Authorization: Bearer <token>{}",
@@ -172,10 +178,10 @@ fn query_params(
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = percent_decode(k)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, "BadQuery", format!("query: {e}")))?;
+            .map_err(|e| error(ErrorKind::BadRequest, "BadQuery", format!("query: {e}")))?;
         if !allowed.contains(&k.as_str()) {
             return Err(error(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
                 "BadQuery",
                 format!(
                     "{k}: unknown query parameter{}",
@@ -188,7 +194,7 @@ fn query_params(
             ));
         }
         let v = percent_decode(v)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, "BadQuery", format!("{k}: {e}")))?;
+            .map_err(|e| error(ErrorKind::BadRequest, "BadQuery", format!("{k}: {e}")))?;
         out.push((k, v));
     }
     Ok(out)
@@ -265,7 +271,7 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> (Endpoint, Response<
         ) => (
             Endpoint::Other,
             error(
-                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorKind::MethodNotAllowed,
                 "MethodNotAllowed",
                 format!("{method} is not allowed on {path}"),
             ),
@@ -273,7 +279,7 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> (Endpoint, Response<
         _ => (
             Endpoint::Other,
             error(
-                StatusCode::NOT_FOUND,
+                ErrorKind::NotFound,
                 "NotFound",
                 format!(
                     "no endpoint {path}: try GET /v1/projects, /v1/projects/{{project}}/snapshot, \
@@ -303,7 +309,7 @@ fn check_project(project: &str) -> Result<(), Response<Body>> {
         Ok(())
     } else {
         Err(error(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "BadProject",
             format!(
                 "project: {project:?} is not a valid project name (letters, digits, _ and -, not starting with _ or -)"
@@ -314,7 +320,7 @@ fn check_project(project: &str) -> Result<(), Response<Body>> {
 
 fn unknown_project(project: &str) -> Response<Body> {
     error(
-        StatusCode::NOT_FOUND,
+        ErrorKind::NotFound,
         "UnknownProject",
         format!("project {project:?} has no objects in the registry: apply its definitions first"),
     )
@@ -324,14 +330,14 @@ fn ready(routes: &Routes) -> Response<Body> {
     let service = &routes.service;
     if routes.draining.is_on() {
         json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
+            status_of(ErrorKind::Unavailable),
             &json!({"ready": false, "reasons": ["shutting down"]}),
         )
     } else if service.store_ok() {
         json_response(StatusCode::OK, &json!({"ready": true, "reasons": []}))
     } else {
         json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
+            status_of(ErrorKind::Unavailable),
             &json!({"ready": false, "reasons": [format!(
                 "the registry store ({}) did not answer the last poll; serving the last loaded registry",
                 service.store().describe()
@@ -389,13 +395,7 @@ fn read(
     let typed = match catalog.project(project) {
         Ok(t) => t,
         Err(SnapshotRequestError::UnknownProject(_)) => return unknown_project(project),
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "StoreCorrupt",
-                format!("{e:?}"),
-            );
-        }
+        Err(e) => return error(e.kind(), "StoreCorrupt", format!("{e:?}")),
     };
     let mut body = summary::summarize(&typed);
     let version = catalog.version(project);
@@ -446,7 +446,7 @@ async fn snapshot(
                 Ok(w) if w <= service.config.max_wait => wait = Some(w),
                 Ok(_) => {
                     return error(
-                        StatusCode::BAD_REQUEST,
+                        ErrorKind::BadRequest,
                         "BadQuery",
                         format!(
                             "wait: {v:?} is longer than the longest wait, {:?}",
@@ -454,7 +454,7 @@ async fn snapshot(
                         ),
                     );
                 }
-                Err(e) => return error(StatusCode::BAD_REQUEST, "BadQuery", e),
+                Err(e) => return error(ErrorKind::BadRequest, "BadQuery", e),
             }
         } else {
             services.extend(
@@ -487,13 +487,13 @@ async fn snapshot(
             Err(SnapshotRequestError::UnknownProject(_)) => return unknown_project(project),
             Err(SnapshotRequestError::UnknownService(s)) => {
                 return error(
-                    StatusCode::NOT_FOUND,
+                    ErrorKind::NotFound,
                     "UnknownFeatureService",
                     format!("feature_services: project {project:?} has no feature service {s:?}"),
                 );
             }
-            Err(SnapshotRequestError::Registry(m)) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "StoreCorrupt", m);
+            Err(e @ SnapshotRequestError::Registry(_)) => {
+                return error(e.kind(), "StoreCorrupt", e.to_string());
             }
         };
         if !matches(&built.etag) {
@@ -570,15 +570,12 @@ async fn read_body(
     quiver_http::read_body(req, limit, service.config.http.body_read_timeout)
         .await
         .map_err(|e| {
-            use quiver_core::fault::Classified as _;
-            let status = StatusCode::from_u16(e.kind().http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let kind = match e {
+            let class = match e {
                 quiver_http::BodyError::TooLarge { .. } => "RequestTooLarge",
                 quiver_http::BodyError::Timeout(_) => "RequestTimeout",
                 quiver_http::BodyError::Read(_) => "BadBody",
             };
-            error(status, kind, e.to_string())
+            error(e.kind(), class, e.to_string())
         })
 }
 
@@ -609,7 +606,7 @@ async fn write_request<T: serde::de::DeserializeOwned>(
     let body = read_body(service, req, service.config.max_body_bytes).await?;
     serde_json::from_slice(&body).map_err(|e| {
         error(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "BadBody",
             format!("body: {e}: {expected}"),
         )
@@ -626,7 +623,7 @@ async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) ->
     };
     if body.base_version.is_none() && !body.dry_run {
         return error(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "BadBody",
             format!(
                 "base_version: required: the version of project {project} the definitions were diffed against \
@@ -636,7 +633,7 @@ async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) ->
     }
     if body.files.is_empty() {
         return error(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "BadBody",
             "files: no definition files: send features.yaml (and features/*.yaml)",
         );
@@ -655,7 +652,7 @@ async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) ->
                 .map(|e| json!({"file": e.file, "line": e.line, "object": e.object, "message": e.message}))
                 .collect();
             return json_response(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                status_of(errors.kind()),
                 &json!({"error": "InvalidDefinitions", "message": errors.to_string().trim_end(), "problems": problems}),
             );
         }
@@ -690,8 +687,8 @@ async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) ->
                 }),
             )
         }
-        Err(ApplyError::Conflict { base, current }) => json_response(
-            StatusCode::CONFLICT,
+        Err(e @ ApplyError::Conflict { base, current }) => json_response(
+            status_of(e.kind()),
             &json!({
                 "error": "Conflict",
                 "message": format!(
@@ -729,11 +726,7 @@ fn registry_proto(service: &Service, req: &Request<Incoming>, project: &str) -> 
     let objects = match catalog.file.project_objects(project) {
         Ok(o) => o,
         Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "StoreCorrupt",
-                e.to_string(),
-            );
+            return error(ErrorKind::UpstreamFailed, "StoreCorrupt", e.to_string());
         }
     };
     let mut file = RegistryFile::from_objects(
@@ -785,7 +778,7 @@ async fn materializations(
     };
     if body.intervals.is_empty() {
         return error(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "BadBody",
             format!("intervals: empty: {EXPECTED}"),
         );
@@ -795,7 +788,7 @@ async fn materializations(
         let parse = |field: &str, value: &str| {
             quiver_core::time::parse_datetime(value).ok_or_else(|| {
                 error(
-                    StatusCode::BAD_REQUEST,
+                    ErrorKind::BadRequest,
                     "BadBody",
                     format!(
                         "intervals[{i}].{field}: {value:?} is not a date-time: expected RFC 3339, e.g. 2026-01-01T00:00:00Z"
@@ -813,7 +806,7 @@ async fn materializations(
         };
         if (end.seconds, end.nanos) < (start.seconds, start.nanos) {
             return error(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
                 "BadBody",
                 format!(
                     "intervals[{i}]: end {} is before start {}",
@@ -834,7 +827,7 @@ async fn materializations(
             &json!({"project": project, "version": recorded.version, "recorded": count}),
         ),
         Err(RecordError::UnknownView(view)) => error(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "UnknownFeatureView",
             format!("project {project} has no feature view {view}: nothing was recorded"),
         ),
@@ -848,6 +841,23 @@ async fn materializations(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_failures_are_upstream_statuses_from_the_kind() {
+        let down = store_error(&RegistryStoreError::Unavailable(
+            "connection refused".into(),
+        ));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let corrupt = store_error(&RegistryStoreError::Corrupt("bad bytes".into()));
+        assert_eq!(corrupt.status(), StatusCode::BAD_GATEWAY);
+        let conflict = ApplyError::Conflict {
+            base: 1,
+            current: 2,
+        };
+        assert_eq!(status_of(conflict.kind()), StatusCode::CONFLICT);
+        let missing = RecordError::UnknownView("v".into());
+        assert_eq!(status_of(missing.kind()), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn waits_and_escapes() {

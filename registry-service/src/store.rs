@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::{ObjectKind, ObjectWrite, ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 use quiver_registry::apply::{self, Plan};
@@ -40,39 +41,71 @@ pub struct Loaded {
     pub versions: Versions,
 }
 
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
+/// Why a registry store operation failed (the online store's is `quiver_online_store::StoreError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryStoreError {
     /// The store cannot be reached or read (I/O, connection).
+    #[error("registry store unavailable: {0}")]
     Unavailable(String),
     /// The store holds something that is not a valid registry.
+    #[error("registry store holds an invalid registry: {0}")]
     Corrupt(String),
 }
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl RegistryStoreError {
+    /// The stable name in error bodies.
+    pub fn class(&self) -> &'static str {
         match self {
-            StoreError::Unavailable(m) => write!(f, "registry store unavailable: {m}"),
-            StoreError::Corrupt(m) => write!(f, "registry store holds an invalid registry: {m}"),
+            RegistryStoreError::Unavailable(_) => "StoreUnavailable",
+            RegistryStoreError::Corrupt(_) => "StoreCorrupt",
         }
     }
 }
 
-impl std::error::Error for StoreError {}
-
-/// Why an apply was refused or failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApplyError {
-    /// The project moved on since the version the write was based on.
-    Conflict {
-        base: u64,
-        current: u64,
-    },
-    Store(StoreError),
+impl From<quiver_registry::store::FileError> for RegistryStoreError {
+    fn from(e: quiver_registry::store::FileError) -> RegistryStoreError {
+        match e {
+            quiver_registry::store::FileError::Corrupt { .. } => {
+                RegistryStoreError::Corrupt(e.to_string())
+            }
+            quiver_registry::store::FileError::Io { .. } => {
+                RegistryStoreError::Unavailable(e.to_string())
+            }
+        }
+    }
 }
 
-impl From<StoreError> for ApplyError {
-    fn from(e: StoreError) -> ApplyError {
+impl Classified for RegistryStoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RegistryStoreError::Unavailable(_) => ErrorKind::Unavailable,
+            // The store (file, Postgres, object) answered with bytes that do not decode.
+            RegistryStoreError::Corrupt(_) => ErrorKind::UpstreamFailed,
+        }
+    }
+}
+
+/// Why an apply was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The project moved on since the version the write was based on.
+    #[error("the project is at version {current}, not {base}")]
+    Conflict { base: u64, current: u64 },
+    #[error(transparent)]
+    Store(RegistryStoreError),
+}
+
+impl Classified for ApplyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ApplyError::Conflict { .. } => ErrorKind::Conflict,
+            ApplyError::Store(e) => e.kind(),
+        }
+    }
+}
+
+impl From<RegistryStoreError> for ApplyError {
+    fn from(e: RegistryStoreError) -> ApplyError {
         ApplyError::Store(e)
     }
 }
@@ -90,15 +123,26 @@ pub struct Applied {
 }
 
 /// Why recording materialization intervals failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     /// The project has no (stream) feature view of this name.
+    #[error("no feature view {0}")]
     UnknownView(String),
-    Store(StoreError),
+    #[error(transparent)]
+    Store(RegistryStoreError),
 }
 
-impl From<StoreError> for RecordError {
-    fn from(e: StoreError) -> RecordError {
+impl Classified for RecordError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RecordError::UnknownView(_) => ErrorKind::NotFound,
+            RecordError::Store(e) => e.kind(),
+        }
+    }
+}
+
+impl From<RegistryStoreError> for RecordError {
+    fn from(e: RegistryStoreError) -> RecordError {
         RecordError::Store(e)
     }
 }
@@ -126,7 +170,7 @@ pub(crate) fn plan_record(
         .map_err(|e| match e {
             quiver_registry::store::RecordError::UnknownView(v) => RecordError::UnknownView(v),
             quiver_registry::store::RecordError::Registry(m) => {
-                RecordError::Store(StoreError::Corrupt(m))
+                RecordError::Store(RegistryStoreError::Corrupt(m))
             }
         })?;
     let version = bump(loaded, project, current)?;
@@ -134,10 +178,10 @@ pub(crate) fn plan_record(
 }
 
 /// The fingerprint of one project's objects (any order in, one value out).
-pub fn fingerprint(file: &RegistryFile, project: &str) -> Result<u64, StoreError> {
+pub fn fingerprint(file: &RegistryFile, project: &str) -> Result<u64, RegistryStoreError> {
     let mut objects = file
         .project_objects(project)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        .map_err(|e| RegistryStoreError::Corrupt(e.to_string()))?;
     objects.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
     let mut h = Xxh3::new();
     for (kind, name, bytes) in objects {
@@ -153,11 +197,11 @@ pub fn fingerprint(file: &RegistryFile, project: &str) -> Result<u64, StoreError
 /// Brings the records up to date with the objects: a new project starts at version 1, a
 /// project whose objects changed since its record goes up by one. Returns whether any record
 /// changed.
-pub fn reconcile(file: &RegistryFile, versions: &mut Versions) -> Result<bool, StoreError> {
+pub fn reconcile(file: &RegistryFile, versions: &mut Versions) -> Result<bool, RegistryStoreError> {
     let mut changed = false;
     let names = file
         .project_names()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        .map_err(|e| RegistryStoreError::Corrupt(e.to_string()))?;
     let mut all: Vec<String> = versions.keys().cloned().collect();
     all.extend(names);
     all.sort();
@@ -203,12 +247,16 @@ pub(crate) fn plan_apply(
         return Err(ApplyError::Conflict { base, current });
     }
     let plan = apply::apply(&mut loaded.file, desired, now)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        .map_err(|e| RegistryStoreError::Corrupt(e.to_string()))?;
     Ok((plan, current, reconciled))
 }
 
 /// Records the new version of `project` after its objects changed.
-pub(crate) fn bump(loaded: &mut Loaded, project: &str, current: u64) -> Result<u64, StoreError> {
+pub(crate) fn bump(
+    loaded: &mut Loaded,
+    project: &str,
+    current: u64,
+) -> Result<u64, RegistryStoreError> {
     let fp = fingerprint(&loaded.file, project)?;
     let version = current + 1;
     loaded.versions.insert(
@@ -278,7 +326,7 @@ impl Store {
     }
 
     /// Reads everything and reconciles the versions (persisting a bump).
-    pub async fn load(&self) -> Result<Loaded, StoreError> {
+    pub async fn load(&self) -> Result<Loaded, RegistryStoreError> {
         match self {
             Store::File(f) => f.load().await,
             Store::Postgres(p) => p.load().await,
@@ -287,7 +335,7 @@ impl Store {
     }
 
     /// A value that changes whenever the store's content may have (cheap to ask often).
-    pub async fn change_token(&self) -> Result<u64, StoreError> {
+    pub async fn change_token(&self) -> Result<u64, RegistryStoreError> {
         match self {
             Store::File(f) => Ok(f.change_token()),
             Store::Postgres(p) => p.change_token().await,
@@ -399,43 +447,39 @@ impl FileStore {
         h.digest()
     }
 
-    fn read_versions(&self) -> Result<Versions, StoreError> {
+    fn read_versions(&self) -> Result<Versions, RegistryStoreError> {
         match std::fs::read(&self.versions_path) {
             Ok(bytes) => serde_json::from_slice::<VersionsFile>(&bytes)
                 .map(|v| v.projects)
-                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.versions_path.display()))),
+                .map_err(|e| {
+                    RegistryStoreError::Corrupt(format!("{}: {e}", self.versions_path.display()))
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Versions::new()),
-            Err(e) => Err(StoreError::Unavailable(format!(
+            Err(e) => Err(RegistryStoreError::Unavailable(format!(
                 "{}: {e}",
                 self.versions_path.display()
             ))),
         }
     }
 
-    fn write_versions(&self, versions: &Versions) -> Result<(), StoreError> {
+    fn write_versions(&self, versions: &Versions) -> Result<(), RegistryStoreError> {
         let body = serde_json::to_vec_pretty(&VersionsFile {
             projects: versions.clone(),
         })
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        .map_err(|e| RegistryStoreError::Unavailable(e.to_string()))?;
         quiver_registry::store::write_atomic(&self.versions_path, &body)
-            .map_err(StoreError::Unavailable)
+            .map_err(RegistryStoreError::from)
     }
 
-    fn read_file(&self) -> Result<RegistryFile, StoreError> {
-        quiver_registry::store::read(&self.path).map_err(|e| {
-            if e.starts_with("cannot read") {
-                StoreError::Unavailable(e)
-            } else {
-                StoreError::Corrupt(e)
-            }
-        })
+    fn read_file(&self) -> Result<RegistryFile, RegistryStoreError> {
+        quiver_registry::store::read(&self.path).map_err(RegistryStoreError::from)
     }
 
-    fn lock(&self) -> Result<quiver_registry::store::RegistryLock, StoreError> {
-        quiver_registry::store::RegistryLock::acquire(&self.path).map_err(StoreError::Unavailable)
+    fn lock(&self) -> Result<quiver_registry::store::RegistryLock, RegistryStoreError> {
+        quiver_registry::store::RegistryLock::acquire(&self.path).map_err(RegistryStoreError::from)
     }
 
-    fn load_blocking(&self) -> Result<Loaded, StoreError> {
+    fn load_blocking(&self) -> Result<Loaded, RegistryStoreError> {
         let _lock = self.lock()?;
         let file = self.read_file()?;
         let mut versions = self.read_versions()?;
@@ -445,14 +489,14 @@ impl FileStore {
         Ok(Loaded { file, versions })
     }
 
-    async fn load(&self) -> Result<Loaded, StoreError> {
+    async fn load(&self) -> Result<Loaded, RegistryStoreError> {
         let me = FileStore {
             path: self.path.clone(),
             versions_path: self.versions_path.clone(),
         };
         tokio::task::spawn_blocking(move || me.load_blocking())
             .await
-            .map_err(|e| StoreError::Unavailable(format!("load task: {e}")))?
+            .map_err(|e| RegistryStoreError::Unavailable(format!("load task: {e}")))?
     }
 
     fn apply_blocking(
@@ -487,7 +531,7 @@ impl FileStore {
         }
         let bytes = loaded.file.encode(&uuid::Uuid::new_v4().to_string(), now);
         quiver_registry::store::write_atomic(&self.path, &bytes)
-            .map_err(StoreError::Unavailable)?;
+            .map_err(RegistryStoreError::from)?;
         let version = bump(&mut loaded, project, current)?;
         self.write_versions(&loaded.versions)?;
         Ok(Applied {
@@ -511,7 +555,9 @@ impl FileStore {
         };
         tokio::task::spawn_blocking(move || me.apply_blocking(base_version, &desired, now, dry_run))
             .await
-            .map_err(|e| ApplyError::Store(StoreError::Unavailable(format!("apply task: {e}"))))?
+            .map_err(|e| {
+                ApplyError::Store(RegistryStoreError::Unavailable(format!("apply task: {e}")))
+            })?
     }
 
     fn record_blocking(
@@ -528,7 +574,7 @@ impl FileStore {
         let (_, version) = plan_record(&mut loaded, project, runs, now)?;
         let bytes = loaded.file.encode(&uuid::Uuid::new_v4().to_string(), now);
         quiver_registry::store::write_atomic(&self.path, &bytes)
-            .map_err(StoreError::Unavailable)?;
+            .map_err(RegistryStoreError::from)?;
         self.write_versions(&loaded.versions)?;
         Ok(Recorded { version, loaded })
     }
@@ -546,7 +592,9 @@ impl FileStore {
         let project = project.to_owned();
         tokio::task::spawn_blocking(move || me.record_blocking(&project, &runs, now))
             .await
-            .map_err(|e| RecordError::Store(StoreError::Unavailable(format!("record task: {e}"))))?
+            .map_err(|e| {
+                RecordError::Store(RegistryStoreError::Unavailable(format!("record task: {e}")))
+            })?
     }
 }
 
@@ -558,16 +606,16 @@ pub(crate) fn changed_objects(
     plan: &Plan,
     file: &RegistryFile,
     project: &str,
-) -> Result<Vec<ObjectChange>, StoreError> {
+) -> Result<Vec<ObjectChange>, RegistryStoreError> {
     let mut out = Vec::with_capacity(plan.changes.len());
     for c in &plan.changes {
         let bytes = match c.action {
             apply::Action::Delete => None,
             apply::Action::Create | apply::Action::Update => Some(
                 file.object_bytes(c.kind, project, &c.name)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .map_err(|e| RegistryStoreError::Corrupt(e.to_string()))?
                     .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
+                        RegistryStoreError::Corrupt(format!(
                             "{} {} vanished during apply",
                             c.kind.label(),
                             c.name

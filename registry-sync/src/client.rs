@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use quiver_core::fault::{Classified, ErrorKind};
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
@@ -148,6 +150,15 @@ impl std::fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+impl Classified for ClientError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Connect(_) => ErrorKind::Unavailable,
+            ClientError::Exchange(_) => ErrorKind::UpstreamFailed,
+        }
+    }
+}
 
 /// A response: status, ETag, content type and body.
 #[derive(Debug, Clone)]
@@ -442,6 +453,16 @@ impl std::fmt::Display for SyncError {
 }
 
 impl std::error::Error for SyncError {}
+
+impl Classified for SyncError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SyncError::Unreachable(e) => e.kind(),
+            // The service answered, with an error or a snapshot that does not check out.
+            SyncError::Status { .. } | SyncError::Invalid(_) => ErrorKind::UpstreamFailed,
+        }
+    }
+}
 
 /// A fetch's outcome.
 #[derive(Debug)]

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use quiver_core::fault::{Classified, ErrorKind};
+
 use base64::Engine as _;
 use serde_yaml::{Mapping, Value as Yaml};
 
@@ -32,6 +34,13 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl Classified for ConfigError {
+    /// A `feature_store.yaml` that parses but says something quiver cannot use.
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Unprocessable
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepoConfig {

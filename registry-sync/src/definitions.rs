@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::model::{
     DataSource, Entity, FeatureService, FeatureView, Field, Meta, Projection, SourceKind, Tags,
     ViewKind,
@@ -75,6 +76,13 @@ impl fmt::Display for DefinitionErrors {
 }
 
 impl std::error::Error for DefinitionErrors {}
+
+impl Classified for DefinitionErrors {
+    /// Definitions that parse as YAML but do not check out (the registry service's 422).
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Unprocessable
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,6 +21,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::{ObjectKind, ProjectRegistry, RegistryFile};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -103,6 +104,13 @@ impl fmt::Display for SnapshotError {
 }
 
 impl std::error::Error for SnapshotError {}
+
+impl Classified for SnapshotError {
+    /// A snapshot that does not verify came from the registry service (or the state dir).
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::UpstreamFailed
+    }
+}
 
 fn kind_tag(kind: ObjectKind) -> u8 {
     match kind {
@@ -425,10 +433,22 @@ pub fn select<'a>(
 }
 
 /// Why objects could not be selected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
+    #[error("no feature service {0}")]
     UnknownService(String),
+    #[error("{0}")]
     Registry(String),
+}
+
+impl Classified for SelectError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SelectError::UnknownService(_) => ErrorKind::NotFound,
+            // A stored object that does not decode.
+            SelectError::Registry(_) => ErrorKind::UpstreamFailed,
+        }
+    }
 }
 
 /// The flatbuffers tables of `schema/snapshot.fbs`, read through the crate's low-level API.

@@ -4,7 +4,51 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::RegistryFile;
+
+/// Why a registry file could not be locked, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file system refused: `context` names the file and what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a Feast registry.
+    #[error("{path}: {message}")]
+    Corrupt { path: String, message: String },
+}
+
+impl FileError {
+    fn io(context: String, source: std::io::Error) -> FileError {
+        FileError::Io { context, source }
+    }
+}
+
+impl Classified for FileError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // The registry is what the process serves from: a file it cannot read or write is
+            // this machine's problem (disk, permissions), not the request's.
+            FileError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                    ErrorKind::OutOfResources
+                }
+                _ => ErrorKind::Unavailable,
+            },
+            FileError::Corrupt { .. } => ErrorKind::UpstreamFailed,
+        }
+    }
+}
+
+impl From<FileError> for String {
+    fn from(e: FileError) -> String {
+        e.to_string()
+    }
+}
 
 /// An exclusive lock on a registry file, held for a whole read-modify-write so that two
 /// `quiver apply` runs on one machine never lose each other's changes. It is a lock on a sibling
@@ -16,13 +60,13 @@ pub struct RegistryLock {
 
 impl RegistryLock {
     /// Waits for and takes the lock for the registry at `path`.
-    pub fn acquire(path: &Path) -> Result<RegistryLock, String> {
+    pub fn acquire(path: &Path) -> Result<RegistryLock, FileError> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| FileError::io(format!("cannot create {}", dir.display()), e))?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -33,29 +77,38 @@ impl RegistryLock {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open lock file {}: {e}", lock_path.display()))?;
+            .map_err(|e| {
+                FileError::io(format!("cannot open lock file {}", lock_path.display()), e)
+            })?;
         file.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+            .map_err(|e| FileError::io(format!("cannot lock {}", lock_path.display()), e))?;
         Ok(RegistryLock { _file: file })
     }
 }
 
 /// Reads the registry at `path`; a missing file is an empty registry.
-pub fn read(path: &Path) -> Result<RegistryFile, String> {
+pub fn read(path: &Path) -> Result<RegistryFile, FileError> {
     match std::fs::read(path) {
-        Ok(bytes) => RegistryFile::decode(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(bytes) => RegistryFile::decode(&bytes).map_err(|e| FileError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RegistryFile::empty()),
-        Err(e) => Err(format!("cannot read registry {}: {e}", path.display())),
+        Err(e) => Err(FileError::io(
+            format!("cannot read registry {}", path.display()),
+            e,
+        )),
     }
 }
 
 /// Replaces the file at `path` with `bytes` atomically (temp file, fsync, rename, fsync folder).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| FileError::io(format!("cannot create {}", dir.display()), e))?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -74,7 +127,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write registry {}: {e}", path.display())
+        FileError::io(format!("cannot write registry {}", path.display()), e)
     })
 }
 
@@ -95,6 +148,21 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temp file is left behind");
         std::fs::write(&path, b"\x0a\x05garbage").unwrap();
         assert!(read(&path).is_err());
+    }
+
+    #[test]
+    fn file_errors_say_whose_fault_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        std::fs::write(&path, b"\x0a\x05garbage").unwrap();
+        let corrupt = read(&path).unwrap_err();
+        assert!(matches!(corrupt, FileError::Corrupt { .. }), "{corrupt}");
+        assert_eq!(corrupt.kind(), ErrorKind::UpstreamFailed);
+        // A folder where the file should be: the file system refuses.
+        let unreadable = read(dir.path()).unwrap_err();
+        assert!(matches!(unreadable, FileError::Io { .. }), "{unreadable}");
+        assert_eq!(unreadable.kind(), ErrorKind::Unavailable);
+        assert!(unreadable.to_string().starts_with("cannot read registry"));
     }
 
     #[test]
@@ -146,6 +214,15 @@ impl std::fmt::Display for RecordError {
 }
 
 impl std::error::Error for RecordError {}
+
+impl Classified for RecordError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RecordError::UnknownView(_) => ErrorKind::NotFound,
+            RecordError::Registry(_) => ErrorKind::UpstreamFailed,
+        }
+    }
+}
 
 /// Appends materialization intervals to the views' `materialization_intervals` (and bumps their
 /// `last_updated_timestamp`), as Feast's `apply_materialization` does. Every other object keeps
@@ -234,5 +311,5 @@ pub fn record_materialization(
         RecordError::Registry(m) => m,
     })?;
     let encoded = file.encode(version_id, now);
-    write_atomic(path, &encoded)
+    write_atomic(path, &encoded).map_err(String::from)
 }

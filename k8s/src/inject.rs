@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use quiver_core::fault::ErrorKind;
 use serde_json::Value;
 
 use crate::admission::{AdmissionRequest, AdmissionResponse, PatchOp, pointer_segment};
@@ -637,7 +638,7 @@ fn invalid_pod(
         return (
             AdmissionResponse::deny(
                 uid,
-                422,
+                ErrorKind::Unprocessable.http_status(),
                 "Invalid",
                 format!("quiver sidecar injection: {summary}"),
             ),

@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use quiver_core::fault::Classified as _;
+use quiver_core::fault::{Classified as _, ErrorKind, Severity};
 use tokio::net::TcpListener;
 
 use crate::admission::{API_VERSION, AdmissionReview, KIND};
@@ -89,8 +89,17 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     resp
 }
 
-fn error_response(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": kind, "message": message });
+/// A failure of `kind`: the status from the one table in `quiver_core::fault`, the body
+/// `{"error": class, "message": ...}`; logged as loudly as the kind says.
+fn error_response(kind: ErrorKind, class: &str, message: &str) -> Response<Body> {
+    match kind.severity() {
+        Severity::Debug => tracing::debug!(class, error = message, "webhook request refused"),
+        Severity::Warn => tracing::warn!(class, error = message, "webhook request failed"),
+        Severity::Error => tracing::error!(class, error = message, "webhook request failed"),
+    }
+    let status =
+        StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({ "error": class, "message": message });
     json_response(status, body.to_string().into_bytes())
 }
 
@@ -103,12 +112,12 @@ async fn handle(
         (&Method::POST, "/mutate") => mutate(config, limits, req).await,
         (&Method::GET, "/health") => json_response(StatusCode::OK, b"{\"status\":\"ok\"}".to_vec()),
         (_, "/mutate" | "/health") => error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::MethodNotAllowed,
             "MethodNotAllowed",
             &format!("{} is not allowed on {}", req.method(), req.uri().path()),
         ),
         (_, path) => error_response(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "NotFound",
             &format!("no endpoint {path}: the webhook is POST /mutate"),
         ),
@@ -126,21 +135,19 @@ async fn mutate(
         {
             Ok(b) => b,
             Err(e) => {
-                let status = StatusCode::from_u16(e.kind().http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let kind = match e {
+                let class = match e {
                     quiver_http::BodyError::TooLarge { .. } => "RequestTooLarge",
                     quiver_http::BodyError::Timeout(_) => "RequestTimeout",
                     quiver_http::BodyError::Read(_) => "BadRequest",
                 };
-                return error_response(status, kind, &e.to_string());
+                return error_response(e.kind(), class, &e.to_string());
             }
         };
     let review: AdmissionReview = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return error_response(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
                 "BadRequest",
                 &format!("not an AdmissionReview: {e}"),
             );
@@ -148,7 +155,7 @@ async fn mutate(
     };
     if review.api_version != API_VERSION || review.kind != KIND {
         return error_response(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "BadRequest",
             &format!(
                 "apiVersion {:?}, kind {:?}: expected apiVersion {API_VERSION}, kind {KIND} (set admissionReviewVersions: [v1])",
@@ -158,7 +165,7 @@ async fn mutate(
     }
     let Some(request) = review.request else {
         return error_response(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "BadRequest",
             "the AdmissionReview has no request",
         );
@@ -192,7 +199,7 @@ async fn mutate(
     match serde_json::to_vec(&response.into_review()) {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
             "Internal",
             &format!("encoding the response: {e}"),
         ),

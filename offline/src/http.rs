@@ -238,7 +238,12 @@ async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>,
                     Ok(()) => Ok(Frame::data(flush(&mut writer))),
                     Err(e) => Err(std::io::Error::other(e.to_string())),
                 },
-                Err(e) => Err(std::io::Error::other(e.to_string())),
+                Err(e) => {
+                    // The status line is gone: the log is where its kind still shows.
+                    let e = Error::query("historical retrieval", e);
+                    crate::error::log(e.kind(), "offline http answer cut short", &e.message());
+                    Err(std::io::Error::other(e.to_string()))
+                }
             };
             let failed = sent.is_err();
             if tx.send(sent).await.is_err() || failed {

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 pub use server::serve;
 pub use store::{Applied, ApplyError, RecordError, Recorded, RegistryStoreError, Store};
 
-use crate::metrics::Metrics;
+use crate::metrics::ServiceMetrics;
 use crate::store::{Loaded, Versions};
 
 /// How the service behaves.
@@ -225,7 +225,7 @@ pub struct Service {
     /// The change token last seen, to skip loads when nothing moved.
     last_token: Mutex<Option<u64>>,
     store_ok: AtomicBool,
-    pub metrics: Metrics,
+    pub metrics: ServiceMetrics,
 }
 
 impl Service {
@@ -245,7 +245,7 @@ impl Service {
             write_lock: tokio::sync::Mutex::new(()),
             last_token: Mutex::new(Some(token)),
             store_ok: AtomicBool::new(true),
-            metrics: Metrics::default(),
+            metrics: ServiceMetrics::default(),
         }))
     }
 

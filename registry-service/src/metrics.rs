@@ -44,7 +44,7 @@ const ENDPOINTS: [&str; 8] = [
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Default)]
-pub struct Metrics {
+pub struct ServiceMetrics {
     requests: [[Counter; 4]; 8],
     pub snapshot_bytes: Counter,
     pub not_modified: Counter,
@@ -64,7 +64,7 @@ pub struct Gauges<'a> {
     pub versions: Vec<(&'a str, u64)>,
 }
 
-impl Metrics {
+impl ServiceMetrics {
     pub fn record(&self, endpoint: Endpoint, status: u16) {
         let class = match status {
             200..=299 => 0,

@@ -30,7 +30,7 @@ pub type ViewId = u64;
 
 /// Entity key bytes, held inline up to 48 bytes (a single Int64 or short String key): one
 /// pointer chase less per lookup than a boxed slice.
-pub type EntityBytes = smallvec::SmallVec<[u8; 48]>;
+pub type EntityBytes = smallvec::SmallVec<[u8; INLINE_KEY]>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -138,10 +138,26 @@ pub struct Entry {
     referenced: AtomicBool,
 }
 
+/// What an entry costs beyond its payload: the `Entry` behind its `Arc` header (two counters),
+/// its key and pointer in the shard's map and again in the CLOCK ring, each table charged 1.5×
+/// for the spare capacity it grows by doubling. Without these the cache held its budget by its
+/// own count while the process held twice that (benches/RESULTS.md, "The lean sidecar").
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>()
+    + 2 * std::mem::size_of::<usize>()
+    + (std::mem::size_of::<(CacheKey, Arc<Entry>)>()
+        + std::mem::size_of::<(CacheKey, Weak<Entry>)>())
+        * 3
+        / 2;
+
+/// Entity keys up to this long sit inside the `CacheKey`; longer ones are allocated, once for the
+/// map's key and once for the ring's.
+const INLINE_KEY: usize = 48;
+
 impl Entry {
     pub fn new(row: Option<Row>, fetched: Instant, watched: bool, key_len: usize) -> Entry {
-        let bytes = 96
-            + key_len
+        let key_heap = if key_len > INLINE_KEY { 2 * key_len } else { 0 };
+        let bytes = ENTRY_OVERHEAD
+            + key_heap
             + row.as_ref().map_or(0, |r| {
                 r.values.iter().map(value_bytes).sum::<usize>() + r.text_bytes()
             });
@@ -448,6 +464,20 @@ mod tests {
         assert!(cache.get(&key(1, 1)).is_none());
         assert!(!cache.remove(&key(1, 1)));
         assert_eq!(cache.size(), (0, 0));
+    }
+
+    #[test]
+    fn the_estimate_charges_the_tables_and_long_keys() {
+        let empty = Entry::new(None, Instant::now(), false, 8).bytes;
+        let held = std::mem::size_of::<Entry>()
+            + std::mem::size_of::<(CacheKey, Arc<Entry>)>()
+            + std::mem::size_of::<(CacheKey, Weak<Entry>)>();
+        assert!(empty >= held, "{empty} < {held}");
+        // A key past the inline size is allocated for the map and again for the ring.
+        let long = Entry::new(None, Instant::now(), false, 100).bytes;
+        assert_eq!(long - empty, 200);
+        // A row adds its values and its rendered text.
+        assert!(entry(4).bytes > Entry::new(None, Instant::now(), false, 16).bytes + 4 * 8);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quiver_core::backoff::Backoff;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
@@ -323,9 +324,9 @@ impl RedisStore {
         } else if shared.conn.read().map(|c| c.is_none()).unwrap_or(true) {
             let (options, root, shared) = (options.clone(), tls_root.clone(), Arc::clone(&shared));
             tasks.push(tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(200);
+                let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
                 loop {
-                    tokio::time::sleep(jitter(backoff)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     match Self::open(&options, root.as_ref()).await {
                         Ok((conn, master)) => {
                             tracing::info!(store = %options.describe(), "connected to the online store");
@@ -334,7 +335,6 @@ impl RedisStore {
                         }
                         Err(e) => tracing::debug!(error = %e, "online store still unreachable"),
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }));
         }
@@ -816,16 +816,6 @@ impl RedisStore {
 /// Whether a `notify-keyspace-events` value includes keyspace events for hash commands.
 pub fn keyspace_events_sufficient(config: &str) -> bool {
     config.contains('K') && (config.contains('A') || (config.contains('h') && config.contains('g')))
-}
-
-/// ±25% jitter, so reconnecting sidecars do not arrive together.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(factor)
 }
 
 /// A change seen through keyspace notifications.

@@ -6,7 +6,8 @@
 //! - [`entity_key`], [`layout`]: entity key serialization v3 and the Redis/SQLite layouts.
 //! - [`json`]: the JSON of Feast's HTTP feature server.
 //! - [`fault`]: whose fault an error is, and its HTTP status, gRPC code and log level.
-//! - [`time`]: RFC 3339 timestamps and definition durations; [`size`]: byte sizes (`256MiB`).
+//! - [`time`]: RFC 3339 timestamps and durations (`500ms`, `1h30m`); [`size`]: byte sizes
+//!   (`256MiB`, `2G`): the one grammar of every flag.
 //! - [`backoff`]: the one retry backoff (exponential, full jitter).
 
 #![cfg_attr(

@@ -36,8 +36,8 @@ pub struct Args {
     /// Name feature columns view__feature.
     #[arg(long)]
     full_feature_names: bool,
-    /// Memory for sorts and joins (e.g. 2GiB, 512MiB); past it they spill to disk.
-    #[arg(long, value_parser = parse_size)]
+    /// Memory for sorts and joins (e.g. 2GiB, 512MiB, 2G); past it they spill to disk.
+    #[arg(long, value_parser = quiver_core::size::parse_nonzero_bytes)]
     memory_limit: Option<usize>,
     /// Directory for spill files (default: the system temp dir).
     #[arg(long)]
@@ -50,39 +50,6 @@ pub struct Args {
     /// to stdout.
     #[arg(long)]
     out: String,
-}
-
-/// `2GiB`, `512MiB`, `1.5G`, `100M`, `4096`: bytes.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a size like 2GiB, 512MiB or 100M"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (use KiB, MiB, GiB, K, M, G)"
-            ));
-        }
-    };
-    let bytes = n * mult;
-    if !(1.0..=(usize::MAX as f64)).contains(&bytes) {
-        return Err(format!("{s:?}: out of range"));
-    }
-    Ok(bytes as usize)
 }
 
 /// The repo's registry, for its project.
@@ -187,21 +154,4 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("100M"), Ok(100_000_000));
-        assert_eq!(parse_size("1.5G"), Ok(1_500_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("2XB").is_err());
-        assert!(parse_size("0").is_err());
-    }
 }

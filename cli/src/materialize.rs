@@ -59,7 +59,7 @@ struct Common {
     concurrency: usize,
     /// Memory for the latest row of each entity in the window; beyond it the entities are
     /// split by hash and the sources scanned once per share.
-    #[arg(long, default_value = "256MiB", env = "QUIVER_MEMORY_LIMIT", value_parser = quiver_core::size::parse_bytes)]
+    #[arg(long, default_value = "256MiB", env = "QUIVER_MEMORY_LIMIT", value_parser = quiver_core::size::parse_nonzero_bytes)]
     memory_limit: usize,
     /// With --registry-url, the definitions (sources, and for an incremental run where each
     /// view's last run ended) come from the registry service, and the run is recorded there.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use quiver_offline::flight::{OfflineServer, RegistryPlace, RegistrySource};
 use quiver_offline::historical::{EngineOptions, HistoricalEngine};
 
-use crate::historical::{load_registry, parse_size, runtime};
+use crate::historical::{load_registry, runtime};
 use quiver_cmd::common::{ServerArgs, listen_addr, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +42,7 @@ struct ServeArgs {
     #[arg(long, env = "QUIVER_OFFLINE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Memory for sorts and joins, shared by all requests (e.g. 2GiB); past it they spill.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = quiver_core::size::parse_nonzero_bytes)]
     memory_limit: Option<usize>,
     /// Directory for spill files (default: the system temp dir).
     #[arg(long)]

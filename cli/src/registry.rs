@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use quiver_registry_service::{Service, ServiceConfig, Store};
 
-use quiver_cmd::common::{ServerArgs, listen_addr, parse_duration, read_token, shutdown_signal};
+use quiver_cmd::common::{ServerArgs, listen_addr, read_token, shutdown_signal};
+use quiver_core::time::parse_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -6,13 +6,16 @@
 //! - [`entity_key`], [`layout`]: entity key serialization v3 and the Redis/SQLite layouts.
 //! - [`json`]: the JSON of Feast's HTTP feature server.
 //! - [`fault`]: whose fault an error is, and its HTTP status, gRPC code and log level.
-//! - [`time`]: RFC 3339 timestamps and definition durations; [`size`]: byte sizes (`256MiB`).
+//! - [`time`]: RFC 3339 timestamps and durations (`500ms`, `1h30m`); [`size`]: byte sizes
+//!   (`256MiB`, `2G`): the one grammar of every flag.
+//! - [`backoff`]: the one retry backoff (exponential, full jitter).
 
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod backoff;
 pub mod entity_key;
 pub mod fault;
 pub mod json;

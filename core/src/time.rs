@@ -158,13 +158,14 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
-/// Parses a definition duration: `0`, `30s`, `15m`, `2h`, `1d`, `2w`, or a sum such as `1h30m`.
+/// Parses a duration, the one grammar of every duration in quiver (definitions' `ttl`, every
+/// flag): `0`, `250ms`, `30s`, `15m`, `2h`, `1d`, `2w`, or a sum such as `1h30m` or `1s500ms`.
 /// A bare integer is seconds. Returns a message saying what is accepted on error.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let expected = || {
         format!(
-            "invalid duration {text:?}: expected a number of seconds or a sum like 1d, 2h, 1h30m, 45s, 2w, or 0 for no expiry"
+            "invalid duration {text:?}: expected a number of seconds or a sum like 1d, 2h, 1h30m, 45s, 2w, 500ms, or 0 for no expiry"
         )
     };
     if t.is_empty() {
@@ -173,32 +174,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
+    let mut total_ms: u64 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let ms_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
             _ => return Err(expected()),
         };
-        let n: u64 = digits.parse().map_err(|_| expected())?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
+        let n: u64 = number.parse().map_err(|_| expected())?;
+        total_ms = n
+            .checked_mul(ms_per_unit)
+            .and_then(|v| total_ms.checked_add(v))
             .ok_or_else(expected)?;
+        rest = after;
     }
-    if !digits.is_empty() {
-        return Err(expected());
-    }
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_millis(total_ms))
 }
 
 /// The shortest definition text for a duration (`0`, `1d`, `1h30m`), the inverse of
@@ -283,6 +286,26 @@ mod tests {
         assert_eq!(secs("2w"), Ok(1_209_600));
         for bad in ["", "h", "1x", "1.5h", "-1h", "2h3"] {
             assert!(secs(bad).is_err(), "{bad}");
+        }
+        // Milliseconds, alone or in a sum (what `quiver serve`'s own wrapper added).
+        let ms = |s| parse_duration(s).map(|d| d.as_millis());
+        assert_eq!(ms("50ms"), Ok(50));
+        assert_eq!(ms("0ms"), Ok(0));
+        assert_eq!(ms("1s500ms"), Ok(1500));
+        assert_eq!(ms("1m30s"), Ok(90_000));
+        assert_eq!(ms("5m"), Ok(300_000));
+        for bad in [
+            "ms",
+            "5 parsecs",
+            "1mss",
+            "1 ms",
+            "1h 30m",
+            "5M",
+            "1sms",
+            "99999999999999999999ms",
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("500ms"), "{bad}: {err}");
         }
         for s in [0, 59, 3600, 5400, 86_400, 90_061] {
             assert_eq!(

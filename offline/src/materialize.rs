@@ -21,6 +21,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use hashbrown::hash_map::EntryRef;
 use quiver_core::ValueType;
+use quiver_core::backoff::Backoff;
 use quiver_core::model::{FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 use quiver_core::time::Timestamp;
@@ -679,7 +680,8 @@ pub struct WriteOptions {
     pub concurrency: usize,
     /// Redis `EXPIRE` after each write (Feast's `key_ttl_seconds`).
     pub key_ttl_seconds: Option<u64>,
-    /// Retries of a failed batch, with exponential backoff from `retry_backoff`.
+    /// Retries of a failed batch, with the one backoff (exponential, full jitter) from
+    /// `retry_backoff`, its cap doubling up to 1024 times it.
     pub retries: u32,
     pub retry_backoff: Duration,
     /// Most bytes the winners of one scan may hold; beyond, the keys are split by hash and
@@ -716,6 +718,10 @@ async fn write_with_retries(
     options: &WriteOptions,
 ) -> Result<WriteStats, StoreError> {
     let mut attempt = 0;
+    let mut backoff = Backoff::new(
+        options.retry_backoff,
+        options.retry_backoff.saturating_mul(1 << 10),
+    );
     loop {
         match store
             .write(layout, Arc::clone(&rows), options.key_ttl_seconds)
@@ -725,7 +731,7 @@ async fn write_with_retries(
             Err(e @ StoreError::Corrupt(_)) => return Err(e),
             Err(e) if attempt >= options.retries => return Err(e),
             Err(e) => {
-                let wait = options.retry_backoff * 2u32.pow(attempt.min(10));
+                let wait = backoff.next_delay();
                 tracing::warn!(view = %layout.name, error = %e, attempt = attempt + 1, ?wait, "online write failed; retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;

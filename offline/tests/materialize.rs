@@ -1,7 +1,6 @@
 //! Materialization against real Parquet files, a real SQLite file and a real redis-server.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use quiver_offline::materialize::{self, Window, WriteOptions};
 use quiver_online_store::{
     KeyRead, OnlineStore, RedisOptions, RedisStore, SqliteStore, ViewLayout,
 };
+use quiver_testkit::RedisServer;
 
 const DEFINITIONS: &str = r#"
 entities:
@@ -382,7 +382,7 @@ async fn redis_latest_row_per_key_in_the_window_with_key_ttl() {
         "  type: redis\n  connection_string: 127.0.0.1:{}",
         redis.port
     ));
-    let store = redis.store().await;
+    let store = store_at(redis.port).await;
     check_rules(&store, &repo).await;
     let mut conn = redis.client().get_connection().unwrap();
     let mut redis_key = key(3);
@@ -429,7 +429,7 @@ async fn a_killed_redis_fails_the_run_cleanly_and_a_rerun_completes() {
         })
         .collect();
     write_parquet(&repo.path().join("data/stats.parquet"), &rows, 10_000);
-    let store = redis.store().await;
+    let store = store_at(redis.port).await;
     let options = WriteOptions {
         batch_rows: 500,
         concurrency: 2,
@@ -589,80 +589,6 @@ async fn intervals_are_recorded_and_incremental_runs_start_from_them() {
         "v3",
     );
     assert!(unknown.unwrap_err().contains("no feature view nope"));
-}
-
-/// A redis-server of the test's own on a free port, killed when dropped.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer {
-            port,
-            child: None,
-            _dir: tempfile::tempdir().unwrap(),
-        };
-        server.restart();
-        server
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(self._dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if let Ok(mut c) = self.client().get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap()
-    }
-
-    async fn store(&self) -> OnlineStore {
-        store_at(self.port).await
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 async fn store_at(port: u16) -> OnlineStore {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quiver_core::backoff::Backoff;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
@@ -244,30 +245,11 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
-/// The Redis Cluster hash slot of a key (CRC16-XMODEM mod 16384, with hash tags: when the key has
-/// a `{` followed by a non-empty `...}`, only what is between them is hashed). Feast's keys carry
-/// no deliberate tags, but a `{` inside a string entity value makes one, and Redis honours it.
-pub fn cluster_slot(key: &[u8]) -> u16 {
-    let hashed = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    let mut crc: u16 = 0;
-    for &b in hashed {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
+/// The Redis Cluster hash slot of a key, computed by redis-rs (`Slot::for_key`: CRC16-XMODEM mod
+/// 16384, with hash tags: when the key has a `{` followed by a non-empty `...}`, only what is
+/// between them is hashed). Feast's keys carry no deliberate tags, but a `{` inside a string
+/// entity value makes one, and Redis honours it.
+pub use redis::cluster_routing::Slot;
 
 /// How often, at most, a cluster connection is rebuilt after failed commands.
 pub const CLUSTER_REBUILD_INTERVAL: Duration = Duration::from_secs(3);
@@ -342,9 +324,9 @@ impl RedisStore {
         } else if shared.conn.read().map(|c| c.is_none()).unwrap_or(true) {
             let (options, root, shared) = (options.clone(), tls_root.clone(), Arc::clone(&shared));
             tasks.push(tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(200);
+                let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
                 loop {
-                    tokio::time::sleep(jitter(backoff)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     match Self::open(&options, root.as_ref()).await {
                         Ok((conn, master)) => {
                             tracing::info!(store = %options.describe(), "connected to the online store");
@@ -353,7 +335,6 @@ impl RedisStore {
                         }
                         Err(e) => tracing::debug!(error = %e, "online store still unreachable"),
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }));
         }
@@ -576,10 +557,10 @@ impl RedisStore {
             }
             // A cluster pipeline must stay within one slot: one pipeline per slot, all at once.
             Conn::Cluster(_) => {
-                let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> =
-                    std::collections::BTreeMap::new();
+                let mut by_slot: std::collections::HashMap<Slot, Vec<usize>> =
+                    std::collections::HashMap::new();
                 for (i, (key, _)) in commands.iter().enumerate() {
-                    by_slot.entry(cluster_slot(key)).or_default().push(i);
+                    by_slot.entry(Slot::for_key(key)).or_default().push(i);
                 }
                 let mut requests = Vec::with_capacity(by_slot.len());
                 for members in by_slot.values() {
@@ -650,10 +631,10 @@ impl RedisStore {
         let groups: Vec<Vec<usize>> = match &conn {
             Conn::Single(_) => vec![(0..keys.len()).collect()],
             Conn::Cluster(_) => {
-                let mut by_slot: std::collections::BTreeMap<u16, Vec<usize>> =
-                    std::collections::BTreeMap::new();
+                let mut by_slot: std::collections::HashMap<Slot, Vec<usize>> =
+                    std::collections::HashMap::new();
                 for (i, key) in keys.iter().enumerate() {
-                    by_slot.entry(cluster_slot(key)).or_default().push(i);
+                    by_slot.entry(Slot::for_key(key)).or_default().push(i);
                 }
                 by_slot.into_values().collect()
             }
@@ -837,16 +818,6 @@ pub fn keyspace_events_sufficient(config: &str) -> bool {
     config.contains('K') && (config.contains('A') || (config.contains('h') && config.contains('g')))
 }
 
-/// ±25% jitter, so reconnecting sidecars do not arrive together.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(factor)
-}
-
 /// A change seen through keyspace notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
@@ -878,6 +849,31 @@ impl Drop for Invalidations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// redis-rs's slot function gives the slots `redis-cli cluster keyslot` gives (Redis 7),
+    /// the spec's hash-tag cases included.
+    #[test]
+    fn slots_are_the_servers() {
+        for (key, slot) in [
+            ("123456789", 12739),
+            ("foo", 12182),
+            ("bar", 5061),
+            ("somekey", 11058),
+            ("hello", 866),
+            ("{user1000}.following", 3443),
+            ("{user1000}.followers", 3443),
+            // An empty tag hashes the whole key; only the first `{...}` counts.
+            ("foo{}{bar}", 8363),
+            ("foo{{bar}}zap", 4015),
+            ("foo{bar}{zap}", 5061),
+            ("{}", 15257),
+            ("a{tag}b", 8338),
+            ("tag", 8338),
+            ("", 0),
+        ] {
+            assert_eq!(Slot::for_key(key), Slot::new(slot).unwrap(), "{key:?}");
+        }
+    }
 
     #[test]
     fn the_write_rule_compares_to_the_nanosecond() {

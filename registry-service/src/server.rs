@@ -140,33 +140,20 @@ fn check_token(service: &Service, req: &Request<Incoming>, write: bool) -> Optio
     Some(resp)
 }
 
-/// Decodes `%XX` escapes and `+` (as a space) in a query value.
+/// Decodes `%XX` escapes and `+` (as a space) in a query value, with the `percent-encoding`
+/// crate. A `%` not followed by two hex digits is an error (the crate would keep it as is).
 fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("{s:?} has a bad %-escape"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let hex2 = |rest: &str| {
+        rest.get(..2)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    if !s.split('%').skip(1).all(hex2) {
+        return Err(format!("{s:?} has a bad %-escape"));
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
 }
 
 /// The query's parameters; any name not in `allowed` is an error naming it.

@@ -608,42 +608,8 @@ pub fn load_state(dir: &Path, project: &str) -> Result<Option<Snapshot>, String>
     Ok(Some(snap))
 }
 
-/// Jittered exponential backoff ("full jitter"): each wait is uniform in [min, cap], and the
-/// cap doubles per failure up to `max`, so a fleet of sidecars spreads its retries out instead
-/// of arriving at a recovering service together.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    cap: Duration,
-    rng: fastrand::Rng,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        let min = min.max(Duration::from_millis(1));
-        Backoff {
-            min,
-            max: max.max(min),
-            cap: min,
-            rng: fastrand::Rng::new(),
-        }
-    }
-
-    /// The next wait.
-    pub fn next_delay(&mut self) -> Duration {
-        let lo = self.min.as_micros() as u64;
-        let hi = (self.cap.as_micros() as u64).max(lo);
-        let wait = Duration::from_micros(self.rng.u64(lo..=hi));
-        self.cap = (self.cap * 2).min(self.max);
-        wait
-    }
-
-    /// After a success: start from `min` again.
-    pub fn reset(&mut self) {
-        self.cap = self.min;
-    }
-}
+/// The one backoff (quiver-core's): exponential with full jitter.
+pub use quiver_core::backoff::Backoff;
 
 #[cfg(test)]
 mod tests {
@@ -672,22 +638,6 @@ mod tests {
         let err =
             Endpoint::parse("https://x:1", Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let waits: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        assert!(
-            waits
-                .iter()
-                .all(|w| *w >= Duration::from_millis(100) && *w <= Duration::from_secs(2))
-        );
-        // The cap reached the maximum; with jitter the waits are not all equal.
-        assert_eq!(b.cap, Duration::from_secs(2));
-        assert!(waits[6..].iter().any(|w| *w != waits[6]));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 
     #[test]

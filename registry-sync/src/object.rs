@@ -228,11 +228,14 @@ fn emulator_base_url(host: &str) -> String {
     }
 }
 
-/// Waits a little before another attempt after a lost race: growing with the attempt and
-/// jittered, so two losers do not collide again in lockstep.
+/// Waits a little before another attempt after a lost race: the one backoff's wait for the
+/// attempt (uniform in [20 ms, 20 ms·2^attempt], at most 700 ms), so two losers do not collide
+/// again in lockstep.
 pub async fn pause_after_conflict(attempt: usize) {
-    let wait = 10 * (1u64 << attempt.min(6)) + fastrand::u64(0..40);
-    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let mut backoff =
+        quiver_core::backoff::Backoff::new(Duration::from_millis(20), Duration::from_millis(700));
+    let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+    tokio::time::sleep(backoff.delay_for_attempt(attempt)).await;
 }
 
 /// A client for the bucket of `uri`, configured from the environment as Feast's clients are (see

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_core::{Value, entity_key, layout};
-use quiver_online_store::redis_store::cluster_slot;
+use quiver_online_store::redis_store::Slot;
 use quiver_online_store::{OnlineStore, RedisOptions, RedisStore};
 use quiver_sidecar::{EngineConfig, SidecarConfig};
 use serde_json::json;
@@ -50,7 +50,7 @@ async fn serves_from_a_redis_cluster_routing_by_slot() {
             .arg(&key)
             .query(&mut conn)
             .unwrap();
-        assert_eq!(cluster_slot(&key), server_slot, "{id}");
+        assert_eq!(Slot::for_key(&key), Slot::new(server_slot).unwrap(), "{id}");
         redis::cmd("HSET")
             .arg(&key)
             .arg(&layout::redis_field("profile", "score")[..])

@@ -870,28 +870,7 @@ async fn starts_while_redis_is_down_and_serves_once_it_is_up() {
     assert_eq!(http(sidecar.addr, "GET", "/ready", b"").await.0, 503);
 
     // Redis comes up on that port.
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(child);
+    let _redis = RedisServer::start_on(port, &[]);
     let mut conn = loop {
         if let Ok(c) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
             .unwrap()

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use quiver_core::backoff::Backoff;
 use tokio::sync::mpsc;
 
 use super::{
-    Invalidation, Invalidations, RedisOptions, RedisStore, jitter, keyspace_events_sufficient,
-    unavailable,
+    Invalidation, Invalidations, RedisOptions, RedisStore, keyspace_events_sufficient, unavailable,
 };
 use crate::StoreError;
 
@@ -321,13 +321,13 @@ impl RedisStore {
         enable: bool,
         tx: mpsc::Sender<NodeEvent>,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let (event, wait) = match self.node_session(i, &host, port, enable, &tx).await {
                 Ended::Closed => return,
                 Ended::Down(why) => {
                     tracing::warn!(node = %format!("{host}:{port}"), error = %why, "keyspace notifications lost");
-                    (NodeEvent::Down(i), jitter(backoff))
+                    (NodeEvent::Down(i), backoff.next_delay())
                 }
                 Ended::Off(config) => (NodeEvent::Off(i, config), OFF_RECHECK),
             };
@@ -335,7 +335,6 @@ impl RedisStore {
                 return;
             }
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 

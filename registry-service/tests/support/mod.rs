@@ -1,5 +1,5 @@
 //! Test support: definitions, a real client against a real service, and a fresh PostgreSQL
-//! database per test.
+//! database per test (quiver-testkit's `TestDb`).
 
 #![allow(dead_code)]
 
@@ -102,74 +102,8 @@ pub async fn version(client: &mut Client, project: &str) -> u64 {
     body["version"].as_u64().unwrap()
 }
 
-/// A PostgreSQL database of the test's own, dropped at the end.
-pub struct TestDb {
-    pub name: String,
-    admin: String,
-}
-
-pub fn admin_url() -> String {
-    std::env::var("QUIVER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} (set QUIVER_TEST_POSTGRES): {e}; .ci/run starts one")
-        });
-    tokio::spawn(conn);
-    client
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        let admin = admin_url();
-        let name = format!("quiver_test_{}", uuid::Uuid::new_v4().simple());
-        admin_client(&admin)
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        TestDb { name, admin }
-    }
-
-    pub fn url(&self) -> String {
-        match self.admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{}", self.name),
-            None => panic!("QUIVER_TEST_POSTGRES must end in /<database>"),
-        }
-    }
-
-    pub async fn client(&self) -> tokio_postgres::Client {
-        admin_client(&self.url()).await
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Dropped on a plain thread: Drop may run inside a runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+#[allow(unused_imports)] // service.rs runs without PostgreSQL
+pub use quiver_testkit::postgres::{TestDb, admin_url};
 
 /// Records materialization intervals through the service and checks what every client sees:
 /// the intervals on the views (appended, in order, the registry download carrying them), the

@@ -189,17 +189,7 @@ fn query_params(
 
 /// `30s`, `500ms`, `2m`, or whole seconds.
 fn parse_wait(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Some(ms) = t.strip_suffix("ms") {
-        return ms
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("wait: {s:?} is not a duration: expected e.g. 30s, 500ms"));
-    }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    quiver_core::time::parse_duration(t)
+    quiver_core::time::parse_duration(s)
         .map_err(|_| format!("wait: {s:?} is not a duration: expected e.g. 30s, 500ms"))
 }
 

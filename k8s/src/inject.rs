@@ -10,6 +10,9 @@
 //!         ─▶ patch: status annotation, volumes, the container (native: an init container with
 //!            restartPolicy Always; else a regular container) ──▶ allowed + JSONPatch
 //! ```
+//!
+//! Length: one pure decision read top to bottom (request → plan → patch); about a third of it is
+//! the annotation table and the checks that report every bad annotation at once.
 
 use std::collections::BTreeMap;
 

@@ -17,6 +17,10 @@
 //!
 //! Everything that can be wrong with a request (a missing or mistyped column, an unknown view or
 //! feature, an unreadable file, a name clash) is found while planning, before any data is read.
+//!
+//! Length: the request is checked whole before any data is read (entity columns, every view's
+//! source columns and types, name clashes), and those checks sit next to the plan they guard; the
+//! as-of operator itself is `asof.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

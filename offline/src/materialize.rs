@@ -13,6 +13,10 @@
 //! the next is read, so reading no longer delays every write. Otherwise the whole window is read
 //! first. Either way a run that fails records nothing in the registry; what it wrote is valid
 //! and a rerun skips it.
+//!
+//! Length: planning, the two scan strategies (hash-partitioned passes, time segments) and the
+//! writer share one compact winner format; splitting them would put that format in a fourth
+//! file every piece depends on.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
 //! Materialization against real Parquet files, a real SQLite file and a real redis-server.
+//!
+//! Length: one file of scenarios over the same fixtures (files, SQLite, Redis).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

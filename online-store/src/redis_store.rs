@@ -1,4 +1,8 @@
 //! Feast's Redis layout over a multiplexed, self-reconnecting connection.
+//!
+//! Length: the connection (standalone, sentinel's master or cluster, plain or TLS, swapped whole
+//! by the background task) and the reads and writes that share it; what is per node and per
+//! sentinel already lives in `redis_store/nodes.rs` and `redis_store/sentinel.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! handshake with a deadline when TLS is on, HTTP/1.1 with a header deadline. Per request:
 //! route → token (writes always when a token is set; reads with `auth_reads`) → body limit →
 //! the handler. Errors are JSON `{"error": kind, "message": ...}` naming the field at fault.
+//!
+//! Length: every route and every response of the service's API is here, so that statuses and
+//! error bodies are decided in one file; splitting the routes apart would scatter that.
 
 // Handlers return a finished response as their error: built once per request, never on a hot
 // loop, so boxing it would only add an allocation.

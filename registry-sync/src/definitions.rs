@@ -14,6 +14,9 @@
 //! feature_services: [{name, description, tags, owner,
 //!                     features: [view | {view: [feature, ...]} | {view, alias, features, join_key_map}]}]
 //! ```
+//!
+//! Length: the YAML shapes and the whole-repo checker whose messages name their fields, kept
+//! together; about 200 lines at the end are tests.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

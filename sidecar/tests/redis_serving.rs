@@ -1,5 +1,7 @@
 //! The sidecar over a real redis-server: answers, statuses, the cache, invalidation, and the
 //! failure modes, through real HTTP on loopback.
+//!
+//! Length: one file of scenarios over the same Redis fixtures and repo.
 
 mod support;
 

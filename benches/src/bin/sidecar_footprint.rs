@@ -11,10 +11,10 @@
 //!   VmRSS from /proc/PID/status one second later, and kills it. One JSON line per run, then one
 //!   with median and p90.
 //! - `cache BIN REPO BYTES N BATCH`: starts `BIN serve --cache-bytes BYTES` (staleness 1h, so
-//!   nothing expires during the run), records idle RSS a second after ready, asks for every
-//!   driver 1..=N once through `POST /get-online-features`, BATCH per request, then records RSS
-//!   (VmRSS and peak VmHWM) and the sidecar's `quiver_cache_size_bytes` / `quiver_cache_entries`.
-//!   One JSON line.
+//!   nothing expires during the run; store deadline 10s), records idle RSS a second after ready,
+//!   asks for every driver 1..=N once through `POST /get-online-features`, BATCH per request,
+//!   then records RSS (VmRSS and peak VmHWM) and the sidecar's `quiver_cache_size_bytes` /
+//!   `quiver_cache_entries`. One JSON line.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -256,9 +256,13 @@ fn start(bin: &Path, repo: &Path, runs: usize) -> Result<()> {
 }
 
 fn cache(bin: &Path, repo: &Path, bytes: &str, n: i64, batch: i64) -> Result<()> {
+    // Memory is measured here, not latency: the store deadline is raised so that 500-entity
+    // SQLite reads on a busy machine do not fail the run (the default 50ms answers 503).
     let extra = [
         "--cache-bytes",
         bytes,
+        "--store-timeout",
+        "10s",
         "--max-staleness",
         "1h",
         "--watched-staleness",

@@ -114,7 +114,7 @@ fn fill(repo: &Path, n: i64) -> Result<()> {
                     Value::Int64(i * 3).encode_to_vec(),
                     Value::String(format!("zone-{}", i % 1000)).encode_to_vec(),
                 ];
-                rows.push(WriteRow::new(key, ts.clone(), Some(ts.clone()), &values));
+                rows.push(WriteRow::new(key, ts, Some(ts), &values));
             }
             let stats = store.write(&layout, rows.into(), None).await?;
             written += stats.written;
@@ -237,7 +237,9 @@ fn start(bin: &Path, repo: &Path, runs: usize) -> Result<()> {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         std::thread::sleep(Duration::from_secs(1));
         let (kib, _) = sidecar.rss_kib()?;
-        println!("{{\"bin\": \"{name}\", \"run\": {run}, \"ready_ms\": {ms:.2}, \"idle_rss_kib\": {kib}}}");
+        println!(
+            "{{\"bin\": \"{name}\", \"run\": {run}, \"ready_ms\": {ms:.2}, \"idle_rss_kib\": {kib}}}"
+        );
         ready_ms.push(ms);
         rss.push(kib as f64);
     }
@@ -272,10 +274,7 @@ fn cache(bin: &Path, repo: &Path, bytes: &str, n: i64, batch: i64) -> Result<()>
     sidecar.wait_ready(Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(1));
     let (idle, _) = sidecar.rss_kib()?;
-    let features: Vec<String> = FEATURES
-        .iter()
-        .map(|f| format!("\"{VIEW}:{f}\""))
-        .collect();
+    let features: Vec<String> = FEATURES.iter().map(|f| format!("\"{VIEW}:{f}\"")).collect();
     let features = features.join(",");
     let started = Instant::now();
     let mut present = 0u64;

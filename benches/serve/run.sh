@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The serving benchmark: the same Redis data (written by Feast) served by
 #   bare      a hyper server returning a fixed body of the same size (the HTTP ceiling)
-#   warm      quiver serve, cache warm
-#   nocache   quiver serve --cache-bytes 0 (every request reads Redis)
+#   warm      quiver-sidecar serve (the lean binary; `quiver serve` runs the same code), cache warm
+#   nocache   the same with --cache-bytes 0 (every request reads Redis)
 #   feast     feast serve -w 2 --no-access-log --max-requests 100000000
 # for 1 entity x 3 features and 10 entities x 10 features: peak throughput with wrk (1 thread,
 # 8 connections), the Arrow IPC answer, and latency at half quiver's peak with benches' loadgen
@@ -23,8 +23,14 @@ venv="$(compat/setup-venv.sh "${QUIVER_FEAST_VENV:-$target_dir/feast-venv}" | ta
 out="$target_dir/bench-serve"
 rm -rf "$out" && mkdir -p "$out/repo/data"
 
-cargo build --release --locked -p quiver -p quiver-benches --bin quiver --bin bare_http --bin loadgen >&2
-quiver="$target_dir/release/quiver"
+# The server measured is the lean sidecar binary (what runs beside every model; the same serving
+# code as `quiver serve`). `quiver apply` only sets the repo up, so a debug build does.
+cargo build --release --locked -p quiver-cmd -p quiver-benches --bin quiver-sidecar --bin bare_http --bin loadgen >&2
+# The workspace's test build leaves one (a lone `-p quiver` build would unify features
+# differently and rebuild DataFusion for nothing).
+[ -x "$target_dir/debug/quiver" ] || cargo build --locked --bin quiver >&2
+quiver="$target_dir/debug/quiver"
+sidecar="$target_dir/release/quiver-sidecar"
 bare="$target_dir/release/bare_http"
 loadgen="$target_dir/release/loadgen"
 
@@ -86,7 +92,7 @@ run_rate() { # name shape entities features port rate: latency at a fixed rate (
 
 serve_quiver() { # port extra-args...
   local port="$1"; shift
-  QUIVER_LOG=warn "${pin_server[@]}" "$quiver" serve --repo "$out/repo" --port "$port" "${workers[@]}" "$@" >/dev/null 2>&1 &
+  QUIVER_LOG=warn "${pin_server[@]}" "$sidecar" serve --repo "$out/repo" --port "$port" "${workers[@]}" "$@" >/dev/null 2>&1 &
   pids+=($!)
   wait_http "http://127.0.0.1:$port/health"
 }

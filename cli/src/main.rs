@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use quiver_cmd::common::{LogFormat, init_logging};
+use quiver_cmd::common::Logging;
 use quiver_sidecar::push::OfflineWriter;
 
 mod apply;
@@ -24,15 +24,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "quiver", version, about, propagate_version = true)]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "QUIVER_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logging: Logging,
 
     #[command(subcommand)]
     command: Command,
@@ -101,7 +94,7 @@ impl OfflineWriter for ParquetPush {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    cli.logging.init();
     let result = match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::Demo(args) => demo::run(args),

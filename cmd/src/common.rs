@@ -18,6 +18,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// The logging flags every binary takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Logging {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "QUIVER_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Logging {
+    /// Structured logs on stderr in the chosen format, filtered by `QUIVER_LOG` (default `info`).
+    pub fn init(&self) {
+        init_logging(self.log_format);
+    }
+}
+
 /// Structured logs on stderr, filtered by `QUIVER_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")

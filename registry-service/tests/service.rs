@@ -564,69 +564,10 @@ async fn bad_requests_are_4xx_naming_the_field_and_change_nothing() {
 async fn tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=quiver test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "tls.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    // A private CA and a server certificate for localhost and 127.0.0.1.
+    quiver_testkit::certificates(d);
     let acceptor =
-        quiver_registry_service::tls::load(&d.join("tls.crt"), &d.join("tls.key")).unwrap();
+        quiver_registry_service::tls::load(&d.join("server.crt"), &d.join("server.key")).unwrap();
     let store = d.join("registry.db");
     let svc = Standalone::start(store.to_str().unwrap(), 0, fast(), Some(acceptor)).unwrap();
     assert!(svc.url().starts_with("https://"));
@@ -652,7 +593,7 @@ async fn tls_with_a_private_ca() {
             .is_err()
     );
     let mut untrusting = Client::new(
-        Endpoint::parse(&svc.url(), Some(&d.join("tls.crt"))).unwrap(),
+        Endpoint::parse(&svc.url(), Some(&d.join("server.crt"))).unwrap(),
         None,
     );
     let err = untrusting
@@ -667,7 +608,7 @@ async fn tls_with_a_private_ca() {
         .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
     // Mismatched files are refused with the flag named.
-    let err = quiver_registry_service::tls::load(&d.join("ca.crt"), &d.join("tls.key"))
+    let err = quiver_registry_service::tls::load(&d.join("ca.crt"), &d.join("server.key"))
         .err()
         .unwrap();
     assert!(err.contains("--tls-cert"), "{err}");

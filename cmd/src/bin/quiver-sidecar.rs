@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use quiver_cmd::common::{LogFormat, init_logging};
+use quiver_cmd::common::Logging;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -13,15 +13,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "quiver-sidecar", version, about, propagate_version = true)]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "QUIVER_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logging: Logging,
 
     #[command(subcommand)]
     command: Command,
@@ -35,7 +28,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    cli.logging.init();
     let result = match cli.command {
         Command::Serve(args) => quiver_cmd::serve::run(args, None),
     };

@@ -244,7 +244,11 @@ impl Server {
                 () = &mut shutdown, if !shutting_down => {
                     shutting_down = true;
                     self.draining.start();
-                    tracing::info!(delay = ?limits.drain_delay, "shutting down: readiness answers 503; still accepting for the drain delay");
+                    if limits.drain_delay.is_zero() {
+                        tracing::info!("shutting down: readiness answers 503");
+                    } else {
+                        tracing::info!(delay = ?limits.drain_delay, "shutting down: readiness answers 503; still accepting for the drain delay");
+                    }
                     drain_deadline = Some(Box::pin(tokio::time::sleep(limits.drain_delay)));
                     continue;
                 }

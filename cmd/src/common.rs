@@ -35,20 +35,15 @@ pub struct Logging {
 impl Logging {
     /// Structured logs on stderr in the chosen format, filtered by `QUIVER_LOG` (default `info`).
     pub fn init(&self) {
-        init_logging(self.log_format);
-    }
-}
-
-/// Structured logs on stderr, filtered by `QUIVER_LOG` (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
     }
 }
 

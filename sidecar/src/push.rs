@@ -90,6 +90,9 @@ pub struct WriteRequest {
     pub rows: usize,
 }
 
+/// The created-time column Feast's remote online store always sends to `/write-to-online-store`.
+const CLIENT_CREATED: &str = "created";
+
 fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("ValidationError", message)
 }
@@ -173,10 +176,12 @@ pub fn parse(
             .iter()
             .position(|v| v.name == name)
             .ok_or_else(|| {
+                // Feast's class for this endpoint (`feast serve` raises it here, not
+                // FeatureViewNotFoundException).
                 ApiError::not_found(
-                    "FeatureViewNotFoundException",
+                    "FeastObjectNotFoundException",
                     format!(
-                        "feature view {name} does not exist in project {}",
+                        "feature_view_name: feature view {name} does not exist in project {}",
                         reg.project
                     ),
                 )
@@ -237,6 +242,11 @@ pub fn parse(
             used.insert(column);
         }
         used.extend(v.created_field.as_deref());
+    }
+    // Feast's remote online store sends a `created` column with every write, null when the
+    // view has no created-time column: such a column carries nothing and is dropped.
+    if !by_source && !used.contains(CLIENT_CREATED) {
+        columns.retain(|(c, values)| c != CLIENT_CREATED || !values.iter().all(Json::is_null));
     }
     if let Some((unknown, _)) = columns.iter().find(|(c, _)| !used.contains(c.as_str())) {
         return Err(unprocessable(format!(

@@ -27,6 +27,12 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> String {
         now,
         ..
     } = *table;
+    // Only the request's join-key columns come back, as from Feast (a request-only column, e.g.
+    // an on-demand view's input, is not an output).
+    let columns: smallvec::SmallVec<[&(String, Vec<Json>); 8]> = columns
+        .iter()
+        .filter(|(name, _)| plan.echoed(name).is_some())
+        .collect();
     let mut out =
         String::with_capacity(512 + rows * (plan.columns.len() * 64 + columns.len() * 64));
     out.push_str("{\"metadata\":{\"feature_names\":[");
@@ -42,7 +48,7 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> String {
     out.push_str(&plan.names_json);
     out.push_str("]},\"results\":[");
     // Entity columns echo the request.
-    for (c, (_, values)) in columns.iter().enumerate() {
+    for (c, (_, values)) in columns.iter().map(|c| (&c.0, &c.1)).enumerate() {
         if c > 0 {
             out.push(',');
         }

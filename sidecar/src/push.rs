@@ -48,6 +48,9 @@ pub struct PushConfig {
     pub key_ttl_seconds: Option<u64>,
     /// `to: offline` support; without it such pushes are refused (501).
     pub offline: Option<Arc<dyn OfflineWriter>>,
+    /// `POST /materialize` and `/materialize-incremental` (the ingest role), behind the same
+    /// token.
+    pub materialize: crate::materialize::MaterializeSupport,
 }
 
 impl std::fmt::Debug for PushConfig {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for PushConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("key_ttl_seconds", &self.key_ttl_seconds)
             .field("offline", &self.offline.is_some())
+            .field("materialize", &self.materialize)
             .finish()
     }
 }
@@ -70,6 +74,7 @@ impl Default for PushConfig {
             max_body_bytes: 16 << 20,
             key_ttl_seconds: None,
             offline: None,
+            materialize: crate::materialize::MaterializeSupport::Off,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use quiver_core::fault::ErrorKind;
 use quiver_core::time::{self, Timestamp};
 use quiver_online_store::OnlineStore;
-use serde::Deserialize;
+use serde_json::Value as Json;
 
 use crate::error::ApiError;
 
@@ -83,21 +83,6 @@ impl std::fmt::Debug for MaterializeSupport {
     }
 }
 
-/// Both bodies: `/materialize`'s fields are a superset of `/materialize-incremental`'s.
-#[derive(Debug, Deserialize)]
-struct Body {
-    #[serde(default)]
-    start_ts: Option<String>,
-    #[serde(default)]
-    end_ts: Option<String>,
-    #[serde(default)]
-    feature_views: Option<Vec<String>>,
-    #[serde(default)]
-    disable_event_timestamp: bool,
-    #[serde(default)]
-    version: Option<String>,
-}
-
 fn unprocessable(message: String) -> ApiError {
     ApiError::unprocessable("ValidationError", message)
 }
@@ -125,37 +110,64 @@ pub fn parse(
     incremental: bool,
     now: Timestamp,
 ) -> Result<MaterializeRequest, ApiError> {
-    let body: Body = serde_json::from_slice(body).map_err(|e| {
-        let message = format!("request body: {e}");
-        if e.is_data() {
-            unprocessable(message)
-        } else {
-            ApiError::bad_request("MalformedJson", message)
-        }
+    let body: Json = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("MalformedJson", format!("request body is not JSON: {e}"))
     })?;
-    if let Some(version) = &body.version {
+    let Json::Object(body) = body else {
+        return Err(unprocessable("the body must be a JSON object".to_owned()));
+    };
+    // Feast's fields, each checked by name; unknown keys are ignored, as Feast does.
+    let text = |field: &str| -> Result<Option<&str>, ApiError> {
+        match body.get(field) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s)),
+            Some(other) => Err(unprocessable(format!("{field} must be a string, got {other}"))),
+        }
+    };
+    let disable_event_timestamp = match body.get("disable_event_timestamp") {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(b)) => *b,
+        Some(other) => {
+            return Err(unprocessable(format!(
+                "disable_event_timestamp must be true or false, got {other}"
+            )));
+        }
+    };
+    let views = match body.get("feature_views") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(names)) => names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n {
+                Json::String(s) if !s.trim().is_empty() => Ok(s.clone()),
+                other => Err(unprocessable(format!(
+                    "feature_views[{i}] must be a feature view name, got {other}"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(unprocessable(format!(
+                "feature_views must be a list of feature view names, got {other}"
+            )));
+        }
+    };
+    if let Some(version) = text("version")? {
         return Err(unprocessable(format!(
             "version: {version:?}: quiver has no versioned feature views; leave version out"
         )));
     }
-    let views = body.feature_views.unwrap_or_default();
-    if let Some(i) = views.iter().position(|v| v.trim().is_empty()) {
-        return Err(unprocessable(format!(
-            "feature_views[{i}] is empty: name a feature view"
-        )));
-    }
     let window = if incremental {
         Window::Incremental {
-            end: timestamp("end_ts", body.end_ts.as_deref())?,
+            end: timestamp("end_ts", text("end_ts")?)?,
         }
-    } else if body.disable_event_timestamp {
+    } else if disable_event_timestamp {
         Window::Range {
             start: Timestamp::default(),
             end: now,
         }
     } else {
-        let start = timestamp("start_ts", body.start_ts.as_deref())?;
-        let end = timestamp("end_ts", body.end_ts.as_deref())?;
+        let start = timestamp("start_ts", text("start_ts")?)?;
+        let end = timestamp("end_ts", text("end_ts")?)?;
         if (start.seconds, start.nanos) > (end.seconds, end.nanos) {
             return Err(ApiError::bad_request(
                 "InvalidTimestamp",
@@ -259,9 +271,12 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_4xx_naming_the_field() {
-        let cases: [(&[u8], bool, u16, &str); 9] = [
-            (b"{", false, 400, "request body"),
-            (b"[1]", false, 422, "request body"),
+        let cases: [(&[u8], bool, u16, &str); 12] = [
+            (b"{", false, 400, "request body is not JSON"),
+            (br#"{"start_ts": 1, "end_ts": "2026-01-01"}"#, false, 422, "start_ts must be a string"),
+            (br#"{"disable_event_timestamp": "yes"}"#, false, 422, "disable_event_timestamp"),
+            (br#"{"end_ts": "2026-01-01", "feature_views": [""]}"#, true, 422, "feature_views[0]"),
+            (b"[1]", false, 422, "JSON object"),
             (br#"{"end_ts": "2026-01-01T00:00:00"}"#, false, 422, "start_ts is required"),
             (br#"{"start_ts": "2026-01-01T00:00:00"}"#, false, 422, "end_ts is required"),
             (br#"{}"#, true, 422, "end_ts is required"),

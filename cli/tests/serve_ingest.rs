@@ -36,17 +36,31 @@ fn at(hours: i64) -> i64 {
 /// The customer_profile source: c1 twice (10:00 silver, 11:00 gold), c2 at 13:00.
 fn write_profiles(path: &Path) {
     let columns: Vec<(&str, ArrayRef)> = vec![
-        ("customer_id", Arc::new(StringArray::from(vec!["c1", "c1", "c2"]))),
+        (
+            "customer_id",
+            Arc::new(StringArray::from(vec!["c1", "c1", "c2"])),
+        ),
         (
             "event_timestamp",
-            Arc::new(TimestampMicrosecondArray::from(vec![at(10), at(11), at(13)]).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![at(10), at(11), at(13)]).with_timezone("UTC"),
+            ),
         ),
-        ("tier", Arc::new(StringArray::from(vec!["silver", "gold", "bronze"]))),
+        (
+            "tier",
+            Arc::new(StringArray::from(vec!["silver", "gold", "bronze"])),
+        ),
         ("ltv", Arc::new(Float64Array::from(vec![10.0, 100.5, 0.25]))),
-        ("is_vip", Arc::new(BooleanArray::from(vec![false, true, false]))),
+        (
+            "is_vip",
+            Arc::new(BooleanArray::from(vec![false, true, false])),
+        ),
         (
             "signup_ts",
-            Arc::new(TimestampSecondArray::from(vec![1_700_000_000, 1_700_000_000, 1_700_000_001]).with_timezone("UTC")),
+            Arc::new(
+                TimestampSecondArray::from(vec![1_700_000_000, 1_700_000_000, 1_700_000_001])
+                    .with_timezone("UTC"),
+            ),
         ),
     ];
     let batch = RecordBatch::try_from_iter(columns).unwrap();
@@ -69,14 +83,22 @@ fn http(addr: SocketAddr, path: &str, auth: Option<&str>, body: &str) -> (u16, S
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (head[9..12].parse().unwrap(), head.to_owned(), body.to_owned())
+    (
+        head[9..12].parse().unwrap(),
+        head.to_owned(),
+        body.to_owned(),
+    )
 }
 
 /// Feast's error detail inside an error body (a JSON string holding the object).
 fn detail(body: &str) -> serde_json::Value {
     let outer: serde_json::Value = serde_json::from_str(body).unwrap();
-    serde_json::from_str(outer.as_str().unwrap_or_else(|| panic!("not a detail string: {body}")))
-        .unwrap()
+    serde_json::from_str(
+        outer
+            .as_str()
+            .unwrap_or_else(|| panic!("not a detail string: {body}")),
+    )
+    .unwrap()
 }
 
 /// The quickstart repo under `dir`, applied by `quiver apply`.
@@ -94,7 +116,11 @@ fn applied_quickstart(dir: &Path) -> std::path::PathBuf {
         .env_remove("FEATURE_STORE_YAML_BASE64")
         .output()
         .unwrap();
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     repo
 }
 
@@ -129,7 +155,10 @@ fn serve(repo: &Path, extra: &[&str]) -> (Server, SocketAddr) {
     );
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "never listened");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (server, addr)
@@ -146,7 +175,11 @@ fn ingest_materializes_through_feasts_endpoints() {
     // The token guards it, as it guards push.
     let (status, head, body) = http(addr, "/materialize", None, range);
     assert_eq!(status, 401, "{body}");
-    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
     let (status, _, _) = http(addr, "/materialize", Some("wrong"), range);
     assert_eq!(status, 401);
 
@@ -154,19 +187,57 @@ fn ingest_materializes_through_feasts_endpoints() {
     let auth = Some(TOKEN);
     for (path, body, want_status, want) in [
         ("/materialize", "{", 400, "request body"),
-        ("/materialize", r#"{"end_ts": "2026-01-01"}"#, 422, "start_ts is required"),
-        ("/materialize", r#"{"start_ts": "2026-01-02", "end_ts": "2026-01-01"}"#, 400, "start_ts 2026-01-02T00:00:00Z is after end_ts"),
-        ("/materialize", r#"{"start_ts": "2026-01-01", "end_ts": "2999-01-01"}"#, 400, "is in the future"),
+        (
+            "/materialize",
+            r#"{"end_ts": "2026-01-01"}"#,
+            422,
+            "start_ts is required",
+        ),
+        (
+            "/materialize",
+            r#"{"start_ts": "2026-01-02", "end_ts": "2026-01-01"}"#,
+            400,
+            "start_ts 2026-01-02T00:00:00Z is after end_ts",
+        ),
+        (
+            "/materialize",
+            r#"{"start_ts": "2026-01-01", "end_ts": "2999-01-01"}"#,
+            400,
+            "is in the future",
+        ),
         ("/materialize-incremental", "{}", 422, "end_ts is required"),
-        ("/materialize-incremental", r#"{"end_ts": "noon"}"#, 400, "end_ts: \"noon\""),
-        ("/materialize-incremental", r#"{"end_ts": "2026-01-01", "feature_views": [1]}"#, 422, "feature_views"),
-        ("/materialize-incremental", r#"{"end_ts": "2026-01-01", "version": "v2"}"#, 422, "version"),
-        ("/materialize?async=true", range, 501, "async=true is not supported"),
+        (
+            "/materialize-incremental",
+            r#"{"end_ts": "noon"}"#,
+            400,
+            "end_ts: \"noon\"",
+        ),
+        (
+            "/materialize-incremental",
+            r#"{"end_ts": "2026-01-01", "feature_views": [1]}"#,
+            422,
+            "feature_views",
+        ),
+        (
+            "/materialize-incremental",
+            r#"{"end_ts": "2026-01-01", "version": "v2"}"#,
+            422,
+            "version",
+        ),
+        (
+            "/materialize?async=true",
+            range,
+            501,
+            "async=true is not supported",
+        ),
     ] {
         let (status, _, text) = http(addr, path, auth, body);
         assert_eq!(status, want_status, "{path} {body} -> {text}");
         let d = detail(&text);
-        assert!(d["message"].as_str().unwrap().contains(want), "{path} {body} -> {d}");
+        assert!(
+            d["message"].as_str().unwrap().contains(want),
+            "{path} {body} -> {d}"
+        );
     }
     // An unknown view is Feast's FeatureViewNotFoundException, which its SDK re-raises.
     let (status, _, text) = http(
@@ -177,12 +248,19 @@ fn ingest_materializes_through_feasts_endpoints() {
     );
     assert_eq!(status, 404, "{text}");
     let d = detail(&text);
-    assert_eq!((d["module"].as_str(), d["class"].as_str()), (Some("feast.errors"), Some("FeatureViewNotFoundException")), "{d}");
+    assert_eq!(
+        (d["module"].as_str(), d["class"].as_str()),
+        (Some("feast.errors"), Some("FeatureViewNotFoundException")),
+        "{d}"
+    );
     assert!(d["message"].as_str().unwrap().contains("\"nope\""), "{d}");
     let read = r#"{"features": ["customer_profile:tier", "customer_profile:lifetime_value"], "entities": {"customer_id": ["c1", "c2"]}}"#;
     let (_, _, answer) = http(addr, "/get-online-features", None, read);
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(answer["results"][1]["statuses"], serde_json::json!(["NOT_FOUND", "NOT_FOUND"]));
+    assert_eq!(
+        answer["results"][1]["statuses"],
+        serde_json::json!(["NOT_FOUND", "NOT_FOUND"])
+    );
 
     // 09:00 to 12:00: c1's latest (gold); c2's row is after the window.
     let (status, _, text) = http(addr, "/materialize", auth, range);
@@ -193,7 +271,11 @@ fn ingest_materializes_through_feasts_endpoints() {
     assert_eq!(done["feature_views"][0]["written"], 1, "{done}");
     let (_, _, answer) = http(addr, "/get-online-features", None, read);
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(answer["results"][1]["values"], serde_json::json!(["gold", null]), "{answer}");
+    assert_eq!(
+        answer["results"][1]["values"],
+        serde_json::json!(["gold", null]),
+        "{answer}"
+    );
 
     // Incremental: from the recorded end (12:00) to 14:00 brings c2 in.
     let (status, _, text) = http(
@@ -204,12 +286,23 @@ fn ingest_materializes_through_feasts_endpoints() {
     );
     assert_eq!(status, 200, "{text}");
     let done: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(done["feature_views"][0]["start"], "2026-01-01T12:00:00Z", "{done}");
+    assert_eq!(
+        done["feature_views"][0]["start"], "2026-01-01T12:00:00Z",
+        "{done}"
+    );
     assert_eq!(done["feature_views"][0]["written"], 1, "{done}");
     let (_, _, answer) = http(addr, "/get-online-features", None, read);
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(answer["results"][1]["values"], serde_json::json!(["gold", "bronze"]), "{answer}");
-    assert_eq!(answer["results"][2]["values"], serde_json::json!([100.5, 0.25]), "{answer}");
+    assert_eq!(
+        answer["results"][1]["values"],
+        serde_json::json!(["gold", "bronze"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["results"][2]["values"],
+        serde_json::json!([100.5, 0.25]),
+        "{answer}"
+    );
 
     // Both runs are in the registry, where `quiver materialize-incremental` (and Feast) start.
     let registry = quiver_registry::store::read(&repo.join("data/registry.db"))
@@ -232,5 +325,11 @@ fn materialize_is_the_ingest_roles() {
     let (_server, addr) = serve(&repo, &["--enable-push"]);
     let (status, _, text) = http(addr, "/materialize", Some(TOKEN), "{}");
     assert_eq!(status, 404, "{text}");
-    assert!(detail(&text)["message"].as_str().unwrap().contains("--role ingest"), "{text}");
+    assert!(
+        detail(&text)["message"]
+            .as_str()
+            .unwrap()
+            .contains("--role ingest"),
+        "{text}"
+    );
 }

@@ -159,7 +159,14 @@ fn the_lean_binarys_ingest_role_refuses_materialize_with_501() {
         Command::new(env!("CARGO_BIN_EXE_quiver-sidecar"))
             .args(["serve", "--repo"])
             .arg(&repo)
-            .args(["--port", &port.to_string(), "--role", "ingest", "--host", "0.0.0.0"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--role",
+                "ingest",
+                "--host",
+                "0.0.0.0",
+            ])
             .env("QUIVER_PUSH_TOKEN", "t0ken")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -165,7 +165,10 @@ mod tests {
         // quiver's own classes carry no module: Feast's SDK raises RuntimeError with the text.
         let d = detail(&ApiError::bad_request("MalformedJson", "line 1"));
         assert!(d.get("module").is_none(), "{d}");
-        assert_eq!((d["class"].as_str(), d["message"].as_str()), (Some("MalformedJson"), Some("line 1")));
+        assert_eq!(
+            (d["class"].as_str(), d["message"].as_str()),
+            (Some("MalformedJson"), Some("line 1"))
+        );
     }
 
     #[test]

@@ -121,7 +121,9 @@ pub fn parse(
         match body.get(field) {
             None | Some(Json::Null) => Ok(None),
             Some(Json::String(s)) => Ok(Some(s)),
-            Some(other) => Err(unprocessable(format!("{field} must be a string, got {other}"))),
+            Some(other) => Err(unprocessable(format!(
+                "{field} must be a string, got {other}"
+            ))),
         }
     };
     let disable_event_timestamp = match body.get("disable_event_timestamp") {
@@ -273,17 +275,62 @@ mod tests {
     fn bad_bodies_are_4xx_naming_the_field() {
         let cases: [(&[u8], bool, u16, &str); 12] = [
             (b"{", false, 400, "request body is not JSON"),
-            (br#"{"start_ts": 1, "end_ts": "2026-01-01"}"#, false, 422, "start_ts must be a string"),
-            (br#"{"disable_event_timestamp": "yes"}"#, false, 422, "disable_event_timestamp"),
-            (br#"{"end_ts": "2026-01-01", "feature_views": [""]}"#, true, 422, "feature_views[0]"),
+            (
+                br#"{"start_ts": 1, "end_ts": "2026-01-01"}"#,
+                false,
+                422,
+                "start_ts must be a string",
+            ),
+            (
+                br#"{"disable_event_timestamp": "yes"}"#,
+                false,
+                422,
+                "disable_event_timestamp",
+            ),
+            (
+                br#"{"end_ts": "2026-01-01", "feature_views": [""]}"#,
+                true,
+                422,
+                "feature_views[0]",
+            ),
             (b"[1]", false, 422, "JSON object"),
-            (br#"{"end_ts": "2026-01-01T00:00:00"}"#, false, 422, "start_ts is required"),
-            (br#"{"start_ts": "2026-01-01T00:00:00"}"#, false, 422, "end_ts is required"),
+            (
+                br#"{"end_ts": "2026-01-01T00:00:00"}"#,
+                false,
+                422,
+                "start_ts is required",
+            ),
+            (
+                br#"{"start_ts": "2026-01-01T00:00:00"}"#,
+                false,
+                422,
+                "end_ts is required",
+            ),
             (br#"{}"#, true, 422, "end_ts is required"),
-            (br#"{"end_ts": "yesterday"}"#, true, 400, "end_ts: \"yesterday\""),
-            (br#"{"start_ts": "2026-01-02", "end_ts": "2026-01-01"}"#, false, 400, "start_ts 2026-01-02T00:00:00Z is after end_ts"),
-            (br#"{"end_ts": "2026-01-01", "feature_views": "a"}"#, true, 422, "feature_views"),
-            (br#"{"end_ts": "2026-01-01", "version": "v2"}"#, true, 422, "version"),
+            (
+                br#"{"end_ts": "yesterday"}"#,
+                true,
+                400,
+                "end_ts: \"yesterday\"",
+            ),
+            (
+                br#"{"start_ts": "2026-01-02", "end_ts": "2026-01-01"}"#,
+                false,
+                400,
+                "start_ts 2026-01-02T00:00:00Z is after end_ts",
+            ),
+            (
+                br#"{"end_ts": "2026-01-01", "feature_views": "a"}"#,
+                true,
+                422,
+                "feature_views",
+            ),
+            (
+                br#"{"end_ts": "2026-01-01", "version": "v2"}"#,
+                true,
+                422,
+                "version",
+            ),
         ];
         for (body, incremental, status, text) in cases {
             let e = parse(body, incremental, NOW).unwrap_err();

@@ -107,10 +107,9 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
             Endpoint::WriteToOnlineStore,
             write(routes, req, false).await,
         ),
-        (&Method::POST, "/materialize") => (
-            Endpoint::Materialize,
-            materialize(routes, req, false).await,
-        ),
+        (&Method::POST, "/materialize") => {
+            (Endpoint::Materialize, materialize(routes, req, false).await)
+        }
         (&Method::POST, "/materialize-incremental") => (
             Endpoint::MaterializeIncremental,
             materialize(routes, req, true).await,
@@ -218,7 +217,9 @@ async fn materialize(routes: &Routes, req: Request<Incoming>, incremental: bool)
         return error_response(&ApiError::new(
             ErrorKind::NotImplemented,
             "NotImplemented",
-            format!("{path}?async=true is not supported: call {path} without it, it answers when the run is done"),
+            format!(
+                "{path}?async=true is not supported: call {path} without it, it answers when the run is done"
+            ),
         ));
     }
     let body = match read_body(routes, req, state.config.max_body_bytes).await {

@@ -369,6 +369,15 @@ def test_6_write_errors(sides) -> None:
 
     e = feast_serve_500(sides, write_bad)
     assert isinstance(e, RuntimeError) and "Error_code=422" in str(e) and "driver_id" in str(e), e
+    # A feature missing from the rows, and a feature value of the wrong type.
+    fresh = lambda s: s.get_feature_view("driver_hourly_stats_fresh")  # noqa: E731
+    key = EntityKey(join_keys=["driver_id"], entity_values=[Value(int64_val=1001)])
+    missing = (key, {"conv_rate": Value(float_val=0.5)}, at(1), None)
+    e = feast_serve_500(sides, lambda s: s._get_provider().online_write_batch(s.config, fresh(s), [missing], None))
+    assert isinstance(e, RuntimeError) and "Error_code=422" in str(e) and "acc_rate" in str(e), e
+    wrong = (key, {"conv_rate": Value(string_val="high"), "acc_rate": Value(float_val=0.5)}, at(1), None)
+    e = feast_serve_500(sides, lambda s: s._get_provider().online_write_batch(s.config, fresh(s), [wrong], None))
+    assert isinstance(e, RuntimeError) and "Error_code=422" in str(e) and "conv_rate" in str(e), e
     # A push source nobody has: the SDK's own check, the same on both sides.
     e = same_error(sides, lambda s: s.push("nope", pd.DataFrame({"driver_id": [1]})))
     assert isinstance(e, PushSourceNotFoundException)

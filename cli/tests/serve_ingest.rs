@@ -133,20 +133,38 @@ impl Drop for Server {
     }
 }
 
-fn serve(repo: &Path, extra: &[&str]) -> (Server, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+fn serve(repo: &Path, extra: &[&str]) -> (Server, SocketAddr) {
+    let port = free_port();
+    spawn(
+        &[
+            "serve",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ],
+        extra,
+        port,
+    )
+}
+
+/// `quiver ARGS EXTRA` with the push and registry tokens set, once it listens on `port`.
+fn spawn(args: &[&str], extra: &[&str], port: u16) -> (Server, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let server = Server(
         Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(["serve", "--repo"])
-            .arg(repo)
-            .args(["--port", &port.to_string()])
+            .args(args)
             .args(extra)
             .env("QUIVER_PUSH_TOKEN", TOKEN)
+            .env("QUIVER_REGISTRY_TOKEN", "registry-token")
             .env_remove("FEATURE_STORE_YAML_BASE64")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -332,4 +350,61 @@ fn materialize_is_the_ingest_roles() {
             .contains("--role ingest"),
         "{text}"
     );
+}
+
+/// With `--registry-url`, a run reads its definitions from the registry service and records its
+/// interval there (the repo has no registry file of its own).
+#[test]
+fn ingest_materializes_through_the_registry_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = applied_quickstart(dir.path());
+    write_profiles(&repo.join("data/customer_profile.parquet"));
+    let store = dir.path().join("registry.db");
+    std::fs::rename(repo.join("data/registry.db"), &store).unwrap();
+    let registry_port = free_port();
+    let (_registry, _) = spawn(
+        &[
+            "registry",
+            "serve",
+            "--store",
+            store.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+        ],
+        &["--port", &registry_port.to_string()],
+        registry_port,
+    );
+    let url = format!("http://127.0.0.1:{registry_port}");
+    let (_server, addr) = serve(&repo, &["--role", "ingest", "--registry-url", &url]);
+    let (status, _, text) = http(
+        addr,
+        "/materialize-incremental",
+        Some(TOKEN),
+        r#"{"end_ts": "2026-01-01T14:00:00", "feature_views": ["customer_profile"]}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let done: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // No run recorded yet and ttl 0: from 52 weeks back, so all three rows are in the window.
+    assert_eq!(done["feature_views"][0]["written"], 2, "{done}");
+    let read =
+        r#"{"features": ["customer_profile:tier"], "entities": {"customer_id": ["c1", "c2"]}}"#;
+    let (_, _, answer) = http(addr, "/get-online-features", None, read);
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        answer["results"][1]["values"],
+        serde_json::json!(["gold", "bronze"]),
+        "{answer}"
+    );
+    let registry = quiver_registry::store::read(&store)
+        .unwrap()
+        .project("quickstart")
+        .unwrap();
+    let view = registry.feature_view("customer_profile").unwrap();
+    let ends: Vec<String> = view
+        .materialization_intervals
+        .iter()
+        .map(|(_, end)| quiver_core::time::format_rfc3339(end))
+        .collect();
+    assert_eq!(ends, ["2026-01-01T14:00:00Z"]);
+    assert!(!repo.join("data/registry.db").exists());
 }

@@ -20,6 +20,7 @@ real Feast 0.67 SDK at each. Every call is made through both clients and compare
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -133,7 +134,10 @@ class Side:
             cmd = [str(FEAST_CLI), "serve", "--port", str(self.port)]
             ready = f"http://127.0.0.1:{self.port}/health"
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.server, env=clean_env(), stdout=log, stderr=log)
+            # Its own process group: `feast serve` forks workers, which must end with it.
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.server, env=clean_env(), stdout=log, stderr=log, start_new_session=True
+            )
         wait_ready(ready, self.proc, self.log)
         self.client = client_repo(root, self.server, self.port)
 
@@ -143,7 +147,7 @@ class Side:
         return FeatureStore(repo_path=str(self.client))
 
     def stop(self) -> None:
-        self.proc.kill()
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self.redis.stop()
 

@@ -89,16 +89,19 @@ def server_repo(root: Path, redis_port: int) -> Path:
     return repo
 
 
-def client_repo(root: Path, server: Path, port: int) -> Path:
-    """A repo with only a feature_store.yaml: the server's registry, a remote online store."""
-    repo = root / "client"
+def client_repo(root: Path, server: Path, port: int, token: str | None = None, name: str = "client") -> Path:
+    """A repo with only a feature_store.yaml: the server's registry, a remote online store, and
+    with `token`, Feast's `kubernetes` auth sending it as `Authorization: Bearer`."""
+    repo = root / name
     repo.mkdir()
+    auth = f"auth:\n  type: kubernetes\n  user_token: {token}\n" if token else ""
     (repo / "feature_store.yaml").write_text(
         "project: quickstart\n"
         f"registry: {server / 'data/registry.db'}\n"
         "provider: local\n"
         f"online_store:\n  type: remote\n  path: http://127.0.0.1:{port}\n"
         "offline_store:\n  type: file\n"
+        f"{auth}"
         "entity_key_serialization_version: 3\n"
     )
     return repo
@@ -120,7 +123,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
 class Side:
     """One server (quiver or feast serve) with its Redis, and the SDK pointed at it."""
 
-    def __init__(self, root: Path, kind: str) -> None:
+    def __init__(self, root: Path, kind: str, token: str | None = None) -> None:
         root.mkdir()
         self.kind = kind
         self.redis = Redis(root)
@@ -129,14 +132,19 @@ class Side:
         self.log = root / "server.log"
         if kind == "quiver":
             cmd = [str(QUIVER), "serve", "--repo", str(self.server), "--port", str(self.port), "--role", "ingest"]
+            if token:
+                cmd += ["--host", "0.0.0.0"]
             ready = f"http://127.0.0.1:{self.port}/ready"
         else:
             cmd = [str(FEAST_CLI), "serve", "--port", str(self.port)]
             ready = f"http://127.0.0.1:{self.port}/health"
+        env = clean_env()
+        if token:
+            env["QUIVER_PUSH_TOKEN"] = token
         with open(self.log, "w") as log:
             # Its own process group: `feast serve` forks workers, which must end with it.
             self.proc = subprocess.Popen(
-                cmd, cwd=self.server, env=clean_env(), stdout=log, stderr=log, start_new_session=True
+                cmd, cwd=self.server, env=env, stdout=log, stderr=log, start_new_session=True
             )
         wait_ready(ready, self.proc, self.log)
         self.client = client_repo(root, self.server, self.port)
@@ -385,3 +393,36 @@ def test_6_write_errors(sides) -> None:
     # A push source nobody has: the SDK's own check, the same on both sides.
     e = same_error(sides, lambda s: s.push("nope", pd.DataFrame({"driver_id": [1]})))
     assert isinstance(e, PushSourceNotFoundException)
+
+
+def test_7_a_token_protected_ingest_with_feasts_auth(tmp_path: Path) -> None:
+    """`quiver serve --role ingest --host 0.0.0.0` with a push token: Feast's SDK without auth is
+    refused (401) for writes and materializations; with `auth: {type: kubernetes, user_token}`
+    (sent as a bearer token) both work. Reads stay open."""
+    from feast import FeatureStore
+
+    side = Side(tmp_path / "quiver", "quiver", token="ingest-t0ken")
+    try:
+        anonymous = FeatureStore(repo_path=str(side.client))
+        authorized = FeatureStore(
+            repo_path=str(client_repo(tmp_path / "quiver", side.server, side.port, "ingest-t0ken", "authorized"))
+        )
+        profile = pd.DataFrame(
+            {"customer_id": ["c7"], "event_timestamp": [at(20)], "tier": ["gold"], "lifetime_value": [1.5],
+             "is_vip": [True], "signup_ts": [at(3)]}
+        )
+        with pytest.raises(RuntimeError, match="Error_code=401"):
+            anonymous.write_to_online_store("customer_profile", profile)
+        with pytest.raises(RuntimeError, match=r"\(401\)"):
+            anonymous.materialize(START, END, feature_views=["customer_profile"])
+        assert side.redis.client.dbsize() == 0
+        authorized.write_to_online_store("customer_profile", profile)
+        authorized.materialize(START, END, feature_views=["driver_hourly_stats"])
+        got = anonymous.get_online_features(
+            features=["customer_profile:tier", "driver_hourly_stats:conv_rate"],
+            entity_rows=[{"customer_id": "c7", "driver_id": 1001}],
+        ).to_dict()
+        assert got["tier"] == ["gold"]
+        assert got["conv_rate"] == [pytest.approx(0.75)]
+    finally:
+        side.stop()

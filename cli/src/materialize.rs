@@ -118,7 +118,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             ..WriteOptions::default()
         },
     };
-    let store = runtime.block_on(connect_store(&config, Connect::Now))?;
+    let connect = || runtime.block_on(connect_store(&config, Connect::Now));
     let bars = Bars::new();
     let starting = |views: usize| {
         println!(
@@ -136,7 +136,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         runtime.handle(),
         &config,
         &mut source,
-        &store,
+        &connect,
         window,
         &options,
         &starting,
@@ -234,13 +234,14 @@ impl Failure {
 /// the definitions read, the views selected and every window checked (nothing is written when
 /// one is wrong), the views scanned and written into `store`, then the intervals recorded.
 /// `None` when the project has no online view. Runs on a plain (or blocking-pool) thread:
-/// `handle` runs the async parts. `starting` is told the number of views before any is read.
+/// `handle` runs the async parts. `connect` gives the online store once everything is checked;
+/// `starting` is told the number of views before any is read.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn execute(
     handle: &tokio::runtime::Handle,
     config: &RepoConfig,
     source: &mut Registry,
-    store: &OnlineStore,
+    connect: &dyn Fn() -> anyhow::Result<OnlineStore>,
     window: Window,
     options: &Options,
     starting: &dyn Fn(usize),
@@ -277,6 +278,11 @@ pub(crate) fn execute(
             ..Failure::offline(e)
         })?;
     }
+    let store = connect().map_err(|e| Failure {
+        kind: ErrorKind::Unavailable,
+        class: "OnlineStoreUnavailable",
+        message: format!("{e:#}"),
+    })?;
     starting(views.len());
     let job = materialize::Job {
         repo_dir: &config.repo_dir,
@@ -286,7 +292,7 @@ pub(crate) fn execute(
         now: started,
     };
     let runs = handle
-        .block_on(materialize::run(&job, store, &options.write, events))
+        .block_on(materialize::run(&job, &store, &options.write, events))
         .map_err(Failure::offline)?;
     let recorded = match source {
         Registry::Repo(handle) => format!(
@@ -360,7 +366,7 @@ impl Materializer for ServeMaterializer {
             &handle,
             &self.config,
             &mut source,
-            store,
+            &|| Ok(store.clone()),
             window,
             &options,
             &|_| {},

@@ -105,7 +105,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             .read_or_empty()?
             .project(&config.project)
             .with_context(|| format!("registry {}", handle.describe()))?,
-        Registry::Service(client) => runtime.block_on(fetch_registry(client, &config.project))?,
+        Registry::Service(client) => runtime.block_on(crate::registry::fetch_project(client, &config.project))?,
     };
     let views = materialize::select_views(&registry, &args.views)?;
     if views.is_empty() {
@@ -199,33 +199,6 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
 }
 
 /// The project's definitions from the registry service, as a Feast registry protobuf.
-async fn fetch_registry(
-    client: &mut Client,
-    project: &str,
-) -> anyhow::Result<quiver_core::registry::ProjectRegistry> {
-    let url = client.endpoint().url.clone();
-    let resp = client
-        .request(
-            hyper::Method::GET,
-            &format!("/v1/projects/{}/registry", encode_path(project)),
-            &[],
-            None,
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| anyhow!("registry service {url}: {e}"))?;
-    if resp.status != 200 {
-        return Err(anyhow!(
-            "registry service {url}: {}: {}",
-            resp.status,
-            resp.message()
-        ));
-    }
-    quiver_core::registry::RegistryFile::decode(&resp.body)
-        .and_then(|file| file.project(project))
-        .map_err(|e| anyhow!("registry service {url}: project {project}: {e}"))
-}
-
 /// Records the runs' intervals through the registry service. Transient failures (no
 /// connection, 5xx) are retried a few times: the online store is already written, and a lost
 /// record only makes the next incremental run redo this window.

@@ -105,7 +105,9 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             .read_or_empty()?
             .project(&config.project)
             .with_context(|| format!("registry {}", handle.describe()))?,
-        Registry::Service(client) => runtime.block_on(crate::registry::fetch_project(client, &config.project))?,
+        Registry::Service(client) => {
+            runtime.block_on(crate::registry::fetch_project(client, &config.project))?
+        }
     };
     let views = materialize::select_views(&registry, &args.views)?;
     if views.is_empty() {

@@ -344,3 +344,79 @@ def test_quiver_list_shows_label_views_as_feast(template: Path, tmp_path: Path) 
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_port(tmp_path: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield port
+    proc.kill()
+    proc.wait()
+
+
+def with_redis(repo: Path, port: int) -> None:
+    yaml = (repo / "feature_store.yaml").read_text()
+    start = yaml.index("online_store:")
+    end = yaml.index("entity_key_serialization_version")
+    (repo / "feature_store.yaml").write_text(
+        yaml[:start] + f"online_store:\n    type: redis\n    connection_string: 127.0.0.1:{port}\n" + yaml[end:]
+    )
+
+
+@pytest.mark.parametrize("policy", ["LAST_WRITE_WINS", "MAJORITY_VOTE"])
+def test_redis_labels_byte_for_byte_and_last_write_wins_whatever_the_policy(
+    template: Path, tmp_path: Path, redis_port: int, policy: str
+) -> None:
+    """On Redis too, quiver's push writes the hashes Feast's push writes and serves Feast's.
+    Feast's online store is last-write-wins for every conflict policy (it applies the others only
+    in its UI's offline reads): with MAJORITY_VOTE, two labelers saying 1 and a later one saying
+    0 leave 0 online, in Feast and in quiver alike."""
+    import redis
+    from feast import FeatureStore
+    from feast.data_source import PushMode
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(template, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    with_redis(repo, redis_port)
+    if policy != "LAST_WRITE_WINS":
+        defs = repo / "feature_definitions.py"
+        defs.write_text(defs.read_text().replace("ConflictPolicy.LAST_WRITE_WINS", f"ConflictPolicy.{policy}"))
+    run([FEAST_CLI, "apply"], repo)
+    client = redis.Redis(port=redis_port)
+    votes = {
+        "driver_id": [1001, 1001, 1001, 1002],
+        "is_reliable": [1, 1, 0, 1],
+        "quality_score": [0.5, 0.5, 0.25, 0.75],
+        "reviewer_notes": ["a", "b", "c", "d"],
+        "labeler": ["ann", "ben", "cat", "dan"],
+        "event_timestamp": [T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=2), T0],
+    }
+    FeatureStore(repo_path=str(repo)).push(PUSH, frame(votes), to=PushMode.ONLINE)
+    by_feast = {k: client.hgetall(k) for k in client.scan_iter()}
+    assert len(by_feast) == 2
+    theirs = feast_online(repo, [1001, 1002])
+    assert theirs["is_reliable"] == [0, 1] and theirs["labeler"] == ["cat", "dan"]
+    with QuiverServer(repo, "--enable-push") as server:
+        ours = server.online([1001, 1002])
+        assert ours["is_reliable"]["values"] == [0, 1]
+        assert ours["labeler"]["values"] == ["cat", "dan"]
+        client.flushall()
+        status, result = server.post("/push", {"push_source_name": PUSH, "df": body(votes), "to": "online"})
+        assert status == 200 and result["written"] == 2, result
+    assert {k: client.hgetall(k) for k in client.scan_iter()} == by_feast
+    if policy != "LAST_WRITE_WINS":
+        listing = json.loads(run([QUIVER, "list", "--repo", repo, "--json"], repo).stdout)
+        assert listing["label_views"][0]["conflict_policy"] == policy.lower()

@@ -798,9 +798,15 @@ mod tests {
             materialization_intervals: Vec::new(),
             ..view.clone()
         };
-        assert_eq!(FeatureView::from_label_proto(label.to_label_proto("p")), label);
+        assert_eq!(
+            FeatureView::from_label_proto(label.to_label_proto("p")),
+            label
+        );
         label.stream_source = None;
-        assert_eq!(FeatureView::from_label_proto(label.to_label_proto("p")), label);
+        assert_eq!(
+            FeatureView::from_label_proto(label.to_label_proto("p")),
+            label
+        );
         assert_eq!(ConflictPolicy::from_proto(7), ConflictPolicy::Other(7));
         for p in [
             ConflictPolicy::LastWriteWins,

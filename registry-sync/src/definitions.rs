@@ -483,7 +483,13 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     let mut declared_views: HashSet<String> =
         view_defs.iter().map(|v| v.def.name.clone()).collect();
     let mut feature_views = check_views(&mut ck, view_defs, &entities, &data_sources, VIEWS);
-    let label_views = check_label_views(&mut ck, label_defs, &entities, &data_sources, &declared_views);
+    let label_views = check_label_views(
+        &mut ck,
+        label_defs,
+        &entities,
+        &data_sources,
+        &declared_views,
+    );
     declared_views.extend(label_views.iter().map(|v| v.name.clone()));
     feature_views.extend(label_views);
     let feature_services = check_services(&mut ck, service_defs, &feature_views, &declared_views);
@@ -1519,8 +1525,13 @@ label_views:
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].message.contains("same name"), "{}", errs[0]);
         // A label view without entities is reported under label_views.
-        let no_entities = defs.replace("    entities: [driver]\n    source: labels_push", "    source: labels_push");
-        let errs = parse(&[("features.yaml", &no_entities)], "p").unwrap_err().0;
+        let no_entities = defs.replace(
+            "    entities: [driver]\n    source: labels_push",
+            "    source: labels_push",
+        );
+        let errs = parse(&[("features.yaml", &no_entities)], "p")
+            .unwrap_err()
+            .0;
         assert_eq!(errs[0].object, "label view \"quality\"");
         assert_eq!(errs[0].line, Some(8));
     }

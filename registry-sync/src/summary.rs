@@ -57,7 +57,10 @@ fn label_view(v: &FeatureView) -> Json {
     let mut out = view(v);
     if let (Some(map), Some(o)) = (out.as_object_mut(), v.label_options()) {
         map.insert("labeler_field".to_owned(), json!(o.labeler_field));
-        map.insert("conflict_policy".to_owned(), json!(o.conflict_policy.name()));
+        map.insert(
+            "conflict_policy".to_owned(),
+            json!(o.conflict_policy.name()),
+        );
         map.insert(
             "reference_feature_view".to_owned(),
             json!(Some(&o.reference_feature_view).filter(|r| !r.is_empty())),

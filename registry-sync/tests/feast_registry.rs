@@ -206,7 +206,10 @@ feature_views:
         },
     );
     let after = RegistryFile::decode(&written).unwrap();
-    assert_eq!(after.list(ObjectKind::LabelView), feast_label_bytes.as_slice());
+    assert_eq!(
+        after.list(ObjectKind::LabelView),
+        feast_label_bytes.as_slice()
+    );
     let reg = after.project("demo_repo").unwrap();
     assert!(reg.feature_view("driver_quality_labels").is_some());
     assert!(reg.feature_view("ride_stats").is_some());

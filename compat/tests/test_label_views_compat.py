@@ -420,3 +420,54 @@ def test_redis_labels_byte_for_byte_and_last_write_wins_whatever_the_policy(
     if policy != "LAST_WRITE_WINS":
         listing = json.loads(run([QUIVER, "list", "--repo", repo, "--json"], repo).stdout)
         assert listing["label_views"][0]["conflict_policy"] == policy.lower()
+
+
+@pytest.fixture
+def database():
+    import uuid
+
+    import psycopg
+
+    admin = os.environ.get("QUIVER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"quiver_labels_{uuid.uuid4().hex}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_label_views_in_feasts_sql_registry(template: Path, tmp_path: Path, database: str) -> None:
+    """`feast apply` into Feast's SQL registry (its `label_views` table): quiver's registry service
+    lists the label view as Feast's SDK does, `quiver list --registry-url` shows it, and a
+    sidecar following the service serves the labels Feast pushed."""
+    from feast import FeatureStore
+    from feast.data_source import PushMode
+
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(template, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    yaml = repo / "feature_store.yaml"
+    lines = [l for l in yaml.read_text().splitlines() if not l.startswith("registry:")]
+    sql = database.replace("postgresql://", "postgresql+psycopg://", 1)
+    lines.insert(1, f"registry:\n    registry_type: sql\n    path: {sql}")
+    yaml.write_text("\n".join(lines) + "\n")
+    run([FEAST_CLI, "apply"], repo)
+    feast_view = feast_summary.summarize(str(repo))
+    FeatureStore(repo_path=str(repo)).push(PUSH, frame(label_rows()), to=PushMode.ONLINE)
+
+    proc, url = registry_service(database)
+    try:
+        with urllib.request.urlopen(f"{url}/v1/projects/demo_repo/label-views", timeout=5) as r:
+            listing = json.loads(r.read())
+        assert listing["label_views"] == feast_view["label_views"]
+        text = run([QUIVER, "list", "--repo", repo, "--registry-url", url], repo).stdout
+        assert "label views (1)" in text and LABELS in text
+        with QuiverServer(repo, "--registry-url", url) as server:
+            ours = server.online([1001, 1002])
+        assert ours["labeler"]["values"] == ["alice", "carol"]
+        assert ours["is_reliable"]["values"] == [1, 1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

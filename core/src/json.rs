@@ -377,12 +377,11 @@ pub fn parse_entity_value(json: &Json, ty: ValueType) -> Result<Value, String> {
     if json.is_null() {
         return Err(format!("expected {}, got null", describe(ty)));
     }
-    if ty == ValueType::String {
-        if let Json::Number(n) = json {
-            if n.is_i64() || n.is_u64() {
-                return Ok(Value::String(n.to_string()));
-            }
-        }
+    if ty == ValueType::String
+        && let Json::Number(n) = json
+        && (n.is_i64() || n.is_u64())
+    {
+        return Ok(Value::String(n.to_string()));
     }
     parse_scalar(json, ty)
 }

@@ -166,9 +166,8 @@ def test_feast_pushes_labels_and_quiver_serves_them(template: Path, tmp_path: Pa
     assert theirs["labeler"] == ["alice", "carol", None]
     with QuiverServer(repo) as server:
         ours = server.online([1001, 1002, 1003])
-    # The String join key is keyed with the number's text, as Feast keys it (quiver echoes the
-    # request's values as sent; Feast's SDK echoes the text).
-    assert ours["driver_id"]["values"] == [1001, 1002, 1003]
+    # The String join key is keyed with the number's text and echoed as it, as `feast serve` does.
+    assert ours["driver_id"]["values"] == ["1001", "1002", "1003"]
     for f in FEATURES:
         got = ours[f]["values"]
         if f == "quality_score":

@@ -256,7 +256,7 @@ pub(crate) fn execute(
             })
             .map_err(Failure::registry)?,
         Registry::Service(client) => handle
-            .block_on(fetch_registry(client, &config.project))
+            .block_on(crate::registry::fetch_project(client, &config.project))
             .map_err(Failure::registry)?,
     };
     let views = materialize::select_views(&registry, &options.views).map_err(|e| {
@@ -391,34 +391,6 @@ impl Materializer for ServeMaterializer {
             })
             .collect())
     }
-}
-
-/// The project's definitions from the registry service, as a Feast registry protobuf.
-async fn fetch_registry(
-    client: &mut Client,
-    project: &str,
-) -> anyhow::Result<quiver_core::registry::ProjectRegistry> {
-    let url = client.endpoint().url.clone();
-    let resp = client
-        .request(
-            hyper::Method::GET,
-            &format!("/v1/projects/{}/registry", encode_path(project)),
-            &[],
-            None,
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| anyhow!("registry service {url}: {e}"))?;
-    if resp.status != 200 {
-        return Err(anyhow!(
-            "registry service {url}: {}: {}",
-            resp.status,
-            resp.message()
-        ));
-    }
-    quiver_core::registry::RegistryFile::decode(&resp.body)
-        .and_then(|file| file.project(project))
-        .map_err(|e| anyhow!("registry service {url}: project {project}: {e}"))
 }
 
 /// Records the runs' intervals through the registry service. Transient failures (no

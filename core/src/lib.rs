@@ -41,6 +41,10 @@ pub mod proto {
     pub mod core {
         include!(concat!(env!("OUT_DIR"), "/feast.core.rs"));
     }
+    /// Feast's transformation service messages (`feast.serving`, TransformFeatures).
+    pub mod serving {
+        include!(concat!(env!("OUT_DIR"), "/feast.serving.rs"));
+    }
 }
 
 /// An error from decoding or validating data in one of Feast's formats. The message names what

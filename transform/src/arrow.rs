@@ -183,7 +183,7 @@ mod tests {
             [Value::String("x".into()), Value::Null]
         );
         let e = column_values(&s, ValueType::Double).unwrap_err();
-        assert!(e.contains("Utf8") && e.contains("Double"), "{e}");
+        assert!(e.contains("Utf8") && e.contains("Float64"), "{e}");
         assert!(column_values(&a, ValueType::Map).is_err());
     }
 }

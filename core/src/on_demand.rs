@@ -287,6 +287,17 @@ impl Transformation {
     }
 }
 
+/// Whether quiver sends a source feature of this type to a transformation: scalars and lists.
+/// Map, Struct and Json features are left out of the input (their Arrow form is not settled
+/// in quiver yet); a function that reads one fails in the transformation service, by name.
+pub fn sent_to_transformation(t: crate::ValueType) -> bool {
+    use crate::ValueType as T;
+    !matches!(
+        t,
+        T::Map | T::MapList | T::Struct | T::StructList | T::Json | T::JsonList
+    )
+}
+
 /// The column name Feast gives a source feature in a transformation's input
 /// (`view__feature`, the projection's alias when it has one).
 pub fn input_column(projection: &Projection, feature: &str) -> String {

@@ -27,7 +27,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use quiver_core::ValueType;
-use quiver_core::on_demand::OnDemandView;
+use quiver_core::on_demand::{OnDemandView, sent_to_transformation};
 use quiver_core::registry::ProjectRegistry;
 pub use quiver_transform::{TransformClient, TransformConfig};
 
@@ -135,7 +135,9 @@ pub fn select_with_on_demand(
                 });
             }
             for p in &service.projections {
-                let odfv = registry.on_demand_view(&p.view).map(|o| Arc::new(o.clone()));
+                let odfv = registry
+                    .on_demand_view(&p.view)
+                    .map(|o| Arc::new(o.clone()));
                 let names: Vec<String> = match (&odfv, p.features.is_empty()) {
                     (Some(o), true) => o.features.iter().map(|f| f.name.clone()).collect(),
                     (None, true) => registry
@@ -155,9 +157,7 @@ pub fn select_with_on_demand(
     }
     // The base views, then each on-demand view's sources merged in.
     let mut views: Vec<ViewRequest> = Vec::new();
-    let mut add = |p: &quiver_core::model::Projection,
-                   feature: &str|
-     -> Result<(), Error> {
+    let mut add = |p: &quiver_core::model::Projection, feature: &str| -> Result<(), Error> {
         let view = registry.feature_view(&p.view).ok_or_else(|| {
             Error::not_found(format!(
                 "project {} has no feature view {:?}",
@@ -224,7 +224,11 @@ pub fn select_with_on_demand(
                     )));
                 }
                 for p in odfv.view_sources() {
-                    for f in &p.features {
+                    for f in p
+                        .features
+                        .iter()
+                        .filter(|f| sent_to_transformation(f.dtype))
+                    {
                         add(p, &f.name)?;
                     }
                 }
@@ -389,7 +393,11 @@ impl OnDemandPlan {
         for c in entity_columns {
             columns.push(column(batch, c)?);
         }
-        for (o, field) in self.out.iter().zip(schema.fields().iter().skip(entity_columns.len())) {
+        for (o, field) in self
+            .out
+            .iter()
+            .zip(schema.fields().iter().skip(entity_columns.len()))
+        {
             let array = match o {
                 Out::Base { joined, .. } => column(batch, joined)?,
                 Out::OnDemand { call, feature, .. } => {
@@ -407,7 +415,10 @@ impl OnDemandPlan {
                                     ))
                                 })?;
                             cast(a, field.data_type()).map_err(|e| {
-                                Error::arrow(format!("on-demand feature view {view}: output {full}"), e)
+                                Error::arrow(
+                                    format!("on-demand feature view {view}: output {full}"),
+                                    e,
+                                )
                             })?
                         }
                     }

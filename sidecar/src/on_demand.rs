@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
 use quiver_core::fault::ErrorKind;
-use quiver_core::on_demand::{OnDemandView, input_column};
+use quiver_core::on_demand::{OnDemandView, input_column, sent_to_transformation};
 use quiver_core::{Value, ValueType, json};
 use quiver_transform::{TransformClient, TransformError, column_values};
 use serde::Deserialize;
@@ -103,20 +103,6 @@ struct Resolved {
     engine_refs: Vec<String>,
 }
 
-/// Types a transformation's input can carry: scalars and lists. Map, Struct and Json values
-/// are left out of the input (their Arrow form is not settled).
-fn sendable(t: ValueType) -> bool {
-    !matches!(
-        t,
-        ValueType::Map
-            | ValueType::MapList
-            | ValueType::Struct
-            | ValueType::StructList
-            | ValueType::Json
-            | ValueType::JsonList
-    )
-}
-
 impl Resolved {
     fn engine_ref(&mut self, view: &str, feature: &str) -> String {
         let r = format!("{view}:{feature}");
@@ -146,7 +132,7 @@ impl Resolved {
             let v = reg.servable(&p.view)?;
             for f in &p.features {
                 reg.feature_index(v, &f.name)?;
-                if sendable(f.dtype) {
+                if sent_to_transformation(f.dtype) {
                     let engine_name = self.engine_ref(&p.view, &f.name);
                     inputs.push((input_column(p, &f.name), engine_name, f.dtype));
                 }

@@ -438,3 +438,103 @@ fn column(batch: &RecordBatch, name: &str) -> Result<ArrayRef, Error> {
         .cloned()
         .ok_or_else(|| Error::internal(format!("no column {name} in the joined batch")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::historical::select_for_feast;
+    use quiver_core::fault::{Classified, ErrorKind};
+
+    /// The registry Feast 0.67 wrote for compat/feast_repo: `ride_features` (pandas) reads
+    /// `driver_hourly_stats` and the request source `ride_request` (`distance_km`).
+    fn feast_registry() -> ProjectRegistry {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../registry-sync/tests/fixtures/feast_quickstart_registry.db"
+        ))
+        .unwrap();
+        quiver_core::registry::RegistryFile::decode(&bytes)
+            .unwrap()
+            .project("quickstart")
+            .unwrap()
+    }
+
+    #[test]
+    fn on_demand_outputs_bring_their_source_features_into_the_join() {
+        let reg = feast_registry();
+        let features = Features::Refs(vec![
+            "driver_hourly_stats:acc_rate".into(),
+            "ride_features:conv_per_km".into(),
+        ]);
+        let s = select_with_on_demand(&reg, &features, false).unwrap();
+        assert!(s.full_feature_names, "the join names columns view__feature");
+        let plan = s.on_demand.unwrap();
+        assert_eq!(plan.views().collect::<Vec<_>>(), ["ride_features"]);
+        // One view, the requested feature first, then the on-demand view's sources.
+        assert_eq!(s.views.len(), 1);
+        let v = &s.views[0];
+        assert_eq!(v.name_to_use, "driver_hourly_stats");
+        assert_eq!(v.features[0], "acc_rate");
+        assert!(v.features.iter().any(|f| f == "conv_rate"));
+        // The request field must be an entity column; checked before any data is read.
+        let joined = Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("driver_hourly_stats__acc_rate", DataType::Float32, true),
+        ]);
+        let e = plan
+            .output_schema(&joined, &["driver_id".to_owned()])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadRequest);
+        assert!(e.message().contains("distance_km"), "{e}");
+        let joined = Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("distance_km", DataType::Float64, true),
+            Field::new("driver_hourly_stats__acc_rate", DataType::Float32, true),
+        ]);
+        let entities = ["driver_id".to_owned(), "distance_km".to_owned()];
+        let schema = plan.output_schema(&joined, &entities).unwrap();
+        let out: Vec<(&str, &DataType)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type()))
+            .collect();
+        assert_eq!(
+            out,
+            [
+                ("driver_id", &DataType::Int64),
+                ("distance_km", &DataType::Float64),
+                ("acc_rate", &DataType::Float32),
+                ("conv_per_km", &DataType::Float64),
+            ]
+        );
+        // Without on-demand views: `select` unchanged.
+        let plain = Features::Refs(vec!["driver_hourly_stats:acc_rate".into()]);
+        let s = select_with_on_demand(&reg, &plain, false).unwrap();
+        assert!(s.on_demand.is_none() && !s.full_feature_names);
+    }
+
+    #[test]
+    fn unknown_on_demand_features_are_not_found() {
+        let reg = feast_registry();
+        let features = Features::Refs(vec!["ride_features:nope".into()]);
+        let e = select_with_on_demand(&reg, &features, true).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_offline_server_refuses_on_demand_views_instead_of_dropping_them() {
+        let reg = feast_registry();
+        let e = select_for_feast(
+            &reg,
+            &["driver_hourly_stats".to_owned()],
+            &[None],
+            &[
+                "driver_hourly_stats:conv_rate".to_owned(),
+                "ride_features:conv_per_km".to_owned(),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotImplemented);
+        assert!(e.message.contains("ride_features"), "{}", e.message);
+    }
+}

@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/feast/types/Value.proto",
         "proto/feast/types/EntityKey.proto",
         "proto/feast/core/Registry.proto",
+        "proto/feast/serving/TransformationService.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

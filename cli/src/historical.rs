@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::registry::ProjectRegistry;
-use quiver_offline::historical::{EngineOptions, Features, HistoricalEngine, select};
+use quiver_offline::historical::{EngineOptions, Features, HistoricalEngine};
+use quiver_offline::on_demand::{TransformClient, TransformConfig, select_with_on_demand};
 use quiver_offline::output::{Output, write_stream};
 use quiver_registry::config::RepoConfig;
 
@@ -50,6 +51,13 @@ pub struct Args {
     /// to stdout.
     #[arg(long)]
     out: String,
+    /// Feast's transformation service (`feast serve_transformations --port P` in the repo),
+    /// HOST:PORT: computes the on-demand feature views the request reads.
+    #[arg(long, env = "QUIVER_TRANSFORMATION_SERVICE")]
+    transformation_service: Option<String>,
+    /// Deadline for one call to the transformation service (one batch of at most 10,000 rows).
+    #[arg(long, default_value = "60s", value_parser = quiver_core::time::parse_duration)]
+    transformation_timeout: Duration,
 }
 
 /// The repo's registry, for its project.
@@ -77,7 +85,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(name) => Features::Service(name.clone()),
         None => Features::Refs(args.features.clone()),
     };
-    let views = select(&registry, &features)?;
+    let selection = select_with_on_demand(&registry, &features, args.full_feature_names)?;
+    let views = &selection.views;
+    let client = match (&selection.on_demand, &args.transformation_service) {
+        (Some(plan), None) => anyhow::bail!(
+            "on-demand feature view {} is computed by Feast's transformation service: run `feast serve_transformations --port P` in the feature repo and pass --transformation-service 127.0.0.1:P",
+            plan.views().collect::<Vec<_>>().join(", ")
+        ),
+        (Some(_), Some(endpoint)) => Some(std::sync::Arc::new(TransformClient::new(
+            TransformConfig::new(endpoint, args.transformation_timeout),
+        ))),
+        (None, _) => None,
+    };
     let mut options = EngineOptions {
         memory_limit: args.memory_limit,
         spill_dir: args.spill_dir.clone(),
@@ -96,14 +115,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .plan(
                 &registry,
                 &config.repo_dir,
-                &views,
-                args.full_feature_names,
+                views,
+                selection.full_feature_names,
                 entities,
             )
             .await?;
-        let mut out = Output::create_at(&args.out, &planned.schema, args.spill_dir.as_deref())?;
+        // On-demand views: their outputs computed on the joined batches, then projected.
+        let features: usize = views.iter().map(|v| v.features.len()).sum();
+        let fields = planned.schema.fields();
+        let entity_columns: Vec<String> = fields[..fields.len().saturating_sub(features)]
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let (schema, on_demand) = match (selection.on_demand, client) {
+            (Some(plan), Some(client)) => {
+                let schema = plan.output_schema(&planned.schema, &entity_columns)?;
+                (schema, Some((plan, client)))
+            }
+            _ => (planned.schema.clone(), None),
+        };
+        let mut out = Output::create_at(&args.out, &schema, args.spill_dir.as_deref())?;
         let bar = progress_bar(planned.rows as u64);
-        let stream = engine.execute(&planned)?;
+        let mut stream = engine.execute(&planned)?;
+        if let Some((plan, client)) = on_demand {
+            stream = plan.apply(stream, schema.clone(), entity_columns, client);
+        }
         let rows = write_stream(stream, &mut out, &mut |n| bar.set_position(n)).await?;
         if out.uploads() {
             if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
@@ -116,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (spill_files, spilled) = planned.spilled();
         let summary = format!(
             "{rows} rows x {} columns from {} feature view{} in {:.2}s{}",
-            planned.schema.fields().len(),
+            schema.fields().len(),
             views.len(),
             if views.len() == 1 { "" } else { "s" },
             started.elapsed().as_secs_f64(),

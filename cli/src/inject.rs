@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Sidecar cache budget when a pod names none (quiver.dev/cache-bytes).
     #[arg(long, default_value = "256MiB", env = "QUIVER_INJECT_CACHE_BYTES")]
     cache_bytes: String,
+    /// Image of Feast's transformation service, for pods that ask for one
+    /// (quiver.dev/transformation-service: "true"; quiver.dev/transformation-image overrides).
+    #[arg(long, default_value = quiver_k8s::inject::DEFAULT_TRANSFORMATION_IMAGE, env = "QUIVER_INJECT_TRANSFORMATION_IMAGE")]
+    transformation_image: String,
     #[command(flatten)]
     server: quiver_cmd::common::ServerArgs,
 }
@@ -91,6 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cpu: args.cpu,
         memory: args.memory,
         cache_bytes: args.cache_bytes,
+        transformation_image: args.transformation_image,
     };
     config.validate().map_err(|e| anyhow!(e))?;
     let certs = CertReloader::load(&args.tls_cert, &args.tls_key).map_err(|e| anyhow!(e))?;

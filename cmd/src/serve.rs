@@ -118,8 +118,35 @@ pub struct Args {
     /// With --registry-url: the longest wait between retries when the service is away.
     #[arg(long, default_value = "30s", env = "QUIVER_REGISTRY_MAX_BACKOFF", value_parser = parse_duration)]
     registry_max_backoff: Duration,
+    /// Feast's transformation service (`feast serve_transformations --port P`, run in the
+    /// feature repo), HOST:PORT: computes on-demand feature views. Without it, requests that
+    /// read an on-demand view are refused (400 naming the view).
+    #[arg(long, env = "QUIVER_TRANSFORMATION_SERVICE")]
+    transformation_service: Option<String>,
+    /// Deadline for one call to the transformation service (504 past it).
+    #[arg(long, default_value = "5s", env = "QUIVER_TRANSFORMATION_TIMEOUT", value_parser = parse_duration)]
+    transformation_timeout: Duration,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+/// `--transformation-service`: HOST:PORT (an http:// prefix is accepted), checked before the
+/// port is bound.
+fn transformation(args: &Args) -> anyhow::Result<Option<quiver_sidecar::TransformConfig>> {
+    let Some(endpoint) = &args.transformation_service else {
+        return Ok(None);
+    };
+    let config = quiver_sidecar::TransformConfig::new(endpoint, args.transformation_timeout);
+    let port = config
+        .endpoint
+        .rsplit_once(':')
+        .map(|(h, p)| (h, p.parse::<u16>()));
+    match port {
+        Some((host, Ok(p))) if !host.is_empty() && p > 0 => Ok(Some(config)),
+        _ => bail!(
+            "--transformation-service {endpoint:?}: expected HOST:PORT of `feast serve_transformations`, e.g. 127.0.0.1:6569"
+        ),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -316,6 +343,7 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
         enable_keyspace_notifications: args.enable_keyspace_notifications,
         replicate: args.replicate.clone(),
         push,
+        transformation: transformation(&args)?,
     };
     let store = connect_store(&config, Connect::Background).await?;
     let (state, _background) = quiver_sidecar::start_from(sidecar, &project, source, store)

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, HTTPGetAction, Pod, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    SecretEnvSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -45,13 +45,18 @@ pub mod annotations {
     pub const CPU: &str = "quiver.dev/cpu";
     pub const MEMORY: &str = "quiver.dev/memory";
     pub const IMAGE: &str = "quiver.dev/image";
+    /// `"true"`: run Feast's transformation service (`feast serve_transformations`) beside the
+    /// sidecar, for on-demand feature views.
+    pub const TRANSFORMATION_SERVICE: &str = "quiver.dev/transformation-service";
+    /// The image of that container (a Feast 0.67 image with the repo's Python dependencies).
+    pub const TRANSFORMATION_IMAGE: &str = "quiver.dev/transformation-image";
     /// Written by the injector: `injected`, or `invalid` (fail-open, with [`ERROR`]).
     pub const STATUS: &str = "quiver.dev/status";
     /// Written by the injector in fail-open mode: why no sidecar was added.
     pub const ERROR: &str = "quiver.dev/error";
 
     /// Every `quiver.dev/` annotation there is; any other is reported as a typo.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         INJECT,
         INJECT_COMPONENTS,
         NATIVE_SIDECAR,
@@ -66,6 +71,8 @@ pub mod annotations {
         CPU,
         MEMORY,
         IMAGE,
+        TRANSFORMATION_SERVICE,
+        TRANSFORMATION_IMAGE,
         STATUS,
         ERROR,
     ];
@@ -78,6 +85,14 @@ pub const KSERVE_COMPONENT_LABEL: &str = "component";
 const KSERVE_COMPONENTS: [&str; 3] = ["predictor", "transformer", "explainer"];
 
 pub const CONTAINER_NAME: &str = "quiver-sidecar";
+/// Feast's transformation service, when a pod asks for it.
+pub const TRANSFORMATION_CONTAINER: &str = "quiver-transformations";
+/// Its gRPC port (on localhost; the sidecar's `--transformation-service`).
+pub const TRANSFORMATION_PORT: u16 = 6569;
+/// Feast's feature-server image (it has `feast` and grpcio); override with
+/// `--transformation-image` or the pod's `quiver.dev/transformation-image` when the
+/// transformations import packages it lacks.
+pub const DEFAULT_TRANSFORMATION_IMAGE: &str = "quay.io/feastdev/feature-server:0.67.0";
 pub const REPO_VOLUME: &str = "quiver-repo";
 pub const STATE_VOLUME: &str = "quiver-state";
 /// Where the sidecar sees the feature repo (the ConfigMap: feature_store.yaml, registry.db).
@@ -110,6 +125,8 @@ pub struct InjectorConfig {
     pub cpu: String,
     pub memory: String,
     pub cache_bytes: String,
+    /// The transformation service's image when a pod names none.
+    pub transformation_image: String,
 }
 
 impl Default for InjectorConfig {
@@ -125,6 +142,7 @@ impl Default for InjectorConfig {
             cpu: "100m".to_owned(),
             memory: "384Mi".to_owned(),
             cache_bytes: "256MiB".to_owned(),
+            transformation_image: DEFAULT_TRANSFORMATION_IMAGE.to_owned(),
         }
     }
 }
@@ -136,6 +154,9 @@ impl InjectorConfig {
         let mut problems = Vec::new();
         if let Err(e) = check_image(&self.image) {
             problems.push(format!("--image: {e}"));
+        }
+        if let Err(e) = check_image(&self.transformation_image) {
+            problems.push(format!("--transformation-image: {e}"));
         }
         if let Some(cm) = &self.repo_configmap
             && let Err(e) = check_object_name(cm)
@@ -220,6 +241,8 @@ struct SidecarPlan {
     replicate: Vec<String>,
     cpu: String,
     memory: String,
+    /// Feast's transformation service beside the sidecar: its image.
+    transformation_image: Option<String>,
 }
 
 /// Decides one admission request. Never fails: whatever is wrong with the request becomes a
@@ -307,7 +330,7 @@ fn already_injected(pod: &Pod) -> bool {
         spec.containers
             .iter()
             .chain(spec.init_containers.iter().flatten())
-            .any(|c| c.name == CONTAINER_NAME)
+            .any(|c| c.name == CONTAINER_NAME || c.name == TRANSFORMATION_CONTAINER)
     })
 }
 
@@ -413,7 +436,7 @@ fn plan(
         quiver_core::size::parse_bytes(v).map(|_| ())
     });
     let port = check(a::PORT, None, &|v| check_port(v, pod));
-    let native = check(a::NATIVE_SIDECAR, None, &|v| {
+    let boolean = |v: &str| {
         if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
             Ok(())
         } else {
@@ -421,7 +444,22 @@ fn plan(
                 "{v:?} is not a boolean: expected \"true\" or \"false\""
             ))
         }
-    });
+    };
+    let native = check(a::NATIVE_SIDECAR, None, &boolean);
+    let transformations = check(a::TRANSFORMATION_SERVICE, None, &|v| {
+        boolean(v)?;
+        if v.eq_ignore_ascii_case("true") {
+            check_port(&TRANSFORMATION_PORT.to_string(), pod)
+        } else {
+            Ok(())
+        }
+    })
+    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let transformation_image = check(
+        a::TRANSFORMATION_IMAGE,
+        Some(&config.transformation_image),
+        &check_image,
+    );
     if let (Some(memory), Some(cache)) = (&memory, &cache_bytes)
         && let (Ok(m), Ok(c)) = (check_memory(memory), quiver_core::size::parse_bytes(cache))
         && let Err(e) = check_headroom(m, c)
@@ -469,6 +507,7 @@ fn plan(
                 replicate: owned_list(replicate.as_deref()),
                 cpu,
                 memory,
+                transformation_image: transformation_image.filter(|_| transformations),
             })
         }
         _ => Err(problems),
@@ -689,7 +728,11 @@ fn patch(object: &Value, plan: &SidecarPlan) -> Vec<PatchOp> {
     } else {
         ops.push(PatchOp::add("/spec/volumes", to_json(&volumes.to_vec())));
     }
-    let container = sidecar_container(plan);
+    let mut containers = Vec::new();
+    if let Some(image) = &plan.transformation_image {
+        containers.push(transformation_container(plan, image));
+    }
+    containers.push(sidecar_container(plan));
     let field = if plan.native {
         "initContainers"
     } else {
@@ -698,15 +741,11 @@ fn patch(object: &Value, plan: &SidecarPlan) -> Vec<PatchOp> {
     // Appended last: after istio-init and KServe's storage-initializer, so the mesh's rules are
     // in place before the sidecar connects to the online store.
     if has(field) {
-        ops.push(PatchOp::add(
-            format!("/spec/{field}/-"),
-            to_json(&container),
-        ));
+        for c in &containers {
+            ops.push(PatchOp::add(format!("/spec/{field}/-"), to_json(c)));
+        }
     } else {
-        ops.push(PatchOp::add(
-            format!("/spec/{field}"),
-            to_json(&vec![container]),
-        ));
+        ops.push(PatchOp::add(format!("/spec/{field}"), to_json(&containers)));
     }
     ops
 }
@@ -755,6 +794,113 @@ fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The online-store Secret as the environment (FEATURE_STORE_YAML_BASE64 or QUIVER_* keys).
+fn secret_env(plan: &SidecarPlan) -> Option<Vec<EnvFromSource>> {
+    plan.online_store_secret.as_ref().map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.clone(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]
+    })
+}
+
+fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Feast's transformation service: `feast serve_transformations` on the same repo (the
+/// registry carries the on-demand views' functions), reached by the sidecar on localhost.
+/// Placed before the sidecar, so as a native sidecar it is started first.
+fn transformation_container(plan: &SidecarPlan, image: &str) -> Container {
+    let port = TRANSFORMATION_PORT.to_string();
+    let tcp_probe = |period: i32, failures: i32| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(i32::from(TRANSFORMATION_PORT)),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(period.min(2)),
+        ..Probe::default()
+    };
+    let quantity = |v: &str| Quantity(v.to_owned());
+    Container {
+        name: TRANSFORMATION_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(
+            [
+                "feast",
+                "--chdir",
+                REPO_MOUNT,
+                "serve_transformations",
+                "--port",
+                &port,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        env_from: secret_env(plan),
+        // Feast writes caches under HOME; the root file system stays read-only.
+        env: Some(vec![EnvVar {
+            name: "HOME".to_owned(),
+            value: Some(STATE_MOUNT.to_owned()),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("feast-transform".to_owned()),
+            container_port: i32::from(TRANSFORMATION_PORT),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), quantity("100m")),
+                ("memory".to_owned(), quantity("512Mi")),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_owned(), quantity("1Gi"))])),
+            ..ResourceRequirements::default()
+        }),
+        // Python and pandas take seconds to import: up to 2 minutes to listen.
+        startup_probe: Some(tcp_probe(2, 60)),
+        readiness_probe: Some(tcp_probe(5, 3)),
+        restart_policy: plan.native.then(|| "Always".to_owned()),
+        security_context: Some(restricted_security_context()),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: REPO_VOLUME.to_owned(),
+                mount_path: REPO_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: STATE_VOLUME.to_owned(),
+                mount_path: STATE_MOUNT.to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        working_dir: Some(STATE_MOUNT.to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
 fn sidecar_container(plan: &SidecarPlan) -> Container {
     let port = plan.port.to_string();
     // `--host 0.0.0.0`: kubelet's HTTP probes connect to the pod IP, not to loopback, so a
@@ -777,6 +923,10 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
     if !plan.replicate.is_empty() {
         args.push("--replicate".to_owned());
         args.push(plan.replicate.join(","));
+    }
+    if plan.transformation_image.is_some() {
+        args.push("--transformation-service".to_owned());
+        args.push(format!("127.0.0.1:{TRANSFORMATION_PORT}"));
     }
     // Read by `quiver serve`: with QUIVER_REGISTRY_URL it follows the registry service (the
     // project and feature services below narrow what it syncs) and keeps its last good snapshot
@@ -805,15 +955,7 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
     .collect();
     // The Secret's keys become the environment: FEATURE_STORE_YAML_BASE64 (the whole
     // feature_store.yaml, connection string and password included) or QUIVER_* settings.
-    let env_from = plan.online_store_secret.as_ref().map(|name| {
-        vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: name.clone(),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]
-    });
+    let env_from = secret_env(plan);
     let quantity = |v: &str| Quantity(v.to_owned());
     Container {
         name: CONTAINER_NAME.to_owned(),
@@ -847,20 +989,7 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
         readiness_probe: Some(http_probe("/ready", plan.port, 5, 3)),
         liveness_probe: Some(http_probe("/health", plan.port, 10, 3)),
         restart_policy: plan.native.then(|| "Always".to_owned()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_security_context()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: REPO_VOLUME.to_owned(),

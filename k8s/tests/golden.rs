@@ -256,6 +256,65 @@ fn predictor_native_sidecar() {
 }
 
 #[test]
+fn transformation_service_runs_beside_the_sidecar() {
+    let case = "predictor-transformations";
+    let (_, outcome, object, pod) = run(case, &InjectorConfig::default());
+    assert_eq!(outcome, Outcome::Injected { native: true });
+    let pod = pod.unwrap();
+    check_injected(case, &object, &pod, true, 6566, "fraud-features");
+    let spec = pod.spec.as_ref().unwrap();
+    let init: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    // Started before the sidecar, which finds it on localhost.
+    assert_eq!(
+        init,
+        [
+            "storage-initializer",
+            "quiver-transformations",
+            "quiver-sidecar"
+        ]
+    );
+    let t = &spec.init_containers.as_ref().unwrap()[1];
+    assert_eq!(
+        t.image.as_deref(),
+        Some(quiver_k8s::inject::DEFAULT_TRANSFORMATION_IMAGE)
+    );
+    let command = t.command.as_ref().unwrap();
+    assert_eq!(
+        command,
+        &[
+            "feast",
+            "--chdir",
+            "/etc/quiver/repo",
+            "serve_transformations",
+            "--port",
+            "6569"
+        ]
+    );
+    assert_eq!(t.restart_policy.as_deref(), Some("Always"));
+    // The same Secret (FEATURE_STORE_YAML_BASE64) as the sidecar.
+    let secret = |c: &Container| {
+        c.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name
+            .clone()
+    };
+    let c = sidecar(&pod, true);
+    assert_eq!(secret(t), "fraud-online-store");
+    assert_eq!(secret(c), "fraud-online-store");
+    assert_eq!(
+        arg_after(c, "--transformation-service"),
+        Some("127.0.0.1:6569")
+    );
+}
+
+#[test]
 fn predictor_regular_container() {
     let (_, outcome, object, pod) = run("predictor-regular", &regular());
     assert_eq!(outcome, Outcome::Injected { native: false });

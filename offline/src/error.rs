@@ -85,6 +85,12 @@ pub enum Error {
         source: StoreError,
     },
     /// The registry could not be read or written.
+    #[error("{context}: {source}")]
+    Transform {
+        context: String,
+        #[source]
+        source: quiver_transform::TransformError,
+    },
     #[error("{message}")]
     Registry { message: String, kind: ErrorKind },
     /// A bug: an invariant of quiver's own plans does not hold.
@@ -155,6 +161,10 @@ impl Error {
                 source,
             },
             Error::OnlineStore { context, source } => Error::OnlineStore {
+                context: pre(context),
+                source,
+            },
+            Error::Transform { context, source } => Error::Transform {
                 context: pre(context),
                 source,
             },
@@ -259,6 +269,15 @@ impl Cause for StoreError {
     }
 }
 
+impl Cause for quiver_transform::TransformError {
+    fn in_context(self, context: String) -> Error {
+        Error::Transform {
+            context,
+            source: self,
+        }
+    }
+}
+
 impl Cause for Error {
     fn in_context(self, context: String) -> Error {
         self.context(context)
@@ -279,6 +298,7 @@ impl Classified for Error {
             Error::Arrow { source, .. } => arrow_kind(source),
             Error::Query { source, .. } => datafusion_kind(source),
             Error::OnlineStore { source, .. } => source.kind(),
+            Error::Transform { source, .. } => source.kind(),
             Error::Registry { kind, .. } => *kind,
             Error::Internal(_) => ErrorKind::Internal,
         }

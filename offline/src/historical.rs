@@ -184,6 +184,22 @@ pub fn select_for_feast(
     aliases: &[Option<String>],
     refs: &[String],
 ) -> Result<Vec<ViewRequest>, FeastError> {
+    // Feast's remote client leaves on-demand views to the server; not computing them would
+    // silently drop their columns.
+    if let Some(odfv) = refs
+        .iter()
+        .filter_map(|r| r.split_once(':'))
+        .map(|(prefix, _)| prefix)
+        .find(|p| registry.on_demand_view(p).is_some() && !view_names.iter().any(|v| v == p))
+    {
+        return Err(FeastError::new(
+            ErrorKind::NotImplemented,
+            "FeastError",
+            format!(
+                "on-demand feature view {odfv}: quiver offline serve does not compute on-demand views; use quiver historical --transformation-service HOST:PORT"
+            ),
+        ));
+    }
     let mut out = Vec::new();
     for (i, view_name) in view_names.iter().enumerate() {
         let view = registry

@@ -24,6 +24,7 @@ pub mod flight;
 pub mod historical;
 pub mod http;
 pub mod materialize;
+pub mod on_demand;
 pub mod output;
 pub mod source;
 

@@ -68,6 +68,8 @@ pub struct SidecarConfig {
     pub replicate: Vec<String>,
     /// Serve `POST /push` and `POST /write-to-online-store` (off: 404).
     pub push: Option<push::PushConfig>,
+    /// Feast's transformation service, for on-demand views (off: such requests are refused).
+    pub transformation: Option<quiver_transform::TransformConfig>,
 }
 
 impl Default for SidecarConfig {
@@ -79,6 +81,7 @@ impl Default for SidecarConfig {
             enable_keyspace_notifications: false,
             replicate: Vec::new(),
             push: None,
+            transformation: None,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod error;
 pub mod feed;
 pub mod materialize;
 pub mod metrics;
+mod on_demand;
 pub mod push;
 pub mod registry;
 pub mod render;
@@ -48,6 +49,7 @@ pub use clock::Clock;
 pub use config::{EngineConfig, OnStoreError, SidecarConfig};
 pub use engine::ServingEngine;
 pub use error::ApiError;
+pub use quiver_transform::TransformConfig;
 pub use render::{Format, arrow};
 pub use server::serve;
 pub use source::{RegistrySource, load_object_registry, load_registry};
@@ -91,6 +93,9 @@ pub async fn start_from(
         }
     };
     replicated_views(&registry, &config.replicate)?;
+    if config.transformation.is_none() {
+        on_demand::warn_unserved(&registry);
+    }
     let engine = Arc::new(ServingEngine::new(
         config.engine.clone(),
         store.clone(),
@@ -102,6 +107,10 @@ pub async fn start_from(
         registry: ArcSwap::from_pointee(registry),
         engine,
         metrics,
+        transform: config
+            .transformation
+            .clone()
+            .map(|c| Arc::new(quiver_transform::TransformClient::new(c))),
         store_ok: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         replicated: AtomicBool::new(config.replicate.is_empty()),

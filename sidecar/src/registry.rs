@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use quiver_core::ValueType;
 use quiver_core::model::{DataSource, FeatureService, FeatureView, Projection, SourceKind};
+use quiver_core::on_demand::OnDemandView;
 use quiver_core::registry::ProjectRegistry;
 use quiver_online_store::ViewLayout;
 
@@ -57,7 +58,8 @@ pub struct ServingRegistry {
     pub layouts: Vec<Arc<ViewLayout>>,
     by_name: HashMap<String, usize>,
     services: HashMap<String, FeatureService>,
-    on_demand: HashSet<String>,
+    /// On-demand views computed per request (through the transformation service), by name.
+    pub on_demand: HashMap<String, Arc<OnDemandView>>,
     /// Resolved plans by request shape. Sharded, read-locked on the hot path.
     plans: DashMap<PlanKey, Arc<Plan>, foldhash::fast::RandomState>,
 }
@@ -210,13 +212,59 @@ impl ServingRegistry {
                 .iter()
                 .map(|s| (s.name.clone(), s.clone()))
                 .collect(),
-            on_demand: reg.on_demand_views.iter().cloned().collect(),
+            on_demand: reg
+                .on_demand_views
+                .iter()
+                .map(|v| (v.name.clone(), Arc::new(v.clone())))
+                .collect(),
             plans: DashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
     pub fn view(&self, name: &str) -> Option<&ServingView> {
         self.by_name.get(name).map(|&i| &self.views[i])
+    }
+
+    /// Whether answering a request needs an on-demand view computed (then it is answered by
+    /// [`crate::on_demand`], not by the engine alone).
+    pub fn needs_on_demand(&self, features: Option<&[String]>, service: Option<&str>) -> bool {
+        if self.on_demand.is_empty() {
+            return false;
+        }
+        match (service, features) {
+            (Some(name), _) => self.services.get(name).is_some_and(|s| {
+                s.projections
+                    .iter()
+                    .any(|p| self.on_demand.contains_key(&p.view))
+            }),
+            (None, Some(refs)) => refs.iter().any(|r| {
+                r.split_once(':')
+                    .is_some_and(|(v, _)| self.on_demand.contains_key(v))
+            }),
+            (None, None) => false,
+        }
+    }
+
+    /// A feature service, by name.
+    pub fn service(&self, name: &str) -> Option<&FeatureService> {
+        self.services.get(name)
+    }
+
+    /// Feature services that read an on-demand view, sorted (refused without a transformation
+    /// service).
+    pub fn on_demand_services(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .services
+            .values()
+            .filter(|s| {
+                s.projections
+                    .iter()
+                    .any(|p| self.on_demand.contains_key(&p.view))
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// The views a feature service reads, if there is such a service.
@@ -239,19 +287,14 @@ impl ServingRegistry {
         Ok(plan)
     }
 
-    fn servable(&self, view: &str) -> Result<usize, ApiError> {
+    pub(crate) fn servable(&self, view: &str) -> Result<usize, ApiError> {
         match self.by_name.get(view) {
             Some(&i) if self.views[i].online => Ok(i),
             Some(_) => Err(ApiError::bad_request(
                 "FeatureViewNotOnline",
                 format!("feature view {view} is not online (online: false); it cannot be served"),
             )),
-            None if self.on_demand.contains(view) => Err(ApiError::bad_request(
-                "OnDemandFeatureViewNotSupported",
-                format!(
-                    "{view} is an on-demand feature view: its transformation is Python code, which quiver does not run"
-                ),
-            )),
+            None if self.on_demand.contains_key(view) => Err(crate::on_demand::not_served(view)),
             None => Err(ApiError::not_found(
                 "FeatureViewNotFoundException",
                 format!(
@@ -325,7 +368,7 @@ impl ServingRegistry {
         Ok(())
     }
 
-    fn feature_index(&self, view: usize, feature: &str) -> Result<usize, ApiError> {
+    pub(crate) fn feature_index(&self, view: usize, feature: &str) -> Result<usize, ApiError> {
         let v = &self.views[view];
         v.features
             .iter()

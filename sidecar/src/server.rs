@@ -316,13 +316,23 @@ async fn get_online_features(routes: &Routes, req: Request<Incoming>) -> Respons
     // The registry version this request sees, start to end: borrowed through a guard for the
     // synchronous part (no reference count traffic), an `Arc` only if the request must wait.
     let guard = state.registry.load();
-    let answer = match state.engine.prepare(&guard, request, format) {
-        Ok(Prepared::Answered(answer)) => Ok(answer),
-        Ok(Prepared::Pending(pending)) => {
-            let registry = arc_swap::Guard::into_inner(guard);
-            state.engine.finish(&registry, *pending).await
+    let on_demand = guard.needs_on_demand(
+        request.features.as_deref(),
+        request.feature_service.as_deref(),
+    );
+    let answer = if on_demand {
+        // Computed through the transformation service (crate::on_demand).
+        let registry = arc_swap::Guard::into_inner(guard);
+        crate::on_demand::serve(state, &registry, request, format).await
+    } else {
+        match state.engine.prepare(&guard, request, format) {
+            Ok(Prepared::Answered(answer)) => Ok(answer),
+            Ok(Prepared::Pending(pending)) => {
+                let registry = arc_swap::Guard::into_inner(guard);
+                state.engine.finish(&registry, *pending).await
+            }
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
     };
     match answer {
         Ok(body) => {

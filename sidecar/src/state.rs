@@ -20,6 +20,8 @@ pub struct State {
     pub registry: ArcSwap<ServingRegistry>,
     pub engine: Arc<ServingEngine>,
     pub metrics: Arc<Metrics>,
+    /// The transformation service's client, when one is configured.
+    pub transform: Option<Arc<quiver_transform::TransformClient>>,
     pub(crate) store_ok: AtomicBool,
     pub(crate) ready: AtomicBool,
     /// False until replicate mode's first load finished (true when nothing is replicated).

@@ -1,0 +1,295 @@
+"""On-demand feature views, quiver against the real Feast 0.67, on `feast init`'s template.
+
+The template repo, untouched: `feast init`, `feast apply`, `feast materialize-incremental`. Then
+`feast serve_transformations` (Feast's transformation service, the Python that runs the
+on-demand views), `feast serve`, and `quiver serve --transformation-service` on the same repo:
+
+- every template feature service (each holds an on-demand view), with the request data
+  val_to_add / val_to_add_2, full_feature_names on and off: quiver's answer has Feast's column
+  names, values (JSON types included), statuses and event times. Column order is compared as a
+  set: Feast 0.67 orders a service's features through a Python set, so its order changes with
+  PYTHONHASHSEED (quiver keeps the service's order). Map values are compared as dicts (key order
+  is the Map/Struct work's, not this one's).
+- a request that asks only for an on-demand feature, and the request-data errors (missing,
+  wrong type), which name the field.
+- without --transformation-service: a 400 naming the view and the flag, and a warning at start
+  listing the feature services that will be refused.
+- a historical retrieval with the on-demand view (`quiver historical`) equals Feast's
+  get_historical_features.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "debug" / "quiver")).resolve()
+FEAST_CLI = Path(sys.executable).parent / "feast"
+sys.path.insert(0, str(ROOT / "compat"))
+
+from fixture_helpers import feast_serve, free_port, log_of, spawn, stop_process_group  # noqa: E402
+
+SERVICES = ["driver_activity_v1", "driver_activity_v2", "driver_activity_v3"]
+ENTITIES = {
+    "driver_id": [1001, 1002, 1005, 9999],
+    "val_to_add": [1000, 2000, 3000, 4000],
+    "val_to_add_2": [10, 20, 30, 40],
+}
+
+
+def post(base: str, body: dict):
+    req = urllib.request.Request(
+        base + "/get-online-features",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_ready(base: str, proc, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited:\n{log_of(proc)}"
+        try:
+            with urllib.request.urlopen(base + "/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{what} did not become ready:\n{log_of(proc)}")
+
+
+def wait_port(port: int, proc, what: str) -> None:
+    import socket
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited:\n{log_of(proc)}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{what} did not listen on {port}:\n{log_of(proc)}")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """`feast init`'s template, applied and materialized by Feast."""
+    root = tmp_path_factory.mktemp("odfv")
+    env = dict(os.environ, TZ="UTC")
+    subprocess.run([str(FEAST_CLI), "init", "demo_repo"], cwd=root, check=True, capture_output=True, env=env)
+    repo = root / "demo_repo" / "feature_repo"
+    subprocess.run([str(FEAST_CLI), "apply"], cwd=repo, check=True, capture_output=True, env=env)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    subprocess.run(
+        [str(FEAST_CLI), "materialize-incremental", now], cwd=repo, check=True, capture_output=True, env=env
+    )
+    return repo
+
+
+@pytest.fixture(scope="module")
+def transformation_service(repo: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(FEAST_CLI), "serve_transformations", "--port", str(port)],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=open(repo / "transformations.log", "wb"),
+        start_new_session=True,
+    )
+    proc.log_path = str(repo / "transformations.log")
+    try:
+        wait_port(port, proc, "feast serve_transformations")
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process_group(proc)
+
+
+@pytest.fixture(scope="module")
+def feast(repo: Path):
+    with feast_serve(repo, repo / "feast_serve.log") as base:
+        yield base
+
+
+def quiver_serve(repo: Path, *args: str):
+    port = free_port()
+    proc = spawn([QUIVER, "serve", "--repo", repo, "--port", str(port), *args])
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base, proc, "quiver serve")
+    return proc, base
+
+
+@pytest.fixture(scope="module")
+def quiver(repo: Path, transformation_service: str):
+    proc, base = quiver_serve(repo, "--transformation-service", transformation_service)
+    try:
+        yield base
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def typed(v):
+    """A JSON value with its types spelled out (1 and 1.0 differ), Map key order ignored."""
+    if isinstance(v, dict):
+        return {"dict": {k: typed(x) for k, x in v.items()}}
+    if isinstance(v, list):
+        return [typed(x) for x in v]
+    return (type(v).__name__, v)
+
+
+def columns(answer: dict) -> dict:
+    names = answer["metadata"]["feature_names"]
+    return {
+        n: {k: typed(col[k]) for k in ("values", "statuses", "event_timestamps")}
+        for n, col in zip(names, answer["results"])
+    }
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("full", [False, True])
+def test_feature_services_answer_as_feast_serve(feast: str, quiver: str, service: str, full: bool) -> None:
+    body = {"feature_service": service, "entities": ENTITIES, "full_feature_names": full}
+    fs, theirs = post(feast, body)
+    qs, ours = post(quiver, body)
+    assert (fs, qs) == (200, 200), (theirs, ours)
+    assert sorted(ours["metadata"]["feature_names"]) == sorted(theirs["metadata"]["feature_names"])
+    # Request data is not echoed.
+    assert "val_to_add" not in ours["metadata"]["feature_names"]
+    assert columns(ours) == columns(theirs)
+    # The on-demand outputs are real numbers, not nulls that compare equal.
+    plus = [c for n, c in columns(ours).items() if n.endswith("conv_rate_plus_val1")][0]
+    assert plus["values"][0][0] == "float" and plus["values"][0][1] > 1000
+
+
+def test_only_an_on_demand_feature(feast: str, quiver: str) -> None:
+    body = {
+        "features": ["transformed_conv_rate:conv_rate_plus_val2"],
+        "entities": {"driver_id": [1001, 1003], "val_to_add": [1, 2], "val_to_add_2": [5, 6]},
+    }
+    fs, theirs = post(feast, body)
+    qs, ours = post(quiver, body)
+    assert (fs, qs) == (200, 200)
+    assert ours["metadata"]["feature_names"] == ["driver_id", "conv_rate_plus_val2"]
+    assert columns(ours) == columns(theirs)
+
+
+def test_request_data_mistakes_name_the_field(quiver: str) -> None:
+    status, body = post(
+        quiver, {"feature_service": "driver_activity_v1", "entities": {"driver_id": [1001], "val_to_add": [1]}}
+    )
+    assert status == 400
+    assert body["error"] == "RequestDataNotFoundInEntityRowsException"
+    assert "val_to_add_2" in body["message"]
+    status, body = post(
+        quiver,
+        {
+            "feature_service": "driver_activity_v1",
+            "entities": {"driver_id": [1001], "val_to_add": ["x"], "val_to_add_2": [1]},
+        },
+    )
+    assert status == 400
+    assert "entities.val_to_add[0]" in body["message"] and "Int64" in body["message"]
+
+
+def test_without_a_transformation_service_the_view_and_the_flag_are_named(repo: Path) -> None:
+    proc, base = quiver_serve(repo)
+    try:
+        status, body = post(base, {"feature_service": "driver_activity_v2", "entities": ENTITIES})
+        assert status == 400
+        assert "transformed_conv_rate" in body["message"]
+        assert "--transformation-service" in body["message"]
+        assert "unknown" not in body["message"].lower()
+        # Views without on-demand features are served as before.
+        status, _ = post(base, {"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}})
+        assert status == 200
+        log = Path(proc.log_path).read_text()
+        assert "driver_activity_v1, driver_activity_v2, driver_activity_v3" in log, log
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_historical_retrieval_with_the_on_demand_view_equals_feasts(
+    repo: Path, transformation_service: str, full: bool
+) -> None:
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from datetime import timedelta
+
+    from feast import FeatureStore
+
+    stats = pd.read_parquet(repo / "data" / "driver_stats.parquet")
+    latest = stats["event_timestamp"].max()
+    drivers = sorted(stats["driver_id"].unique())[:5] + [9999]
+    rows = []
+    for i, d in enumerate(drivers * 4):
+        rows.append(
+            {
+                "driver_id": int(d),
+                "event_timestamp": latest - timedelta(hours=3 * i),
+                "val_to_add": i,
+                "val_to_add_2": 100 * i,
+            }
+        )
+    entity_df = pd.DataFrame(rows)
+    entities = repo / "entities.parquet"
+    entity_df.to_parquet(entities)
+    store = FeatureStore(str(repo))
+    service = store.get_feature_service("driver_activity_v1")
+    theirs = store.get_historical_features(
+        entity_df=entity_df, features=service, full_feature_names=full
+    ).to_df()
+
+    out = repo / f"historical_{full}.parquet"
+    args = [
+        QUIVER, "historical", "--repo", repo, "--entities", entities,
+        "--feature-service", "driver_activity_v1", "--out", out,
+        "--transformation-service", transformation_service,
+    ]
+    if full:
+        args.append("--full-feature-names")
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ours = pq.read_table(out).to_pandas()
+
+    prefix = ("driver_hourly_stats__", "transformed_conv_rate__") if full else ("", "")
+    wanted = [prefix[0] + "conv_rate", prefix[1] + "conv_rate_plus_val1", prefix[1] + "conv_rate_plus_val2"]
+    # Entity columns, then what the service asks for, in its order (Feast adds the on-demand
+    # view's other source features too, and orders columns through a Python set).
+    assert list(ours.columns) == ["driver_id", "event_timestamp", "val_to_add", "val_to_add_2", *wanted]
+    key = ["driver_id", "event_timestamp"]
+    theirs = theirs.sort_values(key).reset_index(drop=True)
+    ours = ours.sort_values(key).reset_index(drop=True)
+    assert len(ours) == len(entity_df)
+    for c in wanted:
+        assert str(ours[c].dtype) == str(theirs[c].dtype), c
+        pd.testing.assert_series_equal(ours[c], theirs[c], check_names=False)
+    assert ours[wanted[1]].notna().sum() > 5  # real values, not nulls that compare equal
+
+
+def test_historical_without_a_transformation_service_names_the_flag(repo: Path) -> None:
+    done = subprocess.run(
+        [
+            str(QUIVER), "historical", "--repo", str(repo), "--entities", str(repo / "entities.parquet"),
+            "--features", "transformed_conv_rate:conv_rate_plus_val1", "--out", str(repo / "x.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert "transformed_conv_rate" in done.stderr and "--transformation-service" in done.stderr

@@ -92,12 +92,15 @@ fn render_text(reg: &ProjectRegistry) -> String {
         emit!("  {:<28} {}", s.name, views.join(", "));
     }
     if !reg.on_demand_views.is_empty() {
-        emit!(
-            "\non-demand feature views ({}, kept but not served by quiver)",
-            reg.on_demand_views.len()
-        );
-        for name in &reg.on_demand_views {
-            emit!("  {name}");
+        emit!("\non-demand feature views ({})", reg.on_demand_views.len());
+        for v in &reg.on_demand_views {
+            let sources: Vec<&str> = v.sources.iter().map(|s| s.name()).collect();
+            emit!(
+                "  {:<28} {} from {}",
+                v.name,
+                v.transformation.mode(),
+                sources.join(", ")
+            );
         }
     }
     out

@@ -2,6 +2,7 @@
 //!
 //! - [`proto`]: Feast's protobufs (the subset quiver needs), compiled from `core/proto` by prost.
 //! - [`model`], [`Value`], [`ValueType`]: the typed model the rest of quiver works with.
+//! - [`on_demand`]: on-demand feature views (sources, request fields, transformation).
 //! - [`registry`]: Feast's registry file, read and rewritten losslessly.
 //! - [`entity_key`], [`layout`]: entity key serialization v3 and the Redis/SQLite layouts.
 //! - [`json`]: the JSON of Feast's HTTP feature server.
@@ -22,6 +23,7 @@ pub mod fault;
 pub mod json;
 pub mod layout;
 pub mod model;
+pub mod on_demand;
 pub mod registry;
 pub mod size;
 pub mod time;

@@ -2,13 +2,14 @@
 //!
 //! [`RegistryFile`] keeps each object as the bytes it was read with, so that rewriting a registry
 //! leaves every object quiver did not change exactly as it was, including fields and whole
-//! object kinds (on-demand views, saved datasets, permissions) that quiver does not model.
+//! object kinds (saved datasets, permissions) that quiver does not model.
 //! [`ProjectRegistry`] is the typed view of one project that the rest of quiver works with.
 
 use prost::Message;
 
 use crate::Error;
 use crate::model::{DataSource, Entity, FeatureService, FeatureView, Project};
+use crate::on_demand::OnDemandView;
 use crate::proto::core as pb;
 use crate::time::Timestamp;
 
@@ -30,8 +31,7 @@ pub enum ObjectKind {
     FeatureView,
     StreamFeatureView,
     FeatureService,
-    /// Kept and carried (a registry service serves them whole), never decoded past the name:
-    /// they hold pickled Python.
+    /// Read as [`OnDemandView`] (the pickled function is kept in the bytes, never decoded).
     OnDemandFeatureView,
 }
 
@@ -71,8 +71,8 @@ pub struct ProjectRegistry {
     /// Batch and stream feature views together; `FeatureView::kind` tells them apart.
     pub feature_views: Vec<FeatureView>,
     pub feature_services: Vec<FeatureService>,
-    /// Names of on-demand feature views: kept in the registry, not servable by quiver.
-    pub on_demand_views: Vec<String>,
+    /// On-demand feature views (computed through Feast's transformation service).
+    pub on_demand_views: Vec<OnDemandView>,
 }
 
 impl ProjectRegistry {
@@ -90,6 +90,10 @@ impl ProjectRegistry {
 
     pub fn feature_service(&self, name: &str) -> Option<&FeatureService> {
         self.feature_services.iter().find(|s| s.name == name)
+    }
+
+    pub fn on_demand_view(&self, name: &str) -> Option<&OnDemandView> {
+        self.on_demand_views.iter().find(|v| v.name == name)
     }
 }
 
@@ -197,11 +201,9 @@ impl RegistryFile {
             }
         }
         for bytes in &self.raw.on_demand_feature_views {
-            let spec = decode::<pb::OnDemandFeatureViewHeader>(bytes, "OnDemandFeatureView")?
-                .spec
-                .unwrap_or_default();
-            if spec.project == project {
-                out.on_demand_views.push(spec.name);
+            let p: pb::OnDemandFeatureView = decode(bytes, "OnDemandFeatureView")?;
+            if p.spec.as_ref().is_some_and(|s| s.project == project) {
+                out.on_demand_views.push(OnDemandView::from_proto(p));
             }
         }
         Ok(out)
@@ -345,7 +347,7 @@ pub fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Erro
             (s.project, s.name)
         }
         ObjectKind::OnDemandFeatureView => {
-            let s = decode::<pb::OnDemandFeatureViewHeader>(bytes, "OnDemandFeatureView")?
+            let s = decode::<pb::OnDemandFeatureView>(bytes, "OnDemandFeatureView")?
                 .spec
                 .unwrap_or_default();
             (s.project, s.name)

@@ -324,7 +324,8 @@ pub fn apply(
         }
     }
     for odfv in &current.on_demand_views {
-        plan.kept.push(format!("on-demand feature view {odfv}"));
+        plan.kept
+            .push(format!("on-demand feature view {}", odfv.name));
     }
 
     file.apply(project, &writes)?;

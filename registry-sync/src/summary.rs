@@ -101,7 +101,11 @@ pub fn summarize(reg: &ProjectRegistry) -> Json {
             json!({"name": s.name, "description": s.description, "tags": s.tags, "projections": projections})
         })
         .collect();
-    let mut odfvs = reg.on_demand_views.clone();
+    let mut odfvs: Vec<&str> = reg
+        .on_demand_views
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
     odfvs.sort();
     json!({
         "project": reg.project,

@@ -39,6 +39,48 @@ fn quiver_reads_what_feast_wrote_as_feast_does() {
 }
 
 #[test]
+fn feasts_on_demand_view_is_read_whole() {
+    use quiver_core::ValueType;
+    use quiver_core::on_demand::{OnDemandSource, Transformation};
+    let reg = feast_registry().project("quickstart").unwrap();
+    let v = reg.on_demand_view("ride_features").unwrap();
+    let features: Vec<_> = v
+        .features
+        .iter()
+        .map(|f| (f.name.as_str(), f.dtype))
+        .collect();
+    assert_eq!(features, [("conv_per_km", ValueType::Double)]);
+    assert!(!v.write_to_online_store);
+    let Transformation::Pandas(udf) = &v.transformation else {
+        panic!("{:?}", v.transformation);
+    };
+    assert_eq!(udf.name, "ride_features");
+    assert!(
+        udf.body_text
+            .contains("inputs[\"conv_rate\"] / inputs[\"distance_km\"]")
+    );
+    let [
+        OnDemandSource::View(p),
+        OnDemandSource::Request { name, schema },
+    ] = v.sources.as_slice()
+    else {
+        panic!("{:?}", v.sources);
+    };
+    assert_eq!(p.view, "driver_hourly_stats");
+    assert!(
+        p.features
+            .iter()
+            .any(|f| f.name == "conv_rate" && f.dtype == ValueType::Float)
+    );
+    assert_eq!(name, "ride_request");
+    assert_eq!(schema.len(), 1);
+    assert_eq!(
+        (schema[0].name.as_str(), schema[0].dtype),
+        ("distance_km", ValueType::Double)
+    );
+}
+
+#[test]
 fn yaml_twin_produces_the_same_objects_as_the_python_repo() {
     let mut file = RegistryFile::empty();
     apply::apply(&mut file, &quickstart_definitions(), Timestamp::default()).unwrap();

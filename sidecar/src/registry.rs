@@ -200,7 +200,7 @@ impl ServingRegistry {
                 .iter()
                 .map(|s| (s.name.clone(), s.clone()))
                 .collect(),
-            on_demand: reg.on_demand_views.iter().cloned().collect(),
+            on_demand: reg.on_demand_views.iter().map(|v| v.name.clone()).collect(),
             plans: DashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
     }

@@ -1,0 +1,389 @@
+//! On-demand feature views: features computed from other views' features and request data,
+//! read from Feast's `OnDemandFeatureView` proto.
+//!
+//! quiver does not run Feast's Python transformations itself: a pandas function is sent to
+//! Feast's transformation service (`feast serve_transformations`) with its inputs. The model
+//! keeps what that needs: the sources (feature-view projections and request sources, with their
+//! typed fields), the output features, the mode and the function's name and source text.
+
+use crate::model::{DataSource, FeatureView, Field, Meta, Projection, SourceKind, Tags};
+use crate::proto::core as pb;
+
+/// An on-demand feature view of one project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnDemandView {
+    pub name: String,
+    /// The output features, typed.
+    pub features: Vec<Field>,
+    /// Sources in the registry's order (Feast keys them by name, so sorted by name).
+    pub sources: Vec<OnDemandSource>,
+    pub transformation: Transformation,
+    /// Computed when rows are written (push, materialize) and stored, instead of per request.
+    pub write_to_online_store: bool,
+    /// Entities (Feast writes `__dummy` for a view computed from request data alone).
+    pub entities: Vec<String>,
+    pub entity_columns: Vec<Field>,
+    pub description: String,
+    pub tags: Tags,
+    pub owner: String,
+    pub meta: Meta,
+}
+
+/// One input of an on-demand view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnDemandSource {
+    /// Features of a feature view (the projection selects them, and may alias the view).
+    View(Projection),
+    /// Values sent with each request (`RequestSource`): a name and its typed fields.
+    Request { name: String, schema: Vec<Field> },
+}
+
+/// How the output is computed from the inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transformation {
+    /// A Python function over a pandas DataFrame (`mode="pandas"`): Feast's transformation
+    /// service runs it.
+    Pandas(Udf),
+    /// A Python function over dicts of lists (`mode="python"`), which Feast's transformation
+    /// service does not run.
+    Python(Udf),
+    /// A Substrait plan (`mode="substrait"`).
+    Substrait,
+    /// A mode quiver does not know, by the name Feast wrote.
+    Other { mode: String },
+}
+
+/// A user-defined Python function, by name and source text (its pickled body is not read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Udf {
+    pub name: String,
+    pub body_text: String,
+}
+
+impl Transformation {
+    /// The mode as Feast names it (`pandas`, `python`, `substrait`, ...).
+    pub fn mode(&self) -> &str {
+        match self {
+            Transformation::Pandas(_) => "pandas",
+            Transformation::Python(_) => "python",
+            Transformation::Substrait => "substrait",
+            Transformation::Other { mode } => mode,
+        }
+    }
+
+    /// Whether Feast's transformation service can compute it (it runs pandas functions only).
+    pub fn runs_on_transformation_service(&self) -> bool {
+        matches!(self, Transformation::Pandas(_))
+    }
+}
+
+impl OnDemandView {
+    /// The feature-view projections among the sources.
+    pub fn view_sources(&self) -> impl Iterator<Item = &Projection> {
+        self.sources.iter().filter_map(|s| match s {
+            OnDemandSource::View(p) => Some(p),
+            OnDemandSource::Request { .. } => None,
+        })
+    }
+
+    /// Every request-source field, with the source it belongs to.
+    pub fn request_fields(&self) -> impl Iterator<Item = (&str, &Field)> {
+        self.sources.iter().flat_map(|s| match s {
+            OnDemandSource::Request { name, schema } => schema
+                .iter()
+                .map(|f| (name.as_str(), f))
+                .collect::<Vec<_>>(),
+            OnDemandSource::View(_) => Vec::new(),
+        })
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&Field> {
+        self.features.iter().find(|f| f.name == name)
+    }
+
+    pub fn from_proto(p: pb::OnDemandFeatureView) -> OnDemandView {
+        let spec = p.spec.unwrap_or_default();
+        let meta = p.meta.unwrap_or_default();
+        let sources = spec
+            .sources
+            .into_iter()
+            .filter_map(|(key, s)| OnDemandSource::from_proto(key, s))
+            .collect();
+        OnDemandView {
+            name: spec.name,
+            features: spec.features.into_iter().map(Field::from_proto).collect(),
+            sources,
+            transformation: Transformation::from_proto(
+                &spec.mode,
+                spec.feature_transformation,
+                spec.user_defined_function,
+            ),
+            write_to_online_store: spec.write_to_online_store,
+            entities: spec.entities,
+            entity_columns: spec
+                .entity_columns
+                .into_iter()
+                .map(Field::from_proto)
+                .collect(),
+            description: spec.description,
+            tags: spec.tags,
+            owner: spec.owner,
+            meta: Meta {
+                created: meta.created_timestamp,
+                last_updated: meta.last_updated_timestamp,
+            },
+        }
+    }
+
+    /// The proto with the fields quiver models (the pickled body is not among them).
+    pub fn to_proto(&self, project: &str) -> pb::OnDemandFeatureView {
+        let (mode, feature_transformation) = self.transformation.to_proto();
+        pb::OnDemandFeatureView {
+            spec: Some(pb::OnDemandFeatureViewSpec {
+                name: self.name.clone(),
+                project: project.to_owned(),
+                features: self.features.iter().map(Field::to_proto).collect(),
+                sources: self.sources.iter().map(|s| s.to_proto(project)).collect(),
+                user_defined_function: None,
+                description: self.description.clone(),
+                tags: self.tags.clone(),
+                owner: self.owner.clone(),
+                feature_transformation,
+                mode,
+                write_to_online_store: self.write_to_online_store,
+                entities: self.entities.clone(),
+                entity_columns: self.entity_columns.iter().map(Field::to_proto).collect(),
+            }),
+            meta: Some(pb::OnDemandFeatureViewMeta {
+                created_timestamp: self.meta.created,
+                last_updated_timestamp: self.meta.last_updated,
+            }),
+        }
+    }
+}
+
+impl OnDemandSource {
+    /// The name the registry keys the source by.
+    pub fn name(&self) -> &str {
+        match self {
+            OnDemandSource::View(p) => &p.view,
+            OnDemandSource::Request { name, .. } => name,
+        }
+    }
+
+    fn from_proto(key: String, s: pb::OnDemandSource) -> Option<OnDemandSource> {
+        use pb::on_demand_source::Source;
+        Some(match s.source? {
+            Source::FeatureViewProjection(p) => OnDemandSource::View(Projection::from_proto(p)),
+            // Older registries hold the whole view: every feature is selected.
+            Source::FeatureView(v) => {
+                let view = FeatureView::from_proto(v);
+                OnDemandSource::View(Projection {
+                    view: view.name,
+                    alias: None,
+                    features: view.features,
+                    join_key_map: Default::default(),
+                })
+            }
+            Source::RequestDataSource(d) => {
+                let source = DataSource::from_proto(d);
+                let schema = match source.kind {
+                    SourceKind::Request { schema } => schema,
+                    _ => Vec::new(),
+                };
+                let name = if source.name.is_empty() {
+                    key
+                } else {
+                    source.name
+                };
+                OnDemandSource::Request { name, schema }
+            }
+        })
+    }
+
+    fn to_proto(&self, project: &str) -> (String, pb::OnDemandSource) {
+        use pb::on_demand_source::Source;
+        let source = match self {
+            OnDemandSource::View(p) => Source::FeatureViewProjection(p.to_proto()),
+            OnDemandSource::Request { name, schema } => Source::RequestDataSource(
+                DataSource {
+                    name: name.clone(),
+                    kind: SourceKind::Request {
+                        schema: schema.clone(),
+                    },
+                    timestamp_field: String::new(),
+                    created_timestamp_column: String::new(),
+                    date_partition_column: String::new(),
+                    field_mapping: Default::default(),
+                    description: String::new(),
+                    tags: Tags::new(),
+                    owner: String::new(),
+                }
+                .to_proto(project),
+            ),
+        };
+        (
+            self.name().to_owned(),
+            pb::OnDemandSource {
+                source: Some(source),
+            },
+        )
+    }
+}
+
+impl Transformation {
+    fn from_proto(
+        mode: &str,
+        v2: Option<pb::FeatureTransformationV2>,
+        legacy: Option<pb::UserDefinedFunction>,
+    ) -> Transformation {
+        use pb::feature_transformation_v2::Transformation as T;
+        let udf = match v2.and_then(|t| t.transformation) {
+            Some(T::SubstraitTransformation(_)) => return Transformation::Substrait,
+            Some(T::UserDefinedFunction(u)) => Udf {
+                name: u.name,
+                body_text: u.body_text,
+            },
+            None => {
+                let u = legacy.unwrap_or_default();
+                Udf {
+                    name: u.name,
+                    body_text: u.body_text,
+                }
+            }
+        };
+        // Feast writes the mode on the spec; registries older than the field meant pandas.
+        match mode {
+            "" | "pandas" => Transformation::Pandas(udf),
+            "python" => Transformation::Python(udf),
+            "substrait" => Transformation::Substrait,
+            other => Transformation::Other {
+                mode: other.to_owned(),
+            },
+        }
+    }
+
+    fn to_proto(&self) -> (String, Option<pb::FeatureTransformationV2>) {
+        use pb::feature_transformation_v2::Transformation as T;
+        let transformation = match self {
+            Transformation::Pandas(u) | Transformation::Python(u) => {
+                Some(T::UserDefinedFunction(pb::UserDefinedFunctionV2 {
+                    name: u.name.clone(),
+                    body_text: u.body_text.clone(),
+                    mode: self.mode().to_owned(),
+                }))
+            }
+            Transformation::Substrait => Some(T::SubstraitTransformation(
+                pb::SubstraitTransformationV2::default(),
+            )),
+            Transformation::Other { .. } => None,
+        };
+        (
+            self.mode().to_owned(),
+            transformation.map(|t| pb::FeatureTransformationV2 {
+                transformation: Some(t),
+            }),
+        )
+    }
+}
+
+/// The column name Feast gives a source feature in a transformation's input
+/// (`view__feature`, the projection's alias when it has one).
+pub fn input_column(projection: &Projection, feature: &str) -> String {
+    format!("{}__{feature}", projection.name_to_use())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ValueType;
+    use prost::Message;
+
+    fn view() -> OnDemandView {
+        OnDemandView {
+            name: "transformed_conv_rate".into(),
+            features: vec![
+                Field::new("conv_rate_plus_val1", ValueType::Double),
+                Field::new("conv_rate_plus_val2", ValueType::Double),
+            ],
+            sources: vec![
+                OnDemandSource::View(Projection {
+                    view: "driver_hourly_stats".into(),
+                    alias: None,
+                    features: vec![Field::new("conv_rate", ValueType::Float)],
+                    join_key_map: Default::default(),
+                }),
+                OnDemandSource::Request {
+                    name: "vals_to_add".into(),
+                    schema: vec![
+                        Field::new("val_to_add", ValueType::Int64),
+                        Field::new("val_to_add_2", ValueType::Int64),
+                    ],
+                },
+            ],
+            transformation: Transformation::Pandas(Udf {
+                name: "transformed_conv_rate".into(),
+                body_text: "def transformed_conv_rate(inputs): ...".into(),
+            }),
+            write_to_online_store: false,
+            entities: vec!["__dummy".into()],
+            entity_columns: vec![Field::new("__dummy_id", ValueType::String)],
+            description: String::new(),
+            tags: Tags::new(),
+            owner: String::new(),
+            meta: Meta::default(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_its_proto() {
+        let v = view();
+        let bytes = v.to_proto("p").encode_to_vec();
+        let back =
+            OnDemandView::from_proto(pb::OnDemandFeatureView::decode(bytes.as_slice()).unwrap());
+        assert_eq!(back, v);
+        assert_eq!(back.view_sources().count(), 1);
+        let fields: Vec<_> = back
+            .request_fields()
+            .map(|(_, f)| f.name.as_str())
+            .collect();
+        assert_eq!(fields, ["val_to_add", "val_to_add_2"]);
+    }
+
+    #[test]
+    fn modes_are_read_from_the_spec() {
+        let udf = || {
+            Some(pb::FeatureTransformationV2 {
+                transformation: Some(
+                    pb::feature_transformation_v2::Transformation::UserDefinedFunction(
+                        pb::UserDefinedFunctionV2 {
+                            name: "f".into(),
+                            body_text: "def f(x): ...".into(),
+                            mode: String::new(),
+                        },
+                    ),
+                ),
+            })
+        };
+        assert!(matches!(
+            Transformation::from_proto("python", udf(), None),
+            Transformation::Python(Udf { ref name, .. }) if name == "f"
+        ));
+        assert!(Transformation::from_proto("", udf(), None).runs_on_transformation_service());
+        assert_eq!(
+            Transformation::from_proto("spark", udf(), None),
+            Transformation::Other {
+                mode: "spark".into()
+            }
+        );
+        // Before feature_transformation existed, the function was in user_defined_function.
+        let legacy = pb::UserDefinedFunction {
+            name: "old".into(),
+            body_text: "def old(x): ...".into(),
+        };
+        assert!(matches!(
+            Transformation::from_proto("", None, Some(legacy)),
+            Transformation::Pandas(Udf { ref name, .. }) if name == "old"
+        ));
+    }
+}

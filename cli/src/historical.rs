@@ -117,8 +117,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let summary = format!(
             "{rows} rows x {} columns from {} feature view{} in {:.2}s{}",
             planned.schema.fields().len(),
-            views.len(),
-            if views.len() == 1 { "" } else { "s" },
+            views.views.len() + views.on_demand.len(),
+            if views.views.len() + views.on_demand.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             started.elapsed().as_secs_f64(),
             if spill_files > 0 {
                 format!(

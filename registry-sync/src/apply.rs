@@ -1,9 +1,10 @@
 //! `quiver apply`: diff a project's definitions against the registry and rewrite it.
 //!
 //! The definitions are the truth for the objects they can express (entities, file/request/push
-//! sources, feature views, feature services): those are created, updated or deleted to match.
-//! Objects definitions cannot express are never touched: on-demand and stream feature views,
-//! sources of other types, and every other project. An unchanged object keeps its exact bytes,
+//! sources, feature views, feature services, native on-demand views): those are created,
+//! updated or deleted to match. Objects definitions cannot express are never touched: Python
+//! on-demand views (unless a definition takes over the name), stream feature views, sources of
+//! other types, and every other project. An unchanged object keeps its exact bytes,
 //! so applying the same definitions twice changes nothing.
 
 use std::fmt;
@@ -13,6 +14,7 @@ use quiver_core::model::{
     DUMMY_ENTITY, DataSource, Entity, FeatureService, FeatureView, Meta, Project, SourceKind,
     ViewKind,
 };
+use quiver_core::on_demand::{OnDemandView, Transformation};
 use quiver_core::registry::{ObjectKind, ObjectWrite, ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 
@@ -84,6 +86,13 @@ fn strip_service(s: &FeatureService) -> FeatureService {
     FeatureService {
         meta: Meta::default(),
         ..s.clone()
+    }
+}
+
+fn strip_on_demand(v: &OnDemandView) -> OnDemandView {
+    OnDemandView {
+        meta: Meta::default(),
+        ..v.clone()
     }
 }
 
@@ -323,9 +332,46 @@ pub fn apply(
             );
         }
     }
+    // On-demand views: definitions declare native ones; Python ones (from `feast apply`) are
+    // kept unless a definition takes over their name.
+    for want in &desired.on_demand_views {
+        let kind = ObjectKind::OnDemandFeatureView;
+        match current.on_demand_view(&want.name) {
+            Some(have) if strip_on_demand(have) == strip_on_demand(want) => {}
+            Some(have) => {
+                let v = OnDemandView {
+                    meta: updated_meta(&have.meta),
+                    ..want.clone()
+                };
+                let bytes = v.to_proto(project).encode_to_vec();
+                record(&mut plan, Action::Update, kind, &want.name, Some(bytes));
+            }
+            None => {
+                let v = OnDemandView {
+                    meta: created_meta(),
+                    ..want.clone()
+                };
+                let bytes = v.to_proto(project).encode_to_vec();
+                record(&mut plan, Action::Create, kind, &want.name, Some(bytes));
+            }
+        }
+    }
     for odfv in &current.on_demand_views {
-        plan.kept
-            .push(format!("on-demand feature view {}", odfv.name));
+        if desired.on_demand_view(&odfv.name).is_some() {
+            continue;
+        }
+        if matches!(odfv.transformation, Transformation::Native { .. }) {
+            record(
+                &mut plan,
+                Action::Delete,
+                ObjectKind::OnDemandFeatureView,
+                &odfv.name,
+                None,
+            );
+        } else {
+            plan.kept
+                .push(format!("on-demand feature view {}", odfv.name));
+        }
     }
 
     file.apply(project, &writes)?;

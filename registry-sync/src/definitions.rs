@@ -13,7 +13,13 @@
 //!                    schema: [{name, dtype: Float32}]}]
 //! feature_services: [{name, description, tags, owner,
 //!                     features: [view | {view: [feature, ...]} | {view, alias, features, join_key_map}]}]
+//! on_demand_feature_views: [{name, sources: [view, ...], request_source (a request source's
+//!                    name) or request_schema: [{name, dtype}], description, tags, owner,
+//!                    features: [{name, dtype, expr: "view.feature * 2 + request_field"}]}]
 //! ```
+//!
+//! On-demand views declared here are native: each feature is an expression of quiver's
+//! language (`quiver_core::expr`), type-checked here against the sources' declared types.
 //!
 //! Length: the YAML shapes and the whole-repo checker whose messages name their fields, kept
 //! together; about 200 lines at the end are tests.
@@ -27,6 +33,7 @@ use quiver_core::model::{
     DataSource, Entity, FeatureService, FeatureView, Field, Meta, Projection, SourceKind, Tags,
     ViewKind,
 };
+use quiver_core::on_demand::{OnDemandSource, OnDemandView, Transformation};
 use quiver_core::registry::ProjectRegistry;
 use quiver_core::{ValueType, accepted_dtypes};
 use serde::Deserialize;
@@ -98,6 +105,36 @@ struct DefsFile {
     feature_views: Vec<ViewDef>,
     #[serde(default)]
     feature_services: Vec<ServiceDef>,
+    #[serde(default)]
+    on_demand_feature_views: Vec<OnDemandDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDemandDef {
+    name: String,
+    #[serde(default)]
+    sources: Vec<String>,
+    request_source: Option<String>,
+    request_schema: Option<Vec<FieldDef>>,
+    #[serde(default)]
+    features: Vec<OnDemandFeatureDef>,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
+    #[serde(default)]
+    owner: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDemandFeatureDef {
+    name: String,
+    dtype: String,
+    expr: Option<String>,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,6 +435,7 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     let mut source_defs = Vec::new();
     let mut view_defs = Vec::new();
     let mut service_defs = Vec::new();
+    let mut on_demand_defs = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let parsed: Result<Option<DefsFile>, _> = serde_yaml::from_str(&f.text);
         match parsed {
@@ -407,13 +445,14 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
                 source_defs.extend(doc.sources.into_iter().map(|def| Located { file: i, def }));
                 view_defs.extend(doc.feature_views.into_iter().map(|def| Located { file: i, def }));
                 service_defs.extend(doc.feature_services.into_iter().map(|def| Located { file: i, def }));
+                on_demand_defs.extend(doc.on_demand_feature_views.into_iter().map(|def| Located { file: i, def }));
             }
             Err(e) => ck.errors.push(DefinitionError {
                 file: f.label.clone(),
                 line: e.location().map(|l| l.line()),
                 object: String::new(),
                 message: format!(
-                    "{}; the file holds the lists entities, sources, feature_views and feature_services",
+                    "{}; the file holds the lists entities, sources, feature_views, feature_services and on_demand_feature_views",
                     strip_location(&e.to_string())
                 ),
             }),
@@ -428,6 +467,13 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     let declared_views: HashSet<String> = view_defs.iter().map(|v| v.def.name.clone()).collect();
     let feature_views = check_views(&mut ck, view_defs, &entities, &data_sources);
     let feature_services = check_services(&mut ck, service_defs, &feature_views, &declared_views);
+    let on_demand_views = check_on_demand(
+        &mut ck,
+        on_demand_defs,
+        &feature_views,
+        &declared_views,
+        &data_sources,
+    );
 
     if !ck.errors.is_empty() {
         return Err(DefinitionErrors(ck.errors));
@@ -439,7 +485,7 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
         data_sources,
         feature_views,
         feature_services,
-        on_demand_views: Vec::new(),
+        on_demand_views,
     })
 }
 
@@ -1198,6 +1244,192 @@ fn check_services(
     out
 }
 
+fn check_on_demand(
+    ck: &mut Checker,
+    defs: Vec<Located<OnDemandDef>>,
+    views: &[FeatureView],
+    declared_views: &HashSet<String>,
+    sources: &[DataSource],
+) -> Vec<OnDemandView> {
+    const S: &str = "on_demand_feature_views";
+    const K: &str = "on-demand feature view";
+    check_names(ck, &defs, |d| &d.name, S, K);
+    let mut out: Vec<OnDemandView> = Vec::new();
+    for Located { file, def } in defs {
+        let name = def.name.clone();
+        if out.iter().any(|v| v.name == name) {
+            continue; // a duplicate, already reported
+        }
+        let errors_before = ck.errors.len();
+        if declared_views.contains(&name) {
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                format!(
+                    "{name:?} is also a feature view's name: views share one namespace, rename one"
+                ),
+            );
+        }
+        let mut odfv_sources = Vec::new();
+        let mut skipped = false;
+        for v in &def.sources {
+            match views.iter().find(|x| x.name == *v) {
+                Some(view) => odfv_sources.push(OnDemandSource::View(Projection {
+                    view: view.name.clone(),
+                    alias: None,
+                    features: view.features.clone(),
+                    join_key_map: BTreeMap::new(),
+                })),
+                // The view itself is invalid and already reported.
+                None if declared_views.contains(v) => skipped = true,
+                None => ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    format!("sources: unknown feature view {v:?}: list feature views whose features the expressions read"),
+                ),
+            }
+        }
+        match (&def.request_source, def.request_schema) {
+            (Some(_), Some(_)) => ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "request_source and request_schema both given: name a request source or list the fields inline, not both",
+            ),
+            (Some(r), None) => match sources.iter().find(|s| s.name == *r) {
+                Some(DataSource {
+                    kind: SourceKind::Request { schema },
+                    ..
+                }) => odfv_sources.push(OnDemandSource::Request {
+                    name: r.clone(),
+                    schema: schema.clone(),
+                }),
+                Some(s) => ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    format!("request_source {r:?} is a {} source: name a source of type request", s.kind_name()),
+                ),
+                None => ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    format!("request_source {r:?} is not defined under sources (as type: request)"),
+                ),
+            },
+            (None, Some(fields)) => {
+                let schema = check_fields(ck, file, S, K, &name, fields);
+                odfv_sources.push(OnDemandSource::Request {
+                    name: format!("{name}_request"),
+                    schema,
+                });
+            }
+            (None, None) => {}
+        }
+        if odfv_sources.is_empty() && !skipped && ck.errors.len() == errors_before {
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "no inputs: list sources (feature views) and/or a request_source",
+            );
+        }
+        // Feast keys sources by name, so the registry holds them sorted.
+        odfv_sources.sort_by(|a, b| a.name().cmp(b.name()));
+        if def.features.is_empty() {
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "features is empty: add {name, dtype, expr} entries",
+            );
+        }
+        let mut features = Vec::new();
+        let mut expressions = Vec::new();
+        for f in def.features {
+            if features.iter().any(|x: &Field| x.name == f.name) {
+                ck.report_field(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    &f.name,
+                    format!("features: {:?} is listed twice", f.name),
+                );
+                continue;
+            }
+            let Some(dtype) = ValueType::from_dtype_name(&f.dtype) else {
+                ck.report_field(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    &f.name,
+                    format!(
+                        "features: {:?} has unknown dtype {:?}; expected {}",
+                        f.name,
+                        f.dtype,
+                        accepted_dtypes()
+                    ),
+                );
+                continue;
+            };
+            let Some(expr) = f.expr else {
+                ck.report_field(file, S, K, &name, &f.name, format!("features: {:?} has no expr: write the expression that computes it, e.g. expr: \"view.feature * 2\"", f.name));
+                continue;
+            };
+            let tags = tags(ck, file, S, K, &name, f.tags);
+            features.push(Field {
+                name: f.name.clone(),
+                dtype,
+                description: f.description,
+                tags,
+            });
+            expressions.push((f.name, expr));
+        }
+        let tags = tags(ck, file, S, K, &name, def.tags);
+        if skipped || ck.errors.len() > errors_before {
+            continue;
+        }
+        let view = OnDemandView {
+            name: name.clone(),
+            features,
+            sources: odfv_sources,
+            transformation: Transformation::Native { expressions },
+            write_to_online_store: false,
+            entities: Vec::new(),
+            entity_columns: Vec::new(),
+            description: def.description,
+            tags,
+            owner: def.owner,
+            meta: Meta::default(),
+        };
+        // Every expression checked against its sources' types and its declared dtype.
+        if let Some(Err(e)) = view.native_program() {
+            ck.report_field(
+                file,
+                S,
+                K,
+                &name,
+                &e.feature,
+                format!("features: {:?}: expr {}", e.feature, e.error),
+            );
+            continue;
+        }
+        out.push(view);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1393,5 +1625,109 @@ feature_services:
                 .entities
                 .is_empty()
         );
+    }
+
+    const ODFV: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: stats, path: data/stats.parquet}
+  - name: vals
+    type: request
+    schema: [{name: val_to_add, dtype: Int64}]
+feature_views:
+  - name: hourly
+    entities: [driver]
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}, {name: trips, dtype: Int64}]
+on_demand_feature_views:
+  - name: adjusted
+    sources: [hourly]
+    request_source: vals
+    features:
+      - {name: plus_val, dtype: Float64, expr: "hourly.conv_rate + val_to_add"}
+      - {name: busy, dtype: Bool, expr: "hourly.trips > 10"}
+  - name: inline
+    request_schema: [{name: x, dtype: String}]
+    features:
+      - {name: greeting, dtype: String, expr: "'hi ' || x"}
+"#;
+
+    #[test]
+    fn native_on_demand_views_become_the_model() {
+        let reg = parse(&[("features.yaml", ODFV)], "p").unwrap();
+        let v = reg.on_demand_view("adjusted").unwrap();
+        assert_eq!(v.sources.len(), 2);
+        assert_eq!(v.features[0], Field::new("plus_val", ValueType::Double));
+        let program = v.native_program().unwrap().unwrap();
+        assert_eq!(program.inputs.len(), 3);
+        let inline = reg.on_demand_view("inline").unwrap();
+        let fields: Vec<_> = inline
+            .request_fields()
+            .map(|(s, f)| (s, f.name.as_str()))
+            .collect();
+        assert_eq!(fields, [("inline_request", "x")]);
+    }
+
+    #[test]
+    fn on_demand_problems_are_located() {
+        let bad = r#"
+entities:
+  - {name: driver, value_type: INT64}
+sources:
+  - {name: stats, path: data/stats.parquet}
+feature_views:
+  - name: hourly
+    entities: [driver]
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}]
+on_demand_feature_views:
+  - name: a
+    sources: [hourly, nowhere]
+    request_source: stats
+    features:
+      - {name: f, dtype: Float64, expr: "hourly.conv_rate + 1"}
+  - name: b
+    sources: [hourly]
+    features:
+      - {name: ok, dtype: Float64, expr: "hourly.conv_rate * 2"}
+      - name: typed
+        dtype: Int64
+        expr: "hourly.conv_rate + 1"
+  - name: c
+    sources: [hourly]
+    features:
+      - {name: g, dtype: Float64, expr: "hourly.conv_rat + (1"}
+      - {name: h, dtype: Float64}
+"#;
+        let errs = parse(&[("features.yaml", bad)], "p").unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let expect = [
+            (
+                "features.yaml:12: on-demand feature view \"a\"",
+                "unknown feature view \"nowhere\"",
+            ),
+            (
+                "features.yaml:12: on-demand feature view \"a\"",
+                "request_source \"stats\" is a file source",
+            ),
+            (
+                "features.yaml:21: on-demand feature view \"b\"",
+                "\"typed\": expr column 18: the expression is Float64 but the feature is declared Int64",
+            ),
+            (
+                "features.yaml:28: on-demand feature view \"c\"",
+                "\"h\" has no expr",
+            ),
+        ];
+        for (prefix, words) in expect {
+            assert!(
+                text.iter()
+                    .any(|t| t.starts_with(prefix) && t.contains(words)),
+                "missing {prefix} .. {words} in:\n{}",
+                text.join("\n")
+            );
+        }
+        assert_eq!(errs.len(), expect.len(), "{}", text.join("\n"));
     }
 }

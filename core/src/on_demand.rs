@@ -613,4 +613,89 @@ mod tests {
             Transformation::Pandas(Udf { ref name, .. }) if name == "old"
         ));
     }
+
+    fn native_view() -> OnDemandView {
+        OnDemandView {
+            transformation: Transformation::Native {
+                expressions: vec![
+                    (
+                        "conv_rate_plus_val1".into(),
+                        "driver_hourly_stats.conv_rate + val_to_add".into(),
+                    ),
+                    (
+                        "conv_rate_plus_val2".into(),
+                        "coalesce(driver_hourly_stats.conv_rate, 0) + val_to_add_2 * 2\n".into(),
+                    ),
+                ],
+            },
+            ..view()
+        }
+    }
+
+    #[test]
+    fn native_views_round_trip_as_a_python_stub() {
+        let v = native_view();
+        let proto = v.to_proto("p");
+        let spec = proto.spec.clone().unwrap();
+        // Feast's SDK dispatches on the spec's mode: python, whose function it loads from text.
+        assert_eq!(spec.mode, "python");
+        let Some(pb::feature_transformation_v2::Transformation::UserDefinedFunction(udf)) =
+            spec.feature_transformation.unwrap().transformation
+        else {
+            panic!("no function");
+        };
+        assert_eq!(udf.mode, NATIVE_MODE);
+        assert_eq!(udf.name, NATIVE_FUNCTION);
+        assert!(udf.body_text.contains("def quiver_native(inputs):"));
+        let bytes = proto.encode_to_vec();
+        let back =
+            OnDemandView::from_proto(pb::OnDemandFeatureView::decode(bytes.as_slice()).unwrap());
+        assert_eq!(back, v);
+        assert_eq!(back.transformation.mode(), "quiver");
+        assert!(!back.transformation.runs_on_transformation_service());
+    }
+
+    #[test]
+    fn native_programs_evaluate_and_check_their_references() {
+        let program = native_view().native_program().unwrap().unwrap();
+        assert_eq!(program.inputs.len(), 3);
+        let conv = [Value::Float(0.5), Value::Null];
+        let val = [Value::Int64(1000), Value::Int64(1)];
+        let val2 = [Value::Int64(2), Value::Int64(3)];
+        let out = program.eval(&[&conv, &val, &val2], 2);
+        assert_eq!(out[0], [Value::Double(1000.5), Value::Null]);
+        assert_eq!(out[1], [Value::Double(4.5), Value::Double(6.0)]);
+
+        let bad = |expr: &str| {
+            let v = OnDemandView {
+                transformation: Transformation::Native {
+                    expressions: vec![
+                        ("conv_rate_plus_val1".into(), "1.0".into()),
+                        ("conv_rate_plus_val2".into(), expr.into()),
+                    ],
+                },
+                ..view()
+            };
+            v.native_program().unwrap().unwrap_err().to_string()
+        };
+        assert!(bad("acc + 1").contains("acc is not a request field of this view (its request fields: val_to_add, val_to_add_2)"));
+        assert!(bad("other.x").contains("other is not a source view"));
+        assert!(bad("driver_hourly_stats.acc_rate").contains("has no feature acc_rate (its features: conv_rate)"));
+        assert!(bad("val_to_add").contains("feature conv_rate_plus_val2: expr column 1: the expression is Int64 but the feature is declared Float64"));
+        let missing = OnDemandView {
+            transformation: Transformation::Native { expressions: vec![] },
+            ..view()
+        };
+        assert!(missing.native_program().unwrap().unwrap_err().to_string().contains("has no expression"));
+    }
+
+    #[test]
+    fn a_stub_without_expressions_is_not_native() {
+        assert_eq!(parse_native_body_text("def f(x): ..."), None);
+        let text = native_body_text("v", &[("a".into(), "x || 'b'".into())]);
+        assert_eq!(
+            parse_native_body_text(&text),
+            Some(vec![("a".to_owned(), "x || 'b'".to_owned())])
+        );
+    }
 }

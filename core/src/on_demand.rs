@@ -678,15 +678,29 @@ mod tests {
             };
             v.native_program().unwrap().unwrap_err().to_string()
         };
-        assert!(bad("acc + 1").contains("acc is not a request field of this view (its request fields: val_to_add, val_to_add_2)"));
+        assert!(bad("acc + 1").contains(
+            "acc is not a request field of this view (its request fields: val_to_add, val_to_add_2)"
+        ));
         assert!(bad("other.x").contains("other is not a source view"));
-        assert!(bad("driver_hourly_stats.acc_rate").contains("has no feature acc_rate (its features: conv_rate)"));
+        assert!(
+            bad("driver_hourly_stats.acc_rate")
+                .contains("has no feature acc_rate (its features: conv_rate)")
+        );
         assert!(bad("val_to_add").contains("feature conv_rate_plus_val2: expr column 1: the expression is Int64 but the feature is declared Float64"));
         let missing = OnDemandView {
-            transformation: Transformation::Native { expressions: vec![] },
+            transformation: Transformation::Native {
+                expressions: vec![],
+            },
             ..view()
         };
-        assert!(missing.native_program().unwrap().unwrap_err().to_string().contains("has no expression"));
+        assert!(
+            missing
+                .native_program()
+                .unwrap()
+                .unwrap_err()
+                .to_string()
+                .contains("has no expression")
+        );
     }
 
     #[test]

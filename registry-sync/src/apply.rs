@@ -446,4 +446,72 @@ feature_services:
         assert_eq!(view.meta.created, Some(ts(100)));
         assert_eq!(view.meta.last_updated, Some(ts(300)));
     }
+
+    #[test]
+    fn native_on_demand_views_are_managed_and_python_ones_kept() {
+        let odfv = |expr: &str| {
+            format!(
+                "{DEFS}on_demand_feature_views:\n  - name: doubled\n    sources: [hourly]\n    features:\n      - {{name: twice, dtype: Float64, expr: \"{expr}\"}}\n"
+            )
+        };
+        let desired =
+            definitions::parse(&[("features.yaml", &odfv("hourly.conv_rate * 2"))], "demo")
+                .unwrap();
+        let mut file = RegistryFile::empty();
+        // A Python on-demand view `feast apply` wrote, in the same project.
+        let python = OnDemandView {
+            name: "python_odfv".into(),
+            transformation: Transformation::Pandas(quiver_core::on_demand::Udf {
+                name: "f".into(),
+                body_text: "def f(df): return df".into(),
+            }),
+            ..desired.on_demand_views[0].clone()
+        };
+        file.apply(
+            "demo",
+            &[ObjectWrite {
+                kind: ObjectKind::OnDemandFeatureView,
+                name: python.name.clone(),
+                bytes: Some(python.to_proto("demo").encode_to_vec()),
+            }],
+        )
+        .unwrap();
+        let plan = apply(&mut file, &desired, ts(100)).unwrap();
+        assert!(
+            plan.changes
+                .iter()
+                .any(|c| c.to_string() == "Created on-demand feature view doubled")
+        );
+        assert_eq!(plan.kept, ["on-demand feature view python_odfv"]);
+        let bytes = file.encode("v1", ts(100));
+
+        let mut again = RegistryFile::decode(&bytes).unwrap();
+        assert!(apply(&mut again, &desired, ts(200)).unwrap().is_empty());
+
+        let changed =
+            definitions::parse(&[("features.yaml", &odfv("hourly.conv_rate * 3"))], "demo")
+                .unwrap();
+        let plan = apply(&mut again, &changed, ts(300)).unwrap();
+        let changes: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(changes, ["Updated on-demand feature view doubled"]);
+        let stored = again.project("demo").unwrap();
+        let v = stored.on_demand_view("doubled").unwrap();
+        assert_eq!(v.meta.created, Some(ts(100)));
+        assert!(
+            matches!(&v.transformation, Transformation::Native { expressions } if expressions[0].1 == "hourly.conv_rate * 3")
+        );
+
+        let removed = definitions::parse(&[("features.yaml", DEFS)], "demo").unwrap();
+        let plan = apply(&mut again, &removed, ts(400)).unwrap();
+        let changes: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(changes, ["Deleted on-demand feature view doubled"]);
+        let left: Vec<String> = again
+            .project("demo")
+            .unwrap()
+            .on_demand_views
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(left, ["python_odfv"]);
+    }
 }

@@ -466,13 +466,23 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     let data_sources = check_sources(&mut ck, source_defs);
     let declared_views: HashSet<String> = view_defs.iter().map(|v| v.def.name.clone()).collect();
     let feature_views = check_views(&mut ck, view_defs, &entities, &data_sources);
-    let feature_services = check_services(&mut ck, service_defs, &feature_views, &declared_views);
+    let declared_on_demand: HashSet<String> =
+        on_demand_defs.iter().map(|v| v.def.name.clone()).collect();
     let on_demand_views = check_on_demand(
         &mut ck,
         on_demand_defs,
         &feature_views,
         &declared_views,
         &data_sources,
+    );
+    let declared_views: HashSet<String> =
+        declared_views.union(&declared_on_demand).cloned().collect();
+    let feature_services = check_services(
+        &mut ck,
+        service_defs,
+        &feature_views,
+        &on_demand_views,
+        &declared_views,
     );
 
     if !ck.errors.is_empty() {
@@ -1123,12 +1133,28 @@ fn check_services(
     ck: &mut Checker,
     defs: Vec<Located<ServiceDef>>,
     views: &[FeatureView],
+    on_demand: &[OnDemandView],
     declared_views: &HashSet<String>,
 ) -> Vec<FeatureService> {
     const S: &str = "feature_services";
     const K: &str = "feature service";
     check_names(ck, &defs, |d| &d.name, S, K);
-    let by_name: HashMap<&str, &FeatureView> = views.iter().map(|v| (v.name.as_str(), v)).collect();
+    // (features, join keys) of every view a service can name: feature views and on-demand
+    // views (which have no join keys of their own).
+    let by_name: HashMap<&str, (&[Field], &[Field])> = views
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                (v.features.as_slice(), v.entity_columns.as_slice()),
+            )
+        })
+        .chain(
+            on_demand
+                .iter()
+                .map(|v| (v.name.as_str(), (v.features.as_slice(), &[][..]))),
+        )
+        .collect();
     let mut out = Vec::new();
     for Located { file, def } in defs {
         let name = def.name.clone();
@@ -1158,17 +1184,17 @@ fn check_services(
                     continue;
                 }
             };
-            let Some(view) = by_name.get(view_name.as_str()) else {
+            let Some(&(view_features, view_keys)) = by_name.get(view_name.as_str()) else {
                 if declared_views.contains(&view_name) {
                     // The view itself is invalid and already reported.
                     skipped = true;
                     continue;
                 }
-                ck.report(file, S, K, &name, format!("unknown feature view {view_name:?}: define it under feature_views or fix the name"));
+                ck.report(file, S, K, &name, format!("unknown feature view {view_name:?}: define it under feature_views (or on_demand_feature_views) or fix the name"));
                 continue;
             };
             let features = match wanted {
-                None => view.features.clone(),
+                None => view_features.to_vec(),
                 Some(list) if list.is_empty() => {
                     ck.report(file, S, K, &name, format!("{view_name}: the feature list is empty: list features or name the view alone for all of them"));
                     continue;
@@ -1176,7 +1202,7 @@ fn check_services(
                 Some(list) => {
                     let mut fields = Vec::new();
                     for f in list {
-                        match view.feature(&f) {
+                        match view_features.iter().find(|x| x.name == f) {
                             Some(field) if !fields.iter().any(|x: &Field| x.name == f) => {
                                 fields.push(field.clone())
                             }
@@ -1189,7 +1215,7 @@ fn check_services(
                             ),
                             None => {
                                 let have: Vec<_> =
-                                    view.features.iter().map(|x| x.name.as_str()).collect();
+                                    view_features.iter().map(|x| x.name.as_str()).collect();
                                 ck.report(file, S, K, &name, format!("feature view {view_name:?} has no feature {f:?} (it has: {})", have.join(", ")));
                             }
                         }
@@ -1198,7 +1224,7 @@ fn check_services(
                 }
             };
             for key in join_key_map.keys() {
-                if !view.entity_columns.iter().any(|c| &c.name == key) {
+                if !view_keys.iter().any(|c| &c.name == key) {
                     ck.report(
                         file,
                         S,

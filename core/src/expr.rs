@@ -874,12 +874,15 @@ pub struct Expr {
     output: ValueType,
 }
 
+/// Maps a column reference to an input slot and its declared type, or says why it is wrong.
+pub type Resolver<'a> = dyn FnMut(&Ref) -> Result<(usize, ValueType), String> + 'a;
+
 /// Parses `text` and checks it: `resolve` maps each column reference to an input slot and its
 /// declared type (or says why the reference is wrong); `output` is the declared type of the
 /// result (a lossless widening, Int32 to Int64 or Float32 to Float64, is applied implicitly).
 pub fn compile(
     text: &str,
-    resolve: &mut dyn FnMut(&Ref) -> Result<(usize, ValueType), String>,
+    resolve: &mut Resolver<'_>,
     output: ValueType,
 ) -> Result<Expr, ExprError> {
     let ast = parse(text)?;
@@ -890,7 +893,7 @@ impl Expr {
     /// Checks a parsed expression (see [`compile`]).
     pub fn check(
         ast: &Ast,
-        resolve: &mut dyn FnMut(&Ref) -> Result<(usize, ValueType), String>,
+        resolve: &mut Resolver<'_>,
         output: ValueType,
     ) -> Result<Expr, ExprError> {
         let Some(out_ty) = Ty::from_value_type(output) else {
@@ -942,10 +945,7 @@ impl Expr {
     }
 }
 
-fn typecheck(
-    ast: &Ast,
-    resolve: &mut dyn FnMut(&Ref) -> Result<(usize, ValueType), String>,
-) -> Result<(Node, Ty), ExprError> {
+fn typecheck(ast: &Ast, resolve: &mut Resolver<'_>) -> Result<(Node, Ty), ExprError> {
     let col = ast.column;
     Ok(match &ast.kind {
         AstKind::Null => (Node::Const(V::Null), Ty::Null),

@@ -61,7 +61,7 @@ use quiver_core::registry::ProjectRegistry;
 use crate::Error;
 use crate::asof::{AsOfColumns, AsOfJoinExec};
 use crate::convert;
-use crate::on_demand::{self, OnDemandRequest};
+use crate::native::{self, OnDemandRequest};
 use crate::source::{self, Bucket, Format, Located};
 
 /// The entity table's time column when there is more than one datetime column.
@@ -405,7 +405,7 @@ pub struct Planned {
     /// The output's schema (on-demand features included).
     pub schema: SchemaRef,
     /// Native on-demand views, evaluated on the plan's batches.
-    stage: Option<Arc<on_demand::Stage>>,
+    stage: Option<Arc<native::Stage>>,
 }
 
 impl Planned {
@@ -872,7 +872,7 @@ impl HistoricalEngine {
         let stage = if selection.on_demand.is_empty() {
             None
         } else {
-            Some(Arc::new(on_demand::Stage::new(
+            Some(Arc::new(native::Stage::new(
                 &plan.schema(),
                 keep,
                 stage_views,

@@ -2,6 +2,8 @@
 //! features: request decoding, a cache lookup, and a whole warm-cache request through the engine
 //! (decode, plan, entity keys, lookups, response) in JSON and in Arrow. The online store is a
 //! real SQLite file in Feast's layout; every request here is a cache hit, as in a warm sidecar.
+//! `request_odfv_*` asks for 3 features of a native on-demand view (quiver expressions over the
+//! view's features and a request field) instead of 3 stored features: the cost of computing them.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -37,6 +39,14 @@ feature_views:
       - {name: f7, dtype: Int64}
       - {name: f8, dtype: Float64}
       - {name: f9, dtype: Bool}
+on_demand_feature_views:
+  - name: bench_odfv
+    sources: [bench]
+    request_schema: [{name: val, dtype: Int64}]
+    features:
+      - {name: o0, dtype: Float64, expr: "bench.f0 + val"}
+      - {name: o1, dtype: Float64, expr: "bench.f3 * 2.0 - cast(bench.f1, Float64) / 3"}
+      - {name: o2, dtype: String, expr: "coalesce(bench.f2, 'none') || '-x'"}
 "#;
 
 const KEYS: i64 = 1000;
@@ -60,6 +70,19 @@ fn body(entities: usize, features: usize, first: i64) -> String {
         "{{\"features\":[{}],\"entities\":{{\"driver_id\":[{}]}}}}",
         refs.join(","),
         ids.join(",")
+    )
+}
+
+/// A request for the 3 on-demand features, with the request field.
+fn odfv_body(entities: usize, first: i64) -> String {
+    let ids: Vec<String> = (0..entities as i64)
+        .map(|i| ((first + i * 37) % KEYS).to_string())
+        .collect();
+    let vals: Vec<String> = (0..entities).map(|i| i.to_string()).collect();
+    format!(
+        "{{\"features\":[\"bench_odfv:o0\",\"bench_odfv:o1\",\"bench_odfv:o2\"],\"entities\":{{\"driver_id\":[{}],\"val\":[{}]}}}}",
+        ids.join(","),
+        vals.join(",")
     )
 }
 
@@ -148,6 +171,25 @@ fn hot_path(c: &mut Criterion) {
                     let req = parse_request(bodies[i].as_bytes()).expect("valid");
                     let reg = state.registry.load_full();
                     rt.block_on(state.engine.get_online_features(&reg, req, format))
+                        .expect("answer")
+                        .len()
+                })
+            });
+        }
+    }
+
+    // The same warm requests for 3 computed features instead of 3 stored ones.
+    for (shape, entities) in [("1x3", 1), ("10x3", 10)] {
+        let plain: Vec<String> = (0..64).map(|i| body(entities, 3, i * 13)).collect();
+        let odfv: Vec<String> = (0..64).map(|i| odfv_body(entities, i * 13)).collect();
+        for (name, bodies) in [("stored", &plain), ("odfv", &odfv)] {
+            c.bench_function(&format!("sidecar/request_{name}_json_{shape}"), |b| {
+                let mut i = 0;
+                b.iter(|| {
+                    i = (i + 1) % bodies.len();
+                    let req = parse_request(bodies[i].as_bytes()).expect("valid");
+                    let reg = state.registry.load_full();
+                    rt.block_on(state.engine.get_online_features(&reg, req, Format::Json))
                         .expect("answer")
                         .len()
                 })

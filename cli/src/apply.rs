@@ -95,10 +95,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     println!(
-        "Applying {} entities, {} sources, {} feature views, {} feature services to project {}",
+        "Applying {} entities, {} sources, {} feature views, {} on-demand feature views, {} feature services to project {}",
         desired.entities.len(),
         desired.data_sources.len(),
         desired.feature_views.len(),
+        desired.on_demand_views.len(),
         desired.feature_services.len(),
         config.project
     );

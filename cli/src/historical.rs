@@ -87,6 +87,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let selection = select_with_on_demand(&registry, &features, args.full_feature_names)?;
     let views = &selection.views;
+    let view_count = views.views.len()
+        + views.on_demand.len()
+        + selection
+            .on_demand
+            .as_ref()
+            .map_or(0, |p| p.views().count());
     let client = match (&selection.on_demand, &args.transformation_service) {
         (Some(plan), None) => anyhow::bail!(
             "on-demand feature view {} is computed by Feast's transformation service: run `feast serve_transformations --port P` in the feature repo and pass --transformation-service 127.0.0.1:P",
@@ -121,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
             .await?;
         // On-demand views: their outputs computed on the joined batches, then projected.
-        let features: usize = views.iter().map(|v| v.features.len()).sum();
+        let features: usize = views.views.iter().map(|v| v.features.len()).sum();
         let fields = planned.schema.fields();
         let entity_columns: Vec<String> = fields[..fields.len().saturating_sub(features)]
             .iter()
@@ -153,8 +159,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let summary = format!(
             "{rows} rows x {} columns from {} feature view{} in {:.2}s{}",
             schema.fields().len(),
-            views.len(),
-            if views.len() == 1 { "" } else { "s" },
+            view_count,
+            if view_count == 1 { "" } else { "s" },
             started.elapsed().as_secs_f64(),
             if spill_files > 0 {
                 format!(

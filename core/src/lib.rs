@@ -18,6 +18,7 @@
 
 pub mod backoff;
 pub mod entity_key;
+pub mod expr;
 pub mod fault;
 pub mod json;
 pub mod layout;

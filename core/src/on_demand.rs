@@ -5,9 +5,26 @@
 //! Feast's transformation service (`feast serve_transformations`) with its inputs. The model
 //! keeps what that needs: the sources (feature-view projections and request sources, with their
 //! typed fields), the output features, the mode and the function's name and source text.
+//!
+//! Native views ([`Transformation::Native`]) are quiver's own: declared in YAML with one
+//! expression per feature ([`crate::expr`]), evaluated in Rust by serving and historical
+//! retrieval alike ([`NativeProgram`]). They are stored as a Python-mode function whose own
+//! `mode` is `quiver`; its source text is a Python stub that holds the expressions in a comment
+//! line (see [`native_body_text`]), so Feast's SDK can still load and list the registry (it
+//! rehydrates functions from their source text), while calling the function in Feast raises an
+//! error that says quiver computes it.
 
+use crate::expr::{self, Expr, ExprError, Ref};
 use crate::model::{DataSource, FeatureView, Field, Meta, Projection, SourceKind, Tags};
 use crate::proto::core as pb;
+use crate::{Value, ValueType};
+
+/// The `mode` of the stored function that marks a view as quiver-native.
+pub const NATIVE_MODE: &str = "quiver";
+/// The name of a native view's stored (stub) function.
+pub const NATIVE_FUNCTION: &str = "quiver_native";
+/// The comment line of the stub that carries the expressions, as a JSON list of pairs.
+const EXPRESSIONS_LINE: &str = "# quiver-expressions: ";
 
 /// An on-demand feature view of one project.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +68,8 @@ pub enum Transformation {
     Substrait,
     /// A mode quiver does not know, by the name Feast wrote.
     Other { mode: String },
+    /// quiver's own expressions, `(feature, expression)` in feature order: evaluated in Rust.
+    Native { expressions: Vec<(String, String)> },
 }
 
 /// A user-defined Python function, by name and source text (its pickled body is not read).
@@ -68,6 +87,7 @@ impl Transformation {
             Transformation::Python(_) => "python",
             Transformation::Substrait => "substrait",
             Transformation::Other { mode } => mode,
+            Transformation::Native { .. } => NATIVE_MODE,
         }
     }
 
@@ -137,7 +157,7 @@ impl OnDemandView {
 
     /// The proto with the fields quiver models (the pickled body is not among them).
     pub fn to_proto(&self, project: &str) -> pb::OnDemandFeatureView {
-        let (mode, feature_transformation) = self.transformation.to_proto();
+        let (mode, feature_transformation) = self.transformation.to_proto(&self.name);
         pb::OnDemandFeatureView {
             spec: Some(pb::OnDemandFeatureViewSpec {
                 name: self.name.clone(),
@@ -240,6 +260,14 @@ impl Transformation {
         use pb::feature_transformation_v2::Transformation as T;
         let udf = match v2.and_then(|t| t.transformation) {
             Some(T::SubstraitTransformation(_)) => return Transformation::Substrait,
+            Some(T::UserDefinedFunction(u)) if u.mode == NATIVE_MODE => {
+                return match parse_native_body_text(&u.body_text) {
+                    Some(expressions) => Transformation::Native { expressions },
+                    None => Transformation::Other {
+                        mode: format!("{NATIVE_MODE} (unreadable expressions)"),
+                    },
+                };
+            }
             Some(T::UserDefinedFunction(u)) => Udf {
                 name: u.name,
                 body_text: u.body_text,
@@ -263,8 +291,23 @@ impl Transformation {
         }
     }
 
-    fn to_proto(&self) -> (String, Option<pb::FeatureTransformationV2>) {
+    fn to_proto(&self, view: &str) -> (String, Option<pb::FeatureTransformationV2>) {
         use pb::feature_transformation_v2::Transformation as T;
+        if let Transformation::Native { expressions } = self {
+            // Python mode for Feast's SDK, which loads the stub; the function's own mode says
+            // quiver computes it.
+            let udf = pb::UserDefinedFunctionV2 {
+                name: NATIVE_FUNCTION.to_owned(),
+                body_text: native_body_text(view, expressions),
+                mode: NATIVE_MODE.to_owned(),
+            };
+            return (
+                "python".to_owned(),
+                Some(pb::FeatureTransformationV2 {
+                    transformation: Some(T::UserDefinedFunction(udf)),
+                }),
+            );
+        }
         let transformation = match self {
             Transformation::Pandas(u) | Transformation::Python(u) => {
                 Some(T::UserDefinedFunction(pb::UserDefinedFunctionV2 {
@@ -276,7 +319,7 @@ impl Transformation {
             Transformation::Substrait => Some(T::SubstraitTransformation(
                 pb::SubstraitTransformationV2::default(),
             )),
-            Transformation::Other { .. } => None,
+            Transformation::Other { .. } | Transformation::Native { .. } => None,
         };
         (
             self.mode().to_owned(),
@@ -296,6 +339,190 @@ pub fn sent_to_transformation(t: crate::ValueType) -> bool {
         t,
         T::Map | T::MapList | T::Struct | T::StructList | T::Json | T::JsonList
     )
+}
+
+/// The stored source text of a native view: a Python function that Feast's SDK can load (and
+/// so list the registry), that raises when Feast calls it, and whose comment line carries the
+/// expressions as JSON (one line: JSON escapes newlines).
+pub fn native_body_text(view: &str, expressions: &[(String, String)]) -> String {
+    let json = serde_json::to_string(expressions).unwrap_or_else(|_| "[]".to_owned());
+    let message = serde_json::to_string(&format!(
+        "on-demand feature view {view} is quiver-native: its features are computed by quiver \
+         (quiver serve, quiver historical) from the expressions above, not by Feast"
+    ))
+    .unwrap_or_else(|_| "\"quiver-native\"".to_owned());
+    format!(
+        "# A quiver-native on-demand feature view: quiver evaluates these expressions in Rust.\n\
+         {EXPRESSIONS_LINE}{json}\n\
+         def {NATIVE_FUNCTION}(inputs):\n    raise NotImplementedError({message})\n"
+    )
+}
+
+/// The expressions of a native view's stored source text; `None` when it holds none.
+pub fn parse_native_body_text(text: &str) -> Option<Vec<(String, String)>> {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(EXPRESSIONS_LINE))?;
+    serde_json::from_str(line).ok()
+}
+
+/// One input of a native view's program.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NativeInput {
+    /// A request field, sent with each request (or a column of the entity table).
+    Request { field: String, dtype: ValueType },
+    /// A feature of one of the view's source views.
+    Feature {
+        view: String,
+        feature: String,
+        dtype: ValueType,
+    },
+}
+
+impl NativeInput {
+    pub fn dtype(&self) -> ValueType {
+        match self {
+            NativeInput::Request { dtype, .. } | NativeInput::Feature { dtype, .. } => *dtype,
+        }
+    }
+}
+
+/// A native view's expressions, checked and compiled: what serving and historical retrieval
+/// evaluate. Inputs are numbered in order of first use; `eval` takes one column per input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeProgram {
+    pub inputs: Vec<NativeInput>,
+    /// `(feature, compiled expression)` in the view's feature order.
+    pub outputs: Vec<(Field, Expr)>,
+}
+
+/// A native view's expression that does not check, with the feature it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("feature {feature}: expr {error}")]
+pub struct NativeError {
+    pub feature: String,
+    pub error: ExprError,
+}
+
+impl NativeProgram {
+    /// Evaluates every output over `rows` rows: `inputs[i]` is input `i`'s column.
+    pub fn eval(&self, inputs: &[&[Value]], rows: usize) -> Vec<Vec<Value>> {
+        self.outputs
+            .iter()
+            .map(|(_, e)| e.eval(inputs, rows))
+            .collect()
+    }
+}
+
+impl OnDemandView {
+    /// The compiled program of a native view (`None` for other transformations). References
+    /// resolve against the view's own sources: `view.feature` against the features its
+    /// projections select, a bare name against its request sources' fields.
+    pub fn native_program(&self) -> Option<Result<NativeProgram, NativeError>> {
+        let Transformation::Native { expressions } = &self.transformation else {
+            return None;
+        };
+        Some(self.compile_native(expressions))
+    }
+
+    fn compile_native(
+        &self,
+        expressions: &[(String, String)],
+    ) -> Result<NativeProgram, NativeError> {
+        let whole = |feature: &str, message: String| NativeError {
+            feature: feature.to_owned(),
+            error: ExprError { column: 1, message },
+        };
+        let mut inputs: Vec<NativeInput> = Vec::new();
+        let mut outputs = Vec::new();
+        for field in &self.features {
+            let Some((_, text)) = expressions.iter().find(|(f, _)| *f == field.name) else {
+                return Err(whole(
+                    &field.name,
+                    "the feature has no expression".to_owned(),
+                ));
+            };
+            let mut resolve = |r: &Ref| -> Result<(usize, ValueType), String> {
+                let input = self.resolve_input(r)?;
+                let slot = match inputs.iter().position(|i| *i == input) {
+                    Some(i) => i,
+                    None => {
+                        inputs.push(input.clone());
+                        inputs.len() - 1
+                    }
+                };
+                Ok((slot, input.dtype()))
+            };
+            let compiled =
+                expr::compile(text, &mut resolve, field.dtype).map_err(|error| NativeError {
+                    feature: field.name.clone(),
+                    error,
+                })?;
+            outputs.push((field.clone(), compiled));
+        }
+        if let Some((f, _)) = expressions.iter().find(|(f, _)| self.feature(f).is_none()) {
+            return Err(whole(
+                f,
+                "an expression for a feature the view does not declare".to_owned(),
+            ));
+        }
+        Ok(NativeProgram { inputs, outputs })
+    }
+
+    fn resolve_input(&self, r: &Ref) -> Result<NativeInput, String> {
+        match r {
+            Ref::Request(name) => match self.request_fields().find(|(_, f)| f.name == *name) {
+                Some((_, f)) => Ok(NativeInput::Request {
+                    field: f.name.clone(),
+                    dtype: f.dtype,
+                }),
+                None => {
+                    let have: Vec<&str> = self
+                        .request_fields()
+                        .map(|(_, f)| f.name.as_str())
+                        .collect();
+                    Err(format!(
+                        "{name} is not a request field of this view (its request fields: {}); a source feature is written view.feature",
+                        if have.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            have.join(", ")
+                        }
+                    ))
+                }
+            },
+            Ref::Feature { view, feature } => {
+                let Some(p) = self
+                    .view_sources()
+                    .find(|p| p.view == *view || p.name_to_use() == view)
+                else {
+                    let have: Vec<&str> = self.view_sources().map(|p| p.view.as_str()).collect();
+                    return Err(format!(
+                        "{view} is not a source view of this on-demand view (its sources: {}): add it to sources",
+                        if have.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            have.join(", ")
+                        }
+                    ));
+                };
+                match p.features.iter().find(|f| f.name == *feature) {
+                    Some(f) => Ok(NativeInput::Feature {
+                        view: p.view.clone(),
+                        feature: f.name.clone(),
+                        dtype: f.dtype,
+                    }),
+                    None => {
+                        let have: Vec<&str> = p.features.iter().map(|f| f.name.as_str()).collect();
+                        Err(format!(
+                            "feature view {view} has no feature {feature} (its features: {})",
+                            have.join(", ")
+                        ))
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The column name Feast gives a source feature in a transformation's input
@@ -396,5 +623,104 @@ mod tests {
             Transformation::from_proto("", None, Some(legacy)),
             Transformation::Pandas(Udf { ref name, .. }) if name == "old"
         ));
+    }
+
+    fn native_view() -> OnDemandView {
+        OnDemandView {
+            transformation: Transformation::Native {
+                expressions: vec![
+                    (
+                        "conv_rate_plus_val1".into(),
+                        "driver_hourly_stats.conv_rate + val_to_add".into(),
+                    ),
+                    (
+                        "conv_rate_plus_val2".into(),
+                        "coalesce(driver_hourly_stats.conv_rate, 0) + val_to_add_2 * 2\n".into(),
+                    ),
+                ],
+            },
+            ..view()
+        }
+    }
+
+    #[test]
+    fn native_views_round_trip_as_a_python_stub() {
+        let v = native_view();
+        let proto = v.to_proto("p");
+        let spec = proto.spec.clone().unwrap();
+        // Feast's SDK dispatches on the spec's mode: python, whose function it loads from text.
+        assert_eq!(spec.mode, "python");
+        let Some(pb::feature_transformation_v2::Transformation::UserDefinedFunction(udf)) =
+            spec.feature_transformation.unwrap().transformation
+        else {
+            panic!("no function");
+        };
+        assert_eq!(udf.mode, NATIVE_MODE);
+        assert_eq!(udf.name, NATIVE_FUNCTION);
+        assert!(udf.body_text.contains("def quiver_native(inputs):"));
+        let bytes = proto.encode_to_vec();
+        let back =
+            OnDemandView::from_proto(pb::OnDemandFeatureView::decode(bytes.as_slice()).unwrap());
+        assert_eq!(back, v);
+        assert_eq!(back.transformation.mode(), "quiver");
+        assert!(!back.transformation.runs_on_transformation_service());
+    }
+
+    #[test]
+    fn native_programs_evaluate_and_check_their_references() {
+        let program = native_view().native_program().unwrap().unwrap();
+        assert_eq!(program.inputs.len(), 3);
+        let conv = [Value::Float(0.5), Value::Null];
+        let val = [Value::Int64(1000), Value::Int64(1)];
+        let val2 = [Value::Int64(2), Value::Int64(3)];
+        let out = program.eval(&[&conv, &val, &val2], 2);
+        assert_eq!(out[0], [Value::Double(1000.5), Value::Null]);
+        assert_eq!(out[1], [Value::Double(4.5), Value::Double(6.0)]);
+
+        let bad = |expr: &str| {
+            let v = OnDemandView {
+                transformation: Transformation::Native {
+                    expressions: vec![
+                        ("conv_rate_plus_val1".into(), "1.0".into()),
+                        ("conv_rate_plus_val2".into(), expr.into()),
+                    ],
+                },
+                ..view()
+            };
+            v.native_program().unwrap().unwrap_err().to_string()
+        };
+        assert!(bad("acc + 1").contains(
+            "acc is not a request field of this view (its request fields: val_to_add, val_to_add_2)"
+        ));
+        assert!(bad("other.x").contains("other is not a source view"));
+        assert!(
+            bad("driver_hourly_stats.acc_rate")
+                .contains("has no feature acc_rate (its features: conv_rate)")
+        );
+        assert!(bad("val_to_add").contains("feature conv_rate_plus_val2: expr column 1: the expression is Int64 but the feature is declared Float64"));
+        let missing = OnDemandView {
+            transformation: Transformation::Native {
+                expressions: vec![],
+            },
+            ..view()
+        };
+        assert!(
+            missing
+                .native_program()
+                .unwrap()
+                .unwrap_err()
+                .to_string()
+                .contains("has no expression")
+        );
+    }
+
+    #[test]
+    fn a_stub_without_expressions_is_not_native() {
+        assert_eq!(parse_native_body_text("def f(x): ..."), None);
+        let text = native_body_text("v", &[("a".into(), "x || 'b'".into())]);
+        assert_eq!(
+            parse_native_body_text(&text),
+            Some(vec![("a".to_owned(), "x || 'b'".to_owned())])
+        );
     }
 }

@@ -33,7 +33,7 @@ use serde_json::Value as Json;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
-use crate::historical::{Entities, FeastError, HistoricalEngine, select_for_feast};
+use crate::historical::{Entities, FeastError, HistoricalEngine, Selection, select_for_feast};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -193,7 +193,7 @@ impl OfflineServer {
             ));
         }
         let registry = self.registry.load().await?;
-        let views = select_for_feast(&registry, &view_names, &aliases, &refs)?;
+        let views: Selection = select_for_feast(&registry, &view_names, &aliases, &refs)?.into();
         let planned = self
             .engine
             .plan(&registry, &self.registry.repo_dir, &views, full, entities)

@@ -55,11 +55,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use quiver_core::ValueType;
 use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::model::{FeatureView, SourceKind};
+use quiver_core::on_demand::NativeInput;
 use quiver_core::registry::ProjectRegistry;
 
 use crate::Error;
 use crate::asof::{AsOfColumns, AsOfJoinExec};
 use crate::convert;
+use crate::native::{self, OnDemandRequest};
 use crate::source::{self, Bucket, Format, Located};
 
 /// The entity table's time column when there is more than one datetime column.
@@ -87,8 +89,73 @@ pub struct ViewRequest {
     pub features: Vec<String>,
 }
 
+/// What a request reads: feature views, and native on-demand views computed from them.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub views: Vec<ViewRequest>,
+    pub on_demand: Vec<OnDemandRequest>,
+}
+
+impl From<Vec<ViewRequest>> for Selection {
+    fn from(views: Vec<ViewRequest>) -> Selection {
+        Selection {
+            views,
+            on_demand: Vec::new(),
+        }
+    }
+}
+
+/// Adds feature `feature` of on-demand view `name`, when it is a native one (`Ok(false)`: no
+/// on-demand view has that name).
+fn select_on_demand(
+    registry: &ProjectRegistry,
+    out: &mut Vec<OnDemandRequest>,
+    name: &str,
+    prefix: &str,
+    feature: &str,
+) -> Result<bool, Error> {
+    let Some(view) = registry.on_demand_view(name) else {
+        return Ok(false);
+    };
+    let program = match view.native_program() {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            return Err(Error::unprocessable(format!(
+                "on-demand feature view {name} cannot be computed: {e}"
+            )));
+        }
+        None => {
+            return Err(Error::unprocessable(format!(
+                "on-demand feature view {name} is a {} transformation: historical retrieval computes native (quiver expression) views only",
+                view.transformation.mode()
+            )));
+        }
+    };
+    let Some(output) = program.outputs.iter().position(|(f, _)| f.name == feature) else {
+        return Err(Error::not_found(format!(
+            "on-demand feature view {name} has no feature {feature:?} (its features: {})",
+            view.features
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    match out.iter_mut().find(|r| r.name == prefix) {
+        Some(r) if r.outputs.contains(&output) => {}
+        Some(r) => r.outputs.push(output),
+        None => out.push(OnDemandRequest {
+            name: prefix.to_owned(),
+            program: Arc::new(program),
+            outputs: vec![output],
+        }),
+    }
+    Ok(true)
+}
+
 /// Resolves `Features` against the registry: every view and feature must exist.
-pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<ViewRequest>, Error> {
+pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Selection, Error> {
+    let mut on_demand = Vec::new();
     match features {
         Features::Refs(refs) => {
             if refs.is_empty() {
@@ -101,6 +168,9 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
                         "feature reference {r:?}: expected view:feature (e.g. driver_hourly_stats:conv_rate)"
                     ))
                 })?;
+                if select_on_demand(registry, &mut on_demand, view_name, view_name, feature)? {
+                    continue;
+                }
                 let view = registry.feature_view(view_name).ok_or_else(|| {
                     Error::not_found(format!(
                         "feature reference {r:?}: project {} has no feature view {view_name:?}",
@@ -131,7 +201,10 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
                     }),
                 }
             }
-            Ok(out)
+            Ok(Selection {
+                views: out,
+                on_demand,
+            })
         }
         Features::Service(name) => {
             let service = registry.feature_service(name).ok_or_else(|| {
@@ -140,9 +213,24 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
                     registry.project
                 ))
             })?;
-            service
-                .projections
-                .iter()
+            let mut views = Vec::new();
+            for p in &service.projections {
+                if registry.on_demand_view(&p.view).is_some() {
+                    for f in &p.features {
+                        select_on_demand(
+                            registry,
+                            &mut on_demand,
+                            &p.view,
+                            p.name_to_use(),
+                            &f.name,
+                        )?;
+                    }
+                    continue;
+                }
+                views.push(p);
+            }
+            let views = views
+                .into_iter()
                 .map(|p| {
                     let view = registry.feature_view(&p.view).ok_or_else(|| {
                         Error::unprocessable(format!(
@@ -170,7 +258,8 @@ pub fn select(registry: &ProjectRegistry, features: &Features) -> Result<Vec<Vie
                         features,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<ViewRequest>, Error>>()?;
+            Ok(Selection { views, on_demand })
         }
     }
 }
@@ -329,7 +418,10 @@ pub struct Planned {
     pub plan: Arc<dyn ExecutionPlan>,
     /// Entity rows, which is also the number of output rows.
     pub rows: usize,
+    /// The output's schema (on-demand features included).
     pub schema: SchemaRef,
+    /// Native on-demand views, evaluated on the plan's batches.
+    stage: Option<Arc<native::Stage>>,
 }
 
 impl Planned {
@@ -606,13 +698,14 @@ impl HistoricalEngine {
         &self,
         registry: &ProjectRegistry,
         repo_dir: &Path,
-        views: &[ViewRequest],
+        selection: &Selection,
         full_feature_names: bool,
         entities: Entities,
     ) -> Result<Planned, Error> {
-        if views.is_empty() {
+        if selection.views.is_empty() && selection.on_demand.is_empty() {
             return Err(Error::bad_request("no feature views requested"));
         }
+        let requested = &selection.views;
         let entity_schema = strip_pandas_index(&entities.schema);
         let time_column = entity_time_column(&entity_schema)?;
         // The entity time is answered as Feast answers it: a UTC timestamp (naive ones are UTC),
@@ -624,16 +717,110 @@ impl HistoricalEngine {
             .iter()
             .map(|f| (f.name().clone(), "an entity column".to_owned()))
             .collect();
-        for v in views {
-            for f in &v.features {
-                let out = output_name(v, f, full_feature_names);
-                let what = format!("feature {}:{f}", v.name_to_use);
-                if let Some(prev) = names.insert(out.clone(), what.clone()) {
-                    return Err(Error::bad_request(format!(
-                        "output column {out:?} would be both {prev} and {what}; use full feature names (view__feature) or a feature service alias"
-                    )));
-                }
+        let odfv_names: Vec<Vec<String>> = selection
+            .on_demand
+            .iter()
+            .map(|r| {
+                r.outputs
+                    .iter()
+                    .map(|&o| {
+                        let f = &r.program.outputs[o].0.name;
+                        if full_feature_names {
+                            format!("{}__{f}", r.name)
+                        } else {
+                            f.clone()
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let all_outputs = requested
+            .iter()
+            .flat_map(|v| {
+                v.features.iter().map(move |f| {
+                    (
+                        output_name(v, f, full_feature_names),
+                        format!("feature {}:{f}", v.name_to_use),
+                    )
+                })
+            })
+            .chain(
+                selection
+                    .on_demand
+                    .iter()
+                    .zip(&odfv_names)
+                    .flat_map(|(r, names)| {
+                        names
+                            .iter()
+                            .map(move |n| (n.clone(), format!("on-demand feature of {}", r.name)))
+                    }),
+            );
+        for (out, what) in all_outputs {
+            if let Some(prev) = names.insert(out.clone(), what.clone()) {
+                return Err(Error::bad_request(format!(
+                    "output column {out:?} would be both {prev} and {what}; use full feature names (view__feature) or a feature service alias"
+                )));
             }
+        }
+        // The source features on-demand views read, joined too (hidden when not requested),
+        // and their request fields, which must be entity columns of the right type.
+        let mut views: Vec<ViewRequest> = requested.clone();
+        let visible: Vec<usize> = views.iter().map(|v| v.features.len()).collect();
+        let mut odfv_inputs: Vec<Vec<OdfvInput>> = Vec::new();
+        for r in &selection.on_demand {
+            let mut inputs = Vec::new();
+            for input in &r.program.inputs {
+                inputs.push(match input {
+                    NativeInput::Feature { view, feature, .. } => {
+                        let n = match views
+                            .iter()
+                            .position(|v| v.name_to_use == *view && v.join_key_map.is_empty())
+                        {
+                            Some(n) => n,
+                            None => {
+                                let fv = registry.feature_view(view).ok_or_else(|| {
+                                    Error::unprocessable(format!(
+                                        "on-demand feature view {}: its source feature view {view} does not exist",
+                                        r.name
+                                    ))
+                                })?;
+                                views.push(ViewRequest {
+                                    view: fv.clone(),
+                                    name_to_use: view.clone(),
+                                    join_key_map: BTreeMap::new(),
+                                    features: Vec::new(),
+                                });
+                                views.len() - 1
+                            }
+                        };
+                        let j = match views[n].features.iter().position(|f| f == feature) {
+                            Some(j) => j,
+                            None => {
+                                views[n].features.push(feature.clone());
+                                views[n].features.len() - 1
+                            }
+                        };
+                        OdfvInput::Joined(internal_feature(n, j))
+                    }
+                    NativeInput::Request { field, dtype } => {
+                        let f = entity_schema.field_with_name(field).map_err(|_| {
+                            Error::bad_request(format!(
+                                "on-demand feature view {} reads the request field {field} ({dtype}): add it as a column of the entity table",
+                                r.name
+                            ))
+                        })?;
+                        if !convert::compatible(f.data_type(), *dtype) {
+                            return Err(Error::bad_request(format!(
+                                "entity table column {field} is {} but on-demand feature view {} reads it as {dtype}",
+                                f.data_type(),
+                                r.name
+                            )));
+                        }
+                        OdfvInput::Entity(field.clone())
+                    }
+                });
+            }
+            odfv_inputs.push(inputs);
         }
         let (entity_batches, t_min, t_max) =
             prepare_entities(&entities, &entity_schema, &time_column)?;
@@ -652,10 +839,12 @@ impl HistoricalEngine {
                 .await?;
             plan = self.join_view(plan, view_plan, n)?;
             for (j, f) in v.features.iter().enumerate() {
-                feature_columns.push((
-                    internal_feature(n, j),
-                    output_name(v, f, full_feature_names),
-                ));
+                if j < visible.get(n).copied().unwrap_or(0) {
+                    feature_columns.push((
+                        internal_feature(n, j),
+                        output_name(v, f, full_feature_names),
+                    ));
+                }
             }
         }
         // Back to input order.
@@ -672,19 +861,74 @@ impl HistoricalEngine {
         for (internal, out) in &feature_columns {
             exprs.push((column(&schema, internal)?, out.clone()));
         }
+        // On-demand inputs after the output columns: hidden features under their internal
+        // names; request fields are entity columns already.
+        let keep = exprs.len();
+        let mut stage_views = Vec::new();
+        for (r, inputs) in selection.on_demand.iter().zip(&odfv_inputs) {
+            let mut at = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let name = match input {
+                    OdfvInput::Joined(internal) => internal,
+                    OdfvInput::Entity(field) => field,
+                };
+                let i = match exprs.iter().position(|(_, n)| n == name) {
+                    Some(i) if matches!(input, OdfvInput::Entity(_)) => i,
+                    _ => match exprs[keep..].iter().position(|(_, n)| n == name) {
+                        Some(i) => keep + i,
+                        None => {
+                            exprs.push((column(&schema, name)?, name.clone()));
+                            exprs.len() - 1
+                        }
+                    },
+                };
+                at.push(i);
+            }
+            stage_views.push((r.clone(), at));
+        }
         let plan: Arc<dyn ExecutionPlan> =
             Arc::new(ProjectionExec::try_new(exprs, plan).map_err(df_error("output"))?);
+        let stage = if selection.on_demand.is_empty() {
+            None
+        } else {
+            Some(Arc::new(native::Stage::new(
+                &plan.schema(),
+                keep,
+                stage_views,
+                &odfv_names,
+            )?))
+        };
         Ok(Planned {
-            schema: plan.schema(),
+            schema: stage
+                .as_ref()
+                .map_or_else(|| plan.schema(), |s| Arc::clone(&s.schema)),
             plan,
             rows,
+            stage,
         })
     }
 
     /// Runs a plan: the output, in entity-table order.
     pub fn execute(&self, planned: &Planned) -> Result<SendableRecordBatchStream, Error> {
-        execute_stream(Arc::clone(&planned.plan), self.ctx.task_ctx())
-            .map_err(df_error("historical retrieval"))
+        let stream = execute_stream(Arc::clone(&planned.plan), self.ctx.task_ctx())
+            .map_err(df_error("historical retrieval"))?;
+        let Some(stage) = planned.stage.clone() else {
+            return Ok(stream);
+        };
+        use futures::StreamExt;
+        let computed = stream.map(move |batch| {
+            batch.and_then(|b| {
+                stage
+                    .apply(&b)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+            })
+        });
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                Arc::clone(&planned.schema),
+                computed,
+            ),
+        ))
     }
 
     /// The source side of one view: scanned, filtered to the window, keys cast to the entity
@@ -1024,6 +1268,14 @@ struct SourceSide {
     ttl: i64,
     right: Arc<dyn ExecutionPlan>,
     features: usize,
+}
+
+/// Where an on-demand view's input is in the joined batch.
+enum OdfvInput {
+    /// A joined feature, by its internal column name.
+    Joined(String),
+    /// An entity-table column (a request field).
+    Entity(String),
 }
 
 fn internal_feature(view: usize, feature: usize) -> String {

@@ -6,7 +6,8 @@
 //! - [`convert`]: Arrow cells → Feast's serialized `Value`s, entity keys and event times.
 //! - [`append`]: pushed rows appended to a file source as Parquet (`POST /push` to offline).
 //! - [`historical`]: point-in-time-correct training datasets (Feast's `get_historical_features`)
-//!   on DataFusion, with [`asof`]'s merge join.
+//!   on DataFusion, with [`asof`]'s merge join; [`native`] computes native on-demand views
+//!   on the joined batches.
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
 //!   the whole window).
@@ -24,6 +25,7 @@ pub mod flight;
 pub mod historical;
 pub mod http;
 pub mod materialize;
+pub mod native;
 pub mod on_demand;
 pub mod output;
 pub mod source;

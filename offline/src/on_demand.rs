@@ -27,12 +27,12 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use quiver_core::ValueType;
-use quiver_core::on_demand::{OnDemandView, sent_to_transformation};
+use quiver_core::on_demand::{OnDemandView, Transformation, sent_to_transformation};
 use quiver_core::registry::ProjectRegistry;
 pub use quiver_transform::{TransformClient, TransformConfig};
 
 use crate::Error;
-use crate::historical::{Features, ViewRequest, select};
+use crate::historical::{self, Features, ViewRequest, select};
 
 /// Rows sent to the transformation service in one call.
 pub const MAX_BATCH_ROWS: usize = 10_000;
@@ -61,7 +61,8 @@ pub struct OnDemandPlan {
 
 /// The retrieval to run, and (when on-demand views are requested) what to do with its output.
 pub struct Selection {
-    pub views: Vec<ViewRequest>,
+    /// The join: feature views, and native on-demand views computed inside it.
+    pub views: historical::Selection,
     /// Full feature names in the join when on-demand views are requested (the transformation
     /// reads `view__feature`), else the request's choice.
     pub full_feature_names: bool,
@@ -75,8 +76,16 @@ impl OnDemandPlan {
     }
 }
 
-/// Splits a request into base features and on-demand outputs. Without on-demand views it is
-/// [`select`] unchanged.
+/// An on-demand view computed by Feast's transformation service (native ones are computed in
+/// the join itself, see `historical::select`).
+fn through_service<'a>(registry: &'a ProjectRegistry, name: &str) -> Option<&'a OnDemandView> {
+    registry
+        .on_demand_view(name)
+        .filter(|v| !matches!(v.transformation, Transformation::Native { .. }))
+}
+
+/// Splits a request into base features and on-demand outputs. Without on-demand views computed
+/// by the transformation service it is [`select`] unchanged.
 pub fn select_with_on_demand(
     registry: &ProjectRegistry,
     features: &Features,
@@ -89,7 +98,7 @@ pub fn select_with_on_demand(
         Features::Refs(refs) => {
             if !refs.iter().any(|r| {
                 r.split_once(':')
-                    .is_some_and(|(v, _)| registry.on_demand_view(v).is_some())
+                    .is_some_and(|(v, _)| through_service(registry, v).is_some())
             }) {
                 return Ok(Selection {
                     views: select(registry, features)?,
@@ -104,14 +113,21 @@ pub fn select_with_on_demand(
                         "feature reference {r:?}: expected view:feature (e.g. driver_hourly_stats:conv_rate)"
                     ))
                 })?;
-                let odfv = registry.on_demand_view(v).map(|o| Arc::new(o.clone()));
+                let odfv = through_service(registry, v).map(|o| Arc::new(o.clone()));
                 if odfv.is_none() {
                     base_refs.push(r.clone());
                 }
                 wanted.push((v.to_owned(), f.to_owned(), odfv));
             }
             if !base_refs.is_empty() {
-                for v in select(registry, &Features::Refs(base_refs))? {
+                let base = select(registry, &Features::Refs(base_refs))?;
+                if let Some(native) = base.on_demand.first() {
+                    return Err(Error::bad_request(format!(
+                        "on-demand feature view {}: a request cannot mix native on-demand views with ones computed by Feast's transformation service yet; request them separately",
+                        native.name
+                    )));
+                }
+                for v in base.views {
                     base_projections.push(projection_of(&v));
                 }
             }
@@ -126,7 +142,7 @@ pub fn select_with_on_demand(
             if !service
                 .projections
                 .iter()
-                .any(|p| registry.on_demand_view(&p.view).is_some())
+                .any(|p| through_service(registry, &p.view).is_some())
             {
                 return Ok(Selection {
                     views: select(registry, features)?,
@@ -135,9 +151,7 @@ pub fn select_with_on_demand(
                 });
             }
             for p in &service.projections {
-                let odfv = registry
-                    .on_demand_view(&p.view)
-                    .map(|o| Arc::new(o.clone()));
+                let odfv = through_service(registry, &p.view).map(|o| Arc::new(o.clone()));
                 let names: Vec<String> = match (&odfv, p.features.is_empty()) {
                     (Some(o), true) => o.features.iter().map(|f| f.name.clone()).collect(),
                     (None, true) => registry
@@ -244,7 +258,7 @@ pub fn select_with_on_demand(
         });
     }
     Ok(Selection {
-        views,
+        views: views.into(),
         full_feature_names: true,
         on_demand: Some(OnDemandPlan {
             project: registry.project.clone(),
@@ -471,8 +485,8 @@ mod tests {
         let plan = s.on_demand.unwrap();
         assert_eq!(plan.views().collect::<Vec<_>>(), ["ride_features"]);
         // One view, the requested feature first, then the on-demand view's sources.
-        assert_eq!(s.views.len(), 1);
-        let v = &s.views[0];
+        assert_eq!(s.views.views.len(), 1);
+        let v = &s.views.views[0];
         assert_eq!(v.name_to_use, "driver_hourly_stats");
         assert_eq!(v.features[0], "acc_rate");
         assert!(v.features.iter().any(|f| f == "conv_rate"));

@@ -60,6 +60,13 @@ feature_views:
     source: pair_src
     schema:
       - {name: rides, dtype: Int64}
+on_demand_feature_views:
+  - name: derived
+    sources: [driver_stats]
+    request_schema: [{name: bonus, dtype: Int64}]
+    features:
+      - {name: conv_pct, dtype: Float64, expr: "driver_stats.conv_rate * 100 + bonus"}
+      - {name: trips_per_bonus, dtype: Float64, expr: "driver_stats.trips / bonus"}
 feature_services:
   - name: both_drivers
     features:
@@ -665,5 +672,129 @@ fn csv_entity_times_come_back_as_utc_timestamps() {
 +-----------+--------------------------+-------+
 "#,
         );
+    });
+}
+
+/// Native on-demand views after the join: their source features joined (hidden unless asked
+/// for), their request field read from the entity table, the same semantics as serving.
+#[test]
+fn native_on_demand_views_are_computed_after_the_join() {
+    block_on(async move {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float64Type, Int64Type};
+        let repo = repo();
+        let e = || {
+            entities(vec![
+                ("driver_id", Arc::new(Int64Array::from(vec![1, 1, 2, 3]))),
+                (
+                    "event_timestamp",
+                    micros_utc(&[at(10, 0), at(12, 1), at(8, 30), at(10, 0)]),
+                ),
+                ("bonus", Arc::new(Int64Array::from(vec![1, 2, 0, 5]))),
+            ])
+        };
+        let engine = HistoricalEngine::new(&EngineOptions::default()).unwrap();
+        let features = Features::Refs(
+            [
+                "derived:conv_pct",
+                "driver_stats:trips",
+                "derived:trips_per_bonus",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        let selection = select(&repo.registry, &features).unwrap();
+        let planned = engine
+            .plan(&repo.registry, repo.dir.path(), &selection, false, e())
+            .await
+            .unwrap();
+        let names: Vec<&str> = planned
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "driver_id",
+                "event_timestamp",
+                "bonus",
+                "trips",
+                "conv_pct",
+                "trips_per_bonus"
+            ],
+            "conv_rate is read for the on-demand view but not output"
+        );
+        let batches: Vec<RecordBatch> = engine
+            .execute(&planned)
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        golden(
+            Ok(pretty_format_batches(&batches).unwrap().to_string()),
+            r#"
++-----------+--------------------------+-------+
+| driver_id | event_timestamp          | trips |
++-----------+--------------------------+-------+
+| 1         | 2026-01-01T10:00:00Z     | 50    |
+| 2         | 2026-01-01T09:00:00Z     | 20    |
+| 1         | 2026-01-01T09:30:00.500Z | 10    |
++-----------+--------------------------+-------+
+"#,
+        );
+        let batch = datafusion::arrow::compute::concat_batches(&planned.schema, &batches).unwrap();
+        let pct = batch.column(4).as_primitive::<Float64Type>();
+        let per = batch.column(5).as_primitive::<Float64Type>();
+        let trips = batch.column(3).as_primitive::<Int64Type>();
+        // 1 at 10:00: conv 0.5 (the tie goes to created 10:05), trips 50, bonus 1.
+        assert_eq!(
+            (pct.value(0), per.value(0), trips.value(0)),
+            (0.5 * 100.0 + 1.0, 50.0, 50)
+        );
+        // 1 at 12:01: past the ttl, nulls in, nulls out.
+        assert!(pct.is_null(1) && per.is_null(1) && trips.is_null(1));
+        // 2 at 8:30: bonus 0, so 20 trips / 0 is null.
+        assert_eq!(pct.value(2), 0.2 * 100.0);
+        assert!(per.is_null(2));
+        // 3 is unknown.
+        assert!(pct.is_null(3) && per.is_null(3));
+
+        // The request field must be an entity column of the declared type, checked up front.
+        let missing = entities(vec![
+            ("driver_id", Arc::new(Int64Array::from(vec![1]))),
+            ("event_timestamp", micros_utc(&[at(10, 0)])),
+        ]);
+        let err = engine
+            .plan(&repo.registry, repo.dir.path(), &selection, false, missing)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("reads the request field bonus (Int64)"),
+            "{err}"
+        );
+        let mistyped = entities(vec![
+            ("driver_id", Arc::new(Int64Array::from(vec![1]))),
+            ("event_timestamp", micros_utc(&[at(10, 0)])),
+            ("bonus", Arc::new(StringArray::from(vec!["x"]))),
+        ]);
+        let err = engine
+            .plan(&repo.registry, repo.dir.path(), &selection, false, mistyped)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("entity table column bonus is Utf8"), "{err}");
+
+        // Full names prefix the on-demand view's name.
+        let planned = engine
+            .plan(&repo.registry, repo.dir.path(), &selection, true, e())
+            .await
+            .unwrap();
+        assert!(planned.schema.field_with_name("derived__conv_pct").is_ok());
     });
 }

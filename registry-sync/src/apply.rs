@@ -1,11 +1,12 @@
 //! `quiver apply`: diff a project's definitions against the registry and rewrite it.
 //!
 //! The definitions are the truth for the objects they can express (entities, file/request/push
-//! sources, feature views, feature services): those are created, updated or deleted to match.
-//! Label views declared in the definitions are created and updated, but one the definitions do
-//! not name is kept, never deleted: it holds human labels (Feast's own `feast apply` is the way
-//! to remove it). Objects definitions cannot express are never touched: on-demand and stream
-//! feature views, sources of other types, and every other project. An unchanged object keeps its exact bytes,
+//! sources, feature views, feature services, native on-demand views): those are created,
+//! updated or deleted to match. Label views declared in the definitions are created and updated,
+//! but one the definitions do not name is kept, never deleted: it holds human labels (Feast's own
+//! `feast apply` is the way to remove it). Objects definitions cannot express are never touched:
+//! Python on-demand views (unless a definition takes over the name), stream feature views,
+//! sources of other types, and every other project. An unchanged object keeps its exact bytes,
 //! so applying the same definitions twice changes nothing.
 
 use std::fmt;
@@ -15,6 +16,7 @@ use quiver_core::model::{
     DUMMY_ENTITY, DataSource, Entity, FeatureService, FeatureView, Meta, Project, SourceKind,
     ViewKind,
 };
+use quiver_core::on_demand::{OnDemandView, Transformation};
 use quiver_core::registry::{ObjectKind, ObjectWrite, ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 
@@ -87,6 +89,13 @@ fn strip_service(s: &FeatureService) -> FeatureService {
     FeatureService {
         meta: Meta::default(),
         ..s.clone()
+    }
+}
+
+fn strip_on_demand(v: &OnDemandView) -> OnDemandView {
+    OnDemandView {
+        meta: Meta::default(),
+        ..v.clone()
     }
 }
 
@@ -341,9 +350,46 @@ pub fn apply(
             );
         }
     }
+    // On-demand views: definitions declare native ones; Python ones (from `feast apply`) are
+    // kept unless a definition takes over their name.
+    for want in &desired.on_demand_views {
+        let kind = ObjectKind::OnDemandFeatureView;
+        match current.on_demand_view(&want.name) {
+            Some(have) if strip_on_demand(have) == strip_on_demand(want) => {}
+            Some(have) => {
+                let v = OnDemandView {
+                    meta: updated_meta(&have.meta),
+                    ..want.clone()
+                };
+                let bytes = v.to_proto(project).encode_to_vec();
+                record(&mut plan, Action::Update, kind, &want.name, Some(bytes));
+            }
+            None => {
+                let v = OnDemandView {
+                    meta: created_meta(),
+                    ..want.clone()
+                };
+                let bytes = v.to_proto(project).encode_to_vec();
+                record(&mut plan, Action::Create, kind, &want.name, Some(bytes));
+            }
+        }
+    }
     for odfv in &current.on_demand_views {
-        plan.kept
-            .push(format!("on-demand feature view {}", odfv.name));
+        if desired.on_demand_view(&odfv.name).is_some() {
+            continue;
+        }
+        if matches!(odfv.transformation, Transformation::Native { .. }) {
+            record(
+                &mut plan,
+                Action::Delete,
+                ObjectKind::OnDemandFeatureView,
+                &odfv.name,
+                None,
+            );
+        } else {
+            plan.kept
+                .push(format!("on-demand feature view {}", odfv.name));
+        }
     }
 
     file.apply(project, &writes)?;
@@ -417,5 +463,73 @@ feature_services:
         assert_eq!(view.ttl.as_secs(), 7200);
         assert_eq!(view.meta.created, Some(ts(100)));
         assert_eq!(view.meta.last_updated, Some(ts(300)));
+    }
+
+    #[test]
+    fn native_on_demand_views_are_managed_and_python_ones_kept() {
+        let odfv = |expr: &str| {
+            format!(
+                "{DEFS}on_demand_feature_views:\n  - name: doubled\n    sources: [hourly]\n    features:\n      - {{name: twice, dtype: Float64, expr: \"{expr}\"}}\n"
+            )
+        };
+        let desired =
+            definitions::parse(&[("features.yaml", &odfv("hourly.conv_rate * 2"))], "demo")
+                .unwrap();
+        let mut file = RegistryFile::empty();
+        // A Python on-demand view `feast apply` wrote, in the same project.
+        let python = OnDemandView {
+            name: "python_odfv".into(),
+            transformation: Transformation::Pandas(quiver_core::on_demand::Udf {
+                name: "f".into(),
+                body_text: "def f(df): return df".into(),
+            }),
+            ..desired.on_demand_views[0].clone()
+        };
+        file.apply(
+            "demo",
+            &[ObjectWrite {
+                kind: ObjectKind::OnDemandFeatureView,
+                name: python.name.clone(),
+                bytes: Some(python.to_proto("demo").encode_to_vec()),
+            }],
+        )
+        .unwrap();
+        let plan = apply(&mut file, &desired, ts(100)).unwrap();
+        assert!(
+            plan.changes
+                .iter()
+                .any(|c| c.to_string() == "Created on-demand feature view doubled")
+        );
+        assert_eq!(plan.kept, ["on-demand feature view python_odfv"]);
+        let bytes = file.encode("v1", ts(100));
+
+        let mut again = RegistryFile::decode(&bytes).unwrap();
+        assert!(apply(&mut again, &desired, ts(200)).unwrap().is_empty());
+
+        let changed =
+            definitions::parse(&[("features.yaml", &odfv("hourly.conv_rate * 3"))], "demo")
+                .unwrap();
+        let plan = apply(&mut again, &changed, ts(300)).unwrap();
+        let changes: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(changes, ["Updated on-demand feature view doubled"]);
+        let stored = again.project("demo").unwrap();
+        let v = stored.on_demand_view("doubled").unwrap();
+        assert_eq!(v.meta.created, Some(ts(100)));
+        assert!(
+            matches!(&v.transformation, Transformation::Native { expressions } if expressions[0].1 == "hourly.conv_rate * 3")
+        );
+
+        let removed = definitions::parse(&[("features.yaml", DEFS)], "demo").unwrap();
+        let plan = apply(&mut again, &removed, ts(400)).unwrap();
+        let changes: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(changes, ["Deleted on-demand feature view doubled"]);
+        let left: Vec<String> = again
+            .project("demo")
+            .unwrap()
+            .on_demand_views
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(left, ["python_odfv"]);
     }
 }

@@ -16,7 +16,13 @@
 //! label_views:     [{name, entities, ttl, source, online, tags, description, owner, schema,
 //!                    labeler_field: labeler, conflict_policy: last_write_wins|labeler_priority|
 //!                    majority_vote, reference_feature_view}]
+//! on_demand_feature_views: [{name, sources: [view, ...], request_source (a request source's
+//!                    name) or request_schema: [{name, dtype}], description, tags, owner,
+//!                    features: [{name, dtype, expr: "view.feature * 2 + request_field"}]}]
 //! ```
+//!
+//! On-demand views declared here are native: each feature is an expression of quiver's
+//! language (`quiver_core::expr`), type-checked here against the sources' declared types.
 //!
 //! Length: the YAML shapes and the whole-repo checker whose messages name their fields, kept
 //! together; about 200 lines at the end are tests.
@@ -30,6 +36,7 @@ use quiver_core::model::{
     ConflictPolicy, DataSource, Entity, FeatureService, FeatureView, Field, LabelOptions, Meta,
     Projection, SourceKind, Tags, ViewKind,
 };
+use quiver_core::on_demand::{OnDemandSource, OnDemandView, Transformation};
 use quiver_core::registry::ProjectRegistry;
 use quiver_core::{ValueType, accepted_dtypes};
 use serde::Deserialize;
@@ -103,6 +110,35 @@ struct DefsFile {
     feature_services: Vec<ServiceDef>,
     #[serde(default)]
     label_views: Vec<LabelDef>,
+    on_demand_feature_views: Vec<OnDemandDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDemandDef {
+    name: String,
+    #[serde(default)]
+    sources: Vec<String>,
+    request_source: Option<String>,
+    request_schema: Option<Vec<FieldDef>>,
+    #[serde(default)]
+    features: Vec<OnDemandFeatureDef>,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
+    #[serde(default)]
+    owner: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDemandFeatureDef {
+    name: String,
+    dtype: String,
+    expr: Option<String>,
+    #[serde(default)]
+    description: String,
+    tags: Option<Yaml>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -452,6 +488,7 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     let mut view_defs = Vec::new();
     let mut service_defs = Vec::new();
     let mut label_defs = Vec::new();
+    let mut on_demand_defs = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let parsed: Result<Option<DefsFile>, _> = serde_yaml::from_str(&f.text);
         match parsed {
@@ -462,13 +499,14 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
                 view_defs.extend(doc.feature_views.into_iter().map(|def| Located { file: i, def }));
                 service_defs.extend(doc.feature_services.into_iter().map(|def| Located { file: i, def }));
                 label_defs.extend(doc.label_views.into_iter().map(|def| Located { file: i, def }));
+                on_demand_defs.extend(doc.on_demand_feature_views.into_iter().map(|def| Located { file: i, def }));
             }
             Err(e) => ck.errors.push(DefinitionError {
                 file: f.label.clone(),
                 line: e.location().map(|l| l.line()),
                 object: String::new(),
                 message: format!(
-                    "{}; the file holds the lists entities, sources, feature_views, feature_services and label_views",
+                    "{}; the file holds the lists entities, sources, feature_views, feature_services, label_views and on_demand_feature_views",
                     strip_location(&e.to_string())
                 ),
             }),
@@ -492,7 +530,24 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     );
     declared_views.extend(label_views.iter().map(|v| v.name.clone()));
     feature_views.extend(label_views);
-    let feature_services = check_services(&mut ck, service_defs, &feature_views, &declared_views);
+    let declared_on_demand: HashSet<String> =
+        on_demand_defs.iter().map(|v| v.def.name.clone()).collect();
+    let on_demand_views = check_on_demand(
+        &mut ck,
+        on_demand_defs,
+        &feature_views,
+        &declared_views,
+        &data_sources,
+    );
+    let declared_views: HashSet<String> =
+        declared_views.union(&declared_on_demand).cloned().collect();
+    let feature_services = check_services(
+        &mut ck,
+        service_defs,
+        &feature_views,
+        &on_demand_views,
+        &declared_views,
+    );
 
     if !ck.errors.is_empty() {
         return Err(DefinitionErrors(ck.errors));
@@ -504,7 +559,7 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
         data_sources,
         feature_views,
         feature_services,
-        on_demand_views: Vec::new(),
+        on_demand_views,
     })
 }
 
@@ -1191,12 +1246,28 @@ fn check_services(
     ck: &mut Checker,
     defs: Vec<Located<ServiceDef>>,
     views: &[FeatureView],
+    on_demand: &[OnDemandView],
     declared_views: &HashSet<String>,
 ) -> Vec<FeatureService> {
     const S: &str = "feature_services";
     const K: &str = "feature service";
     check_names(ck, &defs, |d| &d.name, S, K);
-    let by_name: HashMap<&str, &FeatureView> = views.iter().map(|v| (v.name.as_str(), v)).collect();
+    // (features, join keys) of every view a service can name: feature views and on-demand
+    // views (which have no join keys of their own).
+    let by_name: HashMap<&str, (&[Field], &[Field])> = views
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                (v.features.as_slice(), v.entity_columns.as_slice()),
+            )
+        })
+        .chain(
+            on_demand
+                .iter()
+                .map(|v| (v.name.as_str(), (v.features.as_slice(), &[][..]))),
+        )
+        .collect();
     let mut out = Vec::new();
     for Located { file, def } in defs {
         let name = def.name.clone();
@@ -1226,17 +1297,17 @@ fn check_services(
                     continue;
                 }
             };
-            let Some(view) = by_name.get(view_name.as_str()) else {
+            let Some(&(view_features, view_keys)) = by_name.get(view_name.as_str()) else {
                 if declared_views.contains(&view_name) {
                     // The view itself is invalid and already reported.
                     skipped = true;
                     continue;
                 }
-                ck.report(file, S, K, &name, format!("unknown feature view {view_name:?}: define it under feature_views or fix the name"));
+                ck.report(file, S, K, &name, format!("unknown feature view {view_name:?}: define it under feature_views (or on_demand_feature_views) or fix the name"));
                 continue;
             };
             let features = match wanted {
-                None => view.features.clone(),
+                None => view_features.to_vec(),
                 Some(list) if list.is_empty() => {
                     ck.report(file, S, K, &name, format!("{view_name}: the feature list is empty: list features or name the view alone for all of them"));
                     continue;
@@ -1244,7 +1315,7 @@ fn check_services(
                 Some(list) => {
                     let mut fields = Vec::new();
                     for f in list {
-                        match view.feature(&f) {
+                        match view_features.iter().find(|x| x.name == f) {
                             Some(field) if !fields.iter().any(|x: &Field| x.name == f) => {
                                 fields.push(field.clone())
                             }
@@ -1257,7 +1328,7 @@ fn check_services(
                             ),
                             None => {
                                 let have: Vec<_> =
-                                    view.features.iter().map(|x| x.name.as_str()).collect();
+                                    view_features.iter().map(|x| x.name.as_str()).collect();
                                 ck.report(file, S, K, &name, format!("feature view {view_name:?} has no feature {f:?} (it has: {})", have.join(", ")));
                             }
                         }
@@ -1266,7 +1337,7 @@ fn check_services(
                 }
             };
             for key in join_key_map.keys() {
-                if !view.entity_columns.iter().any(|c| &c.name == key) {
+                if !view_keys.iter().any(|c| &c.name == key) {
                     ck.report(
                         file,
                         S,
@@ -1308,6 +1379,192 @@ fn check_services(
             owner: def.owner,
             meta: Meta::default(),
         });
+    }
+    out
+}
+
+fn check_on_demand(
+    ck: &mut Checker,
+    defs: Vec<Located<OnDemandDef>>,
+    views: &[FeatureView],
+    declared_views: &HashSet<String>,
+    sources: &[DataSource],
+) -> Vec<OnDemandView> {
+    const S: &str = "on_demand_feature_views";
+    const K: &str = "on-demand feature view";
+    check_names(ck, &defs, |d| &d.name, S, K);
+    let mut out: Vec<OnDemandView> = Vec::new();
+    for Located { file, def } in defs {
+        let name = def.name.clone();
+        if out.iter().any(|v| v.name == name) {
+            continue; // a duplicate, already reported
+        }
+        let errors_before = ck.errors.len();
+        if declared_views.contains(&name) {
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                format!(
+                    "{name:?} is also a feature view's name: views share one namespace, rename one"
+                ),
+            );
+        }
+        let mut odfv_sources = Vec::new();
+        let mut skipped = false;
+        for v in &def.sources {
+            match views.iter().find(|x| x.name == *v) {
+                Some(view) => odfv_sources.push(OnDemandSource::View(Projection {
+                    view: view.name.clone(),
+                    alias: None,
+                    features: view.features.clone(),
+                    join_key_map: BTreeMap::new(),
+                })),
+                // The view itself is invalid and already reported.
+                None if declared_views.contains(v) => skipped = true,
+                None => ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    format!("sources: unknown feature view {v:?}: list feature views whose features the expressions read"),
+                ),
+            }
+        }
+        match (&def.request_source, def.request_schema) {
+            (Some(_), Some(_)) => ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "request_source and request_schema both given: name a request source or list the fields inline, not both",
+            ),
+            (Some(r), None) => match sources.iter().find(|s| s.name == *r) {
+                Some(DataSource {
+                    kind: SourceKind::Request { schema },
+                    ..
+                }) => odfv_sources.push(OnDemandSource::Request {
+                    name: r.clone(),
+                    schema: schema.clone(),
+                }),
+                Some(s) => ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    format!("request_source {r:?} is a {} source: name a source of type request", s.kind_name()),
+                ),
+                None => ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    format!("request_source {r:?} is not defined under sources (as type: request)"),
+                ),
+            },
+            (None, Some(fields)) => {
+                let schema = check_fields(ck, file, S, K, &name, fields);
+                odfv_sources.push(OnDemandSource::Request {
+                    name: format!("{name}_request"),
+                    schema,
+                });
+            }
+            (None, None) => {}
+        }
+        if odfv_sources.is_empty() && !skipped && ck.errors.len() == errors_before {
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "no inputs: list sources (feature views) and/or a request_source",
+            );
+        }
+        // Feast keys sources by name, so the registry holds them sorted.
+        odfv_sources.sort_by(|a, b| a.name().cmp(b.name()));
+        if def.features.is_empty() {
+            ck.report(
+                file,
+                S,
+                K,
+                &name,
+                "features is empty: add {name, dtype, expr} entries",
+            );
+        }
+        let mut features = Vec::new();
+        let mut expressions = Vec::new();
+        for f in def.features {
+            if features.iter().any(|x: &Field| x.name == f.name) {
+                ck.report_field(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    &f.name,
+                    format!("features: {:?} is listed twice", f.name),
+                );
+                continue;
+            }
+            let Some(dtype) = ValueType::from_dtype_name(&f.dtype) else {
+                ck.report_field(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    &f.name,
+                    format!(
+                        "features: {:?} has unknown dtype {:?}; expected {}",
+                        f.name,
+                        f.dtype,
+                        accepted_dtypes()
+                    ),
+                );
+                continue;
+            };
+            let Some(expr) = f.expr else {
+                ck.report_field(file, S, K, &name, &f.name, format!("features: {:?} has no expr: write the expression that computes it, e.g. expr: \"view.feature * 2\"", f.name));
+                continue;
+            };
+            let tags = tags(ck, file, S, K, &name, f.tags);
+            features.push(Field {
+                name: f.name.clone(),
+                dtype,
+                description: f.description,
+                tags,
+            });
+            expressions.push((f.name, expr));
+        }
+        let tags = tags(ck, file, S, K, &name, def.tags);
+        if skipped || ck.errors.len() > errors_before {
+            continue;
+        }
+        let view = OnDemandView {
+            name: name.clone(),
+            features,
+            sources: odfv_sources,
+            transformation: Transformation::Native { expressions },
+            write_to_online_store: false,
+            entities: Vec::new(),
+            entity_columns: Vec::new(),
+            description: def.description,
+            tags,
+            owner: def.owner,
+            meta: Meta::default(),
+        };
+        // Every expression checked against its sources' types and its declared dtype.
+        if let Some(Err(e)) = view.native_program() {
+            ck.report_field(
+                file,
+                S,
+                K,
+                &name,
+                &e.feature,
+                format!("features: {:?}: expr {}", e.feature, e.error),
+            );
+            continue;
+        }
+        out.push(view);
     }
     out
 }
@@ -1563,5 +1820,109 @@ label_views:
                 .entities
                 .is_empty()
         );
+    }
+
+    const ODFV: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: stats, path: data/stats.parquet}
+  - name: vals
+    type: request
+    schema: [{name: val_to_add, dtype: Int64}]
+feature_views:
+  - name: hourly
+    entities: [driver]
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}, {name: trips, dtype: Int64}]
+on_demand_feature_views:
+  - name: adjusted
+    sources: [hourly]
+    request_source: vals
+    features:
+      - {name: plus_val, dtype: Float64, expr: "hourly.conv_rate + val_to_add"}
+      - {name: busy, dtype: Bool, expr: "hourly.trips > 10"}
+  - name: inline
+    request_schema: [{name: x, dtype: String}]
+    features:
+      - {name: greeting, dtype: String, expr: "'hi ' || x"}
+"#;
+
+    #[test]
+    fn native_on_demand_views_become_the_model() {
+        let reg = parse(&[("features.yaml", ODFV)], "p").unwrap();
+        let v = reg.on_demand_view("adjusted").unwrap();
+        assert_eq!(v.sources.len(), 2);
+        assert_eq!(v.features[0], Field::new("plus_val", ValueType::Double));
+        let program = v.native_program().unwrap().unwrap();
+        assert_eq!(program.inputs.len(), 3);
+        let inline = reg.on_demand_view("inline").unwrap();
+        let fields: Vec<_> = inline
+            .request_fields()
+            .map(|(s, f)| (s, f.name.as_str()))
+            .collect();
+        assert_eq!(fields, [("inline_request", "x")]);
+    }
+
+    #[test]
+    fn on_demand_problems_are_located() {
+        let bad = r#"
+entities:
+  - {name: driver, value_type: INT64}
+sources:
+  - {name: stats, path: data/stats.parquet}
+feature_views:
+  - name: hourly
+    entities: [driver]
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}]
+on_demand_feature_views:
+  - name: a
+    sources: [hourly, nowhere]
+    request_source: stats
+    features:
+      - {name: f, dtype: Float64, expr: "hourly.conv_rate + 1"}
+  - name: b
+    sources: [hourly]
+    features:
+      - {name: ok, dtype: Float64, expr: "hourly.conv_rate * 2"}
+      - name: typed
+        dtype: Int64
+        expr: "hourly.conv_rate + 1"
+  - name: c
+    sources: [hourly]
+    features:
+      - {name: g, dtype: Float64, expr: "hourly.conv_rat + (1"}
+      - {name: h, dtype: Float64}
+"#;
+        let errs = parse(&[("features.yaml", bad)], "p").unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let expect = [
+            (
+                "features.yaml:12: on-demand feature view \"a\"",
+                "unknown feature view \"nowhere\"",
+            ),
+            (
+                "features.yaml:12: on-demand feature view \"a\"",
+                "request_source \"stats\" is a file source",
+            ),
+            (
+                "features.yaml:21: on-demand feature view \"b\"",
+                "\"typed\": expr column 18: the expression is Float64 but the feature is declared Int64",
+            ),
+            (
+                "features.yaml:28: on-demand feature view \"c\"",
+                "\"h\" has no expr",
+            ),
+        ];
+        for (prefix, words) in expect {
+            assert!(
+                text.iter()
+                    .any(|t| t.starts_with(prefix) && t.contains(words)),
+                "missing {prefix} .. {words} in:\n{}",
+                text.join("\n")
+            );
+        }
+        assert_eq!(errs.len(), expect.len(), "{}", text.join("\n"));
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use quiver_core::ValueType;
 use quiver_core::model::{DataSource, FeatureService, FeatureView, Projection, SourceKind};
-use quiver_core::on_demand::OnDemandView;
+use quiver_core::on_demand::{NativeInput, NativeProgram, OnDemandView};
 use quiver_core::registry::ProjectRegistry;
 use quiver_online_store::ViewLayout;
 
@@ -60,6 +60,9 @@ pub struct ServingRegistry {
     services: HashMap<String, FeatureService>,
     /// On-demand views computed per request (through the transformation service), by name.
     pub on_demand: HashMap<String, Arc<OnDemandView>>,
+    /// Native on-demand views (quiver's expressions): the compiled program, or why the view
+    /// cannot be served (its expressions do not check against this registry).
+    native: HashMap<String, Result<Arc<NativeProgram>, String>>,
     /// Resolved plans by request shape. Sharded, read-locked on the hot path.
     plans: DashMap<PlanKey, Arc<Plan>, foldhash::fast::RandomState>,
 }
@@ -80,8 +83,33 @@ pub struct Plan {
     pub groups: Vec<PlanGroup>,
     /// Feature columns in output order.
     pub columns: Vec<OutColumn>,
-    /// The feature columns' names as JSON array items (`"a","b"`), rendered once.
+    /// The feature columns' names as JSON array items (`"a","b"`), rendered once; computed
+    /// columns included, after the others (where Feast puts on-demand features too).
     pub names_json: String,
+    /// The request fields native on-demand views read, with their declared types: taken out of
+    /// the request's `entities` (not echoed back).
+    pub request_fields: Vec<(String, ValueType)>,
+    /// Native on-demand views to compute, their columns after `columns`.
+    pub computed: Vec<ComputedView>,
+}
+
+/// One native on-demand view a plan computes.
+#[derive(Debug)]
+pub struct ComputedView {
+    pub program: Arc<NativeProgram>,
+    /// Where each of the program's inputs comes from.
+    pub inputs: Vec<PlanInput>,
+    /// (index of the program's output, output column name), in request order.
+    pub outputs: Vec<(usize, String)>,
+}
+
+/// Where a computed view's input comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum PlanInput {
+    /// Feature `feature` of the view read by plan group `group`.
+    Feature { group: usize, feature: usize },
+    /// The request field at this index of `Plan::request_fields`.
+    Request(usize),
 }
 
 /// One view read for one mapping of join keys to request columns.
@@ -215,7 +243,19 @@ impl ServingRegistry {
             on_demand: reg
                 .on_demand_views
                 .iter()
+                .filter(|v| v.native_program().is_none())
                 .map(|v| (v.name.clone(), Arc::new(v.clone())))
+                .collect(),
+            native: reg
+                .on_demand_views
+                .iter()
+                .filter_map(|v| {
+                    let program = v.native_program()?;
+                    Some((
+                        v.name.clone(),
+                        program.map(Arc::new).map_err(|e| e.to_string()),
+                    ))
+                })
                 .collect(),
             plans: DashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
@@ -323,6 +363,17 @@ impl ServingRegistry {
                             format!("{r:?} is not a feature reference: expected \"view:feature\""),
                         )
                     })?;
+                    if let Some(program) = self.native.get(view_name) {
+                        builder.computed(
+                            self,
+                            view_name,
+                            program,
+                            feature,
+                            view_name,
+                            *full_names,
+                        )?;
+                        continue;
+                    }
                     let view = self.servable(view_name)?;
                     let f = self.feature_index(view, feature)?;
                     let group = builder.group(self, view, &BTreeMap::new())?;
@@ -359,6 +410,19 @@ impl ServingRegistry {
         p: &Projection,
         full_names: bool,
     ) -> Result<(), ApiError> {
+        if let Some(program) = self.native.get(&p.view) {
+            for field in &p.features {
+                builder.computed(
+                    self,
+                    &p.view,
+                    program,
+                    &field.name,
+                    p.name_to_use(),
+                    full_names,
+                )?;
+            }
+            return Ok(());
+        }
         let view = self.servable(&p.view)?;
         let group = builder.group(self, view, &p.join_key_map)?;
         for field in &p.features {
@@ -391,6 +455,9 @@ struct PlanBuilder {
     groups: Vec<PlanGroup>,
     group_keys: Vec<(usize, BTreeMap<String, String>)>,
     columns: Vec<OutColumn>,
+    request_fields: Vec<(String, ValueType)>,
+    /// Computed views, with the on-demand view's name.
+    computed: Vec<(String, ComputedView)>,
 }
 
 impl PlanBuilder {
@@ -446,31 +513,119 @@ impl PlanBuilder {
         });
     }
 
+    /// Adds feature `feature` of the native on-demand view `odfv` as a computed column, and
+    /// what it reads: its source views as groups, its request fields.
+    fn computed(
+        &mut self,
+        reg: &ServingRegistry,
+        odfv: &str,
+        program: &Result<Arc<NativeProgram>, String>,
+        feature: &str,
+        prefix: &str,
+        full_names: bool,
+    ) -> Result<(), ApiError> {
+        let program = program.as_ref().map_err(|e| {
+            ApiError::unprocessable(
+                "OnDemandFeatureViewInvalid",
+                format!("on-demand feature view {odfv} cannot be computed: {e}"),
+            )
+        })?;
+        let Some(output) = program.outputs.iter().position(|(f, _)| f.name == feature) else {
+            return Err(ApiError::not_found(
+                "FeatureNotFoundException",
+                format!("Feature {feature} does not exist in on-demand feature view {odfv}"),
+            ));
+        };
+        let name = if full_names {
+            format!("{prefix}__{feature}")
+        } else {
+            feature.to_owned()
+        };
+        if let Some((_, c)) = self.computed.iter_mut().find(|(n, _)| n == odfv) {
+            c.outputs.push((output, name));
+            return Ok(());
+        }
+        let mut inputs = Vec::with_capacity(program.inputs.len());
+        for input in &program.inputs {
+            inputs.push(match input {
+                NativeInput::Feature { view, feature, .. } => {
+                    let v = reg.servable(view)?;
+                    let f = reg.feature_index(v, feature)?;
+                    let group = self.group(reg, v, &BTreeMap::new())?;
+                    PlanInput::Feature { group, feature: f }
+                }
+                NativeInput::Request { field, dtype } => {
+                    match self.request_fields.iter().position(|(n, _)| n == field) {
+                        Some(i) if self.request_fields[i].1 == *dtype => PlanInput::Request(i),
+                        Some(i) => {
+                            return Err(ApiError::bad_request(
+                                "ConflictingRequestFieldTypes",
+                                format!(
+                                    "request field {field} is {} for one on-demand view and {dtype} for {odfv}",
+                                    self.request_fields[i].1
+                                ),
+                            ));
+                        }
+                        None => {
+                            self.request_fields.push((field.clone(), *dtype));
+                            PlanInput::Request(self.request_fields.len() - 1)
+                        }
+                    }
+                }
+            });
+        }
+        self.computed.push((
+            odfv.to_owned(),
+            ComputedView {
+                program: Arc::clone(program),
+                inputs,
+                outputs: vec![(output, name)],
+            },
+        ));
+        Ok(())
+    }
+
     fn finish(self) -> Result<Plan, ApiError> {
         let mut seen = HashSet::new();
-        for c in &self.columns {
-            if !seen.insert(c.name.as_str()) {
+        let computed_names = self
+            .computed
+            .iter()
+            .flat_map(|(_, c)| c.outputs.iter().map(|(_, n)| n.as_str()));
+        for name in self
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(computed_names)
+        {
+            if !seen.insert(name) {
                 return Err(ApiError::bad_request(
                     "FeatureNameCollisionError",
                     format!(
-                        "feature name {} is requested twice; set full_feature_names to true to tell them apart",
-                        c.name
+                        "feature name {name} is requested twice; set full_feature_names to true to tell them apart"
                     ),
                 ));
             }
         }
         let mut names_json = String::new();
-        for (i, c) in self.columns.iter().enumerate() {
+        let computed: Vec<ComputedView> = self.computed.into_iter().map(|(_, c)| c).collect();
+        let names = self.columns.iter().map(|c| c.name.as_str()).chain(
+            computed
+                .iter()
+                .flat_map(|c| c.outputs.iter().map(|(_, n)| n.as_str())),
+        );
+        for (i, name) in names.enumerate() {
             if i > 0 {
                 names_json.push(',');
             }
-            quiver_core::json::write_str(&mut names_json, &c.name);
+            quiver_core::json::write_str(&mut names_json, name);
         }
         Ok(Plan {
             entity_columns: self.entity_columns,
             groups: self.groups,
             columns: self.columns,
             names_json,
+            request_fields: self.request_fields,
+            computed,
         })
     }
 }

@@ -11,6 +11,7 @@
 //!   5. read through    read_through::read_through                  coalesced, batched store read
 //!   6. on store error  fail (503/502) or degrade (INVALID cells)
 //!   7. render          render::json / render::arrow                side by side
+//!                      (native on-demand views computed first: render::computed)
 //! ```
 //!
 //! Hot-path properties (ARCHITECTURE.md's invariants): no lock is held across an `.await`; a
@@ -68,6 +69,8 @@ pub struct Pending {
     plan: Arc<Plan>,
     columns: Vec<(String, Vec<Json>)>,
     typed: Vec<Vec<quiver_core::Value>>,
+    /// The request fields of the plan's on-demand views, typed.
+    request: Vec<Vec<quiver_core::Value>>,
     slots: Vec<Slot>,
     row_slots: Vec<Vec<usize>>,
     rows: usize,
@@ -145,14 +148,15 @@ impl ServingEngine {
             full_feature_names,
         )?)?;
         // 2. The entity columns, checked and typed by the plan, before any lookup.
-        let columns = entities.0;
+        let mut columns = entities.0;
         let rows = request::entity_rows(&columns, self.config.max_entity_rows)?;
         let typed = request::typed_columns(&plan, &columns)?;
+        let request = request::request_fields(&plan, &mut columns)?;
         // 3. One lookup per distinct (view, entity key): duplicate rows cost nothing more.
         let request::Slots { slots, row_slots } = request::slots(reg, &plan, &typed, rows)?;
         // 4. Every slot fresh in the cache: the answer now, without an await.
         if let Some(answer) = self.answer_from_cache(
-            reg, &plan, &columns, &typed, &slots, &row_slots, rows, format,
+            reg, &plan, &columns, &typed, &request, &slots, &row_slots, rows, format,
         ) {
             self.metrics.cache_hits.add(slots.len() as u64);
             return answer.map(Prepared::Answered);
@@ -162,6 +166,7 @@ impl ServingEngine {
             plan,
             columns,
             typed,
+            request,
             slots,
             row_slots,
             rows,
@@ -179,6 +184,7 @@ impl ServingEngine {
         plan: &Plan,
         columns: &[(String, Vec<Json>)],
         typed: &[Vec<quiver_core::Value>],
+        request: &[Vec<quiver_core::Value>],
         slots: &[Slot],
         row_slots: &[Vec<usize>],
         rows: usize,
@@ -198,6 +204,7 @@ impl ServingEngine {
                 plan,
                 columns,
                 typed,
+                request,
                 row_slots,
                 entries: &entries,
                 rows,
@@ -231,6 +238,7 @@ impl ServingEngine {
             plan: &p.plan,
             columns: &p.columns,
             typed: &p.typed,
+            request: &p.request,
             row_slots: &p.row_slots,
             entries: &entries,
             rows: p.rows,

@@ -93,6 +93,45 @@ pub(crate) fn typed_columns(
     Ok(typed)
 }
 
+/// The request fields the plan's on-demand views read, typed as declared, and taken out of
+/// the request's columns (Feast does not echo them); a column that is also an entity column
+/// stays.
+pub(crate) fn request_fields(
+    plan: &Plan,
+    columns: &mut Vec<(String, Vec<Json>)>,
+) -> Result<Vec<Vec<Value>>, ApiError> {
+    let mut out = Vec::with_capacity(plan.request_fields.len());
+    for (name, ty) in &plan.request_fields {
+        let Some(at) = columns.iter().position(|(n, _)| n == name) else {
+            return Err(ApiError::bad_request(
+                "MissingRequestField",
+                format!(
+                    "request field {name} is missing from entities: an on-demand feature view requested reads it ({ty})"
+                ),
+            ));
+        };
+        let parsed = columns[at]
+            .1
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                json::parse_value(v, *ty).map_err(|e| {
+                    ApiError::bad_request(
+                        "InvalidRequestValue",
+                        format!("entities.{name}[{i}]: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<Value>, ApiError>>()?;
+        out.push(parsed);
+    }
+    columns.retain(|(n, _)| {
+        !plan.request_fields.iter().any(|(f, _)| f == n)
+            || plan.entity_columns.iter().any(|(c, _)| c == n)
+    });
+    Ok(out)
+}
+
 /// One slot per distinct (view, entity key); rows fan out from it.
 pub(crate) fn slots(
     reg: &ServingRegistry,

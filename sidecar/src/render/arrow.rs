@@ -22,7 +22,7 @@ use arrow_array::{
 use arrow_schema::{Field, Schema};
 use quiver_core::{Value, ValueType, json};
 
-use super::{Table, cell, feature_status};
+use super::{ComputedColumn, Table, cell, feature_status};
 use crate::api::Status;
 use crate::error::ApiError;
 use crate::registry::ServingRegistry;
@@ -33,7 +33,11 @@ pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 pub type Cell<'a> = (Option<&'a Value>, Status, Option<i64>);
 
 /// The Arrow IPC stream of `table`.
-pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn respond(
+    reg: &ServingRegistry,
+    table: &Table<'_>,
+    computed: &[ComputedColumn],
+) -> Result<Vec<u8>, ApiError> {
     let Table {
         plan,
         columns,
@@ -42,6 +46,7 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> Result<Vec<u8
         entries,
         rows,
         now,
+        ..
     } = *table;
     let mut out = Vec::with_capacity(columns.len() + plan.columns.len() * 3);
     // The request's join-key columns, in request order (other request columns are not echoed).
@@ -84,6 +89,23 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> Result<Vec<u8
         out.push((
             format!("{}__event_timestamp", col.name),
             timestamp_array(cells.iter().map(|c| c.2)),
+        ));
+    }
+    for col in computed {
+        out.push((
+            col.name.clone(),
+            values_array(
+                col.dtype,
+                col.values.iter().map(|v| Some(v).filter(|v| !v.is_null())),
+            ),
+        ));
+        out.push((
+            format!("{}__status", col.name),
+            status_array(col.statuses.iter().copied()),
+        ));
+        out.push((
+            format!("{}__event_timestamp", col.name),
+            timestamp_array(col.values.iter().map(|_| Some(0))),
         ));
     }
     encode(out)

@@ -10,14 +10,18 @@
 use quiver_core::json;
 use serde_json::Value as Json;
 
-use super::{Table, cell, feature_status};
+use super::{ComputedColumn, Table, cell, feature_status};
 use crate::api::Status;
 use crate::registry::ServingRegistry;
 
 const EPOCH_TS: &str = "\"1970-01-01T00:00:00Z\"";
 
 /// The response JSON of `table`.
-pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> String {
+pub(crate) fn respond(
+    reg: &ServingRegistry,
+    table: &Table<'_>,
+    computed: &[ComputedColumn],
+) -> String {
     let Table {
         plan,
         columns,
@@ -131,6 +135,19 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> String {
                 write_tail(&mut out, cells);
             }
         }
+    }
+    for (c, col) in computed.iter().enumerate() {
+        if c > 0 || !columns.is_empty() || !plan.columns.is_empty() {
+            out.push(',');
+        }
+        out.push_str("{\"values\":[");
+        for (r, v) in col.values.iter().enumerate() {
+            if r > 0 {
+                out.push(',');
+            }
+            json::write_value(&mut out, v);
+        }
+        write_tail(&mut out, col.statuses.iter().map(|s| (*s, EPOCH_TS)));
     }
     out.push_str("]}");
     out

@@ -38,6 +38,8 @@ pub(crate) struct Table<'a> {
     pub columns: &'a [(String, Vec<Json>)],
     /// The plan's entity columns, typed.
     pub typed: &'a [Vec<Value>],
+    /// The plan's request fields (inputs of native on-demand views), typed.
+    pub request: &'a [Vec<Value>],
     /// For each plan group, the slot of each row.
     pub row_slots: &'a [Vec<usize>],
     /// The lookup of each slot.
@@ -53,10 +55,78 @@ pub(crate) fn render(
     table: &Table<'_>,
     format: Format,
 ) -> Result<Vec<u8>, ApiError> {
+    let computed = computed(table);
     Ok(match format {
-        Format::Json => json::respond(reg, table).into_bytes(),
-        Format::Arrow => arrow::respond(reg, table)?,
+        Format::Json => json::respond(reg, table, &computed).into_bytes(),
+        Format::Arrow => arrow::respond(reg, table, &computed)?,
     })
+}
+
+/// The values of the plan's computed columns (native on-demand views), in column order: each
+/// view's program evaluated row by row over its source features (as read, whatever their
+/// status: a missing row reads as nulls) and the request fields. Their status is PRESENT and
+/// their event time the epoch, as Feast gives on-demand features; INVALID where a source read
+/// failed.
+pub(crate) fn computed(table: &Table<'_>) -> Vec<ComputedColumn> {
+    use crate::registry::PlanInput;
+    static NULL: Value = Value::Null;
+    let Table {
+        plan,
+        request,
+        row_slots,
+        entries,
+        rows,
+        ..
+    } = *table;
+    let mut out = Vec::new();
+    for view in &plan.computed {
+        let mut values: Vec<Vec<Value>> = view
+            .outputs
+            .iter()
+            .map(|_| Vec::with_capacity(rows))
+            .collect();
+        let mut statuses = vec![Status::Present; rows];
+        for (r, status) in statuses.iter_mut().enumerate() {
+            let input = |slot: usize| -> &Value {
+                match view.inputs[slot] {
+                    PlanInput::Feature { group, feature } => match &entries[row_slots[group][r]] {
+                        Ok(entry) => entry
+                            .row
+                            .as_ref()
+                            .and_then(|row| row.values.get(feature))
+                            .unwrap_or(&NULL),
+                        Err(_) => &NULL,
+                    },
+                    PlanInput::Request(i) => request[i].get(r).unwrap_or(&NULL),
+                }
+            };
+            if view.inputs.iter().any(|i| {
+                matches!(i, PlanInput::Feature { group, .. } if entries[row_slots[*group][r]].is_err())
+            }) {
+                *status = Status::Invalid;
+            }
+            for (k, (output, _)) in view.outputs.iter().enumerate() {
+                values[k].push(view.program.outputs[*output].1.eval_row(&input));
+            }
+        }
+        for ((output, name), values) in view.outputs.iter().zip(values) {
+            out.push(ComputedColumn {
+                name: name.clone(),
+                dtype: view.program.outputs[*output].0.dtype,
+                values,
+                statuses: statuses.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// One computed column's values and statuses.
+pub(crate) struct ComputedColumn {
+    pub name: String,
+    pub dtype: quiver_core::ValueType,
+    pub values: Vec<Value>,
+    pub statuses: Vec<Status>,
 }
 
 /// The status of one (view, entity) read, and its row when there is one.

@@ -8,12 +8,11 @@
 //! maps and structs as objects; JSON values as their document text in a string (what Feast
 //! 0.67's server returns, checked against it; not the parsed document).
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value as Json;
 
+use crate::value::Fields;
 use crate::{Value, ValueType};
 
 /// Appends the JSON text of `value` to `out`.
@@ -36,6 +35,8 @@ pub fn write_value(out: &mut String, value: &Value) {
         | Value::StringSet(l)
         | Value::UuidList(l)
         | Value::TimeUuidList(l)
+        | Value::UuidSet(l)
+        | Value::TimeUuidSet(l)
         | Value::JsonList(l) => write_array(out, l, |o, s| write_str(o, s)),
         Value::Int32List(l) | Value::Int32Set(l) => {
             write_array(out, l, |o, i| write_int(o, i64::from(*i)))
@@ -54,7 +55,7 @@ pub fn write_value(out: &mut String, value: &Value) {
             write_array(out, l, |o, b| o.push_str(if *b { "true" } else { "false" }))
         }
         Value::Map(m) | Value::Struct(m) => write_object(out, m),
-        Value::MapList(l) | Value::StructList(l) => write_array(out, l, write_object),
+        Value::MapList(l) | Value::StructList(l) => write_array(out, l, |o, m| write_object(o, m)),
     }
 }
 
@@ -117,7 +118,7 @@ fn write_array<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut Strin
     out.push(']');
 }
 
-fn write_object(out: &mut String, m: &BTreeMap<String, Value>) {
+fn write_object(out: &mut String, m: &[(String, Value)]) {
     out.push('{');
     for (i, (k, v)) in m.iter().enumerate() {
         if i > 0 {
@@ -268,10 +269,22 @@ pub fn parse_value(json: &Json, ty: ValueType) -> Result<Value, String> {
         ValueType::TimeUuidList => {
             collect!(ValueType::TimeUuid, TimeUuidList, Value::TimeUuid(s) => s)
         }
+        ValueType::UuidSet => collect!(ValueType::Uuid, UuidSet, Value::Uuid(s) => s),
+        ValueType::TimeUuidSet => {
+            collect!(ValueType::TimeUuid, TimeUuidSet, Value::TimeUuid(s) => s)
+        }
         ValueType::JsonList => collect!(ValueType::Json, JsonList, Value::Json(s) => s),
         ValueType::Map => Value::Map(parse_object(json)?),
         ValueType::Struct => Value::Struct(parse_object(json)?),
         ValueType::MapList | ValueType::StructList => {
+            let text;
+            let json = match json {
+                Json::String(s) => {
+                    text = from_json_text(s)?;
+                    &text
+                }
+                other => other,
+            };
             let items = json
                 .as_array()
                 .ok_or_else(|| format!("expected an array of objects, got {}", kind(json)))?;
@@ -342,7 +355,19 @@ fn parse_float(json: &Json) -> Option<f64> {
     }
 }
 
-fn parse_object(json: &Json) -> Result<BTreeMap<String, Value>, String> {
+/// JSON text inside a string: how Feast's Python clients send Map and Struct values (its remote
+/// online store `json.dumps` them; Feast's own `python_values_to_proto_values` `json.loads` a
+/// string given for a Map, MapList, Struct or StructList).
+fn from_json_text(s: &str) -> Result<Json, String> {
+    serde_json::from_str(s).map_err(|e| format!("expected an object or JSON text holding one: {e}"))
+}
+
+/// An object's entries in the order the request gave them (serde_json keeps it: the workspace
+/// turns on its `preserve_order` feature). Also accepts a string holding the object's JSON text.
+fn parse_object(json: &Json) -> Result<Fields, String> {
+    if let Json::String(s) = json {
+        return parse_object(&from_json_text(s)?);
+    }
     let obj = json
         .as_object()
         .ok_or_else(|| format!("expected an object, got {}", kind(json)))?;
@@ -351,7 +376,10 @@ fn parse_object(json: &Json) -> Result<BTreeMap<String, Value>, String> {
         .collect()
 }
 
-/// Map values carry no declared type: take the natural one (int64, double, string, ...).
+/// Map values carry no declared type: take the one Feast's `python_values_to_proto_values` infers
+/// for what `json.loads` gives (int → Int64, float → Float64, str → String, bool, object → Map,
+/// array → the list of its items' one type, an array of objects → MapList). Feast refuses empty,
+/// mixed and nested arrays and nulls inside arrays; so does this.
 fn infer(json: &Json) -> Result<Value, String> {
     Ok(match json {
         Json::Null => Value::Null,
@@ -361,8 +389,45 @@ fn infer(json: &Json) -> Result<Value, String> {
             None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
         },
         Json::String(s) => Value::String(s.clone()),
-        Json::Array(_) => Value::Json(json.to_string()),
+        Json::Array(items) => infer_list(items)?,
         Json::Object(_) => Value::Map(parse_object(json)?),
+    })
+}
+
+fn infer_list(items: &[Json]) -> Result<Value, String> {
+    let Some(first) = items.first() else {
+        return Err("the type of an empty array inside a map cannot be inferred".to_owned());
+    };
+    let mixed = || "an array inside a map must hold values of one type".to_owned();
+    macro_rules! all {
+        ($variant:ident, $get:expr) => {
+            Value::$variant(
+                items
+                    .iter()
+                    .map(|j| $get(j).ok_or_else(mixed))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+    }
+    Ok(match first {
+        Json::Bool(_) => all!(BoolList, Json::as_bool),
+        Json::Number(n) if n.as_i64().is_some() => all!(Int64List, Json::as_i64),
+        Json::Number(_) => all!(DoubleList, |j: &Json| match j {
+            Json::Number(n) if n.as_i64().is_none() => n.as_f64(),
+            _ => None,
+        }),
+        Json::String(_) => all!(StringList, |j: &Json| j.as_str().map(str::to_owned)),
+        Json::Object(_) => Value::MapList(
+            items
+                .iter()
+                .map(|j| if j.is_object() { parse_object(j) } else { Err(mixed()) })
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Null => return Err("null inside an array inside a map".to_owned()),
+        Json::Array(_) => {
+            return Err("nested arrays inside a map cannot be inferred (Feast refuses them too)"
+                .to_owned());
+        }
     })
 }
 
@@ -460,9 +525,11 @@ mod tests {
         for (v, text) in cases {
             assert_eq!(value_to_string(&v), text, "{v:?}");
         }
-        let mut m = BTreeMap::new();
-        m.insert("k".to_owned(), Value::Double(2.0));
-        assert_eq!(value_to_string(&Value::Map(m)), "{\"k\":2.0}");
+        let m = vec![
+            ("z".to_owned(), Value::Double(2.0)),
+            ("a".to_owned(), Value::Null),
+        ];
+        assert_eq!(value_to_string(&Value::Map(m)), "{\"z\":2.0,\"a\":null}");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum ValueType {
     TimeUuid = 37,
     UuidList = 38,
     TimeUuidList = 39,
+    UuidSet = 40,
+    TimeUuidSet = 41,
 }
 
 /// (type, proto enum name, Python dtype name). The dtype names are those `str()` gives for
@@ -103,6 +105,8 @@ const NAMES: &[(ValueType, &str, Option<&str>)] = &[
         "TIME_UUID_LIST",
         Some("Array(TimeUuid)"),
     ),
+    (ValueType::UuidSet, "UUID_SET", Some("Set(Uuid)")),
+    (ValueType::TimeUuidSet, "TIME_UUID_SET", Some("Set(TimeUuid)")),
 ];
 
 /// Dtype spellings accepted on input besides the canonical ones above.
@@ -201,8 +205,8 @@ impl ValueType {
             ValueType::MapList => ValueType::Map,
             ValueType::JsonList => ValueType::Json,
             ValueType::StructList => ValueType::Struct,
-            ValueType::UuidList => ValueType::Uuid,
-            ValueType::TimeUuidList => ValueType::TimeUuid,
+            ValueType::UuidList | ValueType::UuidSet => ValueType::Uuid,
+            ValueType::TimeUuidList | ValueType::TimeUuidSet => ValueType::TimeUuid,
             _ => return None,
         })
     }

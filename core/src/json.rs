@@ -420,13 +420,20 @@ fn infer_list(items: &[Json]) -> Result<Value, String> {
         Json::Object(_) => Value::MapList(
             items
                 .iter()
-                .map(|j| if j.is_object() { parse_object(j) } else { Err(mixed()) })
+                .map(|j| {
+                    if j.is_object() {
+                        parse_object(j)
+                    } else {
+                        Err(mixed())
+                    }
+                })
                 .collect::<Result<_, _>>()?,
         ),
         Json::Null => return Err("null inside an array inside a map".to_owned()),
         Json::Array(_) => {
-            return Err("nested arrays inside a map cannot be inferred (Feast refuses them too)"
-                .to_owned());
+            return Err(
+                "nested arrays inside a map cannot be inferred (Feast refuses them too)".to_owned(),
+            );
         }
     })
 }

@@ -6,6 +6,9 @@ use crate::ValueType;
 use crate::proto::types as pb;
 use crate::proto::types::value::Val;
 
+/// Feast's `NULL_TIMESTAMP_INT_VALUE`: the UnixTimestamp it writes for a missing one.
+pub const NULL_TIMESTAMP: i64 = i64::MIN;
+
 /// The entries of a Map or Struct value, in their order: a Struct's schema order, a Map's
 /// insertion order, or the order they were stored in. Feast's Python SDK keeps no order of its own
 /// (upb writes map entries in a per-process hash order), so quiver keeps the order it is given.
@@ -103,6 +106,16 @@ impl Value {
 
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
+    }
+
+    /// What Feast's SDK stores for a missing value of type `ty` (a null cell materialized, a
+    /// null pushed): an empty `Value`, except for UnixTimestamp, which it stores as
+    /// [`NULL_TIMESTAMP`] (checked against Feast 0.67's materialize and write-to-online-store).
+    pub fn missing(ty: ValueType) -> Value {
+        match ty {
+            ValueType::UnixTimestamp => Value::UnixTimestamp(NULL_TIMESTAMP),
+            _ => Value::Null,
+        }
     }
 
     /// Decodes a serialized Feast `Value` (as stored in Redis and SQLite). Empty bytes are null;
@@ -324,12 +337,18 @@ mod tests {
         let bytes = v.encode_to_vec();
         assert_eq!(
             bytes,
-            [0xa2, 0x01, 0x0f, 0x0a, 0x07, 0x0a, 0x01, b'b', 0x12, 0x02, 0x12, 0x00, 0x0a, 0x04, 0x0a, 0x00, 0x12, 0x00]
+            [
+                0xa2, 0x01, 0x0f, 0x0a, 0x07, 0x0a, 0x01, b'b', 0x12, 0x02, 0x12, 0x00, 0x0a, 0x04,
+                0x0a, 0x00, 0x12, 0x00
+            ]
         );
         assert_eq!(Value::decode(&bytes).unwrap(), v);
         // An entry without its fields is key "" and a null value; a repeated key keeps its
         // first place and its last value.
-        let bytes = [0xa2, 0x01, 0x12, 0x0a, 0x00, 0x0a, 0x05, 0x0a, 0x01, b'k', 0x12, 0x00, 0x0a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, 0x20, 0x01];
+        let bytes = [
+            0xa2, 0x01, 0x12, 0x0a, 0x00, 0x0a, 0x05, 0x0a, 0x01, b'k', 0x12, 0x00, 0x0a, 0x07,
+            0x0a, 0x01, b'k', 0x12, 0x02, 0x20, 0x01,
+        ];
         assert_eq!(
             Value::decode(&bytes).unwrap(),
             Value::Map(vec![

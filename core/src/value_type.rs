@@ -106,7 +106,11 @@ const NAMES: &[(ValueType, &str, Option<&str>)] = &[
         Some("Array(TimeUuid)"),
     ),
     (ValueType::UuidSet, "UUID_SET", Some("Set(Uuid)")),
-    (ValueType::TimeUuidSet, "TIME_UUID_SET", Some("Set(TimeUuid)")),
+    (
+        ValueType::TimeUuidSet,
+        "TIME_UUID_SET",
+        Some("Set(TimeUuid)"),
+    ),
 ];
 
 /// Dtype spellings accepted on input besides the canonical ones above.

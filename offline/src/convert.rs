@@ -166,10 +166,10 @@ pub fn value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value, Str
         )
     };
     if let Some(element) = to.element() {
-        if matches!(element, ValueType::Map | ValueType::Struct) {
-            if let Some(text) = str_at(array, i) {
-                return from_json_text(text, to);
-            }
+        if matches!(element, ValueType::Map | ValueType::Struct)
+            && let Some(text) = str_at(array, i)
+        {
+            return from_json_text(text, to);
         }
         let list: ArrayRef = match array.data_type() {
             DataType::List(_) => array.as_list::<i32>().value(i),

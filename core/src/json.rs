@@ -244,34 +244,35 @@ pub fn parse_value(json: &Json, ty: ValueType) -> Result<Value, String> {
             )
         };
     }
+    let set = |v: Value| v.without_repeats();
     Ok(match ty {
         ValueType::BytesList => collect!(ValueType::Bytes, BytesList, Value::Bytes(b) => b),
-        ValueType::BytesSet => collect!(ValueType::Bytes, BytesSet, Value::Bytes(b) => b),
+        ValueType::BytesSet => set(collect!(ValueType::Bytes, BytesSet, Value::Bytes(b) => b)),
         ValueType::StringList => collect!(ValueType::String, StringList, Value::String(s) => s),
-        ValueType::StringSet => collect!(ValueType::String, StringSet, Value::String(s) => s),
+        ValueType::StringSet => set(collect!(ValueType::String, StringSet, Value::String(s) => s)),
         ValueType::Int32List => collect!(ValueType::Int32, Int32List, Value::Int32(i) => i),
-        ValueType::Int32Set => collect!(ValueType::Int32, Int32Set, Value::Int32(i) => i),
+        ValueType::Int32Set => set(collect!(ValueType::Int32, Int32Set, Value::Int32(i) => i)),
         ValueType::Int64List => collect!(ValueType::Int64, Int64List, Value::Int64(i) => i),
-        ValueType::Int64Set => collect!(ValueType::Int64, Int64Set, Value::Int64(i) => i),
+        ValueType::Int64Set => set(collect!(ValueType::Int64, Int64Set, Value::Int64(i) => i)),
         ValueType::DoubleList => collect!(ValueType::Double, DoubleList, Value::Double(d) => d),
-        ValueType::DoubleSet => collect!(ValueType::Double, DoubleSet, Value::Double(d) => d),
+        ValueType::DoubleSet => set(collect!(ValueType::Double, DoubleSet, Value::Double(d) => d)),
         ValueType::FloatList => collect!(ValueType::Float, FloatList, Value::Float(f) => f),
-        ValueType::FloatSet => collect!(ValueType::Float, FloatSet, Value::Float(f) => f),
+        ValueType::FloatSet => set(collect!(ValueType::Float, FloatSet, Value::Float(f) => f)),
         ValueType::BoolList => collect!(ValueType::Bool, BoolList, Value::Bool(b) => b),
-        ValueType::BoolSet => collect!(ValueType::Bool, BoolSet, Value::Bool(b) => b),
+        ValueType::BoolSet => set(collect!(ValueType::Bool, BoolSet, Value::Bool(b) => b)),
         ValueType::UnixTimestampList => {
             collect!(ValueType::UnixTimestamp, UnixTimestampList, Value::UnixTimestamp(t) => t)
         }
         ValueType::UnixTimestampSet => {
-            collect!(ValueType::UnixTimestamp, UnixTimestampSet, Value::UnixTimestamp(t) => t)
+            set(collect!(ValueType::UnixTimestamp, UnixTimestampSet, Value::UnixTimestamp(t) => t))
         }
         ValueType::UuidList => collect!(ValueType::Uuid, UuidList, Value::Uuid(s) => s),
         ValueType::TimeUuidList => {
             collect!(ValueType::TimeUuid, TimeUuidList, Value::TimeUuid(s) => s)
         }
-        ValueType::UuidSet => collect!(ValueType::Uuid, UuidSet, Value::Uuid(s) => s),
+        ValueType::UuidSet => set(collect!(ValueType::Uuid, UuidSet, Value::Uuid(s) => s)),
         ValueType::TimeUuidSet => {
-            collect!(ValueType::TimeUuid, TimeUuidSet, Value::TimeUuid(s) => s)
+            set(collect!(ValueType::TimeUuid, TimeUuidSet, Value::TimeUuid(s) => s))
         }
         ValueType::JsonList => collect!(ValueType::Json, JsonList, Value::Json(s) => s),
         ValueType::Map => Value::Map(parse_object(json)?),
@@ -567,6 +568,48 @@ mod tests {
             Ok(ValueType::Double)
         );
         assert!(parse_value(&json!([1, null]), ValueType::Int64List).is_err());
+        // A set keeps one of each item, the first in its place.
+        assert_eq!(
+            parse_value(&json!([3, 1, 3, 2, 1]), ValueType::Int64Set),
+            Ok(Value::Int64Set(vec![3, 1, 2]))
+        );
+        // Map and Struct: an object or its JSON text (what Feast's remote client sends), entries
+        // in the order given, values typed as Feast infers them.
+        let m = Value::Map(vec![
+            ("z".to_owned(), Value::Int64(1)),
+            ("a".to_owned(), Value::DoubleList(vec![1.5])),
+            (
+                "m".to_owned(),
+                Value::Map(vec![("k".to_owned(), Value::Null)]),
+            ),
+        ]);
+        assert_eq!(
+            parse_value(
+                &json!({"z": 1, "a": [1.5], "m": {"k": null}}),
+                ValueType::Map
+            ),
+            Ok(m.clone())
+        );
+        assert_eq!(
+            parse_value(
+                &json!(r#"{"z": 1, "a": [1.5], "m": {"k": null}}"#),
+                ValueType::Map
+            ),
+            Ok(m)
+        );
+        assert_eq!(
+            parse_value(
+                &json!([r#"{"b": "x"}"#, {"a": true}]),
+                ValueType::StructList
+            ),
+            Ok(Value::StructList(vec![
+                vec![("b".to_owned(), Value::String("x".into()))],
+                vec![("a".to_owned(), Value::Bool(true))],
+            ]))
+        );
+        assert!(parse_value(&json!("not json"), ValueType::Struct).is_err());
+        assert!(parse_value(&json!({"a": []}), ValueType::Map).is_err());
+        assert!(parse_value(&json!({"a": [1, "x"]}), ValueType::Map).is_err());
         assert_eq!(
             parse_value(&json!("AAH/"), ValueType::Bytes),
             Ok(Value::Bytes(vec![0, 1, 255]))

@@ -108,6 +108,34 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// A set value without repeated items: the first of equal items stays, in its place
+    /// (Feast's SDK builds sets through a Python `set`, whose hash order quiver cannot
+    /// reproduce). Other values are returned as they are.
+    pub fn without_repeats(self) -> Value {
+        fn keep_first<T: PartialEq>(l: Vec<T>) -> Vec<T> {
+            let mut out: Vec<T> = Vec::with_capacity(l.len());
+            for x in l {
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+            out
+        }
+        match self {
+            Value::BytesSet(l) => Value::BytesSet(keep_first(l)),
+            Value::StringSet(l) => Value::StringSet(keep_first(l)),
+            Value::Int32Set(l) => Value::Int32Set(keep_first(l)),
+            Value::Int64Set(l) => Value::Int64Set(keep_first(l)),
+            Value::DoubleSet(l) => Value::DoubleSet(keep_first(l)),
+            Value::FloatSet(l) => Value::FloatSet(keep_first(l)),
+            Value::BoolSet(l) => Value::BoolSet(keep_first(l)),
+            Value::UnixTimestampSet(l) => Value::UnixTimestampSet(keep_first(l)),
+            Value::UuidSet(l) => Value::UuidSet(keep_first(l)),
+            Value::TimeUuidSet(l) => Value::TimeUuidSet(keep_first(l)),
+            other => other,
+        }
+    }
+
     /// What Feast's SDK stores for a missing value of type `ty` (a null cell materialized, a
     /// null pushed): an empty `Value`, except for UnixTimestamp, which it stores as
     /// [`NULL_TIMESTAMP`] (checked against Feast 0.67's materialize and write-to-online-store).

@@ -351,43 +351,19 @@ fn list_value(to: ValueType, items: Vec<Value>) -> Option<Value> {
         ValueType::StructList => collect!(StructList, Struct),
         // Sets: Feast's SDK builds them through a Python `set`, whose order quiver cannot
         // reproduce (it depends on hashes); duplicates go, the first occurrence's place stays.
-        ValueType::BytesSet => collect!(BytesSet, Bytes).map(dedup),
-        ValueType::StringSet => collect!(StringSet, String).map(dedup),
-        ValueType::Int32Set => collect!(Int32Set, Int32).map(dedup),
-        ValueType::Int64Set => collect!(Int64Set, Int64).map(dedup),
-        ValueType::DoubleSet => collect!(DoubleSet, Double).map(dedup),
-        ValueType::FloatSet => collect!(FloatSet, Float).map(dedup),
-        ValueType::BoolSet => collect!(BoolSet, Bool).map(dedup),
-        ValueType::UnixTimestampSet => collect!(UnixTimestampSet, UnixTimestamp).map(dedup),
-        ValueType::UuidSet => collect!(UuidSet, Uuid).map(dedup),
-        ValueType::TimeUuidSet => collect!(TimeUuidSet, TimeUuid).map(dedup),
-        _ => None,
-    }
-}
-
-/// A set value without repeated items (the first of equal items kept, in its place).
-fn dedup(v: Value) -> Value {
-    fn keep_first<T: PartialEq>(l: Vec<T>) -> Vec<T> {
-        let mut out: Vec<T> = Vec::with_capacity(l.len());
-        for x in l {
-            if !out.contains(&x) {
-                out.push(x);
-            }
+        ValueType::BytesSet => collect!(BytesSet, Bytes).map(Value::without_repeats),
+        ValueType::StringSet => collect!(StringSet, String).map(Value::without_repeats),
+        ValueType::Int32Set => collect!(Int32Set, Int32).map(Value::without_repeats),
+        ValueType::Int64Set => collect!(Int64Set, Int64).map(Value::without_repeats),
+        ValueType::DoubleSet => collect!(DoubleSet, Double).map(Value::without_repeats),
+        ValueType::FloatSet => collect!(FloatSet, Float).map(Value::without_repeats),
+        ValueType::BoolSet => collect!(BoolSet, Bool).map(Value::without_repeats),
+        ValueType::UnixTimestampSet => {
+            collect!(UnixTimestampSet, UnixTimestamp).map(Value::without_repeats)
         }
-        out
-    }
-    match v {
-        Value::BytesSet(l) => Value::BytesSet(keep_first(l)),
-        Value::StringSet(l) => Value::StringSet(keep_first(l)),
-        Value::Int32Set(l) => Value::Int32Set(keep_first(l)),
-        Value::Int64Set(l) => Value::Int64Set(keep_first(l)),
-        Value::DoubleSet(l) => Value::DoubleSet(keep_first(l)),
-        Value::FloatSet(l) => Value::FloatSet(keep_first(l)),
-        Value::BoolSet(l) => Value::BoolSet(keep_first(l)),
-        Value::UnixTimestampSet(l) => Value::UnixTimestampSet(keep_first(l)),
-        Value::UuidSet(l) => Value::UuidSet(keep_first(l)),
-        Value::TimeUuidSet(l) => Value::TimeUuidSet(keep_first(l)),
-        other => other,
+        ValueType::UuidSet => collect!(UuidSet, Uuid).map(Value::without_repeats),
+        ValueType::TimeUuidSet => collect!(TimeUuidSet, TimeUuid).map(Value::without_repeats),
+        _ => None,
     }
 }
 
@@ -680,6 +656,45 @@ mod tests {
                 .unwrap_err()
                 .contains("null")
         );
+    }
+
+    #[test]
+    fn maps_from_map_columns_keep_entry_order_and_infer_types() {
+        use arrow_array::builder::{Int64Builder, MapBuilder};
+        let mut b = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
+        b.keys().append_value("z");
+        b.values().append_value(1);
+        b.keys().append_value("a");
+        b.values().append_null();
+        b.append(true).unwrap();
+        b.append(false).unwrap();
+        let maps = b.finish();
+        assert!(compatible(maps.data_type(), ValueType::Map));
+        // The value column holds a null in this batch: Feast's SDK sees it through numpy as
+        // float64, so the integers are doubles.
+        assert_eq!(
+            value_at(&maps, 0, ValueType::Map).unwrap(),
+            Value::Map(vec![
+                ("z".to_owned(), Value::Double(1.0)),
+                ("a".to_owned(), Value::Null),
+            ])
+        );
+        assert_eq!(value_at(&maps, 1, ValueType::Map).unwrap(), Value::Null);
+        // JSON text stands for the dict, as in Feast's SDK; a Json value must be JSON.
+        let text = StringArray::from(vec![r#"{"b": 1, "a": "x"}"#, "{oops"]);
+        assert_eq!(
+            value_at(&text, 0, ValueType::Struct).unwrap(),
+            Value::Struct(vec![
+                ("b".to_owned(), Value::Int64(1)),
+                ("a".to_owned(), Value::String("x".into())),
+            ])
+        );
+        assert!(
+            value_at(&text, 1, ValueType::Json)
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(!compatible(&DataType::Int64, ValueType::Map));
     }
 
     #[test]

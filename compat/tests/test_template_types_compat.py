@@ -199,3 +199,43 @@ def test_feasts_remote_client_writes_map_json_and_struct_through_quiver(
         {"vehicle_type": "bike", "rating": "3.5"},
     ]
     assert answer["driver_config"][1] == '{"max_distance_km": 9, "preferred_zones": []}'
+
+
+def test_feast_reads_the_struct_schema_of_a_quiver_applied_view(tmp_path: Path) -> None:
+    """`quiver apply` of a YAML view with Struct and Array(Struct) features: Feast lists them
+    with their fields (Feast keeps them in a `feast:struct_schema` tag; without it a Struct
+    reads as Struct({_value: String}))."""
+    from feast import FeatureStore
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(
+        "project: structs\nregistry: data/registry.db\nprovider: local\n"
+        "online_store:\n    type: sqlite\n    path: data/online.db\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    (repo / "features.yaml").write_text(
+        """
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: stats, type: file, path: data/stats.parquet, timestamp_field: event_timestamp}
+feature_views:
+  - name: profiles
+    entities: [driver]
+    ttl: 1d
+    source: stats
+    schema:
+      - {name: profile, dtype: 'Struct({"name": String, "age": Int64})'}
+      - {name: history, dtype: 'Array(Struct({"zone": String, "trips": Array(Int32)}))'}
+      - {name: metadata, dtype: Map}
+"""
+    )
+    run([str(QUIVER), "apply", "--repo", str(repo)], repo)
+    view = FeatureStore(repo_path=str(repo)).get_feature_view("profiles")
+    dtypes = {f.name: str(f.dtype) for f in view.features}
+    assert dtypes == {
+        "profile": "Struct({name: String, age: Int64})",
+        "history": "Array(Struct({zone: String, trips: Array(Int32)}))",
+        "metadata": "Map",
+    }

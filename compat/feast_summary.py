@@ -10,7 +10,7 @@ can open (its registry must already exist, e.g. after `feast apply`). The output
 is a stable, sorted JSON document that CI compares with what quiver reports for
 the same registry. Every value comes from Feast's own objects (list_entities(),
 list_data_sources(), list_feature_views(), list_stream_feature_views(),
-list_feature_services(), list_on_demand_feature_views()); dtype strings are
+list_feature_services(), list_on_demand_feature_views(), list_label_views()); dtype strings are
 Feast's own str() of the type ("Float32", "Array(Int32)", "UnixTimestamp").
 
 Shape (every top-level list sorted by name):
@@ -21,6 +21,8 @@ Shape (every top-level list sorted by name):
      "feature_views": [{name, entities, ttl_seconds, online, source, batch_source,
                         stream_source, tags, description, features, entity_columns}],
      "stream_feature_views": [same shape as feature_views],
+     "label_views": [feature_views' shape + labeler_field, conflict_policy,
+                     reference_feature_view],
      "feature_services": [{name, description, tags,
                            projections: [{feature_view, alias, features, join_key_map}]}],
      "on_demand_feature_views": [names]}
@@ -109,6 +111,14 @@ def _feature_view(fv: FeatureView) -> Dict[str, Any]:
     }
 
 
+def _label_view(lv) -> Dict[str, Any]:
+    summary = _feature_view(lv)
+    summary["labeler_field"] = lv.labeler_field
+    summary["conflict_policy"] = lv.conflict_policy.value
+    summary["reference_feature_view"] = lv.reference_feature_view or None
+    return summary
+
+
 def _feature_service(service) -> Dict[str, Any]:
     return {
         "name": service.name,
@@ -137,6 +147,7 @@ def summarize(repo_dir: str) -> Dict[str, Any]:
         "stream_feature_views": _by_name(
             [_feature_view(v) for v in store.list_stream_feature_views()]
         ),
+        "label_views": _by_name([_label_view(v) for v in store.list_label_views()]),
         "feature_services": _by_name(
             [_feature_service(s) for s in store.list_feature_services()]
         ),

@@ -34,6 +34,10 @@ Outputs (relative to the repository root):
     registry-sync/tests/fixtures/feast_quickstart_registry.db
     registry-sync/tests/fixtures/feast_quickstart_registry.txt
     registry-sync/tests/fixtures/feast_quickstart_expected.json
+    registry-sync/tests/fixtures/feast_template_registry.db     `feast init` + `feast apply`
+    registry-sync/tests/fixtures/feast_template_expected.json   (its label view, Map/Struct)
+
+`--template-only` writes just the last two.
 """
 
 import os
@@ -862,10 +866,28 @@ def registry_fixtures(workdir: Path) -> None:
     )
 
 
+def template_registry_fixtures(workdir: Path) -> None:
+    """The untouched `feast init` template (label view, on-demand views), as Feast applies it."""
+    subprocess.run([str(FEAST_CLI), "init", "demo_repo"], cwd=workdir, check=True,
+                   stdout=subprocess.DEVNULL)
+    repo = workdir / "demo_repo" / "feature_repo"
+    subprocess.run([str(FEAST_CLI), "apply"], cwd=repo, check=True, stdout=subprocess.DEVNULL)
+    REGISTRY_FIXTURES.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(repo / "data" / "registry.db",
+                    REGISTRY_FIXTURES / "feast_template_registry.db")
+    print("wrote registry-sync/tests/fixtures/feast_template_registry.db")
+    write_json(REGISTRY_FIXTURES / "feast_template_expected.json",
+               feast_summary.summarize(str(repo)))
+
+
 # ---------------------------------------------------------------------------
 
 
 def main() -> int:
+    if "--template-only" in sys.argv:
+        with tempfile.TemporaryDirectory(prefix="quiver-feast-fixtures-") as tmp:
+            template_registry_fixtures(Path(tmp))
+        return 0
     if feast.__version__ != "0.67.0":
         print(f"warning: expected feast 0.67.0, running {feast.__version__}", file=sys.stderr)
 
@@ -901,6 +923,7 @@ def main() -> int:
         )
 
         registry_fixtures(workdir)
+        template_registry_fixtures(workdir)
     return 0
 
 

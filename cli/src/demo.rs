@@ -25,9 +25,41 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const DEFINITIONS: &str = include_str!("../../examples/quickstart/features.yaml");
+const FEATURE_STORE_YAML: &str = include_str!("../../examples/quickstart/feature_store.yaml");
 const DRIVERS: i64 = 500;
 const CUSTOMERS: i64 = 200;
 const HOURS: i64 = 48;
+
+/// How much data a generated repo holds.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    /// Drivers 1001, 1002, ...; one stats row each per hour.
+    drivers: i64,
+    /// Customers c1, c2, ...; one profile each.
+    customers: i64,
+    /// Hourly driver-stats rows per driver, the newest at the anchor hour.
+    hours: i64,
+}
+
+/// The demo's data: enough entities for its load phase.
+const DEMO: Scale = Scale {
+    drivers: DRIVERS,
+    customers: CUSTOMERS,
+    hours: HOURS,
+};
+
+/// examples/quickstart/data (written by the test below): small enough to commit and read, anchored to a fixed hour so the
+/// README's commands (which name dates) find rows.
+#[cfg(test)]
+const QUICKSTART: Scale = Scale {
+    drivers: 10,
+    customers: 20,
+    hours: 48,
+};
+
+/// The newest hour of examples/quickstart/data: 2026-01-02T00:00:00Z.
+#[cfg(test)]
+const QUICKSTART_ANCHOR: i64 = 1_767_312_000;
 const TRAINING_ROWS: usize = 1000;
 
 #[derive(Debug, clap::Args)]
@@ -85,7 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         1,
         "A feature repo: drivers, customers and the rides between them",
     );
-    write_repo(&dir, now_hour)?;
+    write_repo(&dir)?;
+    write_data(&dir.join("data"), DEMO, now_hour)?;
     println!("   {}", dir.display());
     println!(
         "   feature_store.yaml (SQLite online store), features.yaml (examples/quickstart), data/*.parquet:"
@@ -535,14 +568,23 @@ fn arrow_cast_display(array: &dyn arrow_array::Array, i: usize) -> String {
     }
 }
 
-/// Writes feature_store.yaml, the definitions and deterministic Parquet sources.
-fn write_repo(dir: &Path, now_hour: i64) -> anyhow::Result<()> {
+/// Writes feature_store.yaml and the definitions (examples/quickstart's).
+fn write_repo(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("data"))?;
-    std::fs::write(
-        dir.join("feature_store.yaml"),
-        "project: quickstart\nregistry: data/registry.db\nprovider: local\nonline_store:\n  type: sqlite\n  path: data/online_store.db\noffline_store:\n  type: file\nentity_key_serialization_version: 3\n",
-    )?;
+    std::fs::write(dir.join("feature_store.yaml"), FEATURE_STORE_YAML)?;
     std::fs::write(dir.join("features.yaml"), DEFINITIONS)?;
+    Ok(())
+}
+
+/// Writes the quickstart's three Parquet sources into `data`, deterministic for a given scale and
+/// anchor hour (the newest driver-stats row's time, in epoch seconds).
+fn write_data(data: &Path, scale: Scale, now_hour: i64) -> anyhow::Result<()> {
+    let Scale {
+        drivers,
+        customers,
+        hours,
+    } = scale;
+    std::fs::create_dir_all(data)?;
     let micros = |seconds: i64| seconds * 1_000_000;
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
 
@@ -551,9 +593,9 @@ fn write_repo(dir: &Path, now_hour: i64) -> anyhow::Result<()> {
     let mut ts = Vec::new();
     let (mut conv, mut acc, mut trips) = (Vec::new(), Vec::new(), Vec::new());
     let mut zones = ListBuilder::new(Int32Builder::new());
-    for hour in 0..HOURS {
-        let t = now_hour - (HOURS - 1 - hour) * 3600;
-        for d in 0..DRIVERS {
+    for hour in 0..hours {
+        let t = now_hour - (hours - 1 - hour) * 3600;
+        for d in 0..drivers {
             ids.push(1001 + d);
             ts.push(micros(t));
             conv.push(rng.unit() as f32);
@@ -568,7 +610,7 @@ fn write_repo(dir: &Path, now_hour: i64) -> anyhow::Result<()> {
     let ts_array =
         || Arc::new(TimestampMicrosecondArray::from(ts.clone()).with_timezone("UTC")) as ArrayRef;
     write_parquet(
-        &dir.join("data/driver_stats.parquet"),
+        &data.join("driver_stats.parquet"),
         vec![
             ("driver_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
             ("event_timestamp", ts_array()),
@@ -582,10 +624,10 @@ fn write_repo(dir: &Path, now_hour: i64) -> anyhow::Result<()> {
 
     // Customer profiles (the source calls lifetime value `ltv`: a field mapping).
     let tiers = ["bronze", "silver", "gold"];
-    let customers: Vec<String> = (1..=CUSTOMERS).map(|c| format!("c{c}")).collect();
+    let customers: Vec<String> = (1..=customers).map(|c| format!("c{c}")).collect();
     let when = vec![micros(now_hour - 86_400); customers.len()];
     write_parquet(
-        &dir.join("data/customer_profile.parquet"),
+        &data.join("customer_profile.parquet"),
         vec![
             (
                 "customer_id",
@@ -630,7 +672,7 @@ fn write_repo(dir: &Path, now_hour: i64) -> anyhow::Result<()> {
     let (mut pd, mut pc, mut rides, mut rating) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, c) in customers.iter().enumerate() {
         for k in 0..3i64 {
-            pd.push(1001 + ((i as i64) + k) % DRIVERS);
+            pd.push(1001 + ((i as i64) + k) % drivers);
             pc.push(c.clone());
             rides.push(1 + (rng.next() % 12) as i64);
             rating.push(3.0 + (rng.unit() * 20.0).round() / 10.0);
@@ -638,7 +680,7 @@ fn write_repo(dir: &Path, now_hour: i64) -> anyhow::Result<()> {
     }
     let n = pd.len();
     write_parquet(
-        &dir.join("data/driver_customer.parquet"),
+        &data.join("driver_customer.parquet"),
         vec![
             ("driver_id", Arc::new(Int64Array::from(pd)) as ArrayRef),
             ("customer_id", Arc::new(StringArray::from(pc))),
@@ -663,4 +705,43 @@ fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) -> anyhow::Result<
     writer.write(&batch)?;
     writer.close()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+        let file = std::fs::File::open(path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        reader.map(|b| b.unwrap()).collect()
+    }
+
+    /// examples/quickstart/data is committed (the README's tour reads it); it must be exactly what
+    /// the generator writes. `QUIVER_WRITE_QUICKSTART_DATA=1` rewrites it.
+    #[test]
+    fn the_committed_quickstart_data_is_what_the_generator_writes() {
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/data");
+        if std::env::var_os("QUIVER_WRITE_QUICKSTART_DATA").is_some() {
+            write_data(&committed, QUICKSTART, QUICKSTART_ANCHOR).unwrap();
+        }
+        let fresh = tempfile::tempdir().unwrap();
+        write_data(fresh.path(), QUICKSTART, QUICKSTART_ANCHOR).unwrap();
+        for name in [
+            "driver_stats.parquet",
+            "customer_profile.parquet",
+            "driver_customer.parquet",
+        ] {
+            assert_eq!(
+                read_parquet(&committed.join(name)),
+                read_parquet(&fresh.path().join(name)),
+                "examples/quickstart/data/{name} differs from the generator's output; \
+                 rerun with QUIVER_WRITE_QUICKSTART_DATA=1"
+            );
+        }
+    }
 }

@@ -103,7 +103,13 @@ fn main() -> ExitCode {
         Command::MaterializeIncremental(args) => materialize::run_incremental(args),
         Command::Historical(args) => historical::run(args),
         Command::Offline(args) => offline::run(args),
-        Command::Serve(args) => quiver_cmd::serve::run(args, Some(ParquetPush::for_repo)),
+        Command::Serve(args) => quiver_cmd::serve::run(
+            args,
+            Some(quiver_cmd::serve::OfflineParts {
+                writer: ParquetPush::for_repo,
+                materializer: materialize::ServeMaterializer::for_serve,
+            }),
+        ),
         Command::Inject(args) => inject::run(args),
         Command::Registry(args) => registry::run(args),
     };

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::time::{self, Timestamp};
 use quiver_offline::materialize::{self, Event, Window, WriteOptions};
@@ -18,6 +18,13 @@ use quiver_registry::store;
 use crate::apply::now;
 use quiver_cmd::common::{Connect, connect_store};
 use quiver_cmd::registry_io::RepoRegistry;
+use quiver_cmd::serve::MaterializeRegistry;
+use quiver_core::fault::{Classified as _, ErrorKind};
+use quiver_online_store::OnlineStore;
+use quiver_sidecar::api::ApiError;
+use quiver_sidecar::materialize::{
+    MaterializeRequest, Materializer, ViewMaterialized, Window as HttpWindow,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct RangeArgs {
@@ -68,7 +75,7 @@ struct Common {
 }
 
 /// Where the definitions come from and the run is recorded.
-enum Registry {
+pub(crate) enum Registry {
     /// The registry feature_store.yaml names: a file, or an s3:// / gs:// object.
     Repo(RepoRegistry),
     /// The registry service (`--registry-url`); its URL is the client's endpoint.
@@ -100,75 +107,49 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         Some(client) => Registry::Service(Box::new(client)),
         None => Registry::Repo(RepoRegistry::open(&config)?),
     };
-    let registry = match &mut source {
-        Registry::Repo(handle) => handle
-            .read_or_empty()?
-            .project(&config.project)
-            .with_context(|| format!("registry {}", handle.describe()))?,
-        Registry::Service(client) => runtime.block_on(fetch_registry(client, &config.project))?,
+    let options = Options {
+        views: args.views,
+        force: args.force,
+        write: WriteOptions {
+            batch_rows: args.batch_rows.max(1),
+            concurrency: args.concurrency.max(1),
+            key_ttl_seconds: key_ttl_seconds(&config),
+            memory_budget: args.memory_limit,
+            ..WriteOptions::default()
+        },
     };
-    let views = materialize::select_views(&registry, &args.views)?;
-    if views.is_empty() {
-        println!(
-            "No online feature views in project {}: nothing to materialize",
-            config.project
-        );
-        return Ok(());
-    }
-    let started = now();
-    for view in &views {
-        let (start, end) = materialize::view_window(view, window, started);
-        materialize::check_window(start, end, started, args.force)
-            .map_err(|e| anyhow!("feature view {}: {e}", view.name))?;
-    }
-    let key_ttl_seconds = match &config.online_store {
-        OnlineStoreConfig::Redis {
-            key_ttl_seconds, ..
-        } => *key_ttl_seconds,
-        OnlineStoreConfig::Sqlite { .. } => None,
-    };
-    let options = WriteOptions {
-        batch_rows: args.batch_rows.max(1),
-        concurrency: args.concurrency.max(1),
-        key_ttl_seconds,
-        memory_budget: args.memory_limit,
-        ..WriteOptions::default()
-    };
+    let connect = || runtime.block_on(connect_store(&config, Connect::Now));
     let bars = Bars::new();
-    let runs = runtime.block_on(async {
-        let store = connect_store(&config, Connect::Now).await?;
+    let starting = |views: usize| {
         println!(
             "Materializing {} feature view{} of project {} into the {} online store",
-            views.len(),
-            if views.len() == 1 { "" } else { "s" },
+            views,
+            if views == 1 { "" } else { "s" },
             config.project,
             match config.online_store {
                 OnlineStoreConfig::Redis { .. } => "redis",
                 OnlineStoreConfig::Sqlite { .. } => "sqlite",
             }
         );
-        let job = materialize::Job {
-            repo_dir: &config.repo_dir,
-            registry: &registry,
-            views,
-            window,
-            now: started,
-        };
-        let runs = materialize::run(&job, &store, &options, &|e| bars.event(e)).await?;
-        anyhow::Ok(runs)
-    })?;
+    };
+    let outcome = execute(
+        runtime.handle(),
+        &config,
+        &mut source,
+        &connect,
+        window,
+        &options,
+        &starting,
+        &|e| bars.event(e),
+    )
+    .map_err(|f| anyhow!(f.message))?;
     bars.finish();
-    let recorded = match &mut source {
-        Registry::Repo(handle) => format!(
-            "registry {} (version {})",
-            handle.describe(),
-            record(handle, &config.project, &runs)?
-        ),
-        Registry::Service(client) => {
-            let version = runtime.block_on(record_remote(client, &config.project, &runs))?;
-            let url = &client.endpoint().url;
-            format!("the registry service at {url} (project version {version})")
-        }
+    let Some(Outcome { runs, recorded }) = outcome else {
+        println!(
+            "No online feature views in project {}: nothing to materialize",
+            config.project
+        );
+        return Ok(());
     };
     for r in &runs {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
@@ -198,32 +179,218 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The project's definitions from the registry service, as a Feast registry protobuf.
-async fn fetch_registry(
-    client: &mut Client,
-    project: &str,
-) -> anyhow::Result<quiver_core::registry::ProjectRegistry> {
-    let url = client.endpoint().url.clone();
-    let resp = client
-        .request(
-            hyper::Method::GET,
-            &format!("/v1/projects/{}/registry", encode_path(project)),
-            &[],
-            None,
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| anyhow!("registry service {url}: {e}"))?;
-    if resp.status != 200 {
-        return Err(anyhow!(
-            "registry service {url}: {}: {}",
-            resp.status,
-            resp.message()
-        ));
+fn key_ttl_seconds(config: &RepoConfig) -> Option<u64> {
+    match &config.online_store {
+        OnlineStoreConfig::Redis {
+            key_ttl_seconds, ..
+        } => *key_ttl_seconds,
+        OnlineStoreConfig::Sqlite { .. } => None,
     }
-    quiver_core::registry::RegistryFile::decode(&resp.body)
-        .and_then(|file| file.project(project))
-        .map_err(|e| anyhow!("registry service {url}: project {project}: {e}"))
+}
+
+/// What a run does besides its window: which views, whether a future END is accepted, how it
+/// writes.
+pub(crate) struct Options {
+    /// Feature view names; empty: every online view.
+    pub views: Vec<String>,
+    pub force: bool,
+    pub write: WriteOptions,
+}
+
+/// What a run did: each view's run, and where the intervals were recorded.
+pub(crate) struct Outcome {
+    pub runs: Vec<materialize::ViewRun>,
+    pub recorded: String,
+}
+
+/// Why a run failed: its kind (whose fault; the HTTP status), a class name for the HTTP body
+/// (Feast's `FeatureViewNotFoundException` for an unknown view) and the message.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub kind: ErrorKind,
+    pub class: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    fn offline(e: quiver_offline::error::Error) -> Failure {
+        Failure {
+            kind: e.kind(),
+            class: "MaterializationFailed",
+            message: e.message(),
+        }
+    }
+
+    fn registry(e: anyhow::Error) -> Failure {
+        Failure {
+            kind: ErrorKind::UpstreamFailed,
+            class: "RegistryUnavailable",
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+/// One whole run, shared by `quiver materialize` and the ingest role's `POST /materialize`:
+/// the definitions read, the views selected and every window checked (nothing is written when
+/// one is wrong), the views scanned and written into `store`, then the intervals recorded.
+/// `None` when the project has no online view. Runs on a plain (or blocking-pool) thread:
+/// `handle` runs the async parts. `connect` gives the online store once everything is checked;
+/// `starting` is told the number of views before any is read.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn execute(
+    handle: &tokio::runtime::Handle,
+    config: &RepoConfig,
+    source: &mut Registry,
+    connect: &dyn Fn() -> anyhow::Result<OnlineStore>,
+    window: Window,
+    options: &Options,
+    starting: &dyn Fn(usize),
+    events: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<Option<Outcome>, Failure> {
+    let registry = match source {
+        Registry::Repo(repo) => repo
+            .read_or_empty()
+            .and_then(|file| {
+                file.project(&config.project)
+                    .map_err(|e| anyhow!("registry {}: {e}", repo.describe()))
+            })
+            .map_err(Failure::registry)?,
+        Registry::Service(client) => handle
+            .block_on(crate::registry::fetch_project(client, &config.project))
+            .map_err(Failure::registry)?,
+    };
+    let views = materialize::select_views(&registry, &options.views).map_err(|e| {
+        let not_found = e.kind() == ErrorKind::NotFound;
+        let mut f = Failure::offline(e);
+        if not_found {
+            f.class = "FeatureViewNotFoundException";
+        }
+        f
+    })?;
+    if views.is_empty() {
+        return Ok(None);
+    }
+    let started = now();
+    for view in &views {
+        let (start, end) = materialize::view_window(view, window, started);
+        materialize::check_window(start, end, started, options.force).map_err(|e| Failure {
+            message: format!("feature view {}: {}", view.name, e.message()),
+            ..Failure::offline(e)
+        })?;
+    }
+    let store = connect().map_err(|e| Failure {
+        kind: ErrorKind::Unavailable,
+        class: "OnlineStoreUnavailable",
+        message: format!("{e:#}"),
+    })?;
+    starting(views.len());
+    let job = materialize::Job {
+        repo_dir: &config.repo_dir,
+        registry: &registry,
+        views,
+        window,
+        now: started,
+    };
+    let runs = handle
+        .block_on(materialize::run(&job, &store, &options.write, events))
+        .map_err(Failure::offline)?;
+    let recorded = match source {
+        Registry::Repo(handle) => format!(
+            "registry {} (version {})",
+            handle.describe(),
+            record(handle, &config.project, &runs).map_err(Failure::registry)?
+        ),
+        Registry::Service(client) => {
+            let version = handle
+                .block_on(record_remote(client, &config.project, &runs))
+                .map_err(Failure::registry)?;
+            let url = &client.endpoint().url;
+            format!("the registry service at {url} (project version {version})")
+        }
+    };
+    Ok(Some(Outcome { runs, recorded }))
+}
+
+/// The ingest role's `POST /materialize` and `/materialize-incremental`: [`execute`] on the
+/// server's online store and the registry the server reads, one run at a time (each holds up
+/// to its memory budget).
+pub(crate) struct ServeMaterializer {
+    config: RepoConfig,
+    registry: MaterializeRegistry,
+    one_at_a_time: Mutex<()>,
+}
+
+impl ServeMaterializer {
+    pub(crate) fn for_serve(
+        config: RepoConfig,
+        registry: MaterializeRegistry,
+    ) -> anyhow::Result<Arc<dyn Materializer>> {
+        Ok(Arc::new(ServeMaterializer {
+            config,
+            registry,
+            one_at_a_time: Mutex::new(()),
+        }))
+    }
+}
+
+impl Materializer for ServeMaterializer {
+    fn materialize(
+        &self,
+        store: &OnlineStore,
+        request: &MaterializeRequest,
+    ) -> Result<Vec<ViewMaterialized>, ApiError> {
+        let _one = self
+            .one_at_a_time
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let handle = tokio::runtime::Handle::current();
+        let mut source = match &self.registry {
+            MaterializeRegistry::Repo(repo) => Registry::Repo(repo.clone()),
+            MaterializeRegistry::Service { endpoint, token } => {
+                Registry::Service(Box::new(Client::new(endpoint.clone(), token.clone())))
+            }
+        };
+        let window = match request.window {
+            HttpWindow::Range { start, end } => Window::Range { start, end },
+            HttpWindow::Incremental { end } => Window::Incremental { end },
+        };
+        let options = Options {
+            views: request.views.clone(),
+            force: false,
+            write: WriteOptions {
+                key_ttl_seconds: key_ttl_seconds(&self.config),
+                ..WriteOptions::default()
+            },
+        };
+        let outcome = execute(
+            &handle,
+            &self.config,
+            &mut source,
+            &|| Ok(store.clone()),
+            window,
+            &options,
+            &|_| {},
+            &|_| {},
+        )
+        .map_err(|f| ApiError::new(f.kind, f.class, f.message))?;
+        let Some(Outcome { runs, recorded }) = outcome else {
+            return Ok(Vec::new());
+        };
+        for r in &runs {
+            tracing::info!(view = %r.view, start = %time::format_rfc3339(&r.start), end = %time::format_rfc3339(&r.end), written = r.stats.written, skipped = r.stats.skipped, elapsed = ?r.elapsed, "materialized");
+        }
+        tracing::info!(%recorded, "materialization recorded");
+        Ok(runs
+            .into_iter()
+            .map(|r| ViewMaterialized {
+                view: r.view,
+                start: r.start,
+                end: r.end,
+                written: r.stats.written,
+                skipped: r.stats.skipped,
+            })
+            .collect())
+    }
 }
 
 /// Records the runs' intervals through the registry service. Transient failures (no

@@ -154,3 +154,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     quiver_registry_service::serve(listener, service, tls, shutdown_signal()).await;
     Ok(())
 }
+
+/// One project of the registry service's registry (`GET /v1/projects/{p}/registry`, Feast's
+/// protobuf), read as a registry file is.
+pub async fn fetch_project(
+    client: &mut quiver_registry::client::Client,
+    project: &str,
+) -> anyhow::Result<quiver_core::registry::ProjectRegistry> {
+    let url = client.endpoint().url.clone();
+    let resp = client
+        .request(
+            hyper::Method::GET,
+            &format!(
+                "/v1/projects/{}/registry",
+                quiver_registry::client::encode_path(project)
+            ),
+            &[],
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| anyhow!("registry service {url}: {e}"))?;
+    if resp.status != 200 {
+        return Err(anyhow!(
+            "registry service {url}: {}: {}",
+            resp.status,
+            resp.message()
+        ));
+    }
+    quiver_core::registry::RegistryFile::decode(&resp.body)
+        .and_then(|file| file.project(project))
+        .map_err(|e| anyhow!("registry service {url}: project {project}: {e}"))
+}

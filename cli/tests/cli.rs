@@ -292,7 +292,14 @@ fn materialize_refuses_bad_windows_and_unknown_views_before_reading_anything() {
     let (_dir, repo) = quickstart_copy();
     let repo_arg = repo.to_str().unwrap();
     assert!(quiver(&["apply", "--repo", repo_arg], &[]).status.success());
-    // The sources do not exist: every refusal below must come before they are read.
+    // Without the sources, every refusal below must come before they are read.
+    for source in [
+        "driver_stats.parquet",
+        "customer_profile.parquet",
+        "driver_customer.parquet",
+    ] {
+        std::fs::remove_file(repo.join("data").join(source)).unwrap();
+    }
     let out = quiver(
         &[
             "materialize",

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
+use quiver_sidecar::materialize::{MaterializeSupport, Materializer};
 use quiver_sidecar::push::OfflineWriter;
 use quiver_sidecar::{EngineConfig, OnStoreError, SidecarConfig};
 
@@ -136,10 +137,38 @@ enum StoreErrorMode {
 /// Makes the writer of `to: offline` pushes for a repo directory.
 pub type OfflineWriterFactory = fn(&std::path::Path) -> Arc<dyn OfflineWriter>;
 
-/// Runs the sidecar until SIGTERM. `offline` makes the writer that appends `to: offline` pushes
-/// to the push source's batch source; without it (the lean `quiver-sidecar` binary) such pushes
-/// are refused with 501 and belong to the full binary's ingest role.
-pub fn run(args: Args, offline: Option<OfflineWriterFactory>) -> anyhow::Result<()> {
+/// Where the ingest role's materializations read their definitions and record their runs: the
+/// registry the server reads.
+#[derive(Clone)]
+pub enum MaterializeRegistry {
+    /// The registry feature_store.yaml names (a file or an s3:// / gs:// object).
+    Repo(RepoRegistry),
+    /// The registry service (`--registry-url`) and its token.
+    Service {
+        endpoint: quiver_registry::client::Endpoint,
+        token: Option<String>,
+    },
+}
+
+/// Makes the ingest role's materializer for a repo (its config, the project served) and its
+/// registry.
+pub type MaterializerFactory =
+    fn(RepoConfig, MaterializeRegistry) -> anyhow::Result<Arc<dyn Materializer>>;
+
+/// What the full binary plugs into `serve`: the parts that need quiver's offline engine
+/// (DataFusion, Parquet), which the lean `quiver-sidecar` does not link.
+#[derive(Clone, Copy)]
+pub struct OfflineParts {
+    /// Appends `to: offline` pushes to the push source's batch source.
+    pub writer: OfflineWriterFactory,
+    /// Runs `POST /materialize` and `/materialize-incremental` (ingest role).
+    pub materializer: MaterializerFactory,
+}
+
+/// Runs the sidecar until SIGTERM. `offline` supplies `to: offline` pushes and the ingest
+/// role's materializations; without it (the lean `quiver-sidecar` binary) both are refused with
+/// 501 and belong to the full binary's ingest role.
+pub fn run(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<()> {
     crate::common::runtime(args.workers)?.block_on(run_async(args, offline))
 }
 
@@ -200,7 +229,22 @@ fn registry_source(
     ))
 }
 
-async fn run_async(args: Args, offline: Option<OfflineWriterFactory>) -> anyhow::Result<()> {
+/// The registry materializations use: the one the server reads.
+fn materialize_registry(args: &Args, config: &RepoConfig) -> anyhow::Result<MaterializeRegistry> {
+    let Some(url) = &args.registry_url else {
+        return Ok(MaterializeRegistry::Repo(RepoRegistry::open(config)?));
+    };
+    let endpoint = quiver_registry::client::Endpoint::parse(url, args.registry_ca_file.as_deref())
+        .map_err(|e| anyhow!("--registry-url: {e}"))?;
+    let token = read_token(
+        args.registry_token_file.as_ref(),
+        "QUIVER_REGISTRY_TOKEN",
+        "--registry-token-file",
+    )?;
+    Ok(MaterializeRegistry::Service { endpoint, token })
+}
+
+async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
     let project = args
         .project
@@ -237,7 +281,15 @@ async fn run_async(args: Args, offline: Option<OfflineWriterFactory>) -> anyhow:
                 } => *key_ttl_seconds,
                 OnlineStoreConfig::Sqlite { .. } => None,
             },
-            offline: offline.map(|make| make(&config.repo_dir)),
+            offline: offline.map(|parts| (parts.writer)(&config.repo_dir)),
+            materialize: match (args.role, offline) {
+                (Role::Sidecar, _) => MaterializeSupport::Off,
+                (Role::Ingest, None) => MaterializeSupport::Unlinked,
+                (Role::Ingest, Some(parts)) => MaterializeSupport::On((parts.materializer)(
+                    config.clone(),
+                    materialize_registry(&args, &config)?,
+                )?),
+            },
         })
     } else {
         None

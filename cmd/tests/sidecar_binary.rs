@@ -141,3 +141,66 @@ fn the_lean_binary_serves_writes_and_drains_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
     assert!(TcpStream::connect(addr).is_err());
 }
+
+/// The lean binary has no offline engine: its ingest role checks the token, then answers
+/// `POST /materialize` with 501 saying which binary does it (in Feast's error detail).
+#[test]
+fn the_lean_binarys_ingest_role_refuses_materialize_with_501() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    quickstart(&repo);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _sidecar = Sidecar(
+        Command::new(env!("CARGO_BIN_EXE_quiver-sidecar"))
+            .args(["serve", "--repo"])
+            .arg(&repo)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--role",
+                "ingest",
+                "--host",
+                "0.0.0.0",
+            ])
+            .env("QUIVER_PUSH_TOKEN", "t0ken")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while http(addr, "GET", "/ready", "").is_none_or(|(s, _)| s != 200) {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = r#"{"end_ts": "2026-01-01T00:00:00"}"#;
+    let (status, text) = http(addr, "POST", "/materialize-incremental", body).unwrap();
+    assert_eq!(status, 401, "{text}");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /materialize HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t0ken\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, text) = raw.split_once("\r\n\r\n").unwrap();
+    assert_eq!(&head[9..12], "501", "{raw}");
+    let outer: serde_json::Value = serde_json::from_str(text).unwrap();
+    let detail: serde_json::Value = serde_json::from_str(outer.as_str().unwrap()).unwrap();
+    assert_eq!(detail["class"], "NotImplemented", "{detail}");
+    assert!(
+        detail["message"]
+            .as_str()
+            .unwrap()
+            .contains("quiver serve --role ingest"),
+        "{detail}"
+    );
+}

@@ -439,13 +439,22 @@ fn infer_list(items: &[Json]) -> Result<Value, String> {
     })
 }
 
-/// Reads an entity key value: only the types Feast can key on.
+/// Reads an entity key value: only the types Feast can key on. A String key also takes a JSON
+/// integer as its decimal text, as Feast does (it converts key values with `str(x)`): an entity
+/// declared without a type gets String join keys in views, which clients still key with
+/// numbers (the `feast init` template's label view keys `driver_id` 1001 as "1001").
 pub fn parse_entity_value(json: &Json, ty: ValueType) -> Result<Value, String> {
     if !ty.is_keyable() {
         return Err(format!("entity type {ty} cannot be used as a key"));
     }
     if json.is_null() {
         return Err(format!("expected {}, got null", describe(ty)));
+    }
+    if ty == ValueType::String
+        && let Json::Number(n) = json
+        && (n.is_i64() || n.is_u64())
+    {
+        return Ok(Value::String(n.to_string()));
     }
     parse_scalar(json, ty)
 }
@@ -538,6 +547,18 @@ mod tests {
             ("a".to_owned(), Value::Null),
         ];
         assert_eq!(value_to_string(&Value::Map(m)), "{\"z\":2.0,\"a\":null}");
+    }
+
+    #[test]
+    fn string_keys_take_integers_as_their_text() {
+        let v = parse_entity_value(&serde_json::json!(1001), ValueType::String).unwrap();
+        assert_eq!(v, Value::String("1001".into()));
+        let v = parse_entity_value(&serde_json::json!(-7), ValueType::String).unwrap();
+        assert_eq!(v, Value::String("-7".into()));
+        assert!(parse_entity_value(&serde_json::json!(1.5), ValueType::String).is_err());
+        assert!(parse_entity_value(&serde_json::json!(true), ValueType::String).is_err());
+        // Feature values keep the strict rule.
+        assert!(parse_value(&serde_json::json!(1001), ValueType::String).is_err());
     }
 
     #[test]

@@ -95,11 +95,76 @@ impl DataSource {
     }
 }
 
-/// Feast keeps stream feature views in their own registry list, with other field numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Feast keeps stream feature views and label views in their own registry lists, with other
+/// field numbers; all three are served, pushed to and joined the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViewKind {
     Batch,
     Stream,
+    /// A Feast 0.67 `LabelView`: mutable labels fed by a push source. Feast never materializes
+    /// one (labels arrive by push only).
+    Label(LabelOptions),
+}
+
+/// What a label view has beyond a feature view's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelOptions {
+    /// The column naming who wrote a label (Feast's default `labeler`).
+    pub labeler_field: String,
+    pub conflict_policy: ConflictPolicy,
+    /// The feature view whose entities the labels annotate (informational; may be empty).
+    pub reference_feature_view: String,
+}
+
+/// How a label view resolves labels written for one entity by several labelers. Feast 0.67
+/// enforces it only in its UI's offline reads; its online store is always last-write-wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    LastWriteWins,
+    LabelerPriority,
+    MajorityVote,
+    /// An enum number this version of Feast's proto does not define.
+    Other(i32),
+}
+
+impl ConflictPolicy {
+    pub fn from_proto(n: i32) -> ConflictPolicy {
+        match pb::ConflictResolutionPolicy::try_from(n) {
+            Ok(pb::ConflictResolutionPolicy::LastWriteWins) => ConflictPolicy::LastWriteWins,
+            Ok(pb::ConflictResolutionPolicy::LabelerPriority) => ConflictPolicy::LabelerPriority,
+            Ok(pb::ConflictResolutionPolicy::MajorityVote) => ConflictPolicy::MajorityVote,
+            Err(_) => ConflictPolicy::Other(n),
+        }
+    }
+
+    pub fn to_proto(self) -> i32 {
+        match self {
+            ConflictPolicy::LastWriteWins => pb::ConflictResolutionPolicy::LastWriteWins as i32,
+            ConflictPolicy::LabelerPriority => pb::ConflictResolutionPolicy::LabelerPriority as i32,
+            ConflictPolicy::MajorityVote => pb::ConflictResolutionPolicy::MajorityVote as i32,
+            ConflictPolicy::Other(n) => n,
+        }
+    }
+
+    /// The name Feast's SDK and CLI print (`ConflictPolicy.value`), e.g. `last_write_wins`.
+    pub fn name(self) -> String {
+        match self {
+            ConflictPolicy::LastWriteWins => "last_write_wins".to_owned(),
+            ConflictPolicy::LabelerPriority => "labeler_priority".to_owned(),
+            ConflictPolicy::MajorityVote => "majority_vote".to_owned(),
+            ConflictPolicy::Other(n) => format!("conflict_policy_{n}"),
+        }
+    }
+
+    /// Reads the name [`Self::name`] prints (definitions' `conflict_policy`).
+    pub fn from_name(name: &str) -> Option<ConflictPolicy> {
+        Some(match name {
+            "last_write_wins" => ConflictPolicy::LastWriteWins,
+            "labeler_priority" => ConflictPolicy::LabelerPriority,
+            "majority_vote" => ConflictPolicy::MajorityVote,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +199,14 @@ impl FeatureView {
     /// else the batch source. This is the `source` of a definition.
     pub fn source(&self) -> Option<&DataSource> {
         self.stream_source.as_ref().or(self.batch_source.as_ref())
+    }
+
+    /// The label view's own options; `None` for feature views.
+    pub fn label_options(&self) -> Option<&LabelOptions> {
+        match &self.kind {
+            ViewKind::Label(o) => Some(o),
+            _ => None,
+        }
     }
 }
 
@@ -472,6 +545,82 @@ impl FeatureView {
     }
 }
 
+impl FeatureView {
+    /// A label view. Its one `source` becomes the view's stream source when it is a push source
+    /// (its batch source then being the push source's), else its batch source: the same shape a
+    /// feature view fed by a push source has, so serving, push and historical retrieval treat
+    /// both alike.
+    pub fn from_label_proto(p: pb::LabelView) -> FeatureView {
+        let spec = p.spec.unwrap_or_default();
+        let meta = p.meta.unwrap_or_default();
+        let source = spec.source.map(DataSource::from_proto);
+        let (batch_source, stream_source) = match source {
+            Some(s) => match &s.kind {
+                SourceKind::Push { batch_source } => (Some((**batch_source).clone()), Some(s)),
+                _ => (Some(s), None),
+            },
+            None => (None, None),
+        };
+        FeatureView {
+            name: spec.name,
+            kind: ViewKind::Label(LabelOptions {
+                labeler_field: spec.labeler_field,
+                conflict_policy: ConflictPolicy::from_proto(spec.conflict_policy),
+                reference_feature_view: spec.reference_feature_view,
+            }),
+            entities: spec.entities,
+            features: spec.features.into_iter().map(Field::from_proto).collect(),
+            entity_columns: spec
+                .entity_columns
+                .into_iter()
+                .map(Field::from_proto)
+                .collect(),
+            ttl: duration_from_proto(spec.ttl.as_ref()),
+            batch_source,
+            stream_source,
+            online: spec.online,
+            offline: false,
+            description: spec.description,
+            tags: spec.tags,
+            owner: spec.owner,
+            meta: meta_from(meta.created_timestamp, meta.last_updated_timestamp),
+            materialization_intervals: Vec::new(),
+        }
+    }
+
+    /// A label view as Feast's `LabelView` proto (a feature view gets the default options).
+    pub fn to_label_proto(&self, project: &str) -> pb::LabelView {
+        let options = self.label_options().cloned().unwrap_or(LabelOptions {
+            labeler_field: "labeler".to_owned(),
+            conflict_policy: ConflictPolicy::LastWriteWins,
+            reference_feature_view: String::new(),
+        });
+        pb::LabelView {
+            spec: Some(pb::LabelViewSpec {
+                name: self.name.clone(),
+                project: project.to_owned(),
+                entities: self.entities.clone(),
+                features: self.features.iter().map(Field::to_proto).collect(),
+                tags: self.tags.clone(),
+                ttl: Some(duration_to_proto(self.ttl)),
+                source: self.source().map(|s| s.to_proto(project)),
+                online: self.online,
+                description: self.description.clone(),
+                owner: self.owner.clone(),
+                entity_columns: self.entity_columns.iter().map(Field::to_proto).collect(),
+                labeler_field: options.labeler_field,
+                conflict_policy: options.conflict_policy.to_proto(),
+                retain_history: false,
+                reference_feature_view: options.reference_feature_view,
+            }),
+            meta: Some(pb::LabelViewMeta {
+                created_timestamp: self.meta.created,
+                last_updated_timestamp: self.meta.last_updated,
+            }),
+        }
+    }
+}
+
 impl Projection {
     pub fn from_proto(p: pb::FeatureViewProjection) -> Projection {
         Projection {
@@ -638,6 +787,35 @@ mod tests {
             FeatureView::from_stream_proto(view.to_stream_proto("p")),
             view
         );
+        // A label view fed by a push source: batch source = the push source's.
+        let mut label = FeatureView {
+            kind: ViewKind::Label(LabelOptions {
+                labeler_field: "labeler".into(),
+                conflict_policy: ConflictPolicy::MajorityVote,
+                reference_feature_view: "v".into(),
+            }),
+            batch_source: Some(file_source()),
+            materialization_intervals: Vec::new(),
+            ..view.clone()
+        };
+        assert_eq!(
+            FeatureView::from_label_proto(label.to_label_proto("p")),
+            label
+        );
+        label.stream_source = None;
+        assert_eq!(
+            FeatureView::from_label_proto(label.to_label_proto("p")),
+            label
+        );
+        assert_eq!(ConflictPolicy::from_proto(7), ConflictPolicy::Other(7));
+        for p in [
+            ConflictPolicy::LastWriteWins,
+            ConflictPolicy::LabelerPriority,
+            ConflictPolicy::MajorityVote,
+        ] {
+            assert_eq!(ConflictPolicy::from_proto(p.to_proto()), p);
+            assert_eq!(ConflictPolicy::from_name(&p.name()), Some(p));
+        }
 
         let service = FeatureService {
             name: "s".into(),

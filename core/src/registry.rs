@@ -8,7 +8,7 @@
 use prost::Message;
 
 use crate::Error;
-use crate::model::{DataSource, Entity, FeatureService, FeatureView, Project};
+use crate::model::{DataSource, Entity, FeatureService, FeatureView, Project, ViewKind};
 use crate::proto::core as pb;
 use crate::time::Timestamp;
 
@@ -33,11 +33,13 @@ pub enum ObjectKind {
     /// Kept and carried (a registry service serves them whole), never decoded past the name:
     /// they hold pickled Python.
     OnDemandFeatureView,
+    /// Feast 0.67's label views (`label_views`, field 19).
+    LabelView,
 }
 
 impl ObjectKind {
     /// Every kind, in the order registries list them.
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Project,
         ObjectKind::Entity,
         ObjectKind::DataSource,
@@ -45,6 +47,7 @@ impl ObjectKind {
         ObjectKind::StreamFeatureView,
         ObjectKind::FeatureService,
         ObjectKind::OnDemandFeatureView,
+        ObjectKind::LabelView,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +59,16 @@ impl ObjectKind {
             ObjectKind::StreamFeatureView => "StreamFeatureView",
             ObjectKind::FeatureService => "FeatureService",
             ObjectKind::OnDemandFeatureView => "OnDemandFeatureView",
+            ObjectKind::LabelView => "LabelView",
+        }
+    }
+
+    /// The registry list a view lives in.
+    pub fn of_view(view: &FeatureView) -> ObjectKind {
+        match view.kind {
+            ViewKind::Batch => ObjectKind::FeatureView,
+            ViewKind::Stream => ObjectKind::StreamFeatureView,
+            ViewKind::Label(_) => ObjectKind::LabelView,
         }
     }
 }
@@ -68,7 +81,8 @@ pub struct ProjectRegistry {
     pub project_object: Option<Project>,
     pub entities: Vec<Entity>,
     pub data_sources: Vec<DataSource>,
-    /// Batch and stream feature views together; `FeatureView::kind` tells them apart.
+    /// Batch and stream feature views and label views together; `FeatureView::kind` tells them
+    /// apart.
     pub feature_views: Vec<FeatureView>,
     pub feature_services: Vec<FeatureService>,
     /// Names of on-demand feature views: kept in the registry, not servable by quiver.
@@ -190,6 +204,12 @@ impl RegistryFile {
                 out.feature_views.push(FeatureView::from_stream_proto(p));
             }
         }
+        for bytes in &self.raw.label_views {
+            let p: pb::LabelView = decode(bytes, "LabelView")?;
+            if p.spec.as_ref().is_some_and(|s| s.project == project) {
+                out.feature_views.push(FeatureView::from_label_proto(p));
+            }
+        }
         for bytes in &self.raw.feature_services {
             let p: pb::FeatureService = decode(bytes, "FeatureService")?;
             if p.spec.as_ref().is_some_and(|s| s.project == project) {
@@ -242,6 +262,7 @@ impl RegistryFile {
             ObjectKind::StreamFeatureView => &self.raw.stream_feature_views,
             ObjectKind::FeatureService => &self.raw.feature_services,
             ObjectKind::OnDemandFeatureView => &self.raw.on_demand_feature_views,
+            ObjectKind::LabelView => &self.raw.label_views,
         }
     }
 
@@ -254,6 +275,7 @@ impl RegistryFile {
             ObjectKind::StreamFeatureView => &mut self.raw.stream_feature_views,
             ObjectKind::FeatureService => &mut self.raw.feature_services,
             ObjectKind::OnDemandFeatureView => &mut self.raw.on_demand_feature_views,
+            ObjectKind::LabelView => &mut self.raw.label_views,
         }
     }
 
@@ -346,6 +368,12 @@ pub fn identify(kind: ObjectKind, bytes: &[u8]) -> Result<(String, String), Erro
         }
         ObjectKind::OnDemandFeatureView => {
             let s = decode::<pb::OnDemandFeatureViewHeader>(bytes, "OnDemandFeatureView")?
+                .spec
+                .unwrap_or_default();
+            (s.project, s.name)
+        }
+        ObjectKind::LabelView => {
+            let s = decode::<pb::LabelView>(bytes, "LabelView")?
                 .spec
                 .unwrap_or_default();
             (s.project, s.name)

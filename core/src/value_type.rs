@@ -141,6 +141,15 @@ impl ValueType {
         self.entry().1
     }
 
+    /// The name of Feast's Python `ValueType` enum member (`ValueType.UNKNOWN` for the unset
+    /// type, which the proto calls `INVALID`; every other name is the proto's).
+    pub fn sdk_enum_name(self) -> &'static str {
+        match self {
+            ValueType::Invalid => "UNKNOWN",
+            other => other.proto_name(),
+        }
+    }
+
     /// The Python dtype name, e.g. `Float32`, `Array(Int32)`; `None` for `Invalid` and `Null`.
     pub fn dtype_name(self) -> Option<&'static str> {
         self.entry().2

@@ -599,6 +599,9 @@ impl HistoricalEngine {
         }
         let entity_schema = strip_pandas_index(&entities.schema);
         let time_column = entity_time_column(&entity_schema)?;
+        // The entity time is answered as Feast answers it: a UTC timestamp (naive ones are UTC),
+        // whatever it was read as (a CSV's text or seconds, a date, another unit or zone).
+        let entity_schema = with_utc_time(&entity_schema, &time_column);
         // Output names, checked for clashes up front.
         let mut names: HashMap<String, String> = entity_schema
             .fields()
@@ -715,7 +718,7 @@ impl HistoricalEngine {
         }
         // Entity side: the join keys' columns must be there, with compatible types.
         let mut keys = Vec::new();
-        for (join_key, value_type) in crate::join_keys(registry, view)? {
+        for (join_key, declared) in crate::join_keys(registry, view)? {
             let entity_column = v
                 .join_key_map
                 .get(&join_key)
@@ -727,6 +730,18 @@ impl HistoricalEngine {
                     source::column_list(entity_schema)
                 ))
             })?;
+            // An entity declared without a type gives its views a String key by default (Feast's
+            // label views do that); Feast's join then keys on the data as it is, and so does
+            // quiver: the entity table's column type decides.
+            let untyped = view.entities.iter().any(|e| {
+                registry
+                    .entity(e)
+                    .is_some_and(|e| e.join_key == join_key && e.value_type == ValueType::Invalid)
+            });
+            let value_type = match (untyped, key_type_of_data(field.data_type())) {
+                (true, Some(t)) => t,
+                _ => declared,
+            };
             let canonical = canonical_key_type(value_type).ok_or_else(|| {
                 Error::unprocessable(format!(
                     "feature view {name}: join key {join_key} is of type {value_type}; historical retrieval supports Int32, Int64, String and Bytes keys"
@@ -1050,6 +1065,22 @@ fn sort_by(schema: &Schema, names: &[&str]) -> Result<LexOrdering, Error> {
     LexOrdering::new(exprs).ok_or_else(|| Error::internal("empty sort"))
 }
 
+/// The key type an entity table's column holds, for keys whose entity declares no type.
+fn key_type_of_data(t: &DataType) -> Option<ValueType> {
+    match t {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => Some(ValueType::Int64),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(ValueType::String),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Some(ValueType::Bytes),
+        _ => None,
+    }
+}
+
 fn canonical_key_type(t: ValueType) -> Option<DataType> {
     match t {
         ValueType::Int32 | ValueType::Int64 => Some(DataType::Int64),
@@ -1136,6 +1167,28 @@ pub fn entity_time_column(schema: &Schema) -> Result<String, Error> {
     }
 }
 
+/// The type of the entity time column in the output: Feast's `datetime64[ns, UTC]`.
+fn utc_time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// The schema with the entity time column as [`utc_time_type`].
+fn with_utc_time(schema: &Schema, time_column: &str) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.name() == time_column {
+                    Arc::new(f.as_ref().clone().with_data_type(utc_time_type()))
+                } else {
+                    Arc::clone(f)
+                }
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
 fn with_internal_columns(schema: &Schema) -> Schema {
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     fields.push(Arc::new(Field::new(ROW, DataType::UInt64, false)));
@@ -1176,6 +1229,10 @@ fn prepare_entities(
         for v in nanos.iter().flatten() {
             t_min = Some(t_min.map_or(v, |m| m.min(v)));
             t_max = Some(t_max.map_or(v, |m| m.max(v)));
+        }
+        if let Ok(i) = schema.index_of(time_column) {
+            columns[i] = cast(&nanos, &utc_time_type())
+                .map_err(|e| Error::bad_request(format!("entity column {time_column:?}: {e}")))?;
         }
         columns.push(Arc::new(UInt64Array::from_iter_values(row..row + n as u64)));
         columns.push(Arc::new(nanos));

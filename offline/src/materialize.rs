@@ -1040,8 +1040,14 @@ pub fn select_views<'a>(
     registry: &'a ProjectRegistry,
     names: &[String],
 ) -> Result<Vec<&'a FeatureView>, Error> {
+    // Label views take labels by push only: Feast's materialize leaves them out, and refuses
+    // one named.
     if names.is_empty() {
-        return Ok(registry.feature_views.iter().filter(|v| v.online).collect());
+        return Ok(registry
+            .feature_views
+            .iter()
+            .filter(|v| v.online && v.label_options().is_none())
+            .collect());
     }
     names
         .iter()
@@ -1058,6 +1064,12 @@ pub fn select_views<'a>(
                     known.join(", ")
                 ))
             })?;
+            if view.label_options().is_some() {
+                return Err(Error::unprocessable(format!(
+                    "LabelView {n} cannot be materialized via materialize(). Use push to write labels \
+                     (POST /push to its push source)."
+                )));
+            }
             if !view.online {
                 return Err(Error::unprocessable(format!(
                     "feature view {n} has online: false; there is nothing to materialize"

@@ -320,7 +320,8 @@ fn one_view_rules() {
 fn several_views_composite_keys_ttl_zero_and_naive_times() {
     block_on(async move {
         let repo = repo();
-        // Entity times naive, in seconds (naive means UTC).
+        // Entity times naive, in seconds (naive means UTC): answered as UTC nanoseconds, as
+        // Feast answers them.
         let e = entities(vec![
             (
                 "customer_id",
@@ -352,14 +353,14 @@ fn several_views_composite_keys_ttl_zero_and_naive_times() {
             .await,
             // Features come grouped by view, views in the order first requested.
             r#"
-+-------------+-----------+---------------------+------------------------+-------------------------+-------------+---------------------+
-| customer_id | driver_id | event_timestamp     | customer_profile__tier | customer_profile__trips | pair__rides | driver_stats__trips |
-+-------------+-----------+---------------------+------------------------+-------------------------+-------------+---------------------+
-| a           | 1         | 2026-01-01T10:00:00 | old                    | 1                       | 3           | 50                  |
-| b           | 1         | 2026-01-01T10:00:00 | b-tier                 | 7                       | 4           | 50                  |
-| a           | 2         | 2026-01-01T09:29:00 | old                    | 1                       |             |                     |
-| c           | 1         | 2026-01-01T10:00:00 |                        |                         |             | 50                  |
-+-------------+-----------+---------------------+------------------------+-------------------------+-------------+---------------------+
++-------------+-----------+----------------------+------------------------+-------------------------+-------------+---------------------+
+| customer_id | driver_id | event_timestamp      | customer_profile__tier | customer_profile__trips | pair__rides | driver_stats__trips |
++-------------+-----------+----------------------+------------------------+-------------------------+-------------+---------------------+
+| a           | 1         | 2026-01-01T10:00:00Z | old                    | 1                       | 3           | 50                  |
+| b           | 1         | 2026-01-01T10:00:00Z | b-tier                 | 7                       | 4           | 50                  |
+| a           | 2         | 2026-01-01T09:29:00Z | old                    | 1                       |             |                     |
+| c           | 1         | 2026-01-01T10:00:00Z |                        |                         |             | 50                  |
++-------------+-----------+----------------------+------------------------+-------------------------+-------------+---------------------+
 "#,
         );
     });
@@ -609,5 +610,60 @@ fn random_data_matches_brute_force_with_and_without_spilling() {
                 );
             }
         }
+    });
+}
+
+#[test]
+fn csv_entity_times_come_back_as_utc_timestamps() {
+    block_on(async move {
+        let repo = repo();
+        // Naive text, a zone, and a date with a space: read from a CSV, as people write them.
+        let csv = repo.dir.path().join("entities.csv");
+        std::fs::write(
+            &csv,
+            "driver_id,event_timestamp\n1,2026-01-01 10:00:00\n2,2026-01-01T09:00:00Z\n1,2026-01-01 09:30:00.5\n",
+        )
+        .unwrap();
+        let engine = HistoricalEngine::new(&EngineOptions::default()).unwrap();
+        let entities = engine.read_entities(&csv).await.unwrap();
+        let views = select(
+            &repo.registry,
+            &Features::Refs(vec!["driver_stats:trips".to_owned()]),
+        )
+        .unwrap();
+        let planned = engine
+            .plan(&repo.registry, repo.dir.path(), &views, false, entities)
+            .await
+            .unwrap();
+        // Feast's datetime64[ns, UTC], not the CSV's inferred type.
+        assert_eq!(
+            planned
+                .schema
+                .field_with_name("event_timestamp")
+                .unwrap()
+                .data_type(),
+            &datafusion::arrow::datatypes::DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Nanosecond,
+                Some("UTC".into())
+            )
+        );
+        let batches: Vec<RecordBatch> = engine
+            .execute(&planned)
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        golden(
+            Ok(pretty_format_batches(&batches).unwrap().to_string()),
+            r#"
++-----------+--------------------------+-------+
+| driver_id | event_timestamp          | trips |
++-----------+--------------------------+-------+
+| 1         | 2026-01-01T10:00:00Z     | 50    |
+| 2         | 2026-01-01T09:00:00Z     | 20    |
+| 1         | 2026-01-01T09:30:00.500Z | 10    |
++-----------+--------------------------+-------+
+"#,
+        );
     });
 }

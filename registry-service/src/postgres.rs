@@ -27,7 +27,7 @@ use crate::store::{
 const LOCK_KEY: i64 = 0x7175_6976_6572;
 
 /// (kind, table, name column, proto column) of the object kinds the service reads and writes.
-const TABLES: [(ObjectKind, &str, &str, &str); 7] = [
+const TABLES: [(ObjectKind, &str, &str, &str); 8] = [
     (
         ObjectKind::Project,
         "projects",
@@ -67,6 +67,12 @@ const TABLES: [(ObjectKind, &str, &str, &str); 7] = [
     (
         ObjectKind::OnDemandFeatureView,
         "on_demand_feature_views",
+        "feature_view_name",
+        "feature_view_proto",
+    ),
+    (
+        ObjectKind::LabelView,
+        "label_views",
         "feature_view_name",
         "feature_view_proto",
     ),
@@ -391,7 +397,8 @@ fn with_project(kind: ObjectKind, bytes: &[u8], project: &str) -> Vec<u8> {
         ObjectKind::FeatureView
         | ObjectKind::StreamFeatureView
         | ObjectKind::FeatureService
-        | ObjectKind::OnDemandFeatureView => (true, (2 << 3) | 2),
+        | ObjectKind::OnDemandFeatureView
+        | ObjectKind::LabelView => (true, (2 << 3) | 2),
     };
     encode_varint(tag, &mut field);
     encode_varint(project.len() as u64, &mut field);

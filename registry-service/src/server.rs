@@ -263,7 +263,7 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> (Endpoint, Response<
                 "NotFound",
                 format!(
                     "no endpoint {path}: try GET /v1/projects, /v1/projects/{{project}}/snapshot, \
-                     /v1/projects/{{project}}/feature-views|entities|data-sources|feature-services|registry, \
+                     /v1/projects/{{project}}/feature-views|label-views|entities|data-sources|feature-services|registry, \
                      or POST /v1/projects/{{project}}/apply|materializations"
                 ),
             ),
@@ -277,6 +277,7 @@ fn collection_key(collection: &str) -> Option<&'static str> {
         "feature-views" => "feature_views",
         "stream-feature-views" => "stream_feature_views",
         "on-demand-feature-views" => "on_demand_feature_views",
+        "label-views" => "label_views",
         "entities" => "entities",
         "data-sources" => "data_sources",
         "feature-services" => "feature_services",

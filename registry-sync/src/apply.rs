@@ -2,8 +2,10 @@
 //!
 //! The definitions are the truth for the objects they can express (entities, file/request/push
 //! sources, feature views, feature services): those are created, updated or deleted to match.
-//! Objects definitions cannot express are never touched: on-demand and stream feature views,
-//! sources of other types, and every other project. An unchanged object keeps its exact bytes,
+//! Label views declared in the definitions are created and updated, but one the definitions do
+//! not name is kept, never deleted: it holds human labels (Feast's own `feast apply` is the way
+//! to remove it). Objects definitions cannot express are never touched: on-demand and stream
+//! feature views, sources of other types, and every other project. An unchanged object keeps its exact bytes,
 //! so applying the same definitions twice changes nothing.
 
 use std::fmt;
@@ -45,6 +47,7 @@ impl fmt::Display for Change {
             ObjectKind::StreamFeatureView => "stream feature view",
             ObjectKind::FeatureService => "feature service",
             ObjectKind::OnDemandFeatureView => "on-demand feature view",
+            ObjectKind::LabelView => "label view",
         };
         write!(f, "{verb} {what} {}", self.name)
     }
@@ -227,12 +230,18 @@ pub fn apply(
         }
     }
 
-    // Feature views. A stream view of the same name is left alone; definitions make batch views.
+    // Feature views and label views, each in its own registry list. A stream view of the same
+    // name is left alone; definitions make batch and label views.
+    let encode_view = |v: &FeatureView| match v.kind {
+        ViewKind::Label(_) => v.to_label_proto(project).encode_to_vec(),
+        _ => v.to_proto(project).encode_to_vec(),
+    };
     for want in &desired.feature_views {
+        let kind = ObjectKind::of_view(want);
         let have = current
             .feature_views
             .iter()
-            .find(|v| v.name == want.name && v.kind == ViewKind::Batch);
+            .find(|v| v.name == want.name && ObjectKind::of_view(v) == kind);
         match have {
             Some(have) if strip_view(have) == strip_view(want) => {}
             Some(have) => {
@@ -244,9 +253,9 @@ pub fn apply(
                 record(
                     &mut plan,
                     Action::Update,
-                    ObjectKind::FeatureView,
+                    kind,
                     &want.name,
-                    Some(v.to_proto(project).encode_to_vec()),
+                    Some(encode_view(&v)),
                 );
             }
             None => {
@@ -257,16 +266,22 @@ pub fn apply(
                 record(
                     &mut plan,
                     Action::Create,
-                    ObjectKind::FeatureView,
+                    kind,
                     &want.name,
-                    Some(v.to_proto(project).encode_to_vec()),
+                    Some(encode_view(&v)),
                 );
             }
         }
     }
+    let declared = |v: &FeatureView| {
+        desired
+            .feature_views
+            .iter()
+            .any(|d| d.name == v.name && ObjectKind::of_view(d) == ObjectKind::of_view(v))
+    };
     for have in &current.feature_views {
         match have.kind {
-            ViewKind::Batch if desired.feature_view(&have.name).is_none() => {
+            ViewKind::Batch if !declared(have) => {
                 record(
                     &mut plan,
                     Action::Delete,
@@ -276,7 +291,10 @@ pub fn apply(
                 );
             }
             ViewKind::Stream => plan.kept.push(format!("stream feature view {}", have.name)),
-            ViewKind::Batch => {}
+            ViewKind::Label(_) if !declared(have) => {
+                plan.kept.push(format!("label view {}", have.name));
+            }
+            ViewKind::Batch | ViewKind::Label(_) => {}
         }
     }
 

@@ -13,6 +13,9 @@
 //!                    schema: [{name, dtype: Float32}]}]
 //! feature_services: [{name, description, tags, owner,
 //!                     features: [view | {view: [feature, ...]} | {view, alias, features, join_key_map}]}]
+//! label_views:     [{name, entities, ttl, source, online, tags, description, owner, schema,
+//!                    labeler_field: labeler, conflict_policy: last_write_wins|labeler_priority|
+//!                    majority_vote, reference_feature_view}]
 //! ```
 //!
 //! Length: the YAML shapes and the whole-repo checker whose messages name their fields, kept
@@ -24,8 +27,8 @@ use std::path::{Path, PathBuf};
 
 use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::model::{
-    DataSource, Entity, FeatureService, FeatureView, Field, Meta, Projection, SourceKind, Tags,
-    ViewKind,
+    ConflictPolicy, DataSource, Entity, FeatureService, FeatureView, Field, LabelOptions, Meta,
+    Projection, SourceKind, Tags, ViewKind,
 };
 use quiver_core::registry::ProjectRegistry;
 use quiver_core::{STRUCT_SCHEMA_TAG, ValueType, accepted_dtypes, struct_schema_tag};
@@ -98,6 +101,8 @@ struct DefsFile {
     feature_views: Vec<ViewDef>,
     #[serde(default)]
     feature_services: Vec<ServiceDef>,
+    #[serde(default)]
+    label_views: Vec<LabelDef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +170,54 @@ struct ViewDef {
     owner: String,
     #[serde(default)]
     schema: Vec<FieldDef>,
+}
+
+/// A Feast 0.67 label view: a view's fields (no `offline`) and what labels add.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelDef {
+    name: String,
+    #[serde(default)]
+    entities: Vec<String>,
+    ttl: Option<Yaml>,
+    source: Option<String>,
+    online: Option<bool>,
+    tags: Option<Yaml>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    schema: Vec<FieldDef>,
+    labeler_field: Option<String>,
+    conflict_policy: Option<String>,
+    #[serde(default)]
+    reference_feature_view: String,
+}
+
+impl LabelDef {
+    /// The view part, checked like a feature view; and the label part.
+    fn split(self) -> (ViewDef, (Option<String>, Option<String>, String)) {
+        (
+            ViewDef {
+                name: self.name,
+                entities: self.entities,
+                ttl: self.ttl,
+                source: self.source,
+                online: self.online,
+                offline: None,
+                tags: self.tags,
+                description: self.description,
+                owner: self.owner,
+                schema: self.schema,
+            },
+            (
+                self.labeler_field,
+                self.conflict_policy,
+                self.reference_feature_view,
+            ),
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,6 +451,7 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     let mut source_defs = Vec::new();
     let mut view_defs = Vec::new();
     let mut service_defs = Vec::new();
+    let mut label_defs = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let parsed: Result<Option<DefsFile>, _> = serde_yaml::from_str(&f.text);
         match parsed {
@@ -407,13 +461,14 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
                 source_defs.extend(doc.sources.into_iter().map(|def| Located { file: i, def }));
                 view_defs.extend(doc.feature_views.into_iter().map(|def| Located { file: i, def }));
                 service_defs.extend(doc.feature_services.into_iter().map(|def| Located { file: i, def }));
+                label_defs.extend(doc.label_views.into_iter().map(|def| Located { file: i, def }));
             }
             Err(e) => ck.errors.push(DefinitionError {
                 file: f.label.clone(),
                 line: e.location().map(|l| l.line()),
                 object: String::new(),
                 message: format!(
-                    "{}; the file holds the lists entities, sources, feature_views and feature_services",
+                    "{}; the file holds the lists entities, sources, feature_views, feature_services and label_views",
                     strip_location(&e.to_string())
                 ),
             }),
@@ -425,8 +480,18 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
 
     let entities = check_entities(&mut ck, entity_defs);
     let data_sources = check_sources(&mut ck, source_defs);
-    let declared_views: HashSet<String> = view_defs.iter().map(|v| v.def.name.clone()).collect();
-    let feature_views = check_views(&mut ck, view_defs, &entities, &data_sources);
+    let mut declared_views: HashSet<String> =
+        view_defs.iter().map(|v| v.def.name.clone()).collect();
+    let mut feature_views = check_views(&mut ck, view_defs, &entities, &data_sources, VIEWS);
+    let label_views = check_label_views(
+        &mut ck,
+        label_defs,
+        &entities,
+        &data_sources,
+        &declared_views,
+    );
+    declared_views.extend(label_views.iter().map(|v| v.name.clone()));
+    feature_views.extend(label_views);
     let feature_services = check_services(&mut ck, service_defs, &feature_views, &declared_views);
 
     if !ck.errors.is_empty() {
@@ -843,15 +908,64 @@ fn parse_ttl(v: &Yaml) -> Result<std::time::Duration, String> {
     }
 }
 
+/// The section and the word for the views a list holds, for messages.
+const VIEWS: (&str, &str) = ("feature_views", "feature view");
+const LABEL_VIEWS: (&str, &str) = ("label_views", "label view");
+
+/// Label views: checked as views are, then given their label options. A label view may not
+/// share a name with a feature view (features are referenced as `view:feature`).
+fn check_label_views(
+    ck: &mut Checker,
+    defs: Vec<Located<LabelDef>>,
+    entities: &[Entity],
+    sources: &[DataSource],
+    feature_views: &HashSet<String>,
+) -> Vec<FeatureView> {
+    let (s, k) = LABEL_VIEWS;
+    let mut views = Vec::new();
+    let mut options = HashMap::new();
+    for Located { file, def } in defs {
+        let (view, (labeler_field, policy, reference)) = def.split();
+        let name = view.name.clone();
+        if feature_views.contains(&name) {
+            ck.report(file, s, k, &name, "a feature view has the same name: rename one (features are referenced as view:feature)");
+            continue;
+        }
+        let conflict_policy = match policy.as_deref().map(|p| (p, ConflictPolicy::from_name(p))) {
+            None => ConflictPolicy::LastWriteWins,
+            Some((_, Some(p))) => p,
+            Some((p, None)) => {
+                ck.report(file, s, k, &name, format!("conflict_policy: {p:?} is not one of last_write_wins, labeler_priority, majority_vote"));
+                continue;
+            }
+        };
+        options.insert(
+            name,
+            LabelOptions {
+                labeler_field: labeler_field.unwrap_or_else(|| "labeler".to_owned()),
+                conflict_policy,
+                reference_feature_view: reference,
+            },
+        );
+        views.push(Located { file, def: view });
+    }
+    let mut out = check_views(ck, views, entities, sources, LABEL_VIEWS);
+    for v in &mut out {
+        if let Some(o) = options.remove(&v.name) {
+            v.kind = ViewKind::Label(o);
+        }
+    }
+    out
+}
+
 fn check_views(
     ck: &mut Checker,
     defs: Vec<Located<ViewDef>>,
     entities: &[Entity],
     sources: &[DataSource],
+    (section, kind): (&str, &str),
 ) -> Vec<FeatureView> {
-    const S: &str = "feature_views";
-    const K: &str = "feature view";
-    check_names(ck, &defs, |d| &d.name, S, K);
+    check_names(ck, &defs, |d| &d.name, section, kind);
     let entity_names = || {
         entities
             .iter()
@@ -865,7 +979,7 @@ fn check_views(
         let mut ok = true;
         let mut report = |ck: &mut Checker, msg: String| {
             ok = false;
-            ck.report(file, S, K, &name, msg);
+            ck.report(file, section, kind, &name, msg);
         };
         if def.entities.is_empty() {
             report(
@@ -931,7 +1045,7 @@ fn check_views(
             }
         };
         let errors_before = ck.errors.len();
-        let fields = check_fields(ck, file, S, K, &name, def.schema);
+        let fields = check_fields(ck, file, section, kind, &name, def.schema);
         if ck.errors.len() > errors_before {
             ok = false;
         }
@@ -944,8 +1058,8 @@ fn check_views(
                     ok = false;
                     ck.report(
                         file,
-                        S,
-                        K,
+                        section,
+                        kind,
                         &name,
                         format!("schema: {:?} is the join key of entity {:?}, which is {}, but the schema says {}", f.name, e.name, e.value_type.proto_name(), f.dtype),
                     );
@@ -963,13 +1077,13 @@ fn check_views(
             ok = false;
             ck.report(
                 file,
-                S,
-                K,
+                section,
+                kind,
                 &name,
                 "schema lists no features: add {name, dtype} entries",
             );
         }
-        let tags = tags(ck, file, S, K, &name, def.tags);
+        let tags = tags(ck, file, section, kind, &name, def.tags);
         if !ok {
             continue;
         }
@@ -1383,6 +1497,62 @@ feature_services:
         let errs = parse(&[("f.yaml", "entities: [\n")], "p").unwrap_err().0;
         assert_eq!(errs.len(), 1);
         assert!(errs[0].line.is_some());
+    }
+
+    #[test]
+    fn label_views_are_views_with_label_options() {
+        let defs = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: labels_batch, path: data/labels.parquet}
+  - {name: labels_push, type: push, batch_source: labels_batch}
+label_views:
+  - name: quality
+    entities: [driver]
+    source: labels_push
+    conflict_policy: majority_vote
+    reference_feature_view: hourly
+    schema: [{name: is_reliable, dtype: Int64}, {name: labeler, dtype: String}]
+"#;
+        let reg = parse(&[("features.yaml", defs)], "p").unwrap();
+        let view = reg.feature_view("quality").unwrap();
+        assert_eq!(
+            view.label_options(),
+            Some(&LabelOptions {
+                labeler_field: "labeler".into(),
+                conflict_policy: ConflictPolicy::MajorityVote,
+                reference_feature_view: "hourly".into(),
+            })
+        );
+        assert_eq!(view.stream_source.as_ref().unwrap().name, "labels_push");
+        assert_eq!(view.batch_source.as_ref().unwrap().name, "labels_batch");
+        assert_eq!(view.entity_columns[0].name, "driver_id");
+
+        let bad = defs.replace("majority_vote", "loudest_wins");
+        let errs = parse(&[("features.yaml", &bad)], "p").unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(8));
+        assert_eq!(errs[0].object, "label view \"quality\"");
+        assert!(errs[0].message.contains("loudest_wins"), "{}", errs[0]);
+        assert!(errs[0].message.contains("last_write_wins"), "{}", errs[0]);
+
+        let clash = format!(
+            "{defs}feature_views:\n  - {{name: quality, entities: [driver], source: labels_batch, schema: [{{name: f, dtype: Bool}}]}}\n"
+        );
+        let errs = parse(&[("features.yaml", &clash)], "p").unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("same name"), "{}", errs[0]);
+        // A label view without entities is reported under label_views.
+        let no_entities = defs.replace(
+            "    entities: [driver]\n    source: labels_push",
+            "    source: labels_push",
+        );
+        let errs = parse(&[("features.yaml", &no_entities)], "p")
+            .unwrap_err()
+            .0;
+        assert_eq!(errs[0].object, "label view \"quality\"");
+        assert_eq!(errs[0].line, Some(8));
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn kind_tag(kind: ObjectKind) -> u8 {
         ObjectKind::StreamFeatureView => 4,
         ObjectKind::FeatureService => 5,
         ObjectKind::OnDemandFeatureView => 6,
+        ObjectKind::LabelView => 7,
     }
 }
 
@@ -408,11 +409,7 @@ pub fn select<'a>(
     for view in &views {
         wanted.insert((ObjectKind::OnDemandFeatureView, (*view).to_owned()));
         if let Some(v) = typed.feature_view(view) {
-            let kind = match v.kind {
-                quiver_core::model::ViewKind::Batch => ObjectKind::FeatureView,
-                quiver_core::model::ViewKind::Stream => ObjectKind::StreamFeatureView,
-            };
-            wanted.insert((kind, v.name.clone()));
+            wanted.insert((ObjectKind::of_view(v), v.name.clone()));
             for e in &v.entities {
                 wanted.insert((ObjectKind::Entity, e.clone()));
             }

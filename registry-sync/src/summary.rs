@@ -52,6 +52,23 @@ fn view(v: &FeatureView) -> Json {
     })
 }
 
+/// A label view: a feature view's shape plus what labels add.
+fn label_view(v: &FeatureView) -> Json {
+    let mut out = view(v);
+    if let (Some(map), Some(o)) = (out.as_object_mut(), v.label_options()) {
+        map.insert("labeler_field".to_owned(), json!(o.labeler_field));
+        map.insert(
+            "conflict_policy".to_owned(),
+            json!(o.conflict_policy.name()),
+        );
+        map.insert(
+            "reference_feature_view".to_owned(),
+            json!(Some(&o.reference_feature_view).filter(|r| !r.is_empty())),
+        );
+    }
+    out
+}
+
 fn sorted_by_name(mut items: Vec<Json>) -> Json {
     items.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Json::Array(items)
@@ -67,7 +84,7 @@ pub fn summarize(reg: &ProjectRegistry) -> Json {
             json!({
                 "name": e.name,
                 "join_key": e.join_key,
-                "value_type": e.value_type.proto_name(),
+                "value_type": e.value_type.sdk_enum_name(),
                 "description": e.description,
                 "tags": e.tags,
             })
@@ -82,6 +99,13 @@ pub fn summarize(reg: &ProjectRegistry) -> Json {
                 .collect(),
         )
     };
+    let label_views = sorted_by_name(
+        reg.feature_views
+            .iter()
+            .filter(|v| v.label_options().is_some())
+            .map(label_view)
+            .collect(),
+    );
     let services = reg
         .feature_services
         .iter()
@@ -109,6 +133,7 @@ pub fn summarize(reg: &ProjectRegistry) -> Json {
         "data_sources": sorted_by_name(reg.data_sources.iter().map(source).collect()),
         "feature_views": views(ViewKind::Batch),
         "stream_feature_views": views(ViewKind::Stream),
+        "label_views": label_views,
         "feature_services": sorted_by_name(services),
         "on_demand_feature_views": odfvs,
     })

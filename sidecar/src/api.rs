@@ -116,16 +116,4 @@ mod tests {
         let e = parse_request(br#"{"entities": {"a": 1}}"#).unwrap_err();
         assert_eq!(e.status(), 422);
     }
-
-    #[test]
-    fn error_bodies_are_json() {
-        let body = ApiError::not_found(
-            "FeatureViewNotFoundException",
-            "Feature view \"x\" does not exist",
-        )
-        .to_body();
-        let v: Json = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"], "FeatureViewNotFoundException");
-        assert_eq!(v["message"], "Feature view \"x\" does not exist");
-    }
 }

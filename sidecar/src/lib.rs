@@ -11,7 +11,7 @@
 //! Where things are: `server` (HTTP) → `api` (request body, statuses) → `engine` (the pipeline:
 //! `engine::request`, `engine::read_through`) → `render` (`json`, `arrow`); `cache` (the CLOCK
 //! cache), `feed` (change feed and its tasks), `registry` (serving registry, plan cache),
-//! `source` and `sync` (where the registry comes from), `replicate`, `push` (writes), `error`,
+//! `source` and `sync` (where the registry comes from), `replicate`, `push` (writes), `materialize` (the ingest role's runs), `error`,
 //! `metrics`, `config`, `state`, `clock`.
 
 #![cfg_attr(
@@ -26,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod feed;
+pub mod materialize;
 pub mod metrics;
 pub mod push;
 pub mod registry;

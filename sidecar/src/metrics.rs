@@ -96,16 +96,20 @@ pub enum Endpoint {
     Metrics = 3,
     Push = 4,
     WriteToOnlineStore = 5,
-    Other = 6,
+    Materialize = 6,
+    MaterializeIncremental = 7,
+    Other = 8,
 }
 
-const ENDPOINTS: [&str; 7] = [
+const ENDPOINTS: [&str; 9] = [
     "get-online-features",
     "health",
     "ready",
     "metrics",
     "push",
     "write-to-online-store",
+    "materialize",
+    "materialize-incremental",
     "other",
 ];
 /// Status classes: 2xx, 4xx, 5xx.
@@ -113,8 +117,8 @@ const CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[Counter; 3]; 7],
-    latency: [Histogram; 7],
+    requests: [[Counter; 3]; 9],
+    latency: [Histogram; 9],
     /// Rows stored and skipped (not newer) by the write endpoints.
     pub rows_written: Counter,
     pub rows_skipped: Counter,

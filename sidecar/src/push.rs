@@ -48,6 +48,9 @@ pub struct PushConfig {
     pub key_ttl_seconds: Option<u64>,
     /// `to: offline` support; without it such pushes are refused (501).
     pub offline: Option<Arc<dyn OfflineWriter>>,
+    /// `POST /materialize` and `/materialize-incremental` (the ingest role), behind the same
+    /// token.
+    pub materialize: crate::materialize::MaterializeSupport,
 }
 
 impl std::fmt::Debug for PushConfig {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for PushConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("key_ttl_seconds", &self.key_ttl_seconds)
             .field("offline", &self.offline.is_some())
+            .field("materialize", &self.materialize)
             .finish()
     }
 }
@@ -70,6 +74,7 @@ impl Default for PushConfig {
             max_body_bytes: 16 << 20,
             key_ttl_seconds: None,
             offline: None,
+            materialize: crate::materialize::MaterializeSupport::Off,
         }
     }
 }
@@ -89,6 +94,9 @@ pub struct WriteRequest {
     pub columns: Vec<(String, Vec<Json>)>,
     pub rows: usize,
 }
+
+/// The created-time column Feast's remote online store always sends to `/write-to-online-store`.
+const CLIENT_CREATED: &str = "created";
 
 fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("ValidationError", message)
@@ -173,10 +181,12 @@ pub fn parse(
             .iter()
             .position(|v| v.name == name)
             .ok_or_else(|| {
+                // Feast's class for this endpoint (`feast serve` raises it here, not
+                // FeatureViewNotFoundException).
                 ApiError::not_found(
-                    "FeatureViewNotFoundException",
+                    "FeastObjectNotFoundException",
                     format!(
-                        "feature view {name} does not exist in project {}",
+                        "feature_view_name: feature view {name} does not exist in project {}",
                         reg.project
                     ),
                 )
@@ -245,6 +255,11 @@ pub fn parse(
             used.insert(column);
         }
         used.extend(v.created_field.as_deref());
+    }
+    // Feast's remote online store sends a `created` column with every write, null when the
+    // view has no created-time column: such a column carries nothing and is dropped.
+    if !by_source && !used.contains(CLIENT_CREATED) {
+        columns.retain(|(c, values)| c != CLIENT_CREATED || !values.iter().all(Json::is_null));
     }
     if let Some((unknown, _)) = columns.iter().find(|(c, _)| !used.contains(c.as_str())) {
         return Err(unprocessable(format!(

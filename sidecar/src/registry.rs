@@ -99,6 +99,16 @@ pub struct OutColumn {
     pub name: String,
 }
 
+impl Plan {
+    /// Whether the request column `name` comes back in the answer, and its index in
+    /// `entity_columns` when it does: only the requested views' join keys are echoed, as Feast
+    /// answers (request-only columns are inputs, not outputs).
+    #[inline]
+    pub fn echoed(&self, name: &str) -> Option<usize> {
+        self.entity_columns.iter().position(|(c, _)| c == name)
+    }
+}
+
 fn view_id(view: &FeatureView) -> ViewId {
     let mut h = DefaultHasher::new();
     view.name.hash(&mut h);

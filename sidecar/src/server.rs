@@ -21,7 +21,9 @@ use crate::State;
 use crate::api::parse_request;
 use crate::engine::Prepared;
 use crate::error::ApiError;
+use crate::materialize::MaterializeSupport;
 use crate::metrics::{Endpoint, Snapshot};
+use crate::push::PushConfig;
 use crate::render::Format;
 
 type Body = Full<Bytes>;
@@ -105,6 +107,13 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
             Endpoint::WriteToOnlineStore,
             write(routes, req, false).await,
         ),
+        (&Method::POST, "/materialize") => {
+            (Endpoint::Materialize, materialize(routes, req, false).await)
+        }
+        (&Method::POST, "/materialize-incremental") => (
+            Endpoint::MaterializeIncremental,
+            materialize(routes, req, true).await,
+        ),
         (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(routes)),
         (_, "/get-online-features" | "/health" | "/ready" | "/metrics") => (
             Endpoint::Other,
@@ -120,7 +129,7 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
                 format!("{path} is off: start quiver serve with --enable-push (or --role ingest)"),
             )),
         ),
-        (_, "/push" | "/write-to-online-store") => (
+        (_, "/push" | "/write-to-online-store" | "/materialize" | "/materialize-incremental") => (
             Endpoint::Other,
             error_response(&ApiError::method_not_allowed(
                 req.method(),
@@ -161,24 +170,99 @@ async fn read_body(
         })
 }
 
+/// The 401 of a write endpoint called without its token (`None`: authorized).
+fn unauthorized(config: &PushConfig, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let token = config.token.as_ref()?;
+    if quiver_http::bearer_matches(req.headers(), token) == quiver_http::Bearer::Valid {
+        return None;
+    }
+    let mut resp = error_response(&ApiError::new(
+        ErrorKind::Unauthorized,
+        "Unauthorized",
+        "this endpoint needs Authorization: Bearer <token>",
+    ));
+    resp.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    Some(resp)
+}
+
+/// `POST /materialize` and (`incremental`) `POST /materialize-incremental`: the ingest role's,
+/// behind the write endpoints' token; the run itself on a blocking thread.
+async fn materialize(routes: &Routes, req: Request<Incoming>, incremental: bool) -> Response<Body> {
+    let state = &routes.state;
+    let path = req.uri().path().to_owned();
+    let config = match &state.config.push {
+        Some(c) if !matches!(c.materialize, MaterializeSupport::Off) => c,
+        _ => {
+            return error_response(&ApiError::not_found(
+                "NotFound",
+                format!("{path} is served by the ingest role: start quiver serve --role ingest"),
+            ));
+        }
+    };
+    if let Some(resp) = unauthorized(config, &req) {
+        return resp;
+    }
+    let materializer = match &config.materialize {
+        MaterializeSupport::On(m) => Arc::clone(m),
+        _ => return error_response(&crate::materialize::unlinked()),
+    };
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "async=true" || p == "async=1"))
+    {
+        return error_response(&ApiError::new(
+            ErrorKind::NotImplemented,
+            "NotImplemented",
+            format!(
+                "{path}?async=true is not supported: call {path} without it, it answers when the run is done"
+            ),
+        ));
+    }
+    let body = match read_body(routes, req, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let now = state.engine.config.clock.unix_now();
+    let now = quiver_core::time::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    };
+    let request = match crate::materialize::parse(&body, incremental, now) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let store = state.engine.store.clone();
+    let ran = tokio::task::spawn_blocking(move || materializer.materialize(&store, &request))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal("MaterializeFailed", e.to_string())));
+    match ran {
+        Ok(done) => {
+            // This process wrote the store: its own cache must not outlive that.
+            state.engine.invalidate_all();
+            for v in &done {
+                state.metrics.rows_written.add(v.written);
+                state.metrics.rows_skipped.add(v.skipped);
+            }
+            json_response(200, crate::materialize::answer(&done))
+        }
+        Err(e) => {
+            log_error(&e);
+            error_response(&e)
+        }
+    }
+}
+
 /// `POST /push` (`by_source`) and `POST /write-to-online-store`.
 async fn write(routes: &Routes, req: Request<Incoming>, by_source: bool) -> Response<Body> {
     let state = &routes.state;
     let Some(config) = &state.config.push else {
         return error_response(&ApiError::not_found("NotFound", "writes are off"));
     };
-    if let Some(token) = &config.token
-        && quiver_http::bearer_matches(req.headers(), token) != quiver_http::Bearer::Valid
-    {
-        let mut resp = error_response(&ApiError::new(
-            ErrorKind::Unauthorized,
-            "Unauthorized",
-            "this endpoint needs Authorization: Bearer <token>",
-        ));
-        resp.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer"),
-        );
+    if let Some(resp) = unauthorized(config, &req) {
         return resp;
     }
     let body = match read_body(routes, req, config.max_body_bytes).await {

@@ -142,7 +142,7 @@ async fn an_event_time_that_does_not_decode_fails_the_read_as_upstream_corrupt()
     )
     .await;
     assert_eq!(status, 502, "{resp}");
-    assert_eq!(resp["error"], "OnlineStoreCorrupt", "{resp}");
+    assert_eq!(resp["class"], "OnlineStoreCorrupt", "{resp}");
     assert!(
         resp["message"].as_str().unwrap().contains("Feast's layout"),
         "{resp}"

@@ -65,8 +65,7 @@ async fn check_store(store_name: &str, sidecar: &Sidecar) {
                 (400..500).contains(&status),
                 "{store_name}/{name}: quiver answered {status}: {text}"
             );
-            let err: Json =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {text}: {e}"));
+            let err: Json = answer(status, &text);
             assert!(
                 err["message"].as_str().is_some_and(|m| !m.is_empty()),
                 "{name}: {text}"

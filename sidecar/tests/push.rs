@@ -56,8 +56,7 @@ fn config(token: Option<&str>) -> SidecarConfig {
 
 async fn write(sidecar: &Sidecar, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let (status, text) = http(sidecar.addr, "POST", path, body.to_string().as_bytes()).await;
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}"));
-    (status, json)
+    (status, answer(status, &text))
 }
 
 async fn conv_rates(sidecar: &Sidecar, view: &str, drivers: &[i64]) -> Vec<serde_json::Value> {

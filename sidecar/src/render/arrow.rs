@@ -44,12 +44,12 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> Result<Vec<u8
         now,
     } = *table;
     let mut out = Vec::with_capacity(columns.len() + plan.columns.len() * 3);
-    for (name, values) in columns {
-        let array = match plan.entity_columns.iter().position(|(n, _)| n == name) {
-            Some(i) => values_array(plan.entity_columns[i].1, typed[i].iter().map(Some)),
-            None => json_text_array(values),
-        };
-        out.push((name.clone(), array));
+    // The request's join-key columns, in request order (other request columns are not echoed).
+    for (name, _) in columns {
+        if let Some(i) = plan.echoed(name) {
+            let array = values_array(plan.entity_columns[i].1, typed[i].iter().map(Some));
+            out.push((name.clone(), array));
+        }
     }
     for col in &plan.columns {
         let view = &reg.views[plan.groups[col.group].view];
@@ -186,13 +186,6 @@ pub fn values_array<'a>(
             cells.map(|c| c.filter(|v| !v.is_null()).map(json::value_to_string)),
         )),
     }
-}
-
-/// A column of request values that no view types (echoed as their JSON text).
-pub fn json_text_array(values: &[serde_json::Value]) -> ArrayRef {
-    Arc::new(StringArray::from_iter(
-        values.iter().map(|v| Some(v.to_string())),
-    ))
 }
 
 pub fn status_array(statuses: impl Iterator<Item = Status>) -> ArrayRef {

@@ -27,6 +27,12 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> String {
         now,
         ..
     } = *table;
+    // Only the request's join-key columns come back, as from Feast (a request-only column, e.g.
+    // an on-demand view's input, is not an output).
+    let columns: smallvec::SmallVec<[&(String, Vec<Json>); 8]> = columns
+        .iter()
+        .filter(|(name, _)| plan.echoed(name).is_some())
+        .collect();
     let mut out =
         String::with_capacity(512 + rows * (plan.columns.len() * 64 + columns.len() * 64));
     out.push_str("{\"metadata\":{\"feature_names\":[");
@@ -41,17 +47,25 @@ pub(crate) fn respond(reg: &ServingRegistry, table: &Table<'_>) -> String {
     }
     out.push_str(&plan.names_json);
     out.push_str("]},\"results\":[");
-    // Entity columns echo the request.
-    for (c, (_, values)) in columns.iter().enumerate() {
+    // Entity columns echo the request; a number given for a String join key comes back as the
+    // text it was keyed by, as Feast echoes it.
+    for (c, (name, values)) in columns.iter().map(|c| (&c.0, &c.1)).enumerate() {
         if c > 0 {
             out.push(',');
         }
+        let as_text = plan
+            .entity_columns
+            .iter()
+            .any(|(n, ty)| n == name && *ty == quiver_core::ValueType::String);
         out.push_str("{\"values\":[");
         for (i, v) in values.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            write_json(&mut out, v);
+            match v {
+                Json::Number(n) if as_text => json::write_str(&mut out, &n.to_string()),
+                _ => write_json(&mut out, v),
+            }
         }
         out.push_str("],\"statuses\":[");
         push_repeated(&mut out, Status::Present.as_json(), rows);

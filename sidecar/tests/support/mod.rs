@@ -177,8 +177,19 @@ pub async fn post(addr: SocketAddr, body: serde_json::Value) -> (u16, serde_json
         body.to_string().as_bytes(),
     )
     .await;
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}"));
-    (status, json)
+    (status, answer(status, &text))
+}
+
+/// A body as JSON; an error's is Feast's error detail (a JSON string holding
+/// `{module?, class, message}`), returned as that inner object.
+pub fn answer(status: u16, text: &str) -> serde_json::Value {
+    let json: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}"));
+    match json {
+        serde_json::Value::String(detail) if status >= 400 => serde_json::from_str(&detail)
+            .unwrap_or_else(|e| panic!("{status} {text:?}: the detail is not JSON: {e}")),
+        other => other,
+    }
 }
 
 /// The column of a response by feature name: (values, statuses, event_timestamps).

@@ -8,12 +8,11 @@
 //! maps and structs as objects; JSON values as their document text in a string (what Feast
 //! 0.67's server returns, checked against it; not the parsed document).
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value as Json;
 
+use crate::value::Fields;
 use crate::{Value, ValueType};
 
 /// Appends the JSON text of `value` to `out`.
@@ -36,6 +35,8 @@ pub fn write_value(out: &mut String, value: &Value) {
         | Value::StringSet(l)
         | Value::UuidList(l)
         | Value::TimeUuidList(l)
+        | Value::UuidSet(l)
+        | Value::TimeUuidSet(l)
         | Value::JsonList(l) => write_array(out, l, |o, s| write_str(o, s)),
         Value::Int32List(l) | Value::Int32Set(l) => {
             write_array(out, l, |o, i| write_int(o, i64::from(*i)))
@@ -54,7 +55,7 @@ pub fn write_value(out: &mut String, value: &Value) {
             write_array(out, l, |o, b| o.push_str(if *b { "true" } else { "false" }))
         }
         Value::Map(m) | Value::Struct(m) => write_object(out, m),
-        Value::MapList(l) | Value::StructList(l) => write_array(out, l, write_object),
+        Value::MapList(l) | Value::StructList(l) => write_array(out, l, |o, m| write_object(o, m)),
     }
 }
 
@@ -117,7 +118,7 @@ fn write_array<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut Strin
     out.push(']');
 }
 
-fn write_object(out: &mut String, m: &BTreeMap<String, Value>) {
+fn write_object(out: &mut String, m: &[(String, Value)]) {
     out.push('{');
     for (i, (k, v)) in m.iter().enumerate() {
         if i > 0 {
@@ -243,35 +244,48 @@ pub fn parse_value(json: &Json, ty: ValueType) -> Result<Value, String> {
             )
         };
     }
+    let set = |v: Value| v.without_repeats();
     Ok(match ty {
         ValueType::BytesList => collect!(ValueType::Bytes, BytesList, Value::Bytes(b) => b),
-        ValueType::BytesSet => collect!(ValueType::Bytes, BytesSet, Value::Bytes(b) => b),
+        ValueType::BytesSet => set(collect!(ValueType::Bytes, BytesSet, Value::Bytes(b) => b)),
         ValueType::StringList => collect!(ValueType::String, StringList, Value::String(s) => s),
-        ValueType::StringSet => collect!(ValueType::String, StringSet, Value::String(s) => s),
+        ValueType::StringSet => set(collect!(ValueType::String, StringSet, Value::String(s) => s)),
         ValueType::Int32List => collect!(ValueType::Int32, Int32List, Value::Int32(i) => i),
-        ValueType::Int32Set => collect!(ValueType::Int32, Int32Set, Value::Int32(i) => i),
+        ValueType::Int32Set => set(collect!(ValueType::Int32, Int32Set, Value::Int32(i) => i)),
         ValueType::Int64List => collect!(ValueType::Int64, Int64List, Value::Int64(i) => i),
-        ValueType::Int64Set => collect!(ValueType::Int64, Int64Set, Value::Int64(i) => i),
+        ValueType::Int64Set => set(collect!(ValueType::Int64, Int64Set, Value::Int64(i) => i)),
         ValueType::DoubleList => collect!(ValueType::Double, DoubleList, Value::Double(d) => d),
-        ValueType::DoubleSet => collect!(ValueType::Double, DoubleSet, Value::Double(d) => d),
+        ValueType::DoubleSet => set(collect!(ValueType::Double, DoubleSet, Value::Double(d) => d)),
         ValueType::FloatList => collect!(ValueType::Float, FloatList, Value::Float(f) => f),
-        ValueType::FloatSet => collect!(ValueType::Float, FloatSet, Value::Float(f) => f),
+        ValueType::FloatSet => set(collect!(ValueType::Float, FloatSet, Value::Float(f) => f)),
         ValueType::BoolList => collect!(ValueType::Bool, BoolList, Value::Bool(b) => b),
-        ValueType::BoolSet => collect!(ValueType::Bool, BoolSet, Value::Bool(b) => b),
+        ValueType::BoolSet => set(collect!(ValueType::Bool, BoolSet, Value::Bool(b) => b)),
         ValueType::UnixTimestampList => {
             collect!(ValueType::UnixTimestamp, UnixTimestampList, Value::UnixTimestamp(t) => t)
         }
         ValueType::UnixTimestampSet => {
-            collect!(ValueType::UnixTimestamp, UnixTimestampSet, Value::UnixTimestamp(t) => t)
+            set(collect!(ValueType::UnixTimestamp, UnixTimestampSet, Value::UnixTimestamp(t) => t))
         }
         ValueType::UuidList => collect!(ValueType::Uuid, UuidList, Value::Uuid(s) => s),
         ValueType::TimeUuidList => {
             collect!(ValueType::TimeUuid, TimeUuidList, Value::TimeUuid(s) => s)
         }
+        ValueType::UuidSet => set(collect!(ValueType::Uuid, UuidSet, Value::Uuid(s) => s)),
+        ValueType::TimeUuidSet => {
+            set(collect!(ValueType::TimeUuid, TimeUuidSet, Value::TimeUuid(s) => s))
+        }
         ValueType::JsonList => collect!(ValueType::Json, JsonList, Value::Json(s) => s),
         ValueType::Map => Value::Map(parse_object(json)?),
         ValueType::Struct => Value::Struct(parse_object(json)?),
         ValueType::MapList | ValueType::StructList => {
+            let text;
+            let json = match json {
+                Json::String(s) => {
+                    text = from_json_text(s)?;
+                    &text
+                }
+                other => other,
+            };
             let items = json
                 .as_array()
                 .ok_or_else(|| format!("expected an array of objects, got {}", kind(json)))?;
@@ -342,7 +356,19 @@ fn parse_float(json: &Json) -> Option<f64> {
     }
 }
 
-fn parse_object(json: &Json) -> Result<BTreeMap<String, Value>, String> {
+/// JSON text inside a string: how Feast's Python clients send Map and Struct values (its remote
+/// online store `json.dumps` them; Feast's own `python_values_to_proto_values` `json.loads` a
+/// string given for a Map, MapList, Struct or StructList).
+fn from_json_text(s: &str) -> Result<Json, String> {
+    serde_json::from_str(s).map_err(|e| format!("expected an object or JSON text holding one: {e}"))
+}
+
+/// An object's entries in the order the request gave them (serde_json keeps it: the workspace
+/// turns on its `preserve_order` feature). Also accepts a string holding the object's JSON text.
+fn parse_object(json: &Json) -> Result<Fields, String> {
+    if let Json::String(s) = json {
+        return parse_object(&from_json_text(s)?);
+    }
     let obj = json
         .as_object()
         .ok_or_else(|| format!("expected an object, got {}", kind(json)))?;
@@ -351,7 +377,10 @@ fn parse_object(json: &Json) -> Result<BTreeMap<String, Value>, String> {
         .collect()
 }
 
-/// Map values carry no declared type: take the natural one (int64, double, string, ...).
+/// Map values carry no declared type: take the one Feast's `python_values_to_proto_values` infers
+/// for what `json.loads` gives (int → Int64, float → Float64, str → String, bool, object → Map,
+/// array → the list of its items' one type, an array of objects → MapList). Feast refuses empty,
+/// mixed and nested arrays and nulls inside arrays; so does this.
 fn infer(json: &Json) -> Result<Value, String> {
     Ok(match json {
         Json::Null => Value::Null,
@@ -361,8 +390,52 @@ fn infer(json: &Json) -> Result<Value, String> {
             None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
         },
         Json::String(s) => Value::String(s.clone()),
-        Json::Array(_) => Value::Json(json.to_string()),
+        Json::Array(items) => infer_list(items)?,
         Json::Object(_) => Value::Map(parse_object(json)?),
+    })
+}
+
+fn infer_list(items: &[Json]) -> Result<Value, String> {
+    let Some(first) = items.first() else {
+        return Err("the type of an empty array inside a map cannot be inferred".to_owned());
+    };
+    let mixed = || "an array inside a map must hold values of one type".to_owned();
+    macro_rules! all {
+        ($variant:ident, $get:expr) => {
+            Value::$variant(
+                items
+                    .iter()
+                    .map(|j| $get(j).ok_or_else(mixed))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+    }
+    Ok(match first {
+        Json::Bool(_) => all!(BoolList, Json::as_bool),
+        Json::Number(n) if n.as_i64().is_some() => all!(Int64List, Json::as_i64),
+        Json::Number(_) => all!(DoubleList, |j: &Json| match j {
+            Json::Number(n) if n.as_i64().is_none() => n.as_f64(),
+            _ => None,
+        }),
+        Json::String(_) => all!(StringList, |j: &Json| j.as_str().map(str::to_owned)),
+        Json::Object(_) => Value::MapList(
+            items
+                .iter()
+                .map(|j| {
+                    if j.is_object() {
+                        parse_object(j)
+                    } else {
+                        Err(mixed())
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Null => return Err("null inside an array inside a map".to_owned()),
+        Json::Array(_) => {
+            return Err(
+                "nested arrays inside a map cannot be inferred (Feast refuses them too)".to_owned(),
+            );
+        }
     })
 }
 
@@ -469,9 +542,11 @@ mod tests {
         for (v, text) in cases {
             assert_eq!(value_to_string(&v), text, "{v:?}");
         }
-        let mut m = BTreeMap::new();
-        m.insert("k".to_owned(), Value::Double(2.0));
-        assert_eq!(value_to_string(&Value::Map(m)), "{\"k\":2.0}");
+        let m = vec![
+            ("z".to_owned(), Value::Double(2.0)),
+            ("a".to_owned(), Value::Null),
+        ];
+        assert_eq!(value_to_string(&Value::Map(m)), "{\"z\":2.0,\"a\":null}");
     }
 
     #[test]
@@ -514,6 +589,48 @@ mod tests {
             Ok(ValueType::Double)
         );
         assert!(parse_value(&json!([1, null]), ValueType::Int64List).is_err());
+        // A set keeps one of each item, the first in its place.
+        assert_eq!(
+            parse_value(&json!([3, 1, 3, 2, 1]), ValueType::Int64Set),
+            Ok(Value::Int64Set(vec![3, 1, 2]))
+        );
+        // Map and Struct: an object or its JSON text (what Feast's remote client sends), entries
+        // in the order given, values typed as Feast infers them.
+        let m = Value::Map(vec![
+            ("z".to_owned(), Value::Int64(1)),
+            ("a".to_owned(), Value::DoubleList(vec![1.5])),
+            (
+                "m".to_owned(),
+                Value::Map(vec![("k".to_owned(), Value::Null)]),
+            ),
+        ]);
+        assert_eq!(
+            parse_value(
+                &json!({"z": 1, "a": [1.5], "m": {"k": null}}),
+                ValueType::Map
+            ),
+            Ok(m.clone())
+        );
+        assert_eq!(
+            parse_value(
+                &json!(r#"{"z": 1, "a": [1.5], "m": {"k": null}}"#),
+                ValueType::Map
+            ),
+            Ok(m)
+        );
+        assert_eq!(
+            parse_value(
+                &json!([r#"{"b": "x"}"#, {"a": true}]),
+                ValueType::StructList
+            ),
+            Ok(Value::StructList(vec![
+                vec![("b".to_owned(), Value::String("x".into()))],
+                vec![("a".to_owned(), Value::Bool(true))],
+            ]))
+        );
+        assert!(parse_value(&json!("not json"), ValueType::Struct).is_err());
+        assert!(parse_value(&json!({"a": []}), ValueType::Map).is_err());
+        assert!(parse_value(&json!({"a": [1, "x"]}), ValueType::Map).is_err());
         assert_eq!(
             parse_value(&json!("AAH/"), ValueType::Bytes),
             Ok(Value::Bytes(vec![0, 1, 255]))

@@ -1,12 +1,18 @@
 //! Feature and entity values: quiver's `Value` and its lossless mapping to Feast's `Value` proto.
 
-use std::collections::BTreeMap;
-
 use prost::Message;
 
 use crate::ValueType;
 use crate::proto::types as pb;
 use crate::proto::types::value::Val;
+
+/// Feast's `NULL_TIMESTAMP_INT_VALUE`: the UnixTimestamp it writes for a missing one.
+pub const NULL_TIMESTAMP: i64 = i64::MIN;
+
+/// The entries of a Map or Struct value, in their order: a Struct's schema order, a Map's
+/// insertion order, or the order they were stored in. Feast's Python SDK keeps no order of its own
+/// (upb writes map entries in a per-process hash order), so quiver keeps the order it is given.
+pub type Fields = Vec<(String, Value)>;
 
 /// One feature or entity value. Mirrors the cases of Feast's `Value` oneof that quiver models;
 /// `Null` is an unset value (zero bytes on the wire).
@@ -31,8 +37,8 @@ pub enum Value {
     FloatList(Vec<f32>),
     BoolList(Vec<bool>),
     UnixTimestampList(Vec<i64>),
-    Map(BTreeMap<String, Value>),
-    MapList(Vec<BTreeMap<String, Value>>),
+    Map(Fields),
+    MapList(Vec<Fields>),
     BytesSet(Vec<Vec<u8>>),
     StringSet(Vec<String>),
     Int32Set(Vec<i32>),
@@ -44,12 +50,14 @@ pub enum Value {
     /// JSON document text.
     Json(String),
     JsonList(Vec<String>),
-    Struct(BTreeMap<String, Value>),
-    StructList(Vec<BTreeMap<String, Value>>),
+    Struct(Fields),
+    StructList(Vec<Fields>),
     Uuid(String),
     TimeUuid(String),
     UuidList(Vec<String>),
     TimeUuidList(Vec<String>),
+    UuidSet(Vec<String>),
+    TimeUuidSet(Vec<String>),
 }
 
 impl Value {
@@ -91,11 +99,51 @@ impl Value {
             Value::TimeUuid(_) => ValueType::TimeUuid,
             Value::UuidList(_) => ValueType::UuidList,
             Value::TimeUuidList(_) => ValueType::TimeUuidList,
+            Value::UuidSet(_) => ValueType::UuidSet,
+            Value::TimeUuidSet(_) => ValueType::TimeUuidSet,
         }
     }
 
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
+    }
+
+    /// A set value without repeated items: the first of equal items stays, in its place
+    /// (Feast's SDK builds sets through a Python `set`, whose hash order quiver cannot
+    /// reproduce). Other values are returned as they are.
+    pub fn without_repeats(self) -> Value {
+        fn keep_first<T: PartialEq>(l: Vec<T>) -> Vec<T> {
+            let mut out: Vec<T> = Vec::with_capacity(l.len());
+            for x in l {
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+            out
+        }
+        match self {
+            Value::BytesSet(l) => Value::BytesSet(keep_first(l)),
+            Value::StringSet(l) => Value::StringSet(keep_first(l)),
+            Value::Int32Set(l) => Value::Int32Set(keep_first(l)),
+            Value::Int64Set(l) => Value::Int64Set(keep_first(l)),
+            Value::DoubleSet(l) => Value::DoubleSet(keep_first(l)),
+            Value::FloatSet(l) => Value::FloatSet(keep_first(l)),
+            Value::BoolSet(l) => Value::BoolSet(keep_first(l)),
+            Value::UnixTimestampSet(l) => Value::UnixTimestampSet(keep_first(l)),
+            Value::UuidSet(l) => Value::UuidSet(keep_first(l)),
+            Value::TimeUuidSet(l) => Value::TimeUuidSet(keep_first(l)),
+            other => other,
+        }
+    }
+
+    /// What Feast's SDK stores for a missing value of type `ty` (a null cell materialized, a
+    /// null pushed): an empty `Value`, except for UnixTimestamp, which it stores as
+    /// [`NULL_TIMESTAMP`] (checked against Feast 0.67's materialize and write-to-online-store).
+    pub fn missing(ty: ValueType) -> Value {
+        match ty {
+            ValueType::UnixTimestamp => Value::UnixTimestamp(NULL_TIMESTAMP),
+            _ => Value::Null,
+        }
     }
 
     /// Decodes a serialized Feast `Value` (as stored in Redis and SQLite). Empty bytes are null;
@@ -110,18 +158,29 @@ impl Value {
     }
 }
 
-fn map_from_proto(m: pb::Map) -> BTreeMap<String, Value> {
-    m.val
-        .into_iter()
-        .map(|(k, v)| (k, Value::from(v)))
-        .collect()
+/// Entries in their wire order. A key repeated on the wire is a map's later write winning (what
+/// protobuf's map semantics say): the value replaces the earlier one, in the earlier one's place.
+fn map_from_proto(m: pb::Map) -> Fields {
+    let mut fields: Fields = Vec::with_capacity(m.val.len());
+    for entry in m.val {
+        let key = entry.key.unwrap_or_default();
+        let value = entry.value.map(Value::from).unwrap_or_default();
+        match fields.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => fields.push((key, value)),
+        }
+    }
+    fields
 }
 
-fn map_to_proto(m: BTreeMap<String, Value>) -> pb::Map {
+fn map_to_proto(m: Fields) -> pb::Map {
     pb::Map {
         val: m
             .into_iter()
-            .map(|(k, v)| (k, pb::Value::from(v)))
+            .map(|(k, v)| pb::MapEntry {
+                key: Some(k),
+                value: Some(pb::Value::from(v)),
+            })
             .collect(),
     }
 }
@@ -169,6 +228,8 @@ impl From<pb::Value> for Value {
             Val::TimeUuidVal(s) => Value::TimeUuid(s),
             Val::UuidListVal(l) => Value::UuidList(l.val),
             Val::TimeUuidListVal(l) => Value::TimeUuidList(l.val),
+            Val::UuidSetVal(l) => Value::UuidSet(l.val),
+            Val::TimeUuidSetVal(l) => Value::TimeUuidSet(l.val),
         }
     }
 }
@@ -215,6 +276,8 @@ impl From<Value> for pb::Value {
             Value::TimeUuid(s) => Some(Val::TimeUuidVal(s)),
             Value::UuidList(val) => Some(Val::UuidListVal(pb::StringList { val })),
             Value::TimeUuidList(val) => Some(Val::TimeUuidListVal(pb::StringList { val })),
+            Value::UuidSet(val) => Some(Val::UuidSetVal(pb::StringList { val })),
+            Value::TimeUuidSet(val) => Some(Val::TimeUuidSetVal(pb::StringList { val })),
         };
         pb::Value { val }
     }
@@ -232,9 +295,11 @@ mod tests {
 
     #[test]
     fn proto_round_trip_every_kind() {
-        let mut m = BTreeMap::new();
-        m.insert("a".to_owned(), Value::Int64(1));
-        m.insert("b".to_owned(), Value::StringList(vec!["x".into()]));
+        let m: Fields = vec![
+            ("b".to_owned(), Value::StringList(vec!["x".into()])),
+            ("a".to_owned(), Value::Int64(1)),
+            (String::new(), Value::Null),
+        ];
         let values = vec![
             Value::Bytes(vec![0, 255]),
             Value::String("ü".into()),
@@ -253,7 +318,7 @@ mod tests {
             Value::BoolList(vec![true, false]),
             Value::UnixTimestampList(vec![0]),
             Value::Map(m.clone()),
-            Value::MapList(vec![m.clone(), BTreeMap::new()]),
+            Value::MapList(vec![m.clone(), Vec::new()]),
             Value::BytesSet(vec![vec![3]]),
             Value::StringSet(vec!["s".into()]),
             Value::Int32Set(vec![3]),
@@ -270,6 +335,8 @@ mod tests {
             Value::TimeUuid("t".into()),
             Value::UuidList(vec!["u".into()]),
             Value::TimeUuidList(vec!["t".into()]),
+            Value::UuidSet(vec!["u".into()]),
+            Value::TimeUuidSet(vec!["t".into()]),
         ];
         for v in values {
             let bytes = v.encode_to_vec();
@@ -285,6 +352,38 @@ mod tests {
                 };
             assert_eq!(field as i32, v.value_type() as i32, "{v:?}");
         }
+    }
+
+    #[test]
+    fn map_entries_keep_their_order_and_carry_both_fields() {
+        // What Python's protobuf (upb) writes for {"b": "", "": null}: an entry always has its
+        // key and its value, even empty ones (bytes taken from Feast 0.67's venv).
+        let v = Value::Map(vec![
+            ("b".to_owned(), Value::String(String::new())),
+            (String::new(), Value::Null),
+        ]);
+        let bytes = v.encode_to_vec();
+        assert_eq!(
+            bytes,
+            [
+                0xa2, 0x01, 0x0f, 0x0a, 0x07, 0x0a, 0x01, b'b', 0x12, 0x02, 0x12, 0x00, 0x0a, 0x04,
+                0x0a, 0x00, 0x12, 0x00
+            ]
+        );
+        assert_eq!(Value::decode(&bytes).unwrap(), v);
+        // An entry without its fields is key "" and a null value; a repeated key keeps its
+        // first place and its last value.
+        let bytes = [
+            0xa2, 0x01, 0x12, 0x0a, 0x00, 0x0a, 0x05, 0x0a, 0x01, b'k', 0x12, 0x00, 0x0a, 0x07,
+            0x0a, 0x01, b'k', 0x12, 0x02, 0x20, 0x01,
+        ];
+        assert_eq!(
+            Value::decode(&bytes).unwrap(),
+            Value::Map(vec![
+                (String::new(), Value::Null),
+                ("k".to_owned(), Value::Int64(1)),
+            ])
+        );
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum ValueType {
     TimeUuid = 37,
     UuidList = 38,
     TimeUuidList = 39,
+    UuidSet = 40,
+    TimeUuidSet = 41,
 }
 
 /// (type, proto enum name, Python dtype name). The dtype names are those `str()` gives for
@@ -102,6 +104,12 @@ const NAMES: &[(ValueType, &str, Option<&str>)] = &[
         ValueType::TimeUuidList,
         "TIME_UUID_LIST",
         Some("Array(TimeUuid)"),
+    ),
+    (ValueType::UuidSet, "UUID_SET", Some("Set(Uuid)")),
+    (
+        ValueType::TimeUuidSet,
+        "TIME_UUID_SET",
+        Some("Set(TimeUuid)"),
     ),
 ];
 
@@ -210,8 +218,8 @@ impl ValueType {
             ValueType::MapList => ValueType::Map,
             ValueType::JsonList => ValueType::Json,
             ValueType::StructList => ValueType::Struct,
-            ValueType::UuidList => ValueType::Uuid,
-            ValueType::TimeUuidList => ValueType::TimeUuid,
+            ValueType::UuidList | ValueType::UuidSet => ValueType::Uuid,
+            ValueType::TimeUuidList | ValueType::TimeUuidSet => ValueType::TimeUuid,
             _ => return None,
         })
     }
@@ -236,6 +244,117 @@ impl From<ProtoValueType> for ValueType {
 impl fmt::Display for ValueType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.dtype_name().unwrap_or(self.proto_name()))
+    }
+}
+
+/// The tag in which Feast keeps a Struct or Array(Struct) field's schema (`Field.to_proto`);
+/// without it Feast reads the field as `Struct({_value: String})`.
+pub const STRUCT_SCHEMA_TAG: &str = "feast:struct_schema";
+
+/// For a `Struct({...})` or `Array(Struct({...}))` dtype, the [`STRUCT_SCHEMA_TAG`] value
+/// Feast writes for it: Python's `json.dumps({name: type})` (ASCII only, `", "` and `": "`),
+/// fields in their order, types as Feast names them (`STRING`, `FLOAT32`, `Array(INT64)`).
+/// `None` for any other dtype; an error names a field that does not parse (nested structs are
+/// not supported).
+pub fn struct_schema_tag(dtype: &str) -> Option<Result<String, String>> {
+    let compact: String = dtype.chars().filter(|c| !c.is_whitespace()).collect();
+    let inner = compact
+        .strip_prefix("Array(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(&compact);
+    let body = inner.strip_prefix("Struct({")?.strip_suffix("})")?;
+    let mut out = String::from("{");
+    let mut depth = 0i32;
+    let mut start = 0;
+    let mut entries = Vec::new();
+    for (i, c) in body.char_indices() {
+        match c {
+            '(' | '{' | '[' => depth += 1,
+            ')' | '}' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                entries.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if !body[start..].is_empty() {
+        entries.push(&body[start..]);
+    }
+    for (n, entry) in entries.iter().enumerate() {
+        let Some((name, ty)) = entry.split_once(':') else {
+            return Some(Err(format!("struct field {entry:?} is not name: Type")));
+        };
+        let name = name.trim_matches(|c| c == '\'' || c == '"');
+        let Some(feast) = ValueType::from_dtype_name(ty).and_then(ValueType::feast_type_str) else {
+            return Some(Err(format!(
+                "struct field {name:?} has type {ty:?}; a struct field takes a scalar, Array(X) or Set(X) dtype"
+            )));
+        };
+        if n > 0 {
+            out.push_str(", ");
+        }
+        push_python_json_str(&mut out, name);
+        out.push_str(": ");
+        push_python_json_str(&mut out, &feast);
+    }
+    out.push('}');
+    Some(Ok(out))
+}
+
+/// A string literal as Python's `json.dumps` writes it (`ensure_ascii`: non-ASCII as `\uXXXX`,
+/// surrogate pairs beyond the BMP).
+fn push_python_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl ValueType {
+    /// How Feast's `_feast_type_to_str` names a struct field's type: the primitive's
+    /// `PrimitiveFeastType` name, `Array(X)`, `Set(X)`. `None` for structs and the rest.
+    fn feast_type_str(self) -> Option<String> {
+        let primitive = |t: ValueType| -> Option<&'static str> {
+            Some(match t {
+                ValueType::Bytes => "BYTES",
+                ValueType::String => "STRING",
+                ValueType::Int32 => "INT32",
+                ValueType::Int64 => "INT64",
+                ValueType::Double => "FLOAT64",
+                ValueType::Float => "FLOAT32",
+                ValueType::Bool => "BOOL",
+                ValueType::UnixTimestamp => "UNIX_TIMESTAMP",
+                ValueType::Map => "MAP",
+                ValueType::Json => "JSON",
+                ValueType::Uuid => "UUID",
+                ValueType::TimeUuid => "TIME_UUID",
+                _ => return None,
+            })
+        };
+        if let Some(p) = primitive(self) {
+            return Some(p.to_owned());
+        }
+        let element = primitive(self.element()?)?;
+        let is_set = self.proto_name().ends_with("_SET");
+        Some(format!(
+            "{}({element})",
+            if is_set { "Set" } else { "Array" }
+        ))
     }
 }
 
@@ -275,6 +394,31 @@ mod tests {
         );
         assert_eq!(ValueType::from_dtype_name("Int"), None);
         assert_eq!(ValueType::from_dtype_name("Array(Nope)"), None);
+    }
+
+    #[test]
+    fn struct_schema_tags_are_what_feast_writes() {
+        // Field(name="x", dtype=Struct({"a": Array(Float32), "b": Bool, "c": UnixTimestamp,
+        // "é": String})).to_proto().tags in Feast 0.67.
+        assert_eq!(
+            struct_schema_tag("Struct({'a': Array(Float32), b: Bool, \"c\": UnixTimestamp, é: String})"),
+            Some(Ok(
+                r#"{"a": "Array(FLOAT32)", "b": "BOOL", "c": "UNIX_TIMESTAMP", "\u00e9": "STRING"}"#
+                    .to_owned()
+            ))
+        );
+        // The template's driver_profile, and an Array(Struct).
+        assert_eq!(
+            struct_schema_tag("Array(Struct({name: String, age: String}))"),
+            Some(Ok(r#"{"name": "STRING", "age": "STRING"}"#.to_owned()))
+        );
+        assert_eq!(struct_schema_tag("Map"), None);
+        assert!(
+            struct_schema_tag("Struct({a: Struct({b: Int64})})")
+                .unwrap()
+                .is_err()
+        );
+        assert!(struct_schema_tag("Struct({a})").unwrap().is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
 use quiver_core::time::Timestamp;
-use quiver_core::{Value, ValueType};
+use quiver_core::{Fields, Value, ValueType};
 
 /// Nanoseconds since the epoch: a total order for event and created times, wide enough for any
 /// date a source holds.
@@ -84,6 +84,9 @@ pub fn compatible(from: &DataType, to: ValueType) -> bool {
         )
     };
     let scalar = |t: &DataType, to: ValueType| match to {
+        // What pyarrow writes for a dict column (a struct) or a map; Feast's SDK also takes
+        // a dict's JSON text.
+        ValueType::Map | ValueType::Struct => matches!(t, D::Struct(_) | D::Map(..)) || string(t),
         ValueType::Int32 | ValueType::Int64 => int(t),
         ValueType::Double | ValueType::Float => float(t) || int(t),
         ValueType::Bool => matches!(t, D::Boolean),
@@ -96,6 +99,8 @@ pub fn compatible(from: &DataType, to: ValueType) -> bool {
         (D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _), Some(element)) => {
             scalar(f.data_type(), element)
         }
+        // A list of dicts given as its JSON text.
+        (t, Some(ValueType::Map | ValueType::Struct)) => string(t),
         (_, Some(_)) => false,
         _ => scalar(from, to),
     }
@@ -161,6 +166,11 @@ pub fn value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value, Str
         )
     };
     if let Some(element) = to.element() {
+        if matches!(element, ValueType::Map | ValueType::Struct)
+            && let Some(text) = str_at(array, i)
+        {
+            return from_json_text(text, to);
+        }
         let list: ArrayRef = match array.data_type() {
             DataType::List(_) => array.as_list::<i32>().value(i),
             DataType::LargeList(_) => array.as_list::<i64>().value(i),
@@ -187,7 +197,24 @@ pub fn value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value, Str
             _ => return Err(wrong()),
         },
         ValueType::String => Value::String(str_at(array, i).ok_or_else(wrong)?.to_owned()),
-        ValueType::Json => Value::Json(str_at(array, i).ok_or_else(wrong)?.to_owned()),
+        ValueType::Json => {
+            let text = str_at(array, i).ok_or_else(wrong)?;
+            // Feast's SDK refuses a Json value that is not JSON; so does this.
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| format!("a Json value is not valid JSON ({e}): {text:?}"))?;
+            Value::Json(text.to_owned())
+        }
+        ValueType::Map | ValueType::Struct => match str_at(array, i) {
+            Some(text) => from_json_text(text, to)?,
+            None => {
+                let fields = fields_at(array, i)?;
+                if to == ValueType::Map {
+                    Value::Map(fields)
+                } else {
+                    Value::Struct(fields)
+                }
+            }
+        },
         ValueType::Uuid => Value::Uuid(str_at(array, i).ok_or_else(wrong)?.to_owned()),
         ValueType::TimeUuid => Value::TimeUuid(str_at(array, i).ok_or_else(wrong)?.to_owned()),
         ValueType::Bytes => Value::Bytes(bytes_at(array, i).ok_or_else(wrong)?.to_vec()),
@@ -195,6 +222,104 @@ pub fn value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value, Str
         _ => return Err(format!("{to} features cannot be read from files yet")),
     };
     Ok(v)
+}
+
+/// A dict given as JSON text (Feast's SDK `json.loads` a string for these types): the same
+/// parser as a request's.
+fn from_json_text(text: &str, to: ValueType) -> Result<Value, String> {
+    quiver_core::json::parse_value(&serde_json::Value::String(text.to_owned()), to)
+}
+
+/// Row `i` of a struct column (its fields in schema order) or a map column (its entries in
+/// order), each value typed as Feast's SDK infers it from the Python object pyarrow gives.
+fn fields_at(array: &dyn Array, i: usize) -> Result<Fields, String> {
+    match array.data_type() {
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            fields
+                .iter()
+                .zip(s.columns())
+                .map(|(f, col)| Ok((f.name().clone(), infer_at(col.as_ref(), i)?)))
+                .collect()
+        }
+        DataType::Map(..) => {
+            let entries = array.as_map().value(i);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            (0..entries.len())
+                .map(|j| {
+                    let key = str_at(keys.as_ref(), j).ok_or_else(|| {
+                        format!("map keys must be strings, not {}", keys.data_type())
+                    })?;
+                    Ok((key.to_owned(), infer_at(values.as_ref(), j)?))
+                })
+                .collect()
+        }
+        other => Err(format!("a column of Arrow type {other} cannot hold a map")),
+    }
+}
+
+/// A value inside a map, whose type nothing declares: Feast's SDK infers it from the Python
+/// object (int → Int64, float → Float64, str, bytes, bool, datetime → UnixTimestamp, dict →
+/// Map, a list of dicts → MapList, another list → the list of its items' type).
+fn infer_at(array: &dyn Array, i: usize) -> Result<Value, String> {
+    use DataType as D;
+    if array.is_null(i) {
+        return Ok(Value::Null);
+    }
+    let t = array.data_type();
+    let ty = match t {
+        D::Struct(_) | D::Map(..) => ValueType::Map,
+        D::Boolean => ValueType::Bool,
+        D::Float32 | D::Float64 => ValueType::Double,
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => ValueType::String,
+        D::Binary | D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_) => ValueType::Bytes,
+        t if is_time_type(t) => ValueType::UnixTimestamp,
+        // Feast's SDK reads a struct column through numpy, which turns an integer child that
+        // holds a null into float64: its integers are then written as doubles. (A struct that
+        // is null itself makes its children null in Parquet.) Done the same here, per batch.
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32
+            if array.null_count() > 0 =>
+        {
+            ValueType::Double
+        }
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 => {
+            ValueType::Int64
+        }
+        D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _) => {
+            let list_type = match f.data_type() {
+                D::Struct(_) | D::Map(..) => ValueType::MapList,
+                D::Boolean => ValueType::BoolList,
+                D::Float32 | D::Float64 => ValueType::DoubleList,
+                D::Utf8 | D::LargeUtf8 | D::Utf8View => ValueType::StringList,
+                D::Binary | D::LargeBinary | D::BinaryView => ValueType::BytesList,
+                t if is_time_type(t) => ValueType::UnixTimestampList,
+                D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 => {
+                    ValueType::Int64List
+                }
+                other => return Err(format!("a list of {other} inside a map is not supported")),
+            };
+            let v = value_at(array, i, list_type)?;
+            // Feast cannot infer the type of an empty list and refuses it.
+            if value_len(&v) == Some(0) {
+                return Err("the type of an empty list inside a map cannot be inferred".to_owned());
+            }
+            return Ok(v);
+        }
+        other => return Err(format!("a {other} value inside a map is not supported")),
+    };
+    value_at(array, i, ty)
+}
+
+fn value_len(v: &Value) -> Option<usize> {
+    Some(match v {
+        Value::MapList(l) => l.len(),
+        Value::BoolList(l) => l.len(),
+        Value::DoubleList(l) => l.len(),
+        Value::StringList(l) => l.len(),
+        Value::BytesList(l) => l.len(),
+        Value::UnixTimestampList(l) | Value::Int64List(l) => l.len(),
+        _ => return None,
+    })
 }
 
 fn list_value(to: ValueType, items: Vec<Value>) -> Option<Value> {
@@ -220,6 +345,24 @@ fn list_value(to: ValueType, items: Vec<Value>) -> Option<Value> {
         ValueType::BoolList => collect!(BoolList, Bool),
         ValueType::UnixTimestampList => collect!(UnixTimestampList, UnixTimestamp),
         ValueType::JsonList => collect!(JsonList, Json),
+        ValueType::UuidList => collect!(UuidList, Uuid),
+        ValueType::TimeUuidList => collect!(TimeUuidList, TimeUuid),
+        ValueType::MapList => collect!(MapList, Map),
+        ValueType::StructList => collect!(StructList, Struct),
+        // Sets: Feast's SDK builds them through a Python `set`, whose order quiver cannot
+        // reproduce (it depends on hashes); duplicates go, the first occurrence's place stays.
+        ValueType::BytesSet => collect!(BytesSet, Bytes).map(Value::without_repeats),
+        ValueType::StringSet => collect!(StringSet, String).map(Value::without_repeats),
+        ValueType::Int32Set => collect!(Int32Set, Int32).map(Value::without_repeats),
+        ValueType::Int64Set => collect!(Int64Set, Int64).map(Value::without_repeats),
+        ValueType::DoubleSet => collect!(DoubleSet, Double).map(Value::without_repeats),
+        ValueType::FloatSet => collect!(FloatSet, Float).map(Value::without_repeats),
+        ValueType::BoolSet => collect!(BoolSet, Bool).map(Value::without_repeats),
+        ValueType::UnixTimestampSet => {
+            collect!(UnixTimestampSet, UnixTimestamp).map(Value::without_repeats)
+        }
+        ValueType::UuidSet => collect!(UuidSet, Uuid).map(Value::without_repeats),
+        ValueType::TimeUuidSet => collect!(TimeUuidSet, TimeUuid).map(Value::without_repeats),
         _ => None,
     }
 }
@@ -241,6 +384,10 @@ pub fn encode_at(
     to: ValueType,
 ) -> Result<(), String> {
     if array.is_null(i) {
+        let missing = Value::missing(to);
+        if !missing.is_null() {
+            out.extend_from_slice(&missing.encode_to_vec());
+        }
         return Ok(());
     }
     let direct = match (to, array.data_type()) {
@@ -509,6 +656,45 @@ mod tests {
                 .unwrap_err()
                 .contains("null")
         );
+    }
+
+    #[test]
+    fn maps_from_map_columns_keep_entry_order_and_infer_types() {
+        use arrow_array::builder::{Int64Builder, MapBuilder};
+        let mut b = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
+        b.keys().append_value("z");
+        b.values().append_value(1);
+        b.keys().append_value("a");
+        b.values().append_null();
+        b.append(true).unwrap();
+        b.append(false).unwrap();
+        let maps = b.finish();
+        assert!(compatible(maps.data_type(), ValueType::Map));
+        // The value column holds a null in this batch: Feast's SDK sees it through numpy as
+        // float64, so the integers are doubles.
+        assert_eq!(
+            value_at(&maps, 0, ValueType::Map).unwrap(),
+            Value::Map(vec![
+                ("z".to_owned(), Value::Double(1.0)),
+                ("a".to_owned(), Value::Null),
+            ])
+        );
+        assert_eq!(value_at(&maps, 1, ValueType::Map).unwrap(), Value::Null);
+        // JSON text stands for the dict, as in Feast's SDK; a Json value must be JSON.
+        let text = StringArray::from(vec![r#"{"b": 1, "a": "x"}"#, "{oops"]);
+        assert_eq!(
+            value_at(&text, 0, ValueType::Struct).unwrap(),
+            Value::Struct(vec![
+                ("b".to_owned(), Value::Int64(1)),
+                ("a".to_owned(), Value::String("x".into())),
+            ])
+        );
+        assert!(
+            value_at(&text, 1, ValueType::Json)
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(!compatible(&DataType::Int64, ValueType::Map));
     }
 
     #[test]

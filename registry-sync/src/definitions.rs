@@ -38,7 +38,7 @@ use quiver_core::model::{
 };
 use quiver_core::on_demand::{OnDemandSource, OnDemandView, Transformation};
 use quiver_core::registry::ProjectRegistry;
-use quiver_core::{ValueType, accepted_dtypes};
+use quiver_core::{STRUCT_SCHEMA_TAG, ValueType, accepted_dtypes, struct_schema_tag};
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
@@ -775,7 +775,26 @@ fn check_fields(
             );
             continue;
         };
-        let tags = tags(ck, file, section, kind, name, f.tags);
+        let mut tags = tags(ck, file, section, kind, name, f.tags);
+        // Feast keeps a struct's field schema in a tag; without it Feast reads the field as
+        // Struct({_value: String}).
+        match struct_schema_tag(&f.dtype) {
+            Some(Ok(schema)) => {
+                tags.insert(STRUCT_SCHEMA_TAG.to_owned(), schema);
+            }
+            Some(Err(e)) => {
+                ck.report_field(
+                    file,
+                    section,
+                    kind,
+                    name,
+                    &f.name,
+                    format!("schema: field {:?}: {e}", f.name),
+                );
+                continue;
+            }
+            None => {}
+        }
         out.push(Field {
             name: f.name,
             dtype,

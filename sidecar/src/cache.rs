@@ -186,7 +186,9 @@ pub fn value_bytes(v: &Value) -> usize {
         | Value::StringSet(l)
         | Value::JsonList(l)
         | Value::UuidList(l)
-        | Value::TimeUuidList(l) => l.iter().map(|s| s.len() + 24).sum(),
+        | Value::TimeUuidList(l)
+        | Value::UuidSet(l)
+        | Value::TimeUuidSet(l) => l.iter().map(|s| s.len() + 24).sum(),
         Value::Int32List(l) | Value::Int32Set(l) => l.len() * 4,
         Value::FloatList(l) | Value::FloatSet(l) => l.len() * 4,
         Value::Int64List(l)

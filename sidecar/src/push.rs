@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use quiver_core::time::{self, Timestamp};
-use quiver_core::{entity_key, json};
+use quiver_core::{Value, entity_key, json};
 use quiver_online_store::{OnlineStore, WriteRow, WriteStats};
 use serde_json::Value as Json;
 
@@ -227,6 +227,14 @@ pub fn parse(
             format!("{rows} rows in df; at most {} per request", config.max_rows),
         ));
     }
+    // Feast's remote online store client sends a `created` column with every write, null when
+    // its rows have no created time; `feast serve` ignores it for a view without one.
+    if !views
+        .iter()
+        .any(|&i| reg.views[i].created_field.as_deref() == Some("created"))
+    {
+        columns.retain(|(c, values)| !(c == "created" && values.iter().all(Json::is_null)));
+    }
     // Every target view's columns must be present; every column must be used by some view.
     let mut used: BTreeSet<&str> = BTreeSet::new();
     for &i in &views {
@@ -354,6 +362,7 @@ pub fn view_rows(view: &ServingView, req: &WriteRequest) -> Result<Vec<WriteRow>
         for (name, ty, column) in &features {
             let v = json::parse_value(cell(column, row), *ty)
                 .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
+            let v = if v.is_null() { Value::missing(*ty) } else { v };
             values.push(v.encode_to_vec());
         }
         let candidate = WriteRow::new(key.clone(), event_ts, created_ts, &values);

@@ -409,3 +409,114 @@ async fn a_push_reaches_other_sidecars_through_keyspace_notifications() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The value-type matrix (`compat/generate_types_fixtures.py`): the body Feast 0.67's remote
+/// online store client sends to `/write-to-online-store` (Map and Struct values as JSON text,
+/// a `created` column of nulls), posted to quiver over Feast's own registry, leaves the SQLite
+/// rows `feast serve` left for the same body: every byte, map entries compared as a set (Feast
+/// writes them in a hash order). Array(Map) and Array(Struct), which `feast serve` refuses
+/// from its own client (each map comes as JSON text), are read as Feast's SDK reads the dicts
+/// and give the bytes Feast materialized for them.
+#[tokio::test]
+async fn the_feast_clients_write_body_writes_what_feast_serve_wrote_for_every_type() {
+    use quiver_core::{Value, ValueType, json};
+    use quiver_testkit::feast::sorted_map_entries;
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../offline/tests/fixtures/feast_types");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let registry = dir.path().join("data/registry.db");
+    std::fs::copy(fixtures.join("registry.db"), &registry).unwrap();
+    let db = dir.path().join("data/online.db");
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&db)));
+    let sidecar = start_sidecar(config(None), "types_demo", registry, store).await;
+
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let refused: Vec<&str> = expected["refused_by_feast_serve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut body = expected["write_to_online_store_body"].clone();
+    let df = body["df"].as_object_mut().unwrap();
+    let refused_columns: Vec<(String, serde_json::Value)> = refused
+        .iter()
+        .map(|f| ((*f).to_owned(), df.remove(*f).unwrap()))
+        .collect();
+    assert!(
+        df["f_map"][0].is_string(),
+        "the client sends maps as JSON text"
+    );
+    let (status, resp) = write(&sidecar, "/write-to-online-store", body).await;
+    assert_eq!(status, 200, "{resp}");
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT entity_key, feature_name, value, event_ts FROM types_demo_sendable \
+             ORDER BY entity_key, feature_name",
+        )
+        .unwrap();
+    let ours: Vec<(Vec<u8>, String, Vec<u8>, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let feast = expected["written_sqlite"].as_array().unwrap();
+    assert_eq!(ours.len(), feast.len());
+    assert!(ours.len() >= 70);
+    for ((key, feature, value, ts), f) in ours.iter().zip(feast) {
+        assert_eq!(hex(key), f["entity_key_hex"].as_str().unwrap());
+        assert_eq!(feature, f["feature"].as_str().unwrap());
+        assert_eq!(ts.to_string(), f["event_ts"].as_str().unwrap(), "{feature}");
+        let theirs = unhex(f["value_hex"].as_str().unwrap());
+        assert_eq!(
+            hex(&sorted_map_entries(value)),
+            hex(&sorted_map_entries(&theirs)),
+            "{feature}: quiver {} / Feast {}",
+            hex(value),
+            hex(&theirs)
+        );
+    }
+
+    for (feature, column) in refused_columns {
+        let ty = expected["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == *feature)
+            .and_then(|f| ValueType::from_proto_name(f["value_type"].as_str().unwrap()))
+            .unwrap();
+        let materialized: Vec<Vec<u8>> = expected["materialized_sqlite"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["feature"] == *feature)
+            .map(|r| unhex(r["value_hex"].as_str().unwrap()))
+            .collect();
+        for (cell, theirs) in column.as_array().unwrap().iter().zip(&materialized) {
+            let ours = json::parse_value(cell, ty).unwrap_or_else(|e| panic!("{feature}: {e}"));
+            let ours = if ours.is_null() {
+                Value::missing(ty)
+            } else {
+                ours
+            };
+            assert_eq!(
+                hex(&sorted_map_entries(&ours.encode_to_vec())),
+                hex(&sorted_map_entries(theirs)),
+                "{feature} from {cell}"
+            );
+        }
+    }
+}

@@ -191,10 +191,10 @@ async fn services_aliases_full_names_composite_and_typed_keys() {
     )
     .await;
     assert_eq!(status, 200, "{resp}");
-    // Entity columns come first, in the order the request gave them (json! sorts its keys).
+    // Entity columns come first, in the order the request gave them.
     assert_eq!(
         resp["metadata"]["feature_names"],
-        json!(["customer_id", "driver_id", "ds__conv_rate", "pair__rides"])
+        json!(["driver_id", "customer_id", "ds__conv_rate", "pair__rides"])
     );
     let (rides, statuses, stamps) = column(&resp, "pair__rides");
     assert_eq!(rides, &vec![json!(3), json!(null)]);

@@ -38,3 +38,27 @@ pub fn write_redis_row(
         .arg(layout::encode_timestamp(&event_ts));
     cmd.query::<()>(conn).expect("HSET of a Feast row");
 }
+
+/// A serialized `Value` with its Map and Struct entries sorted by key, at every depth: Feast's
+/// Python (upb) writes map entries in a per-process hash order, so two writes of one value
+/// compare equal only this way. Everything else is kept byte for byte (re-encoding is exact;
+/// `quiver-core`'s tests check it against Feast's bytes). Bytes that do not decode are kept.
+pub fn sorted_map_entries(bytes: &[u8]) -> Vec<u8> {
+    fn sort(v: Value) -> Value {
+        let fields = |mut m: Vec<(String, Value)>| {
+            m.sort_by(|a, b| a.0.cmp(&b.0));
+            m.into_iter().map(|(k, v)| (k, sort(v))).collect()
+        };
+        match v {
+            Value::Map(m) => Value::Map(fields(m)),
+            Value::Struct(m) => Value::Struct(fields(m)),
+            Value::MapList(l) => Value::MapList(l.into_iter().map(fields).collect()),
+            Value::StructList(l) => Value::StructList(l.into_iter().map(fields).collect()),
+            other => other,
+        }
+    }
+    match Value::decode(bytes) {
+        Ok(v) => sort(v).encode_to_vec(),
+        Err(_) => bytes.to_vec(),
+    }
+}

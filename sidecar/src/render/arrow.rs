@@ -192,8 +192,10 @@ pub fn values_array<'a>(
         | ValueType::StringSet
         | ValueType::JsonList
         | ValueType::UuidList
-        | ValueType::TimeUuidList => {
-            list!(StringBuilder::new(), Value::StringList(l) | Value::StringSet(l) | Value::JsonList(l) | Value::UuidList(l) | Value::TimeUuidList(l) => l.iter())
+        | ValueType::TimeUuidList
+        | ValueType::UuidSet
+        | ValueType::TimeUuidSet => {
+            list!(StringBuilder::new(), Value::StringList(l) | Value::StringSet(l) | Value::JsonList(l) | Value::UuidList(l) | Value::TimeUuidList(l) | Value::UuidSet(l) | Value::TimeUuidSet(l) => l.iter())
         }
         ValueType::BytesList | ValueType::BytesSet => {
             list!(BinaryBuilder::new(), Value::BytesList(l) | Value::BytesSet(l) => l.iter())

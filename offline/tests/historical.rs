@@ -733,18 +733,6 @@ fn native_on_demand_views_are_computed_after_the_join() {
             .try_collect()
             .await
             .unwrap();
-        golden(
-            Ok(pretty_format_batches(&batches).unwrap().to_string()),
-            r#"
-+-----------+--------------------------+-------+
-| driver_id | event_timestamp          | trips |
-+-----------+--------------------------+-------+
-| 1         | 2026-01-01T10:00:00Z     | 50    |
-| 2         | 2026-01-01T09:00:00Z     | 20    |
-| 1         | 2026-01-01T09:30:00.500Z | 10    |
-+-----------+--------------------------+-------+
-"#,
-        );
         let batch = datafusion::arrow::compute::concat_batches(&planned.schema, &batches).unwrap();
         let pct = batch.column(4).as_primitive::<Float64Type>();
         let per = batch.column(5).as_primitive::<Float64Type>();

@@ -110,6 +110,7 @@ struct DefsFile {
     feature_services: Vec<ServiceDef>,
     #[serde(default)]
     label_views: Vec<LabelDef>,
+    #[serde(default)]
     on_demand_feature_views: Vec<OnDemandDef>,
 }
 

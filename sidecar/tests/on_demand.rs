@@ -57,7 +57,7 @@ async fn without_a_transformation_service_the_view_and_the_flag_are_named() {
     let (sc, _dir) = sidecar(None).await;
     let (status, body) = post(sc.addr, ride(json!(2.5))).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "OnDemandFeatureViewNotSupported");
+    assert_eq!(body["class"], "OnDemandFeatureViewNotSupported");
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("ride_features"), "{message}");
     assert!(message.contains("--transformation-service"), "{message}");
@@ -86,7 +86,7 @@ async fn request_data_is_checked_before_the_service_is_called() {
     });
     let (status, body) = post(sc.addr, missing).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "RequestDataNotFoundInEntityRowsException");
+    assert_eq!(body["class"], "RequestDataNotFoundInEntityRowsException");
     assert!(
         body["message"].as_str().unwrap().contains("distance_km"),
         "{body}"
@@ -94,7 +94,7 @@ async fn request_data_is_checked_before_the_service_is_called() {
 
     let (status, body) = post(sc.addr, ride(json!("far"))).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "InvalidRequestData");
+    assert_eq!(body["class"], "InvalidRequestData");
     let message = body["message"].as_str().unwrap();
     assert!(
         message.contains("entities.distance_km[0]") && message.contains("Float64"),
@@ -111,7 +111,7 @@ async fn request_data_is_checked_before_the_service_is_called() {
     // Valid: the call is made, and the closed port is a 502 naming the service.
     let (status, body) = post(sc.addr, ride(json!(2.5))).await;
     assert_eq!(status, 502, "{body}");
-    assert_eq!(body["error"], "TransformationServiceUnavailable");
+    assert_eq!(body["class"], "TransformationServiceUnavailable");
     assert!(
         body["message"]
             .as_str()
@@ -137,7 +137,7 @@ async fn a_silent_service_is_a_504_within_the_deadline() {
     let started = Instant::now();
     let (status, body) = post(sc.addr, ride(json!(2.5))).await;
     assert_eq!(status, 504, "{body}");
-    assert_eq!(body["error"], "TransformationServiceTimeout");
+    assert_eq!(body["class"], "TransformationServiceTimeout");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -180,7 +180,7 @@ async fn a_failing_transformation_is_a_502_with_its_message() {
         // Twice: the second call reuses the connection.
         let (status, body) = post(sc.addr, ride(json!(2.5))).await;
         assert_eq!(status, 502, "{body}");
-        assert_eq!(body["error"], "TransformationServiceFailed");
+        assert_eq!(body["class"], "TransformationServiceFailed");
         let message = body["message"].as_str().unwrap();
         assert!(
             message.contains("ride_features") && message.contains("'distance_km'"),

@@ -9,7 +9,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::registry::ProjectRegistry;
 use quiver_offline::historical::{EngineOptions, Features, HistoricalEngine};
-use quiver_offline::on_demand::{TransformClient, TransformConfig, select_with_on_demand};
+use quiver_offline::on_demand::{
+    TransformClient, TransformConfig, entity_columns, select_with_on_demand,
+};
 use quiver_offline::output::{Output, write_stream};
 use quiver_registry::config::RepoConfig;
 
@@ -127,12 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
             .await?;
         // On-demand views: their outputs computed on the joined batches, then projected.
-        let features: usize = views.views.iter().map(|v| v.features.len()).sum();
-        let fields = planned.schema.fields();
-        let entity_columns: Vec<String> = fields[..fields.len().saturating_sub(features)]
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let entity_columns = entity_columns(&planned.schema, views);
         let (schema, on_demand) = match (selection.on_demand, client) {
             (Some(plan), Some(client)) => {
                 let schema = plan.output_schema(&planned.schema, &entity_columns)?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use quiver_offline::flight::{OfflineServer, RegistryPlace, RegistrySource};
 use quiver_offline::historical::{EngineOptions, HistoricalEngine};
+use quiver_offline::on_demand::{TransformClient, TransformConfig};
 
 use crate::historical::{load_registry, runtime};
 use quiver_cmd::common::{ServerArgs, listen_addr, shutdown_signal};
@@ -47,6 +48,13 @@ struct ServeArgs {
     /// Directory for spill files (default: the system temp dir).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
+    /// Feast's transformation service (`feast serve_transformations --port P` in the repo),
+    /// HOST:PORT: computes the on-demand feature views Feast clients ask for.
+    #[arg(long, env = "QUIVER_TRANSFORMATION_SERVICE")]
+    transformation_service: Option<String>,
+    /// Deadline for one call to the transformation service (one batch of at most 10,000 rows).
+    #[arg(long, default_value = "60s", value_parser = quiver_core::time::parse_duration)]
+    transformation_timeout: std::time::Duration,
     /// The HTTP server's limits (Arrow Flight runs on tonic's own server).
     #[command(flatten)]
     server: ServerArgs,
@@ -122,7 +130,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let server = OfflineServer::new(engine, source, args.token);
+        let mut server = OfflineServer::new(engine, source, args.token);
+        if let Some(endpoint) = &args.transformation_service {
+            server = server.with_transformation_service(Arc::new(TransformClient::new(
+                TransformConfig::new(endpoint, args.transformation_timeout),
+            )));
+        }
         quiver_offline::flight::serve(listener, server, shutdown_signal()).await?;
         anyhow::Ok(())
     })

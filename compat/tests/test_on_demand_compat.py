@@ -293,3 +293,102 @@ def test_historical_without_a_transformation_service_names_the_flag(repo: Path) 
     )
     assert done.returncode != 0
     assert "transformed_conv_rate" in done.stderr and "--transformation-service" in done.stderr
+
+
+TRAINING_FEATURES = [
+    "driver_hourly_stats:conv_rate",
+    "driver_hourly_stats:acc_rate",
+    "driver_hourly_stats:avg_daily_trips",
+    "transformed_conv_rate:conv_rate_plus_val1",
+    "transformed_conv_rate:conv_rate_plus_val2",
+]
+
+
+def training_entity_df():
+    """The template's test_workflow.py training query: a label and the request data columns."""
+    import pandas as pd
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    from datetime import timedelta
+
+    return pd.DataFrame(
+        {
+            "driver_id": [1001, 1002, 1003, 1004, 1001, 9999],
+            "event_timestamp": [now - timedelta(hours=h) for h in (1, 2, 3, 30, 60, 1)],
+            "label_driver_reported_satisfaction": [1, 5, 3, 4, 2, 1],
+            "val_to_add": [1, 2, 3, 4, 5, 6],
+            "val_to_add_2": [10, 20, 30, 40, 50, 60],
+        }
+    )
+
+
+def start_offline_server(repo: Path, *extra: str):
+    port = free_port()
+    proc = spawn([QUIVER, "offline", "serve", "--repo", repo, "--port", str(port), *extra])
+    wait_port(port, proc, "quiver offline serve")
+    return proc, port
+
+
+def remote_client(tmp_path: Path, repo: Path, port: int) -> Path:
+    """A Feast client of the same registry whose offline store is quiver's Flight server."""
+    client = tmp_path / f"client_{port}"
+    client.mkdir()
+    (client / "feature_store.yaml").write_text(
+        f"project: demo_repo\nregistry: {repo / 'data' / 'registry.db'}\nprovider: local\n"
+        f"online_store:\n  type: sqlite\n  path: {client / 'online.db'}\n"
+        f"offline_store:\n  type: remote\n  host: 127.0.0.1\n  port: {port}\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    return client
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_feast_remote_offline_store_gets_on_demand_views_from_quiver_offline_serve(
+    repo: Path, transformation_service: str, tmp_path: Path, full: bool
+) -> None:
+    import pandas as pd
+
+    from feast import FeatureStore
+
+    entity_df = training_entity_df()
+    theirs = FeatureStore(str(repo)).get_historical_features(
+        entity_df=entity_df, features=TRAINING_FEATURES, full_feature_names=full
+    ).to_df()
+    proc, port = start_offline_server(repo, "--transformation-service", transformation_service)
+    try:
+        store = FeatureStore(repo_path=str(remote_client(tmp_path, repo, port)))
+        ours = store.get_historical_features(
+            entity_df=entity_df, features=TRAINING_FEATURES, full_feature_names=full
+        ).to_df()
+    finally:
+        proc.kill()
+        proc.wait()
+    # The same columns (Feast's order goes through a Python set: compared as a set).
+    assert sorted(ours.columns) == sorted(theirs.columns), (list(ours.columns), list(theirs.columns))
+    key = ["driver_id", "event_timestamp"]
+    theirs = theirs.sort_values(key).reset_index(drop=True)
+    ours = ours.sort_values(key).reset_index(drop=True)[list(theirs.columns)]
+    assert len(ours) == len(entity_df)
+    pd.testing.assert_frame_equal(ours, theirs)
+    plus = ("transformed_conv_rate__" if full else "") + "conv_rate_plus_val1"
+    assert ours[plus].notna().sum() >= 4  # real values, not nulls that compare equal
+
+
+def test_offline_serve_without_a_transformation_service_names_the_view_and_the_flag(
+    repo: Path, tmp_path: Path
+) -> None:
+    from feast import FeatureStore
+    from feast.errors import FeastError
+
+    proc, port = start_offline_server(repo)
+    try:
+        store = FeatureStore(repo_path=str(remote_client(tmp_path, repo, port)))
+        with pytest.raises(FeastError) as e:
+            store.get_historical_features(
+                entity_df=training_entity_df(), features=TRAINING_FEATURES
+            ).to_df()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "transformed_conv_rate" in str(e.value)
+    assert "quiver offline serve with --transformation-service" in str(e.value)

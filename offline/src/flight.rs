@@ -33,7 +33,10 @@ use serde_json::Value as Json;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
-use crate::historical::{Entities, FeastError, HistoricalEngine, Selection, select_for_feast};
+use crate::historical::{
+    Entities, FeastError, Features, HistoricalEngine, Selection, select_for_feast,
+};
+use crate::on_demand::{TransformClient, entity_columns, select_with_on_demand};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -96,6 +99,8 @@ pub struct OfflineServer {
     engine: HistoricalEngine,
     registry: RegistrySource,
     token: Option<String>,
+    /// Feast's transformation service, for on-demand views (`--transformation-service`).
+    transform: Option<Arc<TransformClient>>,
     /// Entity tables put by `DoPut`, by command, until their `DoGet`.
     pending: Mutex<HashMap<Vec<u8>, Entities>>,
 }
@@ -110,8 +115,15 @@ impl OfflineServer {
             engine,
             registry,
             token: token.filter(|t| !t.is_empty()),
+            transform: None,
             pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Computes on-demand views the request reads on Feast's transformation service.
+    pub fn with_transformation_service(mut self, client: Arc<TransformClient>) -> OfflineServer {
+        self.transform = Some(client);
+        self
     }
 
     pub fn into_service(self) -> FlightServiceServer<OfflineServer> {
@@ -193,12 +205,55 @@ impl OfflineServer {
             ));
         }
         let registry = self.registry.load().await?;
-        let views: Selection = select_for_feast(&registry, &view_names, &aliases, &refs)?.into();
+        // Feast's remote client leaves on-demand views to the server: their refs come without
+        // their views in `feature_view_names`, and are computed the way `quiver historical`
+        // computes them.
+        let on_demand = refs
+            .iter()
+            .filter_map(|r| r.split_once(':'))
+            .any(|(prefix, _)| {
+                registry.on_demand_view(prefix).is_some() && !view_names.iter().any(|v| v == prefix)
+            });
+        let (views, full, plan) = if on_demand {
+            if aliases.iter().any(Option::is_some) {
+                return Err(FeastError::new(
+                    ErrorKind::NotImplemented,
+                    "FeastError",
+                    "on-demand feature views with feature views aliased in a feature service: quiver's offline server does not compute them yet",
+                ));
+            }
+            let selection = select_with_on_demand(&registry, &Features::Refs(refs), full)?;
+            let plan = match (selection.on_demand, &self.transform) {
+                (Some(plan), None) => {
+                    return Err(FeastError::new(
+                        ErrorKind::NotImplemented,
+                        "FeastError",
+                        format!(
+                            "on-demand feature view {} is computed by Feast's transformation service: run `feast serve_transformations --port P` in the feature repo and start quiver offline serve with --transformation-service 127.0.0.1:P",
+                            plan.views().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                (Some(plan), Some(client)) => Some((plan, Arc::clone(client))),
+                (None, _) => None,
+            };
+            (selection.views, selection.full_feature_names, plan)
+        } else {
+            let views: Selection =
+                select_for_feast(&registry, &view_names, &aliases, &refs)?.into();
+            (views, full, None)
+        };
         let planned = self
             .engine
             .plan(&registry, &self.registry.repo_dir, &views, full, entities)
             .await?;
         let mut stream = self.engine.execute(&planned)?;
+        let mut schema = Arc::clone(&planned.schema);
+        if let Some((plan, client)) = plan {
+            let entity_columns = entity_columns(&planned.schema, &views);
+            schema = plan.output_schema(&planned.schema, &entity_columns)?;
+            stream = plan.apply(stream, Arc::clone(&schema), entity_columns, client);
+        }
         // The first batch comes after the final sort, so most failures (memory, an unreadable
         // source) are known before the answer starts and get their own code.
         let first = match stream.next().await {
@@ -210,7 +265,7 @@ impl OfflineServer {
             FlightError::Tonic(Box::new(status(&e)))
         });
         let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(Arc::clone(&planned.schema))
+            .with_schema(schema)
             .build(batches)
             .map_err(|e| match e {
                 FlightError::Tonic(s) => *s,

@@ -300,6 +300,17 @@ fn arrow_type(dtype: ValueType) -> Result<DataType, Error> {
     })
 }
 
+/// The entity-table columns of a join's output `joined` (of `views`): the columns before the
+/// feature columns.
+pub fn entity_columns(joined: &Schema, views: &historical::Selection) -> Vec<String> {
+    let features: usize = views.views.iter().map(|v| v.features.len()).sum();
+    let fields = joined.fields();
+    fields[..fields.len().saturating_sub(features)]
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 impl OnDemandPlan {
     /// Checks the entity table has every request field (before any data is read), and gives
     /// the output schema of [`Self::apply`] for the join's output schema `joined`.

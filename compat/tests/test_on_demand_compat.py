@@ -16,6 +16,10 @@ on-demand views), `feast serve`, and `quiver serve --transformation-service` on 
   listing the feature services that will be refused.
 - a historical retrieval with the on-demand view (`quiver historical`) equals Feast's
   get_historical_features.
+- the Feast SDK with `offline_store: {type: remote}` pointed at `quiver offline serve
+  --transformation-service` gets the same `get_historical_features(...).to_df()` as Feast's
+  own file store for the template's training query (test_workflow.py's features and entity
+  columns); without the flag, a Feast error naming the view and offline serve's flag.
 """
 
 import json
@@ -55,7 +59,10 @@ def post(base: str, body: dict):
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        # Errors come as Feast's feature server sends them: a JSON string holding
+        # {"class", "message"}.
+        body = json.loads(e.read())
+        return e.code, json.loads(body) if isinstance(body, str) else body
 
 
 def wait_ready(base: str, proc, what: str) -> None:
@@ -192,7 +199,7 @@ def test_request_data_mistakes_name_the_field(quiver: str) -> None:
         quiver, {"feature_service": "driver_activity_v1", "entities": {"driver_id": [1001], "val_to_add": [1]}}
     )
     assert status == 400
-    assert body["error"] == "RequestDataNotFoundInEntityRowsException"
+    assert body["class"] == "RequestDataNotFoundInEntityRowsException"
     assert "val_to_add_2" in body["message"]
     status, body = post(
         quiver,
@@ -360,6 +367,14 @@ def test_feast_remote_offline_store_gets_on_demand_views_from_quiver_offline_ser
         ours = store.get_historical_features(
             entity_df=entity_df, features=TRAINING_FEATURES, full_feature_names=full
         ).to_df()
+        # A request field missing from the entity table is named, before any data is read.
+        from feast.errors import FeastError
+
+        with pytest.raises(FeastError) as e:
+            store.get_historical_features(
+                entity_df=entity_df.drop(columns=["val_to_add_2"]), features=TRAINING_FEATURES
+            ).to_df()
+        assert "val_to_add_2" in str(e.value) and "transformed_conv_rate" in str(e.value)
     finally:
         proc.kill()
         proc.wait()

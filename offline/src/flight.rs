@@ -8,7 +8,9 @@
 //! `DoPut` the entity table, then `GetFlightInfo` (the ticket) and `DoGet` (the result). Both are
 //! served. Errors carry Feast's `{"module", "class", "message"}` JSON after `Flight error: `,
 //! which the SDK turns back into its exception classes. With a token configured, every call must
-//! carry `authorization: Bearer <token>`.
+//! carry `authorization: Bearer <token>`. On-demand views (refs Feast's remote client sends
+//! without their view, leaving them to the server) are computed as `quiver historical` computes
+//! them (`on_demand`), with the transformation service the server was started with.
 //!
 //! Results stream: each batch is encoded and sent as the join produces it.
 

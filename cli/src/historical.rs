@@ -9,9 +9,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::registry::ProjectRegistry;
 use quiver_offline::historical::{EngineOptions, Features, HistoricalEngine};
-use quiver_offline::on_demand::{
-    TransformClient, TransformConfig, entity_columns, select_with_on_demand,
-};
+use quiver_offline::on_demand::{TransformClient, TransformConfig, select_with_on_demand};
 use quiver_offline::output::{Output, write_stream};
 use quiver_registry::config::RepoConfig;
 
@@ -119,30 +117,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let to_stdout = args.out == "-";
     rt.block_on(async move {
         let entities = engine.read_entities_at(&args.entities).await?;
-        let planned = engine
-            .plan(
-                &registry,
-                &config.repo_dir,
-                views,
-                selection.full_feature_names,
-                entities,
-            )
+        let (planned, schema, stream) = selection
+            .execute(&engine, &registry, &config.repo_dir, entities, client)
             .await?;
-        // On-demand views: their outputs computed on the joined batches, then projected.
-        let entity_columns = entity_columns(&planned.schema, views);
-        let (schema, on_demand) = match (selection.on_demand, client) {
-            (Some(plan), Some(client)) => {
-                let schema = plan.output_schema(&planned.schema, &entity_columns)?;
-                (schema, Some((plan, client)))
-            }
-            _ => (planned.schema.clone(), None),
-        };
         let mut out = Output::create_at(&args.out, &schema, args.spill_dir.as_deref())?;
         let bar = progress_bar(planned.rows as u64);
-        let mut stream = engine.execute(&planned)?;
-        if let Some((plan, client)) = on_demand {
-            stream = plan.apply(stream, schema.clone(), entity_columns, client);
-        }
         let rows = write_stream(stream, &mut out, &mut |n| bar.set_position(n)).await?;
         if out.uploads() {
             if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {

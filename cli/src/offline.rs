@@ -88,6 +88,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(|p| listen_addr(&args.host, p))
         .transpose()?;
     let limits = args.server.limits(quiver_http::Limits::default());
+    let transform = args.transformation_service.as_ref().map(|endpoint| {
+        Arc::new(TransformClient::new(TransformConfig::new(
+            endpoint,
+            args.transformation_timeout,
+        )))
+    });
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(flight_addr)
@@ -121,6 +127,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 engine: engine.clone(),
                 registry: source.clone(),
                 token: args.token.clone(),
+                transform: transform.clone(),
             });
             tokio::spawn(async move {
                 if let Err(e) =
@@ -131,10 +138,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
         let mut server = OfflineServer::new(engine, source, args.token);
-        if let Some(endpoint) = &args.transformation_service {
-            server = server.with_transformation_service(Arc::new(TransformClient::new(
-                TransformConfig::new(endpoint, args.transformation_timeout),
-            )));
+        if let Some(client) = transform {
+            server = server.with_transformation_service(client);
         }
         quiver_offline::flight::serve(listener, server, shutdown_signal()).await?;
         anyhow::Ok(())

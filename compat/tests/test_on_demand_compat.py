@@ -330,10 +330,37 @@ def training_entity_df():
 
 
 def start_offline_server(repo: Path, *extra: str):
-    port = free_port()
-    proc = spawn([QUIVER, "offline", "serve", "--repo", repo, "--port", str(port), *extra])
+    """`quiver offline serve`: Arrow Flight on the returned port, POST /v1/historical at
+    `proc.http`."""
+    port, http_port = free_port(), free_port()
+    proc = spawn([QUIVER, "offline", "serve", "--repo", repo, "--port", str(port),
+                  "--http-port", str(http_port), *extra])
     wait_port(port, proc, "quiver offline serve")
+    wait_port(http_port, proc, "quiver offline serve (HTTP)")
+    proc.http = f"http://127.0.0.1:{http_port}"
     return proc, port
+
+
+def post_historical(base: str, entity_df, full: bool):
+    """POST /v1/historical with the entity rows inline: (status, DataFrame or error JSON)."""
+    import pyarrow as pa
+
+    body = {
+        "features": TRAINING_FEATURES,
+        "full_feature_names": full,
+        "entities": {
+            c: ([t.isoformat() for t in entity_df[c]] if c == "event_timestamp" else entity_df[c].tolist())
+            for c in entity_df.columns
+        },
+    }
+    req = urllib.request.Request(
+        base + "/v1/historical", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, pa.ipc.open_stream(r.read()).read_all().to_pandas()
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def remote_client(tmp_path: Path, repo: Path, port: int) -> Path:
@@ -375,6 +402,9 @@ def test_feast_remote_offline_store_gets_on_demand_views_from_quiver_offline_ser
                 entity_df=entity_df.drop(columns=["val_to_add_2"]), features=TRAINING_FEATURES
             ).to_df()
         assert "val_to_add_2" in str(e.value) and "transformed_conv_rate" in str(e.value)
+        # POST /v1/historical computes them too.
+        status, http = post_historical(proc.http, entity_df, full)
+        assert status == 200, http
     finally:
         proc.kill()
         proc.wait()
@@ -385,6 +415,12 @@ def test_feast_remote_offline_store_gets_on_demand_views_from_quiver_offline_ser
     ours = ours.sort_values(key).reset_index(drop=True)[list(theirs.columns)]
     assert len(ours) == len(entity_df)
     pd.testing.assert_frame_equal(ours, theirs)
+    # Feast's client also asks for the on-demand view's other source features (the Map and
+    # Struct ones); POST /v1/historical returns what was asked for, in request order.
+    names = [(f.replace(":", "__") if full else f.split(":")[1]) for f in TRAINING_FEATURES]
+    assert list(http.columns) == list(entity_df.columns) + names
+    http = http.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(http, theirs[list(http.columns)])
     plus = ("transformed_conv_rate__" if full else "") + "conv_rate_plus_val1"
     assert ours[plus].notna().sum() >= 4  # real values, not nulls that compare equal
 
@@ -402,8 +438,11 @@ def test_offline_serve_without_a_transformation_service_names_the_view_and_the_f
             store.get_historical_features(
                 entity_df=training_entity_df(), features=TRAINING_FEATURES
             ).to_df()
+        status, body = post_historical(proc.http, training_entity_df(), False)
     finally:
         proc.kill()
         proc.wait()
     assert "transformed_conv_rate" in str(e.value)
     assert "quiver offline serve with --transformation-service" in str(e.value)
+    assert status == 422, body
+    assert "transformed_conv_rate" in body["message"] and "--transformation-service" in body["message"]

@@ -35,10 +35,10 @@ use serde_json::Value as Json;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
-use crate::historical::{
-    Entities, FeastError, Features, HistoricalEngine, Selection, select_for_feast,
+use crate::historical::{Entities, FeastError, Features, HistoricalEngine, select_for_feast};
+use crate::on_demand::{
+    OnDemandPlan, Selection as OnDemandSelection, TransformClient, select_with_on_demand,
 };
-use crate::on_demand::{TransformClient, entity_columns, select_with_on_demand};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -216,7 +216,7 @@ impl OfflineServer {
             .any(|(prefix, _)| {
                 registry.on_demand_view(prefix).is_some() && !view_names.iter().any(|v| v == prefix)
             });
-        let (views, full, plan) = if on_demand {
+        let selection = if on_demand {
             if aliases.iter().any(Option::is_some) {
                 return Err(FeastError::new(
                     ErrorKind::NotImplemented,
@@ -224,38 +224,30 @@ impl OfflineServer {
                     "on-demand feature views with feature views aliased in a feature service: quiver's offline server does not compute them yet",
                 ));
             }
-            let selection = select_with_on_demand(&registry, &Features::Refs(refs), full)?;
-            let plan = match (selection.on_demand, &self.transform) {
-                (Some(plan), None) => {
-                    return Err(FeastError::new(
-                        ErrorKind::NotImplemented,
-                        "FeastError",
-                        format!(
-                            "on-demand feature view {} is computed by Feast's transformation service: run `feast serve_transformations --port P` in the feature repo and start quiver offline serve with --transformation-service 127.0.0.1:P",
-                            plan.views().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                (Some(plan), Some(client)) => Some((plan, Arc::clone(client))),
-                (None, _) => None,
-            };
-            (selection.views, selection.full_feature_names, plan)
+            select_with_on_demand(&registry, &Features::Refs(refs), full)?
         } else {
-            let views: Selection =
-                select_for_feast(&registry, &view_names, &aliases, &refs)?.into();
-            (views, full, None)
+            OnDemandSelection {
+                views: select_for_feast(&registry, &view_names, &aliases, &refs)?.into(),
+                full_feature_names: full,
+                on_demand: None,
+            }
         };
-        let planned = self
-            .engine
-            .plan(&registry, &self.registry.repo_dir, &views, full, entities)
-            .await?;
-        let mut stream = self.engine.execute(&planned)?;
-        let mut schema = Arc::clone(&planned.schema);
-        if let Some((plan, client)) = plan {
-            let entity_columns = entity_columns(&planned.schema, &views);
-            schema = plan.output_schema(&planned.schema, &entity_columns)?;
-            stream = plan.apply(stream, Arc::clone(&schema), entity_columns, client);
+        if let (Some(plan), None) = (&selection.on_demand, &self.transform) {
+            return Err(FeastError::new(
+                ErrorKind::NotImplemented,
+                "FeastError",
+                missing_service(plan),
+            ));
         }
+        let (_, schema, mut stream) = selection
+            .execute(
+                &self.engine,
+                &registry,
+                &self.registry.repo_dir,
+                entities,
+                self.transform.clone(),
+            )
+            .await?;
         // The first batch comes after the final sort, so most failures (memory, an unreadable
         // source) are known before the answer starts and get their own code.
         let first = match stream.next().await {
@@ -279,6 +271,14 @@ impl OfflineServer {
             });
         Ok(Box::pin(encoded))
     }
+}
+
+/// The error for on-demand views the server was started without a transformation service for.
+pub fn missing_service(plan: &OnDemandPlan) -> String {
+    format!(
+        "on-demand feature view {} is computed by Feast's transformation service: run `feast serve_transformations --port P` in the feature repo and start quiver offline serve with --transformation-service 127.0.0.1:P",
+        plan.views().collect::<Vec<_>>().join(", ")
+    )
 }
 
 fn bad_param(key: &str) -> FeastError {

@@ -117,35 +117,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let to_stdout = args.out == "-";
     rt.block_on(async move {
         let entities = engine.read_entities_at(&args.entities).await?;
-        let planned = engine
-            .plan(
-                &registry,
-                &config.repo_dir,
-                views,
-                selection.full_feature_names,
-                entities,
-            )
+        let (planned, schema, stream) = selection
+            .execute(&engine, &registry, &config.repo_dir, entities, client)
             .await?;
-        // On-demand views: their outputs computed on the joined batches, then projected.
-        let features: usize = views.views.iter().map(|v| v.features.len()).sum();
-        let fields = planned.schema.fields();
-        let entity_columns: Vec<String> = fields[..fields.len().saturating_sub(features)]
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let (schema, on_demand) = match (selection.on_demand, client) {
-            (Some(plan), Some(client)) => {
-                let schema = plan.output_schema(&planned.schema, &entity_columns)?;
-                (schema, Some((plan, client)))
-            }
-            _ => (planned.schema.clone(), None),
-        };
         let mut out = Output::create_at(&args.out, &schema, args.spill_dir.as_deref())?;
         let bar = progress_bar(planned.rows as u64);
-        let mut stream = engine.execute(&planned)?;
-        if let Some((plan, client)) = on_demand {
-            stream = plan.apply(stream, schema.clone(), entity_columns, client);
-        }
         let rows = write_stream(stream, &mut out, &mut |n| bar.set_position(n)).await?;
         if out.uploads() {
             if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {

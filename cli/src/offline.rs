@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use quiver_offline::flight::{OfflineServer, RegistryPlace, RegistrySource};
 use quiver_offline::historical::{EngineOptions, HistoricalEngine};
+use quiver_offline::on_demand::{TransformClient, TransformConfig};
 
 use crate::historical::{load_registry, runtime};
 use quiver_cmd::common::{ServerArgs, listen_addr, shutdown_signal};
@@ -47,6 +48,13 @@ struct ServeArgs {
     /// Directory for spill files (default: the system temp dir).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
+    /// Feast's transformation service (`feast serve_transformations --port P` in the repo),
+    /// HOST:PORT: computes the on-demand feature views Feast clients ask for.
+    #[arg(long, env = "QUIVER_TRANSFORMATION_SERVICE")]
+    transformation_service: Option<String>,
+    /// Deadline for one call to the transformation service (one batch of at most 10,000 rows).
+    #[arg(long, default_value = "60s", value_parser = quiver_core::time::parse_duration)]
+    transformation_timeout: std::time::Duration,
     /// The HTTP server's limits (Arrow Flight runs on tonic's own server).
     #[command(flatten)]
     server: ServerArgs,
@@ -80,6 +88,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(|p| listen_addr(&args.host, p))
         .transpose()?;
     let limits = args.server.limits(quiver_http::Limits::default());
+    let transform = args.transformation_service.as_ref().map(|endpoint| {
+        Arc::new(TransformClient::new(TransformConfig::new(
+            endpoint,
+            args.transformation_timeout,
+        )))
+    });
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(flight_addr)
@@ -113,6 +127,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 engine: engine.clone(),
                 registry: source.clone(),
                 token: args.token.clone(),
+                transform: transform.clone(),
             });
             tokio::spawn(async move {
                 if let Err(e) =
@@ -122,7 +137,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let server = OfflineServer::new(engine, source, args.token);
+        let mut server = OfflineServer::new(engine, source, args.token);
+        if let Some(client) = transform {
+            server = server.with_transformation_service(client);
+        }
         quiver_offline::flight::serve(listener, server, shutdown_signal()).await?;
         anyhow::Ok(())
     })

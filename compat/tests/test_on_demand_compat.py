@@ -16,6 +16,10 @@ on-demand views), `feast serve`, and `quiver serve --transformation-service` on 
   listing the feature services that will be refused.
 - a historical retrieval with the on-demand view (`quiver historical`) equals Feast's
   get_historical_features.
+- the Feast SDK with `offline_store: {type: remote}` pointed at `quiver offline serve
+  --transformation-service` gets the same `get_historical_features(...).to_df()` as Feast's
+  own file store for the template's training query (test_workflow.py's features and entity
+  columns); without the flag, a Feast error naming the view and offline serve's flag.
 """
 
 import json
@@ -55,7 +59,10 @@ def post(base: str, body: dict):
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        # Errors come as Feast's feature server sends them: a JSON string holding
+        # {"class", "message"}.
+        body = json.loads(e.read())
+        return e.code, json.loads(body) if isinstance(body, str) else body
 
 
 def wait_ready(base: str, proc, what: str) -> None:
@@ -192,7 +199,7 @@ def test_request_data_mistakes_name_the_field(quiver: str) -> None:
         quiver, {"feature_service": "driver_activity_v1", "entities": {"driver_id": [1001], "val_to_add": [1]}}
     )
     assert status == 400
-    assert body["error"] == "RequestDataNotFoundInEntityRowsException"
+    assert body["class"] == "RequestDataNotFoundInEntityRowsException"
     assert "val_to_add_2" in body["message"]
     status, body = post(
         quiver,
@@ -293,3 +300,149 @@ def test_historical_without_a_transformation_service_names_the_flag(repo: Path) 
     )
     assert done.returncode != 0
     assert "transformed_conv_rate" in done.stderr and "--transformation-service" in done.stderr
+
+
+TRAINING_FEATURES = [
+    "driver_hourly_stats:conv_rate",
+    "driver_hourly_stats:acc_rate",
+    "driver_hourly_stats:avg_daily_trips",
+    "transformed_conv_rate:conv_rate_plus_val1",
+    "transformed_conv_rate:conv_rate_plus_val2",
+]
+
+
+def training_entity_df():
+    """The template's test_workflow.py training query: a label and the request data columns."""
+    import pandas as pd
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    from datetime import timedelta
+
+    return pd.DataFrame(
+        {
+            "driver_id": [1001, 1002, 1003, 1004, 1001, 9999],
+            "event_timestamp": [now - timedelta(hours=h) for h in (1, 2, 3, 30, 60, 1)],
+            "label_driver_reported_satisfaction": [1, 5, 3, 4, 2, 1],
+            "val_to_add": [1, 2, 3, 4, 5, 6],
+            "val_to_add_2": [10, 20, 30, 40, 50, 60],
+        }
+    )
+
+
+def start_offline_server(repo: Path, *extra: str):
+    """`quiver offline serve`: Arrow Flight on the returned port, POST /v1/historical at
+    `proc.http`."""
+    port, http_port = free_port(), free_port()
+    proc = spawn([QUIVER, "offline", "serve", "--repo", repo, "--port", str(port),
+                  "--http-port", str(http_port), *extra])
+    wait_port(port, proc, "quiver offline serve")
+    wait_port(http_port, proc, "quiver offline serve (HTTP)")
+    proc.http = f"http://127.0.0.1:{http_port}"
+    return proc, port
+
+
+def post_historical(base: str, entity_df, full: bool):
+    """POST /v1/historical with the entity rows inline: (status, DataFrame or error JSON)."""
+    import pyarrow as pa
+
+    body = {
+        "features": TRAINING_FEATURES,
+        "full_feature_names": full,
+        "entities": {
+            c: ([t.isoformat() for t in entity_df[c]] if c == "event_timestamp" else entity_df[c].tolist())
+            for c in entity_df.columns
+        },
+    }
+    req = urllib.request.Request(
+        base + "/v1/historical", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, pa.ipc.open_stream(r.read()).read_all().to_pandas()
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def remote_client(tmp_path: Path, repo: Path, port: int) -> Path:
+    """A Feast client of the same registry whose offline store is quiver's Flight server."""
+    client = tmp_path / f"client_{port}"
+    client.mkdir()
+    (client / "feature_store.yaml").write_text(
+        f"project: demo_repo\nregistry: {repo / 'data' / 'registry.db'}\nprovider: local\n"
+        f"online_store:\n  type: sqlite\n  path: {client / 'online.db'}\n"
+        f"offline_store:\n  type: remote\n  host: 127.0.0.1\n  port: {port}\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    return client
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_feast_remote_offline_store_gets_on_demand_views_from_quiver_offline_serve(
+    repo: Path, transformation_service: str, tmp_path: Path, full: bool
+) -> None:
+    import pandas as pd
+
+    from feast import FeatureStore
+
+    entity_df = training_entity_df()
+    theirs = FeatureStore(str(repo)).get_historical_features(
+        entity_df=entity_df, features=TRAINING_FEATURES, full_feature_names=full
+    ).to_df()
+    proc, port = start_offline_server(repo, "--transformation-service", transformation_service)
+    try:
+        store = FeatureStore(repo_path=str(remote_client(tmp_path, repo, port)))
+        ours = store.get_historical_features(
+            entity_df=entity_df, features=TRAINING_FEATURES, full_feature_names=full
+        ).to_df()
+        # A request field missing from the entity table is named, before any data is read.
+        from feast.errors import FeastError
+
+        with pytest.raises(FeastError) as e:
+            store.get_historical_features(
+                entity_df=entity_df.drop(columns=["val_to_add_2"]), features=TRAINING_FEATURES
+            ).to_df()
+        assert "val_to_add_2" in str(e.value) and "transformed_conv_rate" in str(e.value)
+        # POST /v1/historical computes them too.
+        status, http = post_historical(proc.http, entity_df, full)
+        assert status == 200, http
+    finally:
+        proc.kill()
+        proc.wait()
+    # The same columns (Feast's order goes through a Python set: compared as a set).
+    assert sorted(ours.columns) == sorted(theirs.columns), (list(ours.columns), list(theirs.columns))
+    key = ["driver_id", "event_timestamp"]
+    theirs = theirs.sort_values(key).reset_index(drop=True)
+    ours = ours.sort_values(key).reset_index(drop=True)[list(theirs.columns)]
+    assert len(ours) == len(entity_df)
+    pd.testing.assert_frame_equal(ours, theirs)
+    # Feast's client also asks for the on-demand view's other source features (the Map and
+    # Struct ones); POST /v1/historical returns what was asked for, in request order.
+    names = [(f.replace(":", "__") if full else f.split(":")[1]) for f in TRAINING_FEATURES]
+    assert list(http.columns) == list(entity_df.columns) + names
+    http = http.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(http, theirs[list(http.columns)])
+    plus = ("transformed_conv_rate__" if full else "") + "conv_rate_plus_val1"
+    assert ours[plus].notna().sum() >= 4  # real values, not nulls that compare equal
+
+
+def test_offline_serve_without_a_transformation_service_names_the_view_and_the_flag(
+    repo: Path, tmp_path: Path
+) -> None:
+    from feast import FeatureStore
+    from feast.errors import FeastError
+
+    proc, port = start_offline_server(repo)
+    try:
+        store = FeatureStore(repo_path=str(remote_client(tmp_path, repo, port)))
+        with pytest.raises(FeastError) as e:
+            store.get_historical_features(
+                entity_df=training_entity_df(), features=TRAINING_FEATURES
+            ).to_df()
+        status, body = post_historical(proc.http, training_entity_df(), False)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "transformed_conv_rate" in str(e.value)
+    assert "quiver offline serve with --transformation-service" in str(e.value)
+    assert status == 422, body
+    assert "transformed_conv_rate" in body["message"] and "--transformation-service" in body["message"]

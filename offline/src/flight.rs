@@ -8,7 +8,9 @@
 //! `DoPut` the entity table, then `GetFlightInfo` (the ticket) and `DoGet` (the result). Both are
 //! served. Errors carry Feast's `{"module", "class", "message"}` JSON after `Flight error: `,
 //! which the SDK turns back into its exception classes. With a token configured, every call must
-//! carry `authorization: Bearer <token>`.
+//! carry `authorization: Bearer <token>`. On-demand views (refs Feast's remote client sends
+//! without their view, leaving them to the server) are computed as `quiver historical` computes
+//! them (`on_demand`), with the transformation service the server was started with.
 //!
 //! Results stream: each batch is encoded and sent as the join produces it.
 
@@ -33,7 +35,10 @@ use serde_json::Value as Json;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
-use crate::historical::{Entities, FeastError, HistoricalEngine, Selection, select_for_feast};
+use crate::historical::{Entities, FeastError, Features, HistoricalEngine, select_for_feast};
+use crate::on_demand::{
+    OnDemandPlan, Selection as OnDemandSelection, TransformClient, select_with_on_demand,
+};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -96,6 +101,8 @@ pub struct OfflineServer {
     engine: HistoricalEngine,
     registry: RegistrySource,
     token: Option<String>,
+    /// Feast's transformation service, for on-demand views (`--transformation-service`).
+    transform: Option<Arc<TransformClient>>,
     /// Entity tables put by `DoPut`, by command, until their `DoGet`.
     pending: Mutex<HashMap<Vec<u8>, Entities>>,
 }
@@ -110,8 +117,15 @@ impl OfflineServer {
             engine,
             registry,
             token: token.filter(|t| !t.is_empty()),
+            transform: None,
             pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Computes on-demand views the request reads on Feast's transformation service.
+    pub fn with_transformation_service(mut self, client: Arc<TransformClient>) -> OfflineServer {
+        self.transform = Some(client);
+        self
     }
 
     pub fn into_service(self) -> FlightServiceServer<OfflineServer> {
@@ -193,12 +207,47 @@ impl OfflineServer {
             ));
         }
         let registry = self.registry.load().await?;
-        let views: Selection = select_for_feast(&registry, &view_names, &aliases, &refs)?.into();
-        let planned = self
-            .engine
-            .plan(&registry, &self.registry.repo_dir, &views, full, entities)
+        // Feast's remote client leaves on-demand views to the server: their refs come without
+        // their views in `feature_view_names`, and are computed the way `quiver historical`
+        // computes them.
+        let on_demand = refs
+            .iter()
+            .filter_map(|r| r.split_once(':'))
+            .any(|(prefix, _)| {
+                registry.on_demand_view(prefix).is_some() && !view_names.iter().any(|v| v == prefix)
+            });
+        let selection = if on_demand {
+            if aliases.iter().any(Option::is_some) {
+                return Err(FeastError::new(
+                    ErrorKind::NotImplemented,
+                    "FeastError",
+                    "on-demand feature views with feature views aliased in a feature service: quiver's offline server does not compute them yet",
+                ));
+            }
+            select_with_on_demand(&registry, &Features::Refs(refs), full)?
+        } else {
+            OnDemandSelection {
+                views: select_for_feast(&registry, &view_names, &aliases, &refs)?.into(),
+                full_feature_names: full,
+                on_demand: None,
+            }
+        };
+        if let (Some(plan), None) = (&selection.on_demand, &self.transform) {
+            return Err(FeastError::new(
+                ErrorKind::NotImplemented,
+                "FeastError",
+                missing_service(plan),
+            ));
+        }
+        let (_, schema, mut stream) = selection
+            .execute(
+                &self.engine,
+                &registry,
+                &self.registry.repo_dir,
+                entities,
+                self.transform.clone(),
+            )
             .await?;
-        let mut stream = self.engine.execute(&planned)?;
         // The first batch comes after the final sort, so most failures (memory, an unreadable
         // source) are known before the answer starts and get their own code.
         let first = match stream.next().await {
@@ -210,7 +259,7 @@ impl OfflineServer {
             FlightError::Tonic(Box::new(status(&e)))
         });
         let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(Arc::clone(&planned.schema))
+            .with_schema(schema)
             .build(batches)
             .map_err(|e| match e {
                 FlightError::Tonic(s) => *s,
@@ -222,6 +271,14 @@ impl OfflineServer {
             });
         Ok(Box::pin(encoded))
     }
+}
+
+/// The error for on-demand views the server was started without a transformation service for.
+pub fn missing_service(plan: &OnDemandPlan) -> String {
+    format!(
+        "on-demand feature view {} is computed by Feast's transformation service: run `feast serve_transformations --port P` in the feature repo and start quiver offline serve with --transformation-service 127.0.0.1:P",
+        plan.views().collect::<Vec<_>>().join(", ")
+    )
 }
 
 fn bad_param(key: &str) -> FeastError {

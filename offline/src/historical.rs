@@ -273,8 +273,8 @@ pub fn select_for_feast(
     aliases: &[Option<String>],
     refs: &[String],
 ) -> Result<Vec<ViewRequest>, FeastError> {
-    // Feast's remote client leaves on-demand views to the server; not computing them would
-    // silently drop their columns.
+    // Feature views only: the offline server computes on-demand views through
+    // `on_demand::select_with_on_demand`; dropping them here would silently lose their columns.
     if let Some(odfv) = refs
         .iter()
         .filter_map(|r| r.split_once(':'))
@@ -285,7 +285,7 @@ pub fn select_for_feast(
             ErrorKind::NotImplemented,
             "FeastError",
             format!(
-                "on-demand feature view {odfv}: quiver offline serve does not compute on-demand views; use quiver historical --transformation-service HOST:PORT"
+                "on-demand feature view {odfv}: resolve requests with on-demand views through on_demand::select_with_on_demand"
             ),
         ));
     }

@@ -38,7 +38,8 @@ use tokio::net::TcpListener;
 
 use crate::Error;
 use crate::flight::RegistrySource;
-use crate::historical::{EVENT_TIMESTAMP, Entities, Features, HistoricalEngine, select};
+use crate::historical::{EVENT_TIMESTAMP, Entities, Features, HistoricalEngine};
+use crate::on_demand::{TransformClient, select_with_on_demand};
 
 /// Request bodies larger than this are refused (inline entity tables belong in a file).
 const BODY_LIMIT: usize = 64 << 20;
@@ -49,6 +50,8 @@ pub struct HttpState {
     pub engine: HistoricalEngine,
     pub registry: RegistrySource,
     pub token: Option<String>,
+    /// Feast's transformation service, for on-demand views (`--transformation-service`).
+    pub transform: Option<Arc<TransformClient>>,
 }
 
 /// Serves on the server core (`quiver-http`, with `limits`) until `shutdown` resolves, then
@@ -200,12 +203,19 @@ async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>,
         kind: e.kind,
         message: e.message,
     })?;
-    let views = select(&registry, &features)?;
-    let planned = state
-        .engine
-        .plan(&registry, &state.registry.repo_dir, &views, full, entities)
+    let selection = select_with_on_demand(&registry, &features, full)?;
+    if let (Some(plan), None) = (&selection.on_demand, &state.transform) {
+        return Err(Error::unprocessable(crate::flight::missing_service(plan)));
+    }
+    let (_, schema, mut stream) = selection
+        .execute(
+            &state.engine,
+            &registry,
+            &state.registry.repo_dir,
+            entities,
+            state.transform.clone(),
+        )
         .await?;
-    let mut stream = state.engine.execute(&planned)?;
     // The first batch comes after the final sort: most failures (the memory limit, an
     // unreachable object store) are known before the status line is sent.
     let first = match stream.next().await {
@@ -213,7 +223,6 @@ async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>,
         first => first,
     };
     let mut stream = futures::stream::iter(first).chain(stream);
-    let schema = Arc::clone(&planned.schema);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut writer =

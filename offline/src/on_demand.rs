@@ -300,6 +300,54 @@ fn arrow_type(dtype: ValueType) -> Result<DataType, Error> {
     })
 }
 
+impl Selection {
+    /// Plans the join over `entities` and starts it, computing the on-demand outputs with
+    /// `client` (required when `self.on_demand` is set; callers name their own flag): the plan,
+    /// the output schema and the stream. Request fields are checked before any data is read.
+    pub async fn execute(
+        self,
+        engine: &historical::HistoricalEngine,
+        registry: &ProjectRegistry,
+        repo_dir: &std::path::Path,
+        entities: historical::Entities,
+        client: Option<Arc<TransformClient>>,
+    ) -> Result<(historical::Planned, SchemaRef, SendableRecordBatchStream), Error> {
+        let planned = engine
+            .plan(
+                registry,
+                repo_dir,
+                &self.views,
+                self.full_feature_names,
+                entities,
+            )
+            .await?;
+        let Some(plan) = self.on_demand else {
+            let schema = Arc::clone(&planned.schema);
+            let stream = engine.execute(&planned)?;
+            return Ok((planned, schema, stream));
+        };
+        let client = client.ok_or_else(|| {
+            Error::internal("on-demand views to compute without a transformation service")
+        })?;
+        let entity_columns = entity_columns(&planned.schema, &self.views);
+        let schema = plan.output_schema(&planned.schema, &entity_columns)?;
+        let stream = engine.execute(&planned)?;
+        let stream = plan.apply(stream, Arc::clone(&schema), entity_columns, client);
+        Ok((planned, schema, stream))
+    }
+}
+
+/// The entity-table columns of a join's output `joined` (of `views`): the columns before the
+/// feature columns.
+fn entity_columns(joined: &Schema, views: &historical::Selection) -> Vec<String> {
+    let features: usize = views.views.iter().map(|v| v.features.len()).sum();
+    let fields = joined.fields();
+    fields[..fields.len().saturating_sub(features)]
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 impl OnDemandPlan {
     /// Checks the entity table has every request field (before any data is read), and gives
     /// the output schema of [`Self::apply`] for the join's output schema `joined`.

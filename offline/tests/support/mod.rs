@@ -71,6 +71,7 @@ pub async fn start_http(repo: &Path, options: &EngineOptions) -> std::net::Socke
         engine: HistoricalEngine::new(options).unwrap(),
         registry: registry(repo),
         token: None,
+        transform: None,
     });
     tokio::spawn(quiver_offline::http::serve(
         listener,

@@ -807,6 +807,24 @@ fn secret_env(plan: &SidecarPlan) -> Option<Vec<EnvFromSource>> {
     })
 }
 
+/// The feature repo (read-only) and the state folder, as the sidecar and the transformation
+/// service both mount them.
+fn repo_and_state_mounts() -> Vec<VolumeMount> {
+    vec![
+        VolumeMount {
+            name: REPO_VOLUME.to_owned(),
+            mount_path: REPO_MOUNT.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: STATE_VOLUME.to_owned(),
+            mount_path: STATE_MOUNT.to_owned(),
+            ..VolumeMount::default()
+        },
+    ]
+}
+
 fn restricted_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -882,19 +900,7 @@ fn transformation_container(plan: &SidecarPlan, image: &str) -> Container {
         readiness_probe: Some(tcp_probe(5, 3)),
         restart_policy: plan.native.then(|| "Always".to_owned()),
         security_context: Some(restricted_security_context()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: REPO_VOLUME.to_owned(),
-                mount_path: REPO_MOUNT.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: STATE_VOLUME.to_owned(),
-                mount_path: STATE_MOUNT.to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(repo_and_state_mounts()),
         working_dir: Some(STATE_MOUNT.to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
@@ -990,19 +996,7 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
         liveness_probe: Some(http_probe("/health", plan.port, 10, 3)),
         restart_policy: plan.native.then(|| "Always".to_owned()),
         security_context: Some(restricted_security_context()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: REPO_VOLUME.to_owned(),
-                mount_path: REPO_MOUNT.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: STATE_VOLUME.to_owned(),
-                mount_path: STATE_MOUNT.to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(repo_and_state_mounts()),
         working_dir: Some(STATE_MOUNT.to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()

@@ -7,7 +7,7 @@
 # minute's mean within 10% of the second minute's, once the cache has filled).
 #
 # Usage: benches/soak/run.sh [MINUTES=10] [KEYS=200000] [CACHE=16MiB]
-# Needs: redis-server, the Feast venv (compat/setup-venv.sh; Feast's code writes the data).
+# Needs: redis-server, the Feast venv (compat/setup-venv.sh; its pyarrow writes the data).
 # Writes target/bench-soak/soak.jsonl and prints a summary line.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,7 +48,25 @@ entity_key_serialization_version: 3
 YAML
 cp benches/serve/features.yaml "$out/repo/"
 "$quiver" apply --repo "$out/repo" >&2
-"$venv/bin/python" benches/serve/load_data.py "$out/repo" "$keys" >&2
+# The data: KEYS drivers in a Parquet file, materialized by quiver (the serving benchmark shows
+# the bytes equal Feast's; here only the volume matters, and Feast's writer takes minutes).
+"$venv/bin/python" - "$out/repo/data/bench.parquet" "$keys" <<'PY'
+import sys
+import pyarrow as pa, pyarrow.parquet as pq
+path, n = sys.argv[1], int(sys.argv[2])
+ids = pa.array(range(1, n + 1), pa.int64())
+t = pa.table({
+    "driver_id": ids,
+    "event_timestamp": pa.array([1_780_000_000_000_000] * n, pa.timestamp("us", tz="UTC")),
+    "f0": pa.array([i * 0.001 for i in range(n)], pa.float32()), "f1": ids,
+    "f2": [f"zone-{i % 97}" for i in range(n)], "f3": [i / 7 for i in range(n)],
+    "f4": pa.array([i * 3 for i in range(n)], pa.int64()), "f5": pa.array([0.5] * n, pa.float32()),
+    "f6": [f"tier-{i % 5}" for i in range(n)], "f7": pa.array([i % 1000 for i in range(n)], pa.int64()),
+    "f8": [i * 0.25 for i in range(n)], "f9": [i % 2 == 0 for i in range(n)],
+})
+pq.write_table(t, path)
+PY
+"$quiver" materialize --repo "$out/repo" 2026-05-01T00:00:00 2026-06-30T00:00:00 >&2
 
 port="$(free_port)"
 QUIVER_LOG=warn "$sidecar" serve --repo "$out/repo" --port "$port" --cache-bytes "$cache" \

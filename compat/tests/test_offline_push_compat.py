@@ -194,6 +194,8 @@ def test_bad_pushes_raise_in_the_sdk_and_write_nothing(template, tmp_path):
         with pytest.raises(DataSourceObjectNotFoundException) as e:
             list(RemoteOfflineStore().get_table_column_names_and_types_from_data_source(store.config, rogue))
         assert "rogue_source" in str(e.value)
+        # `feast apply`'s check of a source passes as Feast's file store's does (it only logs).
+        RemoteOfflineStore().validate_data_source(store.config, rogue)
         view = FeatureView(name="rogue_view", entities=[], schema=[Field(name="conv_rate", dtype=Float32)],
                            source=rogue)
         table = pa.Table.from_pandas(push_df(now()))

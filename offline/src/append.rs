@@ -103,7 +103,12 @@ impl ParquetAppender {
         rows: usize,
         hints: &[(String, ColumnKind)],
     ) -> Result<String, Error> {
-        self.append_rows(uri, s3_endpoint_override, Rows::Json { columns, rows }, hints)
+        self.append_rows(
+            uri,
+            s3_endpoint_override,
+            Rows::Json { columns, rows },
+            hints,
+        )
     }
 
     /// [`ParquetAppender::append`] for rows in either shape.
@@ -250,11 +255,9 @@ async fn append_object(
                 let (schema, batches) = read_parquet(bytes, &shown)?;
                 (schema, batches, PutMode::Update(version))
             }
-            Err(object_store::Error::NotFound { .. }) => (
-                schema_from_hints(rows, hints)?,
-                Vec::new(),
-                PutMode::Create,
-            ),
+            Err(object_store::Error::NotFound { .. }) => {
+                (schema_from_hints(rows, hints)?, Vec::new(), PutMode::Create)
+            }
             Err(e) => return Err(fail("reading", e)),
         };
         batches.push(build_batch(&schema, rows)?);
@@ -492,8 +495,7 @@ fn cast_to(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
     }
     if let (D::List(to_item) | D::LargeList(to_item), Some(child)) = (to, list_values(array)) {
         // Checked element-wise first, so the error names the element types.
-        cast_to(&child, to_item.data_type())
-            .map_err(|e| format!("list elements: {e}"))?;
+        cast_to(&child, to_item.data_type()).map_err(|e| format!("list elements: {e}"))?;
     }
     let options = datafusion::arrow::compute::CastOptions {
         safe: false,
@@ -536,9 +538,8 @@ fn cast_struct(given: &StructArray, to_fields: &arrow_schema::Fields) -> Result<
     let children = to_fields
         .iter()
         .map(|f| match given.column_by_name(f.name()) {
-            Some(child) => {
-                cast_to(child, f.data_type()).map_err(|e| format!("struct field {:?}: {e}", f.name()))
-            }
+            Some(child) => cast_to(child, f.data_type())
+                .map_err(|e| format!("struct field {:?}: {e}", f.name())),
             None if f.is_nullable() => Ok(new_null_array(f.data_type(), given.len())),
             None => Err(format!(
                 "struct field {:?}, which the source requires, is missing",
@@ -789,8 +790,8 @@ mod tests {
     #[test]
     fn arrow_rows_are_cast_to_the_sources_types_within_their_family() {
         use arrow_array::{
-            Float64Array, Int32Array, Int64Array, ListArray, StringArray,
-            TimestampNanosecondArray, types::Int64Type,
+            Float64Array, Int32Array, Int64Array, ListArray, StringArray, TimestampNanosecondArray,
+            types::Int64Type,
         };
         let dir = tempfile::tempdir().unwrap();
         let appender = ParquetAppender::new(dir.path());
@@ -805,12 +806,15 @@ mod tests {
         let batch = |zone: i64| {
             RecordBatch::try_from_iter([
                 ("zones", zones(vec![Some(vec![Some(zone)]), None])),
-                ("conv_rate", Arc::new(Float64Array::from(vec![0.25, 0.5])) as ArrayRef),
+                (
+                    "conv_rate",
+                    Arc::new(Float64Array::from(vec![0.25, 0.5])) as ArrayRef,
+                ),
                 ("driver_id", Arc::new(Int32Array::from(vec![7, 8]))),
                 (
                     "event_timestamp",
                     Arc::new(TimestampNanosecondArray::from(vec![
-                        1_767_261_600_000_000_000i64;
+                        1_767_265_200_000_000_000i64;
                         2
                     ])),
                 ),
@@ -822,15 +826,23 @@ mod tests {
             .unwrap();
         let (after, batches) = read_all(&file).unwrap();
         assert_eq!(after, schema);
-        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
-        let last = batches.last().unwrap();
-        let times = last
+        let all = datafusion::arrow::compute::concat_batches(&after, &batches).unwrap();
+        assert_eq!(all.num_rows(), 4);
+        let times = all
             .column_by_name("event_timestamp")
             .unwrap()
             .as_any()
             .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
             .unwrap();
-        assert_eq!(times.value(0), 1_767_261_600_000_000);
+        // The naive nanoseconds, as UTC microseconds.
+        assert_eq!(times.value(2), 1_767_265_200_000_000);
+        let rates = all
+            .column_by_name("conv_rate")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Float32Array>()
+            .unwrap();
+        assert_eq!((rates.value(2), rates.value(3)), (0.25, 0.5));
 
         // A value that does not fit the source's Int32 list is refused, naming the column.
         let e = appender
@@ -847,7 +859,15 @@ mod tests {
             .append_local("data/one.parquet", Rows::Arrow(&strings), &hints())
             .unwrap_err();
         assert!(e.message().contains("df column \"conv_rate\""), "{e}");
-        assert_eq!(read_all(&file).unwrap().1.len(), batches.len());
+        let rows = |p: &Path| {
+            read_all(p)
+                .unwrap()
+                .1
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>()
+        };
+        assert_eq!(rows(&file), 4);
 
         // Struct fields are matched by name, whatever order the upload has them in.
         let st = |names: [&str; 2], values: [&str; 2]| {
@@ -877,8 +897,10 @@ mod tests {
         appender
             .append_local("data/structs.parquet", Rows::Arrow(&swapped), &[])
             .unwrap();
-        let (_, batches) = read_all(&path).unwrap();
-        let meta = batches[1]
+        let (schema, batches) = read_all(&path).unwrap();
+        let all = datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap();
+        let second = all.slice(1, 1);
+        let meta = second
             .column_by_name("meta")
             .unwrap()
             .as_any()
@@ -893,11 +915,14 @@ mod tests {
                 .value(0)
                 .to_owned()
         };
-        assert_eq!((field("vehicle_type"), field("rating")), ("van".into(), "4.0".into()));
-        let unknown = RecordBatch::try_from_iter([(
-            "meta",
-            st(["rating", "colour"], ["4.0", "red"]),
-        )])
+        assert_eq!(
+            (field("vehicle_type"), field("rating")),
+            ("van".into(), "4.0".into())
+        );
+        let unknown = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
+            ("meta", st(["rating", "colour"], ["4.0", "red"])),
+        ])
         .unwrap();
         let e = appender
             .append_local("data/structs.parquet", Rows::Arrow(&unknown), &[])

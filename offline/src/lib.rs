@@ -27,8 +27,8 @@ pub mod historical;
 pub mod http;
 pub mod materialize;
 pub mod native;
-pub mod on_demand;
 pub mod offline_write;
+pub mod on_demand;
 pub mod output;
 pub mod source;
 

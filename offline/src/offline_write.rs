@@ -121,9 +121,9 @@ async fn source_schema(
 ) -> Result<arrow_schema::SchemaRef, Error> {
     match source::locate(uri, endpoint, repo_dir).await? {
         Located::Local { files, .. } => {
-            let (path, format) = files.first().ok_or_else(|| {
-                Error::not_found(format!("source {uri}: it holds no data files"))
-            })?;
+            let (path, format) = files
+                .first()
+                .ok_or_else(|| Error::not_found(format!("source {uri}: it holds no data files")))?;
             let (path, format) = (path.clone(), *format);
             // A footer read: small, but file I/O, so off the async threads.
             let opened = tokio::task::spawn_blocking(move || source::open(&path, format, "", None))
@@ -319,7 +319,10 @@ fn check_table(
         })
         .collect();
     let batch = RecordBatch::try_new(
-        Arc::new(Schema::new_with_metadata(renamed, schema.metadata().clone())),
+        Arc::new(Schema::new_with_metadata(
+            renamed,
+            schema.metadata().clone(),
+        )),
         batch.columns().to_vec(),
     )
     .map_err(|e| FeastError::bad_request(format!("{WRITE_API}: the table: {e}")))?;
@@ -470,7 +473,10 @@ mod tests {
                 DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
                 "timestamp[ns, tz=UTC]",
             ),
-            (DataType::Timestamp(TimeUnit::Microsecond, None), "timestamp[us]"),
+            (
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                "timestamp[us]",
+            ),
             (DataType::Float32, "float"),
             (DataType::Float64, "double"),
             (DataType::Int64, "int64"),

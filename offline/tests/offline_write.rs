@@ -227,9 +227,12 @@ async fn a_sources_columns_come_from_the_registry_by_name() {
         Arc::new(Int64Array::from(vec![42])) as ArrayRef,
     )])
     .unwrap();
-    let mut w =
-        ArrowWriter::try_new(std::fs::File::create(&outside).unwrap(), secret.schema(), None)
-            .unwrap();
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(&outside).unwrap(),
+        secret.schema(),
+        None,
+    )
+    .unwrap();
     w.write(&secret).unwrap();
     w.close().unwrap();
     let proto = json!({
@@ -271,7 +274,10 @@ async fn a_sources_columns_come_from_the_registry_by_name() {
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     let detail = feast_error(&e);
     assert_eq!(detail["class"], "DataSourceObjectNotFoundException");
-    assert!(detail["message"].as_str().unwrap().contains("stolen"), "{detail}");
+    assert!(
+        detail["message"].as_str().unwrap().contains("stolen"),
+        "{detail}"
+    );
     assert!(!e.message().contains("secret_column"), "{e:?}");
 
     // Another project's source of that name is not this server's.
@@ -284,7 +290,9 @@ async fn a_sources_columns_come_from_the_registry_by_name() {
     // A malformed proto is the caller's mistake, named.
     let mut bad = columns_command(json!({}));
     bad["data_source_proto"] = json!("{not json");
-    let e = exchange(&mut client, &bad, placeholder()).await.unwrap_err();
+    let e = exchange(&mut client, &bad, placeholder())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("data_source_proto"), "{e:?}");
 
@@ -308,7 +316,13 @@ async fn a_sources_columns_come_from_the_registry_by_name() {
         .await
         .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let got: Vec<RecordBatch> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+    let got: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(
         strings(&got[0], "name"),
         ["driver_id", "event_timestamp", "trips"]
@@ -363,19 +377,30 @@ async fn offline_write_batch_appends_to_the_views_source_and_reads_back() {
 
     // Through the push view (its batch source is the push source's), then the batch view;
     // columns in another order than the file's, times naive nanoseconds (pandas').
-    put(&mut client, &write_command("driver_fresh"), rows(&[3, 11], 2, &[300, 1100]))
-        .await
-        .unwrap();
-    put(&mut client, &write_command("driver_stats"), rows(&[12], 3, &[1200]))
-        .await
-        .unwrap();
+    put(
+        &mut client,
+        &write_command("driver_fresh"),
+        rows(&[3, 11], 2, &[300, 1100]),
+    )
+    .await
+    .unwrap();
+    put(
+        &mut client,
+        &write_command("driver_stats"),
+        rows(&[12], 3, &[1200]),
+    )
+    .await
+    .unwrap();
     assert_eq!(row_count(dir.path()), 13);
     // Written in the file's own schema: a reader of the source sees one table.
     let batches = file_rows(dir.path());
     let schema = batches[0].schema();
     assert!(batches.iter().all(|b| b.schema() == schema));
     assert_eq!(
-        schema.field_with_name("event_timestamp").unwrap().data_type(),
+        schema
+            .field_with_name("event_timestamp")
+            .unwrap()
+            .data_type(),
         &arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
     );
 
@@ -403,9 +428,13 @@ async fn offline_write_batch_appends_to_the_views_source_and_reads_back() {
     put(&mut client, &write_command("driver_stats"), narrow.clone())
         .await
         .unwrap();
-    put(&mut client, &write_command("driver_stats"), narrow.slice(0, 0))
-        .await
-        .unwrap();
+    put(
+        &mut client,
+        &write_command("driver_stats"),
+        narrow.slice(0, 0),
+    )
+    .await
+    .unwrap();
     assert_eq!(row_count(dir.path()), 14);
 }
 
@@ -492,9 +521,7 @@ async fn bad_writes_name_the_column_and_write_nothing() {
         "no column \"event_timestamp\"",
     ));
     for (what, command, batch, code, needle) in cases {
-        let e = put(&mut client, &command, batch)
-            .await
-            .expect_err(what);
+        let e = put(&mut client, &command, batch).await.expect_err(what);
         assert_eq!(e.code(), code, "{what}: {e:?}");
         let detail = feast_error(&e);
         let message = detail["message"].as_str().unwrap();
@@ -520,9 +547,13 @@ async fn writes_need_the_token_when_one_is_set() {
     let dir = repo(DEFINITIONS, 10);
     let addr = start(dir.path(), Some("s3cret"), None).await;
     let mut client = connect(addr, Some("s3cret")).await;
-    put(&mut client, &write_command("driver_stats"), rows(&[11], 2, &[1]))
-        .await
-        .unwrap();
+    put(
+        &mut client,
+        &write_command("driver_stats"),
+        rows(&[11], 2, &[1]),
+    )
+    .await
+    .unwrap();
     assert_eq!(row_count(dir.path()), 11);
 
     for token in [None, Some("guess")] {

@@ -303,7 +303,14 @@ impl OfflineServer {
                 missing_service(plan),
             ));
         }
-        let (_, schema, mut stream) = selection
+        // Feast's offline server appends on-demand outputs after every other column (its
+        // retrieval job computes them last), whatever the order of the refs.
+        let on_demand_last: Vec<String> = selection
+            .on_demand
+            .as_ref()
+            .map(|p| p.output_names().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let (_, schema, stream) = selection
             .execute(
                 &self.engine,
                 &registry,
@@ -312,6 +319,33 @@ impl OfflineServer {
                 self.transform.clone(),
             )
             .await?;
+        let (schema, mut stream) = if on_demand_last.is_empty() {
+            (schema, stream)
+        } else {
+            let fields = schema.fields();
+            let order: Vec<usize> = (0..fields.len())
+                .filter(|&i| !on_demand_last.contains(fields[i].name()))
+                .chain((0..fields.len()).filter(|&i| on_demand_last.contains(fields[i].name())))
+                .collect();
+            let projected = Arc::new(
+                schema
+                    .project(&order)
+                    .map_err(|e| Error::arrow("historical retrieval", e))?,
+            );
+            let batches = stream.map(move |b| {
+                b.and_then(|b| {
+                    b.project(&order)
+                        .map_err(datafusion::error::DataFusionError::from)
+                })
+            });
+            let adapted: datafusion::execution::SendableRecordBatchStream = Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    Arc::clone(&projected),
+                    batches,
+                ),
+            );
+            (projected, adapted)
+        };
         // The first batch comes after the final sort, so most failures (memory, an unreadable
         // source) are known before the answer starts and get their own code.
         let first = match stream.next().await {

@@ -55,6 +55,10 @@ struct ServeArgs {
     /// Deadline for one call to the transformation service (one batch of at most 10,000 rows).
     #[arg(long, default_value = "60s", value_parser = quiver_core::time::parse_duration)]
     transformation_timeout: std::time::Duration,
+    /// Most rows one `offline_write_batch` may carry (Feast's push to the offline store through
+    /// its remote offline store client); more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = quiver_offline::offline_write::DEFAULT_MAX_ROWS, env = "QUIVER_OFFLINE_WRITE_MAX_ROWS")]
+    write_max_rows: usize,
     /// The HTTP server's limits (Arrow Flight runs on tonic's own server).
     #[command(flatten)]
     server: ServerArgs,
@@ -137,7 +141,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let mut server = OfflineServer::new(engine, source, args.token);
+        let mut server =
+            OfflineServer::new(engine, source, args.token).with_max_write_rows(args.write_max_rows);
         if let Some(client) = transform {
             server = server.with_transformation_service(client);
         }

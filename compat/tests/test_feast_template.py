@@ -9,11 +9,9 @@ of one `feast init` repo:
   included), on-demand views through `feast serve_transformations` beside it; with Feast's file
   offline store, and again with `quiver offline serve` as the remote offline store.
 
-The second quiver run does not complete yet: the workflow's `store.push(..., to=ONLINE_AND_OFFLINE)`
-asks the remote offline store for `get_table_column_names_and_types_from_data_source` and
-`offline_write_batch`, which `quiver offline serve` does not serve (a strict xfail, so the test
-says when it does). Its historical sections are checked on their own in
-`test_on_demand_compat.py` (Feast's remote offline client against `quiver offline serve`).
+In the second quiver run, the workflow's `store.push(..., to=ONLINE_AND_OFFLINE)` writes its
+offline half through Feast's remote offline client (`get_table_column_names_and_types_from_data_source`,
+then `offline_write_batch`) into `quiver offline serve`, and its historical sections read through it.
 
 Both runs must complete and print the same features: every historical and online section of the
 workflow, equal line for line, except for the times that `datetime.now()` puts into the data
@@ -133,21 +131,7 @@ def client_repo(template: Path, at: Path, registry: Path, online: int, offline: 
     return at
 
 
-@pytest.mark.parametrize(
-    "offline",
-    [
-        "file",
-        pytest.param(
-            "quiver",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="quiver offline serve does not serve get_table_column_names_and_types_from_data_source "
-                "and offline_write_batch, which a push to=ONLINE_AND_OFFLINE through Feast's remote offline "
-                "store needs",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("offline", ["file", "quiver"])
 def test_the_template_workflow_through_quivers_servers_prints_what_feast_prints(
     template: Path, tmp_path: Path, offline: str
 ):

@@ -410,6 +410,10 @@ def test_feast_remote_offline_store_gets_on_demand_views_from_quiver_offline_ser
         proc.wait()
     # The same columns (Feast's order goes through a Python set: compared as a set).
     assert sorted(ours.columns) == sorted(theirs.columns), (list(ours.columns), list(theirs.columns))
+    # ... but the on-demand outputs come last, as Feast's offline server appends them.
+    outputs = [c for c in theirs.columns if c.endswith(("conv_rate_plus_val1", "conv_rate_plus_val2"))]
+    assert list(theirs.columns)[-2:] == outputs, list(theirs.columns)
+    assert list(ours.columns)[-2:] == outputs, list(ours.columns)
     key = ["driver_id", "event_timestamp"]
     theirs = theirs.sort_values(key).reset_index(drop=True)
     ours = ours.sort_values(key).reset_index(drop=True)[list(theirs.columns)]

@@ -10,6 +10,11 @@
 //!   its ETag; a lost race starts over), so pushes from several servers lose nothing either.
 //!
 //! Without an existing file the schema comes from the registry's types (`hints`).
+//!
+//! The rows come as a JSON table ([`Rows::Json`], a sidecar's push) or as an Arrow batch
+//! ([`Rows::Arrow`], Feast's remote offline store's `offline_write_batch` through the Flight
+//! server); both are written by the same code, typed by the same schema, with the same column
+//! checks.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +23,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
     ListBuilder, StringBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_array::{Array as _, ArrayRef, RecordBatch, StructArray, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -41,6 +46,34 @@ use crate::source::{self, Bucket, Format};
 pub enum ColumnKind {
     Value(ValueType),
     Time,
+}
+
+/// The rows to append.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// A column-major JSON table of `rows` rows (`POST /push`): values typed by the source's
+    /// schema.
+    Json {
+        columns: &'a [(String, Vec<Json>)],
+        rows: usize,
+    },
+    /// An Arrow batch (Feast's `offline_write_batch`): each column cast to the source's type
+    /// within its family (integers, floats, strings, bytes, times, lists and structs of them).
+    Arrow(&'a RecordBatch),
+}
+
+impl Rows<'_> {
+    fn names(&self) -> Vec<&str> {
+        match self {
+            Rows::Json { columns, .. } => columns.iter().map(|(c, _)| c.as_str()).collect(),
+            Rows::Arrow(batch) => batch
+                .schema_ref()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect(),
+        }
+    }
 }
 
 /// Appends pushed rows to file sources under a repo folder.
@@ -70,9 +103,25 @@ impl ParquetAppender {
         rows: usize,
         hints: &[(String, ColumnKind)],
     ) -> Result<String, Error> {
+        self.append_rows(
+            uri,
+            s3_endpoint_override,
+            Rows::Json { columns, rows },
+            hints,
+        )
+    }
+
+    /// [`ParquetAppender::append`] for rows in either shape.
+    pub fn append_rows(
+        &self,
+        uri: &str,
+        s3_endpoint_override: &str,
+        rows: Rows<'_>,
+        hints: &[(String, ColumnKind)],
+    ) -> Result<String, Error> {
         let Some((object, folder)) = source::object_uri(uri, "source")? else {
             return self
-                .append_local(uri, columns, rows, hints)
+                .append_local(uri, rows, hints)
                 .map(|p| p.display().to_string());
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -85,14 +134,13 @@ impl ParquetAppender {
             .lock
             .lock()
             .map_err(|_| Error::internal("append lock poisoned"))?;
-        runtime.block_on(append_object(&bucket, folder, columns, rows, hints))
+        runtime.block_on(append_object(&bucket, folder, rows, hints))
     }
 
     fn append_local(
         &self,
         uri: &str,
-        columns: &[(String, Vec<Json>)],
-        rows: usize,
+        rows: Rows<'_>,
         hints: &[(String, ColumnKind)],
     ) -> Result<PathBuf, Error> {
         let local = uri.strip_prefix("file://").unwrap_or(uri);
@@ -118,9 +166,9 @@ impl ParquetAppender {
                 .and_then(|files| files.iter().find(|(_, f)| *f == Format::Parquet))
             {
                 Some((file, _)) => parquet_schema(file)?,
-                None => schema_from_hints(columns, hints)?,
+                None => schema_from_hints(rows, hints)?,
             };
-            let batch = build_batch(&schema, columns, rows)?;
+            let batch = build_batch(&schema, rows)?;
             std::fs::create_dir_all(&path)
                 .map_err(|e| Error::wrap(format_args!("cannot create {}", path.display()), e))?;
             let target = path.join(part_name());
@@ -130,9 +178,9 @@ impl ParquetAppender {
             let (schema, mut batches) = if path.exists() {
                 read_all(&path)?
             } else {
-                (schema_from_hints(columns, hints)?, Vec::new())
+                (schema_from_hints(rows, hints)?, Vec::new())
             };
-            batches.push(build_batch(&schema, columns, rows)?);
+            batches.push(build_batch(&schema, rows)?);
             write_parquet(&path, &batches)?;
             Ok(path)
         }
@@ -152,8 +200,7 @@ fn part_name() -> String {
 async fn append_object(
     bucket: &Bucket,
     folder: bool,
-    columns: &[(String, Vec<Json>)],
-    rows: usize,
+    rows: Rows<'_>,
     hints: &[(String, ColumnKind)],
 ) -> Result<String, Error> {
     let fail = |op: &str, e: object_store::Error| {
@@ -175,9 +222,9 @@ async fn append_object(
         // A prefix: a new part object, typed like the first Parquet part when there is one.
         let schema = match existing.iter().find(|(_, f)| *f == Format::Parquet) {
             Some((meta, _)) => source::object_schema(bucket, meta).await?,
-            None => schema_from_hints(columns, hints)?,
+            None => schema_from_hints(rows, hints)?,
         };
-        let batch = build_batch(&schema, columns, rows)?;
+        let batch = build_batch(&schema, rows)?;
         let target = ObjectPath::from(format!("{}/{}", bucket.uri.key, part_name()));
         let bytes = parquet_bytes(&[batch], &bucket.uri.to_string())?;
         bucket
@@ -208,14 +255,12 @@ async fn append_object(
                 let (schema, batches) = read_parquet(bytes, &shown)?;
                 (schema, batches, PutMode::Update(version))
             }
-            Err(object_store::Error::NotFound { .. }) => (
-                schema_from_hints(columns, hints)?,
-                Vec::new(),
-                PutMode::Create,
-            ),
+            Err(object_store::Error::NotFound { .. }) => {
+                (schema_from_hints(rows, hints)?, Vec::new(), PutMode::Create)
+            }
             Err(e) => return Err(fail("reading", e)),
         };
-        batches.push(build_batch(&schema, columns, rows)?);
+        batches.push(build_batch(&schema, rows)?);
         let bytes = parquet_bytes(&batches, &shown)?;
         match bucket
             .store
@@ -330,13 +375,11 @@ fn arrow_type(kind: ColumnKind) -> Option<DataType> {
     }
 }
 
-fn schema_from_hints(
-    columns: &[(String, Vec<Json>)],
-    hints: &[(String, ColumnKind)],
-) -> Result<SchemaRef, Error> {
-    let fields = columns
-        .iter()
-        .map(|(name, _)| {
+fn schema_from_hints(rows: Rows<'_>, hints: &[(String, ColumnKind)]) -> Result<SchemaRef, Error> {
+    let fields = rows
+        .names()
+        .into_iter()
+        .map(|name| {
             let kind = hints
                 .iter()
                 .find(|(h, _)| h == name)
@@ -357,12 +400,8 @@ fn schema_from_hints(
 
 /// The pushed table as a batch of `schema`: every df column must be in it; its other columns
 /// are null.
-fn build_batch(
-    schema: &SchemaRef,
-    columns: &[(String, Vec<Json>)],
-    rows: usize,
-) -> Result<RecordBatch, Error> {
-    for (name, _) in columns {
+fn build_batch(schema: &SchemaRef, rows: Rows<'_>) -> Result<RecordBatch, Error> {
+    for name in rows.names() {
         if schema.field_with_name(name).is_err() {
             return Err(Error::bad_request(format!(
                 "df column {name:?} is not a column of the offline source (its columns: {})",
@@ -370,13 +409,35 @@ fn build_batch(
             )));
         }
     }
+    let (given, rows): (Vec<(&str, Column<'_>)>, usize) = match rows {
+        Rows::Json { columns, rows } => (
+            columns
+                .iter()
+                .map(|(c, values)| (c.as_str(), Column::Json(values)))
+                .collect(),
+            rows,
+        ),
+        Rows::Arrow(batch) => (
+            batch
+                .schema_ref()
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(f, a)| (f.name().as_str(), Column::Arrow(a)))
+                .collect(),
+            batch.num_rows(),
+        ),
+    };
     let arrays = schema
         .fields()
         .iter()
         .map(
-            |field| match columns.iter().find(|(c, _)| c == field.name()) {
-                Some((name, values)) => array_of(field.data_type(), values)
-                    .map_err(|e| Error::bad_request(format!("df column {name:?}: {e}"))),
+            |field| match given.iter().find(|(c, _)| *c == field.name()) {
+                Some((name, column)) => match column {
+                    Column::Json(values) => array_of(field.data_type(), values),
+                    Column::Arrow(array) => cast_to(array, field.data_type()),
+                }
+                .map_err(|e| Error::bad_request(format!("df column {name:?}: {e}"))),
                 None if field.is_nullable() => Ok(new_null_array(field.data_type(), rows)),
                 None => Err(Error::bad_request(format!(
                     "df has no column {:?}, which the offline source requires",
@@ -385,7 +446,110 @@ fn build_batch(
             },
         )
         .collect::<Result<Vec<ArrayRef>, Error>>()?;
-    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|e| Error::bad_request(e.to_string()))
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::clone(schema), arrays, &options)
+        .map_err(|e| Error::bad_request(e.to_string()))
+}
+
+/// One given column.
+enum Column<'a> {
+    Json(&'a [Json]),
+    Arrow(&'a ArrayRef),
+}
+
+/// An uploaded Arrow column as the source's type `to`: unchanged when equal; else cast within
+/// its family (any integer to an integer, an integer or float to a float, a time to a time,
+/// strings to strings, bytes to bytes, lists element-wise, structs field by field by name).
+/// Values that do not fit (an Int64 beyond Int32) are refused, never nulled.
+fn cast_to(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
+    use DataType as D;
+    let from = array.data_type();
+    if from == to {
+        return Ok(Arc::clone(array));
+    }
+    let int = |t: &DataType| t.is_integer();
+    let string = |t: &DataType| matches!(t, D::Utf8 | D::LargeUtf8 | D::Utf8View);
+    let bytes = |t: &DataType| matches!(t, D::Binary | D::LargeBinary | D::BinaryView);
+    let time = |t: &DataType| matches!(t, D::Timestamp(..) | D::Date32 | D::Date64);
+    let refuse = || format!("the upload's type {from} cannot be written to the source's {to}");
+    let family = match to {
+        t if int(t) => int(from),
+        D::Float16 | D::Float32 | D::Float64 => from.is_floating() || int(from),
+        t if string(t) => string(from),
+        t if bytes(t) => bytes(from),
+        D::Timestamp(..) => time(from),
+        D::List(_) | D::LargeList(_) => {
+            matches!(from, D::List(_) | D::LargeList(_) | D::FixedSizeList(..))
+        }
+        D::Struct(to_fields) => {
+            let (D::Struct(_), Some(given)) = (from, array.as_any().downcast_ref::<StructArray>())
+            else {
+                return Err(refuse());
+            };
+            return cast_struct(given, to_fields);
+        }
+        _ => false,
+    };
+    if !family {
+        return Err(refuse());
+    }
+    if let (D::List(to_item) | D::LargeList(to_item), Some(child)) = (to, list_values(array)) {
+        // Checked element-wise first, so the error names the element types.
+        cast_to(&child, to_item.data_type()).map_err(|e| format!("list elements: {e}"))?;
+    }
+    let options = datafusion::arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    datafusion::arrow::compute::cast_with_options(array, to, &options).map_err(|e| e.to_string())
+}
+
+fn list_values(array: &ArrayRef) -> Option<ArrayRef> {
+    use arrow_array::cast::AsArray;
+    match array.data_type() {
+        DataType::List(_) => Some(Arc::clone(array.as_list::<i32>().values())),
+        DataType::LargeList(_) => Some(Arc::clone(array.as_list::<i64>().values())),
+        DataType::FixedSizeList(..) => Some(Arc::clone(array.as_fixed_size_list().values())),
+        _ => None,
+    }
+}
+
+/// A struct column as the source's struct: fields matched by name (pandas and pyarrow order a
+/// dict's keys as they come), each cast like a column; a missing field is null.
+fn cast_struct(given: &StructArray, to_fields: &arrow_schema::Fields) -> Result<ArrayRef, String> {
+    let names = |fields: &arrow_schema::Fields| {
+        fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(extra) = given
+        .fields()
+        .iter()
+        .find(|f| to_fields.find(f.name()).is_none())
+    {
+        return Err(format!(
+            "struct field {:?} is not a field of the source's struct ({})",
+            extra.name(),
+            names(to_fields)
+        ));
+    }
+    let children = to_fields
+        .iter()
+        .map(|f| match given.column_by_name(f.name()) {
+            Some(child) => cast_to(child, f.data_type())
+                .map_err(|e| format!("struct field {:?}: {e}", f.name())),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), given.len())),
+            None => Err(format!(
+                "struct field {:?}, which the source requires, is missing",
+                f.name()
+            )),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    StructArray::try_new(to_fields.clone(), children, given.nulls().cloned())
+        .map(|s| Arc::new(s) as ArrayRef)
+        .map_err(|e| e.to_string())
 }
 
 fn time_micros(j: &Json) -> Option<i64> {
@@ -540,6 +704,10 @@ mod tests {
         ]
     }
 
+    fn json(columns: &[(String, Vec<Json>)]) -> Rows<'_> {
+        Rows::Json { columns, rows: 2 }
+    }
+
     fn hints() -> Vec<(String, ColumnKind)> {
         vec![
             ("driver_id".into(), ColumnKind::Value(ValueType::Int64)),
@@ -564,24 +732,24 @@ mod tests {
         let appender = ParquetAppender::new(dir.path());
         // A folder that does not exist yet: typed from the hints.
         let first = appender
-            .append_local("data/pushed/", &table(), 2, &hints())
+            .append_local("data/pushed/", json(&table()), &hints())
             .unwrap();
         assert_eq!(rows_in(&first), 2);
         // The next file takes the first one's schema; a missing column is null.
         let mut partial = table();
         partial.retain(|(c, _)| c != "zones");
         let second = appender
-            .append_local("data/pushed", &partial, 2, &hints())
+            .append_local("data/pushed", json(&partial), &hints())
             .unwrap();
         assert_ne!(first, second);
         let (schema, _) = read_all(&second).unwrap();
         assert_eq!(schema, read_all(&first).unwrap().0);
         // A single file is rewritten with the rows appended.
         let file = appender
-            .append_local("data/one.parquet", &table(), 2, &hints())
+            .append_local("data/one.parquet", json(&table()), &hints())
             .unwrap();
         appender
-            .append_local("data/one.parquet", &table(), 2, &hints())
+            .append_local("data/one.parquet", json(&table()), &hints())
             .unwrap();
         assert_eq!(rows_in(&file), 4);
     }
@@ -591,12 +759,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let appender = ParquetAppender::new(dir.path());
         appender
-            .append_local("data/one.parquet", &table(), 2, &hints())
+            .append_local("data/one.parquet", json(&table()), &hints())
             .unwrap();
         let mut bad = table();
         bad[2].1[1] = json!("fast");
         let err = appender
-            .append_local("data/one.parquet", &bad, 2, &hints())
+            .append_local("data/one.parquet", json(&bad), &hints())
             .unwrap_err();
         assert!(
             err.message().contains("df column \"conv_rate\": row 1"),
@@ -605,7 +773,7 @@ mod tests {
         let mut extra = table();
         extra.push(("colour".into(), vec![json!("red"), json!("blue")]));
         let err = appender
-            .append_local("data/one.parquet", &extra, 2, &hints())
+            .append_local("data/one.parquet", json(&extra), &hints())
             .unwrap_err();
         assert!(
             err.message().contains("\"colour\" is not a column"),
@@ -614,9 +782,152 @@ mod tests {
         assert_eq!(rows_in(&dir.path().join("data/one.parquet")), 2);
         assert!(
             appender
-                .append_local("s3://bucket/x", &table(), 2, &hints())
+                .append_local("s3://bucket/x", json(&table()), &hints())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn arrow_rows_are_cast_to_the_sources_types_within_their_family() {
+        use arrow_array::{
+            Float64Array, Int32Array, Int64Array, ListArray, StringArray, TimestampNanosecondArray,
+            types::Int64Type,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let appender = ParquetAppender::new(dir.path());
+        let file = appender
+            .append_local("data/one.parquet", json(&table()), &hints())
+            .unwrap();
+        let (schema, _) = read_all(&file).unwrap();
+        // pandas' shapes: int64 keys, double features, naive ns times, int64 lists.
+        let zones = |v: Vec<Option<Vec<Option<i64>>>>| {
+            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(v)) as ArrayRef
+        };
+        let batch = |zone: i64| {
+            RecordBatch::try_from_iter([
+                ("zones", zones(vec![Some(vec![Some(zone)]), None])),
+                (
+                    "conv_rate",
+                    Arc::new(Float64Array::from(vec![0.25, 0.5])) as ArrayRef,
+                ),
+                ("driver_id", Arc::new(Int32Array::from(vec![7, 8]))),
+                (
+                    "event_timestamp",
+                    Arc::new(TimestampNanosecondArray::from(vec![
+                        1_767_265_200_000_000_000i64;
+                        2
+                    ])),
+                ),
+            ])
+            .unwrap()
+        };
+        appender
+            .append_local("data/one.parquet", Rows::Arrow(&batch(3)), &hints())
+            .unwrap();
+        let (after, batches) = read_all(&file).unwrap();
+        assert_eq!(after, schema);
+        let all = datafusion::arrow::compute::concat_batches(&after, &batches).unwrap();
+        assert_eq!(all.num_rows(), 4);
+        let times = all
+            .column_by_name("event_timestamp")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
+            .unwrap();
+        // The naive nanoseconds, as UTC microseconds.
+        assert_eq!(times.value(2), 1_767_265_200_000_000);
+        let rates = all
+            .column_by_name("conv_rate")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Float32Array>()
+            .unwrap();
+        assert_eq!((rates.value(2), rates.value(3)), (0.25, 0.5));
+
+        // A value that does not fit the source's Int32 list is refused, naming the column.
+        let e = appender
+            .append_local("data/one.parquet", Rows::Arrow(&batch(1 << 40)), &hints())
+            .unwrap_err();
+        assert!(e.message().contains("df column \"zones\""), "{e}");
+        // Another family: strings for a float.
+        let strings = RecordBatch::try_from_iter([(
+            "conv_rate",
+            Arc::new(StringArray::from(vec!["0.5"])) as ArrayRef,
+        )])
+        .unwrap();
+        let e = appender
+            .append_local("data/one.parquet", Rows::Arrow(&strings), &hints())
+            .unwrap_err();
+        assert!(e.message().contains("df column \"conv_rate\""), "{e}");
+        let rows = |p: &Path| {
+            read_all(p)
+                .unwrap()
+                .1
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>()
+        };
+        assert_eq!(rows(&file), 4);
+
+        // Struct fields are matched by name, whatever order the upload has them in.
+        let st = |names: [&str; 2], values: [&str; 2]| {
+            Arc::new(StructArray::from(vec![
+                (
+                    Arc::new(Field::new(names[0], DataType::Utf8, true)),
+                    Arc::new(StringArray::from(vec![values[0]])) as ArrayRef,
+                ),
+                (
+                    Arc::new(Field::new(names[1], DataType::Utf8, true)),
+                    Arc::new(StringArray::from(vec![values[1]])) as ArrayRef,
+                ),
+            ])) as ArrayRef
+        };
+        let first = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("meta", st(["vehicle_type", "rating"], ["truck", "5.0"])),
+        ])
+        .unwrap();
+        let path = dir.path().join("data/structs.parquet");
+        write_parquet(&path, &[first]).unwrap();
+        let swapped = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
+            ("meta", st(["rating", "vehicle_type"], ["4.0", "van"])),
+        ])
+        .unwrap();
+        appender
+            .append_local("data/structs.parquet", Rows::Arrow(&swapped), &[])
+            .unwrap();
+        let (schema, batches) = read_all(&path).unwrap();
+        let all = datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap();
+        let second = all.slice(1, 1);
+        let meta = second
+            .column_by_name("meta")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap();
+        let field = |name: &str| {
+            meta.column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0)
+                .to_owned()
+        };
+        assert_eq!(
+            (field("vehicle_type"), field("rating")),
+            ("van".into(), "4.0".into())
+        );
+        let unknown = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
+            ("meta", st(["rating", "colour"], ["4.0", "red"])),
+        ])
+        .unwrap();
+        let e = appender
+            .append_local("data/structs.parquet", Rows::Arrow(&unknown), &[])
+            .unwrap_err();
+        assert!(e.message().contains("\"colour\""), "{e}");
     }
 
     fn memory_bucket(store: &Arc<object_store::memory::InMemory>, uri: &str) -> Bucket {
@@ -648,13 +959,13 @@ mod tests {
         // A prefix with nothing under it yet: a part typed from the hints, then a second one
         // typed like the first (a missing column is null).
         let prefix = memory_bucket(&store, "s3://bkt/pushed");
-        let first = append_object(&prefix, true, &table(), 2, &hints())
+        let first = append_object(&prefix, true, json(&table()), &hints())
             .await
             .unwrap();
         let mut partial = table();
         partial.retain(|(c, _)| c != "zones");
         // Without the trailing slash, a key with parts under it is still a prefix.
-        let second = append_object(&prefix, false, &partial, 2, &hints())
+        let second = append_object(&prefix, false, json(&partial), &hints())
             .await
             .unwrap();
         assert_ne!(first, second);
@@ -671,7 +982,7 @@ mod tests {
         // A single object: created, then read, extended and written back.
         let one = memory_bucket(&store, "s3://bkt/data/one.parquet");
         for _ in 0..3 {
-            let at = append_object(&one, false, &table(), 2, &hints())
+            let at = append_object(&one, false, json(&table()), &hints())
                 .await
                 .unwrap();
             assert_eq!(at, "s3://bkt/data/one.parquet");
@@ -681,7 +992,7 @@ mod tests {
         // Bad rows write nothing.
         let mut bad = table();
         bad[0].1[1] = json!("two");
-        let e = append_object(&one, false, &bad, 2, &hints())
+        let e = append_object(&one, false, json(&bad), &hints())
             .await
             .unwrap_err();
         assert!(e.message().contains("driver_id"), "{e}");

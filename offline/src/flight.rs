@@ -13,6 +13,11 @@
 //! them (`on_demand`), with the transformation service the server was started with.
 //!
 //! Results stream: each batch is encoded and sent as the join produces it.
+//!
+//! Pushes to the offline store through Feast's client (`offline_write_batch` on `DoPut`, after
+//! `get_table_column_names_and_types_from_data_source`) are served by [`offline_write`]: the
+//! source and view are found by name in the registry, and the rows appended by the code a
+//! sidecar's `to: offline` push runs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,10 +40,14 @@ use serde_json::Value as Json;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
+use crate::append::ParquetAppender;
 use crate::historical::{Entities, FeastError, Features, HistoricalEngine, select_for_feast};
+use crate::offline_write::{self, COLUMNS_API, VALIDATE_API, WRITE_API};
 use crate::on_demand::{
     OnDemandPlan, Selection as OnDemandSelection, TransformClient, select_with_on_demand,
 };
+
+const HISTORICAL_API: &str = "get_historical_features";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -105,6 +114,10 @@ pub struct OfflineServer {
     transform: Option<Arc<TransformClient>>,
     /// Entity tables put by `DoPut`, by command, until their `DoGet`.
     pending: Mutex<HashMap<Vec<u8>, Entities>>,
+    /// `offline_write_batch`'s appends to batch sources (the sidecar's push code).
+    appender: Arc<ParquetAppender>,
+    /// Most rows one `offline_write_batch` may carry.
+    max_write_rows: usize,
 }
 
 impl OfflineServer {
@@ -113,13 +126,22 @@ impl OfflineServer {
         registry: RegistrySource,
         token: Option<String>,
     ) -> OfflineServer {
+        let appender = ParquetAppender::new(&registry.repo_dir);
         OfflineServer {
             engine,
             registry,
             token: token.filter(|t| !t.is_empty()),
             transform: None,
             pending: Mutex::new(HashMap::new()),
+            appender,
+            max_write_rows: offline_write::DEFAULT_MAX_ROWS,
         }
+    }
+
+    /// Most rows one `offline_write_batch` may carry (more: RESOURCE_EXHAUSTED).
+    pub fn with_max_write_rows(mut self, rows: usize) -> OfflineServer {
+        self.max_write_rows = rows;
+        self
     }
 
     /// Computes on-demand views the request reads on Feast's transformation service.
@@ -153,6 +175,48 @@ impl OfflineServer {
         }
     }
 
+    /// Answers a read command (`get_historical_features` over `entities`, or the columns of a
+    /// data source) with its encoded result stream.
+    async fn read_api(
+        &self,
+        command: &Json,
+        entities: Entities,
+    ) -> Result<BoxStream<FlightData>, FeastError> {
+        if command.get("api").and_then(Json::as_str) == Some(COLUMNS_API) {
+            let registry = self.registry.load().await?;
+            let table =
+                offline_write::source_columns(&registry, &self.registry.repo_dir, command).await?;
+            let encoded = FlightDataEncoderBuilder::new()
+                .build(futures::stream::iter([Ok(table)]))
+                .map_err(|e| {
+                    status(&FeastError::new(
+                        ErrorKind::Internal,
+                        "FeastError",
+                        e.to_string(),
+                    ))
+                });
+            return Ok(Box::pin(encoded));
+        }
+        self.historical(command, entities).await
+    }
+
+    /// `offline_write_batch`: appends the uploaded table to the view's batch source.
+    async fn write(&self, command: &Json, table: Entities) -> Result<(), FeastError> {
+        let registry = self.registry.load().await?;
+        let written = offline_write::write_batch(
+            &registry,
+            &self.appender,
+            self.max_write_rows,
+            command,
+            table,
+        )
+        .await?;
+        if let Some(at) = written {
+            tracing::info!(at = %at, "offline_write_batch appended rows");
+        }
+        Ok(())
+    }
+
     /// Plans a `get_historical_features` command over `entities` and returns the encoded
     /// result stream.
     async fn historical(
@@ -161,7 +225,7 @@ impl OfflineServer {
         entities: Entities,
     ) -> Result<BoxStream<FlightData>, FeastError> {
         let api = command.get("api").and_then(Json::as_str).unwrap_or("");
-        if api != "get_historical_features" {
+        if api != HISTORICAL_API {
             return Err(unsupported_api(api));
         }
         let strings = |key: &str| -> Result<Vec<String>, FeastError> {
@@ -239,7 +303,14 @@ impl OfflineServer {
                 missing_service(plan),
             ));
         }
-        let (_, schema, mut stream) = selection
+        // Feast's offline server appends on-demand outputs after every other column (its
+        // retrieval job computes them last), whatever the order of the refs.
+        let on_demand_last: Vec<String> = selection
+            .on_demand
+            .as_ref()
+            .map(|p| p.output_names().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let (_, schema, stream) = selection
             .execute(
                 &self.engine,
                 &registry,
@@ -248,6 +319,33 @@ impl OfflineServer {
                 self.transform.clone(),
             )
             .await?;
+        let (schema, mut stream) = if on_demand_last.is_empty() {
+            (schema, stream)
+        } else {
+            let fields = schema.fields();
+            let order: Vec<usize> = (0..fields.len())
+                .filter(|&i| !on_demand_last.contains(fields[i].name()))
+                .chain((0..fields.len()).filter(|&i| on_demand_last.contains(fields[i].name())))
+                .collect();
+            let projected = Arc::new(
+                schema
+                    .project(&order)
+                    .map_err(|e| Error::arrow("historical retrieval", e))?,
+            );
+            let batches = stream.map(move |b| {
+                b.and_then(|b| {
+                    b.project(&order)
+                        .map_err(datafusion::error::DataFusionError::from)
+                })
+            });
+            let adapted: datafusion::execution::SendableRecordBatchStream = Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    Arc::clone(&projected),
+                    batches,
+                ),
+            );
+            (projected, adapted)
+        };
         // The first batch comes after the final sort, so most failures (memory, an unreadable
         // source) are known before the answer starts and get their own code.
         let first = match stream.next().await {
@@ -289,7 +387,7 @@ fn bad_param(key: &str) -> FeastError {
 
 fn unsupported_api(api: &str) -> FeastError {
     FeastError::bad_request(format!(
-        "quiver's offline server serves get_historical_features; {api:?} is not supported"
+        "quiver's offline server serves {HISTORICAL_API}, {COLUMNS_API}, {WRITE_API} and {VALIDATE_API}; {api:?} is not supported"
     ))
 }
 
@@ -454,7 +552,7 @@ impl FlightService for OfflineServer {
         let command: Json = serde_json::from_slice(&cmd)
             .map_err(|e| status_of(ErrorKind::BadRequest, format!("ticket: {e}")))?;
         let stream = self
-            .historical(&command, entities)
+            .read_api(&command, entities)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(stream))
@@ -468,7 +566,20 @@ impl FlightService for OfflineServer {
         let (descriptor, entities) = read_upload(request.into_inner()).await?;
         let (cmd, command) = parse_command(descriptor.as_ref())?;
         let api = command.get("api").and_then(Json::as_str).unwrap_or("");
-        if api != "get_historical_features" {
+        if api == WRITE_API {
+            self.write(&command, entities)
+                .await
+                .map_err(|e| status(&e))?;
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        }
+        if api == VALIDATE_API {
+            let registry = self.registry.load().await.map_err(|e| status(&e))?;
+            offline_write::validate_source(&registry, &self.registry.repo_dir, &command)
+                .await
+                .map_err(|e| status(&e))?;
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        }
+        if api != HISTORICAL_API && api != COLUMNS_API {
             return Err(status(&unsupported_api(api)));
         }
         let mut pending = self
@@ -493,7 +604,7 @@ impl FlightService for OfflineServer {
         let (descriptor, entities) = read_upload(request.into_inner()).await?;
         let (_, command) = parse_command(descriptor.as_ref())?;
         let stream = self
-            .historical(&command, entities)
+            .read_api(&command, entities)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(stream))

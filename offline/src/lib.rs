@@ -4,7 +4,8 @@
 //!   S3/GCS) scanned as Arrow batches, with column projection and row-group pruning on
 //!   event-time statistics.
 //! - [`convert`]: Arrow cells → Feast's serialized `Value`s, entity keys and event times.
-//! - [`append`]: pushed rows appended to a file source as Parquet (`POST /push` to offline).
+//! - [`append`]: pushed rows appended to a file source as Parquet (`POST /push` to offline, and
+//!   Feast's `offline_write_batch` through [`offline_write`]).
 //! - [`historical`]: point-in-time-correct training datasets (Feast's `get_historical_features`)
 //!   on DataFusion, with [`asof`]'s merge join; [`native`] computes native on-demand views
 //!   on the joined batches.
@@ -26,6 +27,7 @@ pub mod historical;
 pub mod http;
 pub mod materialize;
 pub mod native;
+pub mod offline_write;
 pub mod on_demand;
 pub mod output;
 pub mod source;

@@ -74,6 +74,14 @@ impl OnDemandPlan {
     pub fn views(&self) -> impl Iterator<Item = &str> {
         self.calls.iter().map(|v| v.name.as_str())
     }
+
+    /// The output columns the on-demand views compute (short or full names).
+    pub fn output_names(&self) -> impl Iterator<Item = &str> {
+        self.out.iter().filter_map(|o| match o {
+            Out::OnDemand { name, .. } => Some(name.as_str()),
+            Out::Base { .. } => None,
+        })
+    }
 }
 
 /// An on-demand view computed by Feast's transformation service (native ones are computed in

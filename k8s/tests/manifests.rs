@@ -290,7 +290,8 @@ fn check_base(r: &Rendered) {
             );
         }
         // Every ConfigMap or Secret a pod mounts or reads is in the manifests, or optional,
-        // or made by cert-manager / webhook-certs.sh (the injector's TLS Secret).
+        // or made by cert-manager / webhook-certs.sh (the injector's TLS Secret), or is a
+        // token Secret the operator creates (k8s/README.md, "Tokens").
         for v in spec.volumes.iter().flatten() {
             if let Some(cm) = &v.config_map {
                 assert!(
@@ -302,10 +303,18 @@ fn check_base(r: &Rendered) {
                 );
             }
             if let Some(s) = &v.secret {
-                assert_eq!(
-                    s.secret_name.as_deref(),
-                    Some("quiver-injector-tls"),
-                    "{what}"
+                assert!(
+                    matches!(
+                        s.secret_name.as_deref(),
+                        Some(
+                            "quiver-injector-tls"
+                                | "quiver-registry-token"
+                                | "quiver-push-token"
+                                | "quiver-offline-token"
+                        )
+                    ),
+                    "{what}: Secret {:?}",
+                    s.secret_name
                 );
             }
         }

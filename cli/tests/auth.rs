@@ -365,3 +365,63 @@ fn tokens_from_files_or_env_guard_every_server_on_a_reachable_address() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `quiver registry clear-intervals`: the operator's repair of a bad record, with the
+/// service's token (refused without it, nothing cleared).
+#[test]
+fn clear_intervals_removes_a_views_record_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = applied_quickstart(dir.path());
+    let store = dir.path().join("registry.db");
+    std::fs::copy(repo.join("data/registry.db"), &store).unwrap();
+    let port = free_port();
+    let mut c = quiver(&["registry", "serve", "--store", store.to_str().unwrap()]);
+    c.args(["--port", &port.to_string()])
+        .env("QUIVER_REGISTRY_TOKEN", "env-token");
+    let _registry = start(c, &[port], dir.path()).unwrap();
+    let path = "/v1/projects/quickstart/materializations";
+    let (status, text) = http(port, "POST", path, Some("Bearer env-token"), INTERVAL);
+    assert_eq!(status, 200, "{text}");
+    let intervals = || {
+        quiver_registry::store::read(&store)
+            .unwrap()
+            .project("quickstart")
+            .unwrap()
+            .feature_view("driver_hourly_stats")
+            .unwrap()
+            .materialization_intervals
+            .len()
+    };
+    assert_eq!(intervals(), 1);
+    let url = format!("http://127.0.0.1:{port}");
+    let args = [
+        "registry",
+        "clear-intervals",
+        "--registry-url",
+        &url,
+        "--project",
+        "quickstart",
+        "driver_hourly_stats",
+    ];
+    let out = quiver(&args).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert_eq!(intervals(), 1, "nothing cleared without the token");
+    let out = quiver(&args)
+        .env("QUIVER_REGISTRY_TOKEN", "env-token")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("Cleared the materialization intervals of driver_hourly_stats"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(intervals(), 0);
+}

@@ -271,11 +271,25 @@ pub(crate) fn execute(
         return Ok(None);
     }
     let started = now();
+    // The registry service refuses to record an end in the future whatever the client says,
+    // so --force cannot let such a run write the online store and then fail to record.
+    let remote = matches!(source, Registry::Service(_));
     for view in &views {
         let (start, end) = materialize::view_window(view, window, started);
-        materialize::check_window(start, end, started, options.force).map_err(|e| Failure {
-            message: format!("feature view {}: {}", view.name, e.message()),
-            ..Failure::offline(e)
+        materialize::check_window(start, end, started, options.force && !remote).map_err(|e| {
+            Failure {
+                message: format!(
+                    "feature view {}: {}{}",
+                    view.name,
+                    e.message(),
+                    if options.force && remote {
+                        " (--force does not apply with --registry-url: the registry service refuses intervals that end in the future)"
+                    } else {
+                        ""
+                    }
+                ),
+                ..Failure::offline(e)
+            }
         })?;
     }
     let store = connect().map_err(|e| Failure {
@@ -402,8 +416,11 @@ async fn record_remote(
     runs: &[materialize::ViewRun],
 ) -> anyhow::Result<u64> {
     let url = client.endpoint().url.clone();
+    // An empty window (START = END, e.g. an incremental run to the end already recorded) covers
+    // nothing new, and the service refuses intervals that do not end after they start.
     let intervals: Vec<serde_json::Value> = runs
         .iter()
+        .filter(|r| (r.end.seconds, r.end.nanos) > (r.start.seconds, r.start.nanos))
         .map(|r| {
             serde_json::json!({
                 "feature_view": r.view,
@@ -412,6 +429,9 @@ async fn record_remote(
             })
         })
         .collect();
+    if intervals.is_empty() {
+        return version_of(client, project).await;
+    }
     let body = bytes::Bytes::from(serde_json::json!({ "intervals": intervals }).to_string());
     let path = format!("/v1/projects/{}/materializations", encode_path(project));
     let mut delay = Duration::from_millis(500);
@@ -453,6 +473,33 @@ async fn record_remote(
         delay *= 2;
         attempt += 1;
     }
+}
+
+/// The project's version at the registry service (`GET /v1/projects/{p}`), when a run had
+/// nothing to record.
+async fn version_of(client: &mut Client, project: &str) -> anyhow::Result<u64> {
+    let url = client.endpoint().url.clone();
+    let resp = client
+        .request(
+            hyper::Method::GET,
+            &format!("/v1/projects/{}", encode_path(project)),
+            &[],
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| anyhow!("registry service {url}: {e}"))?;
+    if resp.status != 200 {
+        return Err(anyhow!(
+            "registry service {url}: {}: {}",
+            resp.status,
+            resp.message()
+        ));
+    }
+    serde_json::from_slice::<serde_json::Value>(&resp.body)
+        .ok()
+        .and_then(|v| v["version"].as_u64())
+        .ok_or_else(|| anyhow!("registry service {url}: no version in its answer"))
 }
 
 /// Appends the runs' intervals to their views in the registry; returns its new version.

@@ -10,7 +10,7 @@ use quiver_offline::historical::{EngineOptions, HistoricalEngine};
 use quiver_offline::on_demand::{TransformClient, TransformConfig};
 
 use crate::historical::{load_registry, runtime};
-use quiver_cmd::common::{ServerArgs, listen_addr, shutdown_signal};
+use quiver_cmd::common::{ServerArgs, check_write_auth, listen_addr, read_token, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,9 +39,15 @@ struct ServeArgs {
     /// Also serve POST /v1/historical on this port.
     #[arg(long)]
     http_port: Option<u16>,
-    /// Bearer token every call must carry (authorization: Bearer <token>); unset: no auth.
-    #[arg(long, env = "QUIVER_OFFLINE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// A file holding the bearer token every call must carry (authorization: Bearer <token>;
+    /// trailing whitespace ignored). QUIVER_OFFLINE_TOKEN gives the token itself. Required on a
+    /// non-loopback --host, unless --insecure-no-auth.
+    #[arg(long, env = "QUIVER_OFFLINE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve without a token on a non-loopback --host (refused otherwise): anyone who reaches
+    /// it can read every source and push to offline sources. Logged as a warning at start.
+    #[arg(long, env = "QUIVER_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
     /// Memory for sorts and joins, shared by all requests (e.g. 2GiB); past it they spill.
     #[arg(long, value_parser = quiver_core::size::parse_nonzero_bytes)]
     memory_limit: Option<usize>,
@@ -91,6 +97,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .http_port
         .map(|p| listen_addr(&args.host, p))
         .transpose()?;
+    let token = read_token(
+        args.token_file.as_ref(),
+        "QUIVER_OFFLINE_TOKEN",
+        "--token-file",
+    )?;
+    let addrs: Vec<std::net::SocketAddr> = std::iter::once(flight_addr).chain(http_addr).collect();
+    check_write_auth(
+        "quiver offline serve",
+        &addrs,
+        token.is_some(),
+        args.insecure_no_auth,
+        "--token-file FILE or QUIVER_OFFLINE_TOKEN",
+    )?;
     let limits = args.server.limits(quiver_http::Limits::default());
     let transform = args.transformation_service.as_ref().map(|endpoint| {
         Arc::new(TransformClient::new(TransformConfig::new(
@@ -120,17 +139,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Some(l) => format!(", POST /v1/historical on http://{}", l.local_addr()?),
                 None => String::new(),
             },
-            if args.token.as_deref().is_some_and(|t| !t.is_empty()) {
+            if token.is_some() {
                 " (bearer token required)"
             } else {
-                ""
+                " (NO AUTH)"
             }
         );
         if let Some(l) = http {
             let state = Arc::new(quiver_offline::http::HttpState {
                 engine: engine.clone(),
                 registry: source.clone(),
-                token: args.token.clone(),
+                token: token.clone(),
                 transform: transform.clone(),
             });
             tokio::spawn(async move {
@@ -142,7 +161,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
         let mut server =
-            OfflineServer::new(engine, source, args.token).with_max_write_rows(args.write_max_rows);
+            OfflineServer::new(engine, source, token).with_max_write_rows(args.write_max_rows);
         if let Some(client) = transform {
             server = server.with_transformation_service(client);
         }

@@ -22,6 +22,22 @@ enum Command {
     /// Serve the registry to sidecars (versioned snapshots, long polls) and to people (JSON),
     /// and take applies (`quiver apply --registry-url`).
     Serve(ServeArgs),
+    /// Remove every recorded materialization interval of feature views at the registry
+    /// service (a bad record, e.g. an end in the future, stops materialize-incremental); the
+    /// next incremental run of each starts from its ttl again. Needs the service's token.
+    ClearIntervals(ClearArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClearArgs {
+    /// The project the views belong to.
+    #[arg(long, env = "QUIVER_PROJECT")]
+    project: String,
+    /// The feature views whose intervals to remove.
+    #[arg(required = true)]
+    views: Vec<String>,
+    #[command(flatten)]
+    service: ServiceArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,14 +47,21 @@ pub struct ServeArgs {
     /// or Feast's `postgresql+psycopg://...`).
     #[arg(long, env = "QUIVER_REGISTRY_STORE")]
     store: String,
-    #[arg(long, default_value = "0.0.0.0", env = "QUIVER_REGISTRY_HOST")]
+    /// Address to bind. Anything but a loopback address needs a token (or --insecure-no-auth).
+    #[arg(long, default_value = "127.0.0.1", env = "QUIVER_REGISTRY_HOST")]
     host: String,
     #[arg(long, default_value_t = 6570, env = "QUIVER_REGISTRY_PORT")]
     port: u16,
     /// A file holding the bearer token writes need (trailing whitespace ignored).
-    /// QUIVER_REGISTRY_TOKEN gives the token itself. Without one, writes are open.
+    /// QUIVER_REGISTRY_TOKEN gives the token itself. Required on a non-loopback --host,
+    /// unless --insecure-no-auth.
     #[arg(long, env = "QUIVER_REGISTRY_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Take writes without a token on a non-loopback --host (refused otherwise). Logged as a
+    /// warning at start; /ready says "auth": "off" and /metrics
+    /// quiver_registry_writes_unauthenticated 1.
+    #[arg(long, env = "QUIVER_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
     /// Require the token for reads too (snapshots and the JSON API).
     #[arg(long, env = "QUIVER_REGISTRY_AUTH_READS")]
     auth_reads: bool,
@@ -98,8 +121,54 @@ impl ServiceArgs {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let Command::Serve(args) = args.command;
-    quiver_cmd::common::runtime(args.workers)?.block_on(serve(args))
+    match args.command {
+        Command::Serve(args) => quiver_cmd::common::runtime(args.workers)?.block_on(serve(args)),
+        Command::ClearIntervals(args) => {
+            quiver_cmd::common::small_runtime()?.block_on(clear_intervals(args))
+        }
+    }
+}
+
+/// `DELETE /v1/projects/{p}/materializations/{view}` for each view, in order.
+async fn clear_intervals(args: ClearArgs) -> anyhow::Result<()> {
+    use quiver_registry::client::encode_path;
+    let Some(mut client) = args.service.client()? else {
+        bail!("--registry-url is required: the registry service whose intervals to clear");
+    };
+    let url = client.endpoint().url.clone();
+    for view in &args.views {
+        let path = format!(
+            "/v1/projects/{}/materializations/{}",
+            encode_path(&args.project),
+            encode_path(view)
+        );
+        let resp = client
+            .request(
+                hyper::Method::DELETE,
+                &path,
+                &[],
+                None,
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|e| anyhow!("registry service {url}: {e}"))?;
+        if resp.status != 200 {
+            bail!(
+                "registry service {url}: clearing the intervals of {view}: {}: {}",
+                resp.status,
+                resp.message()
+            );
+        }
+        let version = serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+            .unwrap_or_default();
+        println!(
+            "Cleared the materialization intervals of {view} (project {}, version {version})",
+            args.project
+        );
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -112,6 +181,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.auth_reads && token.is_none() {
         bail!("--auth-reads needs a token: give --token-file or QUIVER_REGISTRY_TOKEN");
     }
+    quiver_cmd::common::check_write_auth(
+        "the registry service",
+        &[addr],
+        token.is_some(),
+        args.insecure_no_auth,
+        "--token-file FILE or QUIVER_REGISTRY_TOKEN",
+    )?;
     if args.poll_interval < Duration::from_millis(50) {
         bail!("--poll-interval {:?}: at least 50ms", args.poll_interval);
     }
@@ -121,11 +197,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    if token.is_none() {
-        tracing::warn!(
-            "no token: anyone who reaches this service can apply definitions (set --token-file or QUIVER_REGISTRY_TOKEN)"
-        );
-    }
     let store = Store::open(&args.store).await.map_err(|e| anyhow!(e))?;
     let describe = store.describe();
     let config = ServiceConfig {

@@ -81,8 +81,9 @@ pub fn listen_addr(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--host {host:?} --port {port}: not an address to bind"))
 }
 
-/// The token from a file flag, or from the variable `env` (an empty one is an error). Files are
-/// preferred: a value on the command line shows in `ps`.
+/// The token from a file flag, or from the variable `env` (an empty one is an error): the one
+/// way every server and client reads a token. There is no flag that takes the token itself: a
+/// value on the command line shows in `ps`.
 pub fn read_token(file: Option<&PathBuf>, env: &str, flag: &str) -> anyhow::Result<Option<String>> {
     let token = match (file, std::env::var(env)) {
         (Some(path), _) => Some(
@@ -98,6 +99,51 @@ pub fn read_token(file: Option<&PathBuf>, env: &str, flag: &str) -> anyhow::Resu
         bail!("the token ({flag} or {env}) is empty: give a non-empty token or none");
     }
     Ok(token)
+}
+
+/// How a server that takes writes is protected, decided once before it binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAuth {
+    /// Writes need the bearer token.
+    Token,
+    /// No token, on a loopback address only: open to processes on this host (or pod).
+    Loopback,
+    /// No token on a reachable address, because the operator said `--insecure-no-auth`.
+    Insecure,
+}
+
+/// Refuses a server that takes writes (or, for the offline server, reads any source's data) on
+/// a non-loopback address without a token, unless the operator passed `--insecure-no-auth`
+/// (then warns loudly). `server` names it in messages,
+/// `how` says how to give it a token (its flag, variable and file).
+pub fn check_write_auth(
+    server: &str,
+    addrs: &[SocketAddr],
+    has_token: bool,
+    insecure_no_auth: bool,
+    how: &str,
+) -> anyhow::Result<WriteAuth> {
+    if has_token {
+        return Ok(WriteAuth::Token);
+    }
+    let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) else {
+        tracing::info!(
+            "{server}: no token; open to processes on this host only (bound to loopback)"
+        );
+        return Ok(WriteAuth::Loopback);
+    };
+    if !insecure_no_auth {
+        bail!(
+            "{server} would be open to anyone who reaches {open}: no token is set. Give it one \
+             ({how}), or bind --host 127.0.0.1, or pass --insecure-no-auth to run it open on \
+             purpose"
+        );
+    }
+    tracing::warn!(
+        "INSECURE: {server} runs WITHOUT A TOKEN, open to anyone who reaches {open} \
+         (--insecure-no-auth); give it a token ({how})"
+    );
+    Ok(WriteAuth::Insecure)
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the start of a graceful drain.
@@ -260,6 +306,32 @@ pub async fn connect_store(config: &RepoConfig, mode: Connect) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_without_a_token_only_on_loopback_or_on_purpose() {
+        let lo: SocketAddr = "127.0.0.1:6566".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:6566".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:6566".parse().unwrap();
+        let how = "--token-file or QUIVER_X_TOKEN";
+        assert_eq!(
+            check_write_auth("s", &[any], true, false, how).unwrap(),
+            WriteAuth::Token
+        );
+        assert_eq!(
+            check_write_auth("s", &[lo, lo6], false, false, how).unwrap(),
+            WriteAuth::Loopback
+        );
+        let err = check_write_auth("the x server", &[lo, any], false, false, how)
+            .unwrap_err()
+            .to_string();
+        for needle in ["the x server", "0.0.0.0:6566", how, "--insecure-no-auth"] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert_eq!(
+            check_write_auth("s", &[any], false, true, how).unwrap(),
+            WriteAuth::Insecure
+        );
+    }
 
     #[test]
     fn server_flags_override_only_what_they_name() {

@@ -81,9 +81,14 @@ pub struct Args {
     #[arg(long, env = "QUIVER_ENABLE_PUSH")]
     enable_push: bool,
     /// A file holding the bearer token the write endpoints require (trailing whitespace is
-    /// ignored). QUIVER_PUSH_TOKEN gives the token itself.
+    /// ignored). QUIVER_PUSH_TOKEN gives the token itself. Required with the write endpoints
+    /// on a non-loopback --host, unless --insecure-no-auth.
     #[arg(long, env = "QUIVER_PUSH_TOKEN_FILE")]
     push_token_file: Option<PathBuf>,
+    /// Serve the write endpoints without a token on a non-loopback --host (refused otherwise).
+    /// Logged as a warning at start; /metrics shows quiver_writes_unauthenticated 1.
+    #[arg(long, env = "QUIVER_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
     /// Most rows in one push body (413 beyond).
     #[arg(long, default_value_t = 100_000, env = "QUIVER_PUSH_MAX_ROWS")]
     push_max_rows: usize,
@@ -293,11 +298,13 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
             "QUIVER_PUSH_TOKEN",
             "--push-token-file",
         )?;
-        if token.is_none() && args.role == Role::Ingest {
-            tracing::warn!(
-                "the write endpoints take no token: anyone who reaches this server can write (set --push-token-file)"
-            );
-        }
+        crate::common::check_write_auth(
+            "quiver serve's write endpoints (--enable-push, --role ingest)",
+            &[addr],
+            token.is_some(),
+            args.insecure_no_auth,
+            "--push-token-file FILE or QUIVER_PUSH_TOKEN",
+        )?;
         Some(quiver_sidecar::push::PushConfig {
             token,
             max_rows: args.push_max_rows,

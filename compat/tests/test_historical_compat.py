@@ -344,7 +344,9 @@ def test_feast_sdk_reads_through_quiver_flight_server_and_http(tmp_path: Path) -
 
 def test_flight_bearer_token(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, ties=False, seed=7)
-    proc, port, _ = start_server(repo, "--token", "s3cret")
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    proc, port, _ = start_server(repo, "--token-file", str(token))
     try:
         client = fl.FlightClient(f"grpc+tcp://127.0.0.1:{port}")
         command = {
@@ -371,6 +373,9 @@ def test_flight_bearer_token(tmp_path: Path) -> None:
         assert "FeastPermissionError" in str(e.value)
         with pytest.raises(fl.FlightError):
             exchange(fl.FlightCallOptions(headers=[(b"authorization", b"Bearer wrong")]))
+        # The scheme in any case (RFC 9110), as gRPC metadata carries it.
+        lower = exchange(fl.FlightCallOptions(headers=[(b"authorization", b"bearer s3cret")]))
+        assert lower.num_rows == 2
         good = fl.FlightCallOptions(headers=[(b"authorization", b"Bearer s3cret")])
         result = exchange(good)
         assert result.column_names == ["driver_id", "event_timestamp", "trips"]

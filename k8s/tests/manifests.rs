@@ -199,6 +199,30 @@ fn first_container<'a>(r: &'a Rendered, deployment_name: &str) -> &'a Container 
         .containers[0]
 }
 
+/// `file` is the `token` key of the Secret `secret`, mounted read-only into `c`.
+fn assert_secret_file(pod: &PodSpec, c: &Container, file: &str, secret: &str, what: &str) {
+    let (dir, key) = file.rsplit_once('/').unwrap();
+    assert_eq!(key, "token", "{what}: {file}");
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == dir)
+        .unwrap_or_else(|| panic!("{what}: nothing mounted at {dir}"));
+    assert_eq!(mount.read_only, Some(true), "{what}: {dir}");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("{what}: no volume {}", mount.name));
+    let from = volume
+        .secret
+        .as_ref()
+        .and_then(|s| s.secret_name.as_deref());
+    assert_eq!(from, Some(secret), "{what}: {dir}");
+}
+
 fn deployment<'a>(r: &'a Rendered, name: &str) -> &'a Deployment {
     r.deployments
         .iter()
@@ -266,7 +290,8 @@ fn check_base(r: &Rendered) {
             );
         }
         // Every ConfigMap or Secret a pod mounts or reads is in the manifests, or optional,
-        // or made by cert-manager / webhook-certs.sh (the injector's TLS Secret).
+        // or made by cert-manager / webhook-certs.sh (the injector's TLS Secret), or is a
+        // token Secret the operator creates (k8s/README.md, "Tokens").
         for v in spec.volumes.iter().flatten() {
             if let Some(cm) = &v.config_map {
                 assert!(
@@ -278,10 +303,18 @@ fn check_base(r: &Rendered) {
                 );
             }
             if let Some(s) = &v.secret {
-                assert_eq!(
-                    s.secret_name.as_deref(),
-                    Some("quiver-injector-tls"),
-                    "{what}"
+                assert!(
+                    matches!(
+                        s.secret_name.as_deref(),
+                        Some(
+                            "quiver-injector-tls"
+                                | "quiver-registry-token"
+                                | "quiver-push-token"
+                                | "quiver-offline-token"
+                        )
+                    ),
+                    "{what}: Secret {:?}",
+                    s.secret_name
                 );
             }
         }
@@ -522,9 +555,82 @@ fn check_base(r: &Rendered) {
     );
     let c = first_container(r, "quiver-offline");
     assert_eq!(
-        c.args.as_ref().unwrap()[..],
+        c.args.as_ref().unwrap()[..6],
         ["offline", "serve", "--host", "0.0.0.0", "--port", "8815"]
     );
+
+    // Every server that takes writes (or, the offline one, serves any source's data) on
+    // 0.0.0.0 has its token from a file of a Secret the operator creates (none is committed),
+    // and every client of the registry service's writes has that service's token.
+    for (name, flag, secret) in [
+        ("quiver-registry", "--token-file", "quiver-registry-token"),
+        ("quiver-offline", "--token-file", "quiver-offline-token"),
+        ("quiver-ingest", "--push-token-file", "quiver-push-token"),
+    ] {
+        let d = deployment(r, name);
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let args = pod.containers[0].args.as_ref().unwrap();
+        let host = args
+            .iter()
+            .position(|a| a == "--host")
+            .map(|i| &args[i + 1]);
+        assert_eq!(host.map(String::as_str), Some("0.0.0.0"), "{name}");
+        let file = args
+            .iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+            .unwrap_or_else(|| panic!("{name}: no {flag}"));
+        assert_secret_file(pod, &pod.containers[0], &file, secret, name);
+        assert!(
+            !r.secrets
+                .iter()
+                .any(|s| s.metadata.name.as_deref() == Some(secret)),
+            "{secret}: the operator creates it; no token is committed"
+        );
+    }
+    let ingest = deployment(r, "quiver-ingest");
+    let pod = ingest
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let args = pod.containers[0].args.as_ref().unwrap();
+    assert_eq!(args[..3], ["serve", "--role", "ingest"]);
+    let registry_clients: Vec<(&str, &PodSpec)> = vec![
+        ("quiver-ingest", pod),
+        (
+            "quiver-materialize",
+            r.cron_jobs[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .job_template
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap(),
+        ),
+    ];
+    for (name, pod) in registry_clients {
+        let c = &pod.containers[0];
+        let env = |key: &str| {
+            c.env
+                .iter()
+                .flatten()
+                .find(|e| e.name == key)
+                .and_then(|e| e.value.clone())
+                .unwrap_or_else(|| panic!("{name}: no {key}"))
+        };
+        assert!(env("QUIVER_REGISTRY_URL").starts_with("http://quiver-registry."));
+        let file = env("QUIVER_REGISTRY_TOKEN_FILE");
+        assert_secret_file(pod, c, &file, "quiver-registry-token", name);
+    }
 
     // The Redis to try it with sends keyspace notifications, which the sidecars use.
     let redis = &r.stateful_sets[0];

@@ -980,8 +980,9 @@ pub enum Window {
     Incremental { end: Timestamp },
 }
 
-/// How far in the future an END may be before it is refused (clock skew between machines).
-pub const FUTURE_END_TOLERANCE: Duration = Duration::from_secs(300);
+/// How far in the future an END may be before it is refused (clock skew between machines): the
+/// registry service refuses to record such an end with the same bound.
+pub use quiver_registry::store::FUTURE_END_TOLERANCE;
 
 /// Progress of a run, for progress bars and logs.
 #[derive(Debug, Clone, Copy)]

@@ -34,7 +34,7 @@ use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::{ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 use quiver_registry::snapshot::{self, SelectError};
-use quiver_registry::store::MaterializedInterval;
+use quiver_registry::store::{IntervalEdit, MaterializedInterval};
 use tokio::sync::watch;
 
 pub use server::serve;
@@ -351,8 +351,30 @@ impl Service {
         runs: Vec<MaterializedInterval>,
         now: Timestamp,
     ) -> Result<Recorded, RecordError> {
+        self.edit_intervals(project, IntervalEdit::Append(runs), now)
+            .await
+    }
+
+    /// Removes every materialization interval of `views` (an operator's repair of a bad
+    /// record; `quiver registry clear-intervals`).
+    pub async fn clear_materializations(
+        &self,
+        project: &str,
+        views: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
+        self.edit_intervals(project, IntervalEdit::Clear(views), now)
+            .await
+    }
+
+    async fn edit_intervals(
+        &self,
+        project: &str,
+        edit: IntervalEdit,
+        now: Timestamp,
+    ) -> Result<Recorded, RecordError> {
         let _write = self.write_lock.lock().await;
-        let result = self.store.record_materialization(project, runs, now).await;
+        let result = self.store.record_materialization(project, edit, now).await;
         match &result {
             Ok(recorded) => {
                 self.metrics.materializations.inc();

@@ -61,6 +61,8 @@ pub struct ServiceMetrics {
 /// What the render reads from the service.
 pub struct Gauges<'a> {
     pub ready: bool,
+    /// No token is set: anyone who reaches the service can write.
+    pub writes_open: bool,
     pub versions: Vec<(&'a str, u64)>,
 }
 
@@ -157,6 +159,11 @@ impl ServiceMetrics {
             out,
             "# HELP quiver_registry_ready 1 when the store answered the last poll.\n# TYPE quiver_registry_ready gauge\nquiver_registry_ready {}",
             u8::from(g.ready)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quiver_registry_writes_unauthenticated 1 when writes need no token (no token set: a loopback bind, or --insecure-no-auth).\n# TYPE quiver_registry_writes_unauthenticated gauge\nquiver_registry_writes_unauthenticated {}",
+            u8::from(g.writes_open)
         );
         let _ = writeln!(
             out,

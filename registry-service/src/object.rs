@@ -24,7 +24,7 @@ use quiver_registry::object::{
 };
 use xxhash_rust::xxh3::Xxh3;
 
-use quiver_registry::store::MaterializedInterval;
+use quiver_registry::store::IntervalEdit;
 
 use crate::store::{
     Applied, ApplyError, Loaded, RecordError, Recorded, RegistryStoreError, Versions, VersionsFile,
@@ -233,12 +233,12 @@ impl ObjectStore {
     pub async fn record(
         &self,
         project: &str,
-        runs: &[MaterializedInterval],
+        edit: &IntervalEdit,
         now: Timestamp,
     ) -> Result<Recorded, RecordError> {
         for attempt in 1..=MAX_ATTEMPTS {
             let (mut loaded, fv, vv) = self.read_all().await?;
-            let (_, version) = plan_record(&mut loaded, project, runs, now)?;
+            let (_, version) = plan_record(&mut loaded, project, edit, now)?;
             let bytes = Bytes::from(loaded.file.encode(&uuid::Uuid::new_v4().to_string(), now));
             match self.registry.put(bytes, fv.as_ref()).await {
                 Ok(_) => {}

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, GenericClient, NoTls};
 use xxhash_rust::xxh3::xxh3_64;
 
-use quiver_registry::store::MaterializedInterval;
+use quiver_registry::store::IntervalEdit;
 
 use crate::store::{
     Applied, ApplyError, Loaded, RecordError, Recorded, RegistryStoreError, VersionRecord,
@@ -340,13 +340,13 @@ impl PgStore {
     pub async fn record(
         &self,
         project: &str,
-        runs: &[MaterializedInterval],
+        edit: &IntervalEdit,
         now: Timestamp,
     ) -> Result<Recorded, RecordError> {
         let result = self
             .in_transaction(async |tx| {
                 let mut loaded = read_all(tx).await?;
-                let (writes, version) = match plan_record(&mut loaded, project, runs, now) {
+                let (writes, version) = match plan_record(&mut loaded, project, edit, now) {
                     Ok(planned) => planned,
                     Err(RecordError::Store(e)) => return Err(ApplyError::Store(e)),
                     // Nothing written: the transaction is dropped, not committed.

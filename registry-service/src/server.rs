@@ -35,7 +35,7 @@ use crate::metrics::{Endpoint, Gauges};
 use crate::{ApplyError, RecordError, RegistryStoreError, Service, SnapshotRequestError};
 use quiver_core::fault::{Classified as _, ErrorKind, Severity};
 use quiver_core::registry::RegistryFile;
-use quiver_registry::store::MaterializedInterval;
+use quiver_registry::store::{FUTURE_END_TOLERANCE, MaterializedInterval};
 
 type Body = Full<Bytes>;
 
@@ -237,6 +237,13 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> (Endpoint, Response<
                 materializations(service, req, &project).await,
             )
         }
+        (&Method::DELETE, ["v1", "projects", project, "materializations", view]) => {
+            let (project, view) = ((*project).to_owned(), (*view).to_owned());
+            (
+                Endpoint::Materializations,
+                clear_materializations(service, &req, &project, &view).await,
+            )
+        }
         (_, ["health" | "ready" | "metrics"])
         | (_, ["v1", "projects"])
         | (_, ["v1", "projects", _])
@@ -248,7 +255,8 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> (Endpoint, Response<
                 _,
                 "snapshot" | "apply" | "registry" | "materializations",
             ],
-        ) => (
+        )
+        | (_, ["v1", "projects", _, "materializations", _]) => (
             Endpoint::Other,
             error(
                 ErrorKind::MethodNotAllowed,
@@ -264,7 +272,8 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> (Endpoint, Response<
                 format!(
                     "no endpoint {path}: try GET /v1/projects, /v1/projects/{{project}}/snapshot, \
                      /v1/projects/{{project}}/feature-views|label-views|entities|data-sources|feature-services|registry, \
-                     or POST /v1/projects/{{project}}/apply|materializations"
+                     POST /v1/projects/{{project}}/apply|materializations, \
+                     or DELETE /v1/projects/{{project}}/materializations/{{view}}"
                 ),
             ),
         ),
@@ -307,6 +316,15 @@ fn unknown_project(project: &str) -> Response<Body> {
     )
 }
 
+/// What `/ready` says of auth: `token` when writes need one, `off` when they do not.
+fn auth_mode(service: &Service) -> &'static str {
+    if service.config.token.is_some() {
+        "token"
+    } else {
+        "off"
+    }
+}
+
 fn ready(routes: &Routes) -> Response<Body> {
     let service = &routes.service;
     if routes.draining.is_on() {
@@ -315,7 +333,10 @@ fn ready(routes: &Routes) -> Response<Body> {
             &json!({"ready": false, "reasons": ["shutting down"]}),
         )
     } else if service.store_ok() {
-        json_response(StatusCode::OK, &json!({"ready": true, "reasons": []}))
+        json_response(
+            StatusCode::OK,
+            &json!({"ready": true, "reasons": [], "auth": auth_mode(service)}),
+        )
     } else {
         json_response(
             status_of(ErrorKind::Unavailable),
@@ -332,6 +353,7 @@ fn metrics(routes: &Routes) -> Response<Body> {
     let catalog = service.catalog();
     let gauges = Gauges {
         ready: service.store_ok(),
+        writes_open: service.config.token.is_none(),
         versions: catalog
             .projects
             .iter()
@@ -746,7 +768,8 @@ struct IntervalBody {
 /// `POST /v1/projects/{p}/materializations` with `{"intervals": [{"feature_view", "start",
 /// "end"}]}` (RFC 3339): appends each interval to its view's `materialization_intervals`, as
 /// Feast's `apply_materialization` does, and bumps the project's version. All or nothing: an
-/// unknown view records none.
+/// unknown view, an interval that does not end after it starts, or one that ends in the future
+/// (beyond [`FUTURE_END_TOLERANCE`] of clock skew) records none.
 async fn materializations(
     service: &Arc<Service>,
     req: Request<Incoming>,
@@ -764,6 +787,7 @@ async fn materializations(
             format!("intervals: empty: {EXPECTED}"),
         );
     }
+    let now = now();
     let mut runs = Vec::with_capacity(body.intervals.len());
     for (i, interval) in body.intervals.iter().enumerate() {
         let parse = |field: &str, value: &str| {
@@ -785,13 +809,30 @@ async fn materializations(
             Ok(t) => t,
             Err(resp) => return resp,
         };
-        if (end.seconds, end.nanos) < (start.seconds, start.nanos) {
+        if (end.seconds, end.nanos) <= (start.seconds, start.nanos) {
             return error(
                 ErrorKind::BadRequest,
                 "BadBody",
                 format!(
-                    "intervals[{i}]: end {} is before start {}",
+                    "intervals[{i}].end: {} is not after intervals[{i}].start {}: an interval must end after it starts",
                     interval.end, interval.start
+                ),
+            );
+        }
+        let limit = now
+            .seconds
+            .saturating_add(FUTURE_END_TOLERANCE.as_secs() as i64);
+        if (end.seconds, end.nanos) > (limit, now.nanos) {
+            return error(
+                ErrorKind::BadRequest,
+                "BadBody",
+                format!(
+                    "intervals[{i}].end: {} is in the future (now {}; at most {}s of clock skew \
+                     is allowed): a later materialize-incremental would start there and skip \
+                     every row written until then",
+                    interval.end,
+                    quiver_core::time::format_rfc3339(&now),
+                    FUTURE_END_TOLERANCE.as_secs()
                 ),
             );
         }
@@ -802,7 +843,7 @@ async fn materializations(
         });
     }
     let count = runs.len();
-    match service.record_materialization(project, runs, now()).await {
+    match service.record_materialization(project, runs, now).await {
         Ok(recorded) => json_response(
             StatusCode::OK,
             &json!({"project": project, "version": recorded.version, "recorded": count}),
@@ -814,6 +855,54 @@ async fn materializations(
         ),
         Err(RecordError::Store(e)) => {
             tracing::warn!(error = %e, project, "recording materialization failed");
+            store_error(&e)
+        }
+    }
+}
+
+/// `DELETE /v1/projects/{p}/materializations/{view}`: removes every interval of the view, so
+/// that a bad record (an end in the future written before this service refused them) can be
+/// repaired; the next incremental run starts from the view's ttl. A write: the token guards it.
+async fn clear_materializations(
+    service: &Arc<Service>,
+    req: &Request<Incoming>,
+    project: &str,
+    view: &str,
+) -> Response<Body> {
+    if let Some(resp) = check_token(service, req, true) {
+        return resp;
+    }
+    if let Err(resp) = check_project(project) {
+        return resp;
+    }
+    if let Err(resp) = query_params(req.uri().query(), &[]) {
+        return resp;
+    }
+    let view = match percent_decode(view) {
+        Ok(v) if !v.is_empty() => v,
+        _ => {
+            return error(
+                ErrorKind::BadRequest,
+                "BadPath",
+                format!("view: {view:?} is not a feature view name"),
+            );
+        }
+    };
+    match service
+        .clear_materializations(project, vec![view.clone()], now())
+        .await
+    {
+        Ok(recorded) => json_response(
+            StatusCode::OK,
+            &json!({"project": project, "version": recorded.version, "cleared": view}),
+        ),
+        Err(RecordError::UnknownView(view)) => error(
+            ErrorKind::NotFound,
+            "UnknownFeatureView",
+            format!("project {project} has no feature view {view}: nothing was cleared"),
+        ),
+        Err(RecordError::Store(e)) => {
+            tracing::warn!(error = %e, project, "clearing materialization intervals failed");
             store_error(&e)
         }
     }

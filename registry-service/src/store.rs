@@ -17,7 +17,7 @@ use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::{ObjectKind, ObjectWrite, ProjectRegistry, RegistryFile};
 use quiver_core::time::Timestamp;
 use quiver_registry::apply::{self, Plan};
-use quiver_registry::store::MaterializedInterval;
+use quiver_registry::store::IntervalEdit;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -156,17 +156,17 @@ pub struct Recorded {
     pub loaded: Loaded,
 }
 
-/// The shared part of recording intervals: reconcile, append, bump. Returns the objects
-/// rewritten, for stores that keep a row per object.
+/// The shared part of recording intervals (or clearing them): reconcile, edit, bump. Returns
+/// the objects rewritten, for stores that keep a row per object.
 pub(crate) fn plan_record(
     loaded: &mut Loaded,
     project: &str,
-    runs: &[MaterializedInterval],
+    edit: &IntervalEdit,
     now: Timestamp,
 ) -> Result<(Vec<ObjectWrite>, u64), RecordError> {
     reconcile(&loaded.file, &mut loaded.versions)?;
     let current = loaded.versions.get(project).map_or(0, |r| r.version);
-    let writes = quiver_registry::store::append_intervals(&mut loaded.file, project, runs, now)
+    let writes = quiver_registry::store::edit_intervals(&mut loaded.file, project, edit, now)
         .map_err(|e| match e {
             quiver_registry::store::RecordError::UnknownView(v) => RecordError::UnknownView(v),
             quiver_registry::store::RecordError::Registry(m) => {
@@ -361,17 +361,18 @@ impl Store {
 
     /// Appends materialization intervals to their views (Feast's `apply_materialization`),
     /// whatever the project's version: intervals only ever accumulate, so concurrent runs
-    /// cannot lose one another's. Bumps the project's version.
+    /// cannot lose one another's; or clears views' intervals (an operator's repair). Bumps the
+    /// project's version.
     pub async fn record_materialization(
         &self,
         project: &str,
-        runs: Vec<MaterializedInterval>,
+        edit: IntervalEdit,
         now: Timestamp,
     ) -> Result<Recorded, RecordError> {
         match self {
-            Store::File(f) => f.record(project, runs, now).await,
-            Store::Postgres(p) => p.record(project, &runs, now).await,
-            Store::Object(o) => o.record(project, &runs, now).await,
+            Store::File(f) => f.record(project, edit, now).await,
+            Store::Postgres(p) => p.record(project, &edit, now).await,
+            Store::Object(o) => o.record(project, &edit, now).await,
         }
     }
 }
@@ -563,7 +564,7 @@ impl FileStore {
     fn record_blocking(
         &self,
         project: &str,
-        runs: &[MaterializedInterval],
+        edit: &IntervalEdit,
         now: Timestamp,
     ) -> Result<Recorded, RecordError> {
         let _lock = self.lock()?;
@@ -571,7 +572,7 @@ impl FileStore {
             file: self.read_file()?,
             versions: self.read_versions()?,
         };
-        let (_, version) = plan_record(&mut loaded, project, runs, now)?;
+        let (_, version) = plan_record(&mut loaded, project, edit, now)?;
         let bytes = loaded.file.encode(&uuid::Uuid::new_v4().to_string(), now);
         quiver_registry::store::write_atomic(&self.path, &bytes)
             .map_err(RegistryStoreError::from)?;
@@ -582,7 +583,7 @@ impl FileStore {
     async fn record(
         &self,
         project: &str,
-        runs: Vec<MaterializedInterval>,
+        edit: IntervalEdit,
         now: Timestamp,
     ) -> Result<Recorded, RecordError> {
         let me = FileStore {
@@ -590,7 +591,7 @@ impl FileStore {
             versions_path: self.versions_path.clone(),
         };
         let project = project.to_owned();
-        tokio::task::spawn_blocking(move || me.record_blocking(&project, &runs, now))
+        tokio::task::spawn_blocking(move || me.record_blocking(&project, &edit, now))
             .await
             .map_err(|e| {
                 RecordError::Store(RegistryStoreError::Unavailable(format!("record task: {e}")))

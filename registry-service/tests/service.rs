@@ -646,3 +646,158 @@ async fn materialization_intervals_are_recorded_in_the_file() {
     .await;
     assert_eq!(status, 401);
 }
+
+/// `DELETE` with `authorization` as given (`None`: no header).
+async fn delete(
+    client: &mut Client,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let headers: Vec<(hyper::header::HeaderName, String)> = authorization
+        .map(|a| (hyper::header::AUTHORIZATION, a.to_owned()))
+        .into_iter()
+        .collect();
+    let r = client
+        .request(
+            hyper::Method::DELETE,
+            path,
+            &headers,
+            None,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Issue 19: an interval ending in year 9999 (recorded before the service refused them, e.g.
+/// by `quiver materialize --force` on the file) poisoned every later incremental run, and
+/// nothing could remove it. The operator's token now clears a view's intervals; the scheme is
+/// case-insensitive; without the token nothing changes.
+#[tokio::test]
+async fn a_poisoned_interval_is_cleared_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = file_service(
+        &dir,
+        ServiceConfig {
+            token: Some("s3cret".into()),
+            ..fast()
+        },
+    );
+    let mut good = client(&svc.url(), Some("s3cret"));
+    let (status, body) = apply(&mut good, "demo", 0, DEFS).await;
+    assert_eq!(status, 200, "{body}");
+    let at = |s: &str| quiver_core::time::parse_datetime(s).unwrap();
+    quiver_registry::store::record_materialization(
+        &dir.path().join("registry.db"),
+        "demo",
+        &[quiver_registry::store::MaterializedInterval {
+            view: "hourly".into(),
+            start: at("2026-01-01T00:00:00Z"),
+            end: at("9999-12-31T00:00:00Z"),
+        }],
+        at("2026-01-01T00:00:00Z"),
+        "behind-its-back",
+    )
+    .unwrap();
+    let started = Instant::now();
+    while version(&mut good, "demo").await < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let intervals = |dir: &tempfile::TempDir| {
+        quiver_registry::store::read(&dir.path().join("registry.db"))
+            .unwrap()
+            .project("demo")
+            .unwrap()
+            .feature_view("hourly")
+            .unwrap()
+            .materialization_intervals
+            .len()
+    };
+    assert_eq!(intervals(&dir), 1);
+
+    let path = "/v1/projects/demo/materializations/hourly";
+    let mut anon = client(&svc.url(), None);
+    let (status, body) = delete(&mut anon, path, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = delete(&mut anon, path, Some("Bearer nope")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("wrong"),
+        "{body}"
+    );
+    assert_eq!(intervals(&dir), 1, "nothing cleared without the token");
+
+    let (status, body) = delete(&mut anon, path, Some("bearer s3cret")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cleared"], "hourly");
+    assert_eq!(body["version"], 3);
+    assert_eq!(intervals(&dir), 0);
+
+    let (status, body) = delete(
+        &mut anon,
+        "/v1/projects/demo/materializations/nope",
+        Some("BEARER s3cret"),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
+    let (status, _) = delete(
+        &mut anon,
+        "/v1/projects/demo/materializations",
+        Some("Bearer s3cret"),
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert_eq!(version(&mut good, "demo").await, 3);
+
+    // A lowercase scheme is accepted for every write; an end in the future is refused even
+    // with the token.
+    let future = r#"{"intervals": [{"feature_view": "hourly", "start": "2026-01-01T00:00:00Z", "end": "9999-12-31T00:00:00Z"}]}"#;
+    let (status, body) = post_raw(&mut good, "/v1/projects/demo/materializations", future).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("intervals[0].end"),
+        "{body}"
+    );
+    let r = anon
+        .request(
+            hyper::Method::POST,
+            "/v1/projects/demo/materializations",
+            &[(hyper::header::AUTHORIZATION, "bearer s3cret".to_owned())],
+            Some((
+                bytes::Bytes::from_static(br#"{"intervals": [{"feature_view": "hourly", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}]}"#),
+                "application/json",
+            )),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(intervals(&dir), 1);
+
+    // /ready and /metrics say that writes need a token.
+    let (_, ready) = get_json(&mut anon, "/ready").await;
+    assert_eq!(ready["auth"], "token", "{ready}");
+    let metrics = String::from_utf8(get(&mut anon, "/metrics", &[]).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("quiver_registry_writes_unauthenticated 0"),
+        "{metrics}"
+    );
+    let open_dir = tempfile::tempdir().unwrap();
+    let open = file_service(&open_dir, fast());
+    let mut c = client(&open.url(), None);
+    assert_eq!(get_json(&mut c, "/ready").await.1["auth"], "off");
+    let metrics = String::from_utf8(get(&mut c, "/metrics", &[]).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("quiver_registry_writes_unauthenticated 1"),
+        "{metrics}"
+    );
+}

@@ -224,6 +224,21 @@ impl Classified for RecordError {
     }
 }
 
+/// The longest an interval's end may lie past the clock: a recorded end in the future makes the
+/// next `materialize-incremental` start there and skip every row written until then (Feast
+/// issue 4222), so both `quiver materialize` and the registry service refuse one beyond it.
+pub const FUTURE_END_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A change to views' materialization intervals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntervalEdit {
+    /// Runs to append, as Feast's `apply_materialization` does.
+    Append(Vec<MaterializedInterval>),
+    /// Views whose every interval is removed (an operator's repair of a bad record: the next
+    /// incremental run starts from the view's ttl again).
+    Clear(Vec<String>),
+}
+
 /// Appends materialization intervals to the views' `materialization_intervals` (and bumps their
 /// `last_updated_timestamp`), as Feast's `apply_materialization` does. Every other object keeps
 /// its bytes. Returns the objects it rewrote (for stores that keep one row per object); nothing
@@ -234,25 +249,58 @@ pub fn append_intervals(
     runs: &[MaterializedInterval],
     now: quiver_core::time::Timestamp,
 ) -> Result<Vec<quiver_core::registry::ObjectWrite>, RecordError> {
+    let edits: Vec<(&str, Option<&MaterializedInterval>)> =
+        runs.iter().map(|r| (r.view.as_str(), Some(r))).collect();
+    edit_views(file, project, &edits, now)
+}
+
+/// [`append_intervals`] or the removal of views' intervals, by `edit`.
+pub fn edit_intervals(
+    file: &mut RegistryFile,
+    project: &str,
+    edit: &IntervalEdit,
+    now: quiver_core::time::Timestamp,
+) -> Result<Vec<quiver_core::registry::ObjectWrite>, RecordError> {
+    match edit {
+        IntervalEdit::Append(runs) => append_intervals(file, project, runs, now),
+        IntervalEdit::Clear(views) => {
+            let edits: Vec<(&str, Option<&MaterializedInterval>)> =
+                views.iter().map(|v| (v.as_str(), None)).collect();
+            edit_views(file, project, &edits, now)
+        }
+    }
+}
+
+/// Per (view, run): the run appended to the view's intervals, or (`None`) all of them removed.
+fn edit_views(
+    file: &mut RegistryFile,
+    project: &str,
+    edits: &[(&str, Option<&MaterializedInterval>)],
+    now: quiver_core::time::Timestamp,
+) -> Result<Vec<quiver_core::registry::ObjectWrite>, RecordError> {
     use prost::Message as _;
     use quiver_core::proto::core as pb;
     use quiver_core::registry::{ObjectKind, ObjectWrite};
 
     let corrupt = |e: quiver_core::Error| RecordError::Registry(e.to_string());
-    // Several runs of one view append to the same object: work on the latest bytes of each.
-    let mut writes: Vec<ObjectWrite> = Vec::with_capacity(runs.len());
-    for run in runs {
-        let interval = pb::MaterializationInterval {
+    let change = |intervals: &mut Vec<pb::MaterializationInterval>,
+                  run: Option<&MaterializedInterval>| match run {
+        Some(run) => intervals.push(pb::MaterializationInterval {
             start_time: Some(run.start),
             end_time: Some(run.end),
-        };
-        let pending = writes.iter().position(|w| w.name == run.view);
+        }),
+        None => intervals.clear(),
+    };
+    // Several runs of one view append to the same object: work on the latest bytes of each.
+    let mut writes: Vec<ObjectWrite> = Vec::with_capacity(edits.len());
+    for &(name, run) in edits {
+        let pending = writes.iter().position(|w| w.name == name);
         let stored = match pending {
             Some(i) => Some((writes[i].kind, writes[i].bytes.clone().unwrap_or_default())),
             None => [ObjectKind::FeatureView, ObjectKind::StreamFeatureView]
                 .into_iter()
                 .find_map(|kind| {
-                    file.object_bytes(kind, project, &run.view)
+                    file.object_bytes(kind, project, name)
                         .map(|b| b.map(|b| (kind, b.to_vec())))
                         .transpose()
                 })
@@ -260,28 +308,28 @@ pub fn append_intervals(
                 .map_err(corrupt)?,
         };
         let Some((kind, bytes)) = stored else {
-            return Err(RecordError::UnknownView(run.view.clone()));
+            return Err(RecordError::UnknownView(name.to_owned()));
         };
         let updated = if kind == ObjectKind::FeatureView {
             let mut view = pb::FeatureView::decode(bytes.as_slice()).map_err(|e| {
-                RecordError::Registry(format!("registry: feature view {}: {e}", run.view))
+                RecordError::Registry(format!("registry: feature view {name}: {e}"))
             })?;
             let meta = view.meta.get_or_insert_with(Default::default);
-            meta.materialization_intervals.push(interval);
+            change(&mut meta.materialization_intervals, run);
             meta.last_updated_timestamp = Some(now);
             view.encode_to_vec()
         } else {
             let mut view = pb::StreamFeatureView::decode(bytes.as_slice()).map_err(|e| {
-                RecordError::Registry(format!("registry: stream feature view {}: {e}", run.view))
+                RecordError::Registry(format!("registry: stream feature view {name}: {e}"))
             })?;
             let meta = view.meta.get_or_insert_with(Default::default);
-            meta.materialization_intervals.push(interval);
+            change(&mut meta.materialization_intervals, run);
             meta.last_updated_timestamp = Some(now);
             view.encode_to_vec()
         };
         let write = ObjectWrite {
             kind,
-            name: run.view.clone(),
+            name: name.to_owned(),
             bytes: Some(updated),
         };
         match pending {

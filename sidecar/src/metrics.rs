@@ -160,6 +160,8 @@ pub struct Snapshot<'a> {
     /// Seconds since the newest invalidation, if any was seen.
     pub invalidation_age: Option<f64>,
     pub ready: bool,
+    /// The write endpoints are on and take no token (a loopback bind, or --insecure-no-auth).
+    pub writes_open: bool,
 }
 
 impl Metrics {
@@ -285,7 +287,7 @@ impl Metrics {
         out.push_str("# HELP quiver_online_store_read_duration_seconds Latency of batched online store reads.\n# TYPE quiver_online_store_read_duration_seconds histogram\n");
         self.store_latency
             .render(&mut out, "quiver_online_store_read_duration_seconds", "");
-        let gauges: [(&str, &str, f64); 8] = [
+        let gauges: [(&str, &str, f64); 9] = [
             (
                 "quiver_cache_size_bytes",
                 "Bytes held by the cache (estimated).",
@@ -310,6 +312,11 @@ impl Metrics {
                 "quiver_ready",
                 "1 when /ready answers 200.",
                 f64::from(u8::from(s.ready)),
+            ),
+            (
+                "quiver_writes_unauthenticated",
+                "1 when the write endpoints are on and need no token (loopback, or --insecure-no-auth).",
+                f64::from(u8::from(s.writes_open)),
             ),
             (
                 "quiver_registry_service_version",

@@ -395,6 +395,11 @@ fn metrics(routes: &Routes) -> Response<Body> {
         change_feed_live: state.engine.feed.is_live(),
         invalidation_age: state.engine.feed.invalidation_age(),
         ready: state.ready_cached(),
+        writes_open: state
+            .config
+            .push
+            .as_ref()
+            .is_some_and(|p| p.token.is_none()),
     };
     let mut text = state.metrics.render(&snapshot);
     routes.connections.render("quiver_http", &mut text);

@@ -146,7 +146,19 @@ pub async fn materializations_scenario(client: &mut Client) -> u64 {
         (
             r#"{"intervals": [{"feature_view": "hourly", "start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}]}"#,
             400,
-            "is before start",
+            "intervals[0].end: 2026-01-01T00:00:00Z is not after intervals[0].start",
+        ),
+        (
+            r#"{"intervals": [{"feature_view": "hourly", "start": "2026-01-02T00:00:00Z", "end": "2026-01-02T00:00:00Z"}]}"#,
+            400,
+            "is not after",
+        ),
+        // Feast issue 4222: an end in the future would make every later incremental run skip
+        // the rows written until then.
+        (
+            r#"{"intervals": [{"feature_view": "profile", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}, {"feature_view": "hourly", "start": "2026-01-03T00:00:00Z", "end": "9999-12-31T00:00:00Z"}]}"#,
+            400,
+            "intervals[1].end: 9999-12-31T00:00:00Z is in the future",
         ),
         (r#"{"views": []}"#, 400, "unknown field"),
         ("not json", 400, "expected {\"intervals\""),

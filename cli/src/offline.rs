@@ -55,6 +55,21 @@ struct ServeArgs {
     /// Deadline for one call to the transformation service (one batch of at most 10,000 rows).
     #[arg(long, default_value = "60s", value_parser = quiver_core::time::parse_duration)]
     transformation_timeout: std::time::Duration,
+    /// Memory for uploaded entity tables (Flight uploads, inline HTTP entities), shared by
+    /// every request of both servers; a request waits for room (--upload-wait), then gets
+    /// 503 / RESOURCE_EXHAUSTED. One larger than all of it is refused (413).
+    #[arg(long, default_value = "1GiB", value_parser = quiver_core::size::parse_nonzero_bytes)]
+    upload_memory: usize,
+    /// How long a request waits for upload memory other requests hold.
+    #[arg(long, default_value = "5s", value_parser = quiver_core::time::parse_duration)]
+    upload_wait: std::time::Duration,
+    /// How long an entity table put by DoPut waits for its DoGet before it is dropped.
+    #[arg(long, default_value = "5m", value_parser = quiver_core::time::parse_duration)]
+    doput_ttl: std::time::Duration,
+    /// Most bytes all DoPut tables waiting for their DoGet may hold (default: half of
+    /// --upload-memory); past it the oldest are dropped.
+    #[arg(long, value_parser = quiver_core::size::parse_nonzero_bytes)]
+    doput_max_bytes: Option<usize>,
     /// The HTTP server's limits (Arrow Flight runs on tonic's own server).
     #[command(flatten)]
     server: ServerArgs,
@@ -94,6 +109,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.transformation_timeout,
         )))
     });
+    let budget = quiver_offline::budget::MemoryBudget::new(args.upload_memory, args.upload_wait);
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(flight_addr)
@@ -128,6 +144,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 registry: source.clone(),
                 token: args.token.clone(),
                 transform: transform.clone(),
+                budget: budget.clone(),
             });
             tokio::spawn(async move {
                 if let Err(e) =
@@ -137,7 +154,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let mut server = OfflineServer::new(engine, source, args.token);
+        let mut server = OfflineServer::new(engine, source, args.token)
+            .with_pending_limits(
+                args.doput_ttl,
+                args.doput_max_bytes.unwrap_or(args.upload_memory / 2),
+            )
+            .with_budget(budget);
         if let Some(client) = transform {
             server = server.with_transformation_service(client);
         }

@@ -594,6 +594,16 @@ fn scan_units(
                 let c = created
                     .and_then(|c| convert::time_at(c.as_ref(), i))
                     .unwrap_or(Nanos::MIN);
+                // Event times are inside the window, which is inside the range (check_window).
+                if c != Nanos::MIN {
+                    quiver_core::range::check_nanos(c).map_err(|e| {
+                        Error::unprocessable(format!(
+                            "feature view {}: {path}: created time column, row {}: {e}",
+                            plan.view,
+                            latest.scanned + i as u64
+                        ))
+                    })?;
+                }
                 key.clear();
                 let row = if n_keys == 0 { 0 } else { i };
                 keys.encode(&mut key, &key_columns, row).map_err(|e| {
@@ -627,8 +637,9 @@ fn scan_units(
                     )
                     .map_err(|e| {
                         Error::unprocessable(format!(
-                            "feature view {}: {path}: column {column:?}: {e}",
-                            plan.view
+                            "feature view {}: {path}: column {column:?}, row {}: {e}",
+                            plan.view,
+                            latest.scanned + i as u64
                         ))
                     })?;
                     let len = (values.len() - at - 4) as u32;
@@ -1116,6 +1127,10 @@ pub fn check_window(
         convert::timestamp_to_nanos(&start),
         convert::timestamp_to_nanos(&end),
     );
+    for (name, t) in [("START", s), ("END", e)] {
+        quiver_core::range::check_nanos(t)
+            .map_err(|err| Error::bad_request(format!("{name}: {err}")))?;
+    }
     if s > e {
         return Err(Error::bad_request(format!(
             "START {} is after END {}",

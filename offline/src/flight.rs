@@ -517,7 +517,7 @@ impl FlightService for OfflineServer {
             return Err(status(&FeastError::new(
                 ErrorKind::NotFound,
                 "FeastError",
-                "Flight not found: DoPut the entity table with this command first",
+                "Flight not found (never put, already read, or expired): DoPut the entity table with this command first",
             )));
         }
         let ticket = Ticket {

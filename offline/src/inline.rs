@@ -763,25 +763,25 @@ mod tests {
 
     #[test]
     fn bad_tables_name_the_column() {
-        let e = parse(r#"{"entities": {"a": [1, "x"]}}"#).unwrap_err();
+        let e = parse(r#"{"entities": {"a": [1, "x"]}}"#).err().unwrap();
         assert_eq!(
             e.message(),
             "entities.a: values must all be numbers, strings or booleans"
         );
-        let e = parse(r#"{"entities": {"a": [[1]]}}"#).unwrap_err();
+        let e = parse(r#"{"entities": {"a": [[1]]}}"#).err().unwrap();
         assert!(e.message().contains("entities.a: values must"), "{e}");
-        let e = parse(r#"{"entities": {"a": [1], "b": [1, 2]}}"#).unwrap_err();
+        let e = parse(r#"{"entities": {"a": [1], "b": [1, 2]}}"#).err().unwrap();
         assert_eq!(e.message(), "entities.b: columns have different lengths");
-        let e = parse(r#"{"entities": {"a": 1}}"#).unwrap_err();
+        let e = parse(r#"{"entities": {"a": 1}}"#).err().unwrap();
         assert_eq!(e.message(), "entities.a: expected a list of values");
-        let e = parse(r#"{"entities": [1]}"#).unwrap_err();
+        let e = parse(r#"{"entities": [1]}"#).err().unwrap();
         assert!(e.message().contains("expected {column"), "{e}");
-        let e = parse(r#"{"entities": {"event_timestamp": ["yesterday"]}}"#).unwrap_err();
+        let e = parse(r#"{"entities": {"event_timestamp": ["yesterday"]}}"#).err().unwrap();
         assert!(e.message().contains("entities.event_timestamp"), "{e}");
-        let e = parse(r#"{"entities": {"a": [1]"#).unwrap_err();
+        let e = parse(r#"{"entities": {"a": [1]"#).err().unwrap();
         assert!(e.message().starts_with("request body is not JSON"), "{e}");
         let many = format!(r#"{{"features": [{}]}}"#, vec!["1"; MAX_OTHER_VALUES + 1].join(","));
-        let e = parse(&many).unwrap_err();
+        let e = parse(&many).err().unwrap();
         assert!(e.message().contains("more than 100000 values"), "{e}");
     }
 

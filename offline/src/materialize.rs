@@ -544,7 +544,7 @@ fn scan_units(
     let keys = convert::KeyEncoder::new(if n_keys == 0 { &dummy } else { &key_types });
     let empty = arrow_array::StringArray::from(vec![""]);
     // Decoding runs on its own thread, a few batches ahead of the hashing here.
-    let complete = std::thread::scope(|scope| {
+    let complete = std::thread::scope(|scope| -> Result<bool, Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item, Error>>(4);
         let reader = scope.spawn(move || {
             for unit in &units {

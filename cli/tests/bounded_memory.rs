@@ -246,9 +246,15 @@ fn concurrent_maximal_entity_uploads_keep_the_offline_servers_memory_bounded() {
     );
     assert!(body.len() < 64 * MB as usize, "{}", body.len());
     let answers = concurrently(addr, "/v1/historical", vec![body.into_bytes(); 4]);
+    // A request that found the budget taken while it held its body is told to retry (503);
+    // the others get their answer.
     for (status, body) in &answers {
-        assert_eq!(*status, 404, "{body}");
+        assert!(
+            *status == 404 || (*status == 503 && body.contains("Overloaded")),
+            "{status} {body}"
+        );
     }
+    assert!(answers.iter().any(|(s, _)| *s == 404), "{answers:?}");
     let grew = server.peak_rss().saturating_sub(before);
     eprintln!(
         "offline http: peak RSS {} MB before, grew {} MB for 4 concurrent 63 MiB bodies",

@@ -108,8 +108,11 @@ def test_concurrent_uploads_share_the_budget_and_doputs_expire(tmp_path: Path) -
             t.start()
         for t in threads:
             t.join()
-        # Every upload was held whole (the view is checked after), then refused as unknown.
-        assert len(errors) == 4 and all("FeatureViewNotFoundException" in e for e in errors), errors
+        # An upload held whole (the view is checked after) is refused as unknown; one that found
+        # the budget taken while it held part of it was told to retry. At least one got through.
+        assert len(errors) == 4, errors
+        assert all("FeatureViewNotFoundException" in e or "retry later" in e for e in errors), errors
+        assert any("FeatureViewNotFoundException" in e for e in errors), errors
         grew = peak_rss(proc.pid) - before
         print(f"flight: peak RSS grew {grew // MB} MB for 4 concurrent 200 MB uploads")
         # 800 MB of uploads at once; the budget holds 512 MiB of them, tonic one message each.

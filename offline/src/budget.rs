@@ -7,6 +7,11 @@
 //! `Overloaded` (503 / RESOURCE_EXHAUSTED); a request larger than the whole budget fails at
 //! once with `TooLarge` (413 / RESOURCE_EXHAUSTED).
 //!
+//! Reservations grow as uploads arrive, so holders waiting for each other could deadlock (four
+//! 200 MB uploads each holding a quarter of a 512 MiB budget). So only a reservation that holds
+//! nothing yet, or one holder at a time, waits; any other holder that finds no room fails at
+//! once, and what it held is free for the one that waits.
+//!
 //! The sorts and joins have their own budget (`--memory-limit`, DataFusion's pool): this one
 //! covers what arrives from clients, which DataFusion's pool does not see.
 
@@ -60,6 +65,8 @@ pub struct MemoryBudget {
     semaphore: Arc<Semaphore>,
     units: usize,
     wait: Duration,
+    /// Held by the one reservation that waits for more while already holding some.
+    holder_waiting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl MemoryBudget {
@@ -70,6 +77,7 @@ impl MemoryBudget {
             semaphore: Arc::new(Semaphore::new(units)),
             units,
             wait,
+            holder_waiting: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -125,16 +133,31 @@ impl Reservation {
                 budget: self.budget.bytes(),
             });
         }
-        let acquire = Arc::clone(&self.budget.semaphore).acquire_many_owned(units as u32);
-        let permit = match tokio::time::timeout(self.budget.wait, acquire).await {
-            Ok(Ok(p)) => p,
-            // The semaphore is never closed; a closed one cannot hold anything either.
-            Ok(Err(_)) | Err(_) => {
-                return Err(BudgetError::Overloaded {
-                    what: what.to_owned(),
-                    budget: self.budget.bytes(),
-                    wait: self.budget.wait,
-                });
+        let overloaded = || BudgetError::Overloaded {
+            what: what.to_owned(),
+            budget: self.budget.bytes(),
+            wait: self.budget.wait,
+        };
+        let semaphore = Arc::clone(&self.budget.semaphore);
+        let permit = match Arc::clone(&semaphore).try_acquire_many_owned(units as u32) {
+            Ok(p) => p,
+            Err(_) => {
+                // A holder waits only when no other holder does (see the module's doc).
+                let _waiting = if held > 0 {
+                    let Ok(guard) = Arc::clone(&self.budget.holder_waiting).try_lock_owned()
+                    else {
+                        return Err(overloaded());
+                    };
+                    Some(guard)
+                } else {
+                    None
+                };
+                let acquire = semaphore.acquire_many_owned(units as u32);
+                match tokio::time::timeout(self.budget.wait, acquire).await {
+                    Ok(Ok(p)) => p,
+                    // The semaphore is never closed; a closed one cannot hold anything either.
+                    Ok(Err(_)) | Err(_) => return Err(overloaded()),
+                }
             }
         };
         match &mut self.permit {
@@ -182,5 +205,24 @@ mod tests {
         assert_eq!(a.bytes(), 5 * UNIT);
         drop(a);
         assert_eq!(budget.available(), 10 * UNIT);
+    }
+
+    #[tokio::test]
+    async fn holders_that_need_more_do_not_wait_for_each_other() {
+        let budget = MemoryBudget::new(10 * UNIT, Duration::from_secs(5));
+        let mut a = budget.reserve(5 * UNIT, "a").await.unwrap();
+        let mut b = budget.reserve(5 * UNIT, "b").await.unwrap();
+        // `a` waits for room; `b`, also holding, fails at once instead of waiting on `a`
+        // (which would wait on `b`: a deadlock until both time out).
+        let waiting = tokio::spawn(async move { a.grow(4 * UNIT, "a").await.map(|()| a) });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let e = b.grow(4 * UNIT, "b").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overloaded);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(b);
+        let a = waiting.await.unwrap().unwrap();
+        assert_eq!(a.bytes(), 9 * UNIT);
     }
 }

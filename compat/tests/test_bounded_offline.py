@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.flight as fl
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "debug" / "quiver")).resolve()
@@ -100,7 +101,7 @@ def test_concurrent_uploads_share_the_budget_and_doputs_expire(tmp_path: Path) -
                 writer.write_table(big, max_chunksize=1_000_000)
                 writer.done_writing()
                 reader.read_all()
-            except fl.FlightError as e:
+            except Exception as e:  # pyarrow raises FlightError or ArrowKeyError/ArrowInvalid
                 errors.append(str(e))
 
         threads = [threading.Thread(target=exchange, args=(i,)) for i in range(4)]
@@ -134,11 +135,8 @@ def test_concurrent_uploads_share_the_budget_and_doputs_expire(tmp_path: Path) -
         info = client.get_flight_info(descriptor)
         got = client.do_get(info.endpoints[0].ticket).read_all()
         assert got.num_rows == 3
-        try:
+        with pytest.raises(Exception, match="Flight not found"):  # pyarrow: ArrowKeyError
             client.get_flight_info(fl.FlightDescriptor.for_command(command(100, "nope")))
-            raise AssertionError("the oldest abandoned table was kept")
-        except fl.FlightError as e:
-            assert "expired" in str(e) or "not found" in str(e).lower(), e
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -41,7 +41,7 @@ pub enum BudgetError {
         budget: usize,
     },
     #[error(
-        "{what}: the server's upload memory ({budget} bytes, --upload-memory) is taken by other requests and none was freed within {wait:?}; retry later"
+        "{what}: the server's upload memory ({budget} bytes, --upload-memory) is taken by other requests (waited up to {wait:?}); retry later"
     )]
     Overloaded {
         what: String,

@@ -116,9 +116,8 @@ fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
     );
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw);
+    let mut raw = String::new();
+    s.take(1 << 20).read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     (head[9..12].parse().unwrap(), body.to_owned())
 }

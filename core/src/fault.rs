@@ -84,9 +84,7 @@ impl ErrorKind {
             ErrorKind::OutOfResources
             | ErrorKind::Overloaded
             | ErrorKind::NotImplemented
-            | ErrorKind::Internal => {
-                Fault::Internal
-            }
+            | ErrorKind::Internal => Fault::Internal,
         }
     }
 
@@ -114,16 +112,16 @@ impl ErrorKind {
     /// them), so this crate needs no gRPC dependency.
     pub fn grpc_code(self) -> i32 {
         match self {
-            ErrorKind::BadRequest => 3,                           // INVALID_ARGUMENT
-            ErrorKind::Timeout | ErrorKind::RequestTimeout => 4,  // DEADLINE_EXCEEDED
-            ErrorKind::NotFound => 5,                             // NOT_FOUND
+            ErrorKind::BadRequest => 3,                          // INVALID_ARGUMENT
+            ErrorKind::Timeout | ErrorKind::RequestTimeout => 4, // DEADLINE_EXCEEDED
+            ErrorKind::NotFound => 5,                            // NOT_FOUND
             ErrorKind::TooLarge | ErrorKind::OutOfResources | ErrorKind::Overloaded => 8, // RESOURCE_EXHAUSTED
-            ErrorKind::Unprocessable => 9,                        // FAILED_PRECONDITION
-            ErrorKind::Conflict => 10,                            // ABORTED
+            ErrorKind::Unprocessable => 9, // FAILED_PRECONDITION
+            ErrorKind::Conflict => 10,     // ABORTED
             ErrorKind::MethodNotAllowed | ErrorKind::NotImplemented => 12, // UNIMPLEMENTED
-            ErrorKind::Internal => 13,                            // INTERNAL
+            ErrorKind::Internal => 13,     // INTERNAL
             ErrorKind::UpstreamFailed | ErrorKind::Unavailable => 14, // UNAVAILABLE
-            ErrorKind::Unauthorized => 16,                        // UNAUTHENTICATED
+            ErrorKind::Unauthorized => 16, // UNAUTHENTICATED
         }
     }
 

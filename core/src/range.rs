@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(to_f32(1.5), Ok(1.5));
         assert_eq!(to_f32(f64::from(f32::MAX)), Ok(f32::MAX));
         let e = to_f32(1e39).unwrap_err();
-        assert!(e.message().starts_with("1e39 is out of range for Float32"), "{e}");
+        assert!(
+            e.message().starts_with("1e39 is out of range for Float32"),
+            "{e}"
+        );
         assert!(to_f32(-1e39).is_err());
         assert_eq!(to_f32(f64::INFINITY), Ok(f32::INFINITY));
         assert!(to_f32(f64::NAN).unwrap().is_nan());

@@ -145,7 +145,10 @@ async fn discard(mut body: Incoming, budget: u64, deadline: tokio::time::Instant
     })
     .await;
     if drained.is_err() {
-        tracing::debug!(read, "a refused request body was still arriving at its deadline");
+        tracing::debug!(
+            read,
+            "a refused request body was still arriving at its deadline"
+        );
     }
 }
 

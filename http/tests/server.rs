@@ -303,10 +303,7 @@ async fn a_client_writing_a_huge_body_before_reading_gets_its_413() {
     let head = format!("POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
     let (sent, answer) = write_all_then_read(server.addr, &head, total, false).await;
     assert!(sent, "the client could not write its whole body");
-    assert_eq!(
-        answer,
-        Some((413, "request body over 16 bytes".to_owned()))
-    );
+    assert_eq!(answer, Some((413, "request body over 16 bytes".to_owned())));
     // No length declared: cut off at the limit, the rest drained the same way.
     let head = "POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
     let (sent, answer) = write_all_then_read(server.addr, head, total, true).await;

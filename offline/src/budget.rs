@@ -144,8 +144,7 @@ impl Reservation {
             Err(_) => {
                 // A holder waits only when no other holder does (see the module's doc).
                 let _waiting = if held > 0 {
-                    let Ok(guard) = Arc::clone(&self.budget.holder_waiting).try_lock_owned()
-                    else {
+                    let Ok(guard) = Arc::clone(&self.budget.holder_waiting).try_lock_owned() else {
                         return Err(overloaded());
                     };
                     Some(guard)

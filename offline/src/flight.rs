@@ -444,9 +444,9 @@ async fn read_upload(
     if !any {
         return Err(status_of(ErrorKind::BadRequest, "empty stream"));
     }
-    let mut decoded = FlightRecordBatchStream::new_from_flight_data(
-        futures::stream::iter(messages.into_iter().map(Ok)),
-    );
+    let mut decoded = FlightRecordBatchStream::new_from_flight_data(futures::stream::iter(
+        messages.into_iter().map(Ok),
+    ));
     let mut batches: Vec<RecordBatch> = Vec::new();
     while let Some(batch) = decoded.next().await {
         batches.push(

@@ -140,7 +140,10 @@ async fn handle(
         .and_then(|v| v.parse::<usize>().ok());
     let mut reservation = match state
         .budget
-        .reserve(declared.unwrap_or(BODY_LIMIT).min(BODY_LIMIT), "request body")
+        .reserve(
+            declared.unwrap_or(BODY_LIMIT).min(BODY_LIMIT),
+            "request body",
+        )
         .await
     {
         Ok(r) => r,

@@ -534,10 +534,9 @@ impl<'de> Visitor<'de> for BuildColumn<'_, '_> {
                         Cell::Int(_) => Column::Int(Int64Builder::with_capacity(self.rows)),
                         Cell::Float(_) => Column::Float(Float64Builder::with_capacity(self.rows)),
                         Cell::Bool(_) => Column::Bool(BooleanBuilder::with_capacity(self.rows)),
-                        Cell::Str(_) => Column::Str(StringBuilder::with_capacity(
-                            self.rows,
-                            self.strings,
-                        )),
+                        Cell::Str(_) => {
+                            Column::Str(StringBuilder::with_capacity(self.rows, self.strings))
+                        }
                         Cell::Null | Cell::Other => return Err(mismatch(self.failure)),
                     };
                     typed.nulls(n);
@@ -573,10 +572,7 @@ impl<'de> Visitor<'de> for BuildColumn<'_, '_> {
             if parsed.null_count() != array.null_count() {
                 return Err(fail(
                     self.failure,
-                    format!(
-                        "entities.{}: values must be RFC 3339 timestamps",
-                        self.name
-                    ),
+                    format!("entities.{}: values must be RFC 3339 timestamps", self.name),
                 ));
             }
             return Ok(parsed);
@@ -770,17 +766,24 @@ mod tests {
         );
         let e = parse(r#"{"entities": {"a": [[1]]}}"#).err().unwrap();
         assert!(e.message().contains("entities.a: values must"), "{e}");
-        let e = parse(r#"{"entities": {"a": [1], "b": [1, 2]}}"#).err().unwrap();
+        let e = parse(r#"{"entities": {"a": [1], "b": [1, 2]}}"#)
+            .err()
+            .unwrap();
         assert_eq!(e.message(), "entities.b: columns have different lengths");
         let e = parse(r#"{"entities": {"a": 1}}"#).err().unwrap();
         assert_eq!(e.message(), "entities.a: expected a list of values");
         let e = parse(r#"{"entities": [1]}"#).err().unwrap();
         assert!(e.message().contains("expected {column"), "{e}");
-        let e = parse(r#"{"entities": {"event_timestamp": ["yesterday"]}}"#).err().unwrap();
+        let e = parse(r#"{"entities": {"event_timestamp": ["yesterday"]}}"#)
+            .err()
+            .unwrap();
         assert!(e.message().contains("entities.event_timestamp"), "{e}");
         let e = parse(r#"{"entities": {"a": [1]"#).err().unwrap();
         assert!(e.message().starts_with("request body is not JSON"), "{e}");
-        let many = format!(r#"{{"features": [{}]}}"#, vec!["1"; MAX_OTHER_VALUES + 1].join(","));
+        let many = format!(
+            r#"{{"features": [{}]}}"#,
+            vec!["1"; MAX_OTHER_VALUES + 1].join(",")
+        );
         let e = parse(&many).err().unwrap();
         assert!(e.message().contains("more than 100000 values"), "{e}");
     }

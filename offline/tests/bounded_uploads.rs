@@ -82,8 +82,9 @@ fn entities(rows: usize) -> RecordBatch {
     RecordBatch::try_from_iter([
         (
             "driver_id",
-            Arc::new(Int64Array::from_iter_values((1..=rows as i64).map(|i| i % 10 + 1)))
-                as arrow_array::ArrayRef,
+            Arc::new(Int64Array::from_iter_values(
+                (1..=rows as i64).map(|i| i % 10 + 1),
+            )) as arrow_array::ArrayRef,
         ),
         (
             "event_timestamp",
@@ -131,7 +132,11 @@ async fn get(client: &mut FlightClient, cmd: &[u8]) -> Result<usize, tonic::Stat
     Ok(batches.iter().map(RecordBatch::num_rows).sum())
 }
 
-async fn exchange(client: &mut FlightClient, cmd: &[u8], rows: usize) -> Result<usize, tonic::Status> {
+async fn exchange(
+    client: &mut FlightClient,
+    cmd: &[u8],
+    rows: usize,
+) -> Result<usize, tonic::Status> {
     let batches: Vec<RecordBatch> = client
         .do_exchange(upload(cmd, entities(rows)))
         .await
@@ -212,17 +217,28 @@ async fn flight_uploads_share_the_budget_wait_then_are_refused() {
             .with_pending_limits(Duration::from_secs(60), 1 << 20),
     )
     .await;
-    let too_big = exchange(&mut client, &command(1), 100_000).await.unwrap_err();
-    assert_eq!(too_big.code(), tonic::Code::ResourceExhausted, "{too_big:?}");
+    let too_big = exchange(&mut client, &command(1), 100_000)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        too_big.code(),
+        tonic::Code::ResourceExhausted,
+        "{too_big:?}"
+    );
     assert!(too_big.message().contains("--upload-memory"), "{too_big:?}");
 
     put(&mut client, &command(2), 40_000).await.unwrap();
-    let busy = exchange(&mut client, &command(3), 30_000).await.unwrap_err();
+    let busy = exchange(&mut client, &command(3), 30_000)
+        .await
+        .unwrap_err();
     assert_eq!(busy.code(), tonic::Code::ResourceExhausted, "{busy:?}");
     assert!(busy.message().contains("retry later"), "{busy:?}");
     // Once the parked table is read, its memory is free again.
     assert_eq!(get(&mut client, &command(2)).await.unwrap(), 40_000);
-    assert_eq!(exchange(&mut client, &command(3), 30_000).await.unwrap(), 30_000);
+    assert_eq!(
+        exchange(&mut client, &command(3), 30_000).await.unwrap(),
+        30_000
+    );
     assert!(settled(&budget).await);
 }
 
@@ -247,13 +263,20 @@ async fn http_bodies_share_the_budget_wait_then_get_503() {
     let (status, answer) = post(addr, "/v1/historical", &body(20_000)).await;
     assert_eq!(status, 413, "{answer}");
     assert!(
-        answer["message"].as_str().unwrap().contains("--upload-memory"),
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("--upload-memory"),
         "{answer}"
     );
     // Other requests hold the budget: the request waits, then is told to retry.
     let held = budget.reserve(200 << 10, "another request").await.unwrap();
     let (status, answer) = post(addr, "/v1/historical", &body(1000)).await;
-    assert_eq!((status, answer["error"].as_str()), (503, Some("Overloaded")), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("Overloaded")),
+        "{answer}"
+    );
     drop(held);
     let (status, answer) = post(addr, "/v1/historical", &body(1000)).await;
     assert_eq!(status, 200, "{answer}");

@@ -902,7 +902,10 @@ async fn out_of_range_values_are_refused_before_anything_is_written() {
     .await
     .unwrap_err()
     .to_string();
-    assert!(err.contains("row 1: 1e39 is out of range for Float32"), "{err}");
+    assert!(
+        err.contains("row 1: 1e39 is out of range for Float32"),
+        "{err}"
+    );
     assert!(err.contains("stats.parquet"), "{err}");
     assert!(
         !repo.path().join("data/online.db").exists(),
@@ -917,8 +920,9 @@ async fn out_of_range_values_are_refused_before_anything_is_written() {
     };
     let e = materialize::check_window(now, end, now, true).unwrap_err();
     assert!(
-        e.to_string()
-            .starts_with("END: time 9999-12-31T23:59:59Z (253402300799 seconds since the epoch) is out of range"),
+        e.to_string().starts_with(
+            "END: time 9999-12-31T23:59:59Z (253402300799 seconds since the epoch) is out of range"
+        ),
         "{e}"
     );
 }

@@ -1127,10 +1127,6 @@ pub fn check_window(
         convert::timestamp_to_nanos(&start),
         convert::timestamp_to_nanos(&end),
     );
-    for (name, t) in [("START", s), ("END", e)] {
-        quiver_core::range::check_nanos(t)
-            .map_err(|err| Error::bad_request(format!("{name}: {err}")))?;
-    }
     if s > e {
         return Err(Error::bad_request(format!(
             "START {} is after END {}",
@@ -1145,6 +1141,10 @@ pub fn check_window(
              every row written until then (Feast issue 4222). Use an END up to now, or --force",
             quiver_core::time::format_rfc3339(&end)
         )));
+    }
+    for (name, t) in [("START", s), ("END", e)] {
+        quiver_core::range::check_nanos(t)
+            .map_err(|err| Error::bad_request(format!("{name}: {err}")))?;
     }
     Ok(())
 }

@@ -65,6 +65,21 @@ struct ServeArgs {
     /// its remote offline store client); more is refused with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = quiver_offline::offline_write::DEFAULT_MAX_ROWS, env = "QUIVER_OFFLINE_WRITE_MAX_ROWS")]
     write_max_rows: usize,
+    /// Memory for uploaded entity tables (Flight uploads, inline HTTP entities), shared by
+    /// every request of both servers; a request waits for room (--upload-wait), then gets
+    /// 503 / RESOURCE_EXHAUSTED. One larger than all of it is refused (413).
+    #[arg(long, default_value = "1GiB", value_parser = quiver_core::size::parse_nonzero_bytes)]
+    upload_memory: usize,
+    /// How long a request waits for upload memory other requests hold.
+    #[arg(long, default_value = "5s", value_parser = quiver_core::time::parse_duration)]
+    upload_wait: std::time::Duration,
+    /// How long an entity table put by DoPut waits for its DoGet before it is dropped.
+    #[arg(long, default_value = "5m", value_parser = quiver_core::time::parse_duration)]
+    doput_ttl: std::time::Duration,
+    /// Most bytes all DoPut tables waiting for their DoGet may hold (default: half of
+    /// --upload-memory); past it the oldest are dropped.
+    #[arg(long, value_parser = quiver_core::size::parse_nonzero_bytes)]
+    doput_max_bytes: Option<usize>,
     /// The HTTP server's limits (Arrow Flight runs on tonic's own server).
     #[command(flatten)]
     server: ServerArgs,
@@ -117,6 +132,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.transformation_timeout,
         )))
     });
+    let budget = quiver_offline::budget::MemoryBudget::new(args.upload_memory, args.upload_wait);
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(flight_addr)
@@ -151,6 +167,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 registry: source.clone(),
                 token: token.clone(),
                 transform: transform.clone(),
+                budget: budget.clone(),
             });
             tokio::spawn(async move {
                 if let Err(e) =
@@ -160,8 +177,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let mut server =
-            OfflineServer::new(engine, source, token).with_max_write_rows(args.write_max_rows);
+        let mut server = OfflineServer::new(engine, source, token)
+            .with_max_write_rows(args.write_max_rows)
+            .with_pending_limits(
+                args.doput_ttl,
+                args.doput_max_bytes.unwrap_or(args.upload_memory / 2),
+            )
+            .with_budget(budget);
         if let Some(client) = transform {
             server = server.with_transformation_service(client);
         }

@@ -378,6 +378,23 @@ fn materialize_refuses_bad_windows_and_unknown_views_before_reading_anything() {
         &[],
     );
     assert!(!out.status.success());
+    // Issue 19: past what pandas holds, even forced (it would pin every later run).
+    assert!(
+        text(&out.stderr).contains("END: time 2999-01-01T00:00:00Z"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = quiver(
+        &[
+            "materialize-incremental",
+            "--repo",
+            repo_arg,
+            "--force",
+            "2200-01-01",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("driver_stats.parquet"),
         "{}",

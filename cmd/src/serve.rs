@@ -309,6 +309,7 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
             token,
             max_rows: args.push_max_rows,
             max_body_bytes: args.push_max_body_bytes,
+            max_values: quiver_sidecar::push::PushConfig::default().max_values,
             key_ttl_seconds: match &config.online_store {
                 OnlineStoreConfig::Redis {
                     key_ttl_seconds, ..

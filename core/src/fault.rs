@@ -46,6 +46,9 @@ pub enum ErrorKind {
     Timeout,
     /// This process ran out of memory or disk for the request (507 / RESOURCE_EXHAUSTED).
     OutOfResources,
+    /// The server's shared budget (e.g. memory for uploads) is taken by other requests; retry
+    /// later (503 / RESOURCE_EXHAUSTED).
+    Overloaded,
     /// This server, as configured, does not do what the request asks, e.g. a push to the offline
     /// store with no offline writer (501 / UNIMPLEMENTED).
     NotImplemented,
@@ -78,9 +81,10 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed | ErrorKind::Unavailable | ErrorKind::Timeout => {
                 Fault::Upstream
             }
-            ErrorKind::OutOfResources | ErrorKind::NotImplemented | ErrorKind::Internal => {
-                Fault::Internal
-            }
+            ErrorKind::OutOfResources
+            | ErrorKind::Overloaded
+            | ErrorKind::NotImplemented
+            | ErrorKind::Internal => Fault::Internal,
         }
     }
 
@@ -100,6 +104,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::Timeout => 504,
             ErrorKind::OutOfResources => 507,
+            ErrorKind::Overloaded => 503,
         }
     }
 
@@ -107,16 +112,16 @@ impl ErrorKind {
     /// them), so this crate needs no gRPC dependency.
     pub fn grpc_code(self) -> i32 {
         match self {
-            ErrorKind::BadRequest => 3,                           // INVALID_ARGUMENT
-            ErrorKind::Timeout | ErrorKind::RequestTimeout => 4,  // DEADLINE_EXCEEDED
-            ErrorKind::NotFound => 5,                             // NOT_FOUND
-            ErrorKind::TooLarge | ErrorKind::OutOfResources => 8, // RESOURCE_EXHAUSTED
-            ErrorKind::Unprocessable => 9,                        // FAILED_PRECONDITION
-            ErrorKind::Conflict => 10,                            // ABORTED
+            ErrorKind::BadRequest => 3,                          // INVALID_ARGUMENT
+            ErrorKind::Timeout | ErrorKind::RequestTimeout => 4, // DEADLINE_EXCEEDED
+            ErrorKind::NotFound => 5,                            // NOT_FOUND
+            ErrorKind::TooLarge | ErrorKind::OutOfResources | ErrorKind::Overloaded => 8, // RESOURCE_EXHAUSTED
+            ErrorKind::Unprocessable => 9, // FAILED_PRECONDITION
+            ErrorKind::Conflict => 10,     // ABORTED
             ErrorKind::MethodNotAllowed | ErrorKind::NotImplemented => 12, // UNIMPLEMENTED
-            ErrorKind::Internal => 13,                            // INTERNAL
+            ErrorKind::Internal => 13,     // INTERNAL
             ErrorKind::UpstreamFailed | ErrorKind::Unavailable => 14, // UNAVAILABLE
-            ErrorKind::Unauthorized => 16,                        // UNAUTHENTICATED
+            ErrorKind::Unauthorized => 16, // UNAUTHENTICATED
         }
     }
 
@@ -125,7 +130,9 @@ impl ErrorKind {
             Fault::Caller => Severity::Debug,
             Fault::Upstream => Severity::Warn,
             Fault::Internal => match self {
-                ErrorKind::OutOfResources | ErrorKind::NotImplemented => Severity::Warn,
+                ErrorKind::OutOfResources | ErrorKind::Overloaded | ErrorKind::NotImplemented => {
+                    Severity::Warn
+                }
                 _ => Severity::Error,
             },
         }
@@ -146,6 +153,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "Unavailable",
             ErrorKind::Timeout => "Timeout",
             ErrorKind::OutOfResources => "OutOfResources",
+            ErrorKind::Overloaded => "Overloaded",
             ErrorKind::NotImplemented => "NotImplemented",
             ErrorKind::Internal => "Internal",
         }
@@ -162,7 +170,7 @@ pub trait Classified: std::error::Error {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 14] = [
+    const ALL: [ErrorKind; 15] = [
         ErrorKind::RequestTimeout,
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
@@ -175,6 +183,7 @@ mod tests {
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
         ErrorKind::OutOfResources,
+        ErrorKind::Overloaded,
         ErrorKind::NotImplemented,
         ErrorKind::Internal,
     ];

@@ -325,7 +325,10 @@ fn parse_scalar(json: &Json, ty: ValueType) -> Result<Value, String> {
             _ => Value::UnixTimestamp(json.as_i64().ok_or_else(mismatch)?),
         },
         ValueType::Double => Value::Double(parse_float(json).ok_or_else(mismatch)?),
-        ValueType::Float => Value::Float(parse_float(json).ok_or_else(mismatch)? as f32),
+        ValueType::Float => Value::Float(
+            crate::range::to_f32(parse_float(json).ok_or_else(mismatch)?)
+                .map_err(|e| e.to_string())?,
+        ),
         ValueType::Bool => Value::Bool(json.as_bool().ok_or_else(mismatch)?),
         ValueType::String => Value::String(json.as_str().ok_or_else(mismatch)?.to_owned()),
         ValueType::Uuid => Value::Uuid(json.as_str().ok_or_else(mismatch)?.to_owned()),

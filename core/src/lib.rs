@@ -24,6 +24,7 @@ pub mod json;
 pub mod layout;
 pub mod model;
 pub mod on_demand;
+pub mod range;
 pub mod registry;
 pub mod size;
 pub mod time;

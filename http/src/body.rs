@@ -2,11 +2,12 @@
 //! checked in constant time.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use hyper::HeaderMap;
 use hyper::Request;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, EXPECT};
 use quiver_core::fault::{Classified, ErrorKind};
 use subtle::ConstantTimeEq;
 
@@ -34,8 +35,15 @@ impl Classified for BodyError {
     }
 }
 
+/// How much of a refused body is read and thrown away so that the client, which may write its
+/// whole body before it reads, gets the 413 rather than a reset connection (nginx's lingering
+/// close). Past it (or past the body deadline) the connection is closed.
+pub const DISCARD_LIMIT: u64 = 256 << 20;
+
 /// Reads a body of at most `limit` bytes within `timeout`: refused at once when its
-/// Content-Length says more, and never read past the limit otherwise.
+/// Content-Length says more, and never kept past the limit otherwise. A refused body is drained
+/// in the background while the 413 goes out (up to [`DISCARD_LIMIT`] bytes, within `timeout`),
+/// unless the client waits for `100 Continue`, which it then never gets.
 pub async fn read_body(
     req: Request<Incoming>,
     limit: usize,
@@ -46,16 +54,101 @@ pub async fn read_body(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = req
+        .headers()
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = req.into_body();
+    let refuse = |body: Incoming, read: u64| {
+        linger(body, declared, expects_continue, read, deadline);
+        BodyError::TooLarge { limit }
+    };
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge { limit });
+        return Err(refuse(body, 0));
     }
-    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
-        .await
-        .map_err(|_| BodyError::Timeout(timeout))?;
-    match collected {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge { limit }),
-        Err(e) => Err(BodyError::Read(e.to_string())),
+    let capacity = declared.map_or(0, |n| n as usize);
+    let mut buf = BytesMut::with_capacity(capacity);
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout(timeout)),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            let read = (buf.len() + data.len()) as u64;
+            drop(buf);
+            return Err(refuse(body, read));
+        }
+        buf.extend_from_slice(&data);
+    }
+}
+
+/// Drains a request's body in the background, as [`read_body`] does for a body it refuses: for
+/// a handler that answers without reading the body (e.g. 503 when busy), so that a client that
+/// writes its whole body before reading still gets the answer.
+pub fn discard_body(req: Request<Incoming>, timeout: std::time::Duration) {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = parts
+        .headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    linger(
+        body,
+        declared,
+        expects_continue,
+        0,
+        tokio::time::Instant::now() + timeout,
+    );
+}
+
+/// Starts draining what is left of a body (`read` bytes of it already read): not when the
+/// client waits for `100 Continue` (it sends nothing more), nor when more than
+/// [`DISCARD_LIMIT`] is still declared to come.
+fn linger(
+    body: Incoming,
+    declared: Option<u64>,
+    expects_continue: bool,
+    read: u64,
+    deadline: tokio::time::Instant,
+) {
+    let rest = declared.map_or(DISCARD_LIMIT, |d| d.saturating_sub(read));
+    if !expects_continue && rest > 0 && rest <= DISCARD_LIMIT {
+        tokio::spawn(discard(body, rest, deadline));
+    }
+}
+
+/// Reads and drops what is left of a refused body, until it ends, `budget` more bytes were
+/// read, or `deadline`; dropping the body then closes the connection if it did not end.
+async fn discard(mut body: Incoming, budget: u64, deadline: tokio::time::Instant) {
+    let mut read = 0u64;
+    let drained = tokio::time::timeout_at(deadline, async {
+        while read <= budget {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        read += data.len() as u64;
+                    }
+                }
+                Some(Err(_)) | None => return,
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            read,
+            "a refused request body was still arriving at its deadline"
+        );
     }
 }
 

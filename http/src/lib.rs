@@ -44,7 +44,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-pub use body::{Bearer, BodyError, bearer_matches, check_bearer, read_body};
+pub use body::{
+    Bearer, BodyError, DISCARD_LIMIT, bearer_matches, check_bearer, discard_body, read_body,
+};
 
 /// Bounds on what clients can hold. Every field has a flag in the CLI (`quiver_cmd::ServerArgs`).
 #[derive(Debug, Clone)]

@@ -260,6 +260,60 @@ async fn bodies_over_the_limit_are_refused() {
     assert_eq!(status, 413);
 }
 
+/// Writes `head` and then `total` bytes of body in 1 MiB pieces (as HTTP/1.1 chunks when
+/// `chunked`), the way a client that reads nothing until it has sent everything does; returns
+/// whether every byte went out, and the answer read after.
+async fn write_all_then_read(
+    addr: SocketAddr,
+    head: &str,
+    total: usize,
+    chunked: bool,
+) -> (bool, Option<(u16, String)>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let piece = vec![b'x'; 1 << 20];
+    let mut sent = s.write_all(head.as_bytes()).await.is_ok();
+    let mut left = total;
+    while sent && left > 0 {
+        let n = left.min(piece.len());
+        sent = if chunked {
+            let framed = [format!("{n:x}\r\n").as_bytes(), &piece[..n], b"\r\n"].concat();
+            s.write_all(&framed).await.is_ok()
+        } else {
+            s.write_all(&piece[..n]).await.is_ok()
+        };
+        left -= n;
+    }
+    if sent && chunked {
+        sent = s.write_all(b"0\r\n\r\n").await.is_ok();
+    }
+    (sent, read_response(&mut s).await)
+}
+
+/// Issue 19: a client that writes a whole 200 MB body before reading saw a broken pipe (the
+/// server answered 413 and closed with the body unread, so the kernel reset the connection).
+/// The refused body is now drained while the 413 goes out.
+#[tokio::test]
+async fn a_client_writing_a_huge_body_before_reading_gets_its_413() {
+    let server = start(Limits {
+        body_read_timeout: Duration::from_secs(60),
+        ..short_limits()
+    })
+    .await;
+    let total = 200 << 20;
+    let head = format!("POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
+    let (sent, answer) = write_all_then_read(server.addr, &head, total, false).await;
+    assert!(sent, "the client could not write its whole body");
+    assert_eq!(answer, Some((413, "request body over 16 bytes".to_owned())));
+    // No length declared: cut off at the limit, the rest drained the same way.
+    let head = "POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+    let (sent, answer) = write_all_then_read(server.addr, head, total, true).await;
+    assert!(sent, "the client could not write its whole chunked body");
+    assert_eq!(answer.map(|(status, _)| status), Some(413));
+    // The server is still there for others.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(exchange(&mut s, GET_READY).await.0, 200);
+}
+
 #[tokio::test]
 async fn connections_past_the_limit_wait_for_a_free_slot() {
     let limits = Limits {

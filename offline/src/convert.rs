@@ -191,7 +191,10 @@ pub fn value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value, Str
         }
         ValueType::Int64 => Value::Int64(int_at(array, i).ok_or_else(wrong)?),
         ValueType::Double => Value::Double(float_at(array, i).ok_or_else(wrong)?),
-        ValueType::Float => Value::Float(float_at(array, i).ok_or_else(wrong)? as f32),
+        ValueType::Float => Value::Float(
+            quiver_core::range::to_f32(float_at(array, i).ok_or_else(wrong)?)
+                .map_err(|e| e.to_string())?,
+        ),
         ValueType::Bool => match array.data_type() {
             DataType::Boolean => Value::Bool(array.as_boolean().value(i)),
             _ => return Err(wrong()),
@@ -410,7 +413,8 @@ pub fn encode_at(
             true
         }
         (ValueType::Float, DataType::Float64 | DataType::Float32) => {
-            let v = float_at(array, i).unwrap_or_default() as f32;
+            let v = quiver_core::range::to_f32(float_at(array, i).unwrap_or_default())
+                .map_err(|e| e.to_string())?;
             out.push(0x35);
             out.extend_from_slice(&v.to_le_bytes());
             true
@@ -431,6 +435,7 @@ pub fn encode_at(
     };
     if !direct {
         let value = value_at(array, i, to)?;
+        quiver_core::range::check_value(&value).map_err(|e| e.to_string())?;
         out.extend_from_slice(&value.encode_to_vec());
     }
     Ok(())

@@ -93,6 +93,9 @@ pub enum Error {
     },
     #[error("{message}")]
     Registry { message: String, kind: ErrorKind },
+    /// The upload memory budget (`crate::budget`) cannot hold the request now, or at all.
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
     /// A bug: an invariant of quiver's own plans does not hold.
     #[error("internal: {0}")]
     Internal(String),
@@ -136,6 +139,7 @@ impl Error {
             Error::Conflict(m) => Error::Conflict(pre(m)),
             Error::OutOfResources(m) => Error::OutOfResources(pre(m)),
             Error::Internal(m) => Error::Internal(pre(m)),
+            Error::Budget(b) => Error::Budget(b),
             Error::Registry { message, kind } => Error::Registry {
                 message: pre(message),
                 kind,
@@ -301,6 +305,7 @@ impl Classified for Error {
             Error::Transform { source, .. } => source.kind(),
             Error::Registry { kind, .. } => *kind,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Budget(b) => b.kind(),
         }
     }
 }

@@ -41,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
 use crate::append::ParquetAppender;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::historical::{Entities, FeastError, Features, HistoricalEngine, select_for_feast};
 use crate::offline_write::{self, COLUMNS_API, VALIDATE_API, WRITE_API};
 use crate::on_demand::{
@@ -102,8 +103,57 @@ impl RegistrySource {
     }
 }
 
-/// Bounds on what clients may park between `DoPut` and `DoGet`.
+/// Most entity tables parked between `DoPut` and `DoGet`; past it the oldest is dropped.
 const MAX_PENDING: usize = 64;
+
+/// How long a `DoPut` table waits for its `DoGet`, and how many bytes all of them may hold,
+/// by default (Feast's client asks for the result right after the put).
+pub const DEFAULT_PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An entity table put by `DoPut`, its memory still reserved, waiting for its `DoGet`.
+struct PendingTable {
+    entities: Entities,
+    reservation: Reservation,
+    put_at: std::time::Instant,
+}
+
+/// The tables waiting for their `DoGet`: they expire after `ttl`, and past `MAX_PENDING`
+/// tables or `max_bytes` the oldest are dropped, so abandoned puts cannot lock the path out.
+#[derive(Default)]
+struct Pending {
+    tables: HashMap<Vec<u8>, PendingTable>,
+}
+
+impl Pending {
+    fn expire(&mut self, ttl: std::time::Duration) {
+        let now = std::time::Instant::now();
+        self.tables
+            .retain(|_, t| now.saturating_duration_since(t.put_at) < ttl);
+    }
+
+    fn bytes(&self) -> usize {
+        self.tables.values().map(|t| t.reservation.bytes()).sum()
+    }
+
+    /// Drops the oldest tables until one of `bytes` more fits under both bounds.
+    fn make_room(&mut self, bytes: usize, max_bytes: usize) {
+        while !self.tables.is_empty()
+            && (self.tables.len() >= MAX_PENDING || self.bytes() + bytes > max_bytes)
+        {
+            let oldest = self
+                .tables
+                .iter()
+                .min_by_key(|(_, t)| t.put_at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.tables.remove(&k);
+                tracing::warn!(
+                    "dropped an entity table that waited for its DoGet, to make room for a new DoPut"
+                );
+            }
+        }
+    }
+}
 
 /// The state shared by requests.
 pub struct OfflineServer {
@@ -112,12 +162,17 @@ pub struct OfflineServer {
     token: Option<String>,
     /// Feast's transformation service, for on-demand views (`--transformation-service`).
     transform: Option<Arc<TransformClient>>,
-    /// Entity tables put by `DoPut`, by command, until their `DoGet`.
-    pending: Mutex<HashMap<Vec<u8>, Entities>>,
     /// `offline_write_batch`'s appends to batch sources (the sidecar's push code).
     appender: Arc<ParquetAppender>,
     /// Most rows one `offline_write_batch` may carry.
     max_write_rows: usize,
+    /// Entity tables put by `DoPut`, by command, until their `DoGet`.
+    pending: Mutex<Pending>,
+    /// How long a `DoPut` table waits for its `DoGet`, and the bytes all of them may hold.
+    pending_ttl: std::time::Duration,
+    pending_max_bytes: usize,
+    /// Upload memory, shared with the HTTP server (see [`crate::budget`]).
+    budget: MemoryBudget,
 }
 
 impl OfflineServer {
@@ -132,15 +187,36 @@ impl OfflineServer {
             registry,
             token: token.filter(|t| !t.is_empty()),
             transform: None,
-            pending: Mutex::new(HashMap::new()),
             appender,
             max_write_rows: offline_write::DEFAULT_MAX_ROWS,
+            pending: Mutex::new(Pending::default()),
+            pending_ttl: DEFAULT_PENDING_TTL,
+            pending_max_bytes: crate::budget::DEFAULT_BYTES / 2,
+            budget: MemoryBudget::new(crate::budget::DEFAULT_BYTES, crate::budget::DEFAULT_WAIT),
         }
     }
 
     /// Most rows one `offline_write_batch` may carry (more: RESOURCE_EXHAUSTED).
     pub fn with_max_write_rows(mut self, rows: usize) -> OfflineServer {
         self.max_write_rows = rows;
+        self
+    }
+
+    /// Uploads reserve their memory from `budget` (share it with the HTTP server).
+    pub fn with_budget(mut self, budget: MemoryBudget) -> OfflineServer {
+        self.budget = budget;
+        self
+    }
+
+    /// `DoPut` tables expire after `ttl`; all of them hold at most `max_bytes` (the oldest
+    /// dropped past it).
+    pub fn with_pending_limits(
+        mut self,
+        ttl: std::time::Duration,
+        max_bytes: usize,
+    ) -> OfflineServer {
+        self.pending_ttl = ttl;
+        self.pending_max_bytes = max_bytes;
         self
     }
 
@@ -151,8 +227,12 @@ impl OfflineServer {
     }
 
     pub fn into_service(self) -> FlightServiceServer<OfflineServer> {
+        // tonic holds a whole message before it is counted against the budget: no larger
+        // than the budget (a larger one could not be reserved anyway), but at least 64 MiB so
+        // that a small budget still answers with its own message.
+        let largest = self.budget.bytes().clamp(64 << 20, 1 << 30);
         FlightServiceServer::new(self)
-            .max_decoding_message_size(1 << 30)
+            .max_decoding_message_size(largest)
             .max_encoding_message_size(1 << 30)
     }
 
@@ -432,20 +512,39 @@ fn parse_command(descriptor: Option<&FlightDescriptor>) -> Result<(Vec<u8>, Json
     Ok((cmd, json))
 }
 
-/// Reads an uploaded table: the first message's descriptor and the decoded batches.
+/// Reads an uploaded table: the first message's descriptor and the decoded batches, each
+/// message's bytes reserved from `budget` before the next is read (a table larger than the
+/// whole budget, or one that finds no room in time, is refused).
 async fn read_upload(
     mut stream: Streaming<FlightData>,
-) -> Result<(Option<FlightDescriptor>, Entities), Status> {
-    let first = stream
-        .message()
-        .await?
-        .ok_or_else(|| status_of(ErrorKind::BadRequest, "empty stream"))?;
-    let descriptor = first.flight_descriptor.clone();
-    let messages = futures::stream::once(async move { Ok(first) })
-        .chain(stream)
-        .try_filter(|d| futures::future::ready(!d.data_header.is_empty()))
-        .map_err(|s| FlightError::Tonic(Box::new(s)));
-    let mut decoded = FlightRecordBatchStream::new_from_flight_data(messages);
+    budget: &MemoryBudget,
+) -> Result<(Option<FlightDescriptor>, Entities, Reservation), Status> {
+    let mut reservation = budget.empty();
+    let mut messages = Vec::new();
+    let mut descriptor = None;
+    let mut any = false;
+    while let Some(message) = stream.message().await? {
+        if !any {
+            descriptor = message.flight_descriptor.clone();
+            any = true;
+        }
+        reservation
+            .grow(
+                message.data_body.len() + message.data_header.len(),
+                "entity table upload",
+            )
+            .await
+            .map_err(|e| status(&FeastError::from(Error::from(e))))?;
+        if !message.data_header.is_empty() {
+            messages.push(message);
+        }
+    }
+    if !any {
+        return Err(status_of(ErrorKind::BadRequest, "empty stream"));
+    }
+    let mut decoded = FlightRecordBatchStream::new_from_flight_data(futures::stream::iter(
+        messages.into_iter().map(Ok),
+    ));
     let mut batches: Vec<RecordBatch> = Vec::new();
     while let Some(batch) = decoded.next().await {
         batches.push(
@@ -461,7 +560,15 @@ async fn read_upload(
             )));
         }
     };
-    Ok((descriptor, Entities { schema, batches }))
+    Ok((descriptor, Entities { schema, batches }, reservation))
+}
+
+/// `stream` with `reservation` held until it ends or is dropped.
+fn holding(stream: BoxStream<FlightData>, reservation: Reservation) -> BoxStream<FlightData> {
+    Box::pin(stream.map(move |item| {
+        let _held = &reservation;
+        item
+    }))
 }
 
 #[tonic::async_trait]
@@ -499,13 +606,16 @@ impl FlightService for OfflineServer {
         let known = self
             .pending
             .lock()
-            .map(|p| p.contains_key(descriptor.cmd.as_ref()))
+            .map(|mut p| {
+                p.expire(self.pending_ttl);
+                p.tables.contains_key(descriptor.cmd.as_ref())
+            })
             .unwrap_or(false);
         if !known {
             return Err(status(&FeastError::new(
                 ErrorKind::NotFound,
                 "FeastError",
-                "Flight not found: DoPut the entity table with this command first",
+                "Flight not found (never put, already read, or expired): DoPut the entity table with this command first",
             )));
         }
         let ticket = Ticket {
@@ -537,25 +647,31 @@ impl FlightService for OfflineServer {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         self.authorize(&request)?;
         let cmd = request.into_inner().ticket.to_vec();
-        let entities = self
-            .pending
-            .lock()
-            .map_err(|_| status_of(ErrorKind::Internal, "pending table lock poisoned"))?
-            .remove(&cmd)
-            .ok_or_else(|| {
+        let PendingTable {
+            entities,
+            reservation,
+            ..
+        } = {
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| status_of(ErrorKind::Internal, "pending table lock poisoned"))?;
+            pending.expire(self.pending_ttl);
+            pending.tables.remove(&cmd).ok_or_else(|| {
                 status(&FeastError::new(
                     ErrorKind::NotFound,
                     "FeastError",
-                    "unknown ticket (already read, or never put)",
+                    "unknown ticket (already read, expired, or never put)",
                 ))
-            })?;
+            })?
+        };
         let command: Json = serde_json::from_slice(&cmd)
             .map_err(|e| status_of(ErrorKind::BadRequest, format!("ticket: {e}")))?;
         let stream = self
             .read_api(&command, entities)
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(stream))
+        Ok(Response::new(holding(stream, reservation)))
     }
 
     async fn do_put(
@@ -563,7 +679,8 @@ impl FlightService for OfflineServer {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         self.authorize(&request)?;
-        let (descriptor, entities) = read_upload(request.into_inner()).await?;
+        let (descriptor, entities, reservation) =
+            read_upload(request.into_inner(), &self.budget).await?;
         let (cmd, command) = parse_command(descriptor.as_ref())?;
         let api = command.get("api").and_then(Json::as_str).unwrap_or("");
         if api == WRITE_API {
@@ -582,17 +699,32 @@ impl FlightService for OfflineServer {
         if api != HISTORICAL_API && api != COLUMNS_API {
             return Err(status(&unsupported_api(api)));
         }
+        if reservation.bytes() > self.pending_max_bytes {
+            return Err(status(&FeastError::new(
+                ErrorKind::TooLarge,
+                "FeastError",
+                format!(
+                    "an entity table of {} bytes is more than DoPut tables may hold ({} bytes); send it with DoExchange",
+                    reservation.bytes(),
+                    self.pending_max_bytes
+                ),
+            )));
+        }
         let mut pending = self
             .pending
             .lock()
             .map_err(|_| status_of(ErrorKind::Internal, "pending table lock poisoned"))?;
-        if pending.len() >= MAX_PENDING {
-            return Err(status_of(
-                ErrorKind::OutOfResources,
-                "too many entity tables waiting for their DoGet",
-            ));
-        }
-        pending.insert(cmd, entities);
+        pending.expire(self.pending_ttl);
+        pending.tables.remove(&cmd);
+        pending.make_room(reservation.bytes(), self.pending_max_bytes);
+        pending.tables.insert(
+            cmd,
+            PendingTable {
+                entities,
+                reservation,
+                put_at: std::time::Instant::now(),
+            },
+        );
         Ok(Response::new(Box::pin(futures::stream::empty())))
     }
 
@@ -601,13 +733,14 @@ impl FlightService for OfflineServer {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         self.authorize(&request)?;
-        let (descriptor, entities) = read_upload(request.into_inner()).await?;
+        let (descriptor, entities, reservation) =
+            read_upload(request.into_inner(), &self.budget).await?;
         let (_, command) = parse_command(descriptor.as_ref())?;
         let stream = self
             .read_api(&command, entities)
             .await
             .map_err(|e| status(&e))?;
-        Ok(Response::new(stream))
+        Ok(Response::new(holding(stream, reservation)))
     }
 
     async fn do_action(

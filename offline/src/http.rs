@@ -22,11 +22,7 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::array::RecordBatch;
 use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -37,8 +33,10 @@ use serde_json::Value as Json;
 use tokio::net::TcpListener;
 
 use crate::Error;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::flight::RegistrySource;
-use crate::historical::{EVENT_TIMESTAMP, Entities, Features, HistoricalEngine};
+use crate::historical::{Features, HistoricalEngine};
+use crate::inline::Parsed;
 use crate::on_demand::{TransformClient, select_with_on_demand};
 
 /// Request bodies larger than this are refused (inline entity tables belong in a file).
@@ -52,6 +50,9 @@ pub struct HttpState {
     pub token: Option<String>,
     /// Feast's transformation service, for on-demand views (`--transformation-service`).
     pub transform: Option<Arc<TransformClient>>,
+    /// The upload memory shared with the Flight server: a body and its entity table are
+    /// reserved from it before they are read or built, and held until the answer is sent.
+    pub budget: MemoryBudget,
 }
 
 /// Serves on the server core (`quiver-http`, with `limits`) until `shutdown` resolves, then
@@ -131,26 +132,73 @@ async fn handle(
     {
         return error(ErrorKind::Unauthorized, "missing or wrong bearer token");
     }
+    // The body is reserved before it is read: at most BODY_LIMIT, or what it declares.
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut reservation = match state
+        .budget
+        .reserve(
+            declared.unwrap_or(BODY_LIMIT).min(BODY_LIMIT),
+            "request body",
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            quiver_http::discard_body(req, body_timeout);
+            return error(e.kind(), e.to_string());
+        }
+    };
     let body = match quiver_http::read_body(req, BODY_LIMIT, body_timeout).await {
         Ok(b) => b,
         Err(e) => return error(e.kind(), e.to_string()),
     };
-    let request: Json = match serde_json::from_slice(&body) {
-        Ok(j) => j,
-        Err(e) => {
-            return error(
-                ErrorKind::BadRequest,
-                format!("request body is not JSON: {e}"),
-            );
-        }
-    };
-    match historical(state, &request).await {
+    reservation.shrink_to(body.len());
+    match parse_and_run(state, body, reservation).await {
         Ok(resp) => resp,
         Err(e) => error(e.kind(), e.message()),
     }
 }
 
-async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>, Error> {
+/// Parses the body off the async threads (counting first, then reserving the entity table's
+/// arrays, then building them), then answers.
+async fn parse_and_run(
+    state: &HttpState,
+    body: Bytes,
+    mut reservation: Reservation,
+) -> Result<Response<Body>, Error> {
+    let counted = body.clone();
+    let counts = tokio::task::spawn_blocking(move || crate::inline::count(&counted))
+        .await
+        .map_err(|e| Error::internal(format!("parsing the request: {e}")))??;
+    reservation
+        .grow(counts.table_bytes(), "inline entity table")
+        .await?;
+    let parsed = tokio::task::spawn_blocking(move || crate::inline::build(&body, &counts))
+        .await
+        .map_err(|e| Error::internal(format!("parsing the request: {e}")))??;
+    // The body is gone; what stays is the table.
+    reservation.shrink_to(parsed.entities.as_ref().map_or(0, |e| {
+        e.batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }));
+    historical(state, parsed, reservation).await
+}
+
+async fn historical(
+    state: &HttpState,
+    parsed: Parsed,
+    reservation: Reservation,
+) -> Result<Response<Body>, Error> {
+    let Parsed {
+        fields: request,
+        entities: inline,
+    } = parsed;
     let bad = |m: &str| Error::bad_request(m);
     let features = match (request.get("features"), request.get("feature_service")) {
         (Some(f), None) => Features::Refs(
@@ -176,8 +224,8 @@ async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>,
         .get("full_feature_names")
         .and_then(Json::as_bool)
         .unwrap_or(false);
-    let entities = match (request.get("entities"), request.get("entity_path")) {
-        (Some(columns), None) => inline_entities(columns).map_err(Error::BadRequest)?,
+    let entities = match (inline, request.get("entity_path")) {
+        (Some(entities), None) => entities,
         (None, Some(path)) => {
             let path = path
                 .as_str()
@@ -225,6 +273,8 @@ async fn historical(state: &HttpState, request: &Json) -> Result<Response<Body>,
     let mut stream = futures::stream::iter(first).chain(stream);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {
+        // The entity table's memory stays reserved until the answer is sent.
+        let _reservation = reservation;
         let mut writer =
             match arrow_ipc::writer::StreamWriter::try_new(Vec::with_capacity(1 << 16), &schema) {
                 Ok(w) => w,
@@ -278,61 +328,4 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Inline entity columns: numbers (all integers → Int64, else Float64), strings, booleans;
-/// `event_timestamp` strings are parsed as RFC 3339 (no offset: UTC).
-fn inline_entities(columns: &Json) -> Result<Entities, String> {
-    let columns = columns
-        .as_object()
-        .ok_or("entities: expected {column: [values, ...], ...}")?;
-    let mut fields = Vec::new();
-    let mut arrays: Vec<ArrayRef> = Vec::new();
-    let mut len = None;
-    for (name, values) in columns {
-        let values = values
-            .as_array()
-            .ok_or_else(|| format!("entities.{name}: expected a list of values"))?;
-        if *len.get_or_insert(values.len()) != values.len() {
-            return Err(format!("entities.{name}: columns have different lengths"));
-        }
-        let non_null: Vec<&Json> = values.iter().filter(|v| !v.is_null()).collect();
-        let array: ArrayRef = if non_null.iter().all(|v| v.is_i64()) && !non_null.is_empty() {
-            Arc::new(values.iter().map(Json::as_i64).collect::<Int64Array>())
-        } else if non_null.iter().all(|v| v.is_number()) && !non_null.is_empty() {
-            Arc::new(values.iter().map(Json::as_f64).collect::<Float64Array>())
-        } else if non_null.iter().all(|v| v.is_boolean()) && !non_null.is_empty() {
-            Arc::new(values.iter().map(Json::as_bool).collect::<BooleanArray>())
-        } else if non_null.iter().all(|v| v.is_string()) {
-            let strings: ArrayRef =
-                Arc::new(values.iter().map(Json::as_str).collect::<StringArray>());
-            if name == EVENT_TIMESTAMP {
-                let parsed = cast(
-                    &strings,
-                    &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                )
-                .map_err(|e| format!("entities.{name}: {e}"))?;
-                if parsed.null_count() != strings.null_count() {
-                    return Err(format!(
-                        "entities.{name}: values must be RFC 3339 timestamps"
-                    ));
-                }
-                parsed
-            } else {
-                strings
-            }
-        } else {
-            return Err(format!(
-                "entities.{name}: values must all be numbers, strings or booleans"
-            ));
-        };
-        fields.push(Field::new(name, array.data_type().clone(), true));
-        arrays.push(array);
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).map_err(|e| e.to_string())?;
-    Ok(Entities {
-        schema,
-        batches: vec![batch],
-    })
 }

@@ -20,11 +20,13 @@
 
 pub mod append;
 pub mod asof;
+pub mod budget;
 pub mod convert;
 pub mod error;
 pub mod flight;
 pub mod historical;
 pub mod http;
+pub mod inline;
 pub mod materialize;
 pub mod native;
 pub mod offline_write;

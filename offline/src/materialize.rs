@@ -544,7 +544,7 @@ fn scan_units(
     let keys = convert::KeyEncoder::new(if n_keys == 0 { &dummy } else { &key_types });
     let empty = arrow_array::StringArray::from(vec![""]);
     // Decoding runs on its own thread, a few batches ahead of the hashing here.
-    let complete = std::thread::scope(|scope| {
+    let complete = std::thread::scope(|scope| -> Result<bool, Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Item, Error>>(4);
         let reader = scope.spawn(move || {
             for unit in &units {
@@ -594,6 +594,16 @@ fn scan_units(
                 let c = created
                     .and_then(|c| convert::time_at(c.as_ref(), i))
                     .unwrap_or(Nanos::MIN);
+                // Event times are inside the window, which is inside the range (check_window).
+                if c != Nanos::MIN {
+                    quiver_core::range::check_nanos(c).map_err(|e| {
+                        Error::unprocessable(format!(
+                            "feature view {}: {path}: created time column, row {}: {e}",
+                            plan.view,
+                            latest.scanned + i as u64
+                        ))
+                    })?;
+                }
                 key.clear();
                 let row = if n_keys == 0 { 0 } else { i };
                 keys.encode(&mut key, &key_columns, row).map_err(|e| {
@@ -627,8 +637,9 @@ fn scan_units(
                     )
                     .map_err(|e| {
                         Error::unprocessable(format!(
-                            "feature view {}: {path}: column {column:?}: {e}",
-                            plan.view
+                            "feature view {}: {path}: column {column:?}, row {}: {e}",
+                            plan.view,
+                            latest.scanned + i as u64
                         ))
                     })?;
                     let len = (values.len() - at - 4) as u32;
@@ -1131,6 +1142,10 @@ pub fn check_window(
              every row written until then (Feast issue 4222). Use an END up to now, or --force",
             quiver_core::time::format_rfc3339(&end)
         )));
+    }
+    for (name, t) in [("START", s), ("END", e)] {
+        quiver_core::range::check_nanos(t)
+            .map_err(|err| Error::bad_request(format!("{name}: {err}")))?;
     }
     Ok(())
 }

@@ -870,3 +870,59 @@ async fn a_source_sorted_by_time_is_written_segment_by_segment_as_it_is_read() {
     assert!(run.passes > 2, "{run:?}");
     check(store).await;
 }
+
+/// Issue 19: a Float64 source value too large for a Float32 feature was written as Infinity,
+/// and a window could end past what Feast can hold. Both are refused, naming the column and
+/// row, before anything is written.
+#[tokio::test]
+async fn out_of_range_values_are_refused_before_anything_is_written() {
+    let repo = Repo::new("  type: sqlite\n  path: data/online.db");
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    let row = |driver, conv| Row {
+        driver,
+        event: "2026-01-01T10:00:00Z",
+        created: "2026-01-01T10:00:00Z",
+        conv,
+        trips: 1,
+    };
+    write_parquet(
+        &repo.path().join("data/stats.parquet"),
+        &[row(1, 0.5), row(2, 1e39), row(3, 0.25)],
+        10,
+    );
+    let err = materialize(
+        &repo,
+        &store,
+        rules_window(),
+        &WriteOptions::default(),
+        &|_| {},
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("row 1: 1e39 is out of range for Float32"),
+        "{err}"
+    );
+    assert!(err.contains("stats.parquet"), "{err}");
+    assert!(
+        !repo.path().join("data/online.db").exists(),
+        "nothing written"
+    );
+
+    // Year 9999 fits a protobuf Timestamp but not pandas, which Feast reads times into.
+    let now = ts("2026-01-01T00:00:00Z");
+    let end = Timestamp {
+        seconds: 253_402_300_799,
+        nanos: 0,
+    };
+    let e = materialize::check_window(now, end, now, true).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "END: time 9999-12-31T23:59:59Z (253402300799 seconds since the epoch) is out of range"
+        ),
+        "{e}"
+    );
+}

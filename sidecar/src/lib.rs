@@ -30,6 +30,7 @@ pub mod materialize;
 pub mod metrics;
 mod on_demand;
 pub mod push;
+mod push_body;
 pub mod registry;
 pub mod render;
 mod replicate;

@@ -11,9 +11,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use quiver_core::time::{self, Timestamp};
-use quiver_core::{Value, entity_key, json};
+use quiver_core::{Value, entity_key, json, range};
 use quiver_online_store::{OnlineStore, WriteRow, WriteStats};
 use serde_json::Value as Json;
+
+pub use crate::push_body::Df;
+use crate::push_body::parse_body;
 
 use crate::error::ApiError;
 use crate::registry::{ServingRegistry, ServingView};
@@ -44,6 +47,10 @@ pub struct PushConfig {
     pub max_rows: usize,
     /// Largest body (413 beyond).
     pub max_body_bytes: usize,
+    /// Most JSON values in one body's `df`, list elements included (413 beyond). Counted while
+    /// parsing, as rows are, so a body is refused before it is materialized: a parsed value
+    /// takes about 80 bytes, so this bounds one request's table to about 80 MB.
+    pub max_values: usize,
     /// Redis `EXPIRE` for written keys (Feast's `key_ttl_seconds`).
     pub key_ttl_seconds: Option<u64>,
     /// `to: offline` support; without it such pushes are refused (501).
@@ -59,6 +66,7 @@ impl std::fmt::Debug for PushConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("max_rows", &self.max_rows)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_values", &self.max_values)
             .field("key_ttl_seconds", &self.key_ttl_seconds)
             .field("offline", &self.offline.is_some())
             .field("materialize", &self.materialize)
@@ -72,6 +80,7 @@ impl Default for PushConfig {
             token: None,
             max_rows: 100_000,
             max_body_bytes: 16 << 20,
+            max_values: 1_000_000,
             key_ttl_seconds: None,
             offline: None,
             materialize: crate::materialize::MaterializeSupport::Off,
@@ -131,11 +140,7 @@ pub fn parse(
     by_source: bool,
     config: &PushConfig,
 ) -> Result<WriteRequest, ApiError> {
-    let body: Json = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("BadJson", format!("request body is not JSON: {e}")))?;
-    let Json::Object(mut body) = body else {
-        return Err(unprocessable("the body must be a JSON object"));
-    };
+    let (mut body, df) = parse_body(body, config)?;
     let (views, to) = if by_source {
         let name = str_field(&body, "push_source_name")?;
         let views: Vec<usize> = reg
@@ -154,7 +159,7 @@ pub fn parse(
                 ),
             ));
         }
-        let to = match body.get("to") {
+        let to = match body.remove("to") {
             None | Some(Json::Null) => PushTo::Online,
             Some(Json::String(s)) => match s.as_str() {
                 "online" => PushTo::Online,
@@ -169,7 +174,7 @@ pub fn parse(
             Some(other) => {
                 return Err(unprocessable(format!(
                     "to must be a string, got {}",
-                    kind(other)
+                    kind(&other)
                 )));
             }
         };
@@ -193,40 +198,12 @@ pub fn parse(
             })?;
         (vec![i], PushTo::Online)
     };
-    // Taken out of the body, not cloned: a pushed table can be megabytes.
-    let Some(Json::Object(df)) = body.remove("df") else {
+    let Some(Df { mut columns, rows }) = df else {
         return Err(unprocessable(
             "df is required: an object of columns, {\"column\": [values, ...]}",
         ));
     };
-    let mut columns = Vec::with_capacity(df.len());
-    let mut rows = None;
-    for (name, values) in df {
-        let Json::Array(values) = values else {
-            return Err(unprocessable(format!(
-                "df column {name:?} must be an array, got {}",
-                kind(&values)
-            )));
-        };
-        match rows {
-            None => rows = Some(values.len()),
-            Some(n) if n != values.len() => {
-                return Err(unprocessable(format!(
-                    "df columns have different lengths: {name:?} has {} values, others {n}",
-                    values.len()
-                )));
-            }
-            Some(_) => {}
-        }
-        columns.push((name, values));
-    }
     let rows = rows.unwrap_or(0);
-    if rows > config.max_rows {
-        return Err(ApiError::too_large(
-            "TooManyRows",
-            format!("{rows} rows in df; at most {} per request", config.max_rows),
-        ));
-    }
     // Feast's remote online store client sends a `created` column with every write, null when
     // its rows have no created time; `feast serve` ignores it for a view without one.
     if !views
@@ -336,6 +313,8 @@ pub fn view_rows(view: &ServingView, req: &WriteRequest) -> Result<Vec<WriteRow>
         for (name, ty, values) in &keys {
             let v = json::parse_entity_value(cell(values, row), *ty)
                 .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
+            range::check_value(&v)
+                .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
             key_values.push((*name, v));
         }
         let pairs: Vec<(&str, &quiver_core::Value)> =
@@ -349,6 +328,12 @@ pub fn view_rows(view: &ServingView, req: &WriteRequest) -> Result<Vec<WriteRow>
                 cell(ts, row)
             ))
         })?;
+        range::check_timestamp(&event_ts).map_err(|e| {
+            unprocessable(format!(
+                "df column {:?}, row {row}: {e}",
+                view.timestamp_field
+            ))
+        })?;
         let created_ts = match created.map(|c| cell(c, row)) {
             Some(c) if !c.is_null() => Some(parse_time(c).ok_or_else(|| {
                 unprocessable(format!(
@@ -358,9 +343,19 @@ pub fn view_rows(view: &ServingView, req: &WriteRequest) -> Result<Vec<WriteRow>
             })?),
             _ => None,
         };
+        if let Some(c) = &created_ts {
+            range::check_timestamp(c).map_err(|e| {
+                unprocessable(format!(
+                    "df column {:?}, row {row}: {e}",
+                    view.created_field.as_deref().unwrap_or_default()
+                ))
+            })?;
+        }
         let mut values = Vec::with_capacity(features.len());
         for (name, ty, column) in &features {
             let v = json::parse_value(cell(column, row), *ty)
+                .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
+            range::check_value(&v)
                 .map_err(|e| unprocessable(format!("df column {name:?}, row {row}: {e}")))?;
             let v = if v.is_null() { Value::missing(*ty) } else { v };
             values.push(v.encode_to_vec());

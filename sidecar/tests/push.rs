@@ -256,6 +256,47 @@ async fn bad_write_bodies_are_4xx_naming_the_problem_and_write_nothing() {
             413,
             "at most 100",
         ),
+        // Issue 19: values Feast could not read back are refused, naming column and row.
+        (
+            "/push",
+            json!({"push_source_name": "stats_push", "df": {
+                "driver_id": [1, 2], "event_timestamp": ["2026-01-01T10:00:00Z", i64::MAX],
+                "conv_rate": [0.5, 0.5], "zones": [[1], [1]]}}),
+            422,
+            "df column \"event_timestamp\", row 1: time ",
+        ),
+        (
+            "/push",
+            with(&|df| df["event_timestamp"] = json!(["9999-12-31T23:59:59Z"])),
+            422,
+            "df column \"event_timestamp\", row 0: time 9999-12-31T23:59:59Z",
+        ),
+        (
+            "/push",
+            with(&|df| df["event_timestamp"] = json!([-1e300])),
+            422,
+            "out of range",
+        ),
+        (
+            "/push",
+            with(&|df| df["conv_rate"] = json!([1e39])),
+            422,
+            "df column \"conv_rate\", row 0: 1e39 is out of range for Float32",
+        ),
+        (
+            "/push",
+            with(&|df| df["zones"] = json!([[1, 3_000_000_000_i64]])),
+            422,
+            "df column \"zones\", row 0: 3000000000 is out of range for Int32",
+        ),
+        (
+            "/write-to-online-store",
+            json!({"feature_view_name": "driver_fresh", "df": {
+                "driver_id": [1], "event_timestamp": [i64::MAX], "conv_rate": [0.5],
+                "zones": [[1]]}}),
+            422,
+            "df column \"event_timestamp\", row 0",
+        ),
         (
             "/write-to-online-store",
             json!({"feature_view_name": "nope", "df": {}}),

@@ -65,6 +65,23 @@ pub fn registry(repo: &Path) -> RegistrySource {
 
 /// Starts the offline HTTP server on a free port; returns its address.
 pub async fn start_http(repo: &Path, options: &EngineOptions) -> std::net::SocketAddr {
+    start_http_with(
+        repo,
+        options,
+        quiver_offline::budget::MemoryBudget::new(
+            quiver_offline::budget::DEFAULT_BYTES,
+            quiver_offline::budget::DEFAULT_WAIT,
+        ),
+    )
+    .await
+}
+
+/// [`start_http`] with the upload memory `budget`.
+pub async fn start_http_with(
+    repo: &Path,
+    options: &EngineOptions,
+    budget: quiver_offline::budget::MemoryBudget,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(HttpState {
@@ -72,6 +89,7 @@ pub async fn start_http(repo: &Path, options: &EngineOptions) -> std::net::Socke
         registry: registry(repo),
         token: None,
         transform: None,
+        budget,
     });
     tokio::spawn(quiver_offline::http::serve(
         listener,

@@ -28,6 +28,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod blocking;
 mod body;
 mod conn;
 
@@ -44,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+pub use blocking::{BlockingPool, PoolError, RETRY_AFTER_SECS};
 pub use body::{Bearer, BodyError, bearer_matches, check_bearer, read_body};
 
 /// Bounds on what clients can hold. Every field has a flag in the CLI (`quiver_cmd::ServerArgs`).

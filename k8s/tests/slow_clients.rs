@@ -173,9 +173,11 @@ async fn trickling_clients_cannot_starve_admission_reviews() {
     )
     .await;
     let took = t.elapsed();
-    stop.store(true, Ordering::Relaxed);
     let answer = answer
-        .unwrap_or_else(|_| panic!("no answer within 15 s while slow clients held every slot"))
+        .unwrap_or_else(|_| {
+            stop.store(true, Ordering::Relaxed);
+            panic!("no answer within 15 s while slow clients held every slot")
+        })
         .unwrap();
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["response"]["allowed"], true);
@@ -184,10 +186,21 @@ async fn trickling_clients_cannot_starve_admission_reviews() {
         took < deadline * 5,
         "answered after {took:?} (deadlines {deadline:?})"
     );
+    // It did wait for a slot: the slow clients held every one.
+    assert!(
+        took > Duration::from_millis(200),
+        "answered after {took:?}: the slow clients did not hold the slots"
+    );
+    // The server dropped them (a client notices on its next write, up to 200 ms later).
+    let t = Instant::now();
+    while dropped.load(Ordering::Relaxed) == 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         dropped.load(Ordering::Relaxed) >= 1,
         "the server dropped no slow client"
     );
+    stop.store(true, Ordering::Relaxed);
     for s in slow {
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
     }

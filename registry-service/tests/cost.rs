@@ -20,7 +20,9 @@ fn maximal_defs() -> String {
     let n = MAX_OBJECTS / 2 - 1;
     let mut t = String::from("entities:\n");
     for i in 0..n {
-        t.push_str(&format!("  - {{name: e{i}, join_keys: [k{i}], value_type: INT64, tags: {{team: t{i}}}}}\n"));
+        t.push_str(&format!(
+            "  - {{name: e{i}, join_keys: [k{i}], value_type: INT64, tags: {{team: t{i}}}}}\n"
+        ));
     }
     t.push_str("sources:\n  - {name: s, path: data/s.parquet}\nfeature_views:\n");
     for i in 0..n {
@@ -33,7 +35,9 @@ fn maximal_defs() -> String {
 
 /// One raw HTTP/1.1 request; the status and the `Retry-After` header.
 async fn raw_post(port: u16, path: &str, body: &str) -> (u16, Option<String>) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -43,11 +47,16 @@ async fn raw_post(port: u16, path: &str, body: &str) -> (u16, Option<String>) {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw);
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let retry_after = text
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(str::to_owned));
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let retry_after = text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("retry-after: ")
+            .map(str::to_owned)
+    });
     (status, retry_after)
 }
 
@@ -63,8 +72,8 @@ async fn health_answers_while_maximal_applies_run_and_excess_is_refused() {
     let svc = Standalone::start(store.to_str().unwrap(), 0, config, None).unwrap();
     let port = svc.port;
     let defs = maximal_defs();
-    let body = json!({"dry_run": true, "files": [{"path": "features.yaml", "content": defs}]})
-        .to_string();
+    let body =
+        json!({"dry_run": true, "files": [{"path": "features.yaml", "content": defs}]}).to_string();
 
     // Three at once: one parses, one waits, the third is refused at once.
     let mut applies = Vec::new();
@@ -97,10 +106,20 @@ async fn health_answers_while_maximal_applies_run_and_excess_is_refused() {
     assert_eq!(statuses, [200, 200, 503], "{results:?}");
     let refused = results.iter().find(|((s, _), _)| *s == 503).unwrap();
     assert_eq!(refused.0.1.as_deref(), Some("1"), "Retry-After");
-    assert!(refused.1 < Duration::from_secs(2), "refused at once: {:?}", refused.1);
+    assert!(
+        refused.1 < Duration::from_secs(2),
+        "refused at once: {:?}",
+        refused.1
+    );
     // Stated bound: /health is a few ms; 1 s leaves room for a loaded machine (was 37.7 s).
-    assert!(probes >= 3, "the applies ended before /health was probed: {probes}");
-    assert!(worst < Duration::from_secs(1), "/health took {worst:?} while applies ran");
+    assert!(
+        probes >= 3,
+        "the applies ended before /health was probed: {probes}"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "/health took {worst:?} while applies ran"
+    );
     eprintln!(
         "maximal applies: {:?}; /health worst {worst:?} over {probes} probes",
         results.iter().map(|(_, t)| *t).collect::<Vec<_>>()
@@ -113,11 +132,14 @@ async fn health_answers_while_maximal_applies_run_and_excess_is_refused() {
 async fn the_largest_apply_is_linear_and_one_more_object_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("registry.db");
-    let svc = Standalone::start(store.to_str().unwrap(), 0, ServiceConfig::default(), None).unwrap();
+    let svc =
+        Standalone::start(store.to_str().unwrap(), 0, ServiceConfig::default(), None).unwrap();
     let mut c = client(&format!("http://127.0.0.1:{}", svc.port), None);
     let mut entities = String::from("entities:\n");
     for i in 0..MAX_OBJECTS {
-        entities.push_str(&format!("  - {{name: e{i}, join_keys: [k{i}], value_type: INT64}}\n"));
+        entities.push_str(&format!(
+            "  - {{name: e{i}, join_keys: [k{i}], value_type: INT64}}\n"
+        ));
     }
     let t = Instant::now();
     let (status, body) = apply(&mut c, "p", 0, &entities).await;
@@ -131,13 +153,19 @@ async fn the_largest_apply_is_linear_and_one_more_object_is_refused() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["changes"].as_array().unwrap().len(), 0);
     // Stated bound, generous for a debug build on a shared machine (was 9.6 s in release).
-    assert!(took < Duration::from_secs(30) && again < Duration::from_secs(30), "{took:?} {again:?}");
+    assert!(
+        took < Duration::from_secs(30) && again < Duration::from_secs(30),
+        "{took:?} {again:?}"
+    );
     eprintln!("{MAX_OBJECTS} entities: first apply {took:?}, unchanged apply {again:?}");
 
     entities.push_str("  - {name: one_more, join_keys: [k], value_type: INT64}\n");
     let (status, body) = apply(&mut c, "p", 1, &entities).await;
     assert_eq!(status, 422, "{body}");
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains(&format!("at most {MAX_OBJECTS}")), "{message}");
+    assert!(
+        message.contains(&format!("at most {MAX_OBJECTS}")),
+        "{message}"
+    );
     drop(svc);
 }

@@ -902,4 +902,58 @@ mod tests {
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%ff").is_err());
     }
+
+    /// Query-string decoding on random input (the stable-Rust stand-in for a cargo-fuzz target:
+    /// this crate's fuzz build would drag in Postgres and the object store clients). Never a
+    /// panic; a value %-encoded byte by byte decodes back to itself; time linear in the input.
+    #[test]
+    fn random_query_strings_decode_or_fail_cleanly() {
+        const ALPHABET: &[&str] = &[
+            "%",
+            "%2",
+            "%2C",
+            "%e2%82%ac",
+            "%ff",
+            "%zz",
+            "+",
+            "&",
+            "=",
+            "a",
+            "wait",
+            "30s",
+            "é",
+            "€",
+            "\u{0}",
+            " ",
+            "%%",
+            "==",
+            "&&",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let start = Instant::now();
+        let mut runs = 0u64;
+        while start.elapsed() < Duration::from_secs(2) && runs < 200_000 {
+            let len = (next() % 24) as usize;
+            let q: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            let _ = query_params(Some(&q), &["wait", "a", "feature_services"]);
+            let _ = percent_decode(&q);
+            let encoded: String = q.bytes().map(|b| format!("%{b:02X}")).collect();
+            assert_eq!(percent_decode(&encoded).as_deref(), Ok(q.as_str()), "{q:?}");
+            runs += 1;
+        }
+        // The worst case is linear: a 16 KiB query of escapes decodes at once.
+        let long = "%2C".repeat(16 << 10);
+        let t = Instant::now();
+        assert_eq!(percent_decode(&long).map(|s| s.len()), Ok(16 << 10));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(runs > 1000, "{runs}");
+    }
 }

@@ -188,14 +188,14 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let deployment = text
             .split("\n---\n")
-            .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap())
+            .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
             .find(|d| d["kind"] == "Deployment")
             .expect("a Deployment");
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         let mut argv: Vec<String> = vec!["quiver".to_owned()];
         argv.extend(
             container["args"]
-                .as_sequence()
+                .as_array()
                 .unwrap()
                 .iter()
                 .map(|a| a.as_str().unwrap().to_owned()),
@@ -206,7 +206,7 @@ mod tests {
             .find_subcommand("inject")
             .and_then(|c| c.find_subcommand("serve"))
             .unwrap();
-        for var in container["env"].as_sequence().unwrap() {
+        for var in container["env"].as_array().unwrap() {
             let (name, value) = (
                 var["name"].as_str().unwrap(),
                 var["value"].as_str().unwrap(),

@@ -232,24 +232,48 @@ impl RegistryFile {
     /// Applies writes to one project's objects. An object that is neither written nor deleted
     /// keeps its exact bytes and its position; a new object is appended to its list.
     pub fn apply(&mut self, project: &str, writes: &[ObjectWrite]) -> Result<(), Error> {
-        for w in writes {
-            let list = self.list_mut(w.kind);
-            let mut found = None;
+        // Per kind, the project's objects are identified once (a proto decode each), so an
+        // apply of n objects costs O(n), not a scan of the list per write.
+        for kind in ObjectKind::ALL {
+            let mut kind_writes = writes.iter().filter(|w| w.kind == kind).peekable();
+            if kind_writes.peek().is_none() {
+                continue;
+            }
+            let list = self.list_mut(kind);
+            // name -> positions of the project's objects of that name, in list order.
+            let mut at: std::collections::HashMap<String, std::collections::VecDeque<usize>> =
+                std::collections::HashMap::new();
             for (i, bytes) in list.iter().enumerate() {
-                let (p, name) = identify(w.kind, bytes)?;
-                if p == project && name == w.name {
-                    found = Some(i);
-                    break;
+                let (p, name) = identify(kind, bytes)?;
+                if p == project {
+                    at.entry(name).or_default().push_back(i);
                 }
             }
-            match (found, &w.bytes) {
-                (Some(i), Some(bytes)) => list[i] = bytes.clone(),
-                (Some(i), None) => {
-                    list.remove(i);
+            let mut removed = vec![false; list.len()];
+            for w in kind_writes {
+                let found = at.get_mut(&w.name).and_then(|q| q.front().copied());
+                match (found, &w.bytes) {
+                    (Some(i), Some(bytes)) => list[i] = bytes.clone(),
+                    (Some(i), None) => {
+                        removed[i] = true;
+                        if let Some(q) = at.get_mut(&w.name) {
+                            q.pop_front();
+                        }
+                    }
+                    (None, Some(bytes)) => {
+                        at.entry(w.name.clone()).or_default().push_back(list.len());
+                        list.push(bytes.clone());
+                        removed.push(false);
+                    }
+                    (None, None) => {}
                 }
-                (None, Some(bytes)) => list.push(bytes.clone()),
-                (None, None) => {}
             }
+            let mut i = 0;
+            list.retain(|_| {
+                let keep = !removed[i];
+                i += 1;
+                keep
+            });
         }
         Ok(())
     }

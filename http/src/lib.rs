@@ -28,6 +28,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod blocking;
 mod body;
 mod conn;
 
@@ -44,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+pub use blocking::{BlockingPool, PoolError, RETRY_AFTER_SECS};
 pub use body::{
     Bearer, BodyError, DISCARD_LIMIT, bearer_matches, check_bearer, discard_body, read_body,
 };

@@ -45,16 +45,13 @@ fn render(dir: &str) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let yaml = serde_yaml::Value::deserialize(doc).unwrap();
-            serde_json::to_value(yaml).unwrap()
-        })
+    serde_saphyr::from_multiple::<Option<Value>>(&text)
+        .unwrap()
+        .into_iter()
+        .flatten()
         .filter(|v| !v.is_null())
         .collect()
 }
-
-use serde::Deserialize;
 
 /// The first place where what was written (`a`) and what the type reads back (`b`) differ, as
 /// a path. k8s-openapi writes `apiVersion` and `kind` on embedded objects (a StatefulSet's

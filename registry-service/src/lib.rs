@@ -56,6 +56,11 @@ pub struct ServiceConfig {
     pub max_wait: Duration,
     /// Largest apply body.
     pub max_body_bytes: usize,
+    /// Applies parsed and checked at once, on blocking threads (never the async ones, so
+    /// `/health` and long polls stay responsive), and how many more may wait; past that an
+    /// apply is answered 503 with `Retry-After`.
+    pub apply_workers: usize,
+    pub apply_queue: usize,
     /// The server's connection limits and deadlines (long polls hold a connection; a long poll
     /// in progress is not idle).
     pub http: quiver_http::Limits,
@@ -69,6 +74,8 @@ impl Default for ServiceConfig {
             poll_interval: Duration::from_millis(500),
             max_wait: Duration::from_secs(60),
             max_body_bytes: 16 << 20,
+            apply_workers: quiver_http::BlockingPool::default_workers(),
+            apply_queue: 4,
             http: quiver_http::Limits {
                 max_connections: 10_000,
                 ..quiver_http::Limits::default()
@@ -226,6 +233,8 @@ pub struct Service {
     last_token: Mutex<Option<u64>>,
     store_ok: AtomicBool,
     pub metrics: ServiceMetrics,
+    /// Where applies are parsed and checked (bounded; see `ServiceConfig::apply_workers`).
+    pub(crate) apply_pool: quiver_http::BlockingPool,
 }
 
 impl Service {
@@ -239,6 +248,7 @@ impl Service {
         let catalog = Arc::new(Catalog::new(1, loaded)?);
         let (tx, _) = watch::channel(catalog);
         Ok(Arc::new(Service {
+            apply_pool: quiver_http::BlockingPool::new(config.apply_workers, config.apply_queue),
             config,
             store,
             catalog: tx,

@@ -9,6 +9,7 @@
 //! sources of other types, and every other project. An unchanged object keeps its exact bytes,
 //! so applying the same definitions twice changes nothing.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use prost::Message;
@@ -104,6 +105,19 @@ fn managed_source(s: &DataSource) -> bool {
     !matches!(s.kind, SourceKind::Other { .. })
 }
 
+/// The first of `items` by name (as `iter().find` would), in one pass: lookups per object
+/// would make an apply quadratic in the number of objects.
+fn by_name<'a, T, K: std::hash::Hash + Eq + 'a>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> K,
+) -> HashMap<K, &'a T> {
+    let mut out = HashMap::with_capacity(items.len());
+    for it in items {
+        out.entry(key(it)).or_insert(it);
+    }
+    out
+}
+
 /// Diffs `desired` (from definitions) against `current` (from the registry) and applies the
 /// result to `file`, stamping created and updated objects with `now`. Returns the plan.
 pub fn apply(
@@ -113,6 +127,17 @@ pub fn apply(
 ) -> Result<Plan, quiver_core::Error> {
     let project = desired.project.as_str();
     let current = file.project(project)?;
+    let have_entities = by_name(&current.entities, |e| e.name.as_str());
+    let want_entities = by_name(&desired.entities, |e| e.name.as_str());
+    let have_sources = by_name(&current.data_sources, |s| s.name.as_str());
+    let want_sources = by_name(&desired.data_sources, |s| s.name.as_str());
+    let view_key = |v: &'_ FeatureView| (v.name.clone(), ObjectKind::of_view(v));
+    let have_views = by_name(&current.feature_views, view_key);
+    let want_views = by_name(&desired.feature_views, view_key);
+    let have_services = by_name(&current.feature_services, |s| s.name.as_str());
+    let want_services = by_name(&desired.feature_services, |s| s.name.as_str());
+    let have_odfvs = by_name(&current.on_demand_views, |v| v.name.as_str());
+    let want_odfvs = by_name(&desired.on_demand_views, |v| v.name.as_str());
     let mut plan = Plan::default();
     let mut writes: Vec<ObjectWrite> = Vec::new();
     let mut record =
@@ -156,7 +181,7 @@ pub fn apply(
 
     // Entities.
     for want in &desired.entities {
-        match current.entity(&want.name) {
+        match have_entities.get(want.name.as_str()).copied() {
             Some(have) if strip_entity(have) == strip_entity(want) => {}
             Some(have) => {
                 let e = Entity {
@@ -188,7 +213,7 @@ pub fn apply(
     }
     for have in &current.entities {
         // Feast's hidden entity belongs to entity-less and on-demand views, never to definitions.
-        if have.name != DUMMY_ENTITY && desired.entity(&have.name).is_none() {
+        if have.name != DUMMY_ENTITY && !want_entities.contains_key(have.name.as_str()) {
             record(
                 &mut plan,
                 Action::Delete,
@@ -202,7 +227,7 @@ pub fn apply(
     // Data sources (no bookkeeping fields of their own).
     for want in &desired.data_sources {
         let bytes = Some(want.to_proto(project).encode_to_vec());
-        match current.data_source(&want.name) {
+        match have_sources.get(want.name.as_str()).copied() {
             Some(have) if have == want => {}
             Some(_) => record(
                 &mut plan,
@@ -221,7 +246,7 @@ pub fn apply(
         }
     }
     for have in &current.data_sources {
-        if desired.data_source(&have.name).is_none() {
+        if !want_sources.contains_key(have.name.as_str()) {
             if managed_source(have) {
                 record(
                     &mut plan,
@@ -247,10 +272,7 @@ pub fn apply(
     };
     for want in &desired.feature_views {
         let kind = ObjectKind::of_view(want);
-        let have = current
-            .feature_views
-            .iter()
-            .find(|v| v.name == want.name && ObjectKind::of_view(v) == kind);
+        let have = have_views.get(&(want.name.clone(), kind)).copied();
         match have {
             Some(have) if strip_view(have) == strip_view(want) => {}
             Some(have) => {
@@ -282,12 +304,7 @@ pub fn apply(
             }
         }
     }
-    let declared = |v: &FeatureView| {
-        desired
-            .feature_views
-            .iter()
-            .any(|d| d.name == v.name && ObjectKind::of_view(d) == ObjectKind::of_view(v))
-    };
+    let declared = |v: &FeatureView| want_views.contains_key(&view_key(v));
     for have in &current.feature_views {
         match have.kind {
             ViewKind::Batch if !declared(have) => {
@@ -309,7 +326,7 @@ pub fn apply(
 
     // Feature services.
     for want in &desired.feature_services {
-        match current.feature_service(&want.name) {
+        match have_services.get(want.name.as_str()).copied() {
             Some(have) if strip_service(have) == strip_service(want) => {}
             Some(have) => {
                 let s = FeatureService {
@@ -340,7 +357,7 @@ pub fn apply(
         }
     }
     for have in &current.feature_services {
-        if desired.feature_service(&have.name).is_none() {
+        if !want_services.contains_key(have.name.as_str()) {
             record(
                 &mut plan,
                 Action::Delete,
@@ -354,7 +371,7 @@ pub fn apply(
     // kept unless a definition takes over their name.
     for want in &desired.on_demand_views {
         let kind = ObjectKind::OnDemandFeatureView;
-        match current.on_demand_view(&want.name) {
+        match have_odfvs.get(want.name.as_str()).copied() {
             Some(have) if strip_on_demand(have) == strip_on_demand(want) => {}
             Some(have) => {
                 let v = OnDemandView {
@@ -375,7 +392,7 @@ pub fn apply(
         }
     }
     for odfv in &current.on_demand_views {
-        if desired.on_demand_view(&odfv.name).is_some() {
+        if want_odfvs.contains_key(odfv.name.as_str()) {
             continue;
         }
         if matches!(odfv.transformation, Transformation::Native { .. }) {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use quiver_core::fault::{Classified, ErrorKind};
 
+use crate::yaml::{Mapping, Yaml};
 use base64::Engine as _;
-use serde_yaml::{Mapping, Value as Yaml};
 
 pub const CONFIG_FILE: &str = "feature_store.yaml";
 pub const CONFIG_ENV: &str = "FEATURE_STORE_YAML_BASE64";
@@ -156,8 +156,8 @@ impl RepoConfig {
             key: key.to_owned(),
             message,
         };
-        let doc: Yaml =
-            serde_yaml::from_str(text).map_err(|e| err("", format!("not valid YAML: {e}")))?;
+        let doc: Yaml = crate::yaml::from_str(text, crate::yaml::LIMITS)
+            .map_err(|e| err("", format!("not valid YAML: {e}")))?;
         let root = doc.as_mapping().ok_or_else(|| {
             err(
                 "",
@@ -256,9 +256,7 @@ pub fn is_valid_project_name(name: &str) -> bool {
 }
 
 fn yaml_text(v: &Yaml) -> String {
-    serde_yaml::to_string(v)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    v.to_string()
 }
 
 fn get_str<'a>(

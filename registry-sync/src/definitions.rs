@@ -40,7 +40,9 @@ use quiver_core::on_demand::{OnDemandSource, OnDemandView, Transformation};
 use quiver_core::registry::ProjectRegistry;
 use quiver_core::{STRUCT_SCHEMA_TAG, ValueType, accepted_dtypes, struct_schema_tag};
 use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde_saphyr::Spanned;
+
+use crate::yaml::Yaml;
 
 /// The default event-time column of a file source that does not name one.
 pub const DEFAULT_TIMESTAMP_FIELD: &str = "event_timestamp";
@@ -117,7 +119,7 @@ struct DefsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnDemandDef {
-    name: String,
+    name: Name,
     #[serde(default)]
     sources: Vec<String>,
     request_source: Option<String>,
@@ -134,7 +136,7 @@ struct OnDemandDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnDemandFeatureDef {
-    name: String,
+    name: Name,
     dtype: String,
     expr: Option<String>,
     #[serde(default)]
@@ -145,7 +147,7 @@ struct OnDemandFeatureDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntityDef {
-    name: String,
+    name: Name,
     join_keys: Option<Vec<String>>,
     value_type: Option<String>,
     #[serde(default)]
@@ -158,7 +160,7 @@ struct EntityDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourceDef {
-    name: String,
+    name: Name,
     #[serde(rename = "type")]
     kind: Option<String>,
     path: Option<String>,
@@ -183,7 +185,7 @@ struct SourceDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FieldDef {
-    name: String,
+    name: Name,
     dtype: String,
     #[serde(default)]
     description: String,
@@ -193,7 +195,7 @@ struct FieldDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ViewDef {
-    name: String,
+    name: Name,
     #[serde(default)]
     entities: Vec<String>,
     ttl: Option<Yaml>,
@@ -213,7 +215,7 @@ struct ViewDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LabelDef {
-    name: String,
+    name: Name,
     #[serde(default)]
     entities: Vec<String>,
     ttl: Option<Yaml>,
@@ -260,7 +262,7 @@ impl LabelDef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceDef {
-    name: String,
+    name: Name,
     #[serde(default)]
     features: Vec<Yaml>,
     #[serde(default)]
@@ -270,73 +272,145 @@ struct ServiceDef {
     owner: String,
 }
 
-/// A definitions file as read, for locating objects in error messages.
+/// Most objects (entities, sources, views, services, on-demand views, together) one set of
+/// definitions may hold. Far above real repos; it bounds what one apply costs.
+pub const MAX_OBJECTS: usize = 10_000;
+
+/// Most problems listed in one report; the rest are counted.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Most names a message lists (e.g. the declared entities); the rest are counted.
+const MAX_LISTED: usize = 10;
+
+/// A definitions file as read.
 struct SourceFile {
     label: String,
     text: String,
 }
 
-impl SourceFile {
-    /// The 1-based line of the `nth` (0-based) `name: <name>` inside `section`, when it can be
-    /// found.
-    /// With `field`, the line of `name: <field>` after the object's own line instead.
+/// A name as written in a definitions file, with the line it is on (for messages). Reads and
+/// prints as the string it holds.
+struct Name {
+    value: String,
+    line: usize,
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+        let s = Spanned::<String>::deserialize(d)?;
+        Ok(Name {
+            line: s.referenced.line() as usize,
+            value: s.value,
+        })
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.value
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.value, f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.value)
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> String {
+        n.value
+    }
+}
+
+/// Where each object and field is, built once while reading the files, so that locating a
+/// problem is a lookup (scanning the text per problem made 10k problems quadratic).
+#[derive(Default)]
+struct Lines {
+    /// (file, section) -> object name -> the lines of its definitions, in file order.
+    objects: HashMap<(usize, &'static str), HashMap<String, Vec<usize>>>,
+    /// (file, section, object name) -> field (schema entry or feature) name -> its first line.
+    fields: HashMap<(usize, &'static str, String), HashMap<String, usize>>,
+}
+
+impl Lines {
+    fn object(&mut self, file: usize, section: &'static str, name: &Name) {
+        self.objects
+            .entry((file, section))
+            .or_default()
+            .entry(name.value.clone())
+            .or_default()
+            .push(name.line);
+    }
+
+    /// The fields of an object: only its first definition's (a duplicate is reported on its
+    /// own line).
+    fn fields<'a>(
+        &mut self,
+        file: usize,
+        section: &'static str,
+        object: &Name,
+        names: impl Iterator<Item = &'a Name>,
+    ) {
+        let entry = self
+            .fields
+            .entry((file, section, object.value.clone()))
+            .or_default();
+        if !entry.is_empty() {
+            return;
+        }
+        for n in names {
+            entry.entry(n.value.clone()).or_insert(n.line);
+        }
+    }
+
+    /// The line of the `nth` (0-based) definition of `name` in `section`; with `field`, the
+    /// line of that field of the object (its own line when not found).
     fn locate(
         &self,
+        file: usize,
         section: &str,
         name: &str,
-        mut nth: usize,
+        nth: usize,
         field: Option<&str>,
     ) -> Option<usize> {
-        let object_line = self.locate_object(section, name, &mut nth)?;
+        let section = SECTIONS.iter().find(|s| **s == section)?;
+        let object_line = *self.objects.get(&(file, *section))?.get(name)?.get(nth)?;
         let Some(field) = field else {
             return Some(object_line);
         };
         let found = self
-            .text
-            .lines()
-            .enumerate()
-            .skip(object_line)
-            .find(|(_, line)| names_object(line, field))
-            .map(|(i, _)| i + 1);
-        Some(found.unwrap_or(object_line))
-    }
-
-    fn locate_object(&self, section: &str, name: &str, nth: &mut usize) -> Option<usize> {
-        let mut in_section = false;
-        for (i, line) in self.text.lines().enumerate() {
-            if !line.starts_with([' ', '\t', '-', '#']) && !line.is_empty() {
-                in_section = line.trim_end().strip_suffix(':') == Some(section)
-                    || line.starts_with(&format!("{section}:"));
-            }
-            if in_section && names_object(line, name) {
-                if *nth == 0 {
-                    return Some(i + 1);
-                }
-                *nth -= 1;
-            }
-        }
-        None
+            .fields
+            .get(&(file, *section, name.to_owned()))
+            .and_then(|f| f.get(field));
+        Some(found.copied().unwrap_or(object_line))
     }
 }
 
-/// Whether a YAML line holds `name: <name>` (plain or quoted, block or flow style).
-fn names_object(line: &str, name: &str) -> bool {
-    let mut rest = line;
-    while let Some(pos) = rest.find("name:") {
-        let before_ok = pos == 0
-            || !rest.as_bytes()[pos - 1].is_ascii_alphanumeric()
-                && rest.as_bytes()[pos - 1] != b'_';
-        let value = rest[pos + 5..].trim_start();
-        let value = value.trim_start_matches(['"', '\'']);
-        if before_ok && value.starts_with(name) {
-            let after = value[name.len()..].chars().next();
-            if after.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-')) {
-                return true;
-            }
-        }
-        rest = &rest[pos + 5..];
+const SECTIONS: [&str; 6] = [
+    "entities",
+    "sources",
+    "feature_views",
+    "feature_services",
+    "label_views",
+    "on_demand_feature_views",
+];
+
+/// `names` joined for a message, at most [`MAX_LISTED`] of them.
+fn listing<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let n = names.len();
+    let mut out = names.take(MAX_LISTED).collect::<Vec<_>>().join(", ");
+    if n > MAX_LISTED {
+        out.push_str(&format!(", ... ({n} in all)"));
     }
-    false
+    out
 }
 
 /// The definition files of a repo: `features.yaml` (or `.yml`), then every `*.yaml`/`*.yml`
@@ -425,7 +499,10 @@ struct Located<T> {
 
 struct Checker<'a> {
     files: &'a [SourceFile],
+    lines: Lines,
     errors: Vec<DefinitionError>,
+    /// Problems past [`MAX_PROBLEMS`], counted only.
+    unlisted: usize,
 }
 
 impl Checker<'_> {
@@ -450,13 +527,8 @@ impl Checker<'_> {
         field: &str,
         message: impl Into<String>,
     ) {
-        let f = &self.files[file];
-        self.errors.push(DefinitionError {
-            file: f.label.clone(),
-            line: f.locate(section, name, 0, Some(field)),
-            object: format!("{kind} {name:?}"),
-            message: message.into(),
-        });
+        let line = self.lines.locate(file, section, name, 0, Some(field));
+        self.push(file, line, kind, name, message.into());
     }
 
     /// Reports a problem with the `nth` object of that name in the file (for duplicates).
@@ -469,20 +541,55 @@ impl Checker<'_> {
         nth: usize,
         message: impl Into<String>,
     ) {
-        let f = &self.files[file];
+        let line = self.lines.locate(file, section, name, nth, None);
+        self.push(file, line, kind, name, message.into());
+    }
+
+    fn push(&mut self, file: usize, line: Option<usize>, kind: &str, name: &str, message: String) {
+        if self.errors.len() >= MAX_PROBLEMS {
+            self.unlisted += 1;
+            return;
+        }
         self.errors.push(DefinitionError {
-            file: f.label.clone(),
-            line: f.locate(section, name, nth, None),
+            file: self.files[file].label.clone(),
+            line,
             object: format!("{kind} {name:?}"),
-            message: message.into(),
+            message,
         });
+    }
+
+    /// Problems found so far, listed or not.
+    fn problems(&self) -> usize {
+        self.errors.len() + self.unlisted
+    }
+
+    /// Whether any problem was found (listed or not).
+    fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    fn into_errors(mut self) -> DefinitionErrors {
+        if self.unlisted > 0 {
+            self.errors.push(DefinitionError {
+                file: "(definitions)".to_owned(),
+                line: None,
+                object: String::new(),
+                message: format!(
+                    "{} more problems not listed (at most {MAX_PROBLEMS} are): fix these and apply again",
+                    self.unlisted
+                ),
+            });
+        }
+        DefinitionErrors(self.errors)
     }
 }
 
 fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, DefinitionErrors> {
     let mut ck = Checker {
         files,
+        lines: Lines::default(),
         errors: Vec::new(),
+        unlisted: 0,
     };
     let mut entity_defs = Vec::new();
     let mut source_defs = Vec::new();
@@ -490,11 +597,31 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     let mut service_defs = Vec::new();
     let mut label_defs = Vec::new();
     let mut on_demand_defs = Vec::new();
+    let mut objects = 0usize;
     for (i, f) in files.iter().enumerate() {
-        let parsed: Result<Option<DefsFile>, _> = serde_yaml::from_str(&f.text);
+        let parsed: Result<Option<DefsFile>, _> =
+            crate::yaml::from_str(&f.text, crate::yaml::LIMITS);
         match parsed {
             Ok(doc) => {
                 let doc = doc.unwrap_or_default();
+                objects += doc.entities.len()
+                    + doc.sources.len()
+                    + doc.feature_views.len()
+                    + doc.feature_services.len()
+                    + doc.label_views.len()
+                    + doc.on_demand_feature_views.len();
+                if objects > MAX_OBJECTS {
+                    return Err(DefinitionErrors(vec![DefinitionError {
+                        file: f.label.clone(),
+                        line: None,
+                        object: String::new(),
+                        message: format!(
+                            "the definitions hold {objects} objects up to this file; at most {MAX_OBJECTS} \
+                             (entities, sources, views and services together) can be applied at once"
+                        ),
+                    }]));
+                }
+                index_lines(&mut ck.lines, i, &doc);
                 entity_defs.extend(doc.entities.into_iter().map(|def| Located { file: i, def }));
                 source_defs.extend(doc.sources.into_iter().map(|def| Located { file: i, def }));
                 view_defs.extend(doc.feature_views.into_iter().map(|def| Located { file: i, def }));
@@ -504,17 +631,17 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
             }
             Err(e) => ck.errors.push(DefinitionError {
                 file: f.label.clone(),
-                line: e.location().map(|l| l.line()),
+                line: e.line,
                 object: String::new(),
                 message: format!(
                     "{}; the file holds the lists entities, sources, feature_views, feature_services, label_views and on_demand_feature_views",
-                    strip_location(&e.to_string())
+                    e.message
                 ),
             }),
         }
     }
-    if !ck.errors.is_empty() {
-        return Err(DefinitionErrors(ck.errors));
+    if ck.failed() {
+        return Err(ck.into_errors());
     }
 
     let entities = check_entities(&mut ck, entity_defs);
@@ -550,8 +677,8 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
         &declared_views,
     );
 
-    if !ck.errors.is_empty() {
-        return Err(DefinitionErrors(ck.errors));
+    if ck.failed() {
+        return Err(ck.into_errors());
     }
     Ok(ProjectRegistry {
         project: project.to_owned(),
@@ -564,11 +691,48 @@ fn parse_files(files: &[SourceFile], project: &str) -> Result<ProjectRegistry, D
     })
 }
 
-/// serde_yaml appends " at line L column C"; the line is reported separately.
-fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
+/// Records where every object and field of a file is.
+fn index_lines(lines: &mut Lines, file: usize, doc: &DefsFile) {
+    for d in &doc.entities {
+        lines.object(file, "entities", &d.name);
+    }
+    for d in &doc.sources {
+        lines.object(file, "sources", &d.name);
+        if let Some(schema) = &d.schema {
+            lines.fields(file, "sources", &d.name, schema.iter().map(|f| &f.name));
+        }
+    }
+    for d in &doc.feature_views {
+        lines.object(file, "feature_views", &d.name);
+        lines.fields(
+            file,
+            "feature_views",
+            &d.name,
+            d.schema.iter().map(|f| &f.name),
+        );
+    }
+    for d in &doc.label_views {
+        lines.object(file, "label_views", &d.name);
+        lines.fields(
+            file,
+            "label_views",
+            &d.name,
+            d.schema.iter().map(|f| &f.name),
+        );
+    }
+    for d in &doc.feature_services {
+        lines.object(file, "feature_services", &d.name);
+    }
+    for d in &doc.on_demand_feature_views {
+        const S: &str = "on_demand_feature_views";
+        lines.object(file, S, &d.name);
+        let request = d.request_schema.iter().flatten().map(|f| &f.name);
+        lines.fields(
+            file,
+            S,
+            &d.name,
+            d.features.iter().map(|f| &f.name).chain(request),
+        );
     }
 }
 
@@ -656,12 +820,13 @@ fn check_entities(ck: &mut Checker, defs: Vec<Located<EntityDef>>) -> Vec<Entity
     const K: &str = "entity";
     check_names(ck, &defs, |d| &d.name, S, K);
     let mut out: Vec<Entity> = Vec::new();
+    let mut done: HashSet<String> = HashSet::new();
     for Located { file, def } in defs {
-        if out.iter().any(|e| e.name == def.name) {
+        if !done.insert(def.name.value.clone()) {
             continue; // a duplicate, already reported
         }
         let join_key = match def.join_keys.as_deref() {
-            None => def.name.clone(),
+            None => def.name.value.clone(),
             Some([key]) if !key.trim().is_empty() => key.clone(),
             Some([_]) => {
                 ck.report(
@@ -717,7 +882,7 @@ fn check_entities(ck: &mut Checker, defs: Vec<Located<EntityDef>>) -> Vec<Entity
         };
         let tags = tags(ck, file, S, K, &def.name, def.tags);
         out.push(Entity {
-            name: def.name,
+            name: def.name.into(),
             join_key,
             value_type,
             description: def.description,
@@ -797,7 +962,7 @@ fn check_fields(
             None => {}
         }
         out.push(Field {
-            name: f.name,
+            name: f.name.into(),
             dtype,
             description: f.description,
             tags,
@@ -907,8 +1072,13 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
         };
         out.push(source_from(def, kind, tags, timestamp_field));
     }
+    let mut by_name: HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
     for (file, mut def, batch_name) in pushes {
-        let batch = match out.iter().find(|s| s.name == batch_name) {
+        let batch = match by_name.get(&batch_name).map(|&i| &out[i]) {
             Some(b) if matches!(b.kind, SourceKind::File { .. }) => b.clone(),
             Some(_) => {
                 ck.report(file, S, K, &def.name, format!("batch_source {batch_name:?} is not a file source; a push source's history must be a file source"));
@@ -929,6 +1099,7 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
         let kind = SourceKind::Push {
             batch_source: Box::new(batch),
         };
+        by_name.insert(def.name.value.clone(), out.len());
         out.push(source_from(def, kind, tags, String::new()));
     }
     out
@@ -941,7 +1112,7 @@ fn source_from(
     timestamp_field: String,
 ) -> DataSource {
     DataSource {
-        name: def.name,
+        name: def.name.into(),
         kind,
         timestamp_field,
         created_timestamp_column: def.created_timestamp_column,
@@ -1022,16 +1193,14 @@ fn check_views(
     (section, kind): (&str, &str),
 ) -> Vec<FeatureView> {
     check_names(ck, &defs, |d| &d.name, section, kind);
-    let entity_names = || {
-        entities
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let entity_names = || listing(entities.iter().map(|e| e.name.as_str()));
+    let entity_by_name: HashMap<&str, &Entity> =
+        entities.iter().map(|e| (e.name.as_str(), e)).collect();
+    let source_by_name: HashMap<&str, &DataSource> =
+        sources.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut out = Vec::new();
     for Located { file, def } in defs {
-        let name = def.name.clone();
+        let name = def.name.value.clone();
         let mut ok = true;
         let mut report = |ck: &mut Checker, msg: String| {
             ok = false;
@@ -1050,8 +1219,8 @@ fn check_views(
                 report(ck, format!("entities: {e:?} is listed twice"));
                 continue;
             }
-            match entities.iter().find(|x| &x.name == e) {
-                Some(ent) => view_entities.push(ent),
+            match entity_by_name.get(e.as_str()) {
+                Some(&ent) => view_entities.push(ent),
                 None => report(
                     ck,
                     format!(
@@ -1069,7 +1238,7 @@ fn check_views(
                 );
                 None
             }
-            Some(s) => match sources.iter().find(|x| x.name == s) {
+            Some(s) => match source_by_name.get(s).copied() {
                 Some(src) if matches!(src.kind, SourceKind::Request { .. }) => {
                     report(
                         ck,
@@ -1081,12 +1250,11 @@ fn check_views(
                 }
                 Some(src) => Some(src),
                 None => {
-                    let names: Vec<_> = sources.iter().map(|x| x.name.as_str()).collect();
                     report(
                         ck,
                         format!(
                             "unknown source {s:?}: declare it under sources (declared: {})",
-                            names.join(", ")
+                            listing(sources.iter().map(|x| x.name.as_str()))
                         ),
                     );
                     None
@@ -1100,16 +1268,20 @@ fn check_views(
                 Default::default()
             }
         };
-        let errors_before = ck.errors.len();
+        let errors_before = ck.problems();
         let fields = check_fields(ck, file, section, kind, &name, def.schema);
-        if ck.errors.len() > errors_before {
+        if ck.problems() > errors_before {
             ok = false;
         }
         // Schema fields named like a join key are the entity columns, as in Feast.
         let mut features = Vec::new();
         let mut entity_columns: Vec<Field> = Vec::new();
+        let by_join_key: HashMap<&str, &Entity> = view_entities
+            .iter()
+            .map(|e| (e.join_key.as_str(), *e))
+            .collect();
         for f in fields {
-            match view_entities.iter().find(|e| e.join_key == f.name) {
+            match by_join_key.get(f.name.as_str()).copied() {
                 Some(e) if e.value_type != f.dtype => {
                     ok = false;
                     ck.report(
@@ -1124,8 +1296,9 @@ fn check_views(
                 None => features.push(f),
             }
         }
+        let mut have: HashSet<String> = entity_columns.iter().map(|c| c.name.clone()).collect();
         for e in &view_entities {
-            if !entity_columns.iter().any(|c| c.name == e.join_key) {
+            if have.insert(e.join_key.clone()) {
                 entity_columns.push(Field::new(e.join_key.clone(), e.value_type));
             }
         }
@@ -1151,7 +1324,7 @@ fn check_views(
             _ => (Some(source.clone()), None),
         };
         out.push(FeatureView {
-            name: def.name,
+            name: def.name.into(),
             kind: ViewKind::Batch,
             entities: def.entities,
             features,
@@ -1233,10 +1406,7 @@ fn parse_service_entry(entry: &Yaml) -> Result<ServiceEntry, String> {
                         }
                     }
                     _ => {
-                        return Err(format!(
-                            "unknown key {}: {FORMS}",
-                            serde_yaml::to_string(k).unwrap_or_default().trim()
-                        ));
+                        return Err(format!("unknown key {}: {FORMS}", k));
                     }
                 }
             }
@@ -1288,10 +1458,12 @@ fn check_services(
                 .map(|v| (v.name.as_str(), (v.features.as_slice(), &[][..]))),
         )
         .collect();
+    // Each view's features by name, built when a service first names the view.
+    let mut feature_index: HashMap<&str, HashMap<&str, &Field>> = HashMap::new();
     let mut out = Vec::new();
     for Located { file, def } in defs {
-        let name = def.name.clone();
-        let errors_before = ck.errors.len();
+        let name = def.name.value.clone();
+        let errors_before = ck.problems();
         if def.features.is_empty() {
             ck.report(
                 file,
@@ -1333,12 +1505,20 @@ fn check_services(
                     continue;
                 }
                 Some(list) => {
+                    let index = feature_index
+                        .entry(
+                            by_name
+                                .get_key_value(view_name.as_str())
+                                .map_or("", |(k, _)| *k),
+                        )
+                        .or_insert_with(|| {
+                            view_features.iter().map(|x| (x.name.as_str(), x)).collect()
+                        });
                     let mut fields = Vec::new();
+                    let mut listed: HashSet<String> = HashSet::new();
                     for f in list {
-                        match view_features.iter().find(|x| x.name == f) {
-                            Some(field) if !fields.iter().any(|x: &Field| x.name == f) => {
-                                fields.push(field.clone())
-                            }
+                        match index.get(f.as_str()) {
+                            Some(&field) if listed.insert(f.clone()) => fields.push(field.clone()),
                             Some(_) => ck.report(
                                 file,
                                 S,
@@ -1347,17 +1527,21 @@ fn check_services(
                                 format!("{view_name}: feature {f:?} is listed twice"),
                             ),
                             None => {
-                                let have: Vec<_> =
-                                    view_features.iter().map(|x| x.name.as_str()).collect();
-                                ck.report(file, S, K, &name, format!("feature view {view_name:?} has no feature {f:?} (it has: {})", have.join(", ")));
+                                let have = listing(view_features.iter().map(|x| x.name.as_str()));
+                                ck.report(file, S, K, &name, format!("feature view {view_name:?} has no feature {f:?} (it has: {have})"));
                             }
                         }
                     }
                     fields
                 }
             };
+            let keys: HashSet<&str> = if join_key_map.is_empty() {
+                HashSet::new()
+            } else {
+                view_keys.iter().map(|c| c.name.as_str()).collect()
+            };
             for key in join_key_map.keys() {
-                if !view_keys.iter().any(|c| &c.name == key) {
+                if !keys.contains(key.as_str()) {
                     ck.report(
                         file,
                         S,
@@ -1388,11 +1572,11 @@ fn check_services(
             projections.push(projection);
         }
         let tags = tags(ck, file, S, K, &name, def.tags);
-        if skipped || ck.errors.len() > errors_before {
+        if skipped || ck.problems() > errors_before {
             continue;
         }
         out.push(FeatureService {
-            name: def.name,
+            name: def.name.into(),
             projections,
             description: def.description,
             tags,
@@ -1413,13 +1597,18 @@ fn check_on_demand(
     const S: &str = "on_demand_feature_views";
     const K: &str = "on-demand feature view";
     check_names(ck, &defs, |d| &d.name, S, K);
+    let view_by_name: HashMap<&str, &FeatureView> =
+        views.iter().map(|v| (v.name.as_str(), v)).collect();
+    let source_by_name: HashMap<&str, &DataSource> =
+        sources.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut out: Vec<OnDemandView> = Vec::new();
+    let mut done: HashSet<String> = HashSet::new();
     for Located { file, def } in defs {
-        let name = def.name.clone();
-        if out.iter().any(|v| v.name == name) {
+        let name = def.name.value.clone();
+        if !done.insert(name.clone()) {
             continue; // a duplicate, already reported
         }
-        let errors_before = ck.errors.len();
+        let errors_before = ck.problems();
         if declared_views.contains(&name) {
             ck.report(
                 file,
@@ -1434,7 +1623,7 @@ fn check_on_demand(
         let mut odfv_sources = Vec::new();
         let mut skipped = false;
         for v in &def.sources {
-            match views.iter().find(|x| x.name == *v) {
+            match view_by_name.get(v.as_str()).copied() {
                 Some(view) => odfv_sources.push(OnDemandSource::View(Projection {
                     view: view.name.clone(),
                     alias: None,
@@ -1460,7 +1649,7 @@ fn check_on_demand(
                 &name,
                 "request_source and request_schema both given: name a request source or list the fields inline, not both",
             ),
-            (Some(r), None) => match sources.iter().find(|s| s.name == *r) {
+            (Some(r), None) => match source_by_name.get(r.as_str()).copied() {
                 Some(DataSource {
                     kind: SourceKind::Request { schema },
                     ..
@@ -1492,7 +1681,7 @@ fn check_on_demand(
             }
             (None, None) => {}
         }
-        if odfv_sources.is_empty() && !skipped && ck.errors.len() == errors_before {
+        if odfv_sources.is_empty() && !skipped && ck.problems() == errors_before {
             ck.report(
                 file,
                 S,
@@ -1514,8 +1703,9 @@ fn check_on_demand(
         }
         let mut features = Vec::new();
         let mut expressions = Vec::new();
+        let mut listed: HashSet<String> = HashSet::new();
         for f in def.features {
-            if features.iter().any(|x: &Field| x.name == f.name) {
+            if !listed.insert(f.name.value.clone()) {
                 ck.report_field(
                     file,
                     S,
@@ -1548,15 +1738,15 @@ fn check_on_demand(
             };
             let tags = tags(ck, file, S, K, &name, f.tags);
             features.push(Field {
-                name: f.name.clone(),
+                name: f.name.value.clone(),
                 dtype,
                 description: f.description,
                 tags,
             });
-            expressions.push((f.name, expr));
+            expressions.push((f.name.into(), expr));
         }
         let tags = tags(ck, file, S, K, &name, def.tags);
-        if skipped || ck.errors.len() > errors_before {
+        if skipped || ck.problems() > errors_before {
             continue;
         }
         let view = OnDemandView {
@@ -1944,5 +2134,114 @@ on_demand_feature_views:
             );
         }
         assert_eq!(errs.len(), expect.len(), "{}", text.join("\n"));
+    }
+
+    /// Definitions of `n` entities and `n` views (one per entity), block style; with `bad`,
+    /// every view has a field of an unknown dtype (a problem located per view).
+    fn many(n: usize, bad: bool) -> String {
+        let mut t = String::from("entities:\n");
+        for i in 0..n {
+            t.push_str(&format!(
+                "  - name: e{i}\n    join_keys: [k{i}]\n    value_type: INT64\n"
+            ));
+        }
+        t.push_str("sources:\n  - {name: s, path: data/s.parquet}\nfeature_views:\n");
+        let dtype = if bad { "Float99" } else { "Float32" };
+        for i in 0..n {
+            t.push_str(&format!(
+                "  - name: v{i}\n    entities: [e{i}]\n    source: s\n    schema:\n      - {{name: x, dtype: Float32}}\n      - {{name: f{i}, dtype: {dtype}}}\n"
+            ));
+        }
+        t
+    }
+
+    /// Issue 19: locating each problem rescanned the file (10k entities took 9.6 s, 40k over
+    /// 120 s) and the checks compared every object with every other. The largest definitions
+    /// allowed, valid or wrong everywhere, check in time linear in their size; the problems
+    /// listed are capped and still located on their lines.
+    #[test]
+    fn the_largest_definitions_check_in_linear_time() {
+        let n = MAX_OBJECTS / 2 - 1;
+        let good = many(n, false);
+        let t = std::time::Instant::now();
+        let reg = parse(&[("features.yaml", &good)], "p").unwrap();
+        let took_good = t.elapsed();
+        assert_eq!((reg.entities.len(), reg.feature_views.len()), (n, n));
+
+        let bad = many(n, true);
+        let t = std::time::Instant::now();
+        let errs = parse(&[("features.yaml", &bad)], "p").unwrap_err().0;
+        let took_bad = t.elapsed();
+        assert_eq!(errs.len(), MAX_PROBLEMS + 1);
+        // View v0's bad field is on line 3n + 3 + 7 (entities take 3 lines each).
+        assert_eq!(errs[0].line, Some(3 * n + 3 + 7), "{}", errs[0]);
+        assert!(
+            errs[0]
+                .message
+                .contains("\"f0\" has unknown dtype \"Float99\""),
+            "{}",
+            errs[0]
+        );
+        assert_eq!(errs[1].line, Some(3 * n + 3 + 7 + 6), "{}", errs[1]);
+        let last = &errs[MAX_PROBLEMS];
+        assert!(
+            last.message
+                .starts_with(&format!("{} more problems not listed", n - MAX_PROBLEMS)),
+            "{last}"
+        );
+
+        // Stated bound, generous for a debug build on a shared machine (release: ~0.1 s).
+        for took in [took_good, took_bad] {
+            assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        }
+        eprintln!("{n} entities + {n} views: valid {took_good:?}, all wrong {took_bad:?}");
+    }
+
+    #[test]
+    fn object_count_and_nesting_are_capped() {
+        let text = many(MAX_OBJECTS / 2 + 1, false);
+        let errs = parse(&[("features.yaml", &text)], "p").unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0]
+                .message
+                .contains(&format!("{} objects", MAX_OBJECTS + 3))
+                && errs[0].message.contains(&format!("at most {MAX_OBJECTS}")),
+            "{}",
+            errs[0]
+        );
+        // 100k-deep YAML took 20 s before the parser's own limit; now the depth cap, at once.
+        let deep = format!(
+            "entities: [{{name: e, tags: {}{}}}]",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let t = std::time::Instant::now();
+        let errs = parse(&[("features.yaml", &deep)], "p").unwrap_err().0;
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(errs[0].line, Some(1));
+        assert!(
+            errs[0].message.contains("nested deeper than 32 levels"),
+            "{}",
+            errs[0]
+        );
+        // Listings in messages are capped too (one message per view would otherwise repeat
+        // every declared name).
+        let mut text = many(50, false);
+        text.push_str(
+            "  - {name: odd, entities: [nope], source: s, schema: [{name: y, dtype: Int64}]}\n",
+        );
+        let errs = parse(&[("features.yaml", &text)], "p").unwrap_err().0;
+        assert!(
+            errs[0]
+                .message
+                .contains("e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, ... (50 in all)"),
+            "{}",
+            errs[0]
+        );
     }
 }

@@ -392,7 +392,7 @@ pub(crate) async fn serve(
         let inner = OnlineRequest {
             features: Some(resolved.engine_refs.clone()),
             feature_service: None,
-            entities: EntityColumns(columns.clone()),
+            entities: EntityColumns::from(columns.clone()),
             full_feature_names: true,
         };
         Some(

@@ -18,6 +18,7 @@
 //!                    majority_vote, reference_feature_view}]
 //! on_demand_feature_views: [{name, sources: [view, ...], request_source (a request source's
 //!                    name) or request_schema: [{name, dtype}], description, tags, owner,
+//!                    write_to_online_store (computed at write time and stored),
 //!                    features: [{name, dtype, expr: "view.feature * 2 + request_field"}]}]
 //! ```
 //!
@@ -124,6 +125,9 @@ struct OnDemandDef {
     request_schema: Option<Vec<FieldDef>>,
     #[serde(default)]
     features: Vec<OnDemandFeatureDef>,
+    /// Computed when rows are written and stored (Feast's `write_to_online_store`).
+    #[serde(default)]
+    write_to_online_store: bool,
     #[serde(default)]
     description: String,
     tags: Option<Yaml>,
@@ -1559,14 +1563,46 @@ fn check_on_demand(
         if skipped || ck.errors.len() > errors_before {
             continue;
         }
+        // A write-time view's rows are keyed by its source views' entities.
+        let (mut entities, mut entity_columns) = (Vec::<String>::new(), Vec::<Field>::new());
+        if def.write_to_online_store {
+            for p in odfv_sources.iter().filter_map(|s| match s {
+                OnDemandSource::View(p) => Some(p),
+                OnDemandSource::Request { .. } => None,
+            }) {
+                let Some(v) = views.iter().find(|v| v.name == p.view) else {
+                    continue;
+                };
+                for e in &v.entities {
+                    if !entities.contains(e) {
+                        entities.push(e.clone());
+                    }
+                }
+                for c in &v.entity_columns {
+                    if !entity_columns.iter().any(|x| x.name == c.name) {
+                        entity_columns.push(c.clone());
+                    }
+                }
+            }
+            if entity_columns.is_empty() {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    "write_to_online_store: true needs a source feature view with entities (its rows are stored per entity): add one to sources",
+                );
+                continue;
+            }
+        }
         let view = OnDemandView {
             name: name.clone(),
             features,
             sources: odfv_sources,
             transformation: Transformation::Native { expressions },
-            write_to_online_store: false,
-            entities: Vec::new(),
-            entity_columns: Vec::new(),
+            write_to_online_store: def.write_to_online_store,
+            entities,
+            entity_columns,
             description: def.description,
             tags,
             owner: def.owner,

@@ -66,7 +66,8 @@ def {VIEW}(inputs: pd.DataFrame) -> pd.DataFrame:
 '''
 
 # What a client writes: the source features by their own names, the request data, an event
-# time (Feast stamps its own); driver 1001 twice (Feast keeps the first row).
+# time (Feast stamps its own); driver 1001 twice (Feast's Redis store keeps the first row, its
+# SQLite store the last).
 DF = {
     "driver_id": [1001, 1002, 1001, 1005],
     "conv_rate": [0.3, 0.5, 0.9, 0.123456789],

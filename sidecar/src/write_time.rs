@@ -8,16 +8,17 @@
 //!   ─▶ checked whole (parse) ─▶ outputs: native → NativeProgram over the typed columns;
 //!      pandas → Feast's transformation service (one call for the table);
 //!      transform_on_write: false → the df carries the outputs itself
-//!   ─▶ rows as Feast writes them: event and created time = now, the first row of a repeated
-//!      entity wins (Feast stamps one `now` and keeps the first), the outputs and the join keys
-//!      as fields (Feast stores `{view}:{join_key}` too) ─▶ the online store's write rule
+//!   ─▶ rows as Feast writes them: event and created time = now, of a repeated entity the
+//!      first row on Redis and the last on SQLite (as Feast's two stores end up), the outputs
+//!      and the join keys as fields (Feast stores `{view}:{join_key}` too) ─▶ the online
+//!      store's write rule
 //! ```
 //!
 //! What Feast's pandas function sees is `pd.DataFrame(df)`: integers as int64 and numbers as
 //! float64 whatever the declared type, so the inputs are sent to the transformation service
 //! widened the same way (a Float32 source feature as Float64), and its results equal Feast's.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -362,13 +363,30 @@ pub(crate) async fn write(
         seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
     };
-    let mut seen = HashSet::with_capacity(keys.len());
-    let mut rows = Vec::with_capacity(keys.len());
-    let mut encoded = Vec::with_capacity(view.features.len() + view.join_keys.len());
-    for (row, (key, key_values)) in keys.into_iter().enumerate() {
-        if !seen.insert(key.clone()) {
-            continue; // Feast keeps the first row of an entity written at one time
+    // One `now` for the whole table, as Feast stamps it: of an entity's rows, Feast's Redis
+    // store keeps the first (a later one is not newer), its SQLite store the last (an
+    // unconditional upsert per row).
+    let keep_last = matches!(store, OnlineStore::Sqlite(_));
+    let mut chosen: HashMap<&[u8], usize> = HashMap::with_capacity(keys.len());
+    let mut order = Vec::with_capacity(keys.len());
+    for (row, (key, _)) in keys.iter().enumerate() {
+        match chosen.get_mut(key.as_slice()) {
+            Some(at) if keep_last => *at = row,
+            Some(_) => {}
+            None => {
+                chosen.insert(key, row);
+                order.push(key.as_slice());
+            }
         }
+    }
+    let picked: Vec<usize> = order
+        .iter()
+        .filter_map(|k| chosen.get(k).copied())
+        .collect();
+    let mut rows = Vec::with_capacity(picked.len());
+    let mut encoded = Vec::with_capacity(view.features.len() + view.join_keys.len());
+    for row in picked {
+        let (key, key_values) = &keys[row];
         encoded.clear();
         for (f, column) in wt.view.features.iter().zip(&outputs) {
             let v = column.get(row).cloned().unwrap_or(Value::Null);
@@ -380,7 +398,7 @@ pub(crate) async fn write(
             encoded.push(v.encode_to_vec());
         }
         encoded.extend(key_values.iter().map(Value::encode_to_vec));
-        rows.push(WriteRow::new(key, now, Some(now), &encoded));
+        rows.push(WriteRow::new(key.clone(), now, Some(now), &encoded));
     }
     let keys: Vec<Vec<u8>> = rows.iter().map(|r| r.entity_key.clone()).collect();
     let online = store

@@ -70,8 +70,9 @@ fn key(id: i64) -> Vec<u8> {
 }
 
 /// Writes, serves and checks errors; the same on both stores.
-async fn write_then_serve(sidecar: &Sidecar) {
-    // Driver 1 twice: Feast stamps one time on the whole write and keeps the first row.
+async fn write_then_serve(sidecar: &Sidecar, sqlite: bool) {
+    // Driver 1 twice: Feast stamps one time on the whole write; its Redis store keeps the first
+    // row, its SQLite store the last.
     let before = std::time::SystemTime::now();
     let (status, body) = write(
         sidecar,
@@ -79,7 +80,7 @@ async fn write_then_serve(sidecar: &Sidecar) {
             "feature_view_name": "stored_score",
             "df": {
                 "driver_id": [1, 2, 1],
-                "conv_rate": [0.5, 0.25, 0.9],
+                "conv_rate": [0.5, 0.25, 0.75],
                 "trips": [3, 4, 5],
                 "bonus": [1, 2.5, 3],
                 "event_timestamp": ["2026-01-01T00:00:00", "2026-01-01T00:00:00", "2026-01-01T00:00:00"],
@@ -101,7 +102,8 @@ async fn write_then_serve(sidecar: &Sidecar) {
         let names = resp["metadata"]["feature_names"].as_array().unwrap();
         assert_eq!(*names, ["driver_id", "score", "label"]);
         let (score, statuses, ts) = column(&resp, "score");
-        assert_eq!(*score, [json!(51.0), json!(27.5), json!(null)]);
+        let first = if sqlite { json!(78.0) } else { json!(51.0) };
+        assert_eq!(*score, [first.clone(), json!(27.5), json!(null)]);
         assert_eq!(statuses, ["PRESENT", "PRESENT", "NOT_FOUND"]);
         // Stamped with the time of the write, as Feast does.
         let written = quiver_core::time::parse_datetime(ts[0]).unwrap();
@@ -110,10 +112,8 @@ async fn write_then_serve(sidecar: &Sidecar) {
             .unwrap()
             .as_secs() as i64;
         assert!(written.seconds >= since - 1, "{ts:?}");
-        assert_eq!(
-            *column(&resp, "label").0,
-            [json!("t3"), json!("t4"), json!(null)]
-        );
+        let label = if sqlite { json!("t5") } else { json!("t3") };
+        assert_eq!(*column(&resp, "label").0, [label, json!("t4"), json!(null)]);
     }
     // Through a feature service, full names: read like a view's features.
     let (status, resp) = post(
@@ -138,13 +138,15 @@ async fn write_then_serve(sidecar: &Sidecar) {
     .await;
     assert_eq!(status, 200, "{body}");
     let (_, resp) = post(sidecar.addr, req.clone()).await;
-    assert_eq!(
-        *column(&resp, "score").0,
-        [json!(51.0), json!(7.0), json!(null)]
-    );
+    let (first, label) = if sqlite {
+        (json!(78.0), json!("t5"))
+    } else {
+        (json!(51.0), json!("t3"))
+    };
+    assert_eq!(*column(&resp, "score").0, [first, json!(7.0), json!(null)]);
     assert_eq!(
         *column(&resp, "label").0,
-        [json!("t3"), json!("given"), json!(null)]
+        [label, json!("given"), json!(null)]
     );
 
     // Bad tables: 422 naming the column, nothing written.
@@ -199,7 +201,7 @@ async fn native_write_time_views_into_redis_are_stored_in_feasts_layout_and_serv
     let repo = Repo::new("demo", DEFS);
     let store = redis_store(&redis, "demo").await;
     let sidecar = start_sidecar(config(), "demo", repo.registry_path(), store).await;
-    write_then_serve(&sidecar).await;
+    write_then_serve(&sidecar, false).await;
 
     // Feast's layout: the outputs and the join key as fields of the view, and its `_ts`.
     let mut conn = redis.client().get_connection().unwrap();
@@ -233,7 +235,7 @@ async fn native_write_time_views_into_sqlite_are_stored_in_feasts_layout_and_ser
     let db = repo.path().join("data/online.db");
     let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&db)));
     let sidecar = start_sidecar(config(), "demo", repo.registry_path(), store).await;
-    write_then_serve(&sidecar).await;
+    write_then_serve(&sidecar, true).await;
 
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mut stmt = conn
@@ -254,12 +256,12 @@ async fn native_write_time_views_into_sqlite_are_stored_in_feasts_layout_and_ser
             ),
             (
                 "label".to_owned(),
-                Value::String("t3".into()).encode_to_vec(),
+                Value::String("t5".into()).encode_to_vec(),
                 true
             ),
             (
                 "score".to_owned(),
-                Value::Double(51.0).encode_to_vec(),
+                Value::Double(78.0).encode_to_vec(),
                 true
             ),
         ]

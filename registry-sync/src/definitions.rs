@@ -1921,6 +1921,49 @@ on_demand_feature_views:
     }
 
     #[test]
+    fn write_time_native_views_are_keyed_by_their_source_views_entities() {
+        let yaml = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: stats, path: data/stats.parquet}
+feature_views:
+  - name: hourly
+    entities: [driver]
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}]
+on_demand_feature_views:
+  - name: stored
+    sources: [hourly]
+    write_to_online_store: true
+    features:
+      - {name: f, dtype: Float64, expr: "hourly.conv_rate + 1"}
+  - name: keyless
+    request_schema: [{name: x, dtype: Int64}]
+    write_to_online_store: true
+    features:
+      - {name: g, dtype: Int64, expr: "x + 1"}
+"#;
+        let errs = parse(&[("features.yaml", yaml)], "p").unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(text[0].contains("\"keyless\""), "{text:?}");
+        assert!(
+            text[0].contains("write_to_online_store: true needs a source feature view"),
+            "{text:?}"
+        );
+        let good = yaml.split("  - name: keyless").next().unwrap();
+        let reg = parse(&[("features.yaml", good)], "p").unwrap();
+        let v = reg.on_demand_view("stored").unwrap();
+        assert!(v.write_to_online_store);
+        assert_eq!(v.entities, ["driver"]);
+        assert_eq!(
+            v.entity_columns,
+            [Field::new("driver_id", ValueType::Int64)]
+        );
+    }
+
+    #[test]
     fn on_demand_problems_are_located() {
         let bad = r#"
 entities:

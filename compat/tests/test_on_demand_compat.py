@@ -450,3 +450,165 @@ def test_offline_serve_without_a_transformation_service_names_the_view_and_the_f
     assert "quiver offline serve with --transformation-service" in str(e.value)
     assert status == 422, body
     assert "transformed_conv_rate" in body["message"] and "--transformation-service" in body["message"]
+
+
+def test_arrow_answers_carry_the_on_demand_features(feast: str, quiver: str) -> None:
+    """Accept: Arrow with on-demand features (was 501): the same values, statuses and names as
+    the JSON answer (which equals feast serve's); each call is counted in /metrics."""
+    import pyarrow as pa
+
+    def metric(name: str) -> float:
+        with urllib.request.urlopen(quiver + "/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+        raise AssertionError(f"no metric {name}")
+
+    calls = 'quiver_transformation_calls_total{phase="serve",outcome="ok"}'
+    before = metric(calls)
+    body = {"feature_service": "driver_activity_v1", "entities": ENTITIES, "full_feature_names": True}
+    status, as_json = post(quiver, body)
+    assert status == 200
+    req = urllib.request.Request(
+        quiver + "/get-online-features",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "accept": "application/vnd.apache.arrow.stream"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.headers["content-type"] == "application/vnd.apache.arrow.stream"
+        table = pa.ipc.open_stream(r.read()).read_all()
+    assert metric(calls) == before + 2
+    assert table.column("driver_id").to_pylist() == ENTITIES["driver_id"]
+    assert "val_to_add" not in table.column_names
+    for name, col in zip(as_json["metadata"]["feature_names"], as_json["results"]):
+        if name == "driver_id":
+            continue
+        values = table.column(name).to_pylist()
+        for a, j in zip(values, col["values"]):
+            assert a == pytest.approx(j) if isinstance(j, float) else a == j, (name, values, col["values"])
+        assert table.column(f"{name}__status").to_pylist() == col["statuses"]
+    plus = table.column("transformed_conv_rate__conv_rate_plus_val1")
+    assert plus.type == pa.float64() and plus.to_pylist()[0] > 1000
+
+
+def test_historical_mixes_native_and_service_on_demand_views(
+    repo: Path, transformation_service: str, tmp_path: Path
+) -> None:
+    """One `quiver historical` request with a pandas on-demand view (Feast's transformation
+    service) and a native one (quiver's expressions) beside a plain feature (was a 400). The
+    native view is added to a copy of Feast's registry as `quiver apply` stores one."""
+    import shutil
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from feast import FeatureStore
+    from feast.protos.feast.core.FeatureViewProjection_pb2 import FeatureViewProjection
+    from feast.protos.feast.core.Feature_pb2 import FeatureSpecV2
+    from feast.protos.feast.core.OnDemandFeatureView_pb2 import OnDemandFeatureView
+    from feast.protos.feast.core.Registry_pb2 import Registry
+    from feast.protos.feast.core.Transformation_pb2 import UserDefinedFunctionV2
+    from feast.protos.feast.types.Value_pb2 import ValueType
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    registry = Registry()
+    registry.ParseFromString((copy / "data" / "registry.db").read_bytes())
+    project = registry.feature_views[0].spec.project
+    native = OnDemandFeatureView()
+    native.spec.name = "conv_native"
+    native.spec.project = project
+    native.spec.mode = "python"
+    native.spec.features.append(FeatureSpecV2(name="conv_plus_one", value_type=ValueType.DOUBLE))
+    native.spec.sources["driver_hourly_stats"].feature_view_projection.CopyFrom(
+        FeatureViewProjection(
+            feature_view_name="driver_hourly_stats",
+            feature_columns=[FeatureSpecV2(name="conv_rate", value_type=ValueType.FLOAT)],
+        )
+    )
+    native.spec.feature_transformation.user_defined_function.CopyFrom(
+        UserDefinedFunctionV2(
+            name="quiver_native",
+            mode="quiver",
+            body_text='# quiver-expressions: [["conv_plus_one", "driver_hourly_stats.conv_rate + 1"]]\n'
+            "def quiver_native(inputs):\n    raise NotImplementedError()\n",
+        )
+    )
+    registry.on_demand_feature_views.append(native)
+    (copy / "data" / "registry.db").write_bytes(registry.SerializeToString())
+
+    entities = repo / "entities.parquet"
+    if not entities.exists():
+        pytest.skip("needs the entity table of test_historical_retrieval_with_the_on_demand_view_equals_feasts")
+    entity_df = pd.read_parquet(entities)
+    features = [
+        "driver_hourly_stats:conv_rate",
+        "transformed_conv_rate:conv_rate_plus_val1",
+        "conv_native:conv_plus_one",
+    ]
+    theirs = (
+        FeatureStore(str(repo))
+        .get_historical_features(entity_df=entity_df, features=features[:2])
+        .to_df()
+    )
+    out = tmp_path / "mixed.parquet"
+    args = [QUIVER, "historical", "--repo", copy, "--entities", entities, "--out", out,
+            "--transformation-service", transformation_service, "--features", ",".join(features)]
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ours = pq.read_table(out).to_pandas()
+    assert list(ours.columns)[-3:] == ["conv_rate", "conv_rate_plus_val1", "conv_plus_one"]
+    key = ["driver_id", "event_timestamp"]
+    theirs = theirs.sort_values(key).reset_index(drop=True)
+    ours = ours.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_series_equal(ours["conv_rate_plus_val1"], theirs["conv_rate_plus_val1"], check_names=False)
+    expected = ours["conv_rate"].astype("float64") + 1
+    pd.testing.assert_series_equal(ours["conv_plus_one"], expected, check_names=False)
+    assert ours["conv_plus_one"].notna().sum() > 5
+
+
+def test_remote_offline_store_with_an_aliased_view_beside_an_on_demand_view(
+    transformation_service: str, repo: Path, tmp_path: Path
+) -> None:
+    """A feature service that aliases a feature view (`with_name`) next to an on-demand view,
+    through Feast's remote offline store client and `quiver offline serve` (was 501): Feast's
+    own file store's answer."""
+    import shutil
+
+    import pandas as pd
+    from feast import FeatureStore
+
+    copy = tmp_path / "aliased_repo"
+    shutil.copytree(repo, copy)
+    with open(copy / "feature_definitions.py", "a") as f:
+        f.write(
+            "\n\naliased_activity = FeatureService(\n"
+            "    name=\"aliased_activity\",\n"
+            "    features=[driver_stats_fv.with_name(\"drv\")[[\"conv_rate\", \"acc_rate\"]], transformed_conv_rate],\n"
+            ")\n"
+        )
+    done = subprocess.run([str(FEAST_CLI), "apply"], cwd=copy, capture_output=True, text=True,
+                          env=dict(os.environ, TZ="UTC"))
+    assert done.returncode == 0, done.stderr
+    entity_df = training_entity_df()
+    local = FeatureStore(str(copy))
+    theirs = local.get_historical_features(
+        entity_df=entity_df, features=local.get_feature_service("aliased_activity"), full_feature_names=True
+    ).to_df()
+    proc, port = start_offline_server(copy, "--transformation-service", transformation_service)
+    try:
+        store = FeatureStore(repo_path=str(remote_client(tmp_path, copy, port)))
+        ours = store.get_historical_features(
+            entity_df=entity_df, features=store.get_feature_service("aliased_activity"), full_feature_names=True
+        ).to_df()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "drv__conv_rate" in ours.columns and "transformed_conv_rate__conv_rate_plus_val1" in ours.columns
+    wanted = ["drv__conv_rate", "drv__acc_rate", "transformed_conv_rate__conv_rate_plus_val1",
+              "transformed_conv_rate__conv_rate_plus_val2"]
+    key = ["driver_id", "event_timestamp"]
+    theirs = theirs.sort_values(key).reset_index(drop=True)
+    ours = ours.sort_values(key).reset_index(drop=True)
+    for c in wanted:
+        pd.testing.assert_series_equal(ours[c], theirs[c], check_names=False)
+    assert ours[wanted[2]].notna().sum() > 2

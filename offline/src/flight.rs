@@ -35,6 +35,7 @@ use arrow_flight::{
 use datafusion::arrow::array::RecordBatch;
 use futures::{Stream, StreamExt, TryStreamExt};
 use quiver_core::fault::{Classified as _, ErrorKind};
+use quiver_core::model::Projection;
 use quiver_core::registry::ProjectRegistry;
 use serde_json::Value as Json;
 use tonic::{Request, Response, Status, Streaming};
@@ -45,7 +46,8 @@ use crate::budget::{MemoryBudget, Reservation};
 use crate::historical::{Entities, FeastError, Features, HistoricalEngine, select_for_feast};
 use crate::offline_write::{self, COLUMNS_API, VALIDATE_API, WRITE_API};
 use crate::on_demand::{
-    OnDemandPlan, Selection as OnDemandSelection, TransformClient, select_with_on_demand,
+    OnDemandPlan, Selection as OnDemandSelection, TransformClient, select_projections,
+    select_with_on_demand,
 };
 
 const HISTORICAL_API: &str = "get_historical_features";
@@ -358,17 +360,18 @@ impl OfflineServer {
             .iter()
             .filter_map(|r| r.split_once(':'))
             .any(|(prefix, _)| {
-                registry.on_demand_view(prefix).is_some() && !view_names.iter().any(|v| v == prefix)
+                (registry.on_demand_view(prefix).is_some()
+                    || aliased_on_demand(&registry, prefix).is_some())
+                    && !view_names.iter().any(|v| v == prefix)
             });
         let selection = if on_demand {
             if aliases.iter().any(Option::is_some) {
-                return Err(FeastError::new(
-                    ErrorKind::NotImplemented,
-                    "FeastError",
-                    "on-demand feature views with feature views aliased in a feature service: quiver's offline server does not compute them yet",
-                ));
+                // Aliases name feature-service projections: resolved into projections.
+                let projections = feast_projections(&registry, &view_names, &aliases, &refs)?;
+                select_projections(&registry, &projections, full)?
+            } else {
+                select_with_on_demand(&registry, &Features::Refs(refs), full)?
             }
-            select_with_on_demand(&registry, &Features::Refs(refs), full)?
         } else {
             OnDemandSelection {
                 views: select_for_feast(&registry, &view_names, &aliases, &refs)?.into(),
@@ -452,6 +455,96 @@ impl OfflineServer {
 }
 
 /// The error for on-demand views the server was started without a transformation service for.
+/// The on-demand view a feature service projects under the alias `alias`.
+fn aliased_on_demand<'a>(registry: &'a ProjectRegistry, alias: &str) -> Option<&'a str> {
+    registry
+        .feature_services
+        .iter()
+        .flat_map(|s| &s.projections)
+        .find(|p| p.alias.as_deref() == Some(alias) && registry.on_demand_view(&p.view).is_some())
+        .map(|p| p.view.as_str())
+}
+
+/// The projections of a Feast client's request with aliases: each feature view under its alias
+/// (with the join-key map of the feature-service projection that alias names), on-demand views
+/// by name or by a feature service's alias for them; features from the refs, in their order.
+fn feast_projections(
+    registry: &ProjectRegistry,
+    view_names: &[String],
+    aliases: &[Option<String>],
+    refs: &[String],
+) -> Result<Vec<Projection>, FeastError> {
+    let mut out: Vec<Projection> = Vec::new();
+    for (i, name) in view_names.iter().enumerate() {
+        if registry.feature_view(name).is_none() {
+            return Err(FeastError::view_not_found(name, &registry.project));
+        }
+        let alias = aliases.get(i).cloned().flatten();
+        let join_key_map = alias
+            .as_deref()
+            .and_then(|a| {
+                registry
+                    .feature_services
+                    .iter()
+                    .flat_map(|s| &s.projections)
+                    .find(|p| p.view == *name && p.alias.as_deref() == Some(a))
+            })
+            .map(|p| p.join_key_map.clone())
+            .unwrap_or_default();
+        out.push(Projection {
+            view: name.clone(),
+            alias,
+            features: Vec::new(),
+            join_key_map,
+        });
+    }
+    for r in refs {
+        let (prefix, feature) = r.split_once(':').ok_or_else(|| bad_param("feature_refs"))?;
+        let at = match out.iter().position(|p| p.name_to_use() == prefix) {
+            Some(i) => i,
+            None => {
+                let (view, alias) = if registry.on_demand_view(prefix).is_some() {
+                    (prefix.to_owned(), None)
+                } else {
+                    let view = aliased_on_demand(registry, prefix)
+                        .ok_or_else(|| FeastError::view_not_found(prefix, &registry.project))?;
+                    (view.to_owned(), Some(prefix.to_owned()))
+                };
+                out.push(Projection {
+                    view,
+                    alias,
+                    features: Vec::new(),
+                    join_key_map: Default::default(),
+                });
+                out.len() - 1
+            }
+        };
+        let view = &out[at].view;
+        let field = registry
+            .feature_view(view)
+            .and_then(|v| v.feature(feature))
+            .or_else(|| {
+                registry
+                    .on_demand_view(view)
+                    .and_then(|o| o.feature(feature))
+            })
+            .cloned()
+            .ok_or_else(|| {
+                FeastError::new(
+                    ErrorKind::NotFound,
+                    "FeastError",
+                    format!("Feature view {view} has no feature {feature}"),
+                )
+            })?;
+        if !out[at].features.iter().any(|f| f.name == feature) {
+            out[at].features.push(field);
+        }
+    }
+    // A projection without features means all of them: views no ref reads are left out.
+    out.retain(|p| !p.features.is_empty());
+    Ok(out)
+}
+
 pub fn missing_service(plan: &OnDemandPlan) -> String {
     format!(
         "on-demand feature view {} is computed by Feast's transformation service: run `feast serve_transformations --port P` in the feature repo and start quiver offline serve with --transformation-service 127.0.0.1:P",

@@ -107,7 +107,7 @@ impl From<Vec<ViewRequest>> for Selection {
 
 /// Adds feature `feature` of on-demand view `name`, when it is a native one (`Ok(false)`: no
 /// on-demand view has that name).
-fn select_on_demand(
+pub(crate) fn select_on_demand(
     registry: &ProjectRegistry,
     out: &mut Vec<OnDemandRequest>,
     name: &str,

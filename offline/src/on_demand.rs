@@ -99,11 +99,13 @@ pub fn select_with_on_demand(
     features: &Features,
     full: bool,
 ) -> Result<Selection, Error> {
-    // (view or alias, feature) pairs in request order, each base or on-demand.
-    let mut wanted: Vec<(String, String, Option<Arc<OnDemandView>>)> = Vec::new();
-    let mut base_projections: Vec<quiver_core::model::Projection> = Vec::new();
     match features {
         Features::Refs(refs) => {
+            // (view or alias, feature) pairs in request order, each base or on-demand.
+            let mut wanted: Wanted = Vec::new();
+            let mut base_projections: Vec<quiver_core::model::Projection> = Vec::new();
+            // Native on-demand views requested beside service-computed ones.
+            let mut native: Vec<crate::native::OnDemandRequest> = Vec::new();
             if !refs.iter().any(|r| {
                 r.split_once(':')
                     .is_some_and(|(v, _)| through_service(registry, v).is_some())
@@ -129,16 +131,14 @@ pub fn select_with_on_demand(
             }
             if !base_refs.is_empty() {
                 let base = select(registry, &Features::Refs(base_refs))?;
-                if let Some(native) = base.on_demand.first() {
-                    return Err(Error::bad_request(format!(
-                        "on-demand feature view {}: a request cannot mix native on-demand views with ones computed by Feast's transformation service yet; request them separately",
-                        native.name
-                    )));
-                }
+                // Native views are computed inside the join (named view__feature there) and
+                // read from its output like base features.
+                native = base.on_demand;
                 for v in base.views {
                     base_projections.push(projection_of(&v));
                 }
             }
+            finish(registry, wanted, base_projections, native, full)
         }
         Features::Service(name) => {
             let service = registry.feature_service(name).ok_or_else(|| {
@@ -158,25 +158,70 @@ pub fn select_with_on_demand(
                     on_demand: None,
                 });
             }
-            for p in &service.projections {
-                let odfv = through_service(registry, &p.view).map(|o| Arc::new(o.clone()));
-                let names: Vec<String> = match (&odfv, p.features.is_empty()) {
-                    (Some(o), true) => o.features.iter().map(|f| f.name.clone()).collect(),
-                    (None, true) => registry
-                        .feature_view(&p.view)
-                        .map(|v| v.features.iter().map(|f| f.name.clone()).collect())
-                        .unwrap_or_default(),
-                    _ => p.features.iter().map(|f| f.name.clone()).collect(),
-                };
-                if odfv.is_none() {
-                    base_projections.push(p.clone());
-                }
-                for f in names {
-                    wanted.push((p.name_to_use().to_owned(), f, odfv.clone()));
-                }
-            }
+            select_projections(registry, &service.projections, full)
         }
     }
+}
+
+/// (view or alias, feature, the on-demand view computed by the transformation service) in
+/// output order.
+type Wanted = Vec<(String, String, Option<Arc<OnDemandView>>)>;
+
+/// Like [`select_with_on_demand`] for projections (a feature service's, or what Feast's remote
+/// offline client sends: views with aliases and join-key maps): feature views, native on-demand
+/// views and ones computed by the transformation service, each possibly aliased.
+pub fn select_projections(
+    registry: &ProjectRegistry,
+    projections: &[quiver_core::model::Projection],
+    full: bool,
+) -> Result<Selection, Error> {
+    let mut wanted: Wanted = Vec::new();
+    let mut base_projections: Vec<quiver_core::model::Projection> = Vec::new();
+    let mut native: Vec<crate::native::OnDemandRequest> = Vec::new();
+    for p in projections {
+        if through_service(registry, &p.view).is_none()
+            && let Some(v) = registry.on_demand_view(&p.view)
+        {
+            // A native view: computed inside the join, read from its output.
+            let names: Vec<&str> = if p.features.is_empty() {
+                v.features.iter().map(|f| f.name.as_str()).collect()
+            } else {
+                p.features.iter().map(|f| f.name.as_str()).collect()
+            };
+            for f in names {
+                historical::select_on_demand(registry, &mut native, &p.view, p.name_to_use(), f)?;
+                wanted.push((p.name_to_use().to_owned(), f.to_owned(), None));
+            }
+            continue;
+        }
+        let odfv = through_service(registry, &p.view).map(|o| Arc::new(o.clone()));
+        let names: Vec<String> = match (&odfv, p.features.is_empty()) {
+            (Some(o), true) => o.features.iter().map(|f| f.name.clone()).collect(),
+            (None, true) => registry
+                .feature_view(&p.view)
+                .map(|v| v.features.iter().map(|f| f.name.clone()).collect())
+                .unwrap_or_default(),
+            _ => p.features.iter().map(|f| f.name.clone()).collect(),
+        };
+        if odfv.is_none() {
+            base_projections.push(p.clone());
+        }
+        for f in names {
+            wanted.push((p.name_to_use().to_owned(), f, odfv.clone()));
+        }
+    }
+    finish(registry, wanted, base_projections, native, full)
+}
+
+/// The join's views (the base projections, then each on-demand view's sources merged in) and
+/// the output columns.
+fn finish(
+    registry: &ProjectRegistry,
+    wanted: Wanted,
+    base_projections: Vec<quiver_core::model::Projection>,
+    native: Vec<crate::native::OnDemandRequest>,
+    full: bool,
+) -> Result<Selection, Error> {
     // The base views, then each on-demand view's sources merged in.
     let mut views: Vec<ViewRequest> = Vec::new();
     let mut add = |p: &quiver_core::model::Projection, feature: &str| -> Result<(), Error> {
@@ -266,7 +311,10 @@ pub fn select_with_on_demand(
         });
     }
     Ok(Selection {
-        views: views.into(),
+        views: historical::Selection {
+            views,
+            on_demand: native,
+        },
         full_feature_names: true,
         on_demand: Some(OnDemandPlan {
             project: registry.project.clone(),
@@ -348,7 +396,12 @@ impl Selection {
 /// The entity-table columns of a join's output `joined` (of `views`): the columns before the
 /// feature columns.
 fn entity_columns(joined: &Schema, views: &historical::Selection) -> Vec<String> {
-    let features: usize = views.views.iter().map(|v| v.features.len()).sum();
+    let features: usize = views.views.iter().map(|v| v.features.len()).sum::<usize>()
+        + views
+            .on_demand
+            .iter()
+            .map(|r| r.outputs.len())
+            .sum::<usize>();
     let fields = joined.fields();
     fields[..fields.len().saturating_sub(features)]
         .iter()

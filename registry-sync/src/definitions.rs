@@ -18,6 +18,7 @@
 //!                    majority_vote, reference_feature_view}]
 //! on_demand_feature_views: [{name, sources: [view, ...], request_source (a request source's
 //!                    name) or request_schema: [{name, dtype}], description, tags, owner,
+//!                    write_to_online_store (computed at write time and stored),
 //!                    features: [{name, dtype, expr: "view.feature * 2 + request_field"}]}]
 //! ```
 //!
@@ -126,6 +127,9 @@ struct OnDemandDef {
     request_schema: Option<Vec<FieldDef>>,
     #[serde(default)]
     features: Vec<OnDemandFeatureDef>,
+    /// Computed when rows are written and stored (Feast's `write_to_online_store`).
+    #[serde(default)]
+    write_to_online_store: bool,
     #[serde(default)]
     description: String,
     tags: Option<Yaml>,
@@ -1749,14 +1753,46 @@ fn check_on_demand(
         if skipped || ck.problems() > errors_before {
             continue;
         }
+        // A write-time view's rows are keyed by its source views' entities.
+        let (mut entities, mut entity_columns) = (Vec::<String>::new(), Vec::<Field>::new());
+        if def.write_to_online_store {
+            for p in odfv_sources.iter().filter_map(|s| match s {
+                OnDemandSource::View(p) => Some(p),
+                OnDemandSource::Request { .. } => None,
+            }) {
+                let Some(v) = views.iter().find(|v| v.name == p.view) else {
+                    continue;
+                };
+                for e in &v.entities {
+                    if !entities.contains(e) {
+                        entities.push(e.clone());
+                    }
+                }
+                for c in &v.entity_columns {
+                    if !entity_columns.iter().any(|x| x.name == c.name) {
+                        entity_columns.push(c.clone());
+                    }
+                }
+            }
+            if entity_columns.is_empty() {
+                ck.report(
+                    file,
+                    S,
+                    K,
+                    &name,
+                    "write_to_online_store: true needs a source feature view with entities (its rows are stored per entity): add one to sources",
+                );
+                continue;
+            }
+        }
         let view = OnDemandView {
             name: name.clone(),
             features,
             sources: odfv_sources,
             transformation: Transformation::Native { expressions },
-            write_to_online_store: false,
-            entities: Vec::new(),
-            entity_columns: Vec::new(),
+            write_to_online_store: def.write_to_online_store,
+            entities,
+            entity_columns,
             description: def.description,
             tags,
             owner: def.owner,
@@ -2072,6 +2108,49 @@ on_demand_feature_views:
             .map(|(s, f)| (s, f.name.as_str()))
             .collect();
         assert_eq!(fields, [("inline_request", "x")]);
+    }
+
+    #[test]
+    fn write_time_native_views_are_keyed_by_their_source_views_entities() {
+        let yaml = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: stats, path: data/stats.parquet}
+feature_views:
+  - name: hourly
+    entities: [driver]
+    source: stats
+    schema: [{name: conv_rate, dtype: Float32}]
+on_demand_feature_views:
+  - name: stored
+    sources: [hourly]
+    write_to_online_store: true
+    features:
+      - {name: f, dtype: Float64, expr: "hourly.conv_rate + 1"}
+  - name: keyless
+    request_schema: [{name: x, dtype: Int64}]
+    write_to_online_store: true
+    features:
+      - {name: g, dtype: Int64, expr: "x + 1"}
+"#;
+        let errs = parse(&[("features.yaml", yaml)], "p").unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(text[0].contains("\"keyless\""), "{text:?}");
+        assert!(
+            text[0].contains("write_to_online_store: true needs a source feature view"),
+            "{text:?}"
+        );
+        let good = yaml.split("  - name: keyless").next().unwrap();
+        let reg = parse(&[("features.yaml", good)], "p").unwrap();
+        let v = reg.on_demand_view("stored").unwrap();
+        assert!(v.write_to_online_store);
+        assert_eq!(v.entities, ["driver"]);
+        assert_eq!(
+            v.entity_columns,
+            [Field::new("driver_id", ValueType::Int64)]
+        );
     }
 
     #[test]

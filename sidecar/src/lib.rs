@@ -11,7 +11,7 @@
 //! Where things are: `server` (HTTP) → `api` (request body, statuses) → `engine` (the pipeline:
 //! `engine::request`, `engine::read_through`) → `render` (`json`, `arrow`); `cache` (the CLOCK
 //! cache), `feed` (change feed and its tasks), `registry` (serving registry, plan cache),
-//! `source` and `sync` (where the registry comes from), `replicate`, `push` (writes), `materialize` (the ingest role's runs), `error`,
+//! `source` and `sync` (where the registry comes from), `replicate`, `push` (writes), `write_time` (write-time on-demand views), `materialize` (the ingest role's runs), `error`,
 //! `metrics`, `config`, `state`, `clock`.
 
 #![cfg_attr(
@@ -38,6 +38,7 @@ pub mod server;
 pub mod source;
 pub mod state;
 pub mod sync;
+mod write_time;
 
 use std::path::PathBuf;
 use std::sync::Arc;

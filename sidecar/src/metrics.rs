@@ -115,10 +115,57 @@ const ENDPOINTS: [&str; 9] = [
 /// Status classes: 2xx, 4xx, 5xx.
 const CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
 
+/// Why Feast's transformation service was called: a request's on-demand view, or a write to a
+/// write-time view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransformPhase {
+    Serve = 0,
+    Write = 1,
+}
+
+const TRANSFORM_PHASES: [&str; 2] = ["serve", "write"];
+
+/// How a call to the transformation service ended (`quiver_transform::TransformError`'s cases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransformOutcome {
+    Ok = 0,
+    Timeout = 1,
+    Unreachable = 2,
+    Failed = 3,
+    BadAnswer = 4,
+    Input = 5,
+}
+
+const TRANSFORM_OUTCOMES: [&str; 6] = [
+    "ok",
+    "timeout",
+    "unreachable",
+    "failed",
+    "bad_answer",
+    "input",
+];
+
+impl TransformOutcome {
+    pub fn of(result: &Result<impl Sized, quiver_transform::TransformError>) -> TransformOutcome {
+        use quiver_transform::TransformError as E;
+        match result {
+            Ok(_) => TransformOutcome::Ok,
+            Err(E::Timeout { .. }) => TransformOutcome::Timeout,
+            Err(E::Unreachable { .. }) => TransformOutcome::Unreachable,
+            Err(E::Failed { .. }) => TransformOutcome::Failed,
+            Err(E::BadAnswer { .. }) => TransformOutcome::BadAnswer,
+            Err(E::Input { .. }) => TransformOutcome::Input,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     requests: [[Counter; 3]; 9],
     latency: [Histogram; 9],
+    /// Calls to Feast's transformation service by phase and outcome, and their latency.
+    transform_calls: [[Counter; 6]; 2],
+    transform_latency: [Histogram; 2],
     /// Rows stored and skipped (not newer) by the write endpoints.
     pub rows_written: Counter,
     pub rows_skipped: Counter,
@@ -175,6 +222,17 @@ impl Metrics {
         self.latency[endpoint as usize].observe(elapsed);
     }
 
+    /// One call to the transformation service (its latency whatever the outcome).
+    pub fn record_transform(
+        &self,
+        phase: TransformPhase,
+        outcome: TransformOutcome,
+        elapsed: Duration,
+    ) {
+        self.transform_calls[phase as usize][outcome as usize].inc();
+        self.transform_latency[phase as usize].observe(elapsed);
+    }
+
     pub fn render(&self, s: &Snapshot<'_>) -> String {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP quiver_http_requests_total HTTP requests by endpoint and status class.\n# TYPE quiver_http_requests_total counter\n");
@@ -193,6 +251,24 @@ impl Metrics {
                 &mut out,
                 "quiver_http_request_duration_seconds",
                 &format!("endpoint=\"{name}\""),
+            );
+        }
+        out.push_str("# HELP quiver_transformation_calls_total Calls to Feast's transformation service by phase (serve: a request's on-demand view; write: a write-time view) and outcome.\n# TYPE quiver_transformation_calls_total counter\n");
+        for (p, phase) in TRANSFORM_PHASES.iter().enumerate() {
+            for (o, outcome) in TRANSFORM_OUTCOMES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "quiver_transformation_calls_total{{phase=\"{phase}\",outcome=\"{outcome}\"}} {}",
+                    self.transform_calls[p][o].get()
+                );
+            }
+        }
+        out.push_str("# HELP quiver_transformation_duration_seconds Latency of calls to Feast's transformation service, by phase.\n# TYPE quiver_transformation_duration_seconds histogram\n");
+        for (p, phase) in TRANSFORM_PHASES.iter().enumerate() {
+            self.transform_latency[p].render(
+                &mut out,
+                "quiver_transformation_duration_seconds",
+                &format!("phase=\"{phase}\""),
             );
         }
         let counters: [(&str, &str, &Counter); 16] = [

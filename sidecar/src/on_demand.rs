@@ -32,6 +32,7 @@ use serde_json::Value as Json;
 use crate::api::{EntityColumns, OnlineRequest, Status};
 use crate::engine::request;
 use crate::error::ApiError;
+use crate::metrics::{Metrics, TransformOutcome, TransformPhase};
 use crate::registry::ServingRegistry;
 use crate::render::Format;
 use crate::state::State;
@@ -81,8 +82,12 @@ fn from_transform(e: &TransformError) -> ApiError {
 
 /// One output column of the answer.
 enum Out {
-    /// A feature the engine reads, by its full name in the engine's answer (`view__feature`).
-    Base { engine_name: String },
+    /// A feature the engine reads, by its full name in the engine's answer (`view__feature`),
+    /// with its type (for an Arrow answer).
+    Base {
+        engine_name: String,
+        dtype: ValueType,
+    },
     /// Output `feature` of the on-demand view `call`.
     OnDemand { call: usize, feature: usize },
 }
@@ -224,11 +229,11 @@ fn resolve(
                 }
                 let v = reg.servable(&p.view)?;
                 for f in &p.features {
-                    reg.feature_index(v, &f.name)?;
+                    let dtype = reg.views[v].features[reg.feature_index(v, &f.name)?].1;
                     let engine_name = r.engine_ref(&p.view, &f.name);
                     r.columns.push((
                         out_name(&p.view, &f.name, full_names),
-                        Out::Base { engine_name },
+                        Out::Base { engine_name, dtype },
                     ));
                 }
             }
@@ -247,11 +252,11 @@ fn resolve(
                     r.on_demand_column(reg, odfv, view, feature, full_names)?;
                 } else {
                     let v = reg.servable(view)?;
-                    reg.feature_index(v, feature)?;
+                    let dtype = reg.views[v].features[reg.feature_index(v, feature)?].1;
                     let engine_name = r.engine_ref(view, feature);
                     r.columns.push((
                         out_name(view, feature, full_names),
-                        Out::Base { engine_name },
+                        Out::Base { engine_name, dtype },
                     ));
                 }
             }
@@ -374,13 +379,6 @@ pub(crate) async fn serve(
             .map_or("on-demand view", |c| c.view.name.as_str());
         return Err(not_served(view));
     };
-    if format == Format::Arrow {
-        return Err(ApiError::new(
-            ErrorKind::NotImplemented,
-            "ArrowNotSupported",
-            "answers with on-demand features are JSON only: drop Accept: application/vnd.apache.arrow.stream",
-        ));
-    }
     // 2. Request data out of the entity columns (so it is not echoed), typed.
     let mut columns = entities.0;
     let rows = request::entity_rows(&columns, state.config.engine.max_entity_rows)?;
@@ -464,7 +462,21 @@ pub(crate) async fn serve(
                 ));
             }
         }
-        outputs.push(transform(client, &reg.project, &call.view, arrays, rows).await?);
+        outputs.push(
+            transform(
+                client,
+                &state.metrics,
+                TransformPhase::Serve,
+                &reg.project,
+                &call.view,
+                arrays,
+                rows,
+            )
+            .await?,
+        );
+    }
+    if format == Format::Arrow {
+        return arrow_answer(reg, &resolved, &columns, engine.as_ref(), &outputs, rows);
     }
     // 5. Feast's JSON: echoed entity columns, then the outputs in order.
     let mut out = String::with_capacity(256 + rows * 32 * (resolved.columns.len() + 1));
@@ -510,7 +522,7 @@ pub(crate) async fn serve(
     for (_, column) in &resolved.columns {
         sep(&mut out);
         match column {
-            Out::Base { engine_name } => push_raw(&mut out, engine_column(engine_name)?),
+            Out::Base { engine_name, .. } => push_raw(&mut out, engine_column(engine_name)?),
             Out::OnDemand { call, feature } => {
                 out.push_str("{\"values\":[");
                 for (r, v) in outputs[*call][*feature].iter().enumerate() {
@@ -531,9 +543,109 @@ pub(crate) async fn serve(
     Ok(out.into_bytes())
 }
 
+/// Step 5 for `Accept: application/vnd.apache.arrow.stream`: the engine's answer typed back
+/// (values by the features' declared types, statuses, event times) and the on-demand outputs,
+/// in the columns `render::arrow` gives every answer (`name`, `name__status`,
+/// `name__event_timestamp`).
+fn arrow_answer(
+    reg: &ServingRegistry,
+    resolved: &Resolved,
+    columns: &[(String, Vec<Json>)],
+    engine: Option<&EngineAnswer>,
+    outputs: &[Vec<Vec<Value>>],
+    rows: usize,
+) -> Result<Vec<u8>, ApiError> {
+    use crate::render::arrow::{encode, status_array, timestamp_array, values_array};
+    let mut out: Vec<(String, ArrayRef)> = Vec::new();
+    let column_of = |name: &str| -> Result<&EngineColumn, ApiError> {
+        engine
+            .and_then(|e| {
+                e.metadata
+                    .feature_names
+                    .iter()
+                    .position(|n| n == name)
+                    .and_then(|i| e.results.get(i))
+            })
+            .ok_or_else(|| ApiError::internal("EngineAnswer", format!("no column {name}")))
+    };
+    // Entity columns, typed as the views that read them declare their join keys.
+    for (name, values) in columns {
+        let Some(ty) = reg
+            .views
+            .iter()
+            .flat_map(|v| v.join_keys.iter())
+            .find(|(k, _)| k == name)
+            .map(|(_, t)| *t)
+        else {
+            continue;
+        };
+        let typed: Vec<Value> = values
+            .iter()
+            .map(|v| json::parse_entity_value(v, ty).unwrap_or(Value::Null))
+            .collect();
+        out.push((
+            name.clone(),
+            values_array(ty, typed.iter().map(|v| Some(v).filter(|v| !v.is_null()))),
+        ));
+    }
+    let status = |s: &Json| match s.as_str() {
+        Some("PRESENT") => Status::Present,
+        Some("NOT_FOUND") => Status::NotFound,
+        Some("OUTSIDE_MAX_AGE") => Status::OutsideMaxAge,
+        _ => Status::Invalid,
+    };
+    let nanos = |t: &Json| {
+        t.as_str()
+            .and_then(quiver_core::time::parse_datetime)
+            .map(|t| {
+                t.seconds
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(i64::from(t.nanos))
+            })
+    };
+    for (name, column) in &resolved.columns {
+        let (values, statuses, times) = match column {
+            Out::Base { engine_name, dtype } => {
+                let c = column_of(engine_name)?;
+                let typed: Vec<Value> = c
+                    .values
+                    .iter()
+                    .map(|v| json::parse_value(v, *dtype).unwrap_or(Value::Null))
+                    .collect();
+                (
+                    values_array(
+                        *dtype,
+                        typed.iter().map(|v| Some(v).filter(|v| !v.is_null())),
+                    ),
+                    status_array(c.statuses.iter().map(status)),
+                    timestamp_array(c.event_timestamps.iter().map(nanos)),
+                )
+            }
+            Out::OnDemand { call, feature } => {
+                let dtype = resolved.calls[*call].view.features[*feature].dtype;
+                let values = &outputs[*call][*feature];
+                (
+                    values_array(
+                        dtype,
+                        values.iter().map(|v| Some(v).filter(|v| !v.is_null())),
+                    ),
+                    status_array((0..rows).map(|_| Status::Present)),
+                    timestamp_array((0..rows).map(|_| Some(0))),
+                )
+            }
+        };
+        out.push((name.clone(), values));
+        out.push((format!("{name}__status"), statuses));
+        out.push((format!("{name}__event_timestamp"), times));
+    }
+    encode(out)
+}
+
 /// Runs one on-demand view: its outputs, one vector of values per feature, in feature order.
-async fn transform(
+pub(crate) async fn transform(
     client: &TransformClient,
+    metrics: &Metrics,
+    phase: TransformPhase,
     project: &str,
     view: &OnDemandView,
     arrays: Vec<(String, ArrayRef)>,
@@ -552,10 +664,10 @@ async fn transform(
         &options,
     )
     .map_err(|e| ApiError::internal("TransformationInput", e.to_string()))?;
-    let answer = client
-        .transform(project, &view.name, &batch)
-        .await
-        .map_err(|e| from_transform(&e))?;
+    let started = std::time::Instant::now();
+    let answer = client.transform(project, &view.name, &batch).await;
+    metrics.record_transform(phase, TransformOutcome::of(&answer), started.elapsed());
+    let answer = answer.map_err(|e| from_transform(&e))?;
     view.features
         .iter()
         .map(|f| {

@@ -102,6 +102,9 @@ pub struct WriteRequest {
     pub to: PushTo,
     pub columns: Vec<(String, Vec<Json>)>,
     pub rows: usize,
+    /// Feast's `transform_on_write` (a write-time on-demand view computes its rows; false: the
+    /// table carries them).
+    pub transform_on_write: bool,
 }
 
 /// The created-time column Feast's remote online store always sends to `/write-to-online-store`.
@@ -141,6 +144,7 @@ pub fn parse(
     config: &PushConfig,
 ) -> Result<WriteRequest, ApiError> {
     let (mut body, df) = parse_body(body, config)?;
+    let transform_on_write = crate::write_time::transform_on_write(&body)?;
     let (views, to) = if by_source {
         let name = str_field(&body, "push_source_name")?;
         let views: Vec<usize> = reg
@@ -212,6 +216,19 @@ pub fn parse(
     {
         columns.retain(|(c, values)| !(c == "created" && values.iter().all(Json::is_null)));
     }
+    // A write-time on-demand view reads its inputs, not a view's columns.
+    if let [i] = views[..]
+        && let Some(wt) = &reg.views[i].write_time
+    {
+        crate::write_time::check_columns(&reg.views[i], wt, &mut columns, transform_on_write)?;
+        return Ok(WriteRequest {
+            views,
+            to,
+            columns,
+            rows,
+            transform_on_write,
+        });
+    }
     // Every target view's columns must be present; every column must be used by some view.
     let mut used: BTreeSet<&str> = BTreeSet::new();
     for &i in &views {
@@ -253,6 +270,7 @@ pub fn parse(
         to,
         columns,
         rows,
+        transform_on_write,
     })
 }
 
@@ -396,13 +414,31 @@ pub struct Written {
 }
 
 /// Performs a checked request: every view's rows are built (and so checked) first; then the
-/// offline append (all or nothing), then the online writes, view by view.
+/// offline append (all or nothing), then the online writes, view by view. A write-time
+/// on-demand view's rows are computed first (`transform`: Feast's transformation service).
 pub async fn write(
     store: &OnlineStore,
     reg: &ServingRegistry,
     req: WriteRequest,
     config: &PushConfig,
+    transform: Option<&quiver_transform::TransformClient>,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Written, ApiError> {
+    if let [i] = req.views[..]
+        && reg.views[i].write_time.is_some()
+    {
+        let on_write = req.transform_on_write;
+        return crate::write_time::write(
+            store,
+            reg,
+            req,
+            on_write,
+            transform,
+            metrics,
+            config.key_ttl_seconds,
+        )
+        .await;
+    }
     let mut batches = Vec::with_capacity(req.views.len());
     for &i in &req.views {
         let view = &reg.views[i];
@@ -413,6 +449,7 @@ pub async fn write(
         to,
         columns,
         rows,
+        ..
     } = req;
     let offline = if to == PushTo::Online {
         None

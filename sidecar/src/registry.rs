@@ -20,6 +20,7 @@ use quiver_online_store::ViewLayout;
 
 use crate::cache::ViewId;
 use crate::error::ApiError;
+use crate::write_time::WriteTime;
 
 /// At most this many distinct request shapes keep a plan (then the plan cache starts over).
 const MAX_PLANS: usize = 4096;
@@ -46,6 +47,9 @@ pub struct ServingView {
     pub batch_source_uri: Option<String>,
     /// That source's own S3 endpoint (`s3_endpoint_override`; empty: the environment's).
     pub batch_source_s3_endpoint: String,
+    /// Set for a write-time on-demand view (`write_to_online_store`): served from its stored
+    /// rows like a view, computed when rows are written (`crate::write_time`).
+    pub write_time: Option<Arc<WriteTime>>,
 }
 
 pub struct ServingRegistry {
@@ -58,7 +62,8 @@ pub struct ServingRegistry {
     pub layouts: Vec<Arc<ViewLayout>>,
     by_name: HashMap<String, usize>,
     services: HashMap<String, FeatureService>,
-    /// On-demand views computed per request (through the transformation service), by name.
+    /// On-demand views computed per request (through the transformation service), by name;
+    /// write-time views are not among them (they are `views`).
     pub on_demand: HashMap<String, Arc<OnDemandView>>,
     /// Native on-demand views (quiver's expressions): the compiled program, or why the view
     /// cannot be served (its expressions do not check against this registry).
@@ -225,8 +230,60 @@ impl ServingRegistry {
                         _ => None,
                     })
                     .unwrap_or_default(),
+                write_time: None,
             });
             layouts.push(layout);
+        }
+        // Write-time on-demand views: stored rows under the view's own name, read like a view.
+        for odfv in reg
+            .on_demand_views
+            .iter()
+            .filter(|v| v.write_to_online_store)
+        {
+            let join_keys: Vec<(String, ValueType)> = if odfv.entity_columns.is_empty() {
+                odfv.entities
+                    .iter()
+                    .filter_map(|e| entity_types.get(e.as_str()))
+                    .map(|(k, t)| ((*k).to_owned(), *t))
+                    .collect()
+            } else {
+                odfv.entity_columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.dtype))
+                    .collect()
+            };
+            let write_time = WriteTime::new(&reg.project, odfv, &join_keys);
+            by_name.insert(odfv.name.clone(), views.len());
+            let mut h = DefaultHasher::new();
+            ("on-demand", &odfv.name).hash(&mut h);
+            for f in &odfv.features {
+                f.name.hash(&mut h);
+                (f.dtype as i32).hash(&mut h);
+            }
+            views.push(ServingView {
+                id: h.finish(),
+                name: odfv.name.clone(),
+                join_keys,
+                features: odfv
+                    .features
+                    .iter()
+                    .map(|f| (f.name.clone(), f.dtype))
+                    .collect(),
+                ttl: Duration::ZERO,
+                online: true,
+                layout: layouts.len(),
+                push_source: None,
+                timestamp_field: String::new(),
+                created_field: None,
+                batch_source_uri: None,
+                batch_source_s3_endpoint: String::new(),
+                write_time: Some(Arc::new(write_time)),
+            });
+            layouts.push(Arc::new(ViewLayout::new(
+                &reg.project,
+                &odfv.name,
+                odfv.features.iter().map(|f| f.name.clone()),
+            )));
         }
         ServingRegistry {
             project: reg.project.clone(),
@@ -243,12 +300,13 @@ impl ServingRegistry {
             on_demand: reg
                 .on_demand_views
                 .iter()
-                .filter(|v| v.native_program().is_none())
+                .filter(|v| !v.write_to_online_store && v.native_program().is_none())
                 .map(|v| (v.name.clone(), Arc::new(v.clone())))
                 .collect(),
             native: reg
                 .on_demand_views
                 .iter()
+                .filter(|v| !v.write_to_online_store)
                 .filter_map(|v| {
                     let program = v.native_program()?;
                     Some((

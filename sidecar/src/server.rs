@@ -274,7 +274,16 @@ async fn write(routes: &Routes, req: Request<Incoming>, by_source: bool) -> Resp
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    match crate::push::write(&state.engine.store, &registry, request, config).await {
+    match crate::push::write(
+        &state.engine.store,
+        &registry,
+        request,
+        config,
+        state.transform.as_deref(),
+        &state.metrics,
+    )
+    .await
+    {
         Ok(written) => {
             for key in &written.keys {
                 state.engine.invalidate(&registry, key);

@@ -11,6 +11,7 @@
 //!   object in S3 or GCS.
 //! - [`snapshot`]: the flatbuffers registry snapshot a sidecar syncs from the registry service.
 //! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
+//! - [`trust`]: the operator's trusted locations for sources and sinks.
 
 #![cfg_attr(
     not(test),
@@ -28,3 +29,4 @@ pub mod object;
 pub mod snapshot;
 pub mod store;
 pub mod summary;
+pub mod trust;

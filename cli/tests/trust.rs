@@ -91,7 +91,9 @@ fn repo(dir: &Path, path: &str, endpoint: Option<&str>) -> PathBuf {
         "project: trust\nregistry: data/registry.db\nprovider: local\nonline_store:\n  type: sqlite\n  path: data/online.db\nentity_key_serialization_version: 3\n",
     )
     .unwrap();
-    let endpoint = endpoint.map_or(String::new(), |e| format!("\n    s3_endpoint_override: {e}"));
+    let endpoint = endpoint.map_or(String::new(), |e| {
+        format!("\n    s3_endpoint_override: {e}")
+    });
     std::fs::write(
         repo.join("features.yaml"),
         format!(
@@ -158,7 +160,10 @@ fn spawn(args: &[&str], envs: &[(&str, &str)], port: u16) -> Server {
         if let Some(status) = server.0.try_wait().unwrap() {
             panic!("quiver {args:?} exited: {status}");
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "never listened");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     server
@@ -263,14 +268,26 @@ fn apply_refuses_sources_outside_the_repo_and_the_allowed_locations() {
     let r = repo(dir.path(), "data/link/stolen.parquet", None);
     let out = apply(&r, &[]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("resolves to"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("resolves to"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Buckets and endpoints the operator did not name.
     let r = repo(dir.path(), "s3://bkt/stats.parquet", None);
     let out = apply(&r, &[]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("s3://bkt"), "{}", text(&out.stderr));
-    let r = repo(dir.path(), "s3://bkt/stats.parquet", Some("http://169.254.169.254"));
+    assert!(
+        text(&out.stderr).contains("s3://bkt"),
+        "{}",
+        text(&out.stderr)
+    );
+    let r = repo(
+        dir.path(),
+        "s3://bkt/stats.parquet",
+        Some("http://169.254.169.254"),
+    );
     let out = apply(&r, &["--allow-location", "s3://bkt"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -303,7 +320,11 @@ fn apply_refuses_sources_outside_the_repo_and_the_allowed_locations() {
     // A malformed policy is refused before anything runs.
     let out = apply(&r, &["--allow-location", "relative/dir"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("absolute"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("absolute"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -383,7 +404,8 @@ fn without_credentials_s3_clients_never_ask_the_instance_metadata_service() {
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let s3 = listener(S3_ERROR);
-    let metadata = listener("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let metadata =
+        listener("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     let r = repo(dir.path(), "s3://bkt/stats.parquet", None);
     assert_applied(&apply(&r, &["--allow-location", "s3://bkt"]));
     let envs = [
@@ -402,7 +424,11 @@ fn without_credentials_s3_clients_never_ask_the_instance_metadata_service() {
         0,
         "the metadata service was asked: {body}"
     );
-    assert_eq!(s3.connections.load(Ordering::SeqCst), 0, "an unsigned request went out");
+    assert_eq!(
+        s3.connections.load(Ordering::SeqCst),
+        0,
+        "an unsigned request went out"
+    );
     drop(server);
 
     // The operator's switch lets it ask (which shows the listener stands where the client
@@ -471,7 +497,10 @@ fn offline_serve_reads_no_file_outside_the_repo() {
     });
     let (status, body) = http(addr, "POST", "/v1/historical", &request.to_string());
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("entity_path") && body.contains("outside the repo"), "{body}");
+    assert!(
+        body.contains("entity_path") && body.contains("outside the repo"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -579,7 +608,10 @@ fn a_registry_that_stops_loading_is_reported_while_the_last_good_one_serves() {
     std::fs::write(&registry, &good[..good.len() / 2]).unwrap();
     let started = Instant::now();
     while metric(addr) != "quiver_registry_load_failing 1" {
-        assert!(started.elapsed() < Duration::from_secs(20), "never reported");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never reported"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let (status, ready) = http(addr, "GET", "/ready", "");

@@ -402,7 +402,8 @@ fn plan(
         let value = get(key).or(default)?;
         // Values become the sidecar's arguments and environment: one that starts with '-'
         // (or a list item that does) would be read as a flag.
-        let flag_like = value.starts_with('-') || split_list(value).iter().any(|v| v.starts_with('-'));
+        let flag_like =
+            value.starts_with('-') || split_list(value).iter().any(|v| v.starts_with('-'));
         let checked = if flag_like {
             Err(format!("{value:?}: a value may not start with '-'"))
         } else {
@@ -444,7 +445,9 @@ fn plan(
         let bytes = quiver_core::size::parse_bytes(v)?;
         #[allow(clippy::cast_precision_loss)] // compared against a bound far below 2^52
         if bytes as f64 > MAX_MEMORY {
-            return Err(format!("{v:?} is a larger cache than a sidecar is given: at most 256Gi"));
+            return Err(format!(
+                "{v:?} is a larger cache than a sidecar is given: at most 256Gi"
+            ));
         }
         Ok(())
     });
@@ -580,11 +583,15 @@ fn parse_image(v: &str) -> Result<(), &'static str> {
     };
     if let Some(t) = tag {
         let ok = (1..=128).contains(&t.len())
-            && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && t.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
             && t.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
         if !ok {
-            return Err("a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'");
+            return Err(
+                "a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+            );
         }
     }
     if name.is_empty() || name.len() > 255 {
@@ -593,7 +600,9 @@ fn parse_image(v: &str) -> Result<(), &'static str> {
     let mut components: Vec<&str> = name.split('/').collect();
     let first = components[0];
     if components.len() > 1
-        && (first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()))
+        && (first.contains(['.', ':'])
+            || first == "localhost"
+            || first.bytes().any(|b| b.is_ascii_uppercase()))
     {
         let (host, port) = match first.split_once(':') {
             Some((h, p)) => (h, Some(p)),
@@ -601,11 +610,14 @@ fn parse_image(v: &str) -> Result<(), &'static str> {
         };
         let host_ok = host.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-        let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        let port_ok = port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
         if !host_ok || !port_ok {
             return Err("the registry host is not host[:port]");
         }
@@ -636,7 +648,9 @@ fn parse_image(v: &str) -> Result<(), &'static str> {
         true
     });
     if !path_ok {
-        return Err("path components are lowercase letters and digits, separated by '.', '_', '__' or '-'");
+        return Err(
+            "path components are lowercase letters and digits, separated by '.', '_', '__' or '-'",
+        );
     }
     Ok(())
 }

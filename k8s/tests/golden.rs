@@ -661,7 +661,10 @@ fn denied_with(extra: &[(&str, &str)]) -> String {
 fn annotation_values_cannot_become_flags_bad_images_or_absurd_quantities() {
     // A value starting with '-' would be read by the sidecar as a flag (a crash loop).
     let m = denied_with(&[("quiver.dev/replicate", "--help")]);
-    assert!(m.contains("quiver.dev/replicate: \"--help\": a value may not start with '-'"), "{m}");
+    assert!(
+        m.contains("quiver.dev/replicate: \"--help\": a value may not start with '-'"),
+        "{m}"
+    );
     let m = denied_with(&[("quiver.dev/replicate", "stats,-x")]);
     assert!(m.contains("quiver.dev/replicate"), "{m}");
     let m = denied_with(&[("quiver.dev/cache-bytes", "-1")]);
@@ -679,17 +682,32 @@ fn annotation_values_cannot_become_flags_bad_images_or_absurd_quantities() {
         "quiver:1 --help",
     ] {
         let m = denied_with(&[("quiver.dev/image", bad)]);
-        assert!(m.contains("quiver.dev/image") && m.contains("image reference") || m.contains("'-'"), "{bad}: {m}");
+        assert!(
+            m.contains("quiver.dev/image") && m.contains("image reference") || m.contains("'-'"),
+            "{bad}: {m}"
+        );
     }
     // Quantities are bounded.
     let m = denied_with(&[("quiver.dev/cpu", "1e9")]);
-    assert!(m.contains("quiver.dev/cpu") && m.contains("at most 64 cores"), "{m}");
+    assert!(
+        m.contains("quiver.dev/cpu") && m.contains("at most 64 cores"),
+        "{m}"
+    );
     let m = denied_with(&[("quiver.dev/cpu", "0.0000001")]);
     assert!(m.contains("quiver.dev/cpu"), "{m}");
     let m = denied_with(&[("quiver.dev/memory", "1Ei")]);
-    assert!(m.contains("quiver.dev/memory") && m.contains("at most 256Gi"), "{m}");
-    let m = denied_with(&[("quiver.dev/memory", "1Ei"), ("quiver.dev/cache-bytes", "1PiB")]);
-    assert!(m.contains("quiver.dev/cache-bytes") && m.contains("at most 256Gi"), "{m}");
+    assert!(
+        m.contains("quiver.dev/memory") && m.contains("at most 256Gi"),
+        "{m}"
+    );
+    let m = denied_with(&[
+        ("quiver.dev/memory", "1Ei"),
+        ("quiver.dev/cache-bytes", "1PiB"),
+    ]);
+    assert!(
+        m.contains("quiver.dev/cache-bytes") && m.contains("at most 256Gi"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -708,6 +726,10 @@ fn real_image_references_are_admitted() {
         request.object.as_mut().unwrap()["metadata"]["annotations"]["quiver.dev/image"] =
             json!(good);
         let (resp, outcome) = quiver_k8s::admit(&request, &InjectorConfig::default());
-        assert!(matches!(outcome, Outcome::Injected { .. }), "{good}: {:?}", resp.status);
+        assert!(
+            matches!(outcome, Outcome::Injected { .. }),
+            "{good}: {:?}",
+            resp.status
+        );
     }
 }

@@ -656,7 +656,12 @@ async fn sources_outside_the_repo_and_the_allowed_locations_are_refused_at_apply
     for (path, extra, field, needle) in [
         ("/etc/passwd", "", "path", "outside the repo"),
         ("../../elsewhere/stats.parquet", "", "path", "climbs out"),
-        ("s3://attacker-bucket/stats.parquet", "", "path", "s3://attacker-bucket"),
+        (
+            "s3://attacker-bucket/stats.parquet",
+            "",
+            "path",
+            "s3://attacker-bucket",
+        ),
         (
             "data/stats.parquet",
             ", s3_endpoint_override: 'http://169.254.169.254'",
@@ -691,7 +696,8 @@ async fn temp_files_of_a_killed_writer_are_removed_at_start() {
     gone.wait().unwrap();
     let stale = [
         dir.path().join(format!(".registry.db.tmp-{pid}")),
-        dir.path().join(format!("..registry.db.versions.json.tmp-{pid}")),
+        dir.path()
+            .join(format!("..registry.db.versions.json.tmp-{pid}")),
     ];
     // A live process's (PID 1's) fresh write in progress, and an unrelated file, are left
     // alone.

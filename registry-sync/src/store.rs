@@ -114,19 +114,13 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
         let Some(file) = file_name.to_str() else {
             continue;
         };
-        let Some((base, pid)) = file
-            .strip_prefix('.')
-            .and_then(|f| f.rsplit_once(".tmp-"))
-        else {
+        let Some((base, pid)) = file.strip_prefix('.').and_then(|f| f.rsplit_once(".tmp-")) else {
             continue;
         };
         let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };
-        let ours = base == name
-            || base
-                .strip_prefix('.')
-                .is_some_and(|b| b.starts_with(name));
+        let ours = base == name || base.strip_prefix('.').is_some_and(|b| b.starts_with(name));
         if !ours {
             continue;
         }

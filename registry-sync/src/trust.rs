@@ -60,11 +60,12 @@ impl Endpoint {
         };
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
-            return Err(format!("endpoint {t:?}: expected an http:// or https:// URL"));
+            return Err(format!(
+                "endpoint {t:?}: expected an http:// or https:// URL"
+            ));
         }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.is_empty() || authority.contains('@') || !path.trim_matches('/').is_empty()
-        {
+        if authority.is_empty() || authority.contains('@') || !path.trim_matches('/').is_empty() {
             return Err(format!(
                 "endpoint {t:?}: expected scheme://host[:port] without a path or user"
             ));
@@ -266,9 +267,8 @@ impl Trust {
                 "{uri:?}: only local paths, s3:// and gs:// are supported"
             )));
         }
-        let repo = std::fs::canonicalize(repo_dir).map_err(|e| {
-            untrusted(format!("the repo folder {}: {e}", repo_dir.display()))
-        })?;
+        let repo = std::fs::canonicalize(repo_dir)
+            .map_err(|e| untrusted(format!("the repo folder {}: {e}", repo_dir.display())))?;
         let real = real_path(&repo.join(local)).map_err(untrusted)?;
         if real.starts_with(&repo) || self.paths.iter().any(|p| real.starts_with(p)) {
             return Ok(real);
@@ -445,7 +445,11 @@ mod tests {
         let strict = Trust::default();
         assert!(strict.local_path(repo.path(), "data/x.parquet").is_ok());
         assert!(strict.local_path(repo.path(), "data/new/x.parquet").is_ok());
-        assert!(strict.local_path(repo.path(), "file://data/x.parquet").is_ok());
+        assert!(
+            strict
+                .local_path(repo.path(), "file://data/x.parquet")
+                .is_ok()
+        );
         let out = outside.path().join("secret.csv");
         let e = strict
             .local_path(repo.path(), out.to_str().unwrap())
@@ -453,16 +457,29 @@ mod tests {
         assert_eq!(e.field, "path");
         assert!(e.message.contains("outside the repo"), "{}", e.message);
         assert!(strict.local_path(repo.path(), "../x.parquet").is_err());
-        assert!(strict.local_path(repo.path(), "data/../../x.parquet").is_err());
+        assert!(
+            strict
+                .local_path(repo.path(), "data/../../x.parquet")
+                .is_err()
+        );
         assert!(strict.local_path(repo.path(), "nope/../../x").is_err());
         // A symlink inside the repo that points out of it escapes nothing.
         std::os::unix::fs::symlink(outside.path(), repo.path().join("link")).unwrap();
         assert!(strict.local_path(repo.path(), "link/secret.csv").is_err());
-        assert!(strict.local_path(repo.path(), "link/new/x.parquet").is_err());
+        assert!(
+            strict
+                .local_path(repo.path(), "link/new/x.parquet")
+                .is_err()
+        );
         // The operator's prefix lets it in.
-        let allowed = Trust::new(&strings(&[outside.path().to_str().unwrap()]), &[], false).unwrap();
+        let allowed =
+            Trust::new(&strings(&[outside.path().to_str().unwrap()]), &[], false).unwrap();
         assert!(allowed.local_path(repo.path(), "link/secret.csv").is_ok());
-        assert!(allowed.local_path(repo.path(), out.to_str().unwrap()).is_ok());
+        assert!(
+            allowed
+                .local_path(repo.path(), out.to_str().unwrap())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! A body carries a column-major table (`df: {column: [values...]}`) that is checked whole
 //! against the registry before anything is written: every target view's join keys, event time
-//! and features must be there, typed as the registry says; a column no target uses, ragged
+//! and features must be there, typed as the registry says; a column no target uses (in an
+//! online-only push: one going offline may carry the batch source's other columns), ragged
 //! columns, a bad timestamp or value are 4xx errors naming the column (and row). Rows are then
 //! written with Feast's rule (strictly newer event time wins), the latest row per entity when a
 //! table repeats one, and the sidecar's own cache entries of those entities are dropped at once.

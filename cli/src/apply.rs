@@ -39,12 +39,30 @@ pub fn now() -> Timestamp {
     }
 }
 
+/// Refuses definitions whose sources name a location the operator did not allow
+/// (`quiver_registry::trust`): paths resolved against the repo, symlinks followed.
+fn check_locations(
+    desired: &quiver_core::registry::ProjectRegistry,
+    repo: &std::path::Path,
+) -> anyhow::Result<()> {
+    let problems = quiver_registry::trust::policy().check_registry(desired, Some(repo));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    Err(anyhow!(
+        "definitions name locations outside the repo and the allowed locations:\n{}",
+        list.join("\n")
+    ))
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = RepoConfig::load(&args.repo)?;
     if let Some(url) = args.service.registry_url.clone() {
         return quiver_cmd::common::small_runtime()?.block_on(remote(&args, &config, &url));
     }
     let desired = definitions::load(&args.repo, &config.project).map_err(|e| anyhow!("{e}"))?;
+    check_locations(&desired, &args.repo)?;
     let registry = RepoRegistry::open(&config)?;
     let shown = registry.describe();
     let version = uuid::Uuid::new_v4().to_string();

@@ -27,6 +27,9 @@ struct Cli {
     #[command(flatten)]
     logging: Logging,
 
+    #[command(flatten)]
+    trust: quiver_cmd::common::TrustArgs,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -80,7 +83,7 @@ impl OfflineWriter for ParquetPush {
         columns: &[(String, Vec<serde_json::Value>)],
         rows: usize,
         hints: &[(String, Option<quiver_core::ValueType>)],
-    ) -> Result<String, String> {
+    ) -> Result<String, quiver_sidecar::push::OfflineWriteError> {
         use quiver_offline::append::ColumnKind;
         let hints: Vec<(String, ColumnKind)> = hints
             .iter()
@@ -88,13 +91,21 @@ impl OfflineWriter for ParquetPush {
             .collect();
         self.0
             .append(source_uri, s3_endpoint_override, columns, rows, &hints)
-            .map_err(|e| e.to_string())
+            .map_err(|e| quiver_sidecar::push::OfflineWriteError {
+                kind: quiver_core::fault::Classified::kind(&e),
+                message: e.public_message(),
+                detail: e.message(),
+            })
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.logging.init();
+    if let Err(e) = cli.trust.install() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::Demo(args) => demo::run(args),

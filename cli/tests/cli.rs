@@ -223,7 +223,17 @@ fn split_definitions_under_features_dir_apply() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud"),
         &repo,
     );
-    let out = quiver(&["apply", "--repo", repo.to_str().unwrap()], &[]);
+    // Its merchant source is in S3: a bucket the operator allows.
+    let out = quiver(
+        &[
+            "apply",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--allow-location",
+            "s3://fraud-data",
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("project fraud"), "{stdout}");

@@ -32,6 +32,51 @@ pub struct Logging {
     pub log_format: LogFormat,
 }
 
+/// Where sources and push targets may be besides the repo, and whether object-store clients
+/// may ask the instance metadata service: the operator's policy, the same flags (or
+/// environment variables) for every binary (`quiver_registry::trust`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// A location sources and push targets may be in besides the repo: an absolute path prefix,
+    /// s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX] (repeat, or comma-separated).
+    #[arg(
+        long = "allow-location",
+        global = true,
+        value_name = "PATH|URI",
+        value_delimiter = ',',
+        env = "QUIVER_ALLOW_LOCATIONS"
+    )]
+    pub locations: Vec<String>,
+    /// An endpoint a source's s3_endpoint_override may name, e.g. http://minio:9000 (repeat,
+    /// or comma-separated). The environment's own endpoint needs no entry.
+    #[arg(
+        long = "allow-endpoint",
+        global = true,
+        value_name = "URL",
+        value_delimiter = ',',
+        env = "QUIVER_ALLOW_ENDPOINTS"
+    )]
+    pub endpoints: Vec<String>,
+    /// Let S3 and GCS clients without credentials ask the cloud's instance metadata service
+    /// (169.254.169.254) for them. Off: such a client fails at once instead.
+    #[arg(long, global = true, env = "QUIVER_ALLOW_INSTANCE_METADATA")]
+    pub allow_instance_metadata: bool,
+}
+
+impl TrustArgs {
+    /// Checks the policy and makes it the process's, before anything reads it.
+    pub fn install(&self) -> anyhow::Result<()> {
+        let trust = quiver_registry::trust::Trust::new(
+            &self.locations,
+            &self.endpoints,
+            self.allow_instance_metadata,
+        )
+        .map_err(|e| anyhow::anyhow!("--allow-location / --allow-endpoint: {e}"))?;
+        quiver_registry::trust::install(trust)
+            .map_err(|_| anyhow::anyhow!("the trusted locations were set twice"))
+    }
+}
+
 impl Logging {
     /// Structured logs on stderr in the chosen format, filtered by `QUIVER_LOG` (default `info`).
     pub fn init(&self) {

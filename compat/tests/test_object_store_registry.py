@@ -107,6 +107,10 @@ def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
         monkeypatch.delenv(k, raising=False)
     bucket = f"quiver-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+    # The operator's trusted locations: sources and push targets in this bucket, reached
+    # through moto's endpoint (a source's s3_endpoint_override must be allowed).
+    monkeypatch.setenv("QUIVER_ALLOW_LOCATIONS", f"s3://{bucket}")
+    monkeypatch.setenv("QUIVER_ALLOW_ENDPOINTS", moto_endpoint)
     yield {"bucket": bucket, "endpoint": moto_endpoint, "env": {**os.environ}}
 
 

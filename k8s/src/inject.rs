@@ -400,7 +400,16 @@ fn plan(
     let get = |key: &str| annotations.get(key).map(|v| v.trim());
     let mut check = |key: &str, default: Option<&str>, f: &dyn Fn(&str) -> Result<(), String>| {
         let value = get(key).or(default)?;
-        match f(value) {
+        // Values become the sidecar's arguments and environment: one that starts with '-'
+        // (or a list item that does) would be read as a flag.
+        let flag_like =
+            value.starts_with('-') || split_list(value).iter().any(|v| v.starts_with('-'));
+        let checked = if flag_like {
+            Err(format!("{value:?}: a value may not start with '-'"))
+        } else {
+            f(value)
+        };
+        match checked {
             Ok(()) => Some(value.to_owned()),
             Err(e) => {
                 problems.push(format!("{key}: {e}"));
@@ -433,7 +442,14 @@ fn plan(
         check_memory(v).map(|_| ())
     });
     let cache_bytes = check(a::CACHE_BYTES, Some(&config.cache_bytes), &|v| {
-        quiver_core::size::parse_bytes(v).map(|_| ())
+        let bytes = quiver_core::size::parse_bytes(v)?;
+        #[allow(clippy::cast_precision_loss)] // compared against a bound far below 2^52
+        if bytes as f64 > MAX_MEMORY {
+            return Err(format!(
+                "{v:?} is a larger cache than a sidecar is given: at most 256Gi"
+            ));
+        }
+        Ok(())
     });
     let port = check(a::PORT, None, &|v| check_port(v, pod));
     let boolean = |v: &str| {
@@ -530,15 +546,119 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// An image reference as the container runtime reads it (the distribution grammar):
+/// `[host[:port]/]path[:tag][@algorithm:hex]`, the path lowercase components separated by `/`.
 fn check_image(v: &str) -> Result<(), String> {
-    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err(format!(
-            "{v:?} is not an image reference: expected e.g. registry.example.com/quiver:0.1.0"
-        ))
-    } else {
-        Ok(())
-    }
+    parse_image(v).map_err(|why| {
+        format!(
+            "{v:?} is not an image reference ({why}): expected e.g. \
+             registry.example.com/quiver:0.1.0 or repo/name@sha256:<64 hex digits>"
+        )
+    })
 }
+
+fn parse_image(v: &str) -> Result<(), &'static str> {
+    if v.is_empty() {
+        return Err("empty");
+    }
+    let (rest, digest) = match v.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (v, None),
+    };
+    if let Some(d) = digest {
+        let (algorithm, hex) = d.split_once(':').ok_or("a digest is algorithm:hex")?;
+        let algorithm_ok = algorithm.split(['-', '_', '+', '.']).all(|part| {
+            part.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                && part.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+        if !algorithm_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("a digest is algorithm:hex with at least 32 hex digits");
+        }
+    }
+    // A tag is after the last ':' that follows the last '/' (a port's ':' is before it).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].find(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = (1..=128).contains(&t.len())
+            && t.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        if !ok {
+            return Err(
+                "a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+            );
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return Err("the name is empty or longer than 255 characters");
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    let first = components[0];
+    if components.len() > 1
+        && (first.contains(['.', ':'])
+            || first == "localhost"
+            || first.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        let (host, port) = match first.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let host_ok = host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+        let port_ok = port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            return Err("the registry host is not host[:port]");
+        }
+        components.remove(0);
+    }
+    let path_ok = components.iter().all(|c| {
+        // [a-z0-9]+ ( ( '.' | '_' | '__' | '-'+ ) [a-z0-9]+ )*
+        let bytes = c.as_bytes();
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+            return false;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            if alnum(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && !alnum(bytes[i]) {
+                i += 1;
+            }
+            let sep = &c[start..i];
+            if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-')) {
+                return false;
+            }
+        }
+        true
+    });
+    if !path_ok {
+        return Err(
+            "path components are lowercase letters and digits, separated by '.', '_', '__' or '-'",
+        );
+    }
+    Ok(())
+}
+
+/// The largest CPU the injector gives the sidecar (cores).
+const MAX_CPU: f64 = 64.0;
+/// The largest memory (and so cache) the injector gives the sidecar: 256 GiB.
+const MAX_MEMORY: f64 = 256.0 * 1024.0 * 1024.0 * 1024.0;
 
 /// A DNS-1123 subdomain, what ConfigMap and Secret names must be.
 fn check_object_name(v: &str) -> Result<(), String> {
@@ -595,7 +715,10 @@ fn check_names(v: &str) -> Result<(), String> {
 
 fn check_cpu(v: &str) -> Result<(), String> {
     match quantity::parse(v) {
-        Some(cores) if cores > 0.0 => Ok(()),
+        Some(cores) if cores > MAX_CPU => Err(format!(
+            "{v:?} is more CPU than a sidecar is given: at most {MAX_CPU} cores"
+        )),
+        Some(cores) if cores >= 0.001 => Ok(()),
         _ => Err(format!(
             "{v:?} is not a CPU quantity: expected e.g. 100m, 250m, 0.5 or 1"
         )),
@@ -605,6 +728,9 @@ fn check_cpu(v: &str) -> Result<(), String> {
 /// The memory in bytes.
 fn check_memory(v: &str) -> Result<f64, String> {
     match quantity::parse(v) {
+        Some(bytes) if bytes > MAX_MEMORY => Err(format!(
+            "{v:?} is more memory than a sidecar is given: at most 256Gi"
+        )),
         Some(bytes) if bytes >= 1.0 => Ok(bytes),
         _ => Err(format!(
             "{v:?} is not a memory quantity: expected e.g. 384Mi, 1Gi or 500M"

@@ -642,3 +642,94 @@ fn config_is_validated() {
             .contains("--memory 300Mi: too little memory")
     );
 }
+
+/// The predictor-native pod with `extra` annotations added: the denial's message.
+fn denied_with(extra: &[(&str, &str)]) -> String {
+    let review = read_review("predictor-native");
+    let mut request = review.request.unwrap();
+    let object = request.object.as_mut().unwrap();
+    for (k, v) in extra {
+        object["metadata"]["annotations"][*k] = json!(v);
+    }
+    let (resp, outcome) = quiver_k8s::admit(&request, &InjectorConfig::default());
+    assert_eq!(outcome, Outcome::Invalid { admitted: false }, "{extra:?}");
+    assert!(!resp.allowed && resp.patch.is_none());
+    resp.status.unwrap().message.unwrap()
+}
+
+#[test]
+fn annotation_values_cannot_become_flags_bad_images_or_absurd_quantities() {
+    // A value starting with '-' would be read by the sidecar as a flag (a crash loop).
+    let m = denied_with(&[("quiver.dev/replicate", "--help")]);
+    assert!(
+        m.contains("quiver.dev/replicate: \"--help\": a value may not start with '-'"),
+        "{m}"
+    );
+    let m = denied_with(&[("quiver.dev/replicate", "stats,-x")]);
+    assert!(m.contains("quiver.dev/replicate"), "{m}");
+    let m = denied_with(&[("quiver.dev/cache-bytes", "-1")]);
+    assert!(m.contains("quiver.dev/cache-bytes"), "{m}");
+    // Image references are parsed.
+    for bad in [
+        "Quiver:latest",
+        "quiver:",
+        "quiver::1",
+        "registry.example.com/quiver:-bad",
+        "quiver@sha256:abc",
+        "-quiver",
+        "registry..example.com/quiver",
+        "quiver//sidecar",
+        "quiver:1 --help",
+    ] {
+        let m = denied_with(&[("quiver.dev/image", bad)]);
+        assert!(
+            m.contains("quiver.dev/image") && m.contains("image reference") || m.contains("'-'"),
+            "{bad}: {m}"
+        );
+    }
+    // Quantities are bounded.
+    let m = denied_with(&[("quiver.dev/cpu", "1e9")]);
+    assert!(
+        m.contains("quiver.dev/cpu") && m.contains("at most 64 cores"),
+        "{m}"
+    );
+    let m = denied_with(&[("quiver.dev/cpu", "0.0000001")]);
+    assert!(m.contains("quiver.dev/cpu"), "{m}");
+    let m = denied_with(&[("quiver.dev/memory", "1Ei")]);
+    assert!(
+        m.contains("quiver.dev/memory") && m.contains("at most 256Gi"),
+        "{m}"
+    );
+    let m = denied_with(&[
+        ("quiver.dev/memory", "1Ei"),
+        ("quiver.dev/cache-bytes", "1PiB"),
+    ]);
+    assert!(
+        m.contains("quiver.dev/cache-bytes") && m.contains("at most 256Gi"),
+        "{m}"
+    );
+}
+
+#[test]
+fn real_image_references_are_admitted() {
+    for good in [
+        "quiver",
+        "quiver:0.1.0",
+        "ghcr.io/quiver-dev/quiver-sidecar:0.1.0",
+        "localhost:5000/quiver:dev",
+        "registry.example.com:443/team/quiver_sidecar:v1.2-rc.1",
+        "quiver@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "example.com/a/b/c:tag@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        let review = read_review("predictor-native");
+        let mut request = review.request.unwrap();
+        request.object.as_mut().unwrap()["metadata"]["annotations"]["quiver.dev/image"] =
+            json!(good);
+        let (resp, outcome) = quiver_k8s::admit(&request, &InjectorConfig::default());
+        assert!(
+            matches!(outcome, Outcome::Injected { .. }),
+            "{good}: {:?}",
+            resp.status
+        );
+    }
+}

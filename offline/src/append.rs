@@ -4,7 +4,10 @@
 //!
 //! - A folder source gets a new file `push-<nanos>-<pid>.parquet` in it.
 //! - A single-file source is rewritten whole with the rows appended (what Feast's file offline
-//!   store does), under a lock so that two pushes do not lose each other's rows.
+//!   store does), under an exclusive file lock (a sibling `.<name>.lock`, flock) so that two
+//!   pushes, from this process or another, do not lose each other's rows.
+//! - Every local path is resolved to its real path and must be inside the repo or an allowed
+//!   location, and every bucket and endpoint allowed (`quiver_registry::trust`).
 //! - Sources in S3 and GCS likewise: a prefix gets a new part object, and a single object is
 //!   read, extended and written back on condition that it did not change meanwhile (If-Match on
 //!   its ETag; a lost race starts over), so pushes from several servers lose nothing either.
@@ -129,6 +132,7 @@ impl ParquetAppender {
                 "source {uri}: object stores are written on a tokio runtime"
             ))
         })?;
+        source::check_object_source(uri, s3_endpoint_override)?;
         let bucket = Bucket::open(object, s3_endpoint_override, "source")?;
         let _guard = self
             .lock
@@ -149,7 +153,8 @@ impl ParquetAppender {
                 "source {uri}: only local paths, s3:// and gs:// are supported"
             )));
         }
-        let path = self.repo_dir.join(local);
+        // The real path (symlinks followed), inside the repo or an allowed location.
+        let path = source::trusted_path(uri, &self.repo_dir)?;
         let _guard = self
             .lock
             .lock()
@@ -175,13 +180,17 @@ impl ParquetAppender {
             write_parquet(&target, &[batch])?;
             Ok(target)
         } else {
+            // Other processes (another sidecar on the same volume) rewrite the same file: an
+            // exclusive lock on a sibling `.<name>.lock` file covers the read-modify-write.
+            let _file_lock = quiver_registry::store::RegistryLock::acquire(&path)
+                .map_err(|e| Error::internal(format!("source {uri}: {e}")))?;
             let (schema, mut batches) = if path.exists() {
                 read_all(&path)?
             } else {
                 (schema_from_hints(rows, hints)?, Vec::new())
             };
             batches.push(build_batch(&schema, rows)?);
-            write_parquet(&path, &batches)?;
+            write_parquet(&path, &on_last_schema(batches)?)?;
             Ok(path)
         }
     }
@@ -261,7 +270,7 @@ async fn append_object(
             Err(e) => return Err(fail("reading", e)),
         };
         batches.push(build_batch(&schema, rows)?);
-        let bytes = parquet_bytes(&batches, &shown)?;
+        let bytes = parquet_bytes(&on_last_schema(batches)?, &shown)?;
         match bucket
             .store
             .put_opts(&path, PutPayload::from(bytes), PutOptions::from(mode))
@@ -428,26 +437,31 @@ fn build_batch(schema: &SchemaRef, rows: Rows<'_>) -> Result<RecordBatch, Error>
             batch.num_rows(),
         ),
     };
-    let arrays = schema
-        .fields()
-        .iter()
-        .map(
-            |field| match given.iter().find(|(c, _)| *c == field.name()) {
-                Some((name, column)) => match column {
-                    Column::Json(values) => array_of(field.data_type(), values),
-                    Column::Arrow(array) => cast_to(array, field.data_type()),
-                }
-                .map_err(|e| Error::bad_request(format!("df column {name:?}: {e}"))),
-                None if field.is_nullable() => Ok(new_null_array(field.data_type(), rows)),
-                None => Err(Error::bad_request(format!(
-                    "df has no column {:?}, which the offline source requires",
-                    field.name()
-                ))),
-            },
-        )
-        .collect::<Result<Vec<ArrayRef>, Error>>()?;
+    // A source column the push does not carry (one the views do not use, or `created`) is
+    // null in the new rows, so a column written `not null` becomes nullable.
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut arrays = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        match given.iter().find(|(c, _)| *c == field.name()) {
+            Some((name, column)) => {
+                arrays.push(
+                    match column {
+                        Column::Json(values) => array_of(field.data_type(), values),
+                        Column::Arrow(array) => cast_to(array, field.data_type()),
+                    }
+                    .map_err(|e| Error::bad_request(format!("df column {name:?}: {e}")))?,
+                );
+                fields.push(Arc::clone(field));
+            }
+            None => {
+                arrays.push(new_null_array(field.data_type(), rows));
+                fields.push(Arc::new(field.as_ref().clone().with_nullable(true)));
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
     let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-    RecordBatch::try_new_with_options(Arc::clone(schema), arrays, &options)
+    RecordBatch::try_new_with_options(schema, arrays, &options)
         .map_err(|e| Error::bad_request(e.to_string()))
 }
 
@@ -550,6 +564,25 @@ fn cast_struct(given: &StructArray, to_fields: &arrow_schema::Fields) -> Result<
     StructArray::try_new(to_fields.clone(), children, given.nulls().cloned())
         .map(|s| Arc::new(s) as ArrayRef)
         .map_err(|e| e.to_string())
+}
+
+/// Puts every batch on the schema of the last (the pushed one, whose columns may have become
+/// nullable), so they can be written to one file.
+fn on_last_schema(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, Error> {
+    let Some(schema) = batches.last().map(RecordBatch::schema) else {
+        return Ok(batches);
+    };
+    batches
+        .into_iter()
+        .map(|b| {
+            if b.schema() == schema {
+                Ok(b)
+            } else {
+                RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())
+                    .map_err(|e| Error::internal(format!("appending to the source: {e}")))
+            }
+        })
+        .collect()
 }
 
 fn time_micros(j: &Json) -> Option<i64> {

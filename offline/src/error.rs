@@ -107,6 +107,32 @@ impl Error {
         self.to_string()
     }
 
+    /// The message for a caller: as [`Error::message`], except that an object store's own
+    /// words (what the store answered, which an endpoint named in a definition controls) are
+    /// replaced by the kind of failure; the whole message belongs in the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::ObjectStore { context, source } => {
+                use object_store::Error as E;
+                let what = match source {
+                    E::NotFound { .. } => "not found",
+                    E::PermissionDenied { .. } => "permission denied by the store",
+                    E::Unauthenticated { .. } => "not authenticated (credentials)",
+                    E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. } => {
+                        "changed by another writer"
+                    }
+                    E::InvalidPath { .. } => "not a valid object path",
+                    E::NotSupported { .. } | E::NotImplemented { .. } => {
+                        "an operation the store does not support"
+                    }
+                    _ => "the store failed or could not be reached",
+                };
+                format!("{context}: {what} (details in the server's log)")
+            }
+            _ => self.to_string(),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Error {
         Error::BadRequest(message.into())
     }

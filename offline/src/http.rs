@@ -159,7 +159,12 @@ async fn handle(
     reservation.shrink_to(body.len());
     match parse_and_run(state, body, reservation).await {
         Ok(resp) => resp,
-        Err(e) => error(e.kind(), e.message()),
+        Err(e) => {
+            if e.public_message() != e.message() {
+                crate::error::log(e.kind(), "offline http request failed", &e.message());
+            }
+            error(e.kind(), e.public_message())
+        }
     }
 }
 
@@ -240,10 +245,11 @@ async fn historical(
                     "entity_path {path:?}: must be a relative path inside the repo"
                 )));
             }
-            state
-                .engine
-                .read_entities(&state.registry.repo_dir.join(relative))
-                .await?
+            // Symlinks followed: the real file must be inside the repo (or an allowed location).
+            let real = quiver_registry::trust::policy()
+                .local_path(&state.registry.repo_dir, path)
+                .map_err(|e| Error::bad_request(format!("entity_path {path:?}: {e}")))?;
+            state.engine.read_entities(&real).await?
         }
         _ => return Err(bad("give exactly one of \"entities\" and \"entity_path\"")),
     };

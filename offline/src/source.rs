@@ -22,6 +22,7 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use quiver_registry::object::{ObjectUri, bucket_client};
+use quiver_registry::trust;
 
 use crate::Error;
 use crate::convert::{self, Nanos};
@@ -56,13 +57,7 @@ impl Format {
 /// partitions included), sorted. Relative paths are resolved against the repo, as Feast does.
 /// ([`locate`] also takes object-store URIs.)
 pub fn resolve(uri: &str, repo_dir: &Path) -> Result<Vec<(PathBuf, Format)>, Error> {
-    let local = uri.strip_prefix("file://").unwrap_or(uri);
-    if local.contains("://") {
-        return Err(Error::unprocessable(format!(
-            "source {uri}: only local paths, s3:// and gs:// are supported"
-        )));
-    }
-    let path = repo_dir.join(local);
+    let path = trusted_path(uri, repo_dir)?;
     let meta = std::fs::metadata(&path)
         .map_err(|e| Error::wrap(format_args!("source {}", path.display()), e))?;
     if meta.is_file() {
@@ -73,7 +68,7 @@ pub fn resolve(uri: &str, repo_dir: &Path) -> Result<Vec<(PathBuf, Format)>, Err
         )]);
     }
     let mut out = Vec::new();
-    walk(&path, &mut out)?;
+    walk(&path, repo_dir, &mut out)?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     if out.is_empty() {
         return Err(Error::not_found(format!(
@@ -84,7 +79,25 @@ pub fn resolve(uri: &str, repo_dir: &Path) -> Result<Vec<(PathBuf, Format)>, Err
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, Format)>) -> Result<(), Error> {
+/// The real path of a local source (relative paths against the repo), refused unless it is
+/// inside the repo or an operator's allowed location (`quiver_registry::trust`).
+pub fn trusted_path(uri: &str, repo_dir: &Path) -> Result<PathBuf, Error> {
+    trust::policy()
+        .local_path(repo_dir, uri)
+        .map_err(|e| Error::unprocessable(format!("source {uri}: {e}")))
+}
+
+/// Refuses an object-store source (or push target) whose bucket or `s3_endpoint_override` the
+/// operator did not allow, before any client is built or request sent.
+pub fn check_object_source(uri: &str, s3_endpoint_override: &str) -> Result<(), Error> {
+    let policy = trust::policy();
+    policy
+        .object(uri)
+        .and_then(|()| policy.endpoint(s3_endpoint_override))
+        .map_err(|e| Error::unprocessable(format!("source {uri}: {}: {e}", e.field)))
+}
+
+fn walk(dir: &Path, repo_dir: &Path, out: &mut Vec<(PathBuf, Format)>) -> Result<(), Error> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::wrap(format_args!("source {}", dir.display()), e))?;
     for entry in entries {
@@ -99,8 +112,13 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, Format)>) -> Result<(), Error> {
         let kind = entry
             .file_type()
             .map_err(|e| Error::wrap(format_args!("source {}", path.display()), e))?;
+        if kind.is_symlink() {
+            // A link inside a source folder must not lead out of the trusted locations (the
+            // query engine's listing follows links).
+            trusted_path(&path.to_string_lossy(), repo_dir)?;
+        }
         if kind.is_dir() {
-            walk(&path, out)?;
+            walk(&path, repo_dir, out)?;
         } else if let Some(format) = Format::of(&path) {
             out.push((path, format));
         }
@@ -210,8 +228,7 @@ pub async fn locate(
     repo_dir: &Path,
 ) -> Result<Located, Error> {
     let Some((object, folder)) = object_uri(uri, "source")? else {
-        let local = uri.strip_prefix("file://").unwrap_or(uri);
-        let root = repo_dir.join(local);
+        let root = trusted_path(uri, repo_dir)?;
         let files = resolve(uri, repo_dir)?;
         return Ok(Located::Local {
             is_dir: root.is_dir(),
@@ -219,6 +236,7 @@ pub async fn locate(
             files,
         });
     };
+    check_object_source(uri, s3_endpoint_override)?;
     locate_objects(
         Bucket::open(object, s3_endpoint_override, "source")?,
         folder,

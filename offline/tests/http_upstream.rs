@@ -23,6 +23,11 @@ async fn an_unreachable_object_store_is_a_503() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
+    // SAFETY: as above. The operator allows the bucket and the endpoint.
+    unsafe {
+        std::env::set_var("QUIVER_ALLOW_LOCATIONS", "s3://bkt");
+        std::env::set_var("QUIVER_ALLOW_ENDPOINTS", &endpoint);
+    }
     let definitions = format!(
         r#"
 entities:

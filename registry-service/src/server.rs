@@ -712,6 +712,25 @@ async fn apply(service: &Arc<Service>, req: Request<Incoming>, project: &str) ->
         Ok(Err(resp)) => return resp,
         Err(e) => return pool_error(&e),
     };
+    // Sources must name trusted locations: the service has no repo to resolve paths in, so a
+    // relative path must not climb out of the repo, and anything else must be allowed by the
+    // operator (symlinks are checked again where the path is used).
+    let problems = quiver_registry::trust::policy().check_registry(&desired, None);
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let list: Vec<Json> = problems
+            .iter()
+            .map(|p| json!({"object": p.object, "field": p.field, "message": p.message}))
+            .collect();
+        return json_response(
+            status_of(ErrorKind::BadRequest),
+            &json!({"error": "UntrustedLocation", "message": message, "problems": list}),
+        );
+    }
     match service
         .apply(body.base_version, desired, now(), body.dry_run)
         .await

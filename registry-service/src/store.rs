@@ -427,6 +427,10 @@ impl FileStore {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // A writer killed between its temp file and the rename leaves the temp file behind.
+        for stale in quiver_registry::store::remove_stale_temps(path) {
+            tracing::info!(file = %stale.display(), "removed a stale temp file of a dead writer");
+        }
         Ok(FileStore {
             versions_path: dir.join(format!(".{name}.versions.json")),
             path: path.to_path_buf(),

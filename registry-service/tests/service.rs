@@ -801,3 +801,72 @@ async fn a_poisoned_interval_is_cleared_with_the_token() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn sources_outside_the_repo_and_the_allowed_locations_are_refused_at_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = file_service(&dir, fast());
+    let mut c = client(&svc.url(), None);
+    assert_eq!(apply(&mut c, "demo", 0, DEFS).await.0, 200);
+    for (path, extra, field, needle) in [
+        ("/etc/passwd", "", "path", "outside the repo"),
+        ("../../elsewhere/stats.parquet", "", "path", "climbs out"),
+        (
+            "s3://attacker-bucket/stats.parquet",
+            "",
+            "path",
+            "s3://attacker-bucket",
+        ),
+        (
+            "data/stats.parquet",
+            ", s3_endpoint_override: 'http://169.254.169.254'",
+            "s3_endpoint_override",
+            "not an allowed endpoint",
+        ),
+    ] {
+        let defs = DEFS.replace(
+            "{name: stats, path: data/stats.parquet}",
+            &format!("{{name: stats, path: '{path}'{extra}}}"),
+        );
+        let (status, body) = apply(&mut c, "demo", 1, &defs).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"], "UntrustedLocation", "{body}");
+        let problem = &body["problems"][0];
+        assert_eq!(problem["object"], "source \"stats\"", "{body}");
+        assert_eq!(problem["field"], field, "{body}");
+        assert!(
+            problem["message"].as_str().unwrap().contains(needle),
+            "{path}: {body}"
+        );
+        assert_eq!(version(&mut c, "demo").await, 1, "nothing was written");
+    }
+}
+
+#[tokio::test]
+async fn temp_files_of_a_killed_writer_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A process that is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let stale = [
+        dir.path().join(format!(".registry.db.tmp-{pid}")),
+        dir.path()
+            .join(format!("..registry.db.versions.json.tmp-{pid}")),
+    ];
+    // A live process's (PID 1's) fresh write in progress, and an unrelated file, are left
+    // alone.
+    let live = dir.path().join(".registry.db.tmp-1");
+    let unrelated = dir.path().join(format!(".other.db.tmp-{pid}"));
+    for f in stale.iter().chain([&live, &unrelated]) {
+        std::fs::write(f, b"half a registry").unwrap();
+    }
+    let svc = file_service(&dir, fast());
+    for f in &stale {
+        assert!(!f.exists(), "{} is still there", f.display());
+    }
+    assert!(live.exists() && unrelated.exists());
+    // The service works on the same folder.
+    let mut c = client(&svc.url(), None);
+    assert_eq!(apply(&mut c, "demo", 0, DEFS).await.0, 200);
+}

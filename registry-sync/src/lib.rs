@@ -12,6 +12,7 @@
 //! - [`snapshot`]: the flatbuffers registry snapshot a sidecar syncs from the registry service.
 //! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
 //! - [`yaml`]: every YAML read, with caps on depth and size checked while parsing.
+//! - [`trust`]: the operator's trusted locations for sources and sinks.
 
 #![cfg_attr(
     not(test),
@@ -30,3 +31,4 @@ pub mod snapshot;
 pub mod store;
 pub mod summary;
 pub mod yaml;
+pub mod trust;

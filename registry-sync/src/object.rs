@@ -238,6 +238,86 @@ pub async fn pause_after_conflict(attempt: usize) {
     tokio::time::sleep(backoff.delay_for_attempt(attempt)).await;
 }
 
+/// Whether an S3 builder has credentials of its own (keys, a web identity, a container's
+/// credentials endpoint, or signing off), so that it would not fall back to the EC2 instance
+/// metadata service.
+fn s3_has_credentials(b: &AmazonS3Builder) -> bool {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let has = |k: K| b.get_config_value(&k).is_some_and(|v| !v.trim().is_empty());
+    has(K::AccessKeyId)
+        || has(K::SecretAccessKey)
+        || (has(K::WebIdentityTokenFile) && has(K::RoleArn))
+        || has(K::ContainerCredentialsRelativeUri)
+        || (has(K::ContainerCredentialsFullUri) && has(K::ContainerAuthorizationTokenFile))
+        || b.get_config_value(&K::SkipSignature)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Whether a GCS builder has credentials of its own (a service account, application default
+/// credentials, or signing off), so that it would not fall back to the GCE metadata server.
+fn gcs_has_credentials(b: &GoogleCloudStorageBuilder) -> bool {
+    use object_store::gcp::GoogleConfigKey as K;
+    let has = |k: K| b.get_config_value(&k).is_some_and(|v| !v.trim().is_empty());
+    let well_known = std::env::var_os("HOME").is_some_and(|home| {
+        std::path::Path::new(&home)
+            .join(".config/gcloud/application_default_credentials.json")
+            .exists()
+    });
+    has(K::ServiceAccount)
+        || has(K::ServiceAccountKey)
+        || has(K::ApplicationCredentials)
+        || well_known
+        || b.get_config_value(&K::SkipSignature)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The credentials of a client that has none and may not ask the instance metadata service:
+/// every request fails at once, saying what to set, and nothing is sent anywhere.
+#[derive(Debug)]
+struct NoCredentials<T> {
+    store: &'static str,
+    hint: &'static str,
+    _credential: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> NoCredentials<T> {
+    fn new(store: &'static str, hint: &'static str) -> NoCredentials<T> {
+        NoCredentials {
+            store,
+            hint,
+            _credential: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: std::fmt::Debug + Send + Sync + 'static> object_store::CredentialProvider
+    for NoCredentials<T>
+{
+    type Credential = T;
+
+    // `async_trait`'s signature, written out (the crate is not a dependency here).
+    fn get_credential<'s, 'f>(
+        &'s self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = object_store::Result<Arc<T>>> + Send + 'f>,
+    >
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            Err(object_store::Error::Unauthenticated {
+                path: String::new(),
+                source: format!(
+                    "no credentials for {}, and the instance metadata service is not allowed: {}",
+                    self.store, self.hint
+                )
+                .into(),
+            })
+        })
+    }
+}
+
 /// A client for the bucket of `uri`, configured from the environment as Feast's clients are (see
 /// the module's documentation), and where its requests go, for error messages.
 /// `endpoint_override` (a `FileSource`'s `s3_endpoint_override`) wins over the environment's
@@ -293,6 +373,14 @@ pub fn bucket_client(
             {
                 b = b.with_region(region);
             }
+            if !crate::trust::policy().instance_metadata() && !s3_has_credentials(&b) {
+                b = b.with_credentials(Arc::new(NoCredentials::<object_store::aws::AwsCredential>::new(
+                    "S3",
+                    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile in \
+                     ~/.aws/credentials) or a web identity, or let quiver ask the instance \
+                     metadata service (--allow-instance-metadata / QUIVER_ALLOW_INSTANCE_METADATA=true)",
+                )));
+            }
             let endpoint = own
                 .map(str::to_owned)
                 .or(env.aws_endpoint)
@@ -325,7 +413,19 @@ pub fn bucket_client(
                         .with_credentials(Arc::new(none))
                         .with_skip_signature(true);
                 }
-                _ => b = b.with_client_options(client),
+                _ => {
+                    b = b.with_client_options(client);
+                    if !crate::trust::policy().instance_metadata() && !gcs_has_credentials(&b) {
+                        b = b.with_credentials(Arc::new(NoCredentials::<
+                            object_store::gcp::GcpCredential,
+                        >::new(
+                            "GCS",
+                            "set GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS to a \
+                             key file, or let quiver ask the metadata server \
+                             (--allow-instance-metadata / QUIVER_ALLOW_INSTANCE_METADATA=true)",
+                        )));
+                    }
+                }
             }
             let gcs = b.build().map_err(|e| {
                 format!(

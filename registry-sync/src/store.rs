@@ -2,7 +2,7 @@
 //! temporary file in the same folder and a rename, so a crash never leaves a half-written file.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::RegistryFile;
@@ -84,6 +84,59 @@ impl RegistryLock {
             .map_err(|e| FileError::io(format!("cannot lock {}", lock_path.display()), e))?;
         Ok(RegistryLock { _file: file })
     }
+}
+
+/// A write whose temp file is older than this is over, whoever wrote it.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// This process's own temp files older than this are left over by an earlier process with the
+/// same PID (PID 1 in every container), not one of its writes in progress.
+const STALE_OWN_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the temp files [`write_atomic`] left beside `path` (`.<name>.tmp-<pid>`, and those
+/// of its sibling files, e.g. `.<name>.versions.json`) when a writer died before its rename:
+/// those of a process that is gone, this process's own that are not fresh, and any older than
+/// a day. Returns the files removed. Called when a long-running writer starts.
+pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file) = file_name.to_str() else {
+            continue;
+        };
+        let Some((base, pid)) = file.strip_prefix('.').and_then(|f| f.rsplit_once(".tmp-")) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let ours = base == name || base.strip_prefix('.').is_some_and(|b| b.starts_with(name));
+        if !ours {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let gone = cfg!(target_os = "linux") && !Path::new("/proc").join(pid.to_string()).exists();
+        let stale = gone || (pid == me && age > STALE_OWN_TEMP) || age > STALE_TEMP;
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
 }
 
 /// Reads the registry at `path`; a missing file is an empty registry.

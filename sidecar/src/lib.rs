@@ -116,6 +116,7 @@ pub async fn start_from(
         store_ok: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         replicated: AtomicBool::new(config.replicate.is_empty()),
+        registry_problem: std::sync::Mutex::new(None),
     });
     let mut tasks =
         vec![match (source, follow) {

@@ -195,6 +195,9 @@ pub struct Metrics {
     pub registry_service_connected: AtomicBool,
     /// True while serving a snapshot from the state dir that the service has not confirmed.
     pub registry_from_state_dir: AtomicBool,
+    /// True while the latest registry file or object fails to load (the last good one is
+    /// served).
+    pub registry_load_failing: AtomicBool,
 }
 
 /// Values read at render time from the state that owns them.
@@ -403,6 +406,11 @@ impl Metrics {
                 "quiver_registry_service_connected",
                 "1 while the registry service answered the last exchange.",
                 f64::from(u8::from(self.registry_service_connected.load(Relaxed))),
+            ),
+            (
+                "quiver_registry_load_failing",
+                "1 while the latest registry file or object fails to load (the last good version is served).",
+                f64::from(u8::from(self.registry_load_failing.load(Relaxed))),
             ),
             (
                 "quiver_registry_from_state_dir",

@@ -2,7 +2,8 @@
 //!
 //! A body carries a column-major table (`df: {column: [values...]}`) that is checked whole
 //! against the registry before anything is written: every target view's join keys, event time
-//! and features must be there, typed as the registry says; a column no target uses, ragged
+//! and features must be there, typed as the registry says; a column no target uses (in an
+//! online-only push: one going offline may carry the batch source's other columns), ragged
 //! columns, a bad timestamp or value are 4xx errors naming the column (and row). Rows are then
 //! written with Feast's rule (strictly newer event time wins), the latest row per entity when a
 //! table repeats one, and the sidecar's own cache entries of those entities are dropped at once.
@@ -35,7 +36,57 @@ pub trait OfflineWriter: Send + Sync {
         columns: &[(String, Vec<Json>)],
         rows: usize,
         hints: &[(String, Option<quiver_core::ValueType>)],
-    ) -> Result<String, String>;
+    ) -> Result<String, OfflineWriteError>;
+}
+
+/// Why an offline append failed: whose fault (the kind) and the full message. The message of
+/// an upstream's or an internal failure is logged, not sent to the caller (it can carry what an
+/// object store answered).
+#[derive(Debug, Clone)]
+pub struct OfflineWriteError {
+    pub kind: quiver_core::fault::ErrorKind,
+    /// What the caller may read (an upstream's own words left out).
+    pub message: String,
+    /// Everything, for the log.
+    pub detail: String,
+}
+
+impl OfflineWriteError {
+    /// The answer to the caller: the message for the caller's own mistakes; for the rest a
+    /// generic message naming the source, with the details in the log.
+    fn into_api(self, view: &str, uri: &str) -> ApiError {
+        use quiver_core::fault::Fault;
+        match self.kind.fault() {
+            Fault::Caller => {
+                if self.detail != self.message {
+                    tracing::debug!(view, source = uri, error = %self.detail, "offline push refused");
+                }
+                ApiError::new(self.kind, "ValidationError", self.message)
+            }
+            Fault::Upstream => {
+                tracing::warn!(view, source = uri, error = %self.detail, "offline push failed upstream");
+                ApiError::new(
+                    self.kind,
+                    "OfflineStoreUnavailable",
+                    format!(
+                        "feature view {view}: writing to its batch source {uri} failed at the \
+                         store; the server's log has the details"
+                    ),
+                )
+            }
+            Fault::Internal => {
+                tracing::error!(view, source = uri, error = %self.detail, "offline push failed");
+                ApiError::new(
+                    self.kind,
+                    "OfflineWriteFailed",
+                    format!(
+                        "feature view {view}: writing to its batch source {uri} failed; the \
+                         server's log has the details"
+                    ),
+                )
+            }
+        }
+    }
 }
 
 /// What the write endpoints accept.
@@ -255,7 +306,12 @@ pub fn parse(
     if !by_source && !used.contains(CLIENT_CREATED) {
         columns.retain(|(c, values)| c != CLIENT_CREATED || !values.iter().all(Json::is_null));
     }
-    if let Some((unknown, _)) = columns.iter().find(|(c, _)| !used.contains(c.as_str())) {
+    // A push that goes offline may carry the batch source's other columns (Feast's offline
+    // write takes the source's whole schema): the appender checks them against the source's
+    // columns, and the online write ignores them.
+    if to == PushTo::Online
+        && let Some((unknown, _)) = columns.iter().find(|(c, _)| !used.contains(c.as_str()))
+    {
         return Err(unprocessable(format!(
             "df column {unknown:?} is not a join key, timestamp or feature of {}",
             views
@@ -478,12 +534,14 @@ pub async fn write(
             hints.push((v.timestamp_field.clone(), None));
             hints.extend(v.created_field.clone().map(|c| (c, None)));
         }
+        let view_name = view.name.clone();
+        let shown = uri.clone();
         let written = tokio::task::spawn_blocking(move || {
             writer.append(&uri, &endpoint, &columns, rows, &hints)
         })
         .await
         .map_err(|e| ApiError::internal("OfflineWriteFailed", e.to_string()))?
-        .map_err(unprocessable)?;
+        .map_err(|e| e.into_api(&view_name, &shown))?;
         Some(written)
     };
     if to == PushTo::Offline {

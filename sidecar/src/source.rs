@@ -72,6 +72,14 @@ pub(crate) fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// `/ready`'s words for a registry that failed to load.
+fn last_good(state: &State, e: &impl std::fmt::Display) -> String {
+    format!(
+        "registry: the latest version failed to load ({e}); serving the last good one (version_id {})",
+        state.registry.load().version_id
+    )
+}
+
 /// Reloads the registry when its file changes, and swaps it in whole.
 pub(crate) async fn watch_registry(state: Arc<State>, path: PathBuf) {
     let mut stamp = file_stamp(&path);
@@ -92,11 +100,13 @@ pub(crate) async fn watch_registry(state: Arc<State>, path: PathBuf) {
                 tracing::info!(version, version_id = %reg.version_id, "registry reloaded");
                 state.registry.store(Arc::new(reg));
                 state.metrics.registry_reloads.inc();
+                state.set_registry_problem(None);
                 stamp = now;
             }
             Ok(Err(e)) => {
                 state.metrics.registry_reload_errors.inc();
                 tracing::error!(error = %e, "registry reload failed; serving the last good version");
+                state.set_registry_problem(Some(last_good(&state, &e)));
                 stamp = now;
             }
             Err(e) => tracing::error!(error = %e, "registry reload task failed"),
@@ -152,10 +162,12 @@ pub(crate) async fn watch_object(
                 tracing::info!(version, version_id = %reg.version_id, "registry reloaded");
                 state.registry.store(Arc::new(reg));
                 state.metrics.registry_reloads.inc();
+                state.set_registry_problem(None);
                 stamp = Some(read);
             }
             Err(e) => {
                 state.metrics.registry_reload_errors.inc();
+                state.set_registry_problem(Some(last_good(&state, &e)));
                 tracing::error!(error = %e, "registry reload failed; serving the last good version, retrying at the next check");
                 // The stamp stays: a failed read may be transient (a timeout, a throttled GET),
                 // so the next check reads again rather than waiting for another change.

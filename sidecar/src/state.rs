@@ -26,6 +26,9 @@ pub struct State {
     pub(crate) ready: AtomicBool,
     /// False until replicate mode's first load finished (true when nothing is replicated).
     pub(crate) replicated: AtomicBool,
+    /// Why the latest registry (file or object) did not load, while it does not: the sidecar
+    /// serves the last good version meanwhile, and `/ready` says so.
+    pub(crate) registry_problem: std::sync::Mutex<Option<String>>,
 }
 
 impl State {
@@ -57,9 +60,25 @@ impl State {
                     .to_owned(),
             );
         }
+        if let Some(problem) = self.registry_problem.lock().ok().and_then(|p| p.clone()) {
+            // Reported, but still ready: the last good registry is served, and marking every
+            // pod unready over one bad registry file would take the models down with it.
+            reasons.push(problem);
+        }
         let ok = store_ok && replicated;
         self.ready.store(ok, Relaxed);
         (ok, reasons)
+    }
+
+    /// Records that the latest registry failed to load (`Some(why)`) or loaded (`None`):
+    /// `/ready` lists the reason and `quiver_registry_load_failing` is 1 meanwhile.
+    pub(crate) fn set_registry_problem(&self, problem: Option<String>) {
+        self.metrics
+            .registry_load_failing
+            .store(problem.is_some(), Relaxed);
+        if let Ok(mut p) = self.registry_problem.lock() {
+            *p = problem;
+        }
     }
 
     /// The readiness last computed (for metrics).

@@ -16,6 +16,9 @@ struct Cli {
     #[command(flatten)]
     logging: Logging,
 
+    #[command(flatten)]
+    trust: quiver_cmd::common::TrustArgs,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +32,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.logging.init();
+    if let Err(e) = cli.trust.install() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => quiver_cmd::serve::run(args, None),
     };

@@ -30,5 +30,5 @@ pub mod object;
 pub mod snapshot;
 pub mod store;
 pub mod summary;
-pub mod yaml;
 pub mod trust;
+pub mod yaml;

@@ -366,7 +366,7 @@ impl Metrics {
         out.push_str("# HELP quiver_online_store_read_duration_seconds Latency of batched online store reads.\n# TYPE quiver_online_store_read_duration_seconds histogram\n");
         self.store_latency
             .render(&mut out, "quiver_online_store_read_duration_seconds", "");
-        let gauges: [(&str, &str, f64); 9] = [
+        let gauges: [(&str, &str, f64); 10] = [
             (
                 "quiver_cache_size_bytes",
                 "Bytes held by the cache (estimated).",

@@ -131,8 +131,51 @@ pub struct Args {
     /// Deadline for one call to the transformation service (504 past it).
     #[arg(long, default_value = "5s", env = "QUIVER_TRANSFORMATION_TIMEOUT", value_parser = parse_duration)]
     transformation_timeout: Duration,
+    /// KServe enrichment (boxed: the flags would make every subcommand's enum larger).
+    #[command(flatten)]
+    enrich: Box<EnrichArgs>,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+/// `serve`'s KServe enrichment flags.
+#[derive(Debug, clap::Args)]
+pub struct EnrichArgs {
+    /// KServe enrichment: the enrich config (YAML: model → feature service, entity inputs,
+    /// layout, missing/stale policy). The sidecar then also answers KServe's V1 and V2 paths,
+    /// adding each request's features and forwarding it to --upstream.
+    #[arg(long, env = "QUIVER_ENRICH", requires = "upstream")]
+    enrich: Option<PathBuf>,
+    /// With --enrich: the model server, an http:// URL (its port on the pod's loopback, e.g.
+    /// http://127.0.0.1:8081).
+    #[arg(long, env = "QUIVER_UPSTREAM", requires = "enrich")]
+    upstream: Option<String>,
+    /// With --enrich: deadline for one call to the model server (504 past it).
+    #[arg(long, default_value = "60s", env = "QUIVER_UPSTREAM_TIMEOUT", value_parser = parse_duration)]
+    upstream_timeout: Duration,
+    /// With --enrich: largest answer read from the model server (502 beyond).
+    #[arg(long, default_value = "64MiB", env = "QUIVER_UPSTREAM_MAX_BODY", value_parser = parse_bytes)]
+    upstream_max_body: usize,
+}
+
+/// `--enrich FILE --upstream URL`: the config read and checked (syntax and shape here; against
+/// the registry once it is loaded), the upstream URL checked.
+fn enrich(args: &EnrichArgs) -> anyhow::Result<Option<Arc<quiver_sidecar::enrich::Enricher>>> {
+    let (Some(file), Some(url)) = (&args.enrich, &args.upstream) else {
+        return Ok(None);
+    };
+    let config = quiver_sidecar::enrich::EnrichConfig::load(file)
+        .map_err(|e| anyhow!("--enrich: the enrich config has problems:\n{e}"))?;
+    let mut upstream = quiver_sidecar::enrich::UpstreamConfig::parse(url)
+        .map_err(|e| anyhow!("--upstream: {e}"))?;
+    if !upstream.is_loopback() {
+        tracing::warn!(upstream = %upstream.base, "--upstream is not a loopback address: the model server is expected beside the sidecar, in its pod");
+    }
+    upstream.timeout = args.upstream_timeout;
+    upstream.max_response_bytes = args.upstream_max_body;
+    Ok(Some(Arc::new(quiver_sidecar::enrich::Enricher::new(
+        config, upstream,
+    ))))
 }
 
 /// `--transformation-service`: HOST:PORT (an http:// prefix is accepted), checked before the
@@ -352,11 +395,18 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
         replicate: args.replicate.clone(),
         push,
         transformation: transformation(&args)?,
+        enrich: enrich(&args.enrich)?,
     };
     let store = connect_store(&config, Connect::Background).await?;
     let (state, _background) = quiver_sidecar::start_from(sidecar, &project, source, store)
         .await
         .map_err(|e| anyhow!(e))?;
+    if let (Some(enricher), Some(file)) = (&state.config.enrich, &args.enrich.enrich) {
+        enricher
+            .config
+            .check(&state.registry.load(), &file.display().to_string())
+            .map_err(|e| anyhow!("--enrich: the enrich config does not fit the registry:\n{e}"))?;
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {addr}"))?;

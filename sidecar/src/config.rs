@@ -70,6 +70,9 @@ pub struct SidecarConfig {
     pub push: Option<push::PushConfig>,
     /// Feast's transformation service, for on-demand views (off: such requests are refused).
     pub transformation: Option<quiver_transform::TransformConfig>,
+    /// KServe enrichment (`--enrich`, `--upstream`): KServe's paths answered by enriching and
+    /// forwarding to the model server (off: they are 404).
+    pub enrich: Option<std::sync::Arc<crate::enrich::Enricher>>,
 }
 
 impl Default for SidecarConfig {
@@ -82,6 +85,7 @@ impl Default for SidecarConfig {
             replicate: Vec::new(),
             push: None,
             transformation: None,
+            enrich: None,
         }
     }
 }

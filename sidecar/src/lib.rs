@@ -12,7 +12,8 @@
 //! `engine::request`, `engine::read_through`) → `render` (`json`, `arrow`); `cache` (the CLOCK
 //! cache), `feed` (change feed and its tasks), `registry` (serving registry, plan cache),
 //! `source` and `sync` (where the registry comes from), `replicate`, `push` (writes), `write_time` (write-time on-demand views), `materialize` (the ingest role's runs), `error`,
-//! `metrics`, `config`, `state`, `clock`.
+//! `metrics`, `config`, `state`, `clock`; `enrich` (KServe requests enriched and forwarded to
+//! the model server).
 
 #![cfg_attr(
     not(test),
@@ -24,6 +25,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod enrich;
 pub mod error;
 pub mod feed;
 pub mod materialize;

@@ -68,6 +68,11 @@ impl Histogram {
         cell.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
     }
 
+    /// Writes the series `name` with `labels` (`k="v",...`, rendered once by the caller).
+    pub fn render_to(&self, out: &mut String, name: &str, labels: &str) {
+        self.render(out, name, labels);
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sum = |f: &dyn Fn(&HistogramCell) -> u64| -> u64 { self.0.iter().map(f).sum() };
         let mut cumulative = 0;
@@ -98,10 +103,12 @@ pub enum Endpoint {
     WriteToOnlineStore = 5,
     Materialize = 6,
     MaterializeIncremental = 7,
-    Other = 8,
+    /// KServe's paths (`--enrich`): enriched predictions and what is passed through.
+    Kserve = 8,
+    Other = 9,
 }
 
-const ENDPOINTS: [&str; 9] = [
+const ENDPOINTS: [&str; 10] = [
     "get-online-features",
     "health",
     "ready",
@@ -110,6 +117,7 @@ const ENDPOINTS: [&str; 9] = [
     "write-to-online-store",
     "materialize",
     "materialize-incremental",
+    "kserve",
     "other",
 ];
 /// Status classes: 2xx, 4xx, 5xx.
@@ -161,8 +169,8 @@ impl TransformOutcome {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[Counter; 3]; 9],
-    latency: [Histogram; 9],
+    requests: [[Counter; 3]; 10],
+    latency: [Histogram; 10],
     /// Calls to Feast's transformation service by phase and outcome, and their latency.
     transform_calls: [[Counter; 6]; 2],
     transform_latency: [Histogram; 2],

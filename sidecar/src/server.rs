@@ -90,6 +90,20 @@ impl quiver_http::Handler for Routes {
 async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
     let state = &routes.state;
     let started = Instant::now();
+    if let Some(enricher) = &state.config.enrich
+        && let Some(route) = crate::enrich::route(req.method(), req.uri().path())
+    {
+        let resp = match route {
+            Ok(route) => {
+                crate::enrich::serve(state, enricher, route, req, routes.body_timeout).await
+            }
+            Err(e) => error_response(&e),
+        };
+        state
+            .metrics
+            .record_request(Endpoint::Kserve, resp.status().as_u16(), started.elapsed());
+        return resp;
+    }
     let (endpoint, resp) = match (req.method(), req.uri().path()) {
         (&Method::POST, "/get-online-features") => (
             Endpoint::GetOnlineFeatures,
@@ -115,6 +129,7 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
             materialize(routes, req, true).await,
         ),
         (&Method::GET, "/metrics") => (Endpoint::Metrics, metrics(routes)),
+
         (_, "/get-online-features" | "/health" | "/ready" | "/metrics") => (
             Endpoint::Other,
             error_response(&ApiError::method_not_allowed(
@@ -411,6 +426,9 @@ fn metrics(routes: &Routes) -> Response<Body> {
             .is_some_and(|p| p.token.is_none()),
     };
     let mut text = state.metrics.render(&snapshot);
+    if let Some(enricher) = &state.config.enrich {
+        enricher.render_metrics(&mut text);
+    }
     routes.connections.render("quiver_http", &mut text);
     let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(

@@ -57,15 +57,38 @@ pub struct ServingEngine {
 }
 
 /// What [`ServingEngine::prepare`] leaves to do.
-pub enum Prepared {
+pub enum Prepared<F: Output = Format> {
     /// Every row was cached and fresh: the answer.
-    Answered(Vec<u8>),
+    Answered(F::Out),
     /// Some rows must be read: finish with [`ServingEngine::finish`].
-    Pending(Box<Pending>),
+    Pending(Box<Pending<F>>),
+}
+
+/// What an answer is rendered into: bytes in a [`Format`] (the HTTP API), or typed feature
+/// columns ([`render::typed::Typed`], what the KServe enrichment builds model inputs from).
+pub trait Output: Copy {
+    type Out;
+    #[doc(hidden)]
+    fn render_table(
+        self,
+        reg: &ServingRegistry,
+        table: &render::Table<'_>,
+    ) -> Result<Self::Out, ApiError>;
+}
+
+impl Output for Format {
+    type Out = Vec<u8>;
+    fn render_table(
+        self,
+        reg: &ServingRegistry,
+        table: &render::Table<'_>,
+    ) -> Result<Vec<u8>, ApiError> {
+        render::render(reg, table, self)
+    }
 }
 
 /// A request between its synchronous part and its store read.
-pub struct Pending {
+pub struct Pending<F: Output = Format> {
     plan: Arc<Plan>,
     columns: Vec<(String, Vec<Json>)>,
     typed: Vec<Vec<quiver_core::Value>>,
@@ -74,7 +97,7 @@ pub struct Pending {
     slots: Vec<Slot>,
     row_slots: Vec<Vec<usize>>,
     rows: usize,
-    format: Format,
+    format: F,
 }
 
 impl ServingEngine {
@@ -129,12 +152,12 @@ impl ServingEngine {
     /// The synchronous part of a request: plan, typed entity keys, and, when every row is cached
     /// and fresh, the whole answer. It needs only a borrowed registry (the server lends it
     /// through an `ArcSwap` guard, without touching the registry's reference count).
-    pub fn prepare(
+    pub fn prepare<F: Output>(
         &self,
         reg: &ServingRegistry,
         req: OnlineRequest,
-        format: Format,
-    ) -> Result<Prepared, ApiError> {
+        format: F,
+    ) -> Result<Prepared<F>, ApiError> {
         let OnlineRequest {
             features,
             feature_service,
@@ -178,7 +201,7 @@ impl ServingEngine {
     /// read locks are held, from the entries in place: no reference counting, and the memory
     /// reads of different entries can overlap. `None` when any slot missed or is stale.
     #[allow(clippy::too_many_arguments)]
-    fn answer_from_cache(
+    fn answer_from_cache<F: Output>(
         &self,
         reg: &ServingRegistry,
         plan: &Plan,
@@ -188,8 +211,8 @@ impl ServingEngine {
         slots: &[Slot],
         row_slots: &[Vec<usize>],
         rows: usize,
-        format: Format,
-    ) -> Option<Result<Vec<u8>, ApiError>> {
+        format: F,
+    ) -> Option<Result<F::Out, ApiError>> {
         let now = self.config.clock.now();
         let keys: smallvec::SmallVec<[&CacheKey; 16]> = slots.iter().map(|s| &s.key).collect();
         self.cache.with_entries(&keys, |found| {
@@ -210,16 +233,16 @@ impl ServingEngine {
                 rows,
                 now: self.config.clock.unix_now(),
             };
-            Some(render::render(reg, &table, format))
+            Some(format.render_table(reg, &table))
         })
     }
 
     /// The rest of a request that missed the cache: one coalesced read, then the answer.
-    pub async fn finish(
+    pub async fn finish<F: Output>(
         self: &Arc<Self>,
         reg: &Arc<ServingRegistry>,
-        p: Pending,
-    ) -> Result<Vec<u8>, ApiError> {
+        p: Pending<F>,
+    ) -> Result<F::Out, ApiError> {
         // 5. Hits at once, misses through one coalesced, batched store read.
         let entries = self.read_through(reg, &p.slots).await;
         // 6. A failed read fails the request, unless configured to degrade to INVALID cells.
@@ -244,6 +267,6 @@ impl ServingEngine {
             rows: p.rows,
             now: self.config.clock.unix_now(),
         };
-        render::render(reg, &table, p.format)
+        p.format.render_table(reg, &table)
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod arrow;
 pub mod json;
+pub mod typed;
 
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ pub enum Format {
 
 /// Everything an answer is rendered from, JSON or Arrow.
 #[derive(Clone, Copy)]
-pub(crate) struct Table<'a> {
+pub struct Table<'a> {
     pub plan: &'a Plan,
     /// The request's entity columns, echoed first.
     pub columns: &'a [(String, Vec<Json>)],

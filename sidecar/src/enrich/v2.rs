@@ -1,0 +1,383 @@
+//! Open Inference Protocol (KServe V2) over REST: entity-id input tensors in (shape `[n]` or
+//! `[n, 1]`, INT8..UINT64 or BYTES; request inputs also FP32/FP64/BOOL), feature tensors out:
+//! one per output column (FP32, FP64, INT32, INT64, BOOL or BYTES by the feature's type, shape
+//! `[n]`) or one stacked `[n, k]` FP32/FP64 tensor. The entity tensors are not forwarded (name
+//! them in `order` to keep them); every other input tensor and key of the body is forwarded
+//! as it came.
+
+use std::fmt::Write as _;
+
+use quiver_core::fault::ErrorKind;
+use quiver_core::{Value, ValueType};
+use serde_json::{Map, Value as Json};
+
+use super::config::{Float, V2Layout};
+use super::{InputColumn, OutColumn};
+use crate::enrich::config::{ModelConfig, type_name};
+use crate::error::ApiError;
+
+pub(super) struct V2Request {
+    /// The body's keys other than `inputs`.
+    rest: Map<String, Json>,
+    /// Input tensors forwarded unchanged.
+    kept: Vec<Json>,
+    /// Entity inputs, then request inputs.
+    columns: Vec<(String, Vec<Json>)>,
+    pub rows: usize,
+}
+
+fn bad(class: &'static str, message: String) -> ApiError {
+    ApiError::bad_request(class, message)
+}
+
+/// Reads a V2 inference request; entity tensors of the wrong shape, type or length are a 400
+/// naming the tensor.
+pub(super) fn parse(body: &[u8], config: &ModelConfig) -> Result<V2Request, ApiError> {
+    let mut rest: Map<String, Json> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::unprocessable(
+                "InvalidRequest",
+                format!("request body: {e}; expected {{\"inputs\": [...]}}"),
+            )
+        } else {
+            ApiError::bad_request("MalformedJson", format!("request body: {e}"))
+        }
+    })?;
+    let Some(Json::Array(inputs)) = rest.remove("inputs") else {
+        return Err(bad(
+            "NoInputs",
+            format!(
+                "inputs: expected an array of tensors, among them {} ({{\"name\", \"shape\": [n], \"datatype\": \"INT64\" or \"BYTES\", \"data\"}})",
+                config.entities.join(", ")
+            ),
+        ));
+    };
+    let mut columns: Vec<(String, Option<Vec<Json>>)> = config
+        .entities
+        .iter()
+        .chain(&config.request_inputs)
+        .map(|n| (n.clone(), None))
+        .collect();
+    let n_entities = config.entities.len();
+    let mut kept = Vec::with_capacity(inputs.len());
+    let mut rows: Option<(usize, String)> = None;
+    for (i, tensor) in inputs.into_iter().enumerate() {
+        let name = tensor.get("name").and_then(Json::as_str).map(str::to_owned);
+        let Some(name) = name else {
+            return Err(bad(
+                "InvalidTensor",
+                format!("inputs[{i}]: expected a tensor object with a string name"),
+            ));
+        };
+        let Some(slot) = columns.iter().position(|(n, _)| *n == name) else {
+            kept.push(tensor);
+            continue;
+        };
+        let Json::Object(mut tensor) = tensor else {
+            return Err(bad(
+                "InvalidTensor",
+                format!("inputs[{i}]: expected an object"),
+            ));
+        };
+        let values = entity_tensor(&name, &mut tensor, slot < n_entities)?;
+        match &rows {
+            Some((n, first)) if *n != values.len() => {
+                return Err(bad(
+                    "ShapeMismatch",
+                    format!(
+                        "inputs[name={name}]: {} rows, but {first} has {n}; every entity and request input has one value per row",
+                        values.len()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => rows = Some((values.len(), name.clone())),
+        }
+        if columns[slot].1.replace(values).is_some() {
+            return Err(bad(
+                "DuplicateTensor",
+                format!("inputs: the tensor {name} is given twice"),
+            ));
+        }
+    }
+    let columns = columns
+        .into_iter()
+        .map(|(name, values)| match values {
+            Some(v) => Ok((name, v)),
+            None => Err(bad(
+                "MissingEntityInput",
+                format!(
+                    "inputs: no tensor named {name}; the model {} needs {} (shape [n], INT64 or BYTES)",
+                    config.name,
+                    config
+                        .entities
+                        .iter()
+                        .chain(&config.request_inputs)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(V2Request {
+        rest,
+        kept,
+        rows: rows.map_or(0, |r| r.0),
+        columns,
+    })
+}
+
+/// One entity or request input tensor's values, checked against its shape and datatype.
+fn entity_tensor(
+    name: &str,
+    tensor: &mut Map<String, Json>,
+    entity: bool,
+) -> Result<Vec<Json>, ApiError> {
+    let at = |m: String| bad("InvalidTensor", format!("inputs[name={name}].{m}"));
+    let shape: Vec<u64> = match tensor.get("shape") {
+        Some(Json::Array(dims)) => dims
+            .iter()
+            .map(|d| {
+                d.as_u64()
+                    .ok_or_else(|| at(format!("shape: expected non-negative integers, got {d}")))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(at("shape: expected [n] or [n, 1]".into())),
+    };
+    let n = match shape.as_slice() {
+        [n] | [n, 1] if *n > 0 => *n as usize,
+        _ => {
+            return Err(at(format!(
+                "shape: {shape:?}; an entity or request input is one value per row: [n] or [n, 1] with n > 0"
+            )));
+        }
+    };
+    let datatype = tensor
+        .get("datatype")
+        .and_then(Json::as_str)
+        .ok_or_else(|| at("datatype: missing".into()))?
+        .to_owned();
+    let integer = matches!(
+        datatype.as_str(),
+        "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64"
+    );
+    let ok: fn(&Json) -> bool = match datatype.as_str() {
+        _ if integer => |v| v.is_i64() || v.is_u64(),
+        "BYTES" => Json::is_string,
+        "FP16" | "FP32" | "FP64" if !entity => Json::is_number,
+        "BOOL" if !entity => Json::is_boolean,
+        other => {
+            return Err(at(format!(
+                "datatype: {other}; {} inputs are INT8..INT64, UINT8..UINT64 or BYTES{}",
+                if entity { "entity" } else { "request" },
+                if entity { "" } else { ", FP32, FP64 or BOOL" }
+            )));
+        }
+    };
+    let data = match tensor.remove("data") {
+        Some(Json::Array(data)) => data,
+        _ => return Err(at("data: expected an array".into())),
+    };
+    // Row-major flat, or nested one value per row ([[1], [2]]).
+    let data: Vec<Json> = data
+        .into_iter()
+        .map(|v| match v {
+            Json::Array(mut inner) if inner.len() == 1 => inner.pop().unwrap_or(Json::Null),
+            v => v,
+        })
+        .collect();
+    if data.len() != n {
+        return Err(at(format!(
+            "data: {} values for shape {shape:?} ({n} expected)",
+            data.len()
+        )));
+    }
+    if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !ok(v)) {
+        return Err(at(format!("data[{i}]: {v} is not a {datatype} value")));
+    }
+    Ok(data)
+}
+
+impl V2Request {
+    /// The entity and request columns for the engine.
+    pub fn columns(&self) -> Vec<(String, Vec<Json>)> {
+        self.columns.clone()
+    }
+
+    pub fn inputs(&self) -> Vec<InputColumn<'_>> {
+        self.columns
+            .iter()
+            .map(|(name, values)| InputColumn { name, values })
+            .collect()
+    }
+
+    /// The body sent to the model: the kept tensors, then the feature tensors, and the
+    /// request's other keys.
+    pub fn forward(
+        &self,
+        config: &ModelConfig,
+        columns: &[OutColumn<'_>],
+    ) -> Result<Vec<u8>, ApiError> {
+        let rows = self.rows;
+        let mut out = String::with_capacity(128 + rows * columns.len() * 12);
+        out.push_str("{\"inputs\":[");
+        for (i, t) in self.kept.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&t.to_string());
+        }
+        let mut sep = !self.kept.is_empty();
+        let mut comma = |out: &mut String| {
+            if sep {
+                out.push(',');
+            }
+            sep = true;
+        };
+        match &config.v2 {
+            V2Layout::PerFeature => {
+                for col in columns {
+                    let Some(datatype) = datatype(col.dtype()) else {
+                        return Err(ApiError::new(
+                            ErrorKind::NotImplemented,
+                            "UnsupportedFeatureType",
+                            format!(
+                                "model {}: {} is {}; a V2 tensor per feature carries scalar types only (use V1, or leave it out with order)",
+                                config.name,
+                                col.name(),
+                                type_name(col.dtype())
+                            ),
+                        ));
+                    };
+                    comma(&mut out);
+                    out.push_str("{\"name\":");
+                    quiver_core::json::write_str(&mut out, col.name());
+                    let _ = write!(
+                        out,
+                        ",\"shape\":[{rows}],\"datatype\":\"{datatype}\",\"data\":["
+                    );
+                    for r in 0..rows {
+                        if r > 0 {
+                            out.push(',');
+                        }
+                        write_element(&mut out, col, r)
+                            .map_err(|e| cell_error(config, col, r, e))?;
+                    }
+                    out.push_str("]}");
+                }
+            }
+            V2Layout::Stacked { name, datatype } => {
+                comma(&mut out);
+                out.push_str("{\"name\":");
+                quiver_core::json::write_str(&mut out, name);
+                let _ = write!(
+                    out,
+                    ",\"shape\":[{rows},{}],\"datatype\":\"{}\",\"data\":[",
+                    columns.len(),
+                    datatype.as_str()
+                );
+                for r in 0..rows {
+                    for (c, col) in columns.iter().enumerate() {
+                        if r > 0 || c > 0 {
+                            out.push(',');
+                        }
+                        let x = number(col, r).map_err(|e| cell_error(config, col, r, e))?;
+                        match datatype {
+                            Float::Fp32 => write_finite(&mut out, x as f32 as f64, x as f32),
+                            Float::Fp64 => write_finite(&mut out, x, x),
+                        }
+                        .map_err(|e| cell_error(config, col, r, e))?;
+                    }
+                }
+                out.push_str("]}");
+            }
+        }
+        out.push(']');
+        for (k, v) in &self.rest {
+            out.push(',');
+            quiver_core::json::write_str(&mut out, k);
+            out.push(':');
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        Ok(out.into_bytes())
+    }
+}
+
+fn cell_error(config: &ModelConfig, col: &OutColumn<'_>, r: usize, e: String) -> ApiError {
+    ApiError::unprocessable(
+        "UnrepresentableFeature",
+        format!("model {}: {} row {r}: {e}", config.name, col.name()),
+    )
+}
+
+/// The V2 datatype of a feature type's tensor (`None`: not a scalar).
+pub(super) fn datatype(t: ValueType) -> Option<&'static str> {
+    Some(match t {
+        ValueType::Float => "FP32",
+        ValueType::Double => "FP64",
+        ValueType::Int32 => "INT32",
+        ValueType::Int64 | ValueType::UnixTimestamp => "INT64",
+        ValueType::Bool => "BOOL",
+        ValueType::String | ValueType::Bytes | ValueType::Json => "BYTES",
+        _ => return None,
+    })
+}
+
+/// A float as JSON; a JSON tensor cannot carry NaN or infinities.
+fn write_finite(out: &mut String, x: f64, shown: impl std::fmt::Display) -> Result<(), String> {
+    if !x.is_finite() {
+        return Err(format!("{x} cannot travel in a JSON tensor"));
+    }
+    let _ = write!(out, "{shown}");
+    Ok(())
+}
+
+/// One element of a per-feature tensor.
+fn write_element(out: &mut String, col: &OutColumn<'_>, r: usize) -> Result<(), String> {
+    match col {
+        OutColumn::Feature { values, .. } => match &values[r] {
+            Value::Float(x) => write_finite(out, f64::from(*x), x),
+            Value::Double(x) => write_finite(out, *x, x),
+            Value::Int32(x) => {
+                let _ = write!(out, "{x}");
+                Ok(())
+            }
+            Value::Int64(x) | Value::UnixTimestamp(x) => {
+                let _ = write!(out, "{x}");
+                Ok(())
+            }
+            Value::Null => Err(
+                "no value (null) cannot travel in a tensor: fill it (missing: {fill: ...})".into(),
+            ),
+            v => {
+                quiver_core::json::write_value(out, v);
+                Ok(())
+            }
+        },
+        OutColumn::Input { values, .. } => {
+            out.push_str(&values[r].to_string());
+            Ok(())
+        }
+    }
+}
+
+/// One element of a stacked tensor, as a number.
+fn number(col: &OutColumn<'_>, r: usize) -> Result<f64, String> {
+    match col {
+        OutColumn::Feature { values, .. } => match &values[r] {
+            Value::Float(x) => Ok(f64::from(*x)),
+            Value::Double(x) => Ok(*x),
+            Value::Int32(x) => Ok(f64::from(*x)),
+            Value::Int64(x) | Value::UnixTimestamp(x) => Ok(*x as f64),
+            Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
+            Value::Null => Err("no value (null): fill it (missing: {fill: ...})".into()),
+            _ => Err("not a number".into()),
+        },
+        OutColumn::Input { values, .. } => match &values[r] {
+            Json::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
+            v => v.as_f64().ok_or_else(|| format!("{v} is not a number")),
+        },
+    }
+}

@@ -621,3 +621,88 @@ fn policy(v: &Yaml, serve: bool) -> Result<Policy, String> {
         _ => Err(format!("{expected}, got {v}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EnrichConfig, ConfigErrors> {
+        EnrichConfig::parse(text, "enrich.yaml")
+    }
+
+    #[test]
+    fn a_full_model_reads_with_its_defaults() {
+        let c = parse(
+            "models:\n  b-model:\n    feature_service: s\n    entities: [driver_id]\n  a.model:\n    feature_service: t\n    entities: [a, b]\n    request_inputs: [x]\n    order: [f, a]\n    full_feature_names: true\n    v2: {layout: stacked, name: feats, datatype: FP64}\n    missing: {fill: -1.5}\n    stale: serve\n",
+        )
+        .unwrap();
+        // Sorted by name, for the lookup by path.
+        assert_eq!(c.models[0].name, "a.model");
+        let a = c.model("a.model").unwrap();
+        assert_eq!(a.entities, ["a", "b"]);
+        assert_eq!(a.request_inputs, ["x"]);
+        assert_eq!(a.order, ["f", "a"]);
+        assert!(a.full_feature_names);
+        assert_eq!(
+            a.v2,
+            V2Layout::Stacked {
+                name: "feats".into(),
+                datatype: Float::Fp64
+            }
+        );
+        assert_eq!(a.missing, Policy::Fill(serde_json::json!(-1.5)));
+        assert_eq!(a.stale, Policy::Serve);
+        let b = c.model("b-model").unwrap();
+        assert_eq!(b.v2, V2Layout::PerFeature);
+        assert_eq!((&b.missing, &b.stale), (&Policy::Reject, &Policy::Reject));
+        assert!(c.model("c").is_none());
+    }
+
+    #[test]
+    fn problems_are_all_reported_with_file_line_and_key() {
+        let e = parse(
+            "models:\n  m:\n    feature_service: s\n    entities: []\n    missing: serve\n    stale: {fill: [1]}\n    v2: {layout: diagonal}\n  bad/name:\n    entities: [a, a]\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for want in [
+            "enrich.yaml:4: models.m.entities: no entity inputs",
+            "enrich.yaml:5: models.m.missing: expected reject or {fill: VALUE}, got serve",
+            "enrich.yaml:6: models.m.stale: fill: expected a number, a string or a bool",
+            "enrich.yaml:7: models.m.v2: expected {layout: per_feature}",
+            "models.bad/name: a model name is",
+            "models.bad/name.feature_service: missing",
+            "models.bad/name.entities: \"a\" is listed twice",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_yaml_are_located() {
+        let e =
+            parse("models:\n  m:\n    feature_service: s\n    entities: [a]\n    entitis: [b]\n")
+                .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("enrich.yaml:5") && text.contains("entitis"),
+            "{text}"
+        );
+        let e = parse("models: [\n").unwrap_err();
+        assert!(e.to_string().starts_with("enrich.yaml"), "{e}");
+        let e = parse("").unwrap_err();
+        assert!(e.to_string().contains("models: no models"), "{e}");
+    }
+
+    #[test]
+    fn fills_fit_by_type() {
+        use ValueType::*;
+        assert!(fill_fits(&serde_json::json!(0), Float));
+        assert!(fill_fits(&serde_json::json!(0), Int64));
+        assert!(!fill_fits(&serde_json::json!(0.5), Int64));
+        assert!(fill_fits(&serde_json::json!("x"), String));
+        assert!(!fill_fits(&serde_json::json!("x"), Double));
+        assert!(fill_fits(&serde_json::json!(true), Bool));
+        assert!(!fill_fits(&serde_json::json!(1), StringList));
+    }
+}

@@ -602,3 +602,59 @@ fn describe_row(protocol: Protocol, inputs: &[InputColumn<'_>], r: usize) -> Str
     out.push(')');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kserve_paths_route_to_enrichment_or_pass_through() {
+        let post = Method::POST;
+        let get = Method::GET;
+        let r = |m: &Method, p: &str| route(m, p).map(|r| r.map_err(|e| e.status()));
+        assert_eq!(
+            r(&post, "/v1/models/m-1:predict"),
+            Some(Ok(Route::V1("m-1".into())))
+        );
+        assert_eq!(
+            r(&post, "/v1/models/m:explain"),
+            Some(Ok(Route::V1("m".into())))
+        );
+        assert_eq!(
+            r(&post, "/v2/models/m/infer"),
+            Some(Ok(Route::V2("m".into())))
+        );
+        assert_eq!(
+            r(&post, "/v2/models/m/versions/3/infer"),
+            Some(Ok(Route::V2("m".into())))
+        );
+        assert_eq!(r(&get, "/v1/models/m:predict"), Some(Err(405)));
+        for p in [
+            "/v2",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/v2/models/m",
+            "/v2/models/m/ready",
+            "/v1/models/m",
+            "/v1/models",
+        ] {
+            assert_eq!(r(&get, p), Some(Ok(Route::Pass)), "{p}");
+        }
+        assert_eq!(r(&post, "/v2/repository/index"), Some(Err(404)));
+        assert_eq!(r(&post, "/get-online-features"), None);
+        assert_eq!(r(&get, "/health"), None);
+    }
+
+    #[test]
+    fn engine_messages_name_the_request_field() {
+        let e = ApiError::bad_request("X", "entities.driver_id[3]: expected an integer");
+        assert_eq!(
+            relabel(e.clone(), Protocol::V1).message,
+            "instances[3].driver_id: expected an integer"
+        );
+        assert_eq!(
+            relabel(e, Protocol::V2).message,
+            "inputs[name=driver_id].data[3]: expected an integer"
+        );
+    }
+}

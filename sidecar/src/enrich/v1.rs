@@ -146,3 +146,85 @@ impl V1Request {
         out.into_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::config::EnrichConfig;
+    use quiver_core::{Value, ValueType};
+
+    fn model() -> ModelConfig {
+        EnrichConfig::parse(
+            "models:\n  m:\n    feature_service: s\n    entities: [driver_id, customer_id]\n    request_inputs: [km]\n",
+            "t",
+        )
+        .unwrap()
+        .models
+        .remove(0)
+    }
+
+    #[test]
+    fn instances_become_columns_and_rows_of_features() {
+        let m = model();
+        let r = parse(
+            br#"{"instances": [{"driver_id": 1, "customer_id": "a", "km": 2.5, "x": 0}, {"customer_id": "b", "driver_id": 2, "km": 1}], "parameters": {"p": 1}}"#,
+            &m,
+        )
+        .unwrap();
+        assert_eq!(r.rows(), 2);
+        let cols = r.columns();
+        assert_eq!(cols[0], ("driver_id".into(), vec![1.into(), 2.into()]));
+        assert_eq!(cols[1].1, vec![Json::from("a"), Json::from("b")]);
+        assert_eq!(cols[2].0, "km");
+        let km = &r.columns[2].1;
+        let out = [
+            OutColumn::Feature {
+                name: "f".into(),
+                dtype: ValueType::Float,
+                values: vec![Value::Float(0.5), Value::Float(0.25)],
+            },
+            OutColumn::Feature {
+                name: "t".into(),
+                dtype: ValueType::String,
+                values: vec![Value::String("gold".into()), Value::String("x\"y".into())],
+            },
+            OutColumn::Input {
+                name: "km".into(),
+                dtype: ValueType::Double,
+                values: km,
+            },
+        ];
+        let body: Json = serde_json::from_slice(&r.forward(&out)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"instances": [[0.5, "gold", 2.5], [0.25, "x\"y", 1]], "parameters": {"p": 1}})
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        let m = model();
+        let e = |b: &[u8]| {
+            let e = parse(b, &m).err().unwrap();
+            (e.status(), e.message)
+        };
+        assert_eq!(e(b"{").0, 400);
+        let (s, msg) = e(br#"{"inputs": []}"#);
+        assert!(s == 400 && msg.contains("instances: missing"), "{msg}");
+        let (s, msg) = e(br#"{"instances": []}"#);
+        assert!(s == 400 && msg.contains("instances is empty"), "{msg}");
+        let (s, msg) = e(br#"{"instances": [[1, "a"]]}"#);
+        assert!(
+            s == 400 && msg.contains("instances[0]: expected an object"),
+            "{msg}"
+        );
+        let (s, msg) = e(br#"{"instances": [{"driver_id": 1, "customer_id": "a", "km": 1}, {"driver_id": 1, "km": 1}]}"#);
+        assert!(
+            s == 400 && msg.contains("instances[1].customer_id: missing"),
+            "{msg}"
+        );
+        let (s, msg) = e(br#"{"instances": [{"driver_id": null, "customer_id": "a", "km": 1}]}"#);
+        assert!(s == 400 && msg.contains("instances[0].driver_id"), "{msg}");
+        assert_eq!(e(br#"[1]"#).0, 422);
+    }
+}

@@ -325,12 +325,17 @@ pub(super) fn datatype(t: ValueType) -> Option<&'static str> {
     })
 }
 
-/// A float as JSON; a JSON tensor cannot carry NaN or infinities.
+/// A float as JSON, always with a fraction (`3.0`, not `3`: the tensor stays a float tensor
+/// to a reader that types by the JSON); a JSON tensor cannot carry NaN or infinities.
 fn write_finite(out: &mut String, x: f64, shown: impl std::fmt::Display) -> Result<(), String> {
     if !x.is_finite() {
         return Err(format!("{x} cannot travel in a JSON tensor"));
     }
+    let start = out.len();
     let _ = write!(out, "{shown}");
+    if !out[start..].contains('.') {
+        out.push_str(".0");
+    }
     Ok(())
 }
 
@@ -379,5 +384,134 @@ fn number(col: &OutColumn<'_>, r: usize) -> Result<f64, String> {
             Json::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
             v => v.as_f64().ok_or_else(|| format!("{v} is not a number")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::config::EnrichConfig;
+
+    fn model(v2: &str) -> ModelConfig {
+        EnrichConfig::parse(
+            &format!("models:\n  m:\n    feature_service: s\n    entities: [driver_id, customer_id]\n    v2: {v2}\n"),
+            "t",
+        )
+        .unwrap()
+        .models
+        .remove(0)
+    }
+
+    fn features() -> Vec<OutColumn<'static>> {
+        vec![
+            OutColumn::Feature {
+                name: "conv".into(),
+                dtype: ValueType::Float,
+                values: vec![Value::Float(0.1), Value::Float(2.0)],
+            },
+            OutColumn::Feature {
+                name: "trips".into(),
+                dtype: ValueType::Int64,
+                values: vec![Value::Int64(3), Value::Int64(-4)],
+            },
+            OutColumn::Feature {
+                name: "vip".into(),
+                dtype: ValueType::Bool,
+                values: vec![Value::Bool(true), Value::Bool(false)],
+            },
+        ]
+    }
+
+    const BODY: &[u8] = br#"{"id": "r1", "inputs": [
+        {"name": "driver_id", "shape": [2], "datatype": "INT64", "data": [1001, 1002]},
+        {"name": "other", "shape": [1], "datatype": "FP32", "data": [9.5]},
+        {"name": "customer_id", "shape": [2, 1], "datatype": "BYTES", "data": [["a"], ["b"]]}
+    ], "outputs": [{"name": "predictions"}]}"#;
+
+    #[test]
+    fn entity_tensors_out_feature_tensors_in() {
+        let m = model("{layout: per_feature}");
+        let r = parse(BODY, &m).unwrap();
+        assert_eq!(r.rows, 2);
+        assert_eq!(
+            r.columns(),
+            vec![
+                ("driver_id".into(), vec![1001.into(), 1002.into()]),
+                ("customer_id".into(), vec!["a".into(), "b".into()]),
+            ]
+        );
+        let body: Json = serde_json::from_slice(&r.forward(&m, &features()).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"id": "r1", "outputs": [{"name": "predictions"}], "inputs": [
+                {"name": "other", "shape": [1], "datatype": "FP32", "data": [9.5]},
+                {"name": "conv", "shape": [2], "datatype": "FP32", "data": [0.1, 2.0]},
+                {"name": "trips", "shape": [2], "datatype": "INT64", "data": [3, -4]},
+                {"name": "vip", "shape": [2], "datatype": "BOOL", "data": [true, false]},
+            ]})
+        );
+    }
+
+    #[test]
+    fn stacked_is_one_row_major_float_tensor() {
+        let m = model("{layout: stacked, name: x}");
+        let r = parse(BODY, &m).unwrap();
+        let body: Json = serde_json::from_slice(&r.forward(&m, &features()).unwrap()).unwrap();
+        assert_eq!(
+            body["inputs"][1],
+            serde_json::json!({"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [0.1, 3.0, 1.0, 2.0, -4.0, 0.0]})
+        );
+        // A value a JSON tensor cannot carry is a 422 naming the feature and row.
+        let nan = vec![OutColumn::Feature {
+            name: "conv".into(),
+            dtype: ValueType::Double,
+            values: vec![Value::Double(1.0), Value::Double(f64::NAN)],
+        }];
+        let e = r.forward(&m, &nan).unwrap_err();
+        assert!(e.status() == 422 && e.message.contains("conv row 1"), "{e}");
+        // Lists have no per-feature tensor.
+        let m = model("{layout: per_feature}");
+        let list = vec![OutColumn::Feature {
+            name: "zones".into(),
+            dtype: ValueType::Int32List,
+            values: vec![Value::Int32List(vec![1]), Value::Null],
+        }];
+        let e = r.forward(&m, &list).unwrap_err();
+        assert!(e.status() == 501 && e.message.contains("zones"), "{e}");
+    }
+
+    #[test]
+    fn bad_entity_tensors_name_the_tensor() {
+        let m = model("{layout: per_feature}");
+        let e = |body: &str| {
+            let e = parse(body.as_bytes(), &m).err().unwrap();
+            assert_eq!(e.status(), 400, "{e}");
+            e.message
+        };
+        let t = |name: &str, shape: &str, dt: &str, data: &str| {
+            format!(r#"{{"name": "{name}", "shape": {shape}, "datatype": "{dt}", "data": {data}}}"#)
+        };
+        let c = t("customer_id", "[1]", "BYTES", r#"["a"]"#);
+        let body = |d: String| format!(r#"{{"inputs": [{d}, {c}]}}"#);
+        assert!(e(r#"{"id": 1}"#).contains("inputs: expected an array"));
+        assert!(e(&format!(r#"{{"inputs": [{c}]}}"#)).contains("no tensor named driver_id"));
+        let msg = e(&body(t("driver_id", "[1]", "FP32", "[1.5]")));
+        assert!(
+            msg.contains("inputs[name=driver_id].datatype: FP32"),
+            "{msg}"
+        );
+        let msg = e(&body(t("driver_id", "[1, 2]", "INT64", "[1, 2]")));
+        assert!(msg.contains("inputs[name=driver_id].shape"), "{msg}");
+        let msg = e(&body(t("driver_id", "[2]", "INT64", "[1]")));
+        assert!(msg.contains("data: 1 values for shape [2]"), "{msg}");
+        let msg = e(&body(t("driver_id", "[1]", "INT64", r#"["1"]"#)));
+        assert!(msg.contains("data[0]"), "{msg}");
+        let msg = e(&body(t("driver_id", "[2]", "INT64", "[1, 2]")));
+        assert!(msg.contains("rows"), "{msg}");
+        let msg = e(&format!(
+            r#"{{"inputs": [{c}, {c}, {}]}}"#,
+            t("driver_id", "[1]", "INT64", "[1]")
+        ));
+        assert!(msg.contains("given twice"), "{msg}");
     }
 }

@@ -1,0 +1,351 @@
+//! KServe enrichment against a real hyper upstream on loopback: the body the model server
+//! receives, its answer passed back unchanged (status, content type, body), and the upstream's
+//! failures as 502 (unreachable, answer over the limit) and 504 (deadline).
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use quiver_core::Value;
+use quiver_online_store::{OnlineStore, SqliteStore};
+use quiver_sidecar::SidecarConfig;
+use quiver_sidecar::enrich::{EnrichConfig, Enricher, UpstreamConfig};
+use serde_json::{Value as Json, json};
+use support::*;
+
+const DEFS: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: src, path: data/src.parquet}
+feature_views:
+  - name: stats
+    entities: [driver]
+    source: src
+    schema:
+      - {name: rate, dtype: Float64}
+      - {name: trips, dtype: Int64}
+feature_services:
+  - name: svc
+    features: [stats]
+"#;
+
+const ENRICH: &str = "
+models:
+  m:
+    feature_service: svc
+    entities: [driver_id]
+    missing: {fill: -1}
+  teapot: {feature_service: svc, entities: [driver_id], missing: {fill: 0}}
+  slow: {feature_service: svc, entities: [driver_id], missing: {fill: 0}}
+  big: {feature_service: svc, entities: [driver_id], missing: {fill: 0}}
+";
+
+/// What the upstream saw: (method, path, content type, x-request-id, body).
+type Seen = Arc<Mutex<Vec<(String, String, String, String, Vec<u8>)>>>;
+
+/// A model server: echoes what it got on `m`, answers 418 text on `teapot`, waits 2 s on
+/// `slow`, sends 2 MiB on `big`, and answers the V2 health read.
+async fn upstream() -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = Arc::clone(&record);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_owned();
+                            let header = |n: &str| {
+                                req.headers()
+                                    .get(n)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned()
+                            };
+                            let (ct, rid) = (header("content-type"), header("x-request-id"));
+                            let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+                            seen.lock().unwrap().push((
+                                method,
+                                path.clone(),
+                                ct,
+                                rid,
+                                body.clone(),
+                            ));
+                            let resp = match path.as_str() {
+                                "/v1/models/teapot:predict" => Response::builder()
+                                    .status(418)
+                                    .header("content-type", "text/plain")
+                                    .body(Full::new(Bytes::from_static(b"short and stout"))),
+                                "/v1/models/slow:predict" => {
+                                    tokio::time::sleep(Duration::from_secs(2)).await;
+                                    Response::builder().body(Full::new(Bytes::new()))
+                                }
+                                "/v1/models/big:predict" => Response::builder()
+                                    .body(Full::new(Bytes::from(vec![b' '; 2 << 20]))),
+                                "/v2/health/ready" => Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from_static(b"{\"ready\":true}"))),
+                                _ => Response::builder()
+                                    .header("content-type", "application/json; charset=utf-8")
+                                    .header("x-model", "echo")
+                                    .body(Full::new(Bytes::from(body))),
+                            };
+                            Ok::<_, Infallible>(resp.unwrap())
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn enricher(upstream: SocketAddr) -> Arc<Enricher> {
+    let config = EnrichConfig::parse(ENRICH, "enrich.yaml").unwrap();
+    let mut up = UpstreamConfig::parse(&format!("http://{upstream}")).unwrap();
+    up.timeout = Duration::from_millis(300);
+    up.max_response_bytes = 1 << 20;
+    Arc::new(Enricher::new(config, up))
+}
+
+async fn sidecar(repo: &Repo, upstream: SocketAddr) -> Sidecar {
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    let config = SidecarConfig {
+        enrich: Some(enricher(upstream)),
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    let enrich = sidecar.state.config.enrich.as_ref().unwrap();
+    enrich
+        .config
+        .check(&sidecar.state.registry.load(), "enrich.yaml")
+        .unwrap();
+    sidecar
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_enriched_instances_and_returns_the_answer_unchanged() {
+    let repo = Repo::new("demo", DEFS);
+    let db = repo.path().join("data/online.db");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    write_sqlite(
+        &db,
+        "demo",
+        "stats",
+        1,
+        &[("rate", Value::Double(0.5)), ("trips", Value::Int64(7))],
+        now,
+    );
+    write_sqlite(
+        &db,
+        "demo",
+        "stats",
+        2,
+        &[("rate", Value::Double(1.25)), ("trips", Value::Int64(3))],
+        now,
+    );
+    let (up, seen) = upstream().await;
+    let sidecar = sidecar(&repo, up).await;
+
+    // V1: the instances as feature rows in the service's order; 3 is not stored: filled.
+    let (status, head, body) = http_raw(
+        sidecar.addr,
+        "/v1/models/m:predict?trace=1",
+        &[("content-type", "application/json"), ("x-request-id", "abc")],
+        br#"{"instances": [{"driver_id": 1}, {"driver_id": 2}, {"driver_id": 3}], "parameters": {"k": 1}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/json; charset=utf-8"),
+        "{head}"
+    );
+    assert!(head.contains("x-model: echo"), "{head}");
+    let forwarded: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        forwarded,
+        json!({"instances": [[0.5, 7], [1.25, 3], [-1.0, -1]], "parameters": {"k": 1}})
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let (method, path, ct, rid, _) = &seen[0];
+        assert_eq!(
+            (method.as_str(), path.as_str(), ct.as_str(), rid.as_str()),
+            ("POST", "/v1/models/m:predict", "application/json", "abc")
+        );
+    }
+
+    // V2: the entity tensor replaced by one typed tensor per feature.
+    let (status, _, body) = http_raw(
+        sidecar.addr,
+        "/v2/models/m/infer",
+        &[],
+        br#"{"inputs": [{"name": "driver_id", "shape": [2, 1], "datatype": "INT64", "data": [2, 1]}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let forwarded: Json = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        forwarded["inputs"],
+        json!([
+            {"name": "rate", "shape": [2], "datatype": "FP64", "data": [1.25, 0.5]},
+            {"name": "trips", "shape": [2], "datatype": "INT64", "data": [3, 7]},
+        ])
+    );
+
+    // The model's own errors come back as the model gave them.
+    let (status, head, body) = http_raw(
+        sidecar.addr,
+        "/v1/models/teapot:predict",
+        &[],
+        br#"{"instances": [{"driver_id": 1}]}"#,
+    )
+    .await;
+    assert_eq!(status, 418);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    assert_eq!(body, b"short and stout");
+
+    // Past the deadline: 504; an answer over the limit: 502 naming it, never buffered whole.
+    let (status, _, body) = http_raw(
+        sidecar.addr,
+        "/v1/models/slow:predict",
+        &[],
+        br#"{"instances": [{"driver_id": 1}]}"#,
+    )
+    .await;
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("did not answer within"));
+    let (status, _, body) = http_raw(
+        sidecar.addr,
+        "/v1/models/big:predict",
+        &[],
+        br#"{"instances": [{"driver_id": 1}]}"#,
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body).contains("larger than 1048576 bytes"));
+
+    // Reads pass through; a body over the sidecar's limit is refused before any lookup.
+    let (status, body) = http(sidecar.addr, "GET", "/v2/health/ready", b"").await;
+    assert_eq!((status, body.as_str()), (200, "{\"ready\":true}"));
+    let huge = format!(
+        "{{\"instances\": [{}]}}",
+        vec!["{\"driver_id\": 1}"; 80_000].join(",")
+    );
+    let (status, _) = http(
+        sidecar.addr,
+        "POST",
+        "/v1/models/m:predict",
+        huge.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    let calls = seen.lock().unwrap().len();
+    assert_eq!(calls, 6, "the refused request reached the model");
+
+    // Per-model metrics: fixed series for the configured models.
+    assert_eq!(
+        metric(
+            sidecar.addr,
+            "quiver_enrich_requests_total{model=\"m\",protocol=\"v1\",status=\"2xx\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            sidecar.addr,
+            "quiver_enrich_requests_total{model=\"m\",protocol=\"v2\",status=\"2xx\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            sidecar.addr,
+            "quiver_enrich_requests_total{model=\"slow\",protocol=\"v1\",status=\"5xx\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            sidecar.addr,
+            "quiver_enrich_missing_features_total{model=\"m\"}"
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        metric(sidecar.addr, "quiver_enrich_rows_total{model=\"m\"}").await,
+        5.0
+    );
+    assert!(
+        metric(
+            sidecar.addr,
+            "quiver_enrich_added_seconds_count{model=\"m\"}"
+        )
+        .await
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_model_server_is_a_502_naming_it() {
+    let repo = Repo::new("demo", DEFS);
+    // A port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sidecar = sidecar(&repo, dead).await;
+    let (status, body) = http(
+        sidecar.addr,
+        "POST",
+        "/v1/models/m:predict",
+        br#"{"instances": [{"driver_id": 1}]}"#,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&format!("model server http://{dead}")),
+        "{body}"
+    );
+    let (status, _) = http(sidecar.addr, "GET", "/v2/health/live", b"").await;
+    assert_eq!(status, 502);
+    // Feast's API on the same port is unaffected.
+    let (status, _) = post(
+        sidecar.addr,
+        json!({"feature_service": "svc", "entities": {"driver_id": [1]}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

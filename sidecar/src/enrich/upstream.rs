@@ -138,7 +138,9 @@ impl Upstream {
             ApiError::bad_request("BadPath", format!("{path_and_query:?} is not a valid path"))
         })?;
         for (name, value) in headers {
-            if !hop_by_hop(name) {
+            // A rewritten body is the sidecar's: the caller's encoding does not describe it.
+            let rewritten = content_type.is_some() && name == header::CONTENT_ENCODING;
+            if !hop_by_hop(name) && !rewritten {
                 req.headers_mut().append(name.clone(), value.clone());
             }
         }

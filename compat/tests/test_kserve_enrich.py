@@ -76,7 +76,7 @@ def wait_http(url, proc, what, seconds=60):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{what} exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"{what} exited: {Path(proc.log).read_text()[-4000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -117,11 +117,17 @@ def redis_port(tmp_path: Path):
 
 
 class Procs:
+    """Servers of a test, their output in log files (a pipe nobody reads would fill and stall
+    a server that logs every request, as KServe's does)."""
+
     def __init__(self):
         self.procs = []
 
     def start(self, args, cwd):
-        p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log = Path(cwd) / f"server-{len(self.procs)}.log"
+        with open(log, "wb") as out:
+            p = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        p.log = log
         self.procs.append(p)
         return p
 

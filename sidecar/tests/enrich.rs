@@ -268,8 +268,21 @@ async fn forwards_enriched_instances_and_returns_the_answer_unchanged() {
     )
     .await;
     assert_eq!(status, 413);
+    // Triton's binary tensors are refused (422 naming the header), as is an unknown model (404).
+    let (status, _, body) = http_raw(
+        sidecar.addr,
+        "/v2/models/m/infer",
+        &[("inference-header-content-length", "10")],
+        b"{\"inputs\":[]}xxxxxxx",
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&body).contains("Inference-Header-Content-Length"));
+    let (status, body) = http(sidecar.addr, "POST", "/v1/models/nope:predict", b"{}").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("nope"), "{body}");
     let calls = seen.lock().unwrap().len();
-    assert_eq!(calls, 6, "the refused request reached the model");
+    assert_eq!(calls, 6, "a refused request reached the model");
 
     // Per-model metrics: fixed series for the configured models.
     assert_eq!(

@@ -244,6 +244,7 @@ pub(crate) async fn serve(
         Route::V2(m) => (m, Protocol::V2),
     };
     let Some((config, metrics)) = enricher.model(&model) else {
+        quiver_http::discard_body(req, body_timeout);
         let known: Vec<&str> = enricher
             .config
             .models
@@ -323,6 +324,7 @@ async fn enrich(
             .headers()
             .contains_key("inference-header-content-length")
     {
+        quiver_http::discard_body(req, body_timeout);
         return Err(ApiError::new(
             ErrorKind::Unprocessable,
             "BinaryTensorsUnsupported",

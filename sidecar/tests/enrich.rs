@@ -362,3 +362,113 @@ async fn an_unreachable_model_server_is_a_502_naming_it() {
     .await;
     assert_eq!(status, 200);
 }
+
+const NATIVE_DEFS: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: src, path: data/src.parquet}
+  - name: trip
+    type: request
+    schema: [{name: km, dtype: Float64}]
+feature_views:
+  - name: stats
+    entities: [driver]
+    source: src
+    schema:
+      - {name: rate, dtype: Float64}
+on_demand_feature_views:
+  - name: adj
+    sources: [stats]
+    request_source: trip
+    features:
+      - {name: cost, dtype: Float64, expr: "stats.rate * km"}
+feature_services:
+  - name: svc
+    features: [stats, adj]
+"#;
+
+/// Request inputs feed a native on-demand view, and `order` mixes inputs and features.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_inputs_feed_native_on_demand_views_in_the_configured_order() {
+    let repo = Repo::new("demo", NATIVE_DEFS);
+    let db = repo.path().join("data/online.db");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    write_sqlite(
+        &db,
+        "demo",
+        "stats",
+        1,
+        &[("rate", Value::Double(0.5))],
+        now,
+    );
+    let (up, _seen) = upstream().await;
+    let config = EnrichConfig::parse(
+        "models:\n  m:\n    feature_service: svc\n    entities: [driver_id]\n    request_inputs: [km]\n    order: [km, rate, cost]\n    v2: {layout: stacked, name: x}\n",
+        "enrich.yaml",
+    )
+    .unwrap();
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(&db)));
+    let sidecar = start_sidecar(
+        SidecarConfig {
+            enrich: Some(Arc::new(Enricher::new(
+                config,
+                UpstreamConfig::parse(&format!("http://{up}")).unwrap(),
+            ))),
+            ..SidecarConfig::default()
+        },
+        "demo",
+        repo.registry_path(),
+        store,
+    )
+    .await;
+    let registry = sidecar.state.registry.load();
+    let enrich = sidecar.state.config.enrich.as_ref().unwrap();
+    enrich.config.check(&registry, "enrich.yaml").unwrap();
+
+    let (status, body) = http(
+        sidecar.addr,
+        "POST",
+        "/v1/models/m:predict",
+        br#"{"instances": [{"driver_id": 1, "km": 3.0}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let forwarded: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(forwarded, json!({"instances": [[3.0, 0.5, 1.5]]}));
+
+    let (status, body) = http(
+        sidecar.addr,
+        "POST",
+        "/v2/models/m/infer",
+        br#"{"inputs": [{"name": "km", "shape": [1], "datatype": "FP64", "data": [4.0]}, {"name": "driver_id", "shape": [1], "datatype": "INT64", "data": [1]}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let forwarded: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        forwarded["inputs"],
+        json!([{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [4.0, 0.5, 2.0]}])
+    );
+
+    // A config that leaves the view's request field out is refused against the registry.
+    let bad = EnrichConfig::parse(
+        "models:\n  m:\n    feature_service: svc\n    entities: [driver_id]\n    order: [nope]\n",
+        "enrich.yaml",
+    )
+    .unwrap();
+    let e = bad.check(&registry, "enrich.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "models.m.request_inputs: the service's on-demand views read request field \"km\""
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("models.m.order: \"nope\" is neither a feature"),
+        "{e}"
+    );
+}

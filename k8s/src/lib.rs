@@ -17,6 +17,7 @@
 )]
 
 pub mod admission;
+pub mod enrich;
 pub mod inject;
 pub mod quantity;
 pub mod server;

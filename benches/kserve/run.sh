@@ -16,6 +16,8 @@
 # benches/serve (-w 2 --no-access-log).
 #
 # Usage: benches/kserve/run.sh [DURATION=10s] [KEYS=10000]
+# QUIVER_BIN: the quiver that applies the repo (default: the workspace's debug build);
+# SIDECAR_BIN: the server of leg enrich (default: a release build of quiver-sidecar).
 # Needs: wrk, redis-server, the Feast venv (compat/setup-venv.sh), the KServe venv
 # (compat/setup-kserve-sample.sh). Prints one JSON line per measurement and a summary, and
 # writes $CARGO_TARGET_DIR/bench-kserve/results.jsonl.
@@ -33,8 +35,8 @@ results="$out/results.jsonl"
 
 # `quiver apply` only sets the repo up, so the workspace's debug build does (a lone
 # `-p quiver` build would unify features differently and rebuild DataFusion for nothing).
-[ -x "$target_dir/debug/quiver" ] || cargo build --locked --bin quiver >&2
-quiver="$target_dir/debug/quiver"
+quiver="${QUIVER_BIN:-$target_dir/debug/quiver}"
+[ -x "$quiver" ] || cargo build --locked --bin quiver >&2
 
 source benches/lib.sh
 start_redis
@@ -102,9 +104,13 @@ run_wrk sample "$transformer_port" 8
 
 # (c) quiver's enrichment in front of the model
 if "$quiver" serve --help 2>/dev/null | grep -q -- '--enrich'; then
-  cargo build --release --locked -p quiver-cmd --bin quiver-sidecar >&2
+  sidecar="${SIDECAR_BIN:-}"
+  if [ -z "$sidecar" ]; then
+    cargo build --release --locked -p quiver-cmd --bin quiver-sidecar >&2
+    sidecar="$target_dir/release/quiver-sidecar"
+  fi
   sidecar_port="$(free_port)"
-  QUIVER_LOG=warn "$target_dir/release/quiver-sidecar" serve --repo "$out/repo" --port "$sidecar_port" \
+  QUIVER_LOG=warn "$sidecar" serve --repo "$out/repo" --port "$sidecar_port" \
     --enrich benches/kserve/enrich.yaml --upstream "http://127.0.0.1:$model_port" >"$out/sidecar.log" 2>&1 &
   pids+=($!)
   wait_http "http://127.0.0.1:$sidecar_port/health"

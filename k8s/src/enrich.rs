@@ -112,8 +112,10 @@ pub fn rewire(
             .map(|v| (*f, v))
     });
     let flag_port = flag.as_ref().and_then(|(_, v)| v.parse::<u16>().ok());
+    // `$(VAR)` is expanded by the kubelet: its value is not known here.
     if let (Some((name, value)), Some(declared)) = (&flag, declared)
         && flag_port != Some(declared)
+        && !value.contains("$(")
     {
         problems.push(format!(
             "{annotation}: container {MODEL_CONTAINER} declares containerPort {declared} but is told {name} {value}: \
@@ -449,6 +451,31 @@ mod tests {
                 json!("--http_port=8090")
             ]
         );
+    }
+
+    #[test]
+    fn rewires_a_minimal_pod_and_refuses_disagreeing_ports() {
+        let pod = |args: Value| {
+            json!({"spec": {"containers": [{
+                "name": "kserve-container",
+                "args": args,
+                "ports": [{"containerPort": 8080}],
+            }]}})
+        };
+        let r = rewire(&pod(json!(["--http_port", "8080"])), None, &[], "e", "p").unwrap();
+        assert_eq!(
+            (r.serving_port, r.upstream_port),
+            (8080, DEFAULT_UPSTREAM_PORT)
+        );
+        let args = r.ops.iter().find(|o| o.path.ends_with("/args")).unwrap();
+        assert_eq!(args.value, json!(["--http_port", "8090"]));
+        // Expanded by the kubelet from the environment: moved, not refused.
+        let r = rewire(&pod(json!(["--http_port=$(PORT)"])), None, &[], "e", "p").unwrap();
+        assert_eq!(r.ops[0].value, json!(["--http_port=8090"]));
+        let e = rewire(&pod(json!(["--http_port=9000"])), None, &[], "e", "p").unwrap_err();
+        assert!(e[0].contains("declares containerPort 8080 but is told --http_port 9000"));
+        let e = rewire(&pod(json!([])), Some("6569"), &[6569], "e", "p").unwrap_err();
+        assert!(e[0].contains("transformation service"), "{e:?}");
     }
 
     #[test]

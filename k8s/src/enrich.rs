@@ -245,8 +245,9 @@ pub fn rewire(
         .get_mut("ports")
         .and_then(Value::as_array_mut)
         .and_then(|p| p.first_mut())
+        .and_then(Value::as_object_mut)
     {
-        first["containerPort"] = Value::from(upstream_port);
+        first.insert("containerPort".to_owned(), Value::from(upstream_port));
     }
     for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
         if let Some(p) = moved.get_mut(probe) {

@@ -9,6 +9,7 @@
 //!                                                                       allowed + warning)
 //!         ─▶ patch: status annotation, volumes, the container (native: an init container with
 //!            restartPolicy Always; else a regular container) ──▶ allowed + JSONPatch
+//!            (with quiver.dev/enrich: also the model moved off its serving port, crate::enrich)
 //! ```
 //!
 //! Length: one pure decision read top to bottom (request → plan → patch); about a third of it is

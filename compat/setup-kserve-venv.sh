@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create (or reuse) a Python venv with the real KServe model server (the `kserve` SDK: its
-# ModelServer, V1 and V2 REST) and scikit-learn, for compat/tests/test_kserve_enrich.py, which
-# runs compat/kserve/models.py with it as the upstream of an enriching sidecar. Kept apart from
-# the Feast venv: KServe pins its own FastAPI, protobuf and grpcio.
+# ModelServer, V1 and V2 REST), scikit-learn and requests (KServe's Feast transformer sample posts
+# with it): for compat/tests/test_kserve_*.py (models in compat/kserve/, the vendored sample in
+# compat/kserve_feast_sample/) and benches/kserve. Kept apart from the Feast venv: KServe pins its
+# own FastAPI, protobuf and grpcio.
 #
 # Usage: compat/setup-kserve-venv.sh [VENV_DIR]
 #   VENV_DIR defaults to $QUIVER_KSERVE_VENV, else target/kserve-venv (relative to the
@@ -11,6 +12,7 @@ set -euo pipefail
 
 KSERVE_VERSION="0.21.0"
 SKLEARN_VERSION="1.9.1"
+REQUESTS_VERSION="2.34.2"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-${QUIVER_KSERVE_VENV:-target/kserve-venv}}"
 case "$VENV" in
@@ -21,7 +23,7 @@ PYTHON="${PYTHON:-python3}"
 
 venv_ready() {
   [ -x "$VENV/bin/python" ] &&
-    "$VENV/bin/python" -c "import kserve, sklearn, joblib, numpy; from importlib.metadata import version; assert version('kserve') == '$KSERVE_VERSION'; assert sklearn.__version__ == '$SKLEARN_VERSION'" \
+    "$VENV/bin/python" -c "import kserve, sklearn, joblib, numpy, requests; from importlib.metadata import version; assert version('kserve') == '$KSERVE_VERSION'; assert sklearn.__version__ == '$SKLEARN_VERSION'; assert requests.__version__ == '$REQUESTS_VERSION'" \
       >/dev/null 2>&1
 }
 
@@ -32,9 +34,10 @@ if ! venv_ready; then
     "$PYTHON" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet "kserve==$KSERVE_VERSION" "scikit-learn==$SKLEARN_VERSION" >&2
+  "$VENV/bin/python" -m pip install --quiet "kserve==$KSERVE_VERSION" "scikit-learn==$SKLEARN_VERSION" \
+    "requests==$REQUESTS_VERSION" >&2
   if ! venv_ready; then
-    echo "error: $VENV does not import kserve $KSERVE_VERSION and scikit-learn $SKLEARN_VERSION after install" >&2
+    echo "error: $VENV does not import kserve $KSERVE_VERSION, scikit-learn $SKLEARN_VERSION and requests $REQUESTS_VERSION after install" >&2
     exit 1
   fi
 fi

@@ -75,7 +75,8 @@ pub struct AdmissionResponse {
     pub audit_annotations: BTreeMap<String, String>,
 }
 
-/// One RFC 6902 operation. The injector only adds.
+/// One RFC 6902 operation: `add`, or `replace` (where the enrichment rewiring changes the model's
+/// container).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PatchOp {
     pub op: String,
@@ -87,6 +88,15 @@ impl PatchOp {
     pub fn add(path: impl Into<String>, value: Value) -> PatchOp {
         PatchOp {
             op: "add".to_owned(),
+            path: path.into(),
+            value,
+        }
+    }
+
+    /// Replaces a value that exists (the operation fails if it does not).
+    pub fn replace(path: impl Into<String>, value: Value) -> PatchOp {
+        PatchOp {
+            op: "replace".to_owned(),
             path: path.into(),
             value,
         }

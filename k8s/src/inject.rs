@@ -9,6 +9,7 @@
 //!                                                                       allowed + warning)
 //!         ─▶ patch: status annotation, volumes, the container (native: an init container with
 //!            restartPolicy Always; else a regular container) ──▶ allowed + JSONPatch
+//!            (with quiver.dev/enrich: also the model moved off its serving port, crate::enrich)
 //! ```
 //!
 //! Length: one pure decision read top to bottom (request → plan → patch); about a third of it is
@@ -18,8 +19,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, HTTPGetAction, Pod, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    EnvFromSource, EnvVar, HTTPGetAction, KeyToPath, Pod, Probe, ResourceRequirements,
+    SeccompProfile, SecretEnvSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -50,13 +51,20 @@ pub mod annotations {
     pub const TRANSFORMATION_SERVICE: &str = "quiver.dev/transformation-service";
     /// The image of that container (a Feast 0.67 image with the repo's Python dependencies).
     pub const TRANSFORMATION_IMAGE: &str = "quiver.dev/transformation-image";
+    /// `<configmap>[/<key>]`: put the sidecar in front of the model server (KServe V1/V2
+    /// enrichment) with the enrich config in that ConfigMap's key (default `enrich.yaml`). The
+    /// sidecar takes the model's serving port; the model moves (crate::enrich).
+    pub const ENRICH: &str = "quiver.dev/enrich";
+    /// The model server's port after the move (default
+    /// [`crate::enrich::DEFAULT_UPSTREAM_PORT`]).
+    pub const ENRICH_UPSTREAM_PORT: &str = "quiver.dev/enrich-upstream-port";
     /// Written by the injector: `injected`, or `invalid` (fail-open, with [`ERROR`]).
     pub const STATUS: &str = "quiver.dev/status";
     /// Written by the injector in fail-open mode: why no sidecar was added.
     pub const ERROR: &str = "quiver.dev/error";
 
     /// Every `quiver.dev/` annotation there is; any other is reported as a typo.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         INJECT,
         INJECT_COMPONENTS,
         NATIVE_SIDECAR,
@@ -73,6 +81,8 @@ pub mod annotations {
         IMAGE,
         TRANSFORMATION_SERVICE,
         TRANSFORMATION_IMAGE,
+        ENRICH,
+        ENRICH_UPSTREAM_PORT,
         STATUS,
         ERROR,
     ];
@@ -95,6 +105,13 @@ pub const TRANSFORMATION_PORT: u16 = 6569;
 pub const DEFAULT_TRANSFORMATION_IMAGE: &str = "quay.io/feastdev/feature-server:0.67.0";
 pub const REPO_VOLUME: &str = "quiver-repo";
 pub const STATE_VOLUME: &str = "quiver-state";
+/// The enrich config's ConfigMap, when a pod asks for enrichment.
+pub const ENRICH_VOLUME: &str = "quiver-enrich";
+/// Where the sidecar sees it: the key is mounted as [`ENRICH_FILE`].
+pub const ENRICH_MOUNT: &str = "/etc/quiver/enrich";
+pub const ENRICH_FILE: &str = "enrich.yaml";
+/// The ConfigMap key read when `quiver.dev/enrich` names none.
+pub const DEFAULT_ENRICH_KEY: &str = "enrich.yaml";
 /// Where the sidecar sees the feature repo (the ConfigMap: feature_store.yaml, registry.db).
 pub const REPO_MOUNT: &str = "/etc/quiver/repo";
 /// The sidecar's writable directory (its root file system is read-only) and working directory.
@@ -243,6 +260,16 @@ struct SidecarPlan {
     memory: String,
     /// Feast's transformation service beside the sidecar: its image.
     transformation_image: Option<String>,
+    /// In front of the model server (`quiver.dev/enrich`).
+    enrich: Option<EnrichPlan>,
+}
+
+/// The sidecar in front of the model: the enrich config's source and the rewiring.
+#[derive(Debug, Clone, PartialEq)]
+struct EnrichPlan {
+    configmap: String,
+    key: String,
+    rewiring: crate::enrich::Rewiring,
 }
 
 /// Decides one admission request. Never fails: whatever is wrong with the request becomes a
@@ -308,7 +335,7 @@ pub fn admit(request: &AdmissionRequest, config: &InjectorConfig) -> (AdmissionR
             return skip(SkipReason::ComponentNotChosen);
         }
     }
-    let plan = match plan(&pod, annotations, config) {
+    let plan = match plan(object, &pod, annotations, config) {
         Ok(plan) => plan,
         Err(problems) => return invalid(uid, config, problems),
     };
@@ -370,6 +397,7 @@ fn split_list(text: &str) -> Vec<&str> {
 
 /// Reads every annotation; all problems are reported together.
 fn plan(
+    object: &Value,
     pod: &Pod,
     annotations: &BTreeMap<String, String>,
     config: &InjectorConfig,
@@ -452,6 +480,8 @@ fn plan(
         Ok(())
     });
     let port = check(a::PORT, None, &|v| check_port(v, pod));
+    let enrich_source = check(a::ENRICH, None, &check_enrich_source);
+    let upstream_port = check(a::ENRICH_UPSTREAM_PORT, None, &|_| Ok(()));
     let boolean = |v: &str| {
         if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
             Ok(())
@@ -493,7 +523,54 @@ fn plan(
             a::REPO_CONFIGMAP
         ));
     }
-    for volume in [REPO_VOLUME, STATE_VOLUME] {
+    let mut enrich = None;
+    if get(a::ENRICH).is_some() {
+        if get(a::PORT).is_some() {
+            problems.push(format!(
+                "{}: not used with {}: the sidecar then listens on the model's serving port",
+                a::PORT,
+                a::ENRICH
+            ));
+        }
+        let reserved: &[u16] = if transformations {
+            &[TRANSFORMATION_PORT]
+        } else {
+            &[]
+        };
+        match crate::enrich::rewire(
+            object,
+            upstream_port.as_deref(),
+            reserved,
+            a::ENRICH,
+            a::ENRICH_UPSTREAM_PORT,
+        ) {
+            Ok(rewiring) => {
+                if let Some(source) = &enrich_source {
+                    let (configmap, key) = source
+                        .split_once('/')
+                        .unwrap_or((source.as_str(), DEFAULT_ENRICH_KEY));
+                    enrich = Some(EnrichPlan {
+                        configmap: configmap.to_owned(),
+                        key: key.to_owned(),
+                        rewiring,
+                    });
+                }
+            }
+            Err(more) => problems.extend(more),
+        }
+    } else if get(a::ENRICH_UPSTREAM_PORT).is_some() {
+        problems.push(format!(
+            "{}: only used with {}",
+            a::ENRICH_UPSTREAM_PORT,
+            a::ENRICH
+        ));
+    }
+    let volumes: &[&str] = if get(a::ENRICH).is_some() {
+        &[REPO_VOLUME, STATE_VOLUME, ENRICH_VOLUME]
+    } else {
+        &[REPO_VOLUME, STATE_VOLUME]
+    };
+    for &volume in volumes {
         let taken = pod
             .spec
             .as_ref()
@@ -513,7 +590,10 @@ fn plan(
             Ok(SidecarPlan {
                 image,
                 native: native.map_or(config.native_sidecar, |v| v.eq_ignore_ascii_case("true")),
-                port: port.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT),
+                port: enrich.as_ref().map_or_else(
+                    || port.and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT),
+                    |e| e.rewiring.serving_port,
+                ),
                 repo_configmap,
                 registry_url,
                 project,
@@ -524,6 +604,7 @@ fn plan(
                 cpu,
                 memory,
                 transformation_image: transformation_image.filter(|_| transformations),
+                enrich,
             })
         }
         _ => Err(problems),
@@ -677,6 +758,30 @@ fn check_object_name(v: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "{v:?} is not an object name: expected lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// `<configmap>[/<key>]`: a ConfigMap name and a ConfigMap key.
+fn check_enrich_source(v: &str) -> Result<(), String> {
+    let (name, key) = v.split_once('/').unwrap_or((v, DEFAULT_ENRICH_KEY));
+    check_object_name(name).map_err(|e| {
+        format!(
+            "{e}; expected <configmap> or <configmap>/<key>, e.g. driver-ranker-enrich/enrich.yaml"
+        )
+    })?;
+    let key_ok = !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if key_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key:?} is not a ConfigMap key: expected letters, digits, '-', '_' and '.', e.g. enrich.yaml"
         ))
     }
 }
@@ -841,7 +946,13 @@ fn patch(object: &Value, plan: &SidecarPlan) -> Vec<PatchOp> {
         annotation_path(annotations::STATUS),
         Value::String("injected".to_owned()),
     )];
-    let volumes = [repo_volume(plan), state_volume()];
+    if let Some(enrich) = &plan.enrich {
+        ops.extend(enrich.rewiring.ops.iter().cloned());
+    }
+    let mut volumes = vec![repo_volume(plan), state_volume()];
+    if let Some(enrich) = &plan.enrich {
+        volumes.push(enrich_volume(enrich));
+    }
     let has = |field: &str| {
         object
             .pointer(&format!("/spec/{field}"))
@@ -852,7 +963,7 @@ fn patch(object: &Value, plan: &SidecarPlan) -> Vec<PatchOp> {
             ops.push(PatchOp::add("/spec/volumes/-", to_json(v)));
         }
     } else {
-        ops.push(PatchOp::add("/spec/volumes", to_json(&volumes.to_vec())));
+        ops.push(PatchOp::add("/spec/volumes", to_json(&volumes)));
     }
     let mut containers = Vec::new();
     if let Some(image) = &plan.transformation_image {
@@ -887,6 +998,25 @@ fn repo_volume(plan: &SidecarPlan) -> Volume {
         name: REPO_VOLUME.to_owned(),
         config_map: Some(ConfigMapVolumeSource {
             name: plan.repo_configmap.clone(),
+            optional: Some(false),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The enrich config: the ConfigMap's key, seen by the sidecar as [`ENRICH_FILE`]. A missing
+/// ConfigMap or key keeps the pod from starting, with an event naming it.
+fn enrich_volume(enrich: &EnrichPlan) -> Volume {
+    Volume {
+        name: ENRICH_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: enrich.configmap.clone(),
+            items: Some(vec![KeyToPath {
+                key: enrich.key.clone(),
+                path: ENRICH_FILE.to_owned(),
+                ..KeyToPath::default()
+            }]),
             optional: Some(false),
             ..ConfigMapVolumeSource::default()
         }),
@@ -1060,6 +1190,22 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
         args.push("--transformation-service".to_owned());
         args.push(format!("127.0.0.1:{TRANSFORMATION_PORT}"));
     }
+    let mut mounts = repo_and_state_mounts();
+    if let Some(enrich) = &plan.enrich {
+        args.push("--enrich".to_owned());
+        args.push(format!("{ENRICH_MOUNT}/{ENRICH_FILE}"));
+        args.push("--upstream".to_owned());
+        args.push(format!(
+            "http://127.0.0.1:{}",
+            enrich.rewiring.upstream_port
+        ));
+        mounts.push(VolumeMount {
+            name: ENRICH_VOLUME.to_owned(),
+            mount_path: ENRICH_MOUNT.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     // Read by `quiver serve`: with QUIVER_REGISTRY_URL it follows the registry service (the
     // project and feature services below narrow what it syncs) and keeps its last good snapshot
     // in the emptyDir, so a restarted container starts while the service is away; without it,
@@ -1122,7 +1268,7 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
         liveness_probe: Some(http_probe("/health", plan.port, 10, 3)),
         restart_policy: plan.native.then(|| "Always".to_owned()),
         security_context: Some(restricted_security_context()),
-        volume_mounts: Some(repo_and_state_mounts()),
+        volume_mounts: Some(mounts),
         working_dir: Some(STATE_MOUNT.to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()

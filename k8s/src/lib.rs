@@ -7,7 +7,8 @@
 //! GET /health
 //! ```
 //!
-//! [`inject`] is the decision and the patch, with no I/O; [`server`] is the HTTPS server around
+//! [`inject`] is the decision and the patch, with no I/O ([`enrich`]: the rewiring that puts
+//! the sidecar in front of the model server); [`server`] is the HTTPS server around
 //! it; [`tls`] loads and reloads the certificate. The manifests that deploy it are in `k8s/`
 //! beside this crate.
 
@@ -17,6 +18,7 @@
 )]
 
 pub mod admission;
+pub mod enrich;
 pub mod inject;
 pub mod quantity;
 pub mod server;

@@ -733,3 +733,317 @@ fn real_image_references_are_admitted() {
         );
     }
 }
+
+// ---- Enrichment (`quiver.dev/enrich`): the sidecar in front of the model server ----
+
+fn container<'a>(pod: &'a Pod, name: &str) -> &'a Container {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn probe_port(p: &Option<k8s_openapi::api::core::v1::Probe>) -> Option<i32> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let p = p.as_ref()?;
+    let port = p
+        .http_get
+        .as_ref()
+        .map(|h| h.port.clone())
+        .or_else(|| p.tcp_socket.as_ref().map(|t| t.port.clone()))?;
+    match port {
+        IntOrString::Int(n) => Some(n),
+        IntOrString::String(s) => panic!("named probe port {s}"),
+    }
+}
+
+fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
+}
+
+/// What every enriched pod must have: the sidecar on the serving port with `--enrich` and
+/// `--upstream`, the model moved to the upstream port (container port and probes), the enrich
+/// ConfigMap mounted, and no two containers declaring the same port. Everything else in the
+/// model's container is as it arrived.
+fn check_enriched(
+    case: &str,
+    native: bool,
+    upstream: i32,
+    configmap: &str,
+    key: &str,
+) -> (Pod, Value) {
+    let (_, outcome, object, pod) = run(case, &InjectorConfig::default());
+    assert_eq!(outcome, Outcome::Injected { native }, "{case}");
+    let pod = pod.unwrap();
+    check_injected(case, &object, &pod, native, 8080, "driver-features");
+    let c = sidecar(&pod, native);
+    assert_eq!(
+        arg_after(c, "--enrich"),
+        Some("/etc/quiver/enrich/enrich.yaml"),
+        "{case}"
+    );
+    let upstream_url = format!("http://127.0.0.1:{upstream}");
+    assert_eq!(arg_after(c, "--upstream"), Some(upstream_url.as_str()));
+    assert!(
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "quiver-enrich"
+                && m.mount_path == "/etc/quiver/enrich"
+                && m.read_only == Some(true))
+    );
+    let spec = pod.spec.as_ref().unwrap();
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "quiver-enrich")
+        .unwrap();
+    let cm = volume.config_map.as_ref().unwrap();
+    assert_eq!(cm.name, configmap, "{case}");
+    let items = cm.items.as_ref().unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        (key, "enrich.yaml")
+    );
+
+    let model = container(&pod, "kserve-container");
+    assert_eq!(model.ports.as_ref().unwrap()[0].container_port, upstream);
+    for p in [
+        &model.readiness_probe,
+        &model.liveness_probe,
+        &model.startup_probe,
+    ] {
+        if let Some(port) = probe_port(p) {
+            assert_eq!(port, upstream, "{case}: the model's probes follow it");
+        }
+    }
+    // One owner per port in the pod.
+    let mut ports: Vec<i32> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten().map(|p| p.container_port))
+        .collect();
+    let n = ports.len();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), n, "{case}: a port declared twice");
+
+    // Only the port-bearing fields of the model's container changed.
+    let before = read_review(case).request.unwrap().object.unwrap();
+    let index = before["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c["name"] == "kserve-container")
+        .unwrap();
+    let (b, a) = (
+        before["spec"]["containers"][index].as_object().unwrap(),
+        object["spec"]["containers"][index].as_object().unwrap(),
+    );
+    for (k, v) in a {
+        if b.get(k) != Some(v) {
+            assert!(
+                [
+                    "args",
+                    "command",
+                    "env",
+                    "ports",
+                    "readinessProbe",
+                    "livenessProbe",
+                    "startupProbe"
+                ]
+                .contains(&k.as_str()),
+                "{case}: {k} changed"
+            );
+        }
+    }
+    assert!(b.keys().all(|k| a.contains_key(k)), "{case}: a field lost");
+    (pod, object)
+}
+
+#[test]
+fn enrich_serverless_sklearn_predictor() {
+    let case = "predictor-enrich-serverless-sklearn";
+    let (pod, _) = check_enriched(case, true, 8090, "driver-ranker-enrich", "enrich.yaml");
+    let model = container(&pod, "kserve-container");
+    assert_eq!(
+        model.args.as_ref().unwrap(),
+        &[
+            "--model_name=driver-ranker",
+            "--model_dir=/mnt/models",
+            "--http_port=8090"
+        ]
+    );
+    // Knative's PORT follows; its port's name stays, so Knative still knows the user port.
+    assert_eq!(env_of(model, "PORT"), Some("8090"));
+    assert_eq!(
+        model.ports.as_ref().unwrap()[0].name.as_deref(),
+        Some("user-port")
+    );
+    assert_eq!(probe_port(&model.liveness_probe), Some(8090));
+    // queue-proxy's drain hook on its own port is not the model's.
+    let pre_stop = model.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    assert_eq!(
+        pre_stop.http_get.as_ref().unwrap().port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8022)
+    );
+    // queue-proxy still sends traffic to 8080, now the sidecar, and checks the model's
+    // readiness on its new port.
+    let proxy = container(&pod, "queue-proxy");
+    assert_eq!(env_of(proxy, "USER_PORT"), Some("8080"));
+    let probe: Value =
+        serde_json::from_str(env_of(proxy, "SERVING_READINESS_PROBE").unwrap()).unwrap();
+    assert_eq!(probe["tcpSocket"]["port"], 8090);
+    assert_eq!(probe["tcpSocket"]["host"], "127.0.0.1");
+}
+
+#[test]
+fn enrich_raw_deployment_sklearn_predictor() {
+    let case = "predictor-enrich-raw-sklearn";
+    let (pod, _) = check_enriched(case, true, 8090, "driver-ranker-enrich", "enrich.yaml");
+    let model = container(&pod, "kserve-container");
+    assert_eq!(arg_after_eq(model, "--http_port"), Some("8090"));
+    // KServe's default readiness probe (TCP on the serving port) now checks the model directly.
+    assert_eq!(probe_port(&model.readiness_probe), Some(8090));
+    assert!(model.env.is_none(), "nothing added");
+}
+
+#[test]
+fn enrich_triton_predictor_on_a_chosen_port() {
+    let case = "predictor-enrich-triton";
+    let (pod, _) = check_enriched(case, true, 8000, "driver-ranker-enrich", "enrich.yaml");
+    let model = container(&pod, "kserve-container");
+    assert_eq!(
+        model.args.as_ref().unwrap(),
+        &[
+            "tritonserver",
+            "--model-store=/mnt/models",
+            "--grpc-port=9000",
+            "--http-port=8000",
+            "--allow-grpc=true",
+            "--allow-http=true"
+        ]
+    );
+    assert_eq!(
+        model.ports.as_ref().unwrap()[0].name.as_deref(),
+        Some("h2c")
+    );
+    let get = model
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(get.path.as_deref(), Some("/v2/health/ready"));
+}
+
+#[test]
+fn enrich_custom_kserve_model_image() {
+    let case = "predictor-enrich-custom-model";
+    let (pod, _) = check_enriched(case, false, 8090, "driver-features", "enrich.yaml");
+    let model = container(&pod, "kserve-container");
+    // No port flag in the pod: KServe's Python server's own is appended (a custom kserve.Model
+    // parses it through kserve.model_server.parser).
+    assert_eq!(model.args.as_ref().unwrap(), &["--http_port=8090"]);
+    assert_eq!(env_of(model, "PORT"), Some("8090"));
+    let names: Vec<&str> = pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["kserve-container", "queue-proxy", "quiver-sidecar"]);
+}
+
+fn arg_after_eq<'a>(c: &'a Container, flag: &str) -> Option<&'a str> {
+    c.args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')))
+}
+
+#[test]
+fn bad_enrich_annotations_are_denied_naming_each_and_fail_open_moves_nothing() {
+    let message = denial("predictor-enrich-bad", &InjectorConfig::default());
+    for part in [
+        "3 problems",
+        "quiver.dev/enrich: \"Driver_Enrich\" is not an object name",
+        "quiver.dev/enrich-upstream-port: the model server already listens on 8081 (--grpc_port",
+        "quiver.dev/port: not used with quiver.dev/enrich",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    let fail_open = InjectorConfig {
+        fail_open: true,
+        ..InjectorConfig::default()
+    };
+    let request = read_review("predictor-enrich-bad").request.unwrap();
+    let (resp, outcome) = quiver_k8s::admit(&request, &fail_open);
+    assert_eq!(outcome, Outcome::Invalid { admitted: true });
+    let paths: Vec<String> = resp
+        .patch_ops()
+        .unwrap()
+        .into_iter()
+        .map(|op| op.path)
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.starts_with("/metadata/annotations/")),
+        "the model stays where it was: {paths:?}"
+    );
+
+    // Other mistakes, one at a time.
+    let m = denied_with(&[
+        ("quiver.dev/enrich", "cm/enrich.yaml"),
+        ("quiver.dev/enrich-upstream-port", "8080"),
+    ]);
+    assert!(
+        m.contains("quiver.dev/enrich-upstream-port: 8080 is the model's serving port"),
+        "{m}"
+    );
+    let m = denied_with(&[
+        ("quiver.dev/enrich", "cm/enrich.yaml"),
+        ("quiver.dev/enrich-upstream-port", "http"),
+    ]);
+    assert!(m.contains("\"http\" is not a port"), "{m}");
+    let m = denied_with(&[("quiver.dev/enrich", "cm/../etc")]);
+    assert!(m.contains("is not a ConfigMap key"), "{m}");
+    let m = denied_with(&[("quiver.dev/enrich-upstream-port", "8090")]);
+    assert!(m.contains("only used with quiver.dev/enrich"), "{m}");
+
+    // No model server to stand in front of, or a collocated transformer taking the traffic.
+    for (rename, expected) in [
+        ("my-model", "no container named \"kserve-container\""),
+        ("transformer-container", "collocated transformer-container"),
+    ] {
+        let mut request = read_review("predictor-native").request.unwrap();
+        let object = request.object.as_mut().unwrap();
+        object["metadata"]["annotations"]["quiver.dev/enrich"] = json!("cm");
+        let mut extra = object["spec"]["containers"][0].clone();
+        extra["name"] = json!(rename);
+        extra["ports"] = json!([]);
+        if rename == "my-model" {
+            object["spec"]["containers"][0] = extra;
+        } else {
+            object["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(extra);
+        }
+        let (resp, _) = quiver_k8s::admit(&request, &InjectorConfig::default());
+        let m = resp.status.unwrap().message.unwrap();
+        assert!(m.contains(expected), "{m}");
+    }
+}

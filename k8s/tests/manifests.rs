@@ -728,7 +728,7 @@ fn kserve_example_renders_and_asks_for_a_sidecar() {
     let (_, isvc) = r
         .custom
         .iter()
-        .find(|(k, _)| k == "InferenceService")
+        .find(|(k, v)| k == "InferenceService" && v["metadata"]["name"] == "driver-ranking")
         .expect("an InferenceService");
     assert_eq!(isvc["apiVersion"], "serving.kserve.io/v1beta1");
     assert_eq!(
@@ -808,6 +808,111 @@ fn kserve_example_renders_and_asks_for_a_sidecar() {
         config.local_registry_path().unwrap(),
         Path::new("/etc/quiver/repo/registry.db")
     );
+}
+
+/// k8s/examples/kserve-enrich.yaml: the enriched InferenceService and its enrich ConfigMap
+/// render, the ConfigMap holds an enrich config for the quickstart's feature service, and the
+/// annotations, on the predictor pod KServe makes from it (RawDeployment: the sklearn runtime's
+/// container), give a sidecar on the serving port in front of the moved model.
+#[test]
+fn kserve_enrich_example_renders_and_rewires_the_predictor() {
+    let r = check_all(&render("examples"));
+    let (_, isvc) = r
+        .custom
+        .iter()
+        .find(|(k, v)| k == "InferenceService" && v["metadata"]["name"] == "driver-ranker")
+        .expect("the enriched InferenceService");
+    let annotations = isvc["metadata"]["annotations"].clone();
+    let source = annotations["quiver.dev/enrich"].as_str().unwrap();
+    let (cm_name, key) = source.split_once('/').unwrap();
+    let cm = r
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(cm_name))
+        .expect("the enrich ConfigMap");
+    assert_eq!(
+        cm.metadata.namespace,
+        isvc["metadata"]["namespace"].as_str().map(str::to_owned)
+    );
+    let config: Value = serde_saphyr::from_str(&cm.data.as_ref().unwrap()[key]).unwrap();
+    let model = &config["models"]["driver-ranker"];
+    assert_eq!(model["feature_service"], "driver_ranking");
+    assert_eq!(
+        model["entities"],
+        serde_json::json!(["driver_id", "customer_id"])
+    );
+    // The feature service and both join keys are the quickstart's.
+    let features =
+        std::fs::read_to_string(k8s_dir().join("../examples/quickstart/features.yaml")).unwrap();
+    for needed in [
+        "- name: driver_ranking",
+        "join_keys: [driver_id]",
+        "join_keys: [customer_id]",
+    ] {
+        assert!(features.contains(needed), "{needed}");
+    }
+
+    let request = serde_json::json!({
+        "uid": "enrich-example", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "operation": "CREATE", "namespace": "models",
+        "object": {
+            "metadata": {
+                "annotations": annotations,
+                "labels": {"component": "predictor", "serving.kserve.io/inferenceservice": "driver-ranker"},
+            },
+            "spec": {"containers": [{
+                "name": "kserve-container",
+                "image": "kserve/sklearnserver:v0.15.2",
+                "args": ["--model_name=driver-ranker", "--model_dir=/mnt/models", "--http_port=8080"],
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 10},
+            }]},
+        },
+    });
+    let (resp, outcome) = quiver_k8s::admit(
+        &serde_json::from_value(request).unwrap(),
+        &quiver_k8s::InjectorConfig::default(),
+    );
+    assert_eq!(
+        outcome,
+        quiver_k8s::Outcome::Injected { native: true },
+        "{:?}",
+        resp.status
+    );
+    let ops = resp.patch_ops().unwrap();
+    let op = |path: &str| &ops.iter().find(|o| o.path == path).unwrap().value;
+    assert_eq!(
+        op("/spec/containers/0/args")[2],
+        "--http_port=8090",
+        "the model moves"
+    );
+    assert_eq!(
+        op("/spec/containers/0/readinessProbe")["tcpSocket"]["port"],
+        8090
+    );
+    let sidecar = &op("/spec/initContainers")[0];
+    assert_eq!(
+        sidecar["ports"][0]["containerPort"], 8080,
+        "where KServe sends traffic"
+    );
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+    assert_eq!(after("--enrich"), "/etc/quiver/enrich/enrich.yaml");
+    assert_eq!(after("--upstream"), "http://127.0.0.1:8090");
+    let volumes = op("/spec/volumes");
+    let enrich = volumes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "quiver-enrich")
+        .unwrap();
+    assert_eq!(enrich["configMap"]["name"], cm_name);
+    assert_eq!(enrich["configMap"]["items"][0]["key"], key);
 }
 
 /// The images the manifests run: the pods set runAsNonRoot, which the kubelet can only check

@@ -19,8 +19,8 @@
 # (eventlog.py). quiver's, spark-sql's, quiver-spark's and Feast's answers are compared.
 #
 # Usage: benches/spark/run.sh [FEATURE_ROWS=1000000] [ENTITY_ROWS=100000]
-# Env: SKIP_FEAST=1, SKIP_MATERIALIZE=1, SPARK_MEMORY (default 4g), QUIVER_BIN=path (skips the
-# release build).
+# Env: SKIP_FEAST=1, FEAST_TIMEOUT (s, default 1800), SKIP_MATERIALIZE=1, SPARK_MEMORY (default 4g),
+# QUIVER_BIN=path (skips the release build).
 # Needs: Java 17; pyspark 4.3.0 (compat/setup-spark.sh's venv, or QUIVER_SPARK_VENV); the Feast
 # venv (compat/setup-venv.sh: pyarrow for the data); feast[spark] (benches/spark/setup-venv.sh);
 # redis-server.
@@ -134,7 +134,10 @@ stop_spark() { # name: prints the JVM's peak RSS and the event-log totals
 
 echo "== ${feature_rows} feature rows x ${entity_rows} entity rows; $(nproc) cores (load average $(cut -d" " -f1-3 /proc/loadavg)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/2^20}' /proc/meminfo); Spark local[2], driver memory $spark_memory; $(date -u +%FT%TZ)"
 features=driver_stats:f0,driver_stats:f1,driver_stats:f2,driver_stats:f3,driver_stats:f4
-measure quiver "$quiver" historical --repo "$out/quiver" --entities "$data/entities.parquet" \
+# A debug build says so in every line it measures: its times are not quiver's.
+qname=quiver
+case "$quiver" in */debug/*) qname="quiver(debug)";; esac
+measure "$qname" "$quiver" historical --repo "$out/quiver" --entities "$data/entities.parquet" \
   --features "$features" --out "$out/quiver.parquet" || true
 
 start_spark sql
@@ -171,7 +174,7 @@ if [ "${SKIP_FEAST:-0}" != "1" ]; then
   start_spark feast
   feast_config "$spark_port"
   (cd "$feast_repo" && "$bench_venv/bin/feast" apply >"$out/feast-apply.log" 2>&1)
-  measure feast-spark timeout 1800 "$bench_venv/bin/python" benches/spark/feast_spark.py "$feast_repo" \
+  measure feast-spark timeout "${FEAST_TIMEOUT:-1800}" "$bench_venv/bin/python" benches/spark/feast_spark.py "$feast_repo" \
     "$data/entities.parquet" "$out/feast-spark.parquet" || true
   stop_spark feast
 else
@@ -181,11 +184,11 @@ fi
 if [ -f "$feast_repo/data/registry.db" ]; then
   start_spark quiver
   feast_config "$spark_port"
-  if measure quiver-spark "$quiver" historical --repo "$feast_repo" --entities "$data/entities.parquet" \
-      --features "$features" --out "$out/quiver-spark.parquet" 2>/dev/null; then
+  if measure "$qname-spark" "$quiver" historical --repo "$feast_repo" --entities "$data/entities.parquet" \
+      --features "$features" --out "$out/quiver-spark.parquet"; then
     stop_spark quiver
   else
-    echo "quiver-spark   skipped: this quiver binary cannot run it yet: $(grep -m1 -i 'error' "$out/quiver-spark.log" || tail -n 1 "$out/quiver-spark.log")"
+    echo "quiver-spark   skipped: this quiver binary cannot run it yet: $(grep -m1 -i 'error' "$out/$qname-spark.log" || tail -n 1 "$out/$qname-spark.log")"
     kill "$spark_pid" 2>/dev/null || true
   fi
 else
@@ -214,8 +217,13 @@ if [ "${SKIP_MATERIALIZE:-0}" != "1" ]; then
       done
       name="$shards shard(s)"
     fi
-    for p in "${mpids[@]}"; do wait "$p"; done
+    failed=0
+    for p in "${mpids[@]}"; do wait "$p" || failed=$((failed + 1)); done
     ended=$(date +%s.%N)
+    if [ "$failed" != 0 ]; then
+      echo "$name: $failed process(es) failed: $(grep -h -m1 '^error' "$out"/mat-*.log | head -n 1)"
+      continue
+    fi
     # Entity keys: every key but a sharded run's one marker (--shard 0/1 is unsharded).
     keys=$(( $(redis-cli -p "$redis_port" dbsize) - (shards > 1 ? 1 : 0) ))
     awk -v n="$name" -v a="$began" -v b="$ended" -v k="$keys" \

@@ -101,6 +101,77 @@ pub fn spark_predicate(key_expr: &str, shard: Shard) -> String {
     )
 }
 
+/// Spark SQL building a view's serialized entity key (Feast v3, no project suffix: the bytes
+/// [`Shard::contains`] hashes) from its join-key columns, so that `spark_predicate(expr, shard)`
+/// selects in Spark what the shard writes. `keys`: (join key, source column, entity type), in
+/// any order (they are sorted by join key, as Feast does); none for an entityless view (its one
+/// dummy key). Integers are laid out little-endian through `hex`/`unhex` (Spark SQL has no
+/// byte-order function); a timestamp key is its epoch seconds (`CAST(ts AS BIGINT)`, floored
+/// as quiver's reader does). A null key value makes the key null (quiver refuses such rows).
+pub fn spark_key_expr(keys: &[(&str, &str, quiver_core::ValueType)]) -> Result<String, Error> {
+    use quiver_core::ValueType;
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02X}")).collect() };
+    let le32 = |v: u32| hex(&v.to_le_bytes());
+    let mut sorted: Vec<&(&str, &str, ValueType)> = keys.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let dummy = [(crate::materialize::DUMMY_ENTITY_ID, "", ValueType::String)];
+    let names: Vec<&str> = if sorted.is_empty() {
+        vec![dummy[0].0]
+    } else {
+        sorted.iter().map(|k| k.0).collect()
+    };
+    let mut prefix = (names.len() as u32).to_le_bytes().to_vec();
+    for name in &names {
+        prefix.extend_from_slice(&(ValueType::String as u32).to_le_bytes());
+        prefix.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        prefix.extend_from_slice(name.as_bytes());
+    }
+    if sorted.is_empty() {
+        // The dummy key's value is the empty string: the whole key is a constant.
+        prefix.extend_from_slice(&(ValueType::String as u32).to_le_bytes());
+        prefix.extend_from_slice(&0u32.to_le_bytes());
+        return Ok(format!("X'{}'", hex(&prefix)));
+    }
+    // Little-endian hex of an integer expression: 8 or 16 digits, byte pairs reversed.
+    let le = |expr: String, bytes: usize| -> String {
+        let groups = "(..)".repeat(bytes);
+        let order: String = (1..=bytes).rev().map(|i| format!("${i}")).collect();
+        format!(
+            "unhex(regexp_replace(lpad(hex({expr}), {}, '0'), '{groups}', '{order}'))",
+            bytes * 2
+        )
+    };
+    let mut parts = vec![format!("X'{}'", hex(&prefix))];
+    for (join_key, column, ty) in sorted {
+        let col = format!("`{}`", column.replace('`', "``"));
+        let tag = format!("X'{}'", le32(*ty as u32));
+        let part = match ty {
+            ValueType::Int64 | ValueType::UnixTimestamp => format!(
+                "{tag}, X'{}', {}",
+                le32(8),
+                le(format!("CAST({col} AS BIGINT)"), 8)
+            ),
+            ValueType::Int32 => format!(
+                "{tag}, X'{}', {}",
+                le32(4),
+                le(format!("CAST({col} AS BIGINT) & 4294967295"), 4)
+            ),
+            ValueType::String => format!(
+                "{tag}, {}, CAST({col} AS BINARY)",
+                le(format!("octet_length({col})"), 4)
+            ),
+            ValueType::Bytes => format!("{tag}, {}, {col}", le(format!("octet_length({col})"), 4)),
+            other => {
+                return Err(Error::unprocessable(format!(
+                    "join key {join_key}: entity keys of type {other} are not supported (String, Bytes, Int32, Int64, UnixTimestamp)"
+                )));
+            }
+        };
+        parts.push(part);
+    }
+    Ok(format!("concat({})", parts.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +254,78 @@ mod tests {
             spark_predicate("k", Shard { index: 2, count: 8 }),
             "pmod(xxhash64(k), 8) = 2"
         );
+    }
+
+    /// What Spark 4.3 (pyspark 4.3.0, local[1], session time zone UTC) answered for
+    /// `SELECT hex(<spark_key_expr of KEYS>), pmod(xxhash64(<expr>), 8)` over these rows:
+    /// (b, cust, driver_id, small, t) = (X'00FF', 'ä€x', 1001, -5, 2026-01-01 00:00:00.5) and
+    /// (X'', '', -1, 2147483647, 1969-12-31 23:59:59.5).
+    const SPARK_KEYS: [(&str, u64); 2] = [
+        (
+            "050000000200000001000000620200000008000000637573746F6D657202000000090000006472697665725F69640200000005000000736D616C6C020000000100000074010000000200000000FF0200000006000000C3A4E282AC780400000008000000E9030000000000000300000004000000FBFFFFFF080000000800000000B9556900000000",
+            4,
+        ),
+        (
+            "050000000200000001000000620200000008000000637573746F6D657202000000090000006472697665725F69640200000005000000736D616C6C020000000100000074010000000000000002000000000000000400000008000000FFFFFFFFFFFFFFFF0300000004000000FFFFFF7F0800000008000000FFFFFFFFFFFFFFFF",
+            5,
+        ),
+    ];
+
+    const KEYS: [(&str, &str, quiver_core::ValueType); 5] = [
+        ("driver_id", "driver_id", quiver_core::ValueType::Int64),
+        ("customer", "cust", quiver_core::ValueType::String),
+        ("small", "small", quiver_core::ValueType::Int32),
+        ("t", "t", quiver_core::ValueType::UnixTimestamp),
+        ("b", "b", quiver_core::ValueType::Bytes),
+    ];
+
+    #[test]
+    fn spark_builds_the_keys_quiver_writes() {
+        use arrow_array::{
+            Array, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        };
+        let driver = Int64Array::from(vec![1001, -1]);
+        let cust = StringArray::from(vec!["ä€x", ""]);
+        let small = Int32Array::from(vec![-5, i32::MAX]);
+        let t = TimestampMicrosecondArray::from(vec![1_767_225_600_500_000, -500_000])
+            .with_timezone("UTC");
+        let b = BinaryArray::from(vec![&[0x00u8, 0xff][..], &[][..]]);
+        let columns: [&dyn Array; 5] = [&driver, &cust, &small, &t, &b];
+        let names: Vec<(&str, quiver_core::ValueType)> = KEYS.iter().map(|k| (k.0, k.2)).collect();
+        let encoder = crate::convert::KeyEncoder::new(&names);
+        for (row, (spark_hex, spark_shard)) in SPARK_KEYS.iter().enumerate() {
+            let mut key = Vec::new();
+            encoder.encode(&mut key, &columns, row).unwrap();
+            let ours: String = key.iter().map(|b| format!("{b:02X}")).collect();
+            assert_eq!(
+                &ours, spark_hex,
+                "row {row}: quiver's key bytes vs Spark's expression"
+            );
+            assert_eq!(shard_of(&key, 8), *spark_shard, "row {row}");
+        }
+        // The expression those values came from (a change here needs them measured again).
+        let expr = spark_key_expr(&KEYS).unwrap();
+        assert_eq!(
+            expr,
+            include_str!("../tests/fixtures/spark_key_expr.sql").trim(),
+            "spark_key_expr changed: rerun it in Spark and update SPARK_KEYS and the fixture"
+        );
+    }
+
+    #[test]
+    fn spark_key_expr_of_an_entityless_view_is_the_dummy_key() {
+        let mut key = Vec::new();
+        let empty = arrow_array::StringArray::from(vec![""]);
+        crate::convert::KeyEncoder::new(&[(
+            crate::materialize::DUMMY_ENTITY_ID,
+            quiver_core::ValueType::String,
+        )])
+        .encode(&mut key, &[&empty], 0)
+        .unwrap();
+        let ours: String = key.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(spark_key_expr(&[]).unwrap(), format!("X'{ours}'"));
+        let bad = spark_key_expr(&[("k", "k", quiver_core::ValueType::Double)]).unwrap_err();
+        assert!(bad.to_string().contains("not supported"), "{bad}");
     }
 
     fn hex(s: &str) -> Vec<u8> {

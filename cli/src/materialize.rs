@@ -351,7 +351,8 @@ pub(crate) fn execute(
     let runs = handle
         .block_on(materialize::run(&job, &store, &options.write, events))
         .map_err(Failure::offline)?;
-    let mut to_record: Vec<materialize::ViewRun> = runs.clone();
+    // A sharded run records only what the registry does not hold yet.
+    let mut not_recorded: Option<Vec<materialize::ViewRun>> = None;
     if let Some(marker) = &marker {
         match mark_shard(handle, &store, marker, options.shard, &runs)? {
             Some(waiting) => {
@@ -364,11 +365,12 @@ pub(crate) fn execute(
                 // Every shard is done: record what the registry does not hold yet.
                 let now_registry =
                     read_project(handle, config, source).map_err(Failure::registry)?;
-                to_record = crate::shards::not_yet_recorded(&runs, &now_registry.feature_views)
-                    .into_iter()
-                    .cloned()
-                    .collect();
-                if to_record.is_empty() {
+                let pending: Vec<materialize::ViewRun> =
+                    crate::shards::not_yet_recorded(&runs, &now_registry.feature_views)
+                        .into_iter()
+                        .cloned()
+                        .collect();
+                if pending.is_empty() {
                     return Ok(Some(Outcome {
                         runs,
                         recorded: format!(
@@ -377,10 +379,11 @@ pub(crate) fn execute(
                         ),
                     }));
                 }
+                not_recorded = Some(pending);
             }
         }
     }
-    let runs_recorded = &to_record;
+    let runs_recorded: &[materialize::ViewRun] = not_recorded.as_deref().unwrap_or(&runs);
     let recorded = match source {
         Registry::Repo(handle) => format!(
             "registry {} (version {})",

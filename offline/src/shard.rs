@@ -114,9 +114,8 @@ pub fn spark_key_expr(keys: &[(&str, &str, quiver_core::ValueType)]) -> Result<S
     let le32 = |v: u32| hex(&v.to_le_bytes());
     let mut sorted: Vec<&(&str, &str, ValueType)> = keys.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let dummy = [(crate::materialize::DUMMY_ENTITY_ID, "", ValueType::String)];
     let names: Vec<&str> = if sorted.is_empty() {
-        vec![dummy[0].0]
+        vec![crate::materialize::DUMMY_ENTITY_ID]
     } else {
         sorted.iter().map(|k| k.0).collect()
     };

@@ -441,3 +441,101 @@ fn bad_shards_are_refused_before_anything_is_written() {
     assert!(!repo.join("data/online.db").exists());
     assert!(no_intervals(&repo));
 }
+
+/// The registry service's server, killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn shards_record_through_the_registry_service_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path(), redis.port);
+    let store = dir.path().join("service-registry.db");
+    std::fs::copy(repo.join("data/registry.db"), &store).unwrap();
+    let port = quiver_testkit::free_port();
+    let server = Server(
+        Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .args(["registry", "serve", "--store"])
+            .arg(&store)
+            .args(["--port", &port.to_string()])
+            .env_remove("QUIVER_REGISTRY_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let began = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            began.elapsed().as_secs() < 60,
+            "the registry service did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let service_intervals = || {
+        let file =
+            quiver_core::registry::RegistryFile::decode(&std::fs::read(&store).unwrap()).unwrap();
+        file.project(PROJECT)
+            .unwrap()
+            .feature_views
+            .iter()
+            .map(|v| v.materialization_intervals.len())
+            .collect::<Vec<_>>()
+    };
+    for i in 0..3 {
+        let out = ok(&quiver(
+            &repo,
+            &[
+                "materialize",
+                START,
+                END,
+                "--shard",
+                &format!("{i}/3"),
+                "--registry-url",
+                &url,
+            ],
+            &[],
+        ));
+        if i < 2 {
+            assert!(out.contains("not recorded yet"), "{out}");
+            assert_eq!(
+                service_intervals(),
+                [0, 0],
+                "recorded before the last shard"
+            );
+        } else {
+            assert!(
+                out.contains("the last of the run: recorded in the registry service"),
+                "{out}"
+            );
+        }
+    }
+    assert_eq!(service_intervals(), [1, 1]);
+    // A shard run again finds the run recorded and records nothing more.
+    let out = ok(&quiver(
+        &repo,
+        &[
+            "materialize",
+            START,
+            END,
+            "--shard",
+            "1/3",
+            "--registry-url",
+            &url,
+        ],
+        &[],
+    ));
+    assert!(out.contains("already recorded"), "{out}");
+    assert_eq!(service_intervals(), [1, 1]);
+    // The repo's own registry file was never written: the service holds the record.
+    assert!(no_intervals(&repo));
+    drop(server);
+}

@@ -175,6 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         views,
         window: Window::Range { start, end },
         now: crate::apply::now(),
+        shard: quiver_offline::shard::Shard::ALL,
     };
     let bars = crate::materialize::Bars::quiet();
     let runs = runtime.block_on(materialize::run(

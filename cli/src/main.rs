@@ -16,6 +16,7 @@ mod list;
 mod materialize;
 mod offline;
 mod registry;
+mod shards;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -11,6 +11,7 @@ use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::time::{self, Timestamp};
 use quiver_offline::materialize::{self, Event, Window, WriteOptions};
+use quiver_offline::shard::Shard;
 use quiver_registry::client::{Client, encode_path};
 use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
 use quiver_registry::store;
@@ -68,6 +69,16 @@ struct Common {
     /// split by hash and the sources scanned once per share.
     #[arg(long, default_value = "256MiB", env = "QUIVER_MEMORY_LIMIT", value_parser = quiver_core::size::parse_nonzero_bytes)]
     memory_limit: usize,
+    /// Write only shard INDEX of COUNT of the entity keys (e.g. `--shard
+    /// $(JOB_COMPLETION_INDEX)/4` in a Kubernetes indexed Job): a key's shard is
+    /// pmod(xxhash64(serialized entity key), COUNT). Each shard marks itself done in the online
+    /// store (Redis only); the one that completes the set records the interval in the registry.
+    #[arg(long, value_name = "INDEX/COUNT", env = "QUIVER_SHARD", value_parser = parse_shard)]
+    shard: Option<Shard>,
+    /// Names the sharded run, e.g. the Kubernetes Job's uid, so that a second Job over the same
+    /// window counts its own shards (default: the run is named by its views and windows).
+    #[arg(long, requires = "shard", env = "QUIVER_RUN_ID")]
+    run_id: Option<String>,
     /// With --registry-url, the definitions (sources, and for an incremental run where each
     /// view's last run ended) come from the registry service, and the run is recorded there.
     #[command(flatten)]
@@ -80,6 +91,10 @@ pub(crate) enum Registry {
     Repo(RepoRegistry),
     /// The registry service (`--registry-url`); its URL is the client's endpoint.
     Service(Box<Client>),
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s).map_err(|e| e.message())
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -110,6 +125,8 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     let options = Options {
         views: args.views,
         force: args.force,
+        shard: args.shard.unwrap_or(Shard::ALL),
+        run_id: args.run_id,
         write: WriteOptions {
             batch_rows: args.batch_rows.max(1),
             concurrency: args.concurrency.max(1),
@@ -175,7 +192,7 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
             r.entities as f64 / secs
         );
     }
-    println!("Recorded in {recorded}");
+    println!("{recorded}");
     Ok(())
 }
 
@@ -194,10 +211,15 @@ pub(crate) struct Options {
     /// Feature view names; empty: every online view.
     pub views: Vec<String>,
     pub force: bool,
+    /// The share of the entity keys to write ([`Shard::ALL`]: all of them).
+    pub shard: Shard,
+    /// The operator's name for a sharded run (see [`crate::shards`]).
+    pub run_id: Option<String>,
     pub write: WriteOptions,
 }
 
-/// What a run did: each view's run, and where the intervals were recorded.
+/// What a run did: each view's run, and where the intervals were recorded (a sentence; for a
+/// shard that was not the last, which shards are still to finish).
 pub(crate) struct Outcome {
     pub runs: Vec<materialize::ViewRun>,
     pub recorded: String,
@@ -270,6 +292,26 @@ pub(crate) fn execute(
     if views.is_empty() {
         return Ok(None);
     }
+    let sharded = !options.shard.is_all();
+    if sharded && matches!(config.online_store, OnlineStoreConfig::Sqlite { .. }) {
+        return Err(Failure {
+            kind: ErrorKind::BadRequest,
+            class: "MaterializationFailed",
+            message: format!(
+                "--shard {}: the sqlite online store has one writer on one machine, so shards would only queue behind each other's writes; shard a run into the redis online store, or run it unsharded",
+                options.shard
+            ),
+        });
+    }
+    let marker = sharded.then(|| {
+        crate::shards::marker_key(
+            &config.project,
+            options.shard,
+            options.run_id.as_deref(),
+            &views,
+            window,
+        )
+    });
     let started = now();
     // The registry service refuses to record an end in the future whatever the client says,
     // so --force cannot let such a run write the online store and then fail to record.
@@ -304,25 +346,128 @@ pub(crate) fn execute(
         views,
         window,
         now: started,
+        shard: options.shard,
     };
     let runs = handle
         .block_on(materialize::run(&job, &store, &options.write, events))
         .map_err(Failure::offline)?;
+    // A sharded run records only what the registry does not hold yet.
+    let mut not_recorded: Option<Vec<materialize::ViewRun>> = None;
+    if let Some(marker) = &marker {
+        match mark_shard(handle, &store, marker, options.shard, &runs)? {
+            Some(waiting) => {
+                return Ok(Some(Outcome {
+                    runs,
+                    recorded: waiting,
+                }));
+            }
+            None => {
+                // Every shard is done: record what the registry does not hold yet.
+                let now_registry =
+                    read_project(handle, config, source).map_err(Failure::registry)?;
+                let pending: Vec<materialize::ViewRun> =
+                    crate::shards::not_yet_recorded(&runs, &now_registry.feature_views)
+                        .into_iter()
+                        .cloned()
+                        .collect();
+                if pending.is_empty() {
+                    return Ok(Some(Outcome {
+                        runs,
+                        recorded: format!(
+                            "Shard {} done; every shard of the run is done and its interval was already recorded",
+                            options.shard
+                        ),
+                    }));
+                }
+                not_recorded = Some(pending);
+            }
+        }
+    }
+    let runs_recorded: &[materialize::ViewRun] = not_recorded.as_deref().unwrap_or(&runs);
     let recorded = match source {
         Registry::Repo(handle) => format!(
             "registry {} (version {})",
             handle.describe(),
-            record(handle, &config.project, &runs).map_err(Failure::registry)?
+            record(handle, &config.project, runs_recorded).map_err(Failure::registry)?
         ),
         Registry::Service(client) => {
             let version = handle
-                .block_on(record_remote(client, &config.project, &runs))
+                .block_on(record_remote(client, &config.project, runs_recorded))
                 .map_err(Failure::registry)?;
             let url = &client.endpoint().url;
             format!("the registry service at {url} (project version {version})")
         }
     };
+    let recorded = if sharded {
+        format!(
+            "Shard {} done, the last of the run: recorded in {recorded}",
+            options.shard
+        )
+    } else {
+        format!("Recorded in {recorded}")
+    };
     Ok(Some(Outcome { runs, recorded }))
+}
+
+/// The project as the registry holds it now.
+fn read_project(
+    handle: &tokio::runtime::Handle,
+    config: &RepoConfig,
+    source: &mut Registry,
+) -> anyhow::Result<quiver_core::registry::ProjectRegistry> {
+    match source {
+        Registry::Repo(repo) => repo.read_or_empty().and_then(|file| {
+            file.project(&config.project)
+                .map_err(|e| anyhow!("registry {}: {e}", repo.describe()))
+        }),
+        Registry::Service(client) => {
+            handle.block_on(crate::registry::fetch_project(client, &config.project))
+        }
+    }
+}
+
+/// Marks `shard` of the run done in the online store. `None` when every shard of the run is now
+/// done (this one records); otherwise the sentence saying which shards are still to finish.
+fn mark_shard(
+    handle: &tokio::runtime::Handle,
+    store: &OnlineStore,
+    marker: &[u8],
+    shard: Shard,
+    runs: &[materialize::ViewRun],
+) -> Result<Option<String>, Failure> {
+    let OnlineStore::Redis(redis) = store else {
+        return Err(Failure {
+            kind: ErrorKind::BadRequest,
+            class: "MaterializationFailed",
+            message: "--shard needs the redis online store".to_owned(),
+        });
+    };
+    let value = crate::shards::marker_value(now(), runs);
+    let marks = handle
+        .block_on(redis.mark(
+            marker,
+            &shard.index.to_string(),
+            &value,
+            crate::shards::MARKER_TTL,
+        ))
+        .map_err(|e| Failure {
+            kind: ErrorKind::UpstreamFailed,
+            class: "MaterializationFailed",
+            message: format!(
+                "shard {shard}: the online store is written, but marking the shard done failed (rerun this shard): {e}"
+            ),
+        })?;
+    let missing = crate::shards::missing(shard.count, &marks);
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "Shard {shard} done; not recorded yet: shard{} {} of {} still to finish (the last one records the interval; marker {})",
+        if missing.len() == 1 { "" } else { "s" },
+        crate::shards::list(&missing),
+        shard.count,
+        String::from_utf8_lossy(marker)
+    )))
 }
 
 /// The ingest role's `POST /materialize` and `/materialize-incremental`: [`execute`] on the
@@ -371,6 +516,8 @@ impl Materializer for ServeMaterializer {
         let options = Options {
             views: request.views.clone(),
             force: false,
+            shard: Shard::ALL,
+            run_id: None,
             write: WriteOptions {
                 key_ttl_seconds: key_ttl_seconds(&self.config),
                 ..WriteOptions::default()

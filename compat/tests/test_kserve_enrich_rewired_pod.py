@@ -17,7 +17,7 @@ would, with loopback standing in for the pod's network namespace:
   enrich config's order.
 
 Needs the kserve venv (compat/setup-kserve-venv.sh), openssl, and a `quiver` whose `serve` has
-`--enrich` (issue 18's enrichment); without the last it skips.
+`--enrich` (issue 18's enrichment).
 """
 
 import base64

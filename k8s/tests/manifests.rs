@@ -151,7 +151,8 @@ fn check_all(docs: &[Value]) -> Rendered {
                 r.rbac += 1;
             }
             ("cert-manager.io/v1", "Issuer" | "Certificate")
-            | ("serving.kserve.io/v1beta1", "InferenceService") => {
+            | ("serving.kserve.io/v1beta1", "InferenceService")
+            | ("sparkoperator.k8s.io/v1alpha1", "SparkConnect") => {
                 r.custom.push((kind.to_owned(), doc.clone()));
             }
             _ => panic!("{api} {kind}: a kind this test does not know; add it"),
@@ -967,4 +968,251 @@ fn dockerfile_builds_two_non_root_images() {
         "a runtime with a shell: {}",
         last_stage.lines().next().unwrap()
     );
+}
+
+/// The repo config of k8s/spark: Spark Connect as the offline engine, at `spark.remote`.
+fn spark_remote(r: &Rendered) -> String {
+    let cm = r
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("quiver-repo-spark"))
+        .expect("the ConfigMap quiver-repo-spark");
+    let yaml = &cm.data.as_ref().unwrap()["feature_store.yaml"];
+    let config: Value = serde_saphyr::from_str(yaml).unwrap();
+    assert_eq!(config["offline_store"]["type"], "spark", "{yaml}");
+    assert_eq!(config["online_store"]["type"], "redis", "{yaml}");
+    config["offline_store"]["spark_conf"]["spark.remote"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no spark.remote in {yaml}"))
+        .to_owned()
+}
+
+/// The sharded materialization of k8s/spark: an indexed Job per run whose pod i runs shard i of
+/// as many shards as the Job has completions, all runs of one Job agreeing on END and run id.
+fn check_sharded_materialize(r: &Rendered) {
+    let cron = r
+        .cron_jobs
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("quiver-materialize-sharded"))
+        .expect("the CronJob quiver-materialize-sharded");
+    let spec = cron.spec.as_ref().unwrap();
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let job = spec.job_template.spec.as_ref().unwrap();
+    assert_eq!(job.completion_mode.as_deref(), Some("Indexed"));
+    let completions = job.completions.unwrap();
+    assert_eq!(job.parallelism, Some(completions));
+    assert!(
+        job.backoff_limit_per_index.unwrap_or(0) >= 1,
+        "a failed shard is retried"
+    );
+    let pod = job.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let c = &pod.containers[0];
+    let env = |name: &str| {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no env {name}"))
+    };
+    assert_eq!(
+        env("QUIVER_SHARDS").value.as_deref(),
+        Some(completions.to_string().as_str()),
+        "QUIVER_SHARDS must equal the Job's completions"
+    );
+    let job_name = env("JOB_NAME").value_from.as_ref().unwrap();
+    assert_eq!(
+        job_name.field_ref.as_ref().unwrap().field_path,
+        "metadata.labels['batch.kubernetes.io/job-name']"
+    );
+    let script = &c.args.as_ref().unwrap()[0];
+    assert!(script.contains("materialize-incremental"), "{script}");
+    assert!(
+        script.contains(r#"--shard "$JOB_COMPLETION_INDEX/$QUIVER_SHARDS""#),
+        "{script}"
+    );
+    assert!(script.contains(r#"--run-id "$JOB_NAME""#), "{script}");
+    let repo = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "repo")
+        .unwrap();
+    assert_eq!(
+        repo.config_map.as_ref().unwrap().name,
+        "quiver-repo-spark",
+        "the shards read the Spark repo config"
+    );
+
+    // The script itself, run by sh: END is the CronJob's scheduled time, read from the Job's
+    // name; `quiver` here is a script printing its arguments.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("quiver");
+    std::fs::write(&fake, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+    let mut perms = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).unwrap();
+    let run = |job: &str, end: Option<&str>| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.path().display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .env("JOB_NAME", job)
+            .env("JOB_COMPLETION_INDEX", "2")
+            .env("QUIVER_SHARDS", completions.to_string())
+            .env_remove("QUIVER_END");
+        if let Some(end) = end {
+            cmd.env("QUIVER_END", end);
+        }
+        cmd.output().unwrap()
+    };
+    // 29_430_720 minutes after the epoch: 2025-12-16T00:00:00Z.
+    let out = run("quiver-materialize-sharded-29430720", None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = String::from_utf8(out.stdout).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        args,
+        [
+            "materialize-incremental",
+            "--repo",
+            "/etc/quiver/repo",
+            "--shard",
+            &format!("2/{completions}"),
+            "--run-id",
+            "quiver-materialize-sharded-29430720",
+            "2025-12-16T00:00:00"
+        ]
+    );
+    let out = run("by-hand", None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set QUIVER_END"));
+    let out = run("by-hand", Some("2026-01-01T00:00:00"));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .ends_with("2026-01-01T00:00:00\n")
+    );
+}
+
+#[test]
+fn spark_connect_server_deployment_and_sharded_materialization_render() {
+    let r = check_all(&render("spark/connect-server"));
+    check_sharded_materialize(&r);
+    let remote = spark_remote(&r);
+    let svc = service(&r, "spark-connect-server");
+    let port = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.port == 15002)
+        .expect("port 15002");
+    assert_eq!(
+        remote,
+        format!(
+            "sc://{}.{}.svc.cluster.local:{}",
+            svc.metadata.name.as_deref().unwrap(),
+            svc.metadata.namespace.as_deref().unwrap(),
+            port.port
+        )
+    );
+    let d = deployment(&r, "spark-connect");
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let labels = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    for (k, v) in svc.spec.as_ref().unwrap().selector.as_ref().unwrap() {
+        assert_eq!(labels.get(k), Some(v), "the Service selects the Spark pod");
+    }
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/opt/spark/sbin/start-connect-server.sh".to_owned()][..])
+    );
+    let args = c.args.as_ref().unwrap();
+    assert!(args.contains(&"spark.connect.grpc.binding.port=15002".to_owned()));
+    assert!(
+        c.env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "SPARK_NO_DAEMONIZE" && e.value.as_deref() == Some("true")),
+        "the server must stay in the foreground"
+    );
+    let named = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("grpc"))
+        .unwrap();
+    assert_eq!(named.container_port, 15002);
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    assert_eq!(r.network_policies.len(), 1);
+}
+
+#[test]
+fn spark_operator_spark_connect_and_sharded_materialization_render() {
+    let r = check_all(&render("spark/operator"));
+    check_sharded_materialize(&r);
+    let (_, sc) = r
+        .custom
+        .iter()
+        .find(|(k, _)| k == "SparkConnect")
+        .expect("a SparkConnect");
+    assert_eq!(sc["apiVersion"], "sparkoperator.k8s.io/v1alpha1");
+    let spec = &sc["spec"];
+    // The CRD's required fields (spark-operator api/v1alpha1: sparkVersion, server, executor).
+    assert!(spec["sparkVersion"].is_string());
+    assert!(spec["server"].is_object() && spec["executor"].is_object());
+    assert!(spec["executor"]["instances"].as_u64().unwrap() >= 1);
+    // The operator names the server's Service `<name>-server`, port 15002.
+    assert_eq!(
+        spark_remote(&r),
+        format!(
+            "sc://{}-server.{}.svc.cluster.local:15002",
+            sc["metadata"]["name"].as_str().unwrap(),
+            sc["metadata"]["namespace"].as_str().unwrap()
+        )
+    );
+    // The driver's service account exists and may create its executors.
+    let account = spec["server"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    assert!(
+        r.service_accounts
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some(account)),
+        "no ServiceAccount {account}"
+    );
+    assert_eq!(r.rbac, 2, "a Role and its RoleBinding");
+    for template in [&spec["server"]["template"], &spec["executor"]["template"]] {
+        let pod: PodSpec = serde_json::from_value(template["spec"].clone())
+            .unwrap_or_else(|e| panic!("a pod template the API reads: {e}"));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    }
 }

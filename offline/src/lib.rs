@@ -12,6 +12,8 @@
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
 //!   the whole window).
+//! - [`shard`]: the share of the entity keys one process of a sharded materialization writes
+//!   (`--shard i/N`), by a hash Spark SQL computes alike.
 
 #![cfg_attr(
     not(test),
@@ -32,6 +34,7 @@ pub mod native;
 pub mod offline_write;
 pub mod on_demand;
 pub mod output;
+pub mod shard;
 pub mod source;
 
 pub use error::Error;

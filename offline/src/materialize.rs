@@ -33,6 +33,7 @@ use quiver_online_store::{OnlineStore, StoreError, ViewLayout, WriteRow, WriteSt
 
 use crate::Error;
 use crate::convert::{self, Nanos};
+pub use crate::shard::Shard;
 use crate::source::{self, OpenFile};
 
 /// Feast's join key for views without entities.
@@ -58,6 +59,8 @@ pub struct ViewPlan {
     pub features: Vec<(String, ValueType)>,
     pub layout: Arc<ViewLayout>,
     pub files: Vec<OpenFile>,
+    /// The share of the entity keys this run writes ([`Shard::ALL`] unless `--shard`).
+    pub shard: Shard,
 }
 
 impl ViewPlan {
@@ -171,6 +174,7 @@ pub async fn plan_view(
         features,
         layout,
         files,
+        shard: Shard::ALL,
     })
 }
 
@@ -613,7 +617,7 @@ fn scan_units(
                         latest.scanned + i as u64
                     ))
                 })?;
-                if !partition.contains(&key) {
+                if !plan.shard.contains(&key) || !partition.contains(&key) {
                     continue;
                 }
                 latest.in_window += 1;
@@ -1159,6 +1163,8 @@ pub struct Job<'a> {
     pub window: Window,
     /// When the run started (incremental windows without a recorded run count back from it).
     pub now: Timestamp,
+    /// The share of the entity keys to write ([`Shard::ALL`]: every key).
+    pub shard: Shard,
 }
 
 /// Materializes the job's views into `store`: every view is planned and checked first (nothing
@@ -1185,7 +1191,8 @@ pub async fn run(
             convert::timestamp_to_nanos(&start),
             convert::timestamp_to_nanos(&end),
         );
-        let plan = plan_view(registry, view, repo_dir, Some(nanos)).await?;
+        let mut plan = plan_view(registry, view, repo_dir, Some(nanos)).await?;
+        plan.shard = job.shard;
         plans.push((plan, start, end, nanos));
     }
     let mut runs = Vec::with_capacity(plans.len());

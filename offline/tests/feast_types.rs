@@ -80,6 +80,7 @@ async fn materialize_types(dir: &Path, store: &OnlineStore) {
             end: parse_datetime(window[1].as_str().unwrap()).unwrap(),
         },
         now: parse_datetime("2026-01-03T00:00:00Z").unwrap(),
+        shard: quiver_offline::shard::Shard::ALL,
     };
     let runs = materialize::run(&job, store, &WriteOptions::default(), &|_| {})
         .await

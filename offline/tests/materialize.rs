@@ -233,6 +233,7 @@ async fn materialize(
         views,
         window,
         now: ts("2026-01-02T00:00:00Z"),
+        shard: quiver_offline::shard::Shard::ALL,
     };
     materialize::run(&job, store, options, events).await
 }
@@ -778,6 +779,7 @@ async fn a_source_sorted_by_time_is_written_segment_by_segment_as_it_is_read() {
         views: vec![view],
         window,
         now: ts("2026-01-02T00:00:00Z"),
+        shard: quiver_offline::shard::Shard::ALL,
     };
     let runs = materialize::run(&job, &store, &WriteOptions::default(), &|_| {})
         .await

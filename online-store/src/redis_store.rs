@@ -807,6 +807,46 @@ impl RedisStore {
         }
     }
 
+    /// Sets `field = value` in the hash `marker`, (re)sets its expiry to `ttl`, and returns every
+    /// field and value now in it, in one script: of several callers at once, exactly one is the
+    /// first to see the hash complete. Used for the shard markers of a sharded materialization
+    /// (a marker key never collides with an entity key, whose first four bytes are a small
+    /// little-endian count).
+    pub async fn mark(
+        &self,
+        marker: &[u8],
+        field: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        const SCRIPT: &str = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+            redis.call('EXPIRE', KEYS[1], ARGV[3]) \
+            return redis.call('HGETALL', KEYS[1])";
+        let mut conn = self.conn()?;
+        let flat: Vec<String> = redis::cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(1)
+            .arg(marker)
+            .arg(field)
+            .arg(value)
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(pairs(flat))
+    }
+
+    /// The fields and values of the hash `marker` (empty when it does not exist).
+    pub async fn marks(&self, marker: &[u8]) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn()?;
+        let flat: Vec<String> = redis::cmd("HGETALL")
+            .arg(marker)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(pairs(flat))
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         redis::cmd("PING")
@@ -815,6 +855,16 @@ impl RedisStore {
             .map(drop)
             .map_err(unavailable)
     }
+}
+
+/// `[f1, v1, f2, v2, ...]` (HGETALL's reply) as pairs.
+fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
+    let mut it = flat.into_iter();
+    let mut out = Vec::new();
+    while let (Some(f), Some(v)) = (it.next(), it.next()) {
+        out.push((f, v));
+    }
+    out
 }
 
 /// Whether a `notify-keyspace-events` value includes keyspace events for hash commands.

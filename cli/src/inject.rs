@@ -178,6 +178,61 @@ mod tests {
         }
     }
 
+    /// With `quiver.dev/enrich`, the sidecar the injector writes runs `quiver serve` with this
+    /// binary's `--enrich` and `--upstream` flags, on the model's serving port.
+    #[test]
+    fn injected_enrichment_args_parse_as_quiver_serve() {
+        let request = json!({
+            "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE", "namespace": "models",
+            "object": {
+                "metadata": {"annotations": {
+                    "quiver.dev/inject": "true",
+                    "quiver.dev/repo-configmap": "features",
+                    "quiver.dev/enrich": "ranker-enrich",
+                }},
+                "spec": {"containers": [{
+                    "name": "kserve-container", "image": "kserve/sklearnserver",
+                    "args": ["--model_name=driver-ranker", "--http_port=8080"],
+                    "ports": [{"containerPort": 8080, "name": "user-port", "protocol": "TCP"}],
+                }]},
+            },
+        });
+        let (resp, _) = quiver_k8s::admit(
+            &serde_json::from_value(request).unwrap(),
+            &quiver_k8s::InjectorConfig::default(),
+        );
+        let ops = resp.patch_ops().unwrap();
+        // The sidecar is in whichever op adds containers (a list, or one appended container).
+        let container = ops
+            .iter()
+            .flat_map(|op| match op.value.as_array() {
+                Some(list) => list.iter().collect::<Vec<_>>(),
+                None => vec![&op.value],
+            })
+            .find(|c| c["name"] == quiver_k8s::inject::CONTAINER_NAME)
+            .unwrap_or_else(|| panic!("no sidecar container in {ops:?}"));
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let cli = Cli::try_parse_from(std::iter::once("quiver").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Serve(serve) = cli.command else {
+            panic!("{args:?} is not quiver serve")
+        };
+        let parsed = format!("{serve:?}");
+        for field in [
+            "port: 8080",
+            "enrich: Some(\"/etc/quiver/enrich/enrich.yaml\")",
+            "upstream: Some(\"http://127.0.0.1:8090\")",
+        ] {
+            assert!(parsed.contains(field), "{field} not in {parsed}");
+        }
+    }
+
     /// The injector Deployment in k8s/base runs this binary's `inject serve` with flags and
     /// QUIVER_* variables it has, and values it accepts.
     #[test]

@@ -305,9 +305,21 @@ pub(crate) fn execute(
         window,
         now: started,
     };
-    let runs = handle
-        .block_on(materialize::run(&job, &store, &options.write, events))
-        .map_err(Failure::offline)?;
+    let runs = match &config.offline_store {
+        // Spark selects the winners; quiver's writers write them.
+        quiver_registry::config::OfflineStoreConfig::Spark(spark) => {
+            handle.block_on(quiver_offline::spark::materialize::run(
+                spark,
+                &job,
+                None,
+                &store,
+                &options.write,
+                events,
+            ))
+        }
+        _ => handle.block_on(materialize::run(&job, &store, &options.write, events)),
+    }
+    .map_err(Failure::offline)?;
     let recorded = match source {
         Registry::Repo(handle) => format!(
             "registry {} (version {})",

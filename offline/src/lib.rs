@@ -12,6 +12,8 @@
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
 //!   the whole window).
+//! - [`spark`]: the same join and materialization's selection run on Spark through Spark
+//!   Connect, for repos whose `offline_store` is `type: spark`.
 
 #![cfg_attr(
     not(test),
@@ -33,6 +35,7 @@ pub mod offline_write;
 pub mod on_demand;
 pub mod output;
 pub mod source;
+pub mod spark;
 
 pub use error::Error;
 

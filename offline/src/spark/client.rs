@@ -267,12 +267,9 @@ impl SparkSession {
                             (responses, true, wrap),
                         ));
                     }
-                    Ok(None) => {
-                        let e = wrap(SparkError::Protocol(
-                            "the result stream ended before Spark said it was complete".to_owned(),
-                        ));
-                        return Some((Err(e), (responses, true, wrap)));
-                    }
+                    // A plan that is not reattachable ends with the stream (status OK); a
+                    // broken stream is an error status, not an end.
+                    Ok(None) => return None,
                     Ok(Some(r)) => match r.response_type {
                         Some(proto::execute_plan_response::ResponseType::ArrowBatch(b)) => {
                             let batches = decode(b.data).map_err(&wrap);

@@ -112,50 +112,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = args.partitions {
         options.partitions = p.max(1);
     }
-    let engine = HistoricalEngine::new(&options)?;
+    let mut engine = HistoricalEngine::new(&options)?;
+    if let quiver_registry::config::OfflineStoreConfig::Spark(spark) = &config.offline_store {
+        // The join runs on Spark; the entity table is read here and uploaded.
+        engine = engine.with_spark(quiver_offline::spark::historical::SparkEngine::new(
+            spark.clone(),
+        ));
+    }
     let started = Instant::now();
     let rt = runtime()?;
     let to_stdout = args.out == "-";
-    if let quiver_registry::config::OfflineStoreConfig::Spark(spark) = &config.offline_store {
-        // The join runs on Spark; the entity table is read here and uploaded.
-        if selection.on_demand.is_some() {
-            anyhow::bail!(
-                "the Spark engine does not compute on-demand feature views (Feast's transformation service) yet"
-            );
-        }
-        let spark = quiver_offline::spark::historical::SparkEngine::new(spark.clone());
-        return rt.block_on(async move {
-            let entities = engine.read_entities_at(&args.entities).await?;
-            let retrieval = spark
-                .retrieve(
-                    &registry,
-                    &config.repo_dir,
-                    &selection.views,
-                    selection.full_feature_names,
-                    entities,
-                )
-                .await?;
-            let schema = std::sync::Arc::clone(&retrieval.schema);
-            let mut out = Output::create_at(&args.out, &schema, args.spill_dir.as_deref())?;
-            let bar = progress_bar(retrieval.rows as u64);
-            let rows =
-                write_stream(retrieval.stream, &mut out, &mut |n| bar.set_position(n)).await?;
-            out.finish().await?;
-            bar.finish_and_clear();
-            let summary = format!(
-                "{rows} rows x {} columns from {view_count} feature view{} on Spark in {:.2}s",
-                schema.fields().len(),
-                if view_count == 1 { "" } else { "s" },
-                started.elapsed().as_secs_f64(),
-            );
-            if to_stdout {
-                eprintln!("{summary}");
-            } else {
-                println!("{summary} -> {}", args.out);
-            }
-            anyhow::Ok(())
-        });
-    }
     rt.block_on(async move {
         let entities = engine.read_entities_at(&args.entities).await?;
         let (planned, schema, stream) = selection

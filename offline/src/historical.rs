@@ -411,6 +411,9 @@ impl Default for EngineOptions {
 pub struct HistoricalEngine {
     ctx: SessionContext,
     partitions: usize,
+    /// When set (`offline_store: {type: spark}`), joins run on Spark; this session still reads
+    /// entity tables and writes outputs.
+    spark: Option<Arc<crate::spark::historical::SparkEngine>>,
 }
 
 /// A planned retrieval: run it with [`HistoricalEngine::execute`].
@@ -425,6 +428,19 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// A retrieval that ran elsewhere (on Spark): its plan is an empty placeholder, never
+    /// executed; `rows` and `schema` are the retrieval's.
+    pub(crate) fn ran_elsewhere(rows: usize, schema: SchemaRef) -> Planned {
+        Planned {
+            plan: Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                Arc::clone(&schema),
+            )),
+            rows,
+            schema,
+            stage: None,
+        }
+    }
+
     /// Spill files written and bytes spilled so far by the plan's operators.
     pub fn spilled(&self) -> (usize, usize) {
         fn walk(plan: &Arc<dyn ExecutionPlan>, acc: &mut (usize, usize)) {
@@ -512,7 +528,18 @@ impl HistoricalEngine {
         Ok(HistoricalEngine {
             ctx: SessionContext::new_with_config_rt(config, runtime),
             partitions,
+            spark: None,
         })
+    }
+
+    /// Joins run on Spark ([`crate::spark::historical`]) instead of here.
+    pub fn with_spark(mut self, spark: crate::spark::historical::SparkEngine) -> HistoricalEngine {
+        self.spark = Some(Arc::new(spark));
+        self
+    }
+
+    pub fn spark(&self) -> Option<&crate::spark::historical::SparkEngine> {
+        self.spark.as_deref()
     }
 
     /// A DataFrame over `located`'s files: a listing table of one file, or of a folder's (or

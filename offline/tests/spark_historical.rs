@@ -121,7 +121,8 @@ fn repo() -> Repo {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let defs = DEFINITIONS.replace("DATA", &data.display().to_string());
-    let registry = quiver_registry::definitions::parse(&[("features.yaml", &defs)], "hist").unwrap();
+    let registry =
+        quiver_registry::definitions::parse(&[("features.yaml", &defs)], "hist").unwrap();
     // driver_stats (ttl 1h): driver 1 has a tie at 10:00 (created decides), rows at 09:00 and
     // 11:00; driver 2 one row at 08:00. Not sorted.
     write_parquet(
@@ -176,8 +177,8 @@ fn repo() -> Repo {
             ("trips", Arc::new(Int64Array::from(vec![7]))),
         ],
     );
-    // pair (composite key, ttl 1d, an Int32 key column, nanosecond times as pandas writes
-    // them), a SparkSource path.
+    // pair (composite key, ttl 1d, an Int32 key column), a SparkSource path. (Spark 4.3 does not
+    // read Parquet's nanosecond timestamps: spark_errors_name_their_cause.)
     write_parquet(
         &data.join("pair.parquet"),
         vec![
@@ -188,14 +189,7 @@ fn repo() -> Repo {
             ),
             (
                 "event_timestamp",
-                Arc::new(
-                    TimestampNanosecondArray::from(vec![
-                        at(9, 0) * 1_000_000_000,
-                        at(9, 0) * 1_000_000_000,
-                        at(9, 30) * 1_000_000_000,
-                    ])
-                    .with_timezone("+00:00"),
-                ),
+                micros_utc(&[at(9, 0), at(9, 0), at(9, 30)]),
             ),
             ("rides", Arc::new(Int64Array::from(vec![3, 4, 5]))),
         ],
@@ -251,18 +245,31 @@ async fn both(
     let batches: Vec<RecordBatch> = got.stream.try_collect().await.unwrap();
     let spark_out = concat_batches(&schema, &batches).unwrap();
     assert_eq!(spark_out.num_rows(), rows);
+    // The local engine reads file sources only: it answers those views.
+    let mut local = selection.clone();
+    local.views.retain(|v| {
+        matches!(
+            v.view.batch_source.as_ref().map(|s| &s.kind),
+            Some(quiver_core::model::SourceKind::File { .. })
+        )
+    });
     let engine = HistoricalEngine::new(&EngineOptions::default()).unwrap();
     let planned = engine
         .plan(
             &repo.registry,
             repo.dir.path(),
-            &selection,
+            &local,
             full,
             entities(columns),
         )
         .await
         .unwrap();
-    let batches: Vec<RecordBatch> = engine.execute(&planned).unwrap().try_collect().await.unwrap();
+    let batches: Vec<RecordBatch> = engine
+        .execute(&planned)
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let df_out = concat_batches(&planned.schema, &batches).unwrap();
     (spark_out, df_out)
 }
@@ -293,7 +300,21 @@ fn same_answers(spark: &RecordBatch, df: &RecordBatch, case: &str) {
             .map(|f| f.name().clone())
             .collect()
     };
-    assert_eq!(names(spark), names(df), "{case}: column names");
+    // Every column the local engine answered (all but spark sources' features), the same.
+    let spark_names = names(spark);
+    let df_names = names(df);
+    assert!(
+        df_names.iter().all(|n| spark_names.contains(n)),
+        "{case}: columns {spark_names:?} vs {df_names:?}"
+    );
+    assert_eq!(
+        spark_names
+            .iter()
+            .filter(|n| df_names.contains(n))
+            .collect::<Vec<_>>(),
+        df_names.iter().collect::<Vec<_>>(),
+        "{case}: column order"
+    );
     for name in names(df) {
         assert_eq!(
             cells(spark, &name),
@@ -305,18 +326,25 @@ fn same_answers(spark: &RecordBatch, df: &RecordBatch, case: &str) {
 
 fn i64s(batch: &RecordBatch, name: &str) -> Vec<Option<i64>> {
     let c = cast(batch.column_by_name(name).unwrap(), &DataType::Int64).unwrap();
-    c.as_any().downcast_ref::<Int64Array>().unwrap().iter().collect()
+    c.as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .iter()
+        .collect()
 }
 
 fn f64s(batch: &RecordBatch, name: &str) -> Vec<Option<f64>> {
     let c = cast(batch.column_by_name(name).unwrap(), &DataType::Float64).unwrap();
-    c.as_any().downcast_ref::<Float64Array>().unwrap().iter().collect()
+    c.as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap()
+        .iter()
+        .collect()
 }
 
 #[test]
 fn spark_join_follows_every_rule_and_matches_datafusion() {
-    let Some(server) = spark_or_skip("spark_join_follows_every_rule_and_matches_datafusion")
-    else {
+    let Some(server) = spark_or_skip("spark_join_follows_every_rule_and_matches_datafusion") else {
         return;
     };
     let spark = spark_engine(&server.url());
@@ -336,13 +364,19 @@ fn spark_join_follows_every_rule_and_matches_datafusion() {
             at(9, 0),   // exactly T - ttl: inclusive -> 0.2
         ];
         let columns = vec![
-            ("driver_id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+            (
+                "driver_id",
+                Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
+            ),
             ("event_timestamp", micros_utc(&times)),
         ];
         let (s, d) = both(
             &repo,
             &spark,
-            Features::Refs(vec!["driver_stats:conv_rate".into(), "driver_stats:trips".into()]),
+            Features::Refs(vec![
+                "driver_stats:conv_rate".into(),
+                "driver_stats:trips".into(),
+            ]),
             false,
             columns,
         )
@@ -350,18 +384,38 @@ fn spark_join_follows_every_rule_and_matches_datafusion() {
         same_answers(&s, &d, "driver_stats");
         assert_eq!(
             f64s(&s, "conv_rate"),
-            [Some(0.5), Some(0.9), Some(0.5), None, None, Some(0.5), None, Some(0.2)]
+            [
+                Some(0.5),
+                Some(0.9),
+                Some(0.5),
+                None,
+                None,
+                Some(0.5),
+                None,
+                Some(0.2)
+            ]
         );
-        assert_eq!(i64s(&s, "driver_id"), ids.iter().map(|i| Some(*i)).collect::<Vec<_>>());
+        assert_eq!(
+            i64s(&s, "driver_id"),
+            ids.iter().map(|i| Some(*i)).collect::<Vec<_>>()
+        );
 
         // Several views at once, full names: a string key over a hive-partitioned folder with
         // naive second timestamps (no ttl), a composite key over a SparkSource path with an
         // Int32 key column, and a SparkSource query.
         let columns = vec![
-            ("driver_id", Arc::new(Int64Array::from(vec![1, 1, 2, 3])) as ArrayRef),
+            (
+                "driver_id",
+                Arc::new(Int64Array::from(vec![1, 1, 2, 3])) as ArrayRef,
+            ),
             (
                 "customer_id",
-                Arc::new(StringArray::from(vec![Some("a"), Some("b"), Some("a"), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    Some("b"),
+                    Some("a"),
+                    None,
+                ])),
             ),
             (
                 "event_timestamp",
@@ -387,14 +441,29 @@ fn spark_join_follows_every_rule_and_matches_datafusion() {
         let tiers = cells(&s, "customer_profile__tier");
         assert_eq!(
             tiers,
-            [Some("new".to_owned()), Some("b-tier".to_owned()), Some("old".to_owned()), None]
+            [
+                Some("new".to_owned()),
+                Some("b-tier".to_owned()),
+                Some("old".to_owned()),
+                None
+            ]
         );
         assert_eq!(i64s(&s, "pair__rides"), [Some(3), Some(4), Some(5), None]);
+        // The query source (conv * 10, ttl 2h): 11:00's 0.9, 09:00's 0.1, 08:00's 0.2 exactly
+        // 2h before, nothing for driver 3.
+        let scaled: Vec<Option<i64>> = f64s(&s, "driver_scaled__conv10")
+            .into_iter()
+            .map(|v| v.map(|v| (v * 1000.0).round() as i64))
+            .collect();
+        assert_eq!(scaled, [Some(9000), Some(1000), Some(2000), None]);
         assert_eq!(i64s(&s, "label"), [Some(7), Some(8), Some(9), Some(10)]);
 
         // A feature service: an alias and a join-key map (the second driver column).
         let columns = vec![
-            ("driver_id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+            (
+                "driver_id",
+                Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            ),
             ("other_driver", Arc::new(Int64Array::from(vec![2, 1]))),
             ("event_timestamp", micros_utc(&[at(8, 30), at(11, 30)])),
         ];
@@ -409,9 +478,45 @@ fn spark_join_follows_every_rule_and_matches_datafusion() {
         same_answers(&s, &d, "feature service");
         assert_eq!(i64s(&s, "other__trips"), [Some(20), Some(90)]);
 
+        // The path both offline servers (Flight, HTTP) and `quiver historical` take: an engine
+        // set to Spark runs the join there.
+        let engine = HistoricalEngine::new(&EngineOptions::default())
+            .unwrap()
+            .with_spark(spark.clone());
+        let selection = quiver_offline::on_demand::select_with_on_demand(
+            &repo.registry,
+            &Features::Refs(vec!["driver_stats:trips".into()]),
+            false,
+        )
+        .unwrap();
+        let columns = vec![
+            (
+                "driver_id",
+                Arc::new(Int64Array::from(vec![2, 1])) as ArrayRef,
+            ),
+            ("event_timestamp", micros_utc(&[at(8, 30), at(11, 30)])),
+        ];
+        let (planned, schema, stream) = selection
+            .execute(
+                &engine,
+                &repo.registry,
+                repo.dir.path(),
+                entities(columns),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(planned.rows, 2);
+        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        let out = concat_batches(&schema, &batches).unwrap();
+        assert_eq!(i64s(&out, "trips"), [Some(20), Some(90)]);
+
         // An empty entity table: no rows, the same columns.
         let columns = vec![
-            ("driver_id", Arc::new(Int64Array::from(Vec::<i64>::new())) as ArrayRef),
+            (
+                "driver_id",
+                Arc::new(Int64Array::from(Vec::<i64>::new())) as ArrayRef,
+            ),
             ("event_timestamp", micros_utc(&[])),
         ];
         let (s, d) = both(
@@ -461,7 +566,10 @@ fn spark_join_matches_brute_force_on_random_data() {
             ("driver_id", Arc::new(Int64Array::from(ids.clone()))),
             ("event_timestamp", micros_utc(&ev)),
             ("created", micros_utc(&cr)),
-            ("conv", Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64)))),
+            (
+                "conv",
+                Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
+            ),
             ("trips", Arc::new(Int64Array::from(trips.clone()))),
         ],
     );
@@ -491,7 +599,10 @@ fn spark_join_matches_brute_force_on_random_data() {
         .collect();
     runtime().block_on(async {
         let columns = vec![
-            ("driver_id", Arc::new(Int64Array::from(eids.clone())) as ArrayRef),
+            (
+                "driver_id",
+                Arc::new(Int64Array::from(eids.clone())) as ArrayRef,
+            ),
             ("event_timestamp", micros_utc(&et)),
         ];
         let (s, d) = both(
@@ -502,7 +613,10 @@ fn spark_join_matches_brute_force_on_random_data() {
             columns,
         )
         .await;
-        assert_eq!(i64s(&s, "driver_id"), eids.iter().map(|i| Some(*i)).collect::<Vec<_>>());
+        assert_eq!(
+            i64s(&s, "driver_id"),
+            eids.iter().map(|i| Some(*i)).collect::<Vec<_>>()
+        );
         assert_eq!(i64s(&s, "trips"), expected, "Spark against the brute force");
         same_answers(&s, &d, "random data");
     });
@@ -576,6 +690,37 @@ fn spark_errors_name_their_cause() {
             .unwrap();
         assert_eq!(e.kind(), ErrorKind::Unprocessable, "{e}");
         assert!(e.to_string().contains("\"rides\""), "{e}");
+
+        // Nanosecond timestamps (pandas' default): Spark 4.3 refuses them, and says so.
+        std::fs::remove_file(repo.dir.path().join("data/pair.parquet")).unwrap();
+        write_parquet(
+            &repo.dir.path().join("data/pair.parquet"),
+            vec![
+                ("driver_id", Arc::new(Int32Array::from(vec![1])) as ArrayRef),
+                ("customer_id", Arc::new(StringArray::from(vec!["a"]))),
+                (
+                    "event_timestamp",
+                    Arc::new(
+                        TimestampNanosecondArray::from(vec![at(9, 0) * 1_000_000_000])
+                            .with_timezone("+00:00"),
+                    ),
+                ),
+                ("rides", Arc::new(Int64Array::from(vec![3]))),
+            ],
+        );
+        let e = spark
+            .retrieve(
+                &repo.registry,
+                repo.dir.path(),
+                &selection(&["pair:rides"]),
+                false,
+                with_customer(),
+            )
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::Unprocessable, "{e}");
+        assert!(e.to_string().contains("PARQUET_TYPE_ILLEGAL"), "{e}");
 
         // A missing path: Spark's own words, the caller's data.
         std::fs::remove_file(repo.dir.path().join("data/pair.parquet")).unwrap();

@@ -82,8 +82,14 @@ fn fixtures(dir: &Path) {
     };
     let base = ts("2026-01-01T00:00:00Z").seconds;
     let n = 6_000;
-    let (mut ids, mut ev, mut cr, mut conv, mut trips, mut notes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut ev, mut cr, mut conv, mut trips, mut notes) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut zones = ListBuilder::new(Int32Builder::new());
     for i in 0..n {
         ids.push(next(700));
@@ -102,7 +108,10 @@ fn fixtures(dir: &Path) {
         Arc::new(TimestampMicrosecondArray::from(v.to_vec()).with_timezone("UTC"))
     };
     let batch = RecordBatch::try_from_iter(vec![
-        ("driver_id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+        (
+            "driver_id",
+            Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
+        ),
         ("event_timestamp", micros(&ev)),
         ("created", micros(&cr)),
         ("conv", Arc::new(Float64Array::from(conv))),
@@ -146,7 +155,9 @@ async fn store_at(port: u16) -> OnlineStore {
         connect_timeout: Duration::from_secs(2),
         sentinel: None,
     };
-    OnlineStore::Redis(Arc::new(RedisStore::connect(options, "sparkmat").await.unwrap()))
+    OnlineStore::Redis(Arc::new(
+        RedisStore::connect(options, "sparkmat").await.unwrap(),
+    ))
 }
 
 /// Every key of a redis-server and its hash fields and values, as bytes.
@@ -162,7 +173,11 @@ fn dump(redis: &RedisServer) -> BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>> {
         .collect()
 }
 
-fn job<'a>(dir: &'a Path, registry: &'a ProjectRegistry, views: Vec<&'a quiver_core::model::FeatureView>) -> Job<'a> {
+fn job<'a>(
+    dir: &'a Path,
+    registry: &'a ProjectRegistry,
+    views: Vec<&'a quiver_core::model::FeatureView>,
+) -> Job<'a> {
     Job {
         repo_dir: dir,
         registry,
@@ -194,12 +209,17 @@ fn spark_selection_writes_the_same_bytes_as_the_local_engine() {
         .enable_all()
         .build()
         .unwrap();
-    let (local, on_spark, sharded) = (RedisServer::start(), RedisServer::start(), RedisServer::start());
+    let (local, on_spark, sharded) = (
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    );
     let options = WriteOptions::default();
     let quiet = |_: materialize::Event<'_>| {};
     rt.block_on(async {
         // The local engine reads file sources only: it does the driver view, Spark does both.
-        let file_views = materialize::select_views(&registry, &["driver_stats".to_owned()]).unwrap();
+        let file_views =
+            materialize::select_views(&registry, &["driver_stats".to_owned()]).unwrap();
         let all = materialize::select_views(&registry, &[]).unwrap();
         let runs = materialize::run(
             &job(dir.path(), &registry, file_views.clone()),
@@ -257,7 +277,10 @@ fn spark_selection_writes_the_same_bytes_as_the_local_engine() {
         assert_eq!(total, whole.iter().map(|r| r.entities).sum::<u64>());
         assert!(whole[1].entities > 50, "{whole:?}");
         assert_eq!(seen.len(), 2);
-        assert!(dump(&sharded) == dump(&on_spark), "shards differ from one run");
+        assert!(
+            dump(&sharded) == dump(&on_spark),
+            "shards differ from one run"
+        );
 
         // A bad shard is the caller's error.
         let e = quiver_offline::spark::materialize::run(

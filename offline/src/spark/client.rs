@@ -94,7 +94,10 @@ impl SparkError {
                 "[PATH_NOT_FOUND]",
             ]
             .iter()
-            .any(|c| s.message().contains(c));
+            .any(|c| s.message().contains(c))
+            // SQLSTATE class 42: "syntax error or access rule violation" (a type Spark cannot
+            // read, a bad query in a definition).
+            || s.message().contains("SQLSTATE: 42");
         let mut message = s.message().to_owned();
         // Spark appends the JVM stack to some messages; the first lines say it.
         if let Some(cut) = message.find("\n\tat ") {

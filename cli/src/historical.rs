@@ -1,5 +1,6 @@
 //! `quiver historical`: a point-in-time-correct training dataset from the repo's file sources
-//! (Feast's `get_historical_features`), written to a file or stdout.
+//! (Feast's `get_historical_features`), written to a file or stdout. With `offline_store: {type:
+//! spark}` the join runs on Spark (quiver_offline::spark).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -111,7 +112,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = args.partitions {
         options.partitions = p.max(1);
     }
-    let engine = HistoricalEngine::new(&options)?;
+    let mut engine = HistoricalEngine::new(&options)?;
+    if let quiver_registry::config::OfflineStoreConfig::Spark(spark) = &config.offline_store {
+        // The join runs on Spark; the entity table is read here and uploaded.
+        engine = engine.with_spark(quiver_offline::spark::historical::SparkEngine::new(
+            spark.clone(),
+        ));
+    }
     let started = Instant::now();
     let rt = runtime()?;
     let to_stdout = args.out == "-";

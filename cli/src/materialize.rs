@@ -348,9 +348,14 @@ pub(crate) fn execute(
         now: started,
         shard: options.shard,
     };
-    let runs = handle
-        .block_on(materialize::run(&job, &store, &options.write, events))
-        .map_err(Failure::offline)?;
+    let runs = match &config.offline_store {
+        // Spark selects the winners (of this shard); quiver's writers write them.
+        quiver_registry::config::OfflineStoreConfig::Spark(spark) => handle.block_on(
+            quiver_offline::spark::materialize::run(spark, &job, &store, &options.write, events),
+        ),
+        _ => handle.block_on(materialize::run(&job, &store, &options.write, events)),
+    }
+    .map_err(Failure::offline)?;
     // A sharded run records only what the registry does not hold yet.
     let mut not_recorded: Option<Vec<materialize::ViewRun>> = None;
     if let Some(marker) = &marker {

@@ -102,11 +102,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         project: config.project.clone(),
         repo_dir: config.repo_dir.clone(),
     };
-    let engine = HistoricalEngine::new(&EngineOptions {
+    let mut engine = HistoricalEngine::new(&EngineOptions {
         memory_limit: args.memory_limit,
         spill_dir: args.spill_dir.clone(),
         ..EngineOptions::default()
     })?;
+    if let quiver_registry::config::OfflineStoreConfig::Spark(spark) = &config.offline_store {
+        // Joins (Flight and HTTP) run on Spark.
+        engine = engine.with_spark(quiver_offline::spark::historical::SparkEngine::new(
+            spark.clone(),
+        ));
+    }
     let flight_addr = listen_addr(&args.host, args.port)?;
     let http_addr = args
         .http_port

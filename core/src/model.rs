@@ -65,6 +65,16 @@ pub enum SourceKind {
     Request { schema: Vec<Field> },
     /// Rows pushed to the online store, backed by a batch source for history.
     Push { batch_source: Box<DataSource> },
+    /// Feast's SparkSource: what Spark reads, one of a table (catalog name), a SQL query, or a
+    /// path with its format (`parquet`, `csv`, `json`, `orc`, ... as Spark names them). Read
+    /// through the Spark offline store only.
+    Spark {
+        table: String,
+        query: String,
+        path: String,
+        file_format: String,
+        date_partition_column_format: String,
+    },
     /// A source type quiver does not read (BigQuery, Kafka, ...), by Feast's enum number.
     Other { source_type: i32 },
 }
@@ -84,12 +94,13 @@ pub struct DataSource {
 }
 
 impl DataSource {
-    /// The word used in definitions and listings: `file`, `request`, `push` or `other`.
+    /// The word used in definitions and listings: `file`, `request`, `push`, `spark` or `other`.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             SourceKind::File { .. } => "file",
             SourceKind::Request { .. } => "request",
             SourceKind::Push { .. } => "push",
+            SourceKind::Spark { .. } => "spark",
             SourceKind::Other { .. } => "other",
         }
     }
@@ -251,6 +262,8 @@ pub struct Project {
 const FILE_SOURCE_CLASS: &str = "feast.infra.offline_stores.file_source.FileSource";
 const REQUEST_SOURCE_CLASS: &str = "feast.data_source.RequestSource";
 const PUSH_SOURCE_CLASS: &str = "feast.data_source.PushSource";
+const SPARK_SOURCE_CLASS: &str =
+    "feast.infra.offline_stores.contrib.spark_offline_store.spark_source.SparkSource";
 
 fn meta_from(created: Option<Timestamp>, last_updated: Option<Timestamp>) -> Meta {
     Meta {
@@ -341,6 +354,13 @@ impl DataSource {
             (_, Some(Options::RequestDataOptions(r))) => SourceKind::Request {
                 schema: r.schema.into_iter().map(Field::from_proto).collect(),
             },
+            (_, Some(Options::SparkOptions(o))) => SourceKind::Spark {
+                table: o.table,
+                query: o.query,
+                path: o.path,
+                file_format: o.file_format,
+                date_partition_column_format: o.date_partition_column_format,
+            },
             (t, _) if t == SourceType::PushSource as i32 => SourceKind::Push {
                 batch_source: Box::new(DataSource::from_proto(
                     p.batch_source.map(|b| *b).unwrap_or_default(),
@@ -366,7 +386,9 @@ impl DataSource {
     }
 
     pub fn to_proto(&self, project: &str) -> pb::DataSource {
-        use pb::data_source::{FileOptions, Options, PushOptions, RequestDataOptions, SourceType};
+        use pb::data_source::{
+            FileOptions, Options, PushOptions, RequestDataOptions, SourceType, SparkOptions,
+        };
         let (source_type, options, class, batch_source) = match &self.kind {
             SourceKind::File {
                 uri,
@@ -398,6 +420,24 @@ impl DataSource {
                 Some(Options::PushOptions(PushOptions {})),
                 PUSH_SOURCE_CLASS,
                 Some(Box::new(batch_source.to_proto(project))),
+            ),
+            SourceKind::Spark {
+                table,
+                query,
+                path,
+                file_format,
+                date_partition_column_format,
+            } => (
+                SourceType::BatchSpark as i32,
+                Some(Options::SparkOptions(SparkOptions {
+                    table: table.clone(),
+                    query: query.clone(),
+                    path: path.clone(),
+                    file_format: file_format.clone(),
+                    date_partition_column_format: date_partition_column_format.clone(),
+                })),
+                SPARK_SOURCE_CLASS,
+                None,
             ),
             SourceKind::Other { source_type } => (*source_type, None, "", None),
         };

@@ -91,6 +91,13 @@ pub enum Error {
         #[source]
         source: quiver_transform::TransformError,
     },
+    /// Spark (through Spark Connect) failed, refused the plan, or could not be reached.
+    #[error("{context}: {source}")]
+    Spark {
+        context: String,
+        #[source]
+        source: crate::spark::SparkError,
+    },
     #[error("{message}")]
     Registry { message: String, kind: ErrorKind },
     /// The upload memory budget (`crate::budget`) cannot hold the request now, or at all.
@@ -195,6 +202,10 @@ impl Error {
                 source,
             },
             Error::Transform { context, source } => Error::Transform {
+                context: pre(context),
+                source,
+            },
+            Error::Spark { context, source } => Error::Spark {
                 context: pre(context),
                 source,
             },
@@ -308,6 +319,15 @@ impl Cause for quiver_transform::TransformError {
     }
 }
 
+impl Cause for crate::spark::SparkError {
+    fn in_context(self, context: String) -> Error {
+        Error::Spark {
+            context,
+            source: self,
+        }
+    }
+}
+
 impl Cause for Error {
     fn in_context(self, context: String) -> Error {
         self.context(context)
@@ -329,6 +349,7 @@ impl Classified for Error {
             Error::Query { source, .. } => datafusion_kind(source),
             Error::OnlineStore { source, .. } => source.kind(),
             Error::Transform { source, .. } => source.kind(),
+            Error::Spark { source, .. } => source.kind(),
             Error::Registry { kind, .. } => *kind,
             Error::Internal(_) => ErrorKind::Internal,
             Error::Budget(b) => b.kind(),

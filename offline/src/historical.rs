@@ -66,8 +66,8 @@ use crate::source::{self, Bucket, Format, Located};
 
 /// The entity table's time column when there is more than one datetime column.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
-const ROW: &str = "__quiver_row";
-const TIME: &str = "__quiver_t";
+pub(crate) const ROW: &str = "__quiver_row";
+pub(crate) const TIME: &str = "__quiver_t";
 
 /// Which features a request wants.
 #[derive(Debug, Clone)]
@@ -411,6 +411,9 @@ impl Default for EngineOptions {
 pub struct HistoricalEngine {
     ctx: SessionContext,
     partitions: usize,
+    /// When set (`offline_store: {type: spark}`), joins run on Spark; this session still reads
+    /// entity tables and writes outputs.
+    spark: Option<Arc<crate::spark::historical::SparkEngine>>,
 }
 
 /// A planned retrieval: run it with [`HistoricalEngine::execute`].
@@ -425,6 +428,19 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// A retrieval that ran elsewhere (on Spark): its plan is an empty placeholder, never
+    /// executed; `rows` and `schema` are the retrieval's.
+    pub(crate) fn ran_elsewhere(rows: usize, schema: SchemaRef) -> Planned {
+        Planned {
+            plan: Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                Arc::clone(&schema),
+            )),
+            rows,
+            schema,
+            stage: None,
+        }
+    }
+
     /// Spill files written and bytes spilled so far by the plan's operators.
     pub fn spilled(&self) -> (usize, usize) {
         fn walk(plan: &Arc<dyn ExecutionPlan>, acc: &mut (usize, usize)) {
@@ -512,7 +528,18 @@ impl HistoricalEngine {
         Ok(HistoricalEngine {
             ctx: SessionContext::new_with_config_rt(config, runtime),
             partitions,
+            spark: None,
         })
+    }
+
+    /// Joins run on Spark ([`crate::spark::historical`]) instead of here.
+    pub fn with_spark(mut self, spark: crate::spark::historical::SparkEngine) -> HistoricalEngine {
+        self.spark = Some(Arc::new(spark));
+        self
+    }
+
+    pub fn spark(&self) -> Option<&crate::spark::historical::SparkEngine> {
+        self.spark.as_deref()
     }
 
     /// A DataFrame over `located`'s files: a listing table of one file, or of a folder's (or
@@ -1278,7 +1305,7 @@ enum OdfvInput {
     Entity(String),
 }
 
-fn internal_feature(view: usize, feature: usize) -> String {
+pub(crate) fn internal_feature(view: usize, feature: usize) -> String {
     format!("__quiver_v{view}_f{feature}")
 }
 
@@ -1334,7 +1361,7 @@ fn sort_by(schema: &Schema, names: &[&str]) -> Result<LexOrdering, Error> {
 }
 
 /// The key type an entity table's column holds, for keys whose entity declares no type.
-fn key_type_of_data(t: &DataType) -> Option<ValueType> {
+pub(crate) fn key_type_of_data(t: &DataType) -> Option<ValueType> {
     match t {
         DataType::Int8
         | DataType::Int16
@@ -1349,7 +1376,7 @@ fn key_type_of_data(t: &DataType) -> Option<ValueType> {
     }
 }
 
-fn canonical_key_type(t: ValueType) -> Option<DataType> {
+pub(crate) fn canonical_key_type(t: ValueType) -> Option<DataType> {
     match t {
         ValueType::Int32 | ValueType::Int64 => Some(DataType::Int64),
         ValueType::String => Some(DataType::Utf8),
@@ -1358,7 +1385,7 @@ fn canonical_key_type(t: ValueType) -> Option<DataType> {
     }
 }
 
-fn duration_nanos(d: Duration) -> i64 {
+pub(crate) fn duration_nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
@@ -1382,7 +1409,7 @@ fn timestamp_scalar(unit: TimeUnit, tz: Option<Arc<str>>, v: i64) -> ScalarValue
 
 /// The schema without pandas' index columns (`__index_level_0__`), which `pa.Table.from_pandas`
 /// adds for a non-default index.
-fn strip_pandas_index(schema: &Schema) -> Schema {
+pub(crate) fn strip_pandas_index(schema: &Schema) -> Schema {
     Schema::new(
         schema
             .fields()
@@ -1441,7 +1468,7 @@ fn utc_time_type() -> DataType {
 }
 
 /// The schema with the entity time column as [`utc_time_type`].
-fn with_utc_time(schema: &Schema, time_column: &str) -> Schema {
+pub(crate) fn with_utc_time(schema: &Schema, time_column: &str) -> Schema {
     Schema::new(
         schema
             .fields()
@@ -1465,11 +1492,11 @@ fn with_internal_columns(schema: &Schema) -> Schema {
 }
 
 /// Entity batches ready to join, and the smallest and largest entity time.
-type PreparedEntities = (Vec<RecordBatch>, Option<i64>, Option<i64>);
+pub(crate) type PreparedEntities = (Vec<RecordBatch>, Option<i64>, Option<i64>);
 
 /// Entity batches with the row position and the time (Int64 ns, UTC) appended; and the
 /// smallest and largest time.
-fn prepare_entities(
+pub(crate) fn prepare_entities(
     entities: &Entities,
     schema: &Schema,
     time_column: &str,

@@ -14,6 +14,8 @@
 //!   the whole window).
 //! - [`shard`]: the share of the entity keys one process of a sharded materialization writes
 //!   (`--shard i/N`), by a hash Spark SQL computes alike.
+//! - [`spark`]: the same join and materialization's selection run on Spark through Spark
+//!   Connect, for repos whose `offline_store` is `type: spark`.
 
 #![cfg_attr(
     not(test),
@@ -36,6 +38,7 @@ pub mod on_demand;
 pub mod output;
 pub mod shard;
 pub mod source;
+pub mod spark;
 
 pub use error::Error;
 

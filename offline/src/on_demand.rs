@@ -368,6 +368,25 @@ impl Selection {
         entities: historical::Entities,
         client: Option<Arc<TransformClient>>,
     ) -> Result<(historical::Planned, SchemaRef, SendableRecordBatchStream), Error> {
+        if let Some(spark) = engine.spark() {
+            if let Some(plan) = &self.on_demand {
+                return Err(Error::unprocessable(format!(
+                    "on-demand feature view {}: the Spark engine does not compute on-demand views (Feast's transformation service) yet",
+                    plan.views().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let r = spark
+                .retrieve(
+                    registry,
+                    repo_dir,
+                    &self.views,
+                    self.full_feature_names,
+                    entities,
+                )
+                .await?;
+            let planned = historical::Planned::ran_elsewhere(r.rows, Arc::clone(&r.schema));
+            return Ok((planned, r.schema, r.stream));
+        }
         let planned = engine
             .plan(
                 registry,

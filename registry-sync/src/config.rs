@@ -123,6 +123,8 @@ pub enum OfflineStoreConfig {
     Files { kind: String },
     /// A remote offline server (Arrow Flight).
     Remote { host: String, port: u16 },
+    /// Spark through Spark Connect (Feast's `type: spark`, `spark_conf["spark.remote"]`).
+    Spark(crate::spark::SparkConfig),
 }
 
 impl RepoConfig {
@@ -509,7 +511,7 @@ fn parse_offline_store(
             return Err(err(
                 "offline_store",
                 format!(
-                    "expected a mapping with a type (file, dask, duckdb or remote), got {}",
+                    "expected a mapping with a type (file, dask, duckdb, remote or spark), got {}",
                     yaml_text(other)
                 ),
             ));
@@ -533,11 +535,69 @@ fn parse_offline_store(
                 .map_err(|_| err("offline_store.port", format!("{port} is not a port number")))?;
             Ok(OfflineStoreConfig::Remote { host, port })
         }
+        "spark" => parse_spark(m, err),
         other => Err(err(
             "offline_store.type",
-            format!("{other:?} is not supported: expected file, dask, duckdb or remote"),
+            format!("{other:?} is not supported: expected file, dask, duckdb, remote or spark"),
         )),
     }
+}
+
+/// `offline_store: {type: spark, spark_conf: {spark.remote: sc://..., ...}}`. quiver runs Spark
+/// work through Spark Connect only, so `spark.remote` is required; the other entries are set on
+/// every session quiver opens (values may be strings, numbers or booleans, as in Feast).
+fn parse_spark(
+    m: &Mapping,
+    err: &impl Fn(&str, String) -> ConfigError,
+) -> Result<OfflineStoreConfig, ConfigError> {
+    const KEY: &str = "offline_store.spark_conf";
+    let conf_map = match m.get("spark_conf") {
+        None | Some(Yaml::Null) => None,
+        Some(Yaml::Mapping(c)) => Some(c),
+        Some(other) => {
+            return Err(err(
+                KEY,
+                format!(
+                    "expected a mapping of Spark settings, got {}",
+                    yaml_text(other)
+                ),
+            ));
+        }
+    };
+    let mut conf = std::collections::BTreeMap::new();
+    for (k, v) in conf_map.into_iter().flatten() {
+        let Some(k) = k.as_str() else {
+            return Err(err(KEY, format!("key {} is not a string", yaml_text(k))));
+        };
+        let value = match v {
+            Yaml::String(s) => s.clone(),
+            Yaml::Bool(b) => b.to_string(),
+            Yaml::Number(n) => n.to_string(),
+            other => {
+                return Err(err(
+                    &format!("{KEY}.{k}"),
+                    format!(
+                        "expected a string, number or boolean, got {}",
+                        yaml_text(other)
+                    ),
+                ));
+            }
+        };
+        conf.insert(k.to_owned(), value);
+    }
+    let remote_key = format!("{KEY}.spark.remote");
+    let url = conf.remove("spark.remote").ok_or_else(|| {
+        err(
+            &remote_key,
+            "is required: quiver runs Spark work through Spark Connect (e.g. sc://spark-connect:15002)"
+                .to_owned(),
+        )
+    })?;
+    let remote = crate::spark::SparkRemote::parse(&url).map_err(|e| err(&remote_key, e))?;
+    Ok(OfflineStoreConfig::Spark(crate::spark::SparkConfig {
+        remote,
+        conf,
+    }))
 }
 
 #[cfg(test)]
@@ -559,6 +619,33 @@ mod tests {
         );
         assert!(matches!(c.online_store, OnlineStoreConfig::Sqlite { .. }));
         assert_eq!(c.entity_key_serialization_version, 3);
+    }
+
+    #[test]
+    fn spark_offline_store_as_feast_writes_it() {
+        let c = parse(
+            "project: demo\noffline_store:\n  type: spark\n  spark_conf:\n    spark.remote: \"sc://spark:15002/;token=s3cret\"\n    spark.sql.shuffle.partitions: 8\n    spark.sql.session.timeZone: UTC\n    spark.sql.ansi.enabled: false\n  staging_location: s3://b/stage\n",
+        )
+        .unwrap();
+        let OfflineStoreConfig::Spark(spark) = c.offline_store else {
+            panic!("{:?}", c.offline_store)
+        };
+        assert_eq!(spark.remote.host, "spark");
+        assert_eq!(spark.remote.token.as_deref(), Some("s3cret"));
+        assert!(spark.remote.use_ssl);
+        assert_eq!(
+            spark
+                .conf
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            [
+                "spark.sql.ansi.enabled=false",
+                "spark.sql.session.timeZone=UTC",
+                "spark.sql.shuffle.partitions=8"
+            ]
+        );
+        assert!(!format!("{spark:?}").contains("s3cret"));
     }
 
     #[test]
@@ -678,6 +765,22 @@ mod tests {
             ),
             (
                 "project: p\noffline_store:\n  type: spark\n",
+                "offline_store.spark_conf.spark.remote",
+            ),
+            (
+                "project: p\noffline_store:\n  type: spark\n  spark_conf:\n    spark.remote: sc://h:x\n",
+                "offline_store.spark_conf.spark.remote",
+            ),
+            (
+                "project: p\noffline_store:\n  type: spark\n  spark_conf: [a]\n",
+                "offline_store.spark_conf",
+            ),
+            (
+                "project: p\noffline_store:\n  type: spark\n  spark_conf:\n    spark.remote: sc://h\n    spark.x: [1]\n",
+                "offline_store.spark_conf.spark.x",
+            ),
+            (
+                "project: p\noffline_store:\n  type: bigquery\n",
                 "offline_store.type",
             ),
             (
@@ -687,6 +790,7 @@ mod tests {
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err();
+            assert!(!e.to_string().contains("panicked"), "{e}");
             assert_eq!(e.key, key, "{text}: {e}");
             assert!(e.to_string().contains(key), "{e}");
         }

@@ -179,6 +179,10 @@ struct SourceDef {
     schema: Option<Vec<FieldDef>>,
     #[serde(default)]
     s3_endpoint_override: String,
+    /// A spark source's catalog table, SQL query, and the format of its `path`.
+    table: Option<String>,
+    query: Option<String>,
+    file_format: Option<String>,
     #[serde(default)]
     description: String,
     tags: Option<Yaml>,
@@ -995,7 +999,61 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
                 );
             }
         };
+        if kind_word != "spark" {
+            not_for(ck, "table", def.table.is_some());
+            not_for(ck, "query", def.query.is_some());
+            not_for(ck, "file_format", def.file_format.is_some());
+        }
         let kind = match kind_word.as_str() {
+            "spark" => {
+                not_for(ck, "batch_source", def.batch_source.is_some());
+                not_for(ck, "schema", def.schema.is_some());
+                not_for(
+                    ck,
+                    "s3_endpoint_override",
+                    !def.s3_endpoint_override.is_empty(),
+                );
+                let given = |v: &Option<String>| {
+                    v.as_deref()
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                };
+                let (table, query, path) = (given(&def.table), given(&def.query), given(&def.path));
+                let set = [&table, &query, &path]
+                    .iter()
+                    .filter(|v| v.is_some())
+                    .count();
+                if set != 1 {
+                    ck.report(file, S, K, &def.name, "a spark source needs exactly one of table (a catalog table), query (Spark SQL) or path (with file_format)");
+                    continue;
+                }
+                let file_format = given(&def.file_format);
+                match (&path, &file_format) {
+                    (Some(_), None) => {
+                        ck.report(file, S, K, &def.name, "file_format is required with path (parquet, csv, json, orc, avro, delta, ...)");
+                        continue;
+                    }
+                    (None, Some(_)) => {
+                        ck.report(
+                            file,
+                            S,
+                            K,
+                            &def.name,
+                            "file_format applies to path only: remove it",
+                        );
+                        continue;
+                    }
+                    _ => {}
+                }
+                SourceKind::Spark {
+                    table: table.unwrap_or_default(),
+                    query: query.unwrap_or_default(),
+                    path: path.unwrap_or_default(),
+                    file_format: file_format.unwrap_or_default(),
+                    date_partition_column_format: String::new(),
+                }
+            }
             "file" => {
                 not_for(ck, "batch_source", def.batch_source.is_some());
                 not_for(ck, "schema", def.schema.is_some());
@@ -1061,14 +1119,14 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
                     S,
                     K,
                     &def.name,
-                    format!("unknown type {other:?}: expected file, request or push"),
+                    format!("unknown type {other:?}: expected file, spark, request or push"),
                 );
                 continue;
             }
         };
         let tags = tags(ck, file, S, K, &def.name, def.tags.take());
         let timestamp_field = match kind {
-            SourceKind::File { .. } => def
+            SourceKind::File { .. } | SourceKind::Spark { .. } => def
                 .timestamp_field
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TIMESTAMP_FIELD.to_owned()),
@@ -1083,9 +1141,11 @@ fn check_sources(ck: &mut Checker, defs: Vec<Located<SourceDef>>) -> Vec<DataSou
         .collect();
     for (file, mut def, batch_name) in pushes {
         let batch = match by_name.get(&batch_name).map(|&i| &out[i]) {
-            Some(b) if matches!(b.kind, SourceKind::File { .. }) => b.clone(),
+            Some(b) if matches!(b.kind, SourceKind::File { .. } | SourceKind::Spark { .. }) => {
+                b.clone()
+            }
             Some(_) => {
-                ck.report(file, S, K, &def.name, format!("batch_source {batch_name:?} is not a file source; a push source's history must be a file source"));
+                ck.report(file, S, K, &def.name, format!("batch_source {batch_name:?} is not a file or spark source; a push source's history must be one"));
                 continue;
             }
             None => {
@@ -1890,6 +1950,70 @@ feature_services:
         assert_eq!(svc.projections[1].features.len(), 1);
         assert_eq!(svc.projections[2].alias.as_deref(), Some("again"));
         assert_eq!(reg.data_sources.len(), 3);
+    }
+
+    #[test]
+    fn spark_sources_as_feast_writes_them() {
+        let defs = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: t, type: spark, table: db.driver_stats, timestamp_field: ts}
+  - {name: q, type: spark, query: "SELECT * FROM db.x WHERE y > 1"}
+  - {name: p, type: spark, path: "s3a://b/stats", file_format: parquet, created_timestamp_column: created}
+  - {name: pp, type: push, batch_source: p}
+feature_views:
+  - name: v
+    entities: [driver]
+    source: pp
+    schema: [{name: f, dtype: Int64}]
+"#;
+        let reg = parse(&[("features.yaml", defs)], "demo").unwrap();
+        let t = reg.data_sources.iter().find(|s| s.name == "t").unwrap();
+        assert!(
+            matches!(&t.kind, SourceKind::Spark { table, query, path, .. } if table == "db.driver_stats" && query.is_empty() && path.is_empty())
+        );
+        assert_eq!(t.timestamp_field, "ts");
+        let q = reg.data_sources.iter().find(|s| s.name == "q").unwrap();
+        assert_eq!(q.timestamp_field, DEFAULT_TIMESTAMP_FIELD);
+        // The proto is Feast's: BATCH_SPARK with spark_options, Feast's class name.
+        let proto = q.to_proto("demo");
+        assert_eq!(proto.r#type, 11);
+        assert!(
+            proto
+                .data_source_class_type
+                .ends_with("spark_source.SparkSource")
+        );
+        assert_eq!(DataSource::from_proto(proto), q.clone());
+        let v = reg.feature_view("v").unwrap();
+        assert!(matches!(
+            &v.batch_source.as_ref().unwrap().kind,
+            SourceKind::Spark { path, file_format, .. } if path == "s3a://b/stats" && file_format == "parquet"
+        ));
+
+        let bad = r#"
+sources:
+  - {name: two, type: spark, table: a, query: "SELECT 1"}
+  - {name: none, type: spark}
+  - {name: nofmt, type: spark, path: /x}
+  - {name: fmt, type: spark, table: a, file_format: csv}
+  - {name: f, type: file, path: x.parquet, table: a}
+"#;
+        let errs = parse(&[("features.yaml", bad)], "demo").unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        for (name, words) in [
+            ("\"two\"", "exactly one of table"),
+            ("\"none\"", "exactly one of table"),
+            ("\"nofmt\"", "file_format is required"),
+            ("\"fmt\"", "applies to path only"),
+            ("\"f\"", "table does not apply to a file source"),
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(name) && t.contains(words)),
+                "missing {name} .. {words} in:\n{}",
+                text.join("\n")
+            );
+        }
     }
 
     #[test]

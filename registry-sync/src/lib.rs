@@ -9,6 +9,7 @@
 //! - [`location`]: where a registry is (a local file, or an `s3://` / `gs://` object).
 //! - `object` (cargo feature `object-store`): reading and conditionally writing a registry
 //!   object in S3 or GCS.
+//! - [`spark`]: the Spark offline store's settings and Spark Connect URLs (`sc://`).
 //! - [`snapshot`]: the flatbuffers registry snapshot a sidecar syncs from the registry service.
 //! - [`summary`]: a JSON listing of a project's objects (`quiver list --json`).
 //! - [`yaml`]: every YAML read, with caps on depth and size checked while parsing.
@@ -28,6 +29,7 @@ pub mod location;
 #[cfg(feature = "object-store")]
 pub mod object;
 pub mod snapshot;
+pub mod spark;
 pub mod store;
 pub mod summary;
 pub mod trust;

@@ -21,7 +21,8 @@ fn source(s: &DataSource) -> Json {
             Json::Null,
         ),
         SourceKind::Request { schema } => (Json::Null, Json::Null, fields(schema)),
-        SourceKind::Other { .. } => (Json::Null, Json::Null, Json::Null),
+        // compat/feast_summary.py prints a path for FileSources only.
+        SourceKind::Spark { .. } | SourceKind::Other { .. } => (Json::Null, Json::Null, Json::Null),
     };
     json!({
         "name": s.name,

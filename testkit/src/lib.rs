@@ -10,6 +10,8 @@
 //! - [`certificates`], [`tls_args`]: a CA, a server certificate for 127.0.0.1 and an untrusted
 //!   CA made with `openssl`, and the server flags that use them.
 //! - [`postgres::TestDb`] (feature `postgres`): a fresh database on `QUIVER_TEST_POSTGRES`.
+//! - [`spark`]: a real Spark Connect server (pyspark's, `local[2]`), one per test process,
+//!   killed with the process; tests skip without Spark, and fail under `CI=1`.
 //! - [`feast`]: rows written in Feast's Redis layout, as Feast's Python writes them.
 //!
 //! Test code: it panics with a message saying what is missing (redis-server, openssl,
@@ -21,6 +23,7 @@ pub mod feast;
 pub mod postgres;
 mod redis_server;
 mod sentinel;
+pub mod spark;
 mod tls;
 
 pub use cluster::{start_cluster, start_cluster_of};

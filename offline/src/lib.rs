@@ -11,7 +11,8 @@
 //!   on the joined batches.
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
-//!   the whole window).
+//!   the whole window); [`materialize_odfv`] computes write-time on-demand views from their
+//!   sources' latest rows and stores them as Feast does.
 
 #![cfg_attr(
     not(test),
@@ -28,6 +29,7 @@ pub mod historical;
 pub mod http;
 pub mod inline;
 pub mod materialize;
+pub mod materialize_odfv;
 pub mod native;
 pub mod offline_write;
 pub mod on_demand;

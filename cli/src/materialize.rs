@@ -1,5 +1,7 @@
 //! `quiver materialize` and `quiver materialize-incremental`: the latest source row per entity
-//! key in a window, into the online store, then the interval recorded in the registry.
+//! key in a window, into the online store, then the interval recorded in the registry; then the
+//! write-time on-demand views, computed from their sources' latest rows
+//! (`quiver_offline::materialize_odfv`).
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
@@ -11,6 +13,8 @@ use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver_core::time::{self, Timestamp};
 use quiver_offline::materialize::{self, Event, Window, WriteOptions};
+use quiver_offline::materialize_odfv;
+use quiver_offline::on_demand::{TransformClient, TransformConfig};
 use quiver_offline::shard::Shard;
 use quiver_registry::client::{Client, encode_path};
 use quiver_registry::config::{OnlineStoreConfig, RepoConfig};
@@ -83,6 +87,14 @@ struct Common {
     /// view's last run ended) come from the registry service, and the run is recorded there.
     #[command(flatten)]
     service: crate::registry::ServiceArgs,
+    /// Feast's transformation service (`feast serve_transformations --port P` in the repo),
+    /// HOST:PORT: computes the write-time on-demand views (write_to_online_store=True) whose
+    /// transformation is a pandas function.
+    #[arg(long, env = "QUIVER_TRANSFORMATION_SERVICE")]
+    transformation_service: Option<String>,
+    /// Deadline for one call to the transformation service (one batch of at most 10,000 rows).
+    #[arg(long, default_value = "60s", value_parser = quiver_core::time::parse_duration)]
+    transformation_timeout: Duration,
 }
 
 /// Where the definitions come from and the run is recorded.
@@ -127,6 +139,10 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         force: args.force,
         shard: args.shard.unwrap_or(Shard::ALL),
         run_id: args.run_id,
+        transform: args
+            .transformation_service
+            .as_deref()
+            .map(|e| TransformConfig::new(e, args.transformation_timeout)),
         write: WriteOptions {
             batch_rows: args.batch_rows.max(1),
             concurrency: args.concurrency.max(1),
@@ -161,14 +177,23 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
     )
     .map_err(|f| anyhow!(f.message))?;
     bars.finish();
-    let Some(Outcome { runs, recorded }) = outcome else {
+    let Some(Outcome {
+        runs,
+        recorded,
+        on_demand,
+        skipped,
+    }) = outcome
+    else {
         println!(
             "No online feature views in project {}: nothing to materialize",
             config.project
         );
         return Ok(());
     };
-    for r in &runs {
+    for (view, why) in &skipped {
+        println!("{view}: left out: {why}");
+    }
+    for r in runs.iter().chain(&on_demand) {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         println!(
             "{}: {} to {}: {} rows read, {} in the window, {} entities: {} written, {} skipped (not newer) in {:.2}s (scan {:.2}s in {} pass{}{}; {:.0} rows/s)",
@@ -193,6 +218,16 @@ fn run(args: Common, window: Window) -> anyhow::Result<()> {
         );
     }
     println!("{recorded}");
+    if !on_demand.is_empty() {
+        println!(
+            "On-demand views are not recorded (Feast records no interval for them): {}",
+            on_demand
+                .iter()
+                .map(|r| r.view.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -216,6 +251,8 @@ pub(crate) struct Options {
     /// The operator's name for a sharded run (see [`crate::shards`]).
     pub run_id: Option<String>,
     pub write: WriteOptions,
+    /// Feast's transformation service, for write-time on-demand views in pandas mode.
+    pub transform: Option<TransformConfig>,
 }
 
 /// What a run did: each view's run, and where the intervals were recorded (a sentence; for a
@@ -223,6 +260,10 @@ pub(crate) struct Options {
 pub(crate) struct Outcome {
     pub runs: Vec<materialize::ViewRun>,
     pub recorded: String,
+    /// The write-time on-demand views' runs (not recorded in the registry, as in Feast).
+    pub on_demand: Vec<materialize::ViewRun>,
+    /// Write-time on-demand views left out of a run over every view: name and why.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Why a run failed: its kind (whose fault; the HTTP status), a class name for the HTTP body
@@ -281,15 +322,35 @@ pub(crate) fn execute(
             .block_on(crate::registry::fetch_project(client, &config.project))
             .map_err(Failure::registry)?,
     };
-    let views = materialize::select_views(&registry, &options.views).map_err(|e| {
+    // Names of on-demand views go to their own run; the rest are feature views.
+    let (on_demand_names, view_names): (Vec<String>, Vec<String>) =
+        options.views.iter().cloned().partition(|n| {
+            registry.feature_view(n).is_none() && registry.on_demand_view(n).is_some()
+        });
+    let not_found = |e: quiver_offline::error::Error| {
         let not_found = e.kind() == ErrorKind::NotFound;
         let mut f = Failure::offline(e);
         if not_found {
             f.class = "FeatureViewNotFoundException";
         }
         f
-    })?;
-    if views.is_empty() {
+    };
+    let views = if !options.views.is_empty() && view_names.is_empty() {
+        Vec::new()
+    } else {
+        materialize::select_views(&registry, &view_names).map_err(not_found)?
+    };
+    let on_demand = materialize_odfv::select(
+        &registry,
+        (!options.views.is_empty()).then_some(on_demand_names.as_slice()),
+        options.transform.is_some(),
+        "--transformation-service",
+    )
+    .map_err(not_found)?;
+    for (view, why) in &on_demand.skipped {
+        tracing::warn!(%view, %why, "write-time on-demand view left out of the run");
+    }
+    if views.is_empty() && on_demand.views.is_empty() {
         return Ok(None);
     }
     let sharded = !options.shard.is_all();
@@ -334,12 +395,19 @@ pub(crate) fn execute(
             }
         })?;
     }
+    for job in &on_demand.views {
+        let (start, end) = materialize_odfv::window(job, window);
+        materialize::check_window(start, end, started, options.force).map_err(|e| Failure {
+            message: format!("on-demand feature view {}: {}", job.view.name, e.message()),
+            ..Failure::offline(e)
+        })?;
+    }
     let store = connect().map_err(|e| Failure {
         kind: ErrorKind::Unavailable,
         class: "OnlineStoreUnavailable",
         message: format!("{e:#}"),
     })?;
-    starting(views.len());
+    starting(views.len() + on_demand.views.len());
     let job = materialize::Job {
         repo_dir: &config.repo_dir,
         registry: &registry,
@@ -347,6 +415,39 @@ pub(crate) fn execute(
         window,
         now: started,
         shard: options.shard,
+    };
+    let skipped = on_demand.skipped;
+    // Write-time on-demand views are not sharded (each reads its sources' latest rows whole):
+    // in a sharded run shard 0 computes them, before it marks itself done, so a failure there
+    // is retried with the shard.
+    let on_demand_views = if sharded && options.shard.index != 0 {
+        Vec::new()
+    } else {
+        on_demand.views
+    };
+    let run_on_demand = |views: Vec<_>| -> Result<Vec<materialize::ViewRun>, Failure> {
+        if views.is_empty() {
+            return Ok(Vec::new());
+        }
+        let odfv_job = materialize_odfv::Job {
+            repo_dir: &config.repo_dir,
+            registry: &registry,
+            views,
+            window,
+            client: options
+                .transform
+                .clone()
+                .map(|c| Arc::new(TransformClient::new(c))),
+            engine: quiver_offline::historical::EngineOptions::default(),
+        };
+        handle
+            .block_on(materialize_odfv::run(
+                &odfv_job,
+                &store,
+                &options.write,
+                events,
+            ))
+            .map_err(Failure::offline)
     };
     let runs = match &config.offline_store {
         // Spark selects the winners (of this shard); quiver's writers write them.
@@ -358,12 +459,20 @@ pub(crate) fn execute(
     .map_err(Failure::offline)?;
     // A sharded run records only what the registry does not hold yet.
     let mut not_recorded: Option<Vec<materialize::ViewRun>> = None;
+    // Sharded, shard 0 computes the on-demand views now, before it marks itself done.
+    let (mut on_demand_runs, on_demand_later) = if sharded {
+        (run_on_demand(on_demand_views)?, Vec::new())
+    } else {
+        (Vec::new(), on_demand_views)
+    };
     if let Some(marker) = &marker {
         match mark_shard(handle, &store, marker, options.shard, &runs)? {
             Some(waiting) => {
                 return Ok(Some(Outcome {
                     runs,
                     recorded: waiting,
+                    on_demand: on_demand_runs,
+                    skipped,
                 }));
             }
             None => {
@@ -382,6 +491,8 @@ pub(crate) fn execute(
                             "Shard {} done; every shard of the run is done and its interval was already recorded",
                             options.shard
                         ),
+                        on_demand: on_demand_runs,
+                        skipped,
                     }));
                 }
                 not_recorded = Some(pending);
@@ -411,7 +522,15 @@ pub(crate) fn execute(
     } else {
         format!("Recorded in {recorded}")
     };
-    Ok(Some(Outcome { runs, recorded }))
+    // Unsharded, the write-time on-demand views run after the feature views are recorded, as
+    // Feast's `materialize` does.
+    on_demand_runs.extend(run_on_demand(on_demand_later)?);
+    Ok(Some(Outcome {
+        runs,
+        recorded,
+        on_demand: on_demand_runs,
+        skipped,
+    }))
 }
 
 /// The project as the registry holds it now.
@@ -481,6 +600,8 @@ fn mark_shard(
 pub(crate) struct ServeMaterializer {
     config: RepoConfig,
     registry: MaterializeRegistry,
+    /// The server's `--transformation-service`, for write-time on-demand views.
+    transform: Option<TransformConfig>,
     one_at_a_time: Mutex<()>,
 }
 
@@ -488,10 +609,17 @@ impl ServeMaterializer {
     pub(crate) fn for_serve(
         config: RepoConfig,
         registry: MaterializeRegistry,
+        transform: Option<TransformConfig>,
     ) -> anyhow::Result<Arc<dyn Materializer>> {
+        // A call computes up to 10,000 rows: at least a minute, whatever a request may take.
+        let transform = transform.map(|mut t| {
+            t.timeout = t.timeout.max(Duration::from_secs(60));
+            t
+        });
         Ok(Arc::new(ServeMaterializer {
             config,
             registry,
+            transform,
             one_at_a_time: Mutex::new(()),
         }))
     }
@@ -523,6 +651,7 @@ impl Materializer for ServeMaterializer {
             force: false,
             shard: Shard::ALL,
             run_id: None,
+            transform: self.transform.clone(),
             write: WriteOptions {
                 key_ttl_seconds: key_ttl_seconds(&self.config),
                 ..WriteOptions::default()
@@ -539,9 +668,16 @@ impl Materializer for ServeMaterializer {
             &|_| {},
         )
         .map_err(|f| ApiError::new(f.kind, f.class, f.message))?;
-        let Some(Outcome { runs, recorded }) = outcome else {
+        let Some(Outcome {
+            mut runs,
+            recorded,
+            on_demand,
+            ..
+        }) = outcome
+        else {
             return Ok(Vec::new());
         };
+        runs.extend(on_demand);
         for r in &runs {
             tracing::info!(view = %r.view, start = %time::format_rfc3339(&r.start), end = %time::format_rfc3339(&r.end), written = r.stats.written, skipped = r.stats.skipped, elapsed = ?r.elapsed, "materialized");
         }

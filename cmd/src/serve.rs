@@ -225,10 +225,13 @@ pub enum MaterializeRegistry {
     },
 }
 
-/// Makes the ingest role's materializer for a repo (its config, the project served) and its
-/// registry.
-pub type MaterializerFactory =
-    fn(RepoConfig, MaterializeRegistry) -> anyhow::Result<Arc<dyn Materializer>>;
+/// Makes the ingest role's materializer for a repo (its config, the project served), its
+/// registry and the server's transformation service (write-time on-demand views).
+pub type MaterializerFactory = fn(
+    RepoConfig,
+    MaterializeRegistry,
+    Option<quiver_sidecar::TransformConfig>,
+) -> anyhow::Result<Arc<dyn Materializer>>;
 
 /// What the full binary plugs into `serve`: the parts that need quiver's offline engine
 /// (DataFusion, Parquet), which the lean `quiver-sidecar` does not link.
@@ -366,6 +369,7 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
                 (Role::Ingest, Some(parts)) => MaterializeSupport::On((parts.materializer)(
                     config.clone(),
                     materialize_registry(&args, &config)?,
+                    transformation(&args)?,
                 )?),
             },
         })

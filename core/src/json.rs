@@ -20,9 +20,11 @@ pub fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bytes(b) => write_str(out, &BASE64.encode(b)),
-        Value::String(s) | Value::Uuid(s) | Value::TimeUuid(s) | Value::Json(s) => {
-            write_str(out, s)
-        }
+        Value::String(s)
+        | Value::Uuid(s)
+        | Value::TimeUuid(s)
+        | Value::Json(s)
+        | Value::Decimal(s) => write_str(out, s),
         Value::Int32(i) => write_int(out, i64::from(*i)),
         Value::Int64(i) | Value::UnixTimestamp(i) => write_int(out, *i),
         Value::Double(d) => write_float(out, *d),
@@ -37,6 +39,8 @@ pub fn write_value(out: &mut String, value: &Value) {
         | Value::TimeUuidList(l)
         | Value::UuidSet(l)
         | Value::TimeUuidSet(l)
+        | Value::DecimalList(l)
+        | Value::DecimalSet(l)
         | Value::JsonList(l) => write_array(out, l, |o, s| write_str(o, s)),
         Value::Int32List(l) | Value::Int32Set(l) => {
             write_array(out, l, |o, i| write_int(o, i64::from(*i)))
@@ -56,7 +60,79 @@ pub fn write_value(out: &mut String, value: &Value) {
         }
         Value::Map(m) | Value::Struct(m) => write_object(out, m),
         Value::MapList(l) | Value::StructList(l) => write_array(out, l, |o, m| write_object(o, m)),
+        Value::ValueList(l) | Value::ValueSet(l) => write_array(out, l, write_value),
+        // Feast 0.67's server answers null for these ("not yet supported").
+        Value::ScalarMap(_) => out.push_str("null"),
+        Value::ZonedTimestamp { seconds, zone } => match zoned_iso(*seconds, zone) {
+            Some(text) => write_str(out, &text),
+            None => out.push_str("null"),
+        },
     }
+}
+
+/// A zoned timestamp as Feast's server prints it: Python's `datetime.fromtimestamp(seconds,
+/// zone).isoformat()` (`2026-01-01T07:00:00-05:00`). The zone: "" is UTC, else an IANA name,
+/// else a fixed offset (`UTC`, `GMT`, `+05:30`, `-0700`, `UTC-07:00`), else UTC, as Feast
+/// resolves it. `None` for Feast's null instant or a year Python cannot print.
+pub fn zoned_iso(seconds: i64, zone: &str) -> Option<String> {
+    use chrono::{FixedOffset, Offset as _, TimeZone as _, Utc};
+    if seconds == crate::value::NULL_TIMESTAMP {
+        return None;
+    }
+    let instant = Utc.timestamp_opt(seconds, 0).single()?;
+    let offset: FixedOffset = if zone.is_empty() {
+        Utc.fix()
+    } else if let Ok(tz) = zone.parse::<chrono_tz::Tz>() {
+        instant.with_timezone(&tz).offset().fix()
+    } else {
+        fixed_offset(zone).unwrap_or(Utc.fix())
+    };
+    let local = instant.with_timezone(&offset);
+    let year = chrono::Datelike::year(&local);
+    if !(1..=9999).contains(&year) {
+        return None;
+    }
+    let total = offset.local_minus_utc();
+    let (sign, abs) = if total < 0 {
+        ('-', -total)
+    } else {
+        ('+', total)
+    };
+    let mut text = local.format("%Y-%m-%dT%H:%M:%S").to_string();
+    text.push(sign);
+    text.push_str(&format!("{:02}:{:02}", abs / 3600, abs % 3600 / 60));
+    if abs % 60 != 0 {
+        text.push_str(&format!(":{:02}", abs % 60));
+    }
+    Some(text)
+}
+
+/// Feast's `_fixed_offset_from_name`: `UTC`/`GMT`, or `[UTC|GMT](+|-)HH[:]MM`.
+fn fixed_offset(zone: &str) -> Option<chrono::FixedOffset> {
+    let text = zone.trim();
+    if text == "UTC" || text == "GMT" {
+        return chrono::FixedOffset::east_opt(0);
+    }
+    let rest = text
+        .strip_prefix("UTC")
+        .or_else(|| text.strip_prefix("GMT"))
+        .unwrap_or(text);
+    let (sign, digits) = match rest.as_bytes().first()? {
+        b'+' => (1, &rest[1..]),
+        b'-' => (-1, &rest[1..]),
+        _ => return None,
+    };
+    let digits: String = match digits.len() {
+        5 if digits.as_bytes()[2] == b':' => format!("{}{}", &digits[..2], &digits[3..]),
+        4 => digits.to_owned(),
+        _ => return None,
+    };
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hours: i32 = digits[..2].parse().ok()?;
+    let minutes: i32 = digits[2..].parse().ok()?;
+    chrono::FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
 /// The JSON text of `value` (see [`write_value`]).
@@ -275,6 +351,10 @@ pub fn parse_value(json: &Json, ty: ValueType) -> Result<Value, String> {
             set(collect!(ValueType::TimeUuid, TimeUuidSet, Value::TimeUuid(s) => s))
         }
         ValueType::JsonList => collect!(ValueType::Json, JsonList, Value::Json(s) => s),
+        ValueType::DecimalList => collect!(ValueType::Decimal, DecimalList, Value::Decimal(s) => s),
+        ValueType::DecimalSet => {
+            set(collect!(ValueType::Decimal, DecimalSet, Value::Decimal(s) => s))
+        }
         ValueType::Map => Value::Map(parse_object(json)?),
         ValueType::Struct => Value::Struct(parse_object(json)?),
         ValueType::MapList | ValueType::StructList => {
@@ -333,6 +413,17 @@ fn parse_scalar(json: &Json, ty: ValueType) -> Result<Value, String> {
         ValueType::String => Value::String(json.as_str().ok_or_else(mismatch)?.to_owned()),
         ValueType::Uuid => Value::Uuid(json.as_str().ok_or_else(mismatch)?.to_owned()),
         ValueType::TimeUuid => Value::TimeUuid(json.as_str().ok_or_else(mismatch)?.to_owned()),
+        // Feast stores `str(decimal.Decimal(x))`: text as given; a JSON number as its text.
+        ValueType::Decimal => Value::Decimal(match json {
+            Json::String(s) => s.clone(),
+            Json::Number(n) => n.to_string(),
+            _ => return Err(mismatch()),
+        }),
+        ValueType::PdfBytes | ValueType::ImageBytes => Value::Bytes(
+            BASE64
+                .decode(json.as_str().ok_or_else(mismatch)?)
+                .map_err(|e| format!("expected base64 bytes: {e}"))?,
+        ),
         ValueType::Bytes => Value::Bytes(
             BASE64
                 .decode(json.as_str().ok_or_else(mismatch)?)
@@ -637,6 +728,79 @@ mod tests {
         assert_eq!(
             parse_value(&json!("AAH/"), ValueType::Bytes),
             Ok(Value::Bytes(vec![0, 1, 255]))
+        );
+    }
+
+    #[test]
+    fn newer_types_print_as_feasts_server_prints_them() {
+        use crate::value::MapKey;
+        let cases = [
+            (Value::Decimal("3.140".into()), r#""3.140""#),
+            (
+                Value::DecimalList(vec!["1.5".into(), "2".into()]),
+                r#"["1.5","2"]"#,
+            ),
+            (
+                Value::ValueList(vec![Value::Int64List(vec![1, 2]), Value::Null]),
+                "[[1,2],null]",
+            ),
+            (
+                Value::ValueSet(vec![Value::StringList(vec!["a".into()])]),
+                r#"[["a"]]"#,
+            ),
+            (
+                Value::ScalarMap(vec![(MapKey::Int64(1), Value::String("a".into()))]),
+                "null",
+            ),
+            // 2026-03-08 12:00 in New York is after the DST switch: -04:00.
+            (
+                Value::ZonedTimestamp {
+                    seconds: 1_772_985_600,
+                    zone: "America/New_York".into(),
+                },
+                r#""2026-03-08T12:00:00-04:00""#,
+            ),
+            (
+                Value::ZonedTimestamp {
+                    seconds: 0,
+                    zone: String::new(),
+                },
+                r#""1970-01-01T00:00:00+00:00""#,
+            ),
+            (
+                Value::ZonedTimestamp {
+                    seconds: 0,
+                    zone: "UTC+05:30".into(),
+                },
+                r#""1970-01-01T05:30:00+05:30""#,
+            ),
+            (
+                Value::ZonedTimestamp {
+                    seconds: 0,
+                    zone: "-0700".into(),
+                },
+                r#""1969-12-31T17:00:00-07:00""#,
+            ),
+            // An unknown zone is UTC, as Feast resolves it.
+            (
+                Value::ZonedTimestamp {
+                    seconds: 0,
+                    zone: "Mars/Olympus".into(),
+                },
+                r#""1970-01-01T00:00:00+00:00""#,
+            ),
+            (Value::missing(ValueType::ZonedTimestamp), "null"),
+        ];
+        for (value, want) in cases {
+            assert_eq!(value_to_string(&value), want, "{value:?}");
+        }
+        assert_eq!(
+            parse_value(&json!("12.50"), ValueType::Decimal),
+            Ok(Value::Decimal("12.50".into()))
+        );
+        assert_eq!(
+            parse_value(&json!(["1", "1", "2"]), ValueType::DecimalSet),
+            Ok(Value::DecimalSet(vec!["1".into(), "2".into()]))
         );
     }
 }

@@ -58,6 +58,79 @@ pub enum Value {
     TimeUuidList(Vec<String>),
     UuidSet(Vec<String>),
     TimeUuidSet(Vec<String>),
+    /// Nested lists (`list_val`, `Array(Array(T))`): values of any type.
+    ValueList(Vec<Value>),
+    /// Sets of lists (`set_val`).
+    ValueSet(Vec<Value>),
+    /// A decimal number as Feast stores it: its text (`str(decimal.Decimal)`).
+    Decimal(String),
+    DecimalList(Vec<String>),
+    DecimalSet(Vec<String>),
+    /// A map with typed keys (`scalar_map_val`), entries in their wire order.
+    ScalarMap(Vec<(MapKey, Value)>),
+    /// An instant (seconds since the epoch) and the zone it was written in ("" = UTC).
+    ZonedTimestamp {
+        seconds: i64,
+        zone: String,
+    },
+}
+
+/// The key of a [`Value::ScalarMap`] entry (Feast's `MapKey` oneof); `Unset` for an entry
+/// written without one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum MapKey {
+    #[default]
+    Unset,
+    Int32(i32),
+    Int64(i64),
+    Float(f32),
+    Double(f64),
+    Bool(bool),
+    UnixTimestamp(i64),
+    Bytes(Vec<u8>),
+    Uuid(String),
+    TimeUuid(String),
+    Decimal(String),
+}
+
+impl From<pb::MapKey> for MapKey {
+    fn from(k: pb::MapKey) -> MapKey {
+        use pb::map_key::Key;
+        match k.key {
+            None => MapKey::Unset,
+            Some(Key::Int32Key(v)) => MapKey::Int32(v),
+            Some(Key::Int64Key(v)) => MapKey::Int64(v),
+            Some(Key::FloatKey(v)) => MapKey::Float(v),
+            Some(Key::DoubleKey(v)) => MapKey::Double(v),
+            Some(Key::BoolKey(v)) => MapKey::Bool(v),
+            Some(Key::UnixTimestampKey(v)) => MapKey::UnixTimestamp(v),
+            Some(Key::BytesKey(v)) => MapKey::Bytes(v),
+            Some(Key::UuidKey(v)) => MapKey::Uuid(v),
+            Some(Key::TimeUuidKey(v)) => MapKey::TimeUuid(v),
+            Some(Key::DecimalKey(v)) => MapKey::Decimal(v),
+        }
+    }
+}
+
+impl From<MapKey> for pb::MapKey {
+    fn from(k: MapKey) -> pb::MapKey {
+        use pb::map_key::Key;
+        pb::MapKey {
+            key: match k {
+                MapKey::Unset => None,
+                MapKey::Int32(v) => Some(Key::Int32Key(v)),
+                MapKey::Int64(v) => Some(Key::Int64Key(v)),
+                MapKey::Float(v) => Some(Key::FloatKey(v)),
+                MapKey::Double(v) => Some(Key::DoubleKey(v)),
+                MapKey::Bool(v) => Some(Key::BoolKey(v)),
+                MapKey::UnixTimestamp(v) => Some(Key::UnixTimestampKey(v)),
+                MapKey::Bytes(v) => Some(Key::BytesKey(v)),
+                MapKey::Uuid(v) => Some(Key::UuidKey(v)),
+                MapKey::TimeUuid(v) => Some(Key::TimeUuidKey(v)),
+                MapKey::Decimal(v) => Some(Key::DecimalKey(v)),
+            },
+        }
+    }
 }
 
 impl Value {
@@ -101,6 +174,13 @@ impl Value {
             Value::TimeUuidList(_) => ValueType::TimeUuidList,
             Value::UuidSet(_) => ValueType::UuidSet,
             Value::TimeUuidSet(_) => ValueType::TimeUuidSet,
+            Value::ValueList(_) => ValueType::ValueList,
+            Value::ValueSet(_) => ValueType::ValueSet,
+            Value::Decimal(_) => ValueType::Decimal,
+            Value::DecimalList(_) => ValueType::DecimalList,
+            Value::DecimalSet(_) => ValueType::DecimalSet,
+            Value::ScalarMap(_) => ValueType::ScalarMap,
+            Value::ZonedTimestamp { .. } => ValueType::ZonedTimestamp,
         }
     }
 
@@ -132,6 +212,8 @@ impl Value {
             Value::UnixTimestampSet(l) => Value::UnixTimestampSet(keep_first(l)),
             Value::UuidSet(l) => Value::UuidSet(keep_first(l)),
             Value::TimeUuidSet(l) => Value::TimeUuidSet(keep_first(l)),
+            Value::DecimalSet(l) => Value::DecimalSet(keep_first(l)),
+            Value::ValueSet(l) => Value::ValueSet(keep_first(l)),
             other => other,
         }
     }
@@ -142,6 +224,10 @@ impl Value {
     pub fn missing(ty: ValueType) -> Value {
         match ty {
             ValueType::UnixTimestamp => Value::UnixTimestamp(NULL_TIMESTAMP),
+            ValueType::ZonedTimestamp => Value::ZonedTimestamp {
+                seconds: NULL_TIMESTAMP,
+                zone: String::new(),
+            },
             _ => Value::Null,
         }
     }
@@ -230,6 +316,26 @@ impl From<pb::Value> for Value {
             Val::TimeUuidListVal(l) => Value::TimeUuidList(l.val),
             Val::UuidSetVal(l) => Value::UuidSet(l.val),
             Val::TimeUuidSetVal(l) => Value::TimeUuidSet(l.val),
+            Val::ListVal(l) => Value::ValueList(l.val.into_iter().map(Value::from).collect()),
+            Val::SetVal(l) => Value::ValueSet(l.val.into_iter().map(Value::from).collect()),
+            Val::DecimalVal(s) => Value::Decimal(s),
+            Val::DecimalListVal(l) => Value::DecimalList(l.val),
+            Val::DecimalSetVal(l) => Value::DecimalSet(l.val),
+            Val::ScalarMapVal(m) => Value::ScalarMap(
+                m.val
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            e.key.map(MapKey::from).unwrap_or_default(),
+                            e.value.map(Value::from).unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            ),
+            Val::ZonedTimestampVal(z) => Value::ZonedTimestamp {
+                seconds: z.unix_timestamp,
+                zone: z.zone,
+            },
         }
     }
 }
@@ -278,6 +384,31 @@ impl From<Value> for pb::Value {
             Value::TimeUuidList(val) => Some(Val::TimeUuidListVal(pb::StringList { val })),
             Value::UuidSet(val) => Some(Val::UuidSetVal(pb::StringList { val })),
             Value::TimeUuidSet(val) => Some(Val::TimeUuidSetVal(pb::StringList { val })),
+            Value::ValueList(l) => Some(Val::ListVal(pb::RepeatedValue {
+                val: l.into_iter().map(pb::Value::from).collect(),
+            })),
+            Value::ValueSet(l) => Some(Val::SetVal(pb::RepeatedValue {
+                val: l.into_iter().map(pb::Value::from).collect(),
+            })),
+            Value::Decimal(s) => Some(Val::DecimalVal(s)),
+            Value::DecimalList(val) => Some(Val::DecimalListVal(pb::StringList { val })),
+            Value::DecimalSet(val) => Some(Val::DecimalSetVal(pb::StringList { val })),
+            // Feast writes the key and the value of every entry (an empty value for a null).
+            Value::ScalarMap(m) => Some(Val::ScalarMapVal(pb::ScalarMap {
+                val: m
+                    .into_iter()
+                    .map(|(k, v)| pb::ScalarMapEntry {
+                        key: Some(k.into()),
+                        value: Some(v.into()),
+                    })
+                    .collect(),
+            })),
+            Value::ZonedTimestamp { seconds, zone } => {
+                Some(Val::ZonedTimestampVal(pb::ZonedTimestamp {
+                    unix_timestamp: seconds,
+                    zone,
+                }))
+            }
         };
         pb::Value { val }
     }
@@ -337,6 +468,20 @@ mod tests {
             Value::TimeUuidList(vec!["t".into()]),
             Value::UuidSet(vec!["u".into()]),
             Value::TimeUuidSet(vec!["t".into()]),
+            Value::ValueList(vec![Value::Int64List(vec![1]), Value::Null]),
+            Value::ValueSet(vec![Value::StringList(vec!["a".into()])]),
+            Value::Decimal("3.14".into()),
+            Value::DecimalList(vec!["1".into(), "-2.5".into()]),
+            Value::DecimalSet(vec!["0.1".into()]),
+            Value::ScalarMap(vec![
+                (MapKey::Int64(2), Value::String("b".into())),
+                (MapKey::Bool(true), Value::Null),
+                (MapKey::Decimal("1.5".into()), Value::Double(1.0)),
+            ]),
+            Value::ZonedTimestamp {
+                seconds: 1_795_658_400,
+                zone: "America/New_York".into(),
+            },
         ];
         for v in values {
             let bytes = v.encode_to_vec();
@@ -388,8 +533,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_skipped() {
-        // field 48 (zoned_timestamp_val, newer than quiver's model) followed by nothing else.
-        let bytes = [0x82, 0x03, 0x00];
+        // field 49 (newer than Feast 0.67's Value) followed by nothing else.
+        let bytes = [0x8a, 0x03, 0x00];
         assert_eq!(Value::decode(&bytes).unwrap(), Value::Null);
     }
 }

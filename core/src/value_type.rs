@@ -38,6 +38,10 @@ pub enum ValueType {
     FloatSet = 27,
     BoolSet = 28,
     UnixTimestampSet = 29,
+    /// A PDF document's bytes (stored as `bytes_val`).
+    PdfBytes = 30,
+    /// An image's bytes (stored as `bytes_val`).
+    ImageBytes = 31,
     Json = 32,
     JsonList = 33,
     Struct = 34,
@@ -48,6 +52,18 @@ pub enum ValueType {
     TimeUuidList = 39,
     UuidSet = 40,
     TimeUuidSet = 41,
+    /// Nested lists (`Array(Array(T))`): values of any type in a `RepeatedValue`.
+    ValueList = 42,
+    /// Sets of lists (`Set(Array(T))`).
+    ValueSet = 43,
+    /// A decimal number as its text (`decimal_val`).
+    Decimal = 44,
+    DecimalList = 45,
+    DecimalSet = 46,
+    /// A map with typed, non-string keys.
+    ScalarMap = 47,
+    /// An instant and the zone it was written in.
+    ZonedTimestamp = 48,
 }
 
 /// (type, proto enum name, Python dtype name). The dtype names are those `str()` gives for
@@ -110,6 +126,25 @@ const NAMES: &[(ValueType, &str, Option<&str>)] = &[
         ValueType::TimeUuidSet,
         "TIME_UUID_SET",
         Some("Set(TimeUuid)"),
+    ),
+    (ValueType::PdfBytes, "PDF_BYTES", Some("PdfBytes")),
+    (ValueType::ImageBytes, "IMAGE_BYTES", Some("ImageBytes")),
+    // Nested lists are named by their element (`Array(Array(Int64))`): read from a registry
+    // Feast wrote, not declared in quiver's YAML.
+    (ValueType::ValueList, "VALUE_LIST", None),
+    (ValueType::ValueSet, "VALUE_SET", None),
+    (ValueType::Decimal, "DECIMAL", Some("Decimal")),
+    (
+        ValueType::DecimalList,
+        "DECIMAL_LIST",
+        Some("Array(Decimal)"),
+    ),
+    (ValueType::DecimalSet, "DECIMAL_SET", Some("Set(Decimal)")),
+    (ValueType::ScalarMap, "SCALAR_MAP", Some("ScalarMap")),
+    (
+        ValueType::ZonedTimestamp,
+        "ZONED_TIMESTAMP",
+        Some("ZonedTimestamp"),
     ),
 ];
 
@@ -220,6 +255,7 @@ impl ValueType {
             ValueType::StructList => ValueType::Struct,
             ValueType::UuidList | ValueType::UuidSet => ValueType::Uuid,
             ValueType::TimeUuidList | ValueType::TimeUuidSet => ValueType::TimeUuid,
+            ValueType::DecimalList | ValueType::DecimalSet => ValueType::Decimal,
             _ => return None,
         })
     }

@@ -91,10 +91,20 @@ pub fn compatible(from: &DataType, to: ValueType) -> bool {
         ValueType::Double | ValueType::Float => float(t) || int(t),
         ValueType::Bool => matches!(t, D::Boolean),
         ValueType::String | ValueType::Json | ValueType::Uuid | ValueType::TimeUuid => string(t),
-        ValueType::Bytes => bytes(t) || string(t),
+        ValueType::Bytes | ValueType::PdfBytes | ValueType::ImageBytes => bytes(t) || string(t),
+        // pyarrow's decimal columns (Feast prints the Python Decimal), or its text.
+        ValueType::Decimal => matches!(t, D::Decimal128(..) | D::Decimal256(..)) || string(t),
         ValueType::UnixTimestamp => is_time_type(t) || int(t),
         _ => false,
     };
+    let list = |t: &DataType| matches!(t, D::List(_) | D::LargeList(_) | D::FixedSizeList(..));
+    if matches!(to, ValueType::ValueList | ValueType::ValueSet) {
+        // Lists of lists: the inner lists' values typed as Feast infers them.
+        return match from {
+            D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _) => list(f.data_type()),
+            _ => false,
+        };
+    }
     match (from, to.element()) {
         (D::List(f) | D::LargeList(f) | D::FixedSizeList(f, _), Some(element)) => {
             scalar(f.data_type(), element)
@@ -165,6 +175,36 @@ pub fn value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value, Str
             array.data_type()
         )
     };
+    if matches!(to, ValueType::ValueList | ValueType::ValueSet) {
+        let outer: ArrayRef = match array.data_type() {
+            DataType::List(_) => array.as_list::<i32>().value(i),
+            DataType::LargeList(_) => array.as_list::<i64>().value(i),
+            DataType::FixedSizeList(..) => array.as_fixed_size_list().value(i),
+            _ => return Err(wrong()),
+        };
+        // Each inner list as Feast's SDK writes a Python list of unknown type: typed by its
+        // items (an empty one is an empty Value: its type cannot be inferred).
+        let items = (0..outer.len())
+            .map(|j| {
+                if outer.is_null(j) {
+                    return Ok(Value::Null);
+                }
+                let v = infer_at(outer.as_ref(), j).or_else(|e| {
+                    if e.starts_with("the type of an empty list") {
+                        Ok(Value::Null)
+                    } else {
+                        Err(e)
+                    }
+                })?;
+                Ok(v)
+            })
+            .collect::<Result<Vec<Value>, String>>()?;
+        return Ok(if to == ValueType::ValueList {
+            Value::ValueList(items)
+        } else {
+            Value::ValueSet(items)
+        });
+    }
     if let Some(element) = to.element() {
         if matches!(element, ValueType::Map | ValueType::Struct)
             && let Some(text) = str_at(array, i)
@@ -220,7 +260,20 @@ pub fn value_at(array: &dyn Array, i: usize, to: ValueType) -> Result<Value, Str
         },
         ValueType::Uuid => Value::Uuid(str_at(array, i).ok_or_else(wrong)?.to_owned()),
         ValueType::TimeUuid => Value::TimeUuid(str_at(array, i).ok_or_else(wrong)?.to_owned()),
-        ValueType::Bytes => Value::Bytes(bytes_at(array, i).ok_or_else(wrong)?.to_vec()),
+        ValueType::Bytes | ValueType::PdfBytes | ValueType::ImageBytes => {
+            Value::Bytes(bytes_at(array, i).ok_or_else(wrong)?.to_vec())
+        }
+        ValueType::Decimal => Value::Decimal(match array.data_type() {
+            // Python's `str(Decimal)` of what pyarrow hands over: the scale's digits kept
+            // (`3.140` for 3.14 at scale 3), as Arrow prints it.
+            DataType::Decimal128(..) => array
+                .as_primitive::<arrow_array::types::Decimal128Type>()
+                .value_as_string(i),
+            DataType::Decimal256(..) => array
+                .as_primitive::<arrow_array::types::Decimal256Type>()
+                .value_as_string(i),
+            _ => str_at(array, i).ok_or_else(wrong)?.to_owned(),
+        }),
         ValueType::UnixTimestamp => Value::UnixTimestamp(seconds_at(array, i).ok_or_else(wrong)?),
         _ => return Err(format!("{to} features cannot be read from files yet")),
     };
@@ -351,6 +404,8 @@ fn list_value(to: ValueType, items: Vec<Value>) -> Option<Value> {
         ValueType::UuidList => collect!(UuidList, Uuid),
         ValueType::TimeUuidList => collect!(TimeUuidList, TimeUuid),
         ValueType::MapList => collect!(MapList, Map),
+        ValueType::DecimalList => collect!(DecimalList, Decimal),
+        ValueType::DecimalSet => collect!(DecimalSet, Decimal).map(Value::without_repeats),
         ValueType::StructList => collect!(StructList, Struct),
         // Sets: Feast's SDK builds them through a Python `set`, whose order quiver cannot
         // reproduce (it depends on hashes); duplicates go, the first occurrence's place stays.

@@ -11,7 +11,8 @@
 //!   on the joined batches.
 //! - [`materialize`]: the latest row per entity key in a time window, written to the online
 //!   store with Feast's write rule, in bounded memory (one compact winner per entity key, never
-//!   the whole window).
+//!   the whole window); [`materialize_odfv`] computes write-time on-demand views from their
+//!   sources' latest rows and stores them as Feast does.
 //! - [`shard`]: the share of the entity keys one process of a sharded materialization writes
 //!   (`--shard i/N`), by a hash Spark SQL computes alike.
 //! - [`spark`]: the same join and materialization's selection run on Spark through Spark
@@ -32,6 +33,7 @@ pub mod historical;
 pub mod http;
 pub mod inline;
 pub mod materialize;
+pub mod materialize_odfv;
 pub mod native;
 pub mod offline_write;
 pub mod on_demand;

@@ -255,6 +255,11 @@ impl Latest {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+
+    /// Each entity key with the event time of its latest row.
+    pub(crate) fn key_times(&self) -> impl Iterator<Item = (&[u8], Nanos)> {
+        self.rows.iter().map(|(k, w)| (&k[..], w.ts))
+    }
 }
 
 /// A share of the entity keys: those whose hash is `index` modulo `count`.
@@ -805,6 +810,16 @@ pub struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     pub fn new(store: &'a OnlineStore, plan: &ViewPlan, options: &'a WriteOptions) -> Writer<'a> {
+        Writer::with_layout(store, &plan.view, Arc::clone(&plan.layout), options)
+    }
+
+    /// A writer of `view`'s rows laid out as `layout`.
+    pub fn with_layout(
+        store: &'a OnlineStore,
+        view: &str,
+        layout: Arc<ViewLayout>,
+        options: &'a WriteOptions,
+    ) -> Writer<'a> {
         let (batch_rows, concurrency) = match store {
             // One transaction per batch: SQLite prefers them large, and has one writer.
             OnlineStore::Sqlite(_) => (options.batch_rows.max(20_000), 1),
@@ -812,8 +827,8 @@ impl<'a> Writer<'a> {
         };
         Writer {
             store,
-            view: plan.view.clone(),
-            layout: Arc::clone(&plan.layout),
+            view: view.to_owned(),
+            layout,
             options,
             batch_rows,
             concurrency,

@@ -180,7 +180,12 @@ pub fn value_bytes(v: &Value) -> usize {
     let base = std::mem::size_of::<Value>();
     base + match v {
         Value::Bytes(b) => b.len(),
-        Value::String(s) | Value::Json(s) | Value::Uuid(s) | Value::TimeUuid(s) => s.len(),
+        Value::String(s)
+        | Value::Json(s)
+        | Value::Uuid(s)
+        | Value::TimeUuid(s)
+        | Value::Decimal(s) => s.len(),
+        Value::ZonedTimestamp { zone, .. } => zone.len(),
         Value::BytesList(l) | Value::BytesSet(l) => l.iter().map(|b| b.len() + 24).sum(),
         Value::StringList(l)
         | Value::StringSet(l)
@@ -188,7 +193,11 @@ pub fn value_bytes(v: &Value) -> usize {
         | Value::UuidList(l)
         | Value::TimeUuidList(l)
         | Value::UuidSet(l)
-        | Value::TimeUuidSet(l) => l.iter().map(|s| s.len() + 24).sum(),
+        | Value::TimeUuidSet(l)
+        | Value::DecimalList(l)
+        | Value::DecimalSet(l) => l.iter().map(|s| s.len() + 24).sum(),
+        Value::ValueList(l) | Value::ValueSet(l) => l.iter().map(value_bytes).sum(),
+        Value::ScalarMap(m) => m.iter().map(|(_, v)| 48 + value_bytes(v)).sum(),
         Value::Int32List(l) | Value::Int32Set(l) => l.len() * 4,
         Value::FloatList(l) | Value::FloatSet(l) => l.len() * 4,
         Value::Int64List(l)

@@ -154,18 +154,31 @@ pub fn values_array<'a>(
             Some(Value::Bool(v)) => Some(*v),
             _ => None,
         }))),
-        ValueType::String | ValueType::Json | ValueType::Uuid | ValueType::TimeUuid => {
-            Arc::new(StringArray::from_iter(cells.map(|c| match c {
-                Some(Value::String(s) | Value::Json(s) | Value::Uuid(s) | Value::TimeUuid(s)) => {
-                    Some(s.as_str())
-                }
+        ValueType::String
+        | ValueType::Json
+        | ValueType::Uuid
+        | ValueType::TimeUuid
+        | ValueType::Decimal => Arc::new(StringArray::from_iter(cells.map(|c| match c {
+            Some(
+                Value::String(s)
+                | Value::Json(s)
+                | Value::Uuid(s)
+                | Value::TimeUuid(s)
+                | Value::Decimal(s),
+            ) => Some(s.as_str()),
+            _ => None,
+        }))),
+        // As Feast's server prints it: ISO 8601 in its zone.
+        ValueType::ZonedTimestamp => Arc::new(StringArray::from_iter(cells.map(|c| match c {
+            Some(Value::ZonedTimestamp { seconds, zone }) => json::zoned_iso(*seconds, zone),
+            _ => None,
+        }))),
+        ValueType::Bytes | ValueType::PdfBytes | ValueType::ImageBytes => {
+            Arc::new(BinaryArray::from_iter(cells.map(|c| match c {
+                Some(Value::Bytes(b)) => Some(b.as_slice()),
                 _ => None,
             })))
         }
-        ValueType::Bytes => Arc::new(BinaryArray::from_iter(cells.map(|c| match c {
-            Some(Value::Bytes(b)) => Some(b.as_slice()),
-            _ => None,
-        }))),
         ValueType::UnixTimestamp => Arc::new(
             TimestampSecondArray::from_iter(cells.map(|c| match c {
                 Some(Value::UnixTimestamp(v)) => Some(*v),
@@ -194,8 +207,10 @@ pub fn values_array<'a>(
         | ValueType::UuidList
         | ValueType::TimeUuidList
         | ValueType::UuidSet
-        | ValueType::TimeUuidSet => {
-            list!(StringBuilder::new(), Value::StringList(l) | Value::StringSet(l) | Value::JsonList(l) | Value::UuidList(l) | Value::TimeUuidList(l) | Value::UuidSet(l) | Value::TimeUuidSet(l) => l.iter())
+        | ValueType::TimeUuidSet
+        | ValueType::DecimalList
+        | ValueType::DecimalSet => {
+            list!(StringBuilder::new(), Value::StringList(l) | Value::StringSet(l) | Value::JsonList(l) | Value::UuidList(l) | Value::TimeUuidList(l) | Value::UuidSet(l) | Value::TimeUuidSet(l) | Value::DecimalList(l) | Value::DecimalSet(l) => l.iter())
         }
         ValueType::BytesList | ValueType::BytesSet => {
             list!(BinaryBuilder::new(), Value::BytesList(l) | Value::BytesSet(l) => l.iter())
@@ -203,7 +218,8 @@ pub fn values_array<'a>(
         ValueType::UnixTimestampList | ValueType::UnixTimestampSet => {
             list!(TimestampSecondBuilder::new().with_timezone("UTC"), Value::UnixTimestampList(l) | Value::UnixTimestampSet(l) => l.iter().copied())
         }
-        // Map, Struct and the rest: their JSON text.
+        // Map, Struct, nested lists and the rest: their JSON text (a ScalarMap's is null, as
+        // Feast's server answers it).
         _ => Arc::new(StringArray::from_iter(
             cells.map(|c| c.filter(|v| !v.is_null()).map(json::value_to_string)),
         )),

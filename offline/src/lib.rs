@@ -24,6 +24,7 @@ pub mod budget;
 pub mod convert;
 pub mod error;
 pub mod flight;
+pub mod flight_wire;
 pub mod historical;
 pub mod http;
 pub mod inline;
@@ -32,6 +33,7 @@ pub mod native;
 pub mod offline_write;
 pub mod on_demand;
 pub mod output;
+pub mod remote_registry;
 pub mod source;
 
 pub use error::Error;

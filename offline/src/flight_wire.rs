@@ -182,7 +182,21 @@ fn saturate(n: u64) -> usize {
 
 /// Decodes an upload's messages (schema, dictionaries, record batches) into its schema and
 /// batches. Reserve [`message_cost`] for each message first.
+///
+/// arrow's IPC reader panics on some malformed messages instead of returning an error (found by
+/// the `flight_upload` fuzz target: a validity buffer shorter than its array, in
+/// `BooleanBuffer::new`); such a panic is caught here and answered as a bad request, so the
+/// client gets a status rather than a dropped stream.
 pub fn decode(messages: Vec<FlightData>) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_messages(messages)))
+        .unwrap_or_else(|_| {
+            Err(WireError::bad(
+                "entity table: an IPC message does not decode (malformed buffers)",
+            ))
+        })
+}
+
+fn decode_messages(messages: Vec<FlightData>) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
     let mut stream = FlightRecordBatchStream::new_from_flight_data(futures::stream::iter(
         messages.into_iter().map(Ok),
     ));

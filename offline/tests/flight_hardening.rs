@@ -365,3 +365,56 @@ async fn object_store_words_in_a_child() {
     );
     assert!(text.contains("server's log"), "{text}");
 }
+
+/// The `flight_upload` fuzz target's first finding: arrow's IPC reader panics on a validity
+/// buffer shorter than its array (`BooleanBuffer::new`). The upload is refused as a bad request
+/// and the server keeps serving.
+#[tokio::test]
+async fn an_ipc_message_arrow_panics_on_is_refused_as_a_bad_request() {
+    let crash = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/flight_upload_arrow_panics.arrow"),
+    )
+    .unwrap();
+    // The stream's messages as the fuzz target splits them (an IPC stream's framing).
+    let mut messages = ipc_messages(&crash);
+    assert!(messages.len() >= 2);
+    let e = flight_wire::decode(messages.clone()).unwrap_err();
+    assert_eq!(e.kind, quiver_core::fault::ErrorKind::BadRequest, "{e}");
+
+    let dir = support::repo(DEFINITIONS, 10);
+    let mut client = flight(server(dir.path(), 64 << 20)).await;
+    messages[0].flight_descriptor = Some(FlightDescriptor::new_cmd(command("driver_stats")));
+    let refused = exchange(&mut client, messages).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let messages = encode(
+        &command("driver_stats"),
+        entities(10),
+        IpcWriteOptions::default(),
+        2 << 20,
+    )
+    .await;
+    assert_eq!(exchange(&mut client, messages).await.unwrap(), 10);
+}
+
+/// An IPC stream's messages: `[0xFFFFFFFF] <i32 length> <Message> <body>`, repeated.
+fn ipc_messages(mut data: &[u8]) -> Vec<FlightData> {
+    let mut out = Vec::new();
+    while data.len() >= 8 {
+        let len = i32::from_le_bytes(data[4..8].try_into().unwrap());
+        if len <= 0 || 8 + len as usize > data.len() {
+            break;
+        }
+        let header = &data[8..8 + len as usize];
+        let rest = &data[8 + len as usize..];
+        let body_len =
+            (arrow_ipc::root_as_message(header).unwrap().bodyLength() as usize).min(rest.len());
+        out.push(FlightData {
+            data_header: header.to_vec().into(),
+            data_body: rest[..body_len].to_vec().into(),
+            ..FlightData::default()
+        });
+        data = &rest[body_len..];
+    }
+    out
+}

@@ -639,7 +639,7 @@ fn too_large(e: Status, budget: &MemoryBudget) -> Status {
         ErrorKind::TooLarge,
         "FeastError",
         format!(
-            "an upload message is larger than the {} bytes the upload budget holds: send the table in smaller record batches",
+            "an upload message is larger than the {} bytes the upload budget holds (--upload-memory): send the table in smaller record batches",
             largest_message(budget)
         ),
     ))

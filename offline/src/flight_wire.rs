@@ -184,9 +184,9 @@ fn saturate(n: u64) -> usize {
 /// batches. Reserve [`message_cost`] for each message first.
 ///
 /// arrow's IPC reader panics on some malformed messages instead of returning an error (found by
-/// the `flight_upload` fuzz target: a validity buffer shorter than its array, in
-/// `BooleanBuffer::new`); such a panic is caught here and answered as a bad request, so the
-/// client gets a status rather than a dropped stream.
+/// the `flight_upload` fuzz target: a validity buffer shorter than its array, a buffer past the
+/// body, an unknown or zero-width type, a field without a type); such a panic is caught here
+/// and answered as a bad request, so the client gets a status rather than a dropped stream.
 pub fn decode(messages: Vec<FlightData>) -> Result<(SchemaRef, Vec<RecordBatch>), WireError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_messages(messages)))
         .unwrap_or_else(|_| {

@@ -6,6 +6,10 @@
 
 mod support;
 
+// The fuzz targets' checks (`ipc_messages`: an IPC stream split as the fuzzer splits it).
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -366,27 +370,40 @@ async fn object_store_words_in_a_child() {
     assert!(text.contains("server's log"), "{text}");
 }
 
-/// The `flight_upload` fuzz target's first finding: arrow's IPC reader panics on a validity
-/// buffer shorter than its array (`BooleanBuffer::new`). The upload is refused as a bad request
-/// and the server keeps serving.
+/// The `flight_upload` fuzz target's findings: arrow's IPC reader panics on malformed
+/// messages instead of failing (a validity buffer shorter than its array, a buffer past the
+/// body, an unknown or zero-width type, a schema field without a type: one input each under
+/// tests/fixtures/fuzz). Each upload is refused as a bad request and the server keeps serving.
 #[tokio::test]
-async fn an_ipc_message_arrow_panics_on_is_refused_as_a_bad_request() {
-    let crash = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/fuzz/flight_upload_arrow_panics.arrow"),
-    )
-    .unwrap();
-    // The stream's messages as the fuzz target splits them (an IPC stream's framing).
-    let mut messages = ipc_messages(&crash);
-    assert!(messages.len() >= 2);
-    let e = flight_wire::decode(messages.clone()).unwrap_err();
-    assert_eq!(e.kind, quiver_core::fault::ErrorKind::BadRequest, "{e}");
-
+async fn ipc_messages_arrow_panics_on_are_refused_as_bad_requests() {
     let dir = support::repo(DEFINITIONS, 10);
     let mut client = flight(server(dir.path(), 64 << 20)).await;
-    messages[0].flight_descriptor = Some(FlightDescriptor::new_cmd(command("driver_stats")));
-    let refused = exchange(&mut client, messages).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        let crash = std::fs::read(&path).unwrap();
+        // The stream's messages as the fuzz target splits them (an IPC stream's framing).
+        let mut messages = checks::ipc_messages(&crash);
+        assert!(!messages.is_empty(), "{}", path.display());
+        let e = flight_wire::decode(messages.clone()).unwrap_err();
+        assert_eq!(
+            e.kind,
+            quiver_core::fault::ErrorKind::BadRequest,
+            "{}: {e}",
+            path.display()
+        );
+        messages[0].flight_descriptor = Some(FlightDescriptor::new_cmd(command("driver_stats")));
+        let refused = exchange(&mut client, messages).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::InvalidArgument,
+            "{}: {refused:?}",
+            path.display()
+        );
+        inputs += 1;
+    }
+    assert!(inputs >= 6, "{inputs}");
     let messages = encode(
         &command("driver_stats"),
         entities(10),
@@ -395,26 +412,4 @@ async fn an_ipc_message_arrow_panics_on_is_refused_as_a_bad_request() {
     )
     .await;
     assert_eq!(exchange(&mut client, messages).await.unwrap(), 10);
-}
-
-/// An IPC stream's messages: `[0xFFFFFFFF] <i32 length> <Message> <body>`, repeated.
-fn ipc_messages(mut data: &[u8]) -> Vec<FlightData> {
-    let mut out = Vec::new();
-    while data.len() >= 8 {
-        let len = i32::from_le_bytes(data[4..8].try_into().unwrap());
-        if len <= 0 || 8 + len as usize > data.len() {
-            break;
-        }
-        let header = &data[8..8 + len as usize];
-        let rest = &data[8 + len as usize..];
-        let body_len =
-            (arrow_ipc::root_as_message(header).unwrap().bodyLength() as usize).min(rest.len());
-        out.push(FlightData {
-            data_header: header.to_vec().into(),
-            data_body: rest[..body_len].to_vec().into(),
-            ..FlightData::default()
-        });
-        data = &rest[body_len..];
-    }
-    out
 }

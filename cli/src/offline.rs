@@ -1,13 +1,16 @@
 //! `quiver offline serve`: historical features for Feast clients (Arrow Flight, the protocol of
 //! `feast serve_offline`) and for other pipelines (`POST /v1/historical`, an Arrow IPC stream).
+//! The registry is the one feature_store.yaml names, or the registry service's
+//! (`--registry-url`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use quiver_offline::flight::{OfflineServer, RegistryPlace, RegistrySource};
 use quiver_offline::historical::{EngineOptions, HistoricalEngine};
 use quiver_offline::on_demand::{TransformClient, TransformConfig};
+use quiver_offline::remote_registry::RemoteRegistry;
 
 use crate::historical::{load_registry, runtime};
 use quiver_cmd::common::{ServerArgs, check_write_auth, listen_addr, read_token, shutdown_signal};
@@ -83,6 +86,10 @@ struct ServeArgs {
     /// The HTTP server's limits (Arrow Flight runs on tonic's own server).
     #[command(flatten)]
     server: ServerArgs,
+    /// Read the registry from the registry service (for a feature_store.yaml with
+    /// `registry_type: remote`, as in k8s) instead of the registry it names.
+    #[command(flatten)]
+    service: crate::registry::ServiceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -93,12 +100,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything is checked before binding: the repo, the registry, the addresses.
-    let (config, registry) = load_registry(&args.repo)?;
+    let (config, place, loaded) = match &args.service.registry_url {
+        Some(url) => {
+            use quiver_registry::client::{Endpoint, SyncConfig};
+            let config = quiver_registry::config::RepoConfig::load(&args.repo)?;
+            let endpoint = Endpoint::parse(url, args.service.registry_ca_file.as_deref())
+                .map_err(|e| anyhow!("--registry-url: {e}"))?;
+            let mut sync = SyncConfig::new(endpoint, &config.project);
+            sync.token = read_token(
+                args.service.registry_token_file.as_ref(),
+                "QUIVER_REGISTRY_TOKEN",
+                "--registry-token-file",
+            )?;
+            let remote =
+                RemoteRegistry::new(sync, quiver_offline::remote_registry::DEFAULT_REFRESH);
+            (config, RegistryPlace::Service(Arc::new(remote)), None)
+        }
+        None => {
+            let (config, registry) = load_registry(&args.repo)?;
+            let place = match quiver_cmd::registry_io::RepoRegistry::open(&config)? {
+                quiver_cmd::registry_io::RepoRegistry::File(p) => RegistryPlace::File(p),
+                quiver_cmd::registry_io::RepoRegistry::Object(o) => RegistryPlace::Object(o),
+            };
+            (config, place, Some(registry))
+        }
+    };
     let source = RegistrySource {
-        registry: match quiver_cmd::registry_io::RepoRegistry::open(&config)? {
-            quiver_cmd::registry_io::RepoRegistry::File(p) => RegistryPlace::File(p),
-            quiver_cmd::registry_io::RepoRegistry::Object(o) => RegistryPlace::Object(o),
-        },
+        registry: place,
         project: config.project.clone(),
         repo_dir: config.repo_dir.clone(),
     };
@@ -141,6 +169,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let budget = quiver_offline::budget::MemoryBudget::new(args.upload_memory, args.upload_wait);
     let rt = runtime()?;
     rt.block_on(async move {
+        // From the registry service: its first answer, before binding.
+        let registry = match loaded {
+            Some(r) => r,
+            None => source
+                .load()
+                .await
+                .map_err(|e| anyhow!("registry {}: {}", source.registry, e.message))?,
+        };
         let listener = tokio::net::TcpListener::bind(flight_addr)
             .await
             .with_context(|| format!("binding {flight_addr}"))?;

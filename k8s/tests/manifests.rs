@@ -556,6 +556,21 @@ fn check_base(r: &Rendered) {
         c.args.as_ref().unwrap()[..6],
         ["offline", "serve", "--host", "0.0.0.0", "--port", "8815"]
     );
+    // The repo's registry is remote: the offline server reads it from the registry service,
+    // without the service's write token.
+    let offline_env = |key: &str| {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == key)
+            .and_then(|e| e.value.clone())
+    };
+    assert!(
+        offline_env("QUIVER_REGISTRY_URL")
+            .is_some_and(|u| u.starts_with("http://quiver-registry.")),
+        "quiver-offline: no QUIVER_REGISTRY_URL"
+    );
+    assert!(offline_env("QUIVER_REGISTRY_TOKEN_FILE").is_none());
 
     // Every server that takes writes (or, the offline one, serves any source's data) on
     // 0.0.0.0 has its token from a file of a Secret the operator creates (none is committed),

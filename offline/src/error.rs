@@ -116,28 +116,34 @@ impl Error {
 
     /// The message for a caller: as [`Error::message`], except that an object store's own
     /// words (what the store answered, which an endpoint named in a definition controls) are
-    /// replaced by the kind of failure; the whole message belongs in the log.
+    /// replaced by the kind of failure, wherever the store's error sits in the chain (directly,
+    /// or under DataFusion, Parquet or Arrow); the whole message belongs in the log.
     pub fn public_message(&self) -> String {
-        match self {
-            Error::ObjectStore { context, source } => {
-                use object_store::Error as E;
-                let what = match source {
-                    E::NotFound { .. } => "not found",
-                    E::PermissionDenied { .. } => "permission denied by the store",
-                    E::Unauthenticated { .. } => "not authenticated (credentials)",
-                    E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. } => {
-                        "changed by another writer"
-                    }
-                    E::InvalidPath { .. } => "not a valid object path",
-                    E::NotSupported { .. } | E::NotImplemented { .. } => {
-                        "an operation the store does not support"
-                    }
-                    _ => "the store failed or could not be reached",
-                };
-                format!("{context}: {what} (details in the server's log)")
+        let (context, store) = match self {
+            Error::ObjectStore { context, source } => (context, Some(source)),
+            Error::Query { context, source } => (context, store_error_in(source)),
+            Error::Parquet { context, source } => (context, store_error_in(source)),
+            Error::Arrow { context, source } => (context, store_error_in(source)),
+            _ => return self.to_string(),
+        };
+        let Some(source) = store else {
+            return self.to_string();
+        };
+        use object_store::Error as E;
+        let what = match source {
+            E::NotFound { .. } => "not found",
+            E::PermissionDenied { .. } => "permission denied by the store",
+            E::Unauthenticated { .. } => "not authenticated (credentials)",
+            E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. } => {
+                "changed by another writer"
             }
-            _ => self.to_string(),
-        }
+            E::InvalidPath { .. } => "not a valid object path",
+            E::NotSupported { .. } | E::NotImplemented { .. } => {
+                "an operation the store does not support"
+            }
+            _ => "the store failed or could not be reached",
+        };
+        format!("{context}: {what} (details in the server's log)")
     }
 
     pub fn bad_request(message: impl Into<String>) -> Error {
@@ -332,6 +338,18 @@ impl Cause for Error {
     fn in_context(self, context: String) -> Error {
         self.context(context)
     }
+}
+
+/// The object store's error in `e`'s chain of sources, if any.
+fn store_error_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a object_store::Error> {
+    let mut at = Some(e);
+    while let Some(err) = at {
+        if let Some(store) = err.downcast_ref::<object_store::Error>() {
+            return Some(store);
+        }
+        at = err.source();
+    }
+    None
 }
 
 impl Classified for Error {

@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -32,7 +31,6 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use datafusion::arrow::array::RecordBatch;
 use futures::{Stream, StreamExt, TryStreamExt};
 use quiver_core::fault::{Classified as _, ErrorKind};
 use quiver_core::model::Projection;
@@ -43,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::Error;
 use crate::append::ParquetAppender;
 use crate::budget::{MemoryBudget, Reservation};
+use crate::flight_wire;
 use crate::historical::{Entities, FeastError, Features, HistoricalEngine, select_for_feast};
 use crate::offline_write::{self, COLUMNS_API, VALIDATE_API, WRITE_API};
 use crate::on_demand::{
@@ -54,11 +53,12 @@ const HISTORICAL_API: &str = "get_historical_features";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Where the registry is: a local file, or an `s3://`/`gs://` object.
+/// Where the registry is: a local file, an `s3://`/`gs://` object, or the registry service.
 #[derive(Debug, Clone)]
 pub enum RegistryPlace {
     File(PathBuf),
     Object(quiver_registry::object::ObjectRegistry),
+    Service(Arc<crate::remote_registry::RemoteRegistry>),
 }
 
 impl std::fmt::Display for RegistryPlace {
@@ -66,6 +66,7 @@ impl std::fmt::Display for RegistryPlace {
         match self {
             RegistryPlace::File(p) => write!(f, "{}", p.display()),
             RegistryPlace::Object(o) => write!(f, "{}", o.uri()),
+            RegistryPlace::Service(r) => write!(f, "{}", r.url()),
         }
     }
 }
@@ -95,9 +96,18 @@ impl RegistrySource {
             RegistryPlace::Object(o) => {
                 o.read_registry()
                     .await
-                    .map_err(|e| FeastError::new(e.kind(), "FeastError", e.to_string()))?
+                    .map_err(|e| {
+                        // The store's own words stay in the log.
+                        crate::error::log(e.kind(), "reading the registry failed", &e.to_string());
+                        err(
+                            e.kind(),
+                            &"the store failed or refused (details in the server's log)",
+                        )
+                    })?
                     .0
             }
+            // Already the project's, its errors already the client's.
+            RegistryPlace::Service(r) => return r.load().await,
         };
         // The registry holds no such project: the server was started for one it lacks.
         file.project(&self.project)
@@ -229,10 +239,7 @@ impl OfflineServer {
     }
 
     pub fn into_service(self) -> FlightServiceServer<OfflineServer> {
-        // tonic holds a whole message before it is counted against the budget: no larger
-        // than the budget (a larger one could not be reserved anyway), but at least 64 MiB so
-        // that a small budget still answers with its own message.
-        let largest = self.budget.bytes().clamp(64 << 20, 1 << 30);
+        let largest = largest_message(&self.budget);
         FlightServiceServer::new(self)
             .max_decoding_message_size(largest)
             .max_encoding_message_size(1 << 30)
@@ -310,29 +317,14 @@ impl OfflineServer {
         if api != HISTORICAL_API {
             return Err(unsupported_api(api));
         }
-        let strings = |key: &str| -> Result<Vec<String>, FeastError> {
-            command
-                .get(key)
-                .and_then(Json::as_array)
-                .ok_or_else(|| bad_param(key))?
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| bad_param(key)))
-                .collect()
-        };
-        let view_names = strings("feature_view_names")?;
-        let refs = strings("feature_refs")?;
-        let aliases: Vec<Option<String>> = command
-            .get("name_aliases")
-            .and_then(Json::as_array)
-            .ok_or_else(|| bad_param("name_aliases"))?
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect();
-        let full = command
-            .get("full_feature_names")
-            .and_then(Json::as_bool)
-            .unwrap_or(false);
-        let project = command.get("project").and_then(Json::as_str).unwrap_or("");
+        let params = flight_wire::historical_params(command)?;
+        let (view_names, refs, aliases, full, project) = (
+            params.feature_view_names,
+            params.feature_refs,
+            params.name_aliases,
+            params.full_feature_names,
+            params.project,
+        );
         if !project.is_empty() && project != self.registry.project {
             return Err(FeastError::new(
                 ErrorKind::NotFound,
@@ -558,6 +550,12 @@ fn bad_param(key: &str) -> FeastError {
     ))
 }
 
+impl From<flight_wire::WireError> for FeastError {
+    fn from(e: flight_wire::WireError) -> FeastError {
+        FeastError::new(e.kind, "FeastError", e.message)
+    }
+}
+
 fn unsupported_api(api: &str) -> FeastError {
     FeastError::bad_request(format!(
         "quiver's offline server serves {HISTORICAL_API}, {COLUMNS_API}, {WRITE_API} and {VALIDATE_API}; {api:?} is not supported"
@@ -584,30 +582,16 @@ fn status_of(kind: ErrorKind, message: impl Into<String>) -> Status {
 }
 
 fn parse_command(descriptor: Option<&FlightDescriptor>) -> Result<(Vec<u8>, Json), Status> {
-    let cmd = descriptor
-        .map(|d| d.cmd.to_vec())
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            status(&FeastError::bad_request(
-                "expected a command descriptor carrying the request JSON",
-            ))
-        })?;
-    let json: Json = serde_json::from_slice(&cmd).map_err(|e| {
-        status(&FeastError::bad_request(format!(
-            "the command is not JSON: {e}"
-        )))
-    })?;
-    if json.get("api").and_then(Json::as_str).is_none() {
-        return Err(status(&FeastError::bad_request(
-            "the command has no \"api\"",
-        )));
-    }
+    let cmd = descriptor.map(|d| d.cmd.to_vec()).unwrap_or_default();
+    let json = flight_wire::parse_command(&cmd).map_err(|e| status(&e.into()))?;
     Ok((cmd, json))
 }
 
-/// Reads an uploaded table: the first message's descriptor and the decoded batches, each
-/// message's bytes reserved from `budget` before the next is read (a table larger than the
-/// whole budget, or one that finds no room in time, is refused).
+/// Reads an uploaded table: the first message's descriptor and the decoded batches. Each
+/// message's cost (its bytes, and what its header declares decoding will take: see
+/// [`flight_wire`]) is reserved from `budget` before the next is read, and the table decoded
+/// only once all of it is reserved (a table larger than the whole budget, or one that finds no
+/// room in time, is refused).
 async fn read_upload(
     mut stream: Streaming<FlightData>,
     budget: &MemoryBudget,
@@ -616,16 +600,14 @@ async fn read_upload(
     let mut messages = Vec::new();
     let mut descriptor = None;
     let mut any = false;
-    while let Some(message) = stream.message().await? {
+    while let Some(message) = stream.message().await.map_err(|e| too_large(e, budget))? {
         if !any {
             descriptor = message.flight_descriptor.clone();
             any = true;
         }
+        let cost = flight_wire::message_cost(&message).map_err(|e| status(&e.into()))?;
         reservation
-            .grow(
-                message.data_body.len() + message.data_header.len(),
-                "entity table upload",
-            )
+            .grow(cost, "entity table upload")
             .await
             .map_err(|e| status(&FeastError::from(Error::from(e))))?;
         if !message.data_header.is_empty() {
@@ -635,25 +617,32 @@ async fn read_upload(
     if !any {
         return Err(status_of(ErrorKind::BadRequest, "empty stream"));
     }
-    let mut decoded = FlightRecordBatchStream::new_from_flight_data(futures::stream::iter(
-        messages.into_iter().map(Ok),
-    ));
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    while let Some(batch) = decoded.next().await {
-        batches.push(
-            batch.map_err(|e| status_of(ErrorKind::BadRequest, format!("entity table: {e}")))?,
-        );
-    }
-    let schema = match (decoded.schema(), batches.first()) {
-        (Some(s), _) => Arc::clone(s),
-        (None, Some(b)) => b.schema(),
-        (None, None) => {
-            return Err(status(&FeastError::bad_request(
-                "the upload carried no entity table",
-            )));
-        }
-    };
+    let (schema, batches) = flight_wire::decode(messages).map_err(|e| status(&e.into()))?;
     Ok((descriptor, Entities { schema, batches }, reservation))
+}
+
+/// The largest message tonic accepts: what the budget could hold. tonic buffers a whole
+/// message before the server sees it, so a larger one is refused when its length prefix
+/// arrives, before its bytes are read (else each stream could hold one message past the budget).
+fn largest_message(budget: &MemoryBudget) -> usize {
+    budget.bytes().clamp(4 << 10, 1 << 30)
+}
+
+/// tonic's refusal of a message over [`largest_message`] (OUT_OF_RANGE, in its own words), as
+/// quiver's TooLarge; other stream errors pass as they are.
+fn too_large(e: Status, budget: &MemoryBudget) -> Status {
+    if e.code() != tonic::Code::OutOfRange {
+        return e;
+    }
+    tracing::info!(error = %e.message(), "refused an upload message over the upload budget");
+    status(&FeastError::new(
+        ErrorKind::TooLarge,
+        "FeastError",
+        format!(
+            "an upload message is larger than the {} bytes the upload budget holds (--upload-memory): send the table in smaller record batches",
+            largest_message(budget)
+        ),
+    ))
 }
 
 /// `stream` with `reservation` held until it ends or is dropped.

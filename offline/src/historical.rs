@@ -373,9 +373,16 @@ impl Classified for FeastError {
     }
 }
 
+/// A client sees [`Error::public_message`] (an object store's own words replaced by the kind
+/// of failure); the whole message is logged here.
 impl From<Error> for FeastError {
     fn from(e: Error) -> FeastError {
-        FeastError::new(e.kind(), "FeastError", e.message())
+        let public = e.public_message();
+        let message = e.message();
+        if public != message {
+            crate::error::log(e.kind(), "offline request failed upstream", &message);
+        }
+        FeastError::new(e.kind(), "FeastError", public)
     }
 }
 

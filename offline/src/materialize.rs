@@ -14,6 +14,16 @@
 //! first. Either way a run that fails records nothing in the registry; what it wrote is valid
 //! and a rerun skips it.
 //!
+//! Bad source rows (a value out of its feature's range, a time Feast cannot hold): the whole-
+//! window path finds them before anything is written. The segmented path validates each segment
+//! before writing it, so a bad row in an older segment may be found after newer segments were
+//! written; that is safe by construction, and the contract (tested): every row written is its
+//! key's final row for the window (no older row of the key can win, the segments are newest
+//! first), keys of the bad segment and older are not written, no interval is recorded, the
+//! error names the column and row and says how many rows went out, and a rerun on the fixed
+//! source writes the rest and skips what was written. Validating the whole window before the
+//! first write would read the source twice, which segments exist to avoid.
+//!
 //! Length: planning, the two scan strategies (hash-partitioned passes, time segments) and the
 //! writer share one compact winner format; splitting them would put that format in a fourth
 //! file every piece depends on.
@@ -984,7 +994,16 @@ async fn write_segmented(
     }
     let (found, scan_elapsed) =
         joined.map_err(|e| Error::internal(format!("feature view {view}: scan stopped: {e}")))?;
-    let Some(found) = found? else {
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => {
+            // A bad row in an older segment, found after newer segments went out: let those
+            // writes settle, and say what was written.
+            let stats = writer.finish(None, &mut quiet).await?;
+            return Err(after_writes(e, stats.written));
+        }
+    };
+    let Some(found) = found else {
         writer.finish(None, &mut quiet).await?;
         return Ok(None);
     };
@@ -998,6 +1017,24 @@ async fn write_segmented(
         })
         .await?;
     Ok(Some((found, stats, scan_elapsed)))
+}
+
+/// `e`, a refusal of a source row found after `written` rows of newer segments were written:
+/// the message says what was written and why it is safe.
+fn after_writes(e: Error, written: u64) -> Error {
+    if written == 0 {
+        return e;
+    }
+    let note = format!(
+        " ({written} rows of newer segments were written first, each its key's latest row in \
+         the window; no interval is recorded: fix the source and rerun, and the rows already \
+         written are skipped)"
+    );
+    match e {
+        Error::BadRequest(m) => Error::BadRequest(m + &note),
+        Error::Unprocessable(m) => Error::Unprocessable(m + &note),
+        other => other,
+    }
 }
 
 /// Which time window to materialize.

@@ -928,3 +928,77 @@ async fn out_of_range_values_are_refused_before_anything_is_written() {
         "{e}"
     );
 }
+
+/// Issue 19: the segmented path validates a segment before writing it, so a bad row in an
+/// older segment is found after newer segments went out. The contract: what was written is each
+/// key's final row for the window, the bad segment's keys are not written, the error names the
+/// row and says what was written, and a rerun on the fixed source completes (ARCHITECTURE.md).
+#[tokio::test]
+async fn a_bad_row_in_an_older_segment_leaves_only_final_rows_and_a_rerun_completes() {
+    let repo = Repo::new("  type: sqlite\n  path: data/online.db");
+    let (mut rows, expected) = sorted_rows(2000);
+    // A driver's only row, in the oldest row group (read last), gets a value no Float32 holds.
+    let bad = rows
+        .iter()
+        .position(|r| {
+            r.event.starts_with("2026-01-01T01:") && r.driver % 3 != 0 && r.driver % 7 != 0
+        })
+        .unwrap();
+    assert!(bad < 300, "{bad}");
+    let good_conv = rows[bad].conv;
+    rows[bad].conv = 1e39;
+    let source = repo.path().join("data/stats.parquet");
+    write_parquet(&source, &rows, 300);
+    let window = Window::Range {
+        start: ts("2026-01-01T00:00:00Z"),
+        end: ts("2026-01-01T23:00:00Z"),
+    };
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    let err = materialize(&repo, &store, window, &WriteOptions::default(), &|_| {})
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("1e39 is out of range for Float32"), "{text}");
+    assert!(
+        text.contains("rows of newer segments were written first"),
+        "{text}"
+    );
+    assert!(text.contains("no interval is recorded"), "{text}");
+
+    // What went out is final: every written driver holds its expected latest row.
+    let drivers: Vec<i64> = expected.iter().map(|e| e.0).collect();
+    let got = read(&store, &drivers).await;
+    let mut written = 0;
+    for (row, (driver, trips, conv)) in got.iter().zip(&expected) {
+        if let Some(row) = row {
+            written += 1;
+            assert_eq!(
+                (row.1.clone(), row.2.clone()),
+                (Value::Float(*conv), Value::Int64(*trips)),
+                "driver {driver}"
+            );
+        }
+    }
+    assert!(written > 0 && written < 2000, "{written} written");
+    assert!(
+        text.contains(&format!("{written} rows of newer segments")),
+        "{text}"
+    );
+
+    // Fixed, the rerun writes the rest and skips what was written.
+    rows[bad].conv = good_conv;
+    write_parquet(&source, &rows, 300);
+    let runs = materialize(&repo, &store, window, &WriteOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (runs[0].stats.written, runs[0].stats.skipped),
+        (2000 - written, written),
+        "{:?}",
+        runs[0]
+    );
+    let got = read(&store, &drivers).await;
+    assert!(got.iter().all(Option::is_some));
+}

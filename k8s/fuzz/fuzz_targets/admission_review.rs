@@ -1,15 +1,7 @@
-//! AdmissionReview JSON (with the Pod inside) as the API server sends it: never a panic;
-//! whatever parses is answered (allowed, patched or denied).
+//! AdmissionReview JSON through `admit`: never a panic (`checks::admission_review`).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use quiver_k8s::InjectorConfig;
-use quiver_k8s::admission::AdmissionReview;
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(review) = serde_json::from_slice::<AdmissionReview>(data)
-        && let Some(request) = review.request
-    {
-        let _ = quiver_k8s::admit(&request, &InjectorConfig::default());
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::admission_review(data));

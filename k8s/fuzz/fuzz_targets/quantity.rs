@@ -1,13 +1,7 @@
-//! Kubernetes quantities from annotations: never a panic; what parses is a finite,
-//! non-negative number.
+//! Kubernetes quantities: never a panic; what parses is finite and non-negative (`checks::quantity`).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data)
-        && let Some(v) = quiver_k8s::quantity::parse(text)
-    {
-        assert!(v.is_finite() && v >= 0.0, "{text:?} -> {v}");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::quantity(data));

@@ -1,14 +1,7 @@
-//! `feature_store.yaml` text (also given whole in an environment variable): never a panic.
+//! `feature_store.yaml` text: never a panic (`checks::feature_store_yaml`).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = quiver_registry::config::RepoConfig::parse(
-            text,
-            std::path::Path::new("/repo"),
-            "feature_store.yaml",
-        );
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::feature_store_yaml(data));

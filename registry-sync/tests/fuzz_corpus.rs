@@ -1,0 +1,90 @@
+//! Replays each cargo-fuzz target's committed corpus (`fuzz/corpus/<target>`) through the very
+//! function the target calls (`fuzz/checks.rs`), so CI checks every input the fuzzers kept
+//! without building the fuzz projects (benches/RESULTS.md: their sanitizer builds cost more
+//! than CI's budget). A finding fixed later gets its input added to the corpus.
+
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
+fn replay(target: &str, check: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| check(&data));
+        assert!(
+            outcome.is_ok(),
+            "{target}: {} fails its check",
+            path.display()
+        );
+        inputs += 1;
+    }
+    assert!(inputs > 0, "{} holds no input", dir.display());
+}
+
+#[test]
+fn definitions_yaml_corpus() {
+    replay("definitions_yaml", checks::definitions_yaml);
+}
+
+#[test]
+fn feature_store_yaml_corpus() {
+    replay("feature_store_yaml", checks::feature_store_yaml);
+}
+
+#[test]
+fn snapshot_corpus() {
+    replay("snapshot", checks::snapshot);
+}
+
+/// The snapshot target's seed: a real snapshot of a small project (the fuzzer cannot reach
+/// past the checksum from random bytes). Regenerate with `--run-ignored only`.
+fn seed_snapshot() -> Vec<u8> {
+    let definitions = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: stats_file, type: file, path: data/stats.parquet, timestamp_field: event_timestamp}
+feature_views:
+  - name: stats
+    entities: [driver]
+    ttl: 1d
+    source: stats_file
+    schema: [{name: conv_rate, dtype: Float32}, {name: tags, dtype: Array(String)}]
+feature_services:
+  - {name: svc, features: [stats]}
+"#;
+    let desired = quiver_registry::definitions::parse(&[("features.yaml", definitions)], "p")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let mut file = quiver_core::registry::RegistryFile::empty();
+    let now = quiver_core::time::Timestamp {
+        seconds: 1,
+        nanos: 0,
+    };
+    quiver_registry::apply::apply(&mut file, &desired, now).unwrap();
+    let objects = quiver_registry::snapshot::select(&file, "p", &[]).unwrap();
+    let refs: Vec<_> = objects
+        .iter()
+        .map(|(k, n, b)| (*k, n.as_str(), *b))
+        .collect();
+    quiver_registry::snapshot::encode("p", 1, &["svc".to_owned()], &refs).0
+}
+
+#[test]
+fn the_snapshot_seed_decodes() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/snapshot/seed.snapshot");
+    let seed = std::fs::read(&path).unwrap();
+    assert!(quiver_registry::snapshot::decode(&seed).is_ok());
+}
+
+#[test]
+#[ignore = "writes the snapshot target's seed"]
+fn write_snapshot_seed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/snapshot");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("seed.snapshot"), seed_snapshot()).unwrap();
+}

@@ -217,14 +217,15 @@ async fn serve_and_query(
     args: &Args,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let (state, _background) = quiver_sidecar::start(
-        quiver_sidecar::SidecarConfig::default(),
-        project,
-        registry_path.to_path_buf(),
-        online,
-    )
-    .await
-    .map_err(|e| anyhow!(e))?;
+    // The serving default gives the online store 50 ms per request (a sidecar answers late
+    // rather than never); the demo's embedded SQLite on a busy laptop or CI machine can take
+    // longer, and a demo should show answers, not deadlines.
+    let mut config = quiver_sidecar::SidecarConfig::default();
+    config.engine.store_timeout = Duration::from_secs(2);
+    let (state, _background) =
+        quiver_sidecar::start(config, project, registry_path.to_path_buf(), online)
+            .await
+            .map_err(|e| anyhow!(e))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -503,10 +503,13 @@ async fn the_cache_stays_within_its_byte_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_swaps_under_load_without_a_failed_request() {
-    let config = SidecarConfig {
+    let mut config = SidecarConfig {
         registry_refresh: Duration::from_millis(50),
         ..SidecarConfig::default()
     };
+    // What is tested is the swap, not the store deadline: on a CI machine running a Spark JVM
+    // beside this test, the 50 ms serving default made cold reads answer 503.
+    config.engine.store_timeout = Duration::from_secs(5);
     let f = fixture(config).await;
     let addr = f.sidecar.addr;
     let load = tokio::spawn(async move {
@@ -530,8 +533,9 @@ async fn registry_swaps_under_load_without_a_failed_request() {
     );
     f.repo.apply(&extended);
     let mut swapped = false;
+    let mut last = (0, String::new());
     for _ in 0..500 {
-        let (status, _) = post(
+        let (status, body) = post(
             addr,
             json!({"features": ["extra:bonus"], "entities": {"driver_id": [1001]}}),
         )
@@ -540,9 +544,14 @@ async fn registry_swaps_under_load_without_a_failed_request() {
             swapped = true;
             break;
         }
+        last = (status, body.to_string());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(swapped, "the new view was never served");
+    assert!(
+        swapped,
+        "the new view was never served; last answer {}: {}",
+        last.0, last.1
+    );
     assert_eq!(load.await.unwrap(), 0, "requests failed during the swap");
     assert!(metric(addr, "quiver_registry_version").await >= 2.0);
 }

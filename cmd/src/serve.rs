@@ -405,10 +405,10 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
     let (state, _background) = quiver_sidecar::start_from(sidecar, &project, source, store)
         .await
         .map_err(|e| anyhow!(e))?;
-    if let (Some(enricher), Some(file)) = (&state.config.enrich, &args.enrich.enrich) {
+    if let Some(enricher) = &state.config.enrich {
         enricher
             .config
-            .check(&state.registry.load(), &file.display().to_string())
+            .check(&state.registry.load())
             .map_err(|e| anyhow!("--enrich: the enrich config does not fit the registry:\n{e}"))?;
     }
     let listener = tokio::net::TcpListener::bind(addr)

@@ -97,10 +97,17 @@ pub(crate) async fn watch_registry(state: Arc<State>, path: PathBuf) {
             tokio::task::spawn_blocking(move || load_registry(&path2, &project, version)).await;
         match loaded {
             Ok(Ok(reg)) => {
-                tracing::info!(version, version_id = %reg.version_id, "registry reloaded");
-                state.registry.store(Arc::new(reg));
-                state.metrics.registry_reloads.inc();
-                state.set_registry_problem(None);
+                let version_id = reg.version_id.clone();
+                match state.install_registry(reg) {
+                    Ok(()) => {
+                        tracing::info!(version, %version_id, "registry reloaded");
+                        state.metrics.registry_reloads.inc();
+                    }
+                    Err(why) => {
+                        state.metrics.registry_reload_errors.inc();
+                        tracing::error!(error = %why, "registry reload refused; serving the last good version");
+                    }
+                }
                 stamp = now;
             }
             Ok(Err(e)) => {
@@ -159,10 +166,18 @@ pub(crate) async fn watch_object(
         let version = state.registry.load().version + 1;
         match load_object_registry(&object, &state.project, version).await {
             Ok((reg, read)) => {
-                tracing::info!(version, version_id = %reg.version_id, "registry reloaded");
-                state.registry.store(Arc::new(reg));
-                state.metrics.registry_reloads.inc();
-                state.set_registry_problem(None);
+                let version_id = reg.version_id.clone();
+                match state.install_registry(reg) {
+                    Ok(()) => {
+                        tracing::info!(version, %version_id, "registry reloaded");
+                        state.metrics.registry_reloads.inc();
+                    }
+                    Err(why) => {
+                        state.metrics.registry_reload_errors.inc();
+                        tracing::error!(error = %why, "registry reload refused; serving the last good version");
+                    }
+                }
+                // Refused or not, this version was read: the next check waits for a change.
                 stamp = Some(read);
             }
             Err(e) => {

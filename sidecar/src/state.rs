@@ -70,6 +70,30 @@ impl State {
         (ok, reasons)
     }
 
+    /// Swaps a newly loaded registry in, unless the enrich config does not fit it: a registry
+    /// that drops a feature service, a feature or a join key a model is enriched with would
+    /// make every one of that model's requests fail, so the last good registry stays in use,
+    /// `/ready` says why (as for a registry that does not load) and the error is returned for
+    /// the caller to log and count.
+    pub(crate) fn install_registry(&self, reg: ServingRegistry) -> Result<(), String> {
+        if let Some(enricher) = &self.config.enrich
+            && let Err(e) = enricher.config.check(&reg)
+        {
+            let why = format!(
+                "registry version_id {} does not fit the enrich config, so it is not used: {e}",
+                reg.version_id
+            );
+            self.set_registry_problem(Some(format!(
+                "{why}; serving the last good one (version_id {})",
+                self.registry.load().version_id
+            )));
+            return Err(why);
+        }
+        self.registry.store(Arc::new(reg));
+        self.set_registry_problem(None);
+        Ok(())
+    }
+
     /// Records that the latest registry failed to load (`Some(why)`) or loaded (`None`):
     /// `/ready` lists the reason and `quiver_registry_load_failing` is 1 meanwhile.
     pub(crate) fn set_registry_problem(&self, problem: Option<String>) {

@@ -143,17 +143,29 @@ pub(crate) async fn follow(state: Arc<State>, mut fetcher: SnapshotFetcher) {
                 {
                     let version = state.registry.load().version + 1;
                     let registry = build(&project, &snapshot, version);
-                    state.registry.store(Arc::new(registry));
-                    metrics.registry_reloads.inc();
-                    metrics
-                        .registry_service_version
-                        .store(snapshot.version, Relaxed);
-                    tracing::info!(
-                        version = snapshot.version,
-                        objects = snapshot.objects.len(),
-                        "registry snapshot swapped in"
-                    );
-                    save(&config, bytes).await;
+                    match state.install_registry(registry) {
+                        Ok(()) => {
+                            metrics.registry_reloads.inc();
+                            metrics
+                                .registry_service_version
+                                .store(snapshot.version, Relaxed);
+                            tracing::info!(
+                                version = snapshot.version,
+                                objects = snapshot.objects.len(),
+                                "registry snapshot swapped in"
+                            );
+                            save(&config, bytes).await;
+                        }
+                        Err(why) => {
+                            // Not saved either: a restart must not come up on it.
+                            metrics.registry_snapshots_rejected.inc();
+                            tracing::error!(
+                                version = snapshot.version,
+                                error = %why,
+                                "registry snapshot refused; serving the last good one"
+                            );
+                        }
+                    }
                 }
             }
             Err(e) => {

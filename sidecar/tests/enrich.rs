@@ -136,10 +136,7 @@ async fn sidecar(repo: &Repo, upstream: SocketAddr) -> Sidecar {
     };
     let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
     let enrich = sidecar.state.config.enrich.as_ref().unwrap();
-    enrich
-        .config
-        .check(&sidecar.state.registry.load(), "enrich.yaml")
-        .unwrap();
+    enrich.config.check(&sidecar.state.registry.load()).unwrap();
     sidecar
 }
 
@@ -427,7 +424,7 @@ async fn request_inputs_feed_native_on_demand_views_in_the_configured_order() {
     .await;
     let registry = sidecar.state.registry.load();
     let enrich = sidecar.state.config.enrich.as_ref().unwrap();
-    enrich.config.check(&registry, "enrich.yaml").unwrap();
+    enrich.config.check(&registry).unwrap();
 
     let (status, body) = http(
         sidecar.addr,
@@ -460,7 +457,7 @@ async fn request_inputs_feed_native_on_demand_views_in_the_configured_order() {
         "enrich.yaml",
     )
     .unwrap();
-    let e = bad.check(&registry, "enrich.yaml").unwrap_err().to_string();
+    let e = bad.check(&registry).unwrap_err().to_string();
     assert!(
         e.contains(
             "models.m.request_inputs: the service's on-demand views read request field \"km\""
@@ -471,4 +468,95 @@ async fn request_inputs_feed_native_on_demand_views_in_the_configured_order() {
         e.contains("models.m.order: \"nope\" is neither a feature"),
         "{e}"
     );
+}
+
+/// A registry that no longer fits the enrich config (the service loses a feature a model is
+/// enriched with) is not swapped in: the model keeps its features from the last good registry,
+/// `/ready` names the reason and the reload is counted as failed; a fitting registry after it
+/// is swapped in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_breaks_the_enrich_config_is_not_swapped_in() {
+    let repo = Repo::new("demo", DEFS);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    write_sqlite(
+        &repo.path().join("data/online.db"),
+        "demo",
+        "stats",
+        1,
+        &[("rate", Value::Double(0.5)), ("trips", Value::Int64(7))],
+        now,
+    );
+    let (up, _) = upstream().await;
+    let store = OnlineStore::Sqlite(Arc::new(SqliteStore::open(
+        &repo.path().join("data/online.db"),
+    )));
+    let config = SidecarConfig {
+        enrich: Some(enricher(up)),
+        registry_refresh: Duration::from_millis(20),
+        ..SidecarConfig::default()
+    };
+    let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
+    let predict = || async {
+        let (status, _, body) = http_raw(
+            sidecar.addr,
+            "/v1/models/m:predict",
+            &[],
+            br#"{"instances": [{"driver_id": 1}]}"#,
+        )
+        .await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(
+        predict().await,
+        (200, r#"{"instances":[[0.5,7]]}"#.to_owned())
+    );
+
+    // The view's join key changes (driver_id → vehicle_id): the model's entity inputs no longer
+    // match it, so no request of this model could be answered under that registry.
+    let rekeyed = DEFS
+        .replace("join_keys: [driver_id]", "join_keys: [vehicle_id]")
+        .replace("name: driver,", "name: vehicle,")
+        .replace("entities: [driver]", "entities: [vehicle]");
+    assert_ne!(rekeyed, DEFS);
+    repo.apply(&rekeyed);
+    let mut reasons = String::new();
+    for _ in 0..250 {
+        let (_, body) = http(sidecar.addr, "GET", "/ready", b"").await;
+        if body.contains("does not fit the enrich config") {
+            reasons = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        reasons.contains("models.m.entities") && reasons.contains("serving the last good one"),
+        "/ready: {reasons}"
+    );
+    assert!(metric(sidecar.addr, "quiver_registry_reload_errors_total").await >= 1.0);
+    assert_eq!(
+        predict().await,
+        (200, r#"{"instances":[[0.5,7]]}"#.to_owned())
+    );
+
+    // A registry that fits again (a new feature the service now also serves) is swapped in.
+    let extended = DEFS.replace(
+        "      - {name: trips, dtype: Int64}",
+        "      - {name: trips, dtype: Int64}\n      - {name: score, dtype: Float64}",
+    );
+    repo.apply(&extended);
+    let mut last = (0, String::new());
+    for _ in 0..250 {
+        last = predict().await;
+        if last.1 != r#"{"instances":[[0.5,7]]}"# {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // score is not stored for driver 1: filled.
+    assert_eq!(last, (200, r#"{"instances":[[0.5,7,-1.0]]}"#.to_owned()));
+    let (_, body) = http(sidecar.addr, "GET", "/ready", b"").await;
+    assert!(!body.contains("enrich config"), "/ready: {body}");
 }

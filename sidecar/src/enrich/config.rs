@@ -42,6 +42,8 @@ pub const MAX_MODELS: usize = 256;
 pub struct EnrichConfig {
     /// By model name, sorted.
     pub models: Vec<ModelConfig>,
+    /// Where it was read from, for the messages of [`EnrichConfig::check`].
+    pub file: String,
 }
 
 /// How one model's requests are enriched.
@@ -316,7 +318,10 @@ impl EnrichConfig {
             });
         }
         if errors.is_empty() {
-            Ok(EnrichConfig { models })
+            Ok(EnrichConfig {
+                models,
+                file: file.to_owned(),
+            })
         } else {
             Err(ConfigErrors(errors))
         }
@@ -333,8 +338,10 @@ impl EnrichConfig {
     /// Checks every model against the registry: the feature service exists and needs no
     /// transformation service, the entity inputs are exactly its join keys, the request inputs
     /// its request fields, `order` names its columns, a stacked layout holds numbers only and a
-    /// fill fits every feature. `file` names the config in the messages.
-    pub fn check(&self, reg: &ServingRegistry, file: &str) -> Result<(), ConfigErrors> {
+    /// fill fits every feature. Run before the port is bound and on every registry swap
+    /// ([`crate::State::install_registry`]).
+    pub fn check(&self, reg: &ServingRegistry) -> Result<(), ConfigErrors> {
+        let file = self.file.as_str();
         let mut errors = Vec::new();
         for m in &self.models {
             let mut err = |key: &str, message: String| {

@@ -348,7 +348,8 @@ async fn enrich(
         })?;
     let registry = state.registry.load_full();
     let plan = config.plan(&registry).map_err(|e| {
-        // The registry changed under a config checked at start: the operator's to fix.
+        // Registries that do not fit the config are not swapped in (State::install_registry),
+        // so this is a bug if it happens.
         ApiError::new(
             ErrorKind::Internal,
             "EnrichConfigStale",

@@ -1,6 +1,7 @@
 -- wrk script: POST /v1/models/driver-ranker:predict with one random driver of BENCH_KEYS, as each
 -- leg expects it (BENCH_LEG):
 --   direct    {"instances": [[acc_rate, avg_daily_trips, conv_rate, driver_id]]} (features in hand)
+--   proxy     the same as direct (through a bare proxy: the hop's own cost)
 --   sample    {"instances": [[driver_id]]}         (KServe's Feast transformer sample)
 --   enrich    {"instances": [{"driver_id": id}]}   (quiver serve --enrich)
 -- Prints a RESULT line with rps and percentiles.
@@ -13,7 +14,7 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   local id = math.random(1, keys)
   local body
-  if leg == "direct" then
+  if leg == "direct" or leg == "proxy" then
     -- The values load_data.py stored for this driver.
     body = string.format('{"instances":[[%s,%d,%s,%d]]}', (id % 50) / 64, id % 40, (id % 100) / 128, id)
   elseif leg == "sample" then

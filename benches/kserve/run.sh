@@ -6,9 +6,15 @@
 #   sample   KServe's transformer pattern: KServe's own Feast sample transformer
 #            (compat/kserve_feast_sample, a kserve.Model whose preprocess posts to `feast serve`)
 #            in front of the model: {"instances": [[id]]}
+#   proxy    the ceiling of any enriching proxy: benches' bare_proxy (the sidecar's server core
+#            and model-server client, forwarding each request unchanged, no lookup) in front
+#            of the model, sent the direct leg's bodies: what it adds over direct is the
+#            second HTTP exchange alone
 #   enrich   `quiver-sidecar serve --enrich enrich.yaml --upstream <model>` in front of the
 #            model: {"instances": [{"driver_id": id}]}; skipped when `quiver serve --help` has
-#            no --enrich (a build without issue 18's enrichment)
+#            no --enrich (a build without issue 18's enrichment). Its own share of each
+#            request (quiver_enrich_added_seconds: everything but the model server's time,
+#            read from /metrics before and after the one-connection run) is reported too.
 # Each leg: latency with one connection (wrk -c1: no queueing, the cost of one request) and
 # peak throughput with 8 (wrk -c8), after a warm-up; the added latency of `sample` and `enrich`
 # over `direct`. KServe servers run with --enable_grpc false, --enable_latency_logging false and
@@ -17,7 +23,8 @@
 #
 # Usage: benches/kserve/run.sh [DURATION=10s] [KEYS=10000]
 # QUIVER_BIN: the quiver that applies the repo (default: the workspace's debug build);
-# SIDECAR_BIN: the server of leg enrich (default: a release build of quiver-sidecar).
+# SIDECAR_BIN / PROXY_BIN: the servers of legs enrich and proxy (default: release builds of
+# quiver-sidecar and bare_proxy).
 # Needs: wrk, redis-server, the Feast venv (compat/setup-venv.sh), the KServe venv
 # (compat/setup-kserve-venv.sh). Prints one JSON line per measurement and a summary, and
 # writes $CARGO_TARGET_DIR/bench-kserve/results.jsonl.
@@ -65,7 +72,7 @@ wait_http "http://127.0.0.1:$model_port/v1/models/driver-ranker"
 predict() { # port leg: one request, the answer printed
   local body
   case "$2" in
-    direct) body='{"instances":[[0.5,7,0.25,7]]}' ;;
+    direct|proxy) body='{"instances":[[0.5,7,0.25,7]]}' ;;
     sample) body='{"instances":[[7]]}' ;;
     enrich) body='{"instances":[{"driver_id":7}]}' ;;
   esac
@@ -102,20 +109,60 @@ echo "sample: $(predict "$transformer_port" sample)" >&2
 run_wrk sample "$transformer_port" 1
 run_wrk sample "$transformer_port" 8
 
-# (c) quiver's enrichment in front of the model
+# The release servers of legs proxy and enrich (one build: both packages' features unified
+# once, as benches/serve does).
+sidecar="${SIDECAR_BIN:-}"
+proxy="${PROXY_BIN:-}"
+if [ -z "$sidecar" ] || [ -z "$proxy" ]; then
+  cargo build --release --locked -p quiver-cmd -p quiver-benches --bin quiver-sidecar --bin bare_proxy >&2
+  sidecar="${sidecar:-$target_dir/release/quiver-sidecar}"
+  proxy="${proxy:-$target_dir/release/bare_proxy}"
+fi
+
+# (c) the ceiling: a bare proxy hop in front of the model
+proxy_port="$(free_port)"
+"$proxy" "$proxy_port" "http://127.0.0.1:$model_port" >"$out/proxy.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$proxy_port/v1/models/driver-ranker"
+echo "proxy: $(predict "$proxy_port" proxy)" >&2
+run_wrk proxy "$proxy_port" 1
+run_wrk proxy "$proxy_port" 8
+
+# (d) quiver's enrichment in front of the model
 if "$quiver" serve --help 2>/dev/null | grep -q -- '--enrich'; then
-  sidecar="${SIDECAR_BIN:-}"
-  if [ -z "$sidecar" ]; then
-    cargo build --release --locked -p quiver-cmd --bin quiver-sidecar >&2
-    sidecar="$target_dir/release/quiver-sidecar"
-  fi
   sidecar_port="$(free_port)"
   QUIVER_LOG=warn "$sidecar" serve --repo "$out/repo" --port "$sidecar_port" \
     --enrich benches/kserve/enrich.yaml --upstream "http://127.0.0.1:$model_port" >"$out/sidecar.log" 2>&1 &
   pids+=($!)
   wait_http "http://127.0.0.1:$sidecar_port/health"
   echo "enrich: $(predict "$sidecar_port" enrich)" >&2
-  run_wrk enrich "$sidecar_port" 1
+  BENCH_LEG=enrich BENCH_KEYS="$keys" wrk -t1 -c1 -d3s -s benches/kserve/predict.lua "http://127.0.0.1:$sidecar_port" >/dev/null
+  curl -sf "http://127.0.0.1:$sidecar_port/metrics" | grep '^quiver_enrich_added_seconds' >"$out/added-before.txt"
+  line="$(BENCH_LEG=enrich BENCH_KEYS="$keys" wrk -t1 -c1 -d"$duration" -s benches/kserve/predict.lua "http://127.0.0.1:$sidecar_port" | grep '^RESULT' | sed 's/^RESULT //')"
+  echo "{\"leg\": \"enrich\", \"connections\": 1, \"result\": $line}" | tee -a "$results"
+  curl -sf "http://127.0.0.1:$sidecar_port/metrics" | grep '^quiver_enrich_added_seconds' >"$out/added-after.txt"
+  # The sidecar's own share during that run: the histogram's difference.
+  python3 - "$out/added-before.txt" "$out/added-after.txt" <<'PY' | tee -a "$results"
+import json, re, sys
+def read(path):
+    buckets, total, count = {}, 0.0, 0
+    for line in open(path):
+        name, value = line.rsplit(" ", 1)
+        if "_bucket" in name:
+            buckets[re.search(r'le="([^"]+)"', name).group(1)] = float(value)
+        elif name.startswith("quiver_enrich_added_seconds_sum"):
+            total = float(value)
+        elif name.startswith("quiver_enrich_added_seconds_count"):
+            count = int(float(value))
+    return buckets, total, count
+(b0, s0, c0), (b1, s1, c1) = read(sys.argv[1]), read(sys.argv[2])
+n = c1 - c0
+under = {le: (b1[le] - b0.get(le, 0)) / n for le in b1} if n else {}
+print(json.dumps({"leg": "enrich-own", "connections": 1, "requests": n,
+                  "mean_us": round((s1 - s0) / n * 1e6, 1) if n else None,
+                  "share_under_us": {str(round(float(le) * 1e6)): round(f, 3)
+                                     for le, f in under.items() if le != "+Inf" and float(le) <= 0.001}}))
+PY
   run_wrk enrich "$sidecar_port" 8
 else
   echo "leg enrich skipped: \`quiver serve --help\` lists no --enrich (a build without issue 18's enrichment)" >&2
@@ -125,10 +172,12 @@ fi
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+own = next((r for r in rows if r["leg"] == "enrich-own"), None)
+rows = [r for r in rows if "result" in r]
 by = {(r["leg"], r["connections"]): r["result"] for r in rows}
 base = by.get(("direct", 1))
 print(f"{'leg':8} {'p50 us':>8} {'p99 us':>8} {'rps c1':>8} {'rps c8':>8} {'p50 c8':>8} {'p99 c8':>8} {'added p50':>10} {'errors':>7}")
-for leg in ["direct", "sample", "enrich"]:
+for leg in ["direct", "sample", "proxy", "enrich"]:
     one, eight = by.get((leg, 1)), by.get((leg, 8))
     if not one:
         continue
@@ -136,4 +185,7 @@ for leg in ["direct", "sample", "enrich"]:
     errors = one["errors"] + one["non_2xx"] + (eight["errors"] + eight["non_2xx"] if eight else 0)
     print(f"{leg:8} {one['p50_us']:>8} {one['p99_us']:>8} {one['rps']:>8.0f} {eight['rps'] if eight else 0:>8.0f} "
           f"{eight['p50_us'] if eight else 0:>8} {eight['p99_us'] if eight else 0:>8} {added:>10} {errors:>7}")
+if own:
+    print(f"enrich's own share (quiver_enrich_added_seconds, c1 run, {own['requests']} requests): "
+          f"mean {own['mean_us']} us; share of requests at or under each bound (us): {own['share_under_us']}")
 PY

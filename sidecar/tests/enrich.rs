@@ -46,6 +46,7 @@ models:
   teapot: {feature_service: svc, entities: [driver_id], missing: {fill: 0}}
   slow: {feature_service: svc, entities: [driver_id], missing: {fill: 0}}
   big: {feature_service: svc, entities: [driver_id], missing: {fill: 0}}
+  each: {feature_service: svc, entities: [driver_id], missing: {fill: {rate: 0.25}}}
 ";
 
 /// What the upstream saw: (method, path, content type, x-request-id, body).
@@ -466,6 +467,72 @@ async fn request_inputs_feed_native_on_demand_views_in_the_configured_order() {
     );
     assert!(
         e.contains("models.m.order: \"nope\" is neither a feature"),
+        "{e}"
+    );
+}
+
+/// `missing: {fill: {rate: 0.25}}`: a missing rate is filled, a missing trips (not named) is
+/// refused with a 422 naming the instance and the feature; a fill naming something that is not
+/// a feature of the service is refused against the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_per_feature_fills_the_features_it_names_and_refuses_the_others() {
+    let repo = Repo::new("demo", DEFS);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Driver 1 has trips but no rate; driver 2 has nothing.
+    write_sqlite(
+        &repo.path().join("data/online.db"),
+        "demo",
+        "stats",
+        1,
+        &[("trips", Value::Int64(7))],
+        now,
+    );
+    let (up, _) = upstream().await;
+    let sidecar = sidecar(&repo, up).await;
+    let (status, _, body) = http_raw(
+        sidecar.addr,
+        "/v1/models/each:predict",
+        &[],
+        br#"{"instances": [{"driver_id": 1}]}"#,
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(
+        (status, body.as_ref()),
+        (200, r#"{"instances":[[0.25,7]]}"#)
+    );
+    let (status, _, body) = http_raw(
+        sidecar.addr,
+        "/v1/models/each:predict",
+        &[],
+        br#"{"instances": [{"driver_id": 1}, {"driver_id": 2}]}"#,
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("instances[1] (driver_id=2): feature trips has no value"),
+        "{body}"
+    );
+
+    let bad = EnrichConfig::parse(
+        "models:\n  m:\n    feature_service: svc\n    entities: [driver_id]\n    missing: {fill: {rate: 0.5, trip: 0, trips: x}}\n",
+        "enrich.yaml",
+    )
+    .unwrap();
+    let e = bad
+        .check(&sidecar.state.registry.load())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("models.m.missing: fill names \"trip\", which is not one of the model's features (rate, trips)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("models.m.missing: the fill \"x\" does not fit trips"),
         "{e}"
     );
 }

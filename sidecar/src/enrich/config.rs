@@ -100,6 +100,22 @@ pub enum Policy {
     Serve,
     /// This value is used instead (a number, a string or a bool).
     Fill(Json),
+    /// A value per feature (`{fill: {conv_rate: 0.0, tier: "new"}}`); a feature not named is
+    /// refused as by [`Policy::Reject`].
+    FillEach(BTreeMap<String, Json>),
+}
+
+impl Policy {
+    /// What a missing (or stale) value of `feature` becomes: `None` refuses the request,
+    /// `Some(None)` keeps the stored value, `Some(Some(v))` uses `v`.
+    pub(crate) fn for_feature(&self, feature: &str) -> Option<Option<&Json>> {
+        match self {
+            Policy::Reject => None,
+            Policy::Serve => Some(None),
+            Policy::Fill(v) => Some(Some(v)),
+            Policy::FillEach(m) => m.get(feature).map(Some),
+        }
+    }
 }
 
 /// One problem in an enrich config: the file, the line when known, the key path, what is wrong.
@@ -441,13 +457,28 @@ impl EnrichConfig {
                     );
                 }
                 for (key, policy) in [("missing", &m.missing), ("stale", &m.stale)] {
-                    if let Policy::Fill(v) = policy
+                    if let Some(Some(v)) = policy.for_feature(name)
                         && !fill_fits(v, *dtype)
                     {
                         err(
                             key,
                             format!("the fill {v} does not fit {name} ({})", type_name(*dtype)),
                         );
+                    }
+                }
+            }
+            for (key, policy) in [("missing", &m.missing), ("stale", &m.stale)] {
+                if let Policy::FillEach(each) = policy {
+                    for name in each.keys() {
+                        if !columns.iter().any(|(c, _)| c == name) {
+                            err(
+                                key,
+                                format!(
+                                    "fill names {name:?}, which is not one of the model's features ({})",
+                                    list(columns.iter().map(|(c, _)| c.as_str()))
+                                ),
+                            );
+                        }
                     }
                 }
             }
@@ -598,32 +629,52 @@ fn v2_layout(v: &Yaml) -> Result<V2Layout, String> {
     }
 }
 
+/// A fill: a number, a string or a bool.
+fn fill_value(v: &Yaml) -> Result<Json, String> {
+    match v {
+        Yaml::Bool(b) => Ok(Json::Bool(*b)),
+        Yaml::String(s) => Ok(Json::String(s.clone())),
+        Yaml::Number(Number::PosInt(n)) => Ok(Json::from(*n)),
+        Yaml::Number(Number::NegInt(n)) => Ok(Json::from(*n)),
+        Yaml::Number(Number::Float(x)) => serde_json::Number::from_f64(*x)
+            .map(Json::Number)
+            .ok_or_else(|| format!("{x} is not a finite number")),
+        other => Err(format!(
+            "expected a number, a string or a bool, got {other}"
+        )),
+    }
+}
+
 fn policy(v: &Yaml, serve: bool) -> Result<Policy, String> {
     let expected = if serve {
-        "expected reject, serve or {fill: VALUE}"
+        "expected reject, serve, {fill: VALUE} or {fill: {FEATURE: VALUE, ...}}"
     } else {
-        "expected reject or {fill: VALUE}"
+        "expected reject, {fill: VALUE} or {fill: {FEATURE: VALUE, ...}}"
     };
     match v {
         Yaml::String(s) if s == "reject" => Ok(Policy::Reject),
         Yaml::String(s) if s == "serve" && serve => Ok(Policy::Serve),
         Yaml::Mapping(m) if m.len() == 1 => {
             let fill = m.get("fill").ok_or_else(|| expected.to_owned())?;
-            let json = match fill {
-                Yaml::Bool(b) => Json::Bool(*b),
-                Yaml::String(s) => Json::String(s.clone()),
-                Yaml::Number(Number::PosInt(n)) => Json::from(*n),
-                Yaml::Number(Number::NegInt(n)) => Json::from(*n),
-                Yaml::Number(Number::Float(x)) => serde_json::Number::from_f64(*x)
-                    .map(Json::Number)
-                    .ok_or_else(|| format!("fill: {x} is not a finite number"))?,
-                other => {
-                    return Err(format!(
-                        "fill: expected a number, a string or a bool, got {other}"
-                    ));
+            if let Yaml::Mapping(each) = fill {
+                let mut values = BTreeMap::new();
+                for (k, v) in each {
+                    let Yaml::String(name) = k else {
+                        return Err(format!("fill: expected feature names as keys, got {k}"));
+                    };
+                    values.insert(
+                        name.clone(),
+                        fill_value(v).map_err(|e| format!("fill.{name}: {e}"))?,
+                    );
                 }
-            };
-            Ok(Policy::Fill(json))
+                if values.is_empty() {
+                    return Err("fill: an empty map fills nothing; use reject".into());
+                }
+                return Ok(Policy::FillEach(values));
+            }
+            Ok(Policy::Fill(
+                fill_value(fill).map_err(|e| format!("fill: {e}"))?,
+            ))
         }
         _ => Err(format!("{expected}, got {v}")),
     }
@@ -674,7 +725,7 @@ mod tests {
         let text = e.to_string();
         for want in [
             "enrich.yaml:4: models.m.entities: no entity inputs",
-            "enrich.yaml:5: models.m.missing: expected reject or {fill: VALUE}, got serve",
+            "enrich.yaml:5: models.m.missing: expected reject, {fill: VALUE} or {fill: {FEATURE: VALUE, ...}}, got serve",
             "enrich.yaml:6: models.m.stale: fill: expected a number, a string or a bool",
             "enrich.yaml:7: models.m.v2: expected {layout: per_feature}",
             "models.bad/name: a model name is",
@@ -699,6 +750,31 @@ mod tests {
         assert!(e.to_string().starts_with("enrich.yaml"), "{e}");
         let e = parse("").unwrap_err();
         assert!(e.to_string().contains("models: no models"), "{e}");
+    }
+
+    #[test]
+    fn a_fill_per_feature_fills_those_named_and_rejects_the_rest() {
+        let c = parse(
+            "models:\n  m:\n    feature_service: s\n    entities: [a]\n    missing: {fill: {rate: 0.5, tier: new}}\n",
+        )
+        .unwrap();
+        let m = &c.model("m").unwrap().missing;
+        assert_eq!(m.for_feature("rate"), Some(Some(&serde_json::json!(0.5))));
+        assert_eq!(m.for_feature("tier"), Some(Some(&serde_json::json!("new"))));
+        assert_eq!(m.for_feature("trips"), None);
+        assert_eq!(Policy::Serve.for_feature("x"), Some(None));
+        assert_eq!(Policy::Reject.for_feature("x"), None);
+        let e = parse(
+            "models:\n  m:\n    feature_service: s\n    entities: [a]\n    missing: {fill: {}}\n    stale: {fill: {rate: [1]}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "enrich.yaml:5: models.m.missing: fill: an empty map fills nothing",
+            "enrich.yaml:6: models.m.stale: fill.rate: expected a number, a string or a bool",
+        ] {
+            assert!(e.contains(want), "{want:?} not in\n{e}");
+        }
     }
 
     #[test]

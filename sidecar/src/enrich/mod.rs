@@ -502,9 +502,9 @@ fn resolve<'a>(
                     &config.missing
                 }
             };
-            match policy {
-                Policy::Serve => {}
-                Policy::Fill(fill) => {
+            match policy.for_feature(&col.name) {
+                Some(None) => {}
+                Some(Some(fill)) => {
                     *value = quiver_core::json::parse_value(fill, col.dtype).map_err(|e| {
                         ApiError::internal(
                             "EnrichConfigStale",
@@ -515,13 +515,13 @@ fn resolve<'a>(
                         )
                     })?;
                 }
-                Policy::Reject => {
+                None => {
                     metrics.missing.add(missing);
                     metrics.stale.add(stale);
                     let what = if *status == Status::OutsideMaxAge {
-                        "is older than its view's ttl (OUTSIDE_MAX_AGE), and the model's stale policy is reject"
+                        "is older than its view's ttl (OUTSIDE_MAX_AGE), and the model's stale policy rejects it"
                     } else {
-                        "has no value (NOT_FOUND, null or INVALID), and the model's missing policy is reject"
+                        "has no value (NOT_FOUND, null or INVALID), and the model's missing policy rejects it"
                     };
                     return Err(ApiError::unprocessable(
                         if *status == Status::OutsideMaxAge {

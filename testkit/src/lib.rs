@@ -13,11 +13,13 @@
 //! - [`spark`]: a real Spark Connect server (pyspark's, `local[2]`), one per test process,
 //!   killed with the process; tests skip without Spark, and fail under `CI=1`.
 //! - [`feast`]: rows written in Feast's Redis layout, as Feast's Python writes them.
+//! - [`replay_corpus`]: a fuzz target's committed corpus replayed as a regular test.
 //!
 //! Test code: it panics with a message saying what is missing (redis-server, openssl,
 //! PostgreSQL) instead of returning errors.
 
 mod cluster;
+mod corpus;
 pub mod feast;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -27,6 +29,7 @@ pub mod spark;
 mod tls;
 
 pub use cluster::{start_cluster, start_cluster_of};
+pub use corpus::replay_corpus;
 pub use redis_server::{RedisServer, redis_cli};
 pub use sentinel::Sentinel;
 pub use tls::{certificates, openssl, tls_args};

@@ -385,7 +385,7 @@ fn text(b: &[u8]) -> Result<Json, String> {
 /// The elements of a raw tensor: little-endian, BYTES each after a little-endian u32 length.
 fn from_raw(datatype: &str, raw: &[u8]) -> Result<Vec<Json>, String> {
     fn fixed<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> Json) -> Result<Vec<Json>, String> {
-        if raw.len() % N != 0 {
+        if !raw.len().is_multiple_of(N) {
             return Err(format!(
                 "{} bytes is not a whole number of {N}-byte elements",
                 raw.len()

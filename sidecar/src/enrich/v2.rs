@@ -27,7 +27,7 @@ pub(super) struct V2Request {
     /// Input tensors forwarded unchanged.
     kept: Vec<Json>,
     /// Entity inputs, then request inputs.
-    columns: Vec<(String, Vec<Json>)>,
+    columns: Columns,
     pub rows: usize,
 }
 
@@ -43,6 +43,9 @@ pub(super) enum Kind {
     Float,
     Bool,
 }
+
+/// The entity and request inputs by name, each a value per row: what the engine reads.
+pub(super) type Columns = Vec<(String, Vec<Json>)>;
 
 /// The entity and request input tensors of one request, collected and checked as they come.
 pub(super) struct EntityInputs<'c> {
@@ -140,7 +143,7 @@ impl<'c> EntityInputs<'c> {
     }
 
     /// The columns for the engine and the row count; a tensor not given is a 400 naming it.
-    pub fn finish(self) -> Result<(Vec<(String, Vec<Json>)>, usize), ApiError> {
+    pub fn finish(self) -> Result<(Columns, usize), ApiError> {
         let config = self.config;
         let columns = self
             .columns

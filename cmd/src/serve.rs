@@ -165,6 +165,9 @@ pub struct EnrichArgs {
     /// http://127.0.0.1:8091); --upstream-timeout and --upstream-max-body apply to it too.
     #[arg(long, env = "QUIVER_UPSTREAM_GRPC", requires = "grpc_port")]
     upstream_grpc: Option<String>,
+    /// With --grpc-port: most calls one gRPC connection may have in flight (HTTP/2 streams).
+    #[arg(long, default_value_t = 256, env = "QUIVER_GRPC_MAX_STREAMS", requires = "grpc_port")]
+    grpc_max_streams: u32,
 }
 
 /// `--enrich FILE --upstream URL`: the config read and checked (syntax and shape here; against
@@ -455,7 +458,11 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
                 "quiver serving KServe V2 over gRPC on {}",
                 grpc_listener.local_addr()?
             );
-            let server = quiver_http::Server::new(limits.clone()).http2();
+            let server = quiver_http::Server::new(quiver_http::Limits {
+                max_concurrent_streams: args.enrich.grpc_max_streams.max(1),
+                ..limits.clone()
+            })
+            .http2();
             quiver_sidecar::enrich::grpc::serve(
                 server,
                 grpc_listener,

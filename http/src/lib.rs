@@ -58,7 +58,8 @@ pub use body::{
     Bearer, BodyError, DISCARD_LIMIT, bearer_matches, check_bearer, discard_body, read_body,
 };
 
-/// Bounds on what clients can hold. Every field has a flag in the CLI (`quiver_cmd::ServerArgs`).
+/// Bounds on what clients can hold. Every field has a flag in the CLI (`quiver_cmd::ServerArgs`;
+/// `max_concurrent_streams`, for the one HTTP/2 server, `quiver serve --grpc-max-streams`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Most connections open at once; past it the server stops accepting until one closes.

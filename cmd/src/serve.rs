@@ -166,7 +166,12 @@ pub struct EnrichArgs {
     #[arg(long, env = "QUIVER_UPSTREAM_GRPC", requires = "grpc_port")]
     upstream_grpc: Option<String>,
     /// With --grpc-port: most calls one gRPC connection may have in flight (HTTP/2 streams).
-    #[arg(long, default_value_t = 256, env = "QUIVER_GRPC_MAX_STREAMS", requires = "grpc_port")]
+    #[arg(
+        long,
+        default_value_t = 256,
+        env = "QUIVER_GRPC_MAX_STREAMS",
+        requires = "grpc_port"
+    )]
     grpc_max_streams: u32,
 }
 

@@ -179,7 +179,8 @@ mod tests {
     }
 
     /// With `quiver.dev/enrich`, the sidecar the injector writes runs `quiver serve` with this
-    /// binary's `--enrich` and `--upstream` flags, on the model's serving port.
+    /// binary's `--enrich`, `--upstream`, `--grpc-port` and `--upstream-grpc` flags, on the
+    /// model's serving port and its gRPC port.
     #[test]
     fn injected_enrichment_args_parse_as_quiver_serve() {
         let request = json!({
@@ -228,6 +229,8 @@ mod tests {
             "port: 8080",
             "enrich: Some(\"/etc/quiver/enrich/enrich.yaml\")",
             "upstream: Some(\"http://127.0.0.1:8090\")",
+            "grpc_port: Some(8081)",
+            "upstream_grpc: Some(\"http://127.0.0.1:8091\")",
         ] {
             assert!(parsed.contains(field), "{field} not in {parsed}");
         }

@@ -263,6 +263,7 @@ impl ServerArgs {
                 .unwrap_or(defaults.tls_handshake_timeout),
             drain_delay: self.drain_delay.unwrap_or(defaults.drain_delay),
             drain_timeout: self.drain_timeout.unwrap_or(defaults.drain_timeout),
+            max_concurrent_streams: defaults.max_concurrent_streams,
         }
     }
 }

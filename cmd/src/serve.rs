@@ -156,6 +156,23 @@ pub struct EnrichArgs {
     /// With --enrich: largest answer read from the model server (502 beyond).
     #[arg(long, default_value = "64MiB", env = "QUIVER_UPSTREAM_MAX_BODY", value_parser = parse_bytes)]
     upstream_max_body: usize,
+    /// With --enrich: also serve KServe V2 over gRPC (inference.GRPCInferenceService, HTTP/2
+    /// without TLS) on this port of --host (KServe's gRPC port is 8081), forwarding to
+    /// --upstream-grpc. Messages are limited by --max-body-bytes.
+    #[arg(long, env = "QUIVER_GRPC_PORT", requires_all = ["enrich", "upstream_grpc"])]
+    grpc_port: Option<u16>,
+    /// With --grpc-port: the model server's gRPC port, an http:// URL (e.g.
+    /// http://127.0.0.1:8091); --upstream-timeout and --upstream-max-body apply to it too.
+    #[arg(long, env = "QUIVER_UPSTREAM_GRPC", requires = "grpc_port")]
+    upstream_grpc: Option<String>,
+    /// With --grpc-port: most calls one gRPC connection may have in flight (HTTP/2 streams).
+    #[arg(
+        long,
+        default_value_t = 256,
+        env = "QUIVER_GRPC_MAX_STREAMS",
+        requires = "grpc_port"
+    )]
+    grpc_max_streams: u32,
 }
 
 /// `--enrich FILE --upstream URL`: the config read and checked (syntax and shape here; against
@@ -173,9 +190,15 @@ fn enrich(args: &EnrichArgs) -> anyhow::Result<Option<Arc<quiver_sidecar::enrich
     }
     upstream.timeout = args.upstream_timeout;
     upstream.max_response_bytes = args.upstream_max_body;
-    Ok(Some(Arc::new(quiver_sidecar::enrich::Enricher::new(
-        config, upstream,
-    ))))
+    let mut enricher = quiver_sidecar::enrich::Enricher::new(config, upstream);
+    if let Some(url) = &args.upstream_grpc {
+        let mut grpc = quiver_sidecar::enrich::UpstreamConfig::parse(url)
+            .map_err(|e| anyhow!("--upstream-grpc: {e}"))?;
+        grpc.timeout = args.upstream_timeout;
+        grpc.max_response_bytes = args.upstream_max_body;
+        enricher = enricher.with_grpc(grpc);
+    }
+    Ok(Some(Arc::new(enricher)))
 }
 
 /// `--transformation-service`: HOST:PORT (an http:// prefix is accepted), checked before the
@@ -414,6 +437,17 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
+    let grpc_listener = match args.enrich.grpc_port {
+        Some(port) => {
+            let grpc_addr = std::net::SocketAddr::new(addr.ip(), port);
+            Some(
+                tokio::net::TcpListener::bind(grpc_addr)
+                    .await
+                    .with_context(|| format!("--grpc-port: cannot bind {grpc_addr}"))?,
+            )
+        }
+        None => None,
+    };
     let registry = state.registry.load();
     tracing::info!(%addr, project = %project, registry = %registry_shown, views = registry.views.len(), "serving");
     println!(
@@ -422,7 +456,31 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
         listener.local_addr()?,
         registry.views.len()
     );
-    let server = quiver_http::Server::new(args.server.limits(quiver_http::Limits::default()));
-    quiver_sidecar::server::serve_with(server, listener, state, shutdown_signal()).await;
-    Ok(())
+    let limits = args.server.limits(quiver_http::Limits::default());
+    let grpc = async {
+        if let Some(grpc_listener) = grpc_listener {
+            println!(
+                "quiver serving KServe V2 over gRPC on {}",
+                grpc_listener.local_addr()?
+            );
+            let server = quiver_http::Server::new(quiver_http::Limits {
+                max_concurrent_streams: args.enrich.grpc_max_streams.max(1),
+                ..limits.clone()
+            })
+            .http2();
+            quiver_sidecar::enrich::grpc::serve(
+                server,
+                grpc_listener,
+                Arc::clone(&state),
+                shutdown_signal(),
+            )
+            .await;
+        }
+        anyhow::Ok(())
+    };
+    let server = quiver_http::Server::new(limits.clone());
+    let http =
+        quiver_sidecar::server::serve_with(server, listener, Arc::clone(&state), shutdown_signal());
+    let (grpc, ()) = tokio::join!(grpc, http);
+    grpc
 }

@@ -2,6 +2,7 @@
 (`kserve.ModelServer`) in the KServe venv (compat/setup-kserve-venv.sh).
 
     python compat/kserve/models.py weighted --model_name NAME --weights 1,2,3 --http_port P
+        [--enable_grpc true --grpc_port G]   (KServe's gRPC server too; off by default)
     python compat/kserve/models.py sklearn  --model_name NAME --model_dir DIR --http_port P
     python compat/kserve/models.py train    --model_dir DIR   (a tiny LinearRegression, joblib)
 
@@ -125,7 +126,9 @@ def main():
         model.load()
     else:
         raise SystemExit(f"unknown kind {kind!r}: weighted, sklearn or train")
-    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=False,
+    # gRPC only when asked for (--enable_grpc true): the REST tests leave it off.
+    grpc = args.enable_grpc if "--enable_grpc" in argv else False
+    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=grpc,
                 workers=1).start([model])
 
 

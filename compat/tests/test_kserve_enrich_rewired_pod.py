@@ -145,13 +145,15 @@ def probe_ok(probe) -> bool:
 
 
 def test_the_rewired_pod_serves_enriched_predictions(tmp_path):
-    serving, upstream = free_port(), free_port()
+    serving, upstream, grpc = free_port(), free_port(), free_port()
     review = json.loads(FIXTURE.read_text())
     pod = review["request"]["object"]
     pod["metadata"]["annotations"]["quiver.dev/enrich-upstream-port"] = str(upstream)
-    # The pod with its serving port where this machine has a free one (8080 in the fixture).
+    # The pod with its serving port where this machine has a free one (8080 in the fixture),
+    # and its gRPC port too (the sidecar takes it; KServe's default 8081 may be taken here).
     model = container(pod, "kserve-container")
     model["ports"][0]["containerPort"] = serving
+    model["args"] = (model.get("args") or []) + [f"--grpc_port={grpc}"]
     for c in (model, container(pod, "queue-proxy")):
         for e in c["env"]:
             if e["name"] in ("PORT", "USER_PORT"):
@@ -194,6 +196,9 @@ def test_the_rewired_pod_serves_enriched_predictions(tmp_path):
         sidecar = container(patched, "quiver-sidecar")
         proxy = container(patched, "queue-proxy")
         assert model["ports"][0]["containerPort"] == upstream
+        assert f"--grpc_port={upstream + 1}" in model["args"], model["args"]
+        assert sidecar["args"][sidecar["args"].index("--grpc-port") + 1] == str(grpc)
+        assert f"http://127.0.0.1:{upstream + 1}" in sidecar["args"], sidecar["args"]
         assert env_of(proxy, "USER_PORT") == str(serving), "queue-proxy now reaches the sidecar"
 
         # The ConfigMaps the volumes name, as folders.
@@ -218,8 +223,9 @@ def test_the_rewired_pod_serves_enriched_predictions(tmp_path):
                            capture_output=True)
             write_features(redis_port)
 
-            # The image's entrypoint (a custom kserve.Model), then the container's args. gRPC
-            # off: in a pod it has the network namespace to itself, here it would share 8081.
+            # The image's entrypoint (a custom kserve.Model), then the container's args. The
+            # model's gRPC off: it would move to the upstream port + 1, which may be taken here
+            # (test_kserve_enrich_grpc.py covers gRPC through the sidecar).
             entrypoint = [KSERVE_PYTHON, SAMPLE / "echo_model.py", "--model_name", MODEL,
                           "--enable_grpc", "false"]
             model_proc = spawn(entrypoint + model["args"])

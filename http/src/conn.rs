@@ -1,5 +1,5 @@
-//! One connection: TLS handshake (optional), HTTP/1 with the header deadline, the idle deadline,
-//! and the graceful close asked for at shutdown.
+//! One connection: TLS handshake (optional), HTTP/1 with the header deadline (or HTTP/2 with
+//! prior knowledge, for gRPC), the idle deadline, and the graceful close asked for at shutdown.
 
 use std::convert::Infallible;
 use std::io;
@@ -10,16 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::{Handler, Limits, Stats};
+use crate::{Handler, Limits, Protocol, Stats};
 
 pub(crate) struct Conn {
     pub limits: Arc<Limits>,
@@ -27,6 +27,7 @@ pub(crate) struct Conn {
     pub tls: Option<TlsAcceptor>,
     pub closing: watch::Receiver<bool>,
     pub peer: SocketAddr,
+    pub protocol: Protocol,
 }
 
 /// Counts the connection as open for as long as it lives.
@@ -106,33 +107,54 @@ impl Conn {
                 }))
             }
         });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.header_read_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        let mut closing = self.closing;
-        let mut asked_to_close = false;
-        loop {
-            tokio::select! {
-                done = conn.as_mut() => {
-                    if let Err(e) = done {
-                        tracing::debug!(%peer, error = %e, "connection closed with an error");
+        // The two protocols differ in their connection type only; the loop below is written
+        // once for both.
+        macro_rules! drive {
+            ($conn:expr) => {{
+                let conn = $conn;
+                tokio::pin!(conn);
+                let mut closing = self.closing;
+                let mut asked_to_close = false;
+                loop {
+                    tokio::select! {
+                        done = conn.as_mut() => {
+                            if let Err(e) = done {
+                                tracing::debug!(%peer, error = %e, "connection closed with an error");
+                            }
+                            return;
+                        }
+                        _ = closing.wait_for(|c| *c), if !asked_to_close => {
+                            // Finish the requests in flight (if any), then close.
+                            conn.as_mut().graceful_shutdown();
+                            asked_to_close = true;
+                        }
+                        () = activity.idle_for(self.limits.idle_timeout) => {
+                            self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, timeout = ?self.limits.idle_timeout, "closing an idle connection");
+                            return;
+                        }
                     }
-                    return;
                 }
-                _ = closing.wait_for(|c| *c), if !asked_to_close => {
-                    // Finish the request in flight (if any), then close.
-                    conn.as_mut().graceful_shutdown();
-                    asked_to_close = true;
-                }
-                () = activity.idle_for(self.limits.idle_timeout) => {
-                    self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, timeout = ?self.limits.idle_timeout, "closing an idle connection");
-                    return;
-                }
-            }
+            }};
+        }
+        match self.protocol {
+            Protocol::Http1 => drive!(
+                http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(self.limits.header_read_timeout)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(io), service)
+            ),
+            Protocol::Http2 => drive!(
+                // No header deadline in HTTP/2 (streams are multiplexed); the idle deadline
+                // still closes a connection that moves nothing, and the stream limit bounds
+                // the requests one connection may have in flight.
+                http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(self.limits.max_concurrent_streams)
+                    .max_header_list_size(64 << 10)
+                    .serve_connection(TokioIo::new(io), service)
+            ),
         }
     }
 }

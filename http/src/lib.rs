@@ -1,5 +1,11 @@
-//! quiver-http: the one HTTP/1 server core that every quiver server runs on (the sidecar, the
-//! offline HTTP server, the registry service, the injector webhook).
+//! quiver-http: the one HTTP server core that every quiver server runs on (the sidecar, the
+//! offline HTTP server, the registry service, the injector webhook, and the enriching sidecar's
+//! gRPC port).
+//!
+//! Servers speak HTTP/1 (with TLS when given a certificate); [`Server::http2`] makes one speak
+//! HTTP/2 with prior knowledge (h2c, plaintext) instead, which is how gRPC clients call a
+//! plaintext port. [`grpc`] frames unary gRPC messages and statuses on top of it, for the server
+//! here and for quiver's gRPC clients.
 //!
 //! What a connection goes through, in order, each step with its reason:
 //!
@@ -9,7 +15,8 @@
 //!    a client that never finishes it does not hold a permit forever.
 //! 3. **HTTP/1 with a header deadline** (`header_read_timeout`, hyper's timer): a request head must
 //!    arrive whole within it. hyper starts that timer whenever it waits for a head, so it also
-//!    closes a keep-alive connection that sends nothing for that long.
+//!    closes a keep-alive connection that sends nothing for that long. An HTTP/2 server instead
+//!    bounds the streams one connection may have open (`max_concurrent_streams`).
 //! 4. **An idle deadline** (`idle_timeout`): a connection that waits on its client (no request
 //!    being worked on, or an answer the client does not read) and moves no byte for that long is
 //!    dropped. A slow handler or a long poll is the server's time, not idleness.
@@ -31,6 +38,7 @@
 mod blocking;
 mod body;
 mod conn;
+pub mod grpc;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,7 +58,8 @@ pub use body::{
     Bearer, BodyError, DISCARD_LIMIT, bearer_matches, check_bearer, discard_body, read_body,
 };
 
-/// Bounds on what clients can hold. Every field has a flag in the CLI (`quiver_cmd::ServerArgs`).
+/// Bounds on what clients can hold. Every field has a flag in the CLI (`quiver_cmd::ServerArgs`;
+/// `max_concurrent_streams`, for the one HTTP/2 server, `quiver serve --grpc-max-streams`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Most connections open at once; past it the server stops accepting until one closes.
@@ -68,6 +77,8 @@ pub struct Limits {
     pub drain_delay: Duration,
     /// How long open connections get to finish after the listener closes.
     pub drain_timeout: Duration,
+    /// HTTP/2 only: most requests (streams) one connection may have in flight.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -80,8 +91,17 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
         }
     }
+}
+
+/// The protocol a server speaks on its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (no upgrade, no ALPN): gRPC's plaintext transport.
+    Http2,
 }
 
 /// A request handler: the server's routes. Cloned once per connection.
@@ -183,6 +203,7 @@ pub struct Server {
     draining: Draining,
     stats: Arc<Stats>,
     tls: Option<Arc<CertReloader>>,
+    protocol: Protocol,
 }
 
 impl Server {
@@ -192,7 +213,15 @@ impl Server {
             draining: Draining::default(),
             stats: Arc::new(Stats::default()),
             tls: None,
+            protocol: Protocol::Http1,
         }
+    }
+
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1: for a plaintext gRPC port.
+    /// Not with TLS (a TLS gRPC port would negotiate h2 by ALPN, which no quiver server needs).
+    pub fn http2(mut self) -> Server {
+        self.protocol = Protocol::Http2;
+        self
     }
 
     /// Serve HTTPS with this certificate (reloaded when its files change).
@@ -276,6 +305,7 @@ impl Server {
                 tls: self.tls.as_ref().map(|t| t.acceptor()),
                 closing: closing_rx.clone(),
                 peer,
+                protocol: self.protocol,
             };
             let handler = handler.clone();
             connections.spawn(async move {

@@ -91,6 +91,7 @@ fn short_limits() -> Limits {
         tls_handshake_timeout: Duration::from_millis(300),
         drain_delay: Duration::ZERO,
         drain_timeout: Duration::from_secs(5),
+        max_concurrent_streams: 4,
     }
 }
 

@@ -19,6 +19,19 @@
 //! - its first containerPort (the one KServe and Knative route to; the port's name is kept, so
 //!   probes by name follow it) and every probe that names the serving port by number.
 //!
+//! gRPC (Open Inference Protocol, `inference.GRPCInferenceService`): when the runtime serves it
+//! in the pod, the sidecar takes the model's gRPC port too (`--grpc-port`) and the model's gRPC
+//! moves to the upstream port + 1 (`--upstream-grpc`, 8091 by default):
+//! - KServe's Python server: `--grpc_port` (8081 when not given), unless `--enable_grpc false`;
+//!   the flag is set, or appended;
+//! - Triton (`--http-port`): `--grpc-port` (8001 when not given), unless `--allow-grpc false`;
+//! - MLServer (`MLSERVER_HTTP_PORT`): the `MLSERVER_GRPC_PORT` env (8081 when not set), set or
+//!   added.
+//!
+//! TensorFlow Serving's gRPC (`--port`) is its own API, not the Open Inference Protocol, so the
+//! sidecar does not claim it; nor a gRPC port given as `$(VAR)` (its number is the kubelet's to
+//! know). Without gRPC the sidecar gets no `--grpc-port` and the pod's gRPC port stays the model's.
+//!
 //! Serverless: queue-proxy keeps `USER_PORT` (now the sidecar's port); its readiness check
 //! (`SERVING_READINESS_PROBE`, where Knative moved the model's readiness probe) is pointed at
 //! the model's new port, so the pod is ready when the model is. The sidecar's own probes cover
@@ -40,8 +53,10 @@ pub const QUEUE_PROXY: &str = "queue-proxy";
 pub const DEFAULT_UPSTREAM_PORT: u16 = 8090;
 /// KServe's serving port when the container declares none.
 const DEFAULT_SERVING_PORT: u16 = 8080;
-/// The KServe Python server's gRPC port when `--grpc_port` is not given.
+/// The KServe Python server's (and MLServer's) gRPC port when none is given.
 const KSERVE_PYTHON_GRPC_PORT: u16 = 8081;
+/// Triton's gRPC port when `--grpc-port` is not given.
+const TRITON_GRPC_PORT: u16 = 8001;
 
 /// The HTTP-port flags of KServe's standard runtimes.
 const HTTP_PORT_FLAGS: [&str; 3] = ["--http_port", "--http-port", "--rest_api_port"];
@@ -56,9 +71,35 @@ pub struct Rewiring {
     pub serving_port: u16,
     /// Where the model server listens from now on: the sidecar's `--upstream`.
     pub upstream_port: u16,
+    /// The model's gRPC, when its runtime serves the Open Inference Protocol over gRPC.
+    pub grpc: Option<GrpcRewiring>,
     /// The operations that move the model (and queue-proxy's readiness check), against the pod
     /// as it arrived.
     pub ops: Vec<PatchOp>,
+}
+
+/// The gRPC ports: the sidecar takes the model's, the model moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcRewiring {
+    /// The model's gRPC port as the pod arrived: the sidecar's `--grpc-port` from now on.
+    pub port: u16,
+    /// Where the model's gRPC listens from now on: the sidecar's `--upstream-grpc`.
+    pub upstream_port: u16,
+}
+
+/// How the model's runtime is told its gRPC port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrpcSetting {
+    Flag(&'static str),
+    Env(&'static str),
+}
+
+/// Whether a boolean flag's value says no (`false`, `0`, `no`, `off`).
+fn is_false(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "false" | "0" | "no" | "off"
+    )
 }
 
 /// Decides the rewiring. `upstream` is the `quiver.dev/enrich-upstream-port` value if given
@@ -204,6 +245,85 @@ pub fn rewire(
             "{port_annotation}: the model server already listens on {upstream_port} ({what}): choose another"
         ));
     }
+
+    // The model's gRPC (Open Inference Protocol) port, when its runtime serves one.
+    let flag_of = |f: &str| flag_value(&args, f).or_else(|| flag_value(&command, f));
+    let grpc_setting = match flag.as_ref().map(|(f, _)| *f) {
+        Some("--http_port") | None if !mlserver => flag_of("--enable_grpc")
+            .is_none_or(|v| !is_false(&v))
+            .then_some((GrpcSetting::Flag("--grpc_port"), KSERVE_PYTHON_GRPC_PORT)),
+        Some("--http-port") => flag_of("--allow-grpc")
+            .is_none_or(|v| !is_false(&v))
+            .then_some((GrpcSetting::Flag("--grpc-port"), TRITON_GRPC_PORT)),
+        None => Some((
+            GrpcSetting::Env("MLSERVER_GRPC_PORT"),
+            KSERVE_PYTHON_GRPC_PORT,
+        )),
+        _ => None,
+    };
+    let grpc = grpc_setting.and_then(|(setting, default)| {
+        let given = match setting {
+            GrpcSetting::Flag(f) => flag_of(f),
+            GrpcSetting::Env(e) => env_value(e).map(str::to_owned),
+        };
+        let port = match given {
+            Some(v) => v.parse::<u16>().ok()?,
+            None => default,
+        };
+        Some((setting, port))
+    });
+    let grpc = match grpc {
+        Some((setting, port)) => {
+            let moved_to = upstream_port.checked_add(1).unwrap_or(1);
+            let mut taken: Vec<(String, u16)> = vec![
+                ("the sidecar's HTTP port".to_owned(), serving_port),
+                (
+                    "the sidecar's gRPC port (the model's until now)".to_owned(),
+                    port,
+                ),
+                ("the model server's new HTTP port".to_owned(), upstream_port),
+            ];
+            taken.extend(
+                reserved
+                    .iter()
+                    .map(|p| ("the injected transformation service".to_owned(), *p)),
+            );
+            taken.extend(other_ports.iter().filter(|(_, p)| *p != port).cloned());
+            for list in spec_lists {
+                for c in object
+                    .pointer(list)
+                    .and_then(Value::as_array)
+                    .unwrap_or(&empty)
+                {
+                    let mine = std::ptr::eq(c, model);
+                    taken.extend(
+                        declared_ports(c)
+                            .into_iter()
+                            .filter(|p| !(mine && (*p == serving_port || *p == port)))
+                            .map(|p| (format!("container {:?}", name_of(c)), p)),
+                    );
+                }
+            }
+            if let Some((what, _)) = taken.iter().find(|(_, p)| *p == moved_to) {
+                problems.push(format!(
+                    "{port_annotation}: the model's gRPC port {port} moves to {moved_to} (the upstream port + 1), which {what} uses: choose another upstream port"
+                ));
+            }
+            if port == serving_port {
+                problems.push(format!(
+                    "{port_annotation}: the model's gRPC port {port} is also its HTTP port: give the runtime separate ports"
+                ));
+            }
+            Some((
+                setting,
+                GrpcRewiring {
+                    port,
+                    upstream_port: moved_to,
+                },
+            ))
+        }
+        None => None,
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -238,6 +358,55 @@ pub fn rewire(
             let rewrite = name == "PORT" || (name == "MLSERVER_HTTP_PORT" && flag.is_none());
             if rewrite && e.get("value").is_some_and(Value::is_string) {
                 e["value"] = Value::String(port_text.clone());
+            }
+        }
+    }
+    if let Some((setting, g)) = &grpc {
+        let text = g.upstream_port.to_string();
+        match setting {
+            GrpcSetting::Flag(name) => {
+                if flag_of(name).is_some() {
+                    for field in ["args", "command"] {
+                        if let Some(list) = moved.get_mut(field).and_then(Value::as_array_mut) {
+                            set_flag(list, name, &text);
+                        }
+                    }
+                } else {
+                    let appended = Value::String(format!("{name}={text}"));
+                    match moved.get_mut("args").and_then(Value::as_array_mut) {
+                        Some(list) => list.push(appended),
+                        None => {
+                            if let Some(obj) = moved.as_object_mut() {
+                                obj.insert("args".to_owned(), Value::Array(vec![appended]));
+                            }
+                        }
+                    }
+                }
+            }
+            GrpcSetting::Env(name) => {
+                let entry = serde_json::json!({"name": name, "value": text});
+                match moved.get_mut("env").and_then(Value::as_array_mut) {
+                    Some(list) => match list
+                        .iter_mut()
+                        .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+                    {
+                        Some(e) => *e = entry,
+                        None => list.push(entry),
+                    },
+                    None => {
+                        if let Some(obj) = moved.as_object_mut() {
+                            obj.insert("env".to_owned(), Value::Array(vec![entry]));
+                        }
+                    }
+                }
+            }
+        }
+        // A containerPort the model declares for its gRPC follows it.
+        if let Some(list) = moved.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in list.iter_mut().skip(1) {
+                if p.get("containerPort").and_then(Value::as_u64) == Some(u64::from(g.port)) {
+                    p["containerPort"] = Value::from(g.upstream_port);
+                }
             }
         }
     }
@@ -288,6 +457,7 @@ pub fn rewire(
     Ok(Rewiring {
         serving_port,
         upstream_port,
+        grpc: grpc.map(|(_, g)| g),
         ops,
     })
 }
@@ -469,14 +639,119 @@ mod tests {
             (8080, DEFAULT_UPSTREAM_PORT)
         );
         let args = r.ops.iter().find(|o| o.path.ends_with("/args")).unwrap();
-        assert_eq!(args.value, json!(["--http_port", "8090"]));
+        // KServe's Python server serves gRPC on 8081 unless told otherwise: it moves too.
+        assert_eq!(
+            args.value,
+            json!(["--http_port", "8090", "--grpc_port=8091"])
+        );
+        assert_eq!(
+            r.grpc,
+            Some(GrpcRewiring {
+                port: 8081,
+                upstream_port: 8091
+            })
+        );
         // Expanded by the kubelet from the environment: moved, not refused.
         let r = rewire(&pod(json!(["--http_port=$(PORT)"])), None, &[], "e", "p").unwrap();
-        assert_eq!(r.ops[0].value, json!(["--http_port=8090"]));
+        assert_eq!(
+            r.ops[0].value,
+            json!(["--http_port=8090", "--grpc_port=8091"])
+        );
         let e = rewire(&pod(json!(["--http_port=9000"])), None, &[], "e", "p").unwrap_err();
         assert!(e[0].contains("declares containerPort 8080 but is told --http_port 9000"));
         let e = rewire(&pod(json!([])), Some("6569"), &[6569], "e", "p").unwrap_err();
         assert!(e[0].contains("transformation service"), "{e:?}");
+    }
+
+    #[test]
+    fn the_sidecar_takes_grpc_only_where_the_runtime_serves_the_v2_protocol() {
+        let pod = |args: Value, env: Value| {
+            json!({"spec": {"containers": [{
+                "name": "kserve-container",
+                "args": args,
+                "env": env,
+                "ports": [{"containerPort": 8080}, {"containerPort": 9000, "name": "grpc"}],
+            }]}})
+        };
+        let grpc = |args: Value, env: Value| {
+            rewire(&pod(args, env), None, &[], "e", "p")
+                .unwrap()
+                .grpc
+                .map(|g| (g.port, g.upstream_port))
+        };
+        // KServe's Python server: its flag, or off.
+        assert_eq!(
+            grpc(
+                json!(["--http_port=8080", "--grpc_port", "9000"]),
+                json!([])
+            ),
+            Some((9000, 8091))
+        );
+        assert_eq!(
+            grpc(
+                json!(["--http_port=8080", "--enable_grpc=false"]),
+                json!([])
+            ),
+            None
+        );
+        // Triton: 8001 unless told, off with --allow-grpc=false.
+        assert_eq!(
+            grpc(json!(["--http-port=8080"]), json!([])),
+            Some((8001, 8091))
+        );
+        assert_eq!(
+            grpc(json!(["--http-port=8080", "--allow-grpc=false"]), json!([])),
+            None
+        );
+        // MLServer: its env, set or added.
+        let r = rewire(
+            &pod(
+                json!([]),
+                json!([{"name": "MLSERVER_HTTP_PORT", "value": "8080"}]),
+            ),
+            None,
+            &[],
+            "e",
+            "p",
+        )
+        .unwrap();
+        assert_eq!(r.grpc.map(|g| g.port), Some(8081));
+        let env = r.ops.iter().find(|o| o.path.ends_with("/env")).unwrap();
+        assert_eq!(
+            env.value[1],
+            json!({"name": "MLSERVER_GRPC_PORT", "value": "8091"})
+        );
+        // TensorFlow Serving's gRPC is not the V2 protocol; a port known only to the kubelet
+        // is not claimed.
+        assert_eq!(
+            grpc(json!(["--rest_api_port=8080", "--port=9000"]), json!([])),
+            None
+        );
+        assert_eq!(
+            grpc(json!(["--http_port=8080", "--grpc_port=$(G)"]), json!([])),
+            None
+        );
+        // The model's declared gRPC containerPort follows it.
+        let r = rewire(
+            &pod(json!(["--http_port=8080", "--grpc_port=9000"]), json!([])),
+            None,
+            &[],
+            "e",
+            "p",
+        )
+        .unwrap();
+        let ports = r.ops.iter().find(|o| o.path.ends_with("/ports")).unwrap();
+        assert_eq!(ports.value[1]["containerPort"], 8091);
+        // Where it would move is taken: refused, naming what takes it.
+        let e = rewire(
+            &pod(json!(["--http_port=8080", "--grpc_port=9000"]), json!([])),
+            Some("8999"),
+            &[],
+            "e",
+            "p",
+        )
+        .unwrap_err();
+        assert!(e[0].contains("moves to 9000"), "{e:?}");
     }
 
     #[test]

@@ -1199,6 +1199,12 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
             "http://127.0.0.1:{}",
             enrich.rewiring.upstream_port
         ));
+        if let Some(grpc) = enrich.rewiring.grpc {
+            args.push("--grpc-port".to_owned());
+            args.push(grpc.port.to_string());
+            args.push("--upstream-grpc".to_owned());
+            args.push(format!("http://127.0.0.1:{}", grpc.upstream_port));
+        }
         mounts.push(VolumeMount {
             name: ENRICH_VOLUME.to_owned(),
             mount_path: ENRICH_MOUNT.to_owned(),
@@ -1242,12 +1248,26 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
         args: Some(args),
         env: (!env.is_empty()).then_some(env),
         env_from,
-        ports: Some(vec![ContainerPort {
-            name: Some("quiver-http".to_owned()),
-            container_port: i32::from(plan.port),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(
+            std::iter::once(ContainerPort {
+                name: Some("quiver-http".to_owned()),
+                container_port: i32::from(plan.port),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            })
+            .chain(
+                plan.enrich
+                    .as_ref()
+                    .and_then(|e| e.rewiring.grpc)
+                    .map(|g| ContainerPort {
+                        name: Some("quiver-grpc".to_owned()),
+                        container_port: i32::from(g.port),
+                        protocol: Some("TCP".to_owned()),
+                        ..ContainerPort::default()
+                    }),
+            )
+            .collect(),
+        ),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), quantity(&plan.cpu)),

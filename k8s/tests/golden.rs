@@ -879,8 +879,16 @@ fn enrich_serverless_sklearn_predictor() {
         &[
             "--model_name=driver-ranker",
             "--model_dir=/mnt/models",
-            "--http_port=8090"
+            "--http_port=8090",
+            "--grpc_port=8091"
         ]
+    );
+    // The sidecar takes KServe's gRPC port (8081, the Python server's default) too.
+    let c = sidecar(&pod, true);
+    assert_eq!(arg_after(c, "--grpc-port"), Some("8081"));
+    assert_eq!(
+        arg_after(c, "--upstream-grpc"),
+        Some("http://127.0.0.1:8091")
     );
     // Knative's PORT follows; its port's name stays, so Knative still knows the user port.
     assert_eq!(env_of(model, "PORT"), Some("8090"));
@@ -926,7 +934,7 @@ fn enrich_triton_predictor_on_a_chosen_port() {
         &[
             "tritonserver",
             "--model-store=/mnt/models",
-            "--grpc-port=9000",
+            "--grpc-port=8001",
             "--http-port=8000",
             "--allow-grpc=true",
             "--allow-http=true"
@@ -935,6 +943,13 @@ fn enrich_triton_predictor_on_a_chosen_port() {
     assert_eq!(
         model.ports.as_ref().unwrap()[0].name.as_deref(),
         Some("h2c")
+    );
+    // Triton's gRPC (9000 here) is the sidecar's now; Triton's moves beside its HTTP port.
+    let c = sidecar(&pod, true);
+    assert_eq!(arg_after(c, "--grpc-port"), Some("9000"));
+    assert_eq!(
+        arg_after(c, "--upstream-grpc"),
+        Some("http://127.0.0.1:8001")
     );
     let get = model
         .readiness_probe
@@ -953,7 +968,10 @@ fn enrich_custom_kserve_model_image() {
     let model = container(&pod, "kserve-container");
     // No port flag in the pod: KServe's Python server's own is appended (a custom kserve.Model
     // parses it through kserve.model_server.parser).
-    assert_eq!(model.args.as_ref().unwrap(), &["--http_port=8090"]);
+    assert_eq!(
+        model.args.as_ref().unwrap(),
+        &["--http_port=8090", "--grpc_port=8091"]
+    );
     assert_eq!(env_of(model, "PORT"), Some("8090"));
     let names: Vec<&str> = pod
         .spec

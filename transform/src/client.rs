@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
 use hyper::header::{CONTENT_TYPE, HeaderValue, TE};
@@ -196,18 +196,14 @@ impl TransformClient {
         message: pb::TransformFeaturesRequest,
     ) -> Result<pb::TransformFeaturesResponse, TransformError> {
         let mut sender = self.sender().await?;
-        let encoded = message.encode_to_vec();
-        let mut body = BytesMut::with_capacity(5 + encoded.len());
-        body.put_u8(0);
-        body.put_u32(encoded.len() as u32);
-        body.put_slice(&encoded);
+        let body = quiver_http::grpc::frame(&message.encode_to_vec());
         let uri = format!("http://{}{PATH}", self.config.endpoint);
         let request = Request::builder()
             .method(Method::POST)
             .uri(uri)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
             .header(TE, HeaderValue::from_static("trailers"))
-            .body(Full::new(body.freeze()))
+            .body(Full::new(body))
             .map_err(|e| TransformError::Input {
                 view: view.to_owned(),
                 reason: e.to_string(),
@@ -235,85 +231,32 @@ impl TransformClient {
             .await
             .map_err(|e| bad(format!("a body that could not be read: {e}")))?;
         let trailers = collected.trailers().cloned();
-        let mut data = collected.to_bytes();
+        let data = collected.to_bytes();
         match trailers.as_ref().and_then(|t| grpc_error(view, t)) {
             Some(err) => return Err(err),
             None if trailers.is_none() => return Err(bad("no grpc-status trailer".to_owned())),
             None => {}
         }
-        if data.len() < 5 {
-            return Err(bad(format!("a {}-byte body", data.len())));
-        }
-        let compressed = data.get_u8();
-        let len = data.get_u32() as usize;
-        if compressed != 0 {
-            return Err(bad("a compressed message (none was asked for)".to_owned()));
-        }
-        if data.len() != len {
-            return Err(bad(format!(
-                "a frame of {len} bytes in a {}-byte body",
-                data.len()
-            )));
-        }
-        pb::TransformFeaturesResponse::decode(data).map_err(|e| bad(e.to_string()))
+        let message = quiver_http::grpc::unframe(data).map_err(bad)?;
+        pb::TransformFeaturesResponse::decode(message).map_err(|e| bad(e.to_string()))
     }
 }
 
 /// The gRPC status in `headers`, when it is one other than OK.
 fn grpc_error(view: &str, headers: &hyper::HeaderMap) -> Option<TransformError> {
-    let code: i32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-    if code == 0 {
-        return None;
+    match quiver_http::grpc::status(headers)? {
+        (0, _) => None,
+        (code, message) => Some(TransformError::Failed {
+            view: view.to_owned(),
+            code,
+            message,
+        }),
     }
-    let message = headers
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .map(percent_decode)
-        .unwrap_or_default();
-    Some(TransformError::Failed {
-        view: view.to_owned(),
-        code,
-        message,
-    })
-}
-
-/// `grpc-message` is percent-encoded (gRPC's HTTP/2 protocol spec).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    let hex = |b: u8| (b as char).to_digit(16);
-    while i < bytes.len() {
-        let pair = (bytes[i] == b'%')
-            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
-            .flatten();
-        match pair {
-            Some((hi, lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grpc_messages_are_percent_decoded() {
-        assert_eq!(
-            percent_decode("Exception calling application: %27val_to_add%27"),
-            "Exception calling application: 'val_to_add'"
-        );
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-    }
 
     #[test]
     fn endpoints_drop_the_scheme() {

@@ -10,13 +10,20 @@
 //!   ─▶ v1: {"instances": [[features...], ...]} | v2: a tensor per feature, or one stacked
 //!   ─▶ upstream (pooled client, deadline, answer limit) ─▶ the answer unchanged
 //! GET /v2, /v2/health/*, /v2/models/{m}[/ready], /v1/models[/{m}] ─▶ passed through
+//!
+//! gRPC port (--grpc-port): inference.GRPCInferenceService/ModelInfer ─▶ the same V2 core
+//!   ─▶ the model server's gRPC port (--upstream-grpc) ─▶ its answer unchanged
+//! the other calls (ServerLive, ModelMetadata, ...) ─▶ passed through as bytes
 //! ```
 //!
-//! Metrics per configured model (series made at start): requests by protocol and status class,
+//! Metrics per configured model (series made at start): requests by protocol (v1, v2 over
+//! REST, grpc for V2 over gRPC) and status class (a gRPC status counts as the class of the HTTP
+//! status it stands for: OK 2xx, the caller's codes 4xx, the rest 5xx),
 //! rows enriched, missing and stale features, the latency the sidecar adds (everything but the
 //! model server's time) and the model server's.
 
 pub mod config;
+pub mod grpc;
 pub mod upstream;
 mod v1;
 mod v2;
@@ -40,6 +47,7 @@ use crate::error::ApiError;
 use crate::metrics::{Counter, Histogram};
 use crate::render::typed::{FeatureTable, Typed};
 pub use config::{ConfigError, ConfigErrors, EnrichConfig, ModelConfig, Policy, V2Layout};
+pub use grpc::GrpcUpstream;
 pub use upstream::{Upstream, UpstreamConfig};
 
 impl std::fmt::Debug for Enricher {
@@ -47,15 +55,18 @@ impl std::fmt::Debug for Enricher {
         f.debug_struct("Enricher")
             .field("config", &self.config)
             .field("upstream", &self.upstream.config)
+            .field("grpc_upstream", &self.grpc.as_ref().map(|g| &g.config))
             .finish()
     }
 }
 
-/// The enrichment of a running sidecar: the checked config, the model server's client, the
-/// metric series of each model.
+/// The enrichment of a running sidecar: the checked config, the model server's clients (REST,
+/// and gRPC when the sidecar has a gRPC port), the metric series of each model.
 pub struct Enricher {
     pub config: EnrichConfig,
     pub upstream: Upstream,
+    /// The model server's gRPC port, for the sidecar's (`--upstream-grpc`).
+    pub grpc: Option<GrpcUpstream>,
     metrics: Vec<ModelMetrics>,
 }
 
@@ -63,8 +74,8 @@ pub struct Enricher {
 struct ModelMetrics {
     /// `model="name"`, rendered once.
     label: String,
-    /// By protocol (v1, v2) and status class (2xx, 4xx, 5xx).
-    requests: [[Counter; 3]; 2],
+    /// By protocol (v1, v2, grpc) and status class (2xx, 4xx, 5xx).
+    requests: [[Counter; 3]; 3],
     rows: Counter,
     missing: Counter,
     stale: Counter,
@@ -77,6 +88,8 @@ struct ModelMetrics {
 pub(crate) enum Protocol {
     V1 = 0,
     V2 = 1,
+    /// V2 over gRPC: V2's messages, its own metric series.
+    Grpc = 2,
 }
 
 impl Enricher {
@@ -92,24 +105,43 @@ impl Enricher {
         Enricher {
             config,
             upstream: Upstream::new(upstream),
+            grpc: None,
             metrics,
         }
     }
 
-    fn model(&self, name: &str) -> Option<(&ModelConfig, &ModelMetrics)> {
-        let i = self
+    /// Forward the sidecar's gRPC port to the model server's, at `upstream`.
+    pub fn with_grpc(mut self, upstream: UpstreamConfig) -> Enricher {
+        self.grpc = Some(GrpcUpstream::new(upstream));
+        self
+    }
+
+    /// The model's config and metrics; a model not in the config is a 404 / NOT_FOUND.
+    fn model(&self, name: &str) -> Result<(&ModelConfig, &ModelMetrics), ApiError> {
+        match self
             .config
             .models
             .binary_search_by(|m| m.name.as_str().cmp(name))
-            .ok()?;
-        Some((&self.config.models[i], &self.metrics[i]))
+        {
+            Ok(i) => Ok((&self.config.models[i], &self.metrics[i])),
+            Err(_) => {
+                let known: Vec<&str> = self.config.models.iter().map(|m| m.name.as_str()).collect();
+                Err(ApiError::not_found(
+                    "ModelNotEnriched",
+                    format!(
+                        "model {name:?} is not in the enrich config (its models: {})",
+                        known.join(", ")
+                    ),
+                ))
+            }
+        }
     }
 
     /// Appends the enrichment's series to `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         out.push_str("# HELP quiver_enrich_requests_total KServe requests enriched, by model, protocol and status class.\n# TYPE quiver_enrich_requests_total counter\n");
         for m in &self.metrics {
-            for (p, protocol) in ["v1", "v2"].iter().enumerate() {
+            for (p, protocol) in ["v1", "v2", "grpc"].iter().enumerate() {
                 for (c, class) in ["2xx", "4xx", "5xx"].iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -243,21 +275,12 @@ pub(crate) async fn serve(
         Route::V1(m) => (m, Protocol::V1),
         Route::V2(m) => (m, Protocol::V2),
     };
-    let Some((config, metrics)) = enricher.model(&model) else {
-        quiver_http::discard_body(req, body_timeout);
-        let known: Vec<&str> = enricher
-            .config
-            .models
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect();
-        return error(&ApiError::not_found(
-            "ModelNotEnriched",
-            format!(
-                "model {model:?} is not in the enrich config (its models: {})",
-                known.join(", ")
-            ),
-        ));
+    let (config, metrics) = match enricher.model(&model) {
+        Ok(m) => m,
+        Err(e) => {
+            quiver_http::discard_body(req, body_timeout);
+            return error(&e);
+        }
     };
     let mut upstream_time = Duration::ZERO;
     let resp = match enrich(
@@ -276,19 +299,25 @@ pub(crate) async fn serve(
         Ok(resp) => resp,
         Err(e) => error(&e),
     };
-    let class = match resp.status().as_u16() {
-        200..=399 => 0,
-        400..=499 => 1,
-        _ => 2,
-    };
-    metrics.requests[protocol as usize][class].inc();
-    metrics
-        .added
-        .observe(started.elapsed().saturating_sub(upstream_time));
-    if !upstream_time.is_zero() {
-        metrics.upstream.observe(upstream_time);
-    }
+    metrics.record(protocol, resp.status().as_u16(), started, upstream_time);
     resp
+}
+
+impl ModelMetrics {
+    /// One request done: its protocol, (HTTP) status, start, and the model server's share.
+    fn record(&self, protocol: Protocol, status: u16, started: Instant, upstream_time: Duration) {
+        let class = match status {
+            200..=399 => 0,
+            400..=499 => 1,
+            _ => 2,
+        };
+        self.requests[protocol as usize][class].inc();
+        self.added
+            .observe(started.elapsed().saturating_sub(upstream_time));
+        if !upstream_time.is_zero() {
+            self.upstream.observe(upstream_time);
+        }
+    }
 }
 
 fn error(e: &ApiError) -> Response<Full<Bytes>> {
@@ -346,52 +375,36 @@ async fn enrich(
                 e.to_string(),
             )
         })?;
-    let registry = state.registry.load_full();
-    let plan = config.plan(&registry).map_err(|e| {
-        // Registries that do not fit the config are not swapped in (State::install_registry),
-        // so this is a bug if it happens.
-        ApiError::new(
-            ErrorKind::Internal,
-            "EnrichConfigStale",
-            format!(
-                "model {}: feature service {}: {}",
-                config.name, config.feature_service, e.message
-            ),
-        )
-    })?;
     let forward = match protocol {
         Protocol::V1 => {
             let request = v1::parse(&body, config)?;
-            let features = lookup(state, &registry, config, request.columns(), protocol).await?;
-            let rows = request.rows();
-            let out = resolve(
+            let out = features(
+                state,
                 config,
                 metrics,
-                features,
-                &plan,
-                &request.inputs(),
                 protocol,
-            )?;
-            metrics.rows.add(rows as u64);
+                request.columns(),
+                &request.inputs(),
+                request.rows(),
+            )
+            .await?;
             request.forward(&out)
         }
-        Protocol::V2 => {
+        Protocol::V2 | Protocol::Grpc => {
             let request = v2::parse(&body, config)?;
-            let features = lookup(state, &registry, config, request.columns(), protocol).await?;
-            let rows = request.rows;
-            let out = resolve(
+            let out = features(
+                state,
                 config,
                 metrics,
-                features,
-                &plan,
-                &request.inputs(),
                 protocol,
-            )?;
-            metrics.rows.add(rows as u64);
+                request.columns(),
+                &request.inputs(),
+                request.rows,
+            )
+            .await?;
             request.forward(config, &out)?
         }
     };
-    drop(registry);
     let sent = Instant::now();
     let answer = enricher
         .upstream
@@ -405,6 +418,37 @@ async fn enrich(
         .await;
     *upstream_time = sent.elapsed();
     Ok(upstream::respond(answer?))
+}
+
+/// The output columns of one request: the features of `columns` (its entity and request
+/// inputs) looked up, the missing and stale policies applied, ordered as configured; one
+/// registry version from start to end. Every protocol's requests come through here.
+async fn features<'a>(
+    state: &Arc<State>,
+    config: &ModelConfig,
+    metrics: &ModelMetrics,
+    protocol: Protocol,
+    columns: Vec<(String, Vec<Json>)>,
+    inputs: &[InputColumn<'a>],
+    rows: usize,
+) -> Result<Vec<OutColumn<'a>>, ApiError> {
+    let registry = state.registry.load_full();
+    let plan = config.plan(&registry).map_err(|e| {
+        // Registries that do not fit the config are not swapped in (State::install_registry),
+        // so this is a bug if it happens.
+        ApiError::new(
+            ErrorKind::Internal,
+            "EnrichConfigStale",
+            format!(
+                "model {}: feature service {}: {}",
+                config.name, config.feature_service, e.message
+            ),
+        )
+    })?;
+    let features = lookup(state, &registry, config, columns, protocol).await?;
+    let out = resolve(config, metrics, features, &plan, inputs, protocol)?;
+    metrics.rows.add(rows as u64);
+    Ok(out)
 }
 
 /// The features of `columns` (entity and request inputs), through the engine in process.
@@ -437,7 +481,7 @@ fn relabel(mut e: ApiError, protocol: Protocol) -> ApiError {
     {
         e.message = match protocol {
             Protocol::V1 => format!("instances[{row}].{name}: {rest}"),
-            Protocol::V2 => format!("inputs[name={name}].data[{row}]: {rest}"),
+            Protocol::V2 | Protocol::Grpc => format!("inputs[name={name}].data[{row}]: {rest}"),
         };
     }
     e
@@ -589,7 +633,7 @@ fn resolve<'a>(
 fn describe_row(protocol: Protocol, inputs: &[InputColumn<'_>], r: usize) -> String {
     let mut out = match protocol {
         Protocol::V1 => format!("instances[{r}] ("),
-        Protocol::V2 => format!("row {r} ("),
+        Protocol::V2 | Protocol::Grpc => format!("row {r} ("),
     };
     for (i, input) in inputs.iter().enumerate() {
         if i > 0 {

@@ -91,7 +91,7 @@ pub struct Answer {
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1), and the ones the
 /// sidecar sets itself.
-fn hop_by_hop(name: &HeaderName) -> bool {
+pub(super) fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -215,7 +215,7 @@ fn too_large(base: &str, limit: usize) -> ApiError {
 
 /// An error and its causes, `a: b: c` (hyper's client error alone says only "client error
 /// (Connect)").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

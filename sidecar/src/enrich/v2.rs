@@ -1,9 +1,14 @@
-//! Open Inference Protocol (KServe V2) over REST: entity-id input tensors in (shape `[n]` or
-//! `[n, 1]`, INT8..UINT64 or BYTES; request inputs also FP32/FP64/BOOL), feature tensors out:
-//! one per output column (FP32, FP64, INT32, INT64, BOOL or BYTES by the feature's type, shape
-//! `[n]`) or one stacked `[n, k]` FP32/FP64 tensor. The entity tensors are not forwarded (name
-//! them in `order` to keep them); every other input tensor and key of the body is forwarded
-//! as it came.
+//! Open Inference Protocol (KServe V2): entity-id input tensors in (shape `[n]` or `[n, 1]`,
+//! INT8..UINT64 or BYTES; request inputs also FP32/FP64/BOOL), feature tensors out: one per
+//! output column (FP32, FP64, INT32, INT64, BOOL or BYTES by the feature's type, shape `[n]`) or
+//! one stacked `[n, k]` FP32/FP64 tensor. The entity tensors are not forwarded (name them in
+//! `order` to keep them); every other input tensor and key of the body is forwarded as it came.
+//!
+//! The protocol has two encodings, JSON over REST (here) and protobuf over gRPC (`grpc.rs`);
+//! both go through the one core here: [`EntityInputs`] checks the entity and request tensors
+//! (shape, datatype, one value per row, none missing or given twice) and [`out_tensors`] with
+//! [`element`] and [`number`] decide the feature tensors (layout, datatype, each element).
+//! Each front-end only reads and writes its encoding.
 
 use std::fmt::Write as _;
 
@@ -22,7 +27,7 @@ pub(super) struct V2Request {
     /// Input tensors forwarded unchanged.
     kept: Vec<Json>,
     /// Entity inputs, then request inputs.
-    columns: Vec<(String, Vec<Json>)>,
+    columns: Columns,
     pub rows: usize,
 }
 
@@ -30,8 +35,143 @@ fn bad(class: &'static str, message: String) -> ApiError {
     ApiError::bad_request(class, message)
 }
 
-/// Reads a V2 inference request; entity tensors of the wrong shape, type or length are a 400
-/// naming the tensor.
+/// What an entity or request tensor's elements must be, by its datatype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Integer,
+    Bytes,
+    Float,
+    Bool,
+}
+
+/// The entity and request inputs by name, each a value per row: what the engine reads.
+pub(super) type Columns = Vec<(String, Vec<Json>)>;
+
+/// The entity and request input tensors of one request, collected and checked as they come.
+pub(super) struct EntityInputs<'c> {
+    config: &'c ModelConfig,
+    /// Entity inputs, then request inputs, each filled once.
+    columns: Vec<(String, Option<Vec<Json>>)>,
+    /// The row count, and the tensor that set it.
+    rows: Option<(usize, String)>,
+}
+
+impl<'c> EntityInputs<'c> {
+    pub fn new(config: &'c ModelConfig) -> EntityInputs<'c> {
+        EntityInputs {
+            config,
+            columns: config
+                .entities
+                .iter()
+                .chain(&config.request_inputs)
+                .map(|n| (n.clone(), None))
+                .collect(),
+            rows: None,
+        }
+    }
+
+    /// The slot of the input tensor `name`, `None` for a tensor the sidecar forwards as it is.
+    pub fn slot(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|(n, _)| n == name)
+    }
+
+    /// The row count `shape` gives: `[n]` or `[n, 1]` with `n > 0`.
+    pub fn rows_of(name: &str, shape: &[i64]) -> Result<usize, ApiError> {
+        match shape {
+            [n] | [n, 1] if *n > 0 => usize::try_from(*n).map_err(|_| {
+                bad(
+                    "InvalidTensor",
+                    format!("inputs[name={name}].shape: {n} rows is too many"),
+                )
+            }),
+            _ => Err(bad(
+                "InvalidTensor",
+                format!(
+                    "inputs[name={name}].shape: {shape:?}; an entity or request input is one value per row: [n] or [n, 1] with n > 0"
+                ),
+            )),
+        }
+    }
+
+    /// What the elements of the tensor in `slot` must be, by its `datatype`.
+    pub fn kind(&self, slot: usize, name: &str, datatype: &str) -> Result<Kind, ApiError> {
+        let entity = slot < self.config.entities.len();
+        Ok(match datatype {
+            "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64" => {
+                Kind::Integer
+            }
+            "BYTES" => Kind::Bytes,
+            "FP16" | "FP32" | "FP64" if !entity => Kind::Float,
+            "BOOL" if !entity => Kind::Bool,
+            other => {
+                return Err(bad(
+                    "InvalidTensor",
+                    format!(
+                        "inputs[name={name}].datatype: {other}; {} inputs are INT8..INT64, UINT8..UINT64 or BYTES{}",
+                        if entity { "entity" } else { "request" },
+                        if entity { "" } else { ", FP32, FP64 or BOOL" }
+                    ),
+                ));
+            }
+        })
+    }
+
+    /// Takes the tensor in `slot`'s values: one per row, as many as the other tensors have.
+    pub fn put(&mut self, slot: usize, values: Vec<Json>) -> Result<(), ApiError> {
+        let name = &self.columns[slot].0;
+        match &self.rows {
+            Some((n, first)) if *n != values.len() => {
+                return Err(bad(
+                    "ShapeMismatch",
+                    format!(
+                        "inputs[name={name}]: {} rows, but {first} has {n}; every entity and request input has one value per row",
+                        values.len()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => self.rows = Some((values.len(), name.clone())),
+        }
+        if self.columns[slot].1.is_some() {
+            return Err(bad(
+                "DuplicateTensor",
+                format!("inputs: the tensor {name} is given twice"),
+            ));
+        }
+        self.columns[slot].1 = Some(values);
+        Ok(())
+    }
+
+    /// The columns for the engine and the row count; a tensor not given is a 400 naming it.
+    pub fn finish(self) -> Result<(Columns, usize), ApiError> {
+        let config = self.config;
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|(name, values)| match values {
+                Some(v) => Ok((name, v)),
+                None => Err(bad(
+                    "MissingEntityInput",
+                    format!(
+                        "inputs: no tensor named {name}; the model {} needs {} (shape [n], INT64 or BYTES)",
+                        config.name,
+                        config
+                            .entities
+                            .iter()
+                            .chain(&config.request_inputs)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((columns, self.rows.map_or(0, |r| r.0)))
+    }
+}
+
+/// Reads a V2 inference request in JSON; entity tensors of the wrong shape, type or length are
+/// a 400 naming the tensor.
 pub(super) fn parse(body: &[u8], config: &ModelConfig) -> Result<V2Request, ApiError> {
     let mut rest: Map<String, Json> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
@@ -52,15 +192,8 @@ pub(super) fn parse(body: &[u8], config: &ModelConfig) -> Result<V2Request, ApiE
             ),
         ));
     };
-    let mut columns: Vec<(String, Option<Vec<Json>>)> = config
-        .entities
-        .iter()
-        .chain(&config.request_inputs)
-        .map(|n| (n.clone(), None))
-        .collect();
-    let n_entities = config.entities.len();
+    let mut entities = EntityInputs::new(config);
     let mut kept = Vec::with_capacity(inputs.len());
-    let mut rows: Option<(usize, String)> = None;
     for (i, tensor) in inputs.into_iter().enumerate() {
         let name = tensor.get("name").and_then(Json::as_str).map(str::to_owned);
         let Some(name) = name else {
@@ -69,7 +202,7 @@ pub(super) fn parse(body: &[u8], config: &ModelConfig) -> Result<V2Request, ApiE
                 format!("inputs[{i}]: expected a tensor object with a string name"),
             ));
         };
-        let Some(slot) = columns.iter().position(|(n, _)| *n == name) else {
+        let Some(slot) = entities.slot(&name) else {
             kept.push(tensor);
             continue;
         };
@@ -79,101 +212,48 @@ pub(super) fn parse(body: &[u8], config: &ModelConfig) -> Result<V2Request, ApiE
                 format!("inputs[{i}]: expected an object"),
             ));
         };
-        let values = entity_tensor(&name, &mut tensor, slot < n_entities)?;
-        match &rows {
-            Some((n, first)) if *n != values.len() => {
-                return Err(bad(
-                    "ShapeMismatch",
-                    format!(
-                        "inputs[name={name}]: {} rows, but {first} has {n}; every entity and request input has one value per row",
-                        values.len()
-                    ),
-                ));
-            }
-            Some(_) => {}
-            None => rows = Some((values.len(), name.clone())),
-        }
-        if columns[slot].1.replace(values).is_some() {
-            return Err(bad(
-                "DuplicateTensor",
-                format!("inputs: the tensor {name} is given twice"),
-            ));
-        }
+        let values = entity_tensor(&entities, slot, &name, &mut tensor)?;
+        entities.put(slot, values)?;
     }
-    let columns = columns
-        .into_iter()
-        .map(|(name, values)| match values {
-            Some(v) => Ok((name, v)),
-            None => Err(bad(
-                "MissingEntityInput",
-                format!(
-                    "inputs: no tensor named {name}; the model {} needs {} (shape [n], INT64 or BYTES)",
-                    config.name,
-                    config
-                        .entities
-                        .iter()
-                        .chain(&config.request_inputs)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (columns, rows) = entities.finish()?;
     Ok(V2Request {
         rest,
         kept,
-        rows: rows.map_or(0, |r| r.0),
+        rows,
         columns,
     })
 }
 
 /// One entity or request input tensor's values, checked against its shape and datatype.
 fn entity_tensor(
+    entities: &EntityInputs<'_>,
+    slot: usize,
     name: &str,
     tensor: &mut Map<String, Json>,
-    entity: bool,
 ) -> Result<Vec<Json>, ApiError> {
     let at = |m: String| bad("InvalidTensor", format!("inputs[name={name}].{m}"));
-    let shape: Vec<u64> = match tensor.get("shape") {
+    let shape: Vec<i64> = match tensor.get("shape") {
         Some(Json::Array(dims)) => dims
             .iter()
             .map(|d| {
                 d.as_u64()
+                    .and_then(|d| i64::try_from(d).ok())
                     .ok_or_else(|| at(format!("shape: expected non-negative integers, got {d}")))
             })
             .collect::<Result<_, _>>()?,
         _ => return Err(at("shape: expected [n] or [n, 1]".into())),
     };
-    let n = match shape.as_slice() {
-        [n] | [n, 1] if *n > 0 => *n as usize,
-        _ => {
-            return Err(at(format!(
-                "shape: {shape:?}; an entity or request input is one value per row: [n] or [n, 1] with n > 0"
-            )));
-        }
-    };
+    let n = EntityInputs::rows_of(name, &shape)?;
     let datatype = tensor
         .get("datatype")
         .and_then(Json::as_str)
         .ok_or_else(|| at("datatype: missing".into()))?
         .to_owned();
-    let integer = matches!(
-        datatype.as_str(),
-        "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64"
-    );
-    let ok: fn(&Json) -> bool = match datatype.as_str() {
-        _ if integer => |v| v.is_i64() || v.is_u64(),
-        "BYTES" => Json::is_string,
-        "FP16" | "FP32" | "FP64" if !entity => Json::is_number,
-        "BOOL" if !entity => Json::is_boolean,
-        other => {
-            return Err(at(format!(
-                "datatype: {other}; {} inputs are INT8..INT64, UINT8..UINT64 or BYTES{}",
-                if entity { "entity" } else { "request" },
-                if entity { "" } else { ", FP32, FP64 or BOOL" }
-            )));
-        }
+    let ok: fn(&Json) -> bool = match entities.kind(slot, name, &datatype)? {
+        Kind::Integer => |v| v.is_i64() || v.is_u64(),
+        Kind::Bytes => Json::is_string,
+        Kind::Float => Json::is_number,
+        Kind::Bool => Json::is_boolean,
     };
     let data = match tensor.remove("data") {
         Some(Json::Array(data)) => data,
@@ -197,6 +277,104 @@ fn entity_tensor(
         return Err(at(format!("data[{i}]: {v} is not a {datatype} value")));
     }
     Ok(data)
+}
+
+/// One tensor sent to the model.
+pub(super) enum OutTensor<'c, 'a> {
+    /// A column of its own, `[n]`, in the datatype of its type.
+    Column {
+        col: &'c OutColumn<'a>,
+        datatype: &'static str,
+    },
+    /// Every column, `[n, k]` row-major, as floats.
+    Stacked {
+        name: &'c str,
+        datatype: Float,
+        columns: &'c [OutColumn<'a>],
+    },
+}
+
+/// The tensors `columns` become under the model's layout; a column with no tensor datatype
+/// (a list or a map) is a 501 naming it.
+pub(super) fn out_tensors<'c, 'a>(
+    config: &'c ModelConfig,
+    columns: &'c [OutColumn<'a>],
+) -> Result<Vec<OutTensor<'c, 'a>>, ApiError> {
+    match &config.v2 {
+        V2Layout::PerFeature => columns
+            .iter()
+            .map(|col| match datatype(col.dtype()) {
+                Some(datatype) => Ok(OutTensor::Column { col, datatype }),
+                None => Err(ApiError::new(
+                    ErrorKind::NotImplemented,
+                    "UnsupportedFeatureType",
+                    format!(
+                        "model {}: {} is {}; a V2 tensor per feature carries scalar types only (use V1, or leave it out with order)",
+                        config.name,
+                        col.name(),
+                        type_name(col.dtype())
+                    ),
+                )),
+            })
+            .collect(),
+        V2Layout::Stacked { name, datatype } => Ok(vec![OutTensor::Stacked {
+            name,
+            datatype: *datatype,
+            columns,
+        }]),
+    }
+}
+
+/// One element of a per-column tensor, typed as its tensor's datatype says.
+#[derive(Debug, PartialEq)]
+pub(super) enum Element<'a> {
+    F32(f32),
+    F64(f64),
+    I32(i32),
+    I64(i64),
+    Bool(bool),
+    /// A BYTES element holding text.
+    Str(&'a str),
+    /// A BYTES element holding bytes (base64 in JSON).
+    Bytes(&'a [u8]),
+}
+
+/// Row `r` of a per-column tensor; a value the tensor cannot carry is the reason why.
+pub(super) fn element<'a>(col: &'a OutColumn<'_>, r: usize) -> Result<Element<'a>, String> {
+    match col {
+        OutColumn::Feature { values, .. } => match &values[r] {
+            Value::Float(x) => Ok(Element::F32(*x)),
+            Value::Double(x) => Ok(Element::F64(*x)),
+            Value::Int32(x) => Ok(Element::I32(*x)),
+            Value::Int64(x) | Value::UnixTimestamp(x) => Ok(Element::I64(*x)),
+            Value::Bool(b) => Ok(Element::Bool(*b)),
+            Value::String(s) | Value::Json(s) => Ok(Element::Str(s)),
+            Value::Bytes(b) => Ok(Element::Bytes(b)),
+            Value::Null => Err(
+                "no value (null) cannot travel in a tensor: fill it (missing: {fill: ...})".into(),
+            ),
+            _ => Err("not a scalar".into()),
+        },
+        OutColumn::Input { values, dtype, .. } => {
+            let v = &values[r];
+            let wrong = || format!("{v} is not a {} value", type_name(*dtype));
+            match dtype {
+                ValueType::Float => v.as_f64().map(|x| Element::F32(x as f32)),
+                ValueType::Double => v.as_f64().map(Element::F64),
+                ValueType::Int32 => v
+                    .as_i64()
+                    .and_then(|x| i32::try_from(x).ok())
+                    .map(Element::I32),
+                ValueType::Int64 | ValueType::UnixTimestamp => v.as_i64().map(Element::I64),
+                ValueType::Bool => v.as_bool().map(Element::Bool),
+                ValueType::String | ValueType::Bytes | ValueType::Json => {
+                    v.as_str().map(Element::Str)
+                }
+                _ => None,
+            }
+            .ok_or_else(wrong)
+        }
+    }
 }
 
 impl V2Request {
@@ -235,22 +413,10 @@ impl V2Request {
             }
             sep = true;
         };
-        match &config.v2 {
-            V2Layout::PerFeature => {
-                for col in columns {
-                    let Some(datatype) = datatype(col.dtype()) else {
-                        return Err(ApiError::new(
-                            ErrorKind::NotImplemented,
-                            "UnsupportedFeatureType",
-                            format!(
-                                "model {}: {} is {}; a V2 tensor per feature carries scalar types only (use V1, or leave it out with order)",
-                                config.name,
-                                col.name(),
-                                type_name(col.dtype())
-                            ),
-                        ));
-                    };
-                    comma(&mut out);
+        for tensor in out_tensors(config, columns)? {
+            comma(&mut out);
+            match tensor {
+                OutTensor::Column { col, datatype } => {
                     out.push_str("{\"name\":");
                     quiver_core::json::write_str(&mut out, col.name());
                     let _ = write!(
@@ -261,37 +427,40 @@ impl V2Request {
                         if r > 0 {
                             out.push(',');
                         }
-                        write_element(&mut out, col, r)
+                        element(col, r)
+                            .and_then(|e| write_element(&mut out, e))
                             .map_err(|e| cell_error(config, col, r, e))?;
                     }
-                    out.push_str("]}");
                 }
-            }
-            V2Layout::Stacked { name, datatype } => {
-                comma(&mut out);
-                out.push_str("{\"name\":");
-                quiver_core::json::write_str(&mut out, name);
-                let _ = write!(
-                    out,
-                    ",\"shape\":[{rows},{}],\"datatype\":\"{}\",\"data\":[",
-                    columns.len(),
-                    datatype.as_str()
-                );
-                for r in 0..rows {
-                    for (c, col) in columns.iter().enumerate() {
-                        if r > 0 || c > 0 {
-                            out.push(',');
+                OutTensor::Stacked {
+                    name,
+                    datatype,
+                    columns,
+                } => {
+                    out.push_str("{\"name\":");
+                    quiver_core::json::write_str(&mut out, name);
+                    let _ = write!(
+                        out,
+                        ",\"shape\":[{rows},{}],\"datatype\":\"{}\",\"data\":[",
+                        columns.len(),
+                        datatype.as_str()
+                    );
+                    for r in 0..rows {
+                        for (c, col) in columns.iter().enumerate() {
+                            if r > 0 || c > 0 {
+                                out.push(',');
+                            }
+                            let x = number(col, r).map_err(|e| cell_error(config, col, r, e))?;
+                            match datatype {
+                                Float::Fp32 => write_finite(&mut out, x as f32 as f64, x as f32),
+                                Float::Fp64 => write_finite(&mut out, x, x),
+                            }
+                            .map_err(|e| cell_error(config, col, r, e))?;
                         }
-                        let x = number(col, r).map_err(|e| cell_error(config, col, r, e))?;
-                        match datatype {
-                            Float::Fp32 => write_finite(&mut out, x as f32 as f64, x as f32),
-                            Float::Fp64 => write_finite(&mut out, x, x),
-                        }
-                        .map_err(|e| cell_error(config, col, r, e))?;
                     }
                 }
-                out.push_str("]}");
             }
+            out.push_str("]}");
         }
         out.push(']');
         for (k, v) in &self.rest {
@@ -305,7 +474,12 @@ impl V2Request {
     }
 }
 
-fn cell_error(config: &ModelConfig, col: &OutColumn<'_>, r: usize, e: String) -> ApiError {
+pub(super) fn cell_error(
+    config: &ModelConfig,
+    col: &OutColumn<'_>,
+    r: usize,
+    e: String,
+) -> ApiError {
     ApiError::unprocessable(
         "UnrepresentableFeature",
         format!("model {}: {} row {r}: {e}", config.name, col.name()),
@@ -339,37 +513,26 @@ fn write_finite(out: &mut String, x: f64, shown: impl std::fmt::Display) -> Resu
     Ok(())
 }
 
-/// One element of a per-feature tensor.
-fn write_element(out: &mut String, col: &OutColumn<'_>, r: usize) -> Result<(), String> {
-    match col {
-        OutColumn::Feature { values, .. } => match &values[r] {
-            Value::Float(x) => write_finite(out, f64::from(*x), x),
-            Value::Double(x) => write_finite(out, *x, x),
-            Value::Int32(x) => {
-                let _ = write!(out, "{x}");
-                Ok(())
-            }
-            Value::Int64(x) | Value::UnixTimestamp(x) => {
-                let _ = write!(out, "{x}");
-                Ok(())
-            }
-            Value::Null => Err(
-                "no value (null) cannot travel in a tensor: fill it (missing: {fill: ...})".into(),
-            ),
-            v => {
-                quiver_core::json::write_value(out, v);
-                Ok(())
-            }
-        },
-        OutColumn::Input { values, .. } => {
-            out.push_str(&values[r].to_string());
-            Ok(())
+/// One element of a per-column tensor, as JSON.
+fn write_element(out: &mut String, e: Element<'_>) -> Result<(), String> {
+    match e {
+        Element::F32(x) => write_finite(out, f64::from(x), x)?,
+        Element::F64(x) => write_finite(out, x, x)?,
+        Element::I32(x) => {
+            let _ = write!(out, "{x}");
         }
+        Element::I64(x) => {
+            let _ = write!(out, "{x}");
+        }
+        Element::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Element::Str(s) => quiver_core::json::write_str(out, s),
+        Element::Bytes(b) => quiver_core::json::write_value(out, &Value::Bytes(b.to_vec())),
     }
+    Ok(())
 }
 
 /// One element of a stacked tensor, as a number.
-fn number(col: &OutColumn<'_>, r: usize) -> Result<f64, String> {
+pub(super) fn number(col: &OutColumn<'_>, r: usize) -> Result<f64, String> {
     match col {
         OutColumn::Feature { values, .. } => match &values[r] {
             Value::Float(x) => Ok(f64::from(*x)),

@@ -113,10 +113,7 @@ async fn sidecar(repo: &Repo, upstream: SocketAddr) -> (Sidecar, SocketAddr) {
     };
     let sidecar = start_sidecar(config, "demo", repo.registry_path(), store).await;
     let enrich = sidecar.state.config.enrich.as_ref().unwrap();
-    enrich
-        .config
-        .check(&sidecar.state.registry.load(), "enrich.yaml")
-        .unwrap();
+    enrich.config.check(&sidecar.state.registry.load()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = quiver_http::Server::new(quiver_http::Limits::default()).http2();

@@ -28,7 +28,7 @@ use quiver_core::ValueType;
 use quiver_core::model::{DataSource, FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 
-pub use client::{SessionOptions, SparkError, SparkSession};
+pub use client::{SessionOptions, SparkError, SparkSession, SparkTarget};
 
 use crate::Error;
 use crate::source::{self, Format};

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
@@ -293,10 +293,18 @@ impl SparkEngine {
                 let (prepared, t_min, t_max) =
                     prepare_entities(&entities, &entity_schema, &time_column)?;
                 let rows: usize = prepared.iter().map(|b| b.num_rows()).sum();
+                // Spark's timestamps have microseconds (nanosecond ones are refused), so the
+                // entity columns go up with their times in microseconds.
+                let spark_type = |t: &DataType| match t {
+                    DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+                        DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+                    }
+                    other => other.clone(),
+                };
                 let mut fields: Vec<Field> = entity_schema
                     .fields()
                     .iter()
-                    .map(|f| f.as_ref().clone())
+                    .map(|f| f.as_ref().clone().with_data_type(spark_type(f.data_type())))
                     .collect();
                 fields.push(Field::new("__row", DataType::Int64, false));
                 fields.push(Field::new("__t", DataType::Int64, true));
@@ -307,7 +315,16 @@ impl SparkEngine {
                 let width = entity_schema.fields().len();
                 let mut upload = Vec::with_capacity(prepared.len());
                 for b in &prepared {
-                    let mut cols: Vec<ArrayRef> = b.columns()[..width].to_vec();
+                    let mut cols = Vec::with_capacity(schema.fields().len());
+                    for (c, f) in b.columns()[..width].iter().zip(schema.fields()) {
+                        cols.push(if c.data_type() == f.data_type() {
+                            Arc::clone(c)
+                        } else {
+                            datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| {
+                                Error::arrow(format!("entity column {}", f.name()), e)
+                            })?
+                        });
+                    }
                     cols.extend(internal_columns(b, &keys.columns)?);
                     upload.push(
                         RecordBatch::try_new(Arc::clone(&schema), cols)
@@ -324,7 +341,14 @@ impl SparkEngine {
             }
         };
         let (ctes, _) = self
-            .view_ctes(session, registry, repo_dir, selection, &keys.per_view, bounds)
+            .view_ctes(
+                session,
+                registry,
+                repo_dir,
+                selection,
+                &keys.per_view,
+                bounds,
+            )
             .await?;
         let mut select: Vec<String> = entity_columns
             .iter()
@@ -359,10 +383,13 @@ impl SparkEngine {
                 Ok(InSpark::Written { rows })
             }
             None => {
-                let schema = session.schema_of(&format!("({query}) AS __quiver_out")).await?;
+                let schema = session
+                    .schema_of(&format!("({query}) AS __quiver_out"))
+                    .await?;
                 let stream = session.sql(&query).await?;
-                let stream = stream
-                    .map(|r| r.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))));
+                let stream = stream.map(|r| {
+                    r.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+                });
                 Ok(InSpark::Streamed(SparkRetrieval {
                     schema: Arc::clone(&schema),
                     rows,
@@ -387,7 +414,14 @@ impl SparkEngine {
         upload: &[RecordBatch],
     ) -> Result<(super::client::BatchStream, Schema), Error> {
         let (ctes, feature_types) = self
-            .view_ctes(session, registry, repo_dir, selection, view_keys, (t_min, t_max))
+            .view_ctes(
+                session,
+                registry,
+                repo_dir,
+                selection,
+                view_keys,
+                (t_min, t_max),
+            )
             .await?;
         session.upload_view(ENTITIES, up_schema, upload).await?;
         let mut select = vec![format!("e.__row")];
@@ -518,9 +552,9 @@ fn internal_columns(
         .ok_or_else(|| Error::internal("prepared entities without their time column"))?;
     let mut cols: Vec<ArrayRef> = vec![Arc::new(row), Arc::clone(t)];
     for (column, canonical, _) in keys {
-        let c = b.column_by_name(column).ok_or_else(|| {
-            Error::internal(format!("prepared entities without column {column}"))
-        })?;
+        let c = b
+            .column_by_name(column)
+            .ok_or_else(|| Error::internal(format!("prepared entities without column {column}")))?;
         cols.push(
             datafusion::arrow::compute::cast(c, canonical)
                 .map_err(|e| Error::arrow(format!("entity column {column:?}"), e))?,
@@ -530,7 +564,9 @@ fn internal_columns(
 }
 
 /// The entity view's row count and the range of its times (nanoseconds).
-async fn entity_extent(session: &SparkSession) -> Result<(usize, (Option<i64>, Option<i64>)), Error> {
+async fn entity_extent(
+    session: &SparkSession,
+) -> Result<(usize, (Option<i64>, Option<i64>)), Error> {
     let mut s = session
         .sql(&format!(
             "SELECT count(*) AS n, min(__t) AS lo, max(__t) AS hi FROM {ENTITIES}"
@@ -551,8 +587,7 @@ async fn entity_extent(session: &SparkSession) -> Result<(usize, (Option<i64>, O
                     Error::wrap(
                         "Spark",
                         super::SparkError::Protocol(
-                            "the entity table's count and times came back not as BIGINT"
-                                .to_owned(),
+                            "the entity table's count and times came back not as BIGINT".to_owned(),
                         ),
                     )
                 })?;
@@ -639,7 +674,7 @@ fn plan_keys(
     full_feature_names: bool,
     entity_schema: &Schema,
 ) -> Result<Keys, Error> {
-        if !selection.on_demand.is_empty() {
+    if !selection.on_demand.is_empty() {
         return Err(Error::unprocessable(format!(
             "on-demand feature view {} : the Spark engine does not compute on-demand views yet; request them from an offline store of type file",
             selection

@@ -315,7 +315,10 @@ mod tests {
         for (text, want) in [
             ("s3a://b/train/", SparkTarget::Path("s3a://b/train/".into())),
             ("/data/train", SparkTarget::Path("/data/train".into())),
-            ("table:db.train_2026", SparkTarget::Table("db.train_2026".into())),
+            (
+                "table:db.train_2026",
+                SparkTarget::Table("db.train_2026".into()),
+            ),
         ] {
             assert_eq!(SparkTarget::parse(text), Ok(want));
         }

@@ -7,12 +7,18 @@
 #
 # Usage: compat/setup-feast-spark-venv.sh [VENV_DIR]
 #   VENV_DIR defaults to $QUIVER_FEAST_SPARK_VENV, else ~/.cache/quiver-ci/feast-spark-venv.
-#   Idempotent. Prints the venv's path on its last line.
+#   A relative VENV_DIR is the repository root's. Idempotent. Prints the venv's absolute path on
+#   its last line.
 set -euo pipefail
 
 FEAST_VERSION="0.67.0"
 PYSPARK_VERSION="4.3.0"
 VENV="${1:-${QUIVER_FEAST_SPARK_VENV:-$HOME/.cache/quiver-ci/feast-spark-venv}}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+case "$VENV" in
+  /*) ;;
+  *) VENV="$ROOT/$VENV" ;;
+esac
 PYTHON="${PYTHON:-python3}"
 
 venv_ready() {

@@ -35,8 +35,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "debug" / "quiver")).resolve()
 CACHE = Path.home() / ".cache" / "quiver-ci"
-FEAST_SPARK_VENV = Path(os.environ.get("QUIVER_FEAST_SPARK_VENV", CACHE / "feast-spark-venv"))
-SPARK_VENV = Path(os.environ.get("QUIVER_SPARK_VENV", CACHE / "spark-venv"))
+# Absolute (not resolved: a venv's python is a symlink out of it), as the subprocesses below run
+# in other folders.
+FEAST_SPARK_VENV = Path(os.environ.get("QUIVER_FEAST_SPARK_VENV", CACHE / "feast-spark-venv")).absolute()
+SPARK_VENV = Path(os.environ.get("QUIVER_SPARK_VENV", CACHE / "spark-venv")).absolute()
 FEAST_PYTHON = FEAST_SPARK_VENV / "bin" / "python"
 
 H = 3600

@@ -15,7 +15,9 @@ unknown keys, a view without ttl, and a duplicate entity row (quiver keeps every
 order; Feast answers in its own order, so the answers are compared per distinct entity row). Materialization: Feast materializes one copy of the applied repo, quiver the
 other (SQLite online stores), and the two stores hold the same rows byte for byte, which Feast
 also reads back as the same online features. The historical test also runs quiver with the
-entity rows read by Spark (`--entities-sql`) and the output written by Spark (`--spark-out`).
+entity rows read by Spark (`--entities-sql`) and the output written by Spark (`--spark-out`), and
+Feast's remote offline store client asks `quiver offline serve` on the repo for the same rows
+with `entity_df` as SQL (which Spark runs).
 """
 
 import json
@@ -234,6 +236,11 @@ elif step == "historical":
     table = store.get_historical_features(entity_df=entity_df, features=json.loads(sys.argv[4])).to_arrow()
     import pyarrow.parquet as pq
     pq.write_table(table, sys.argv[5])
+elif step == "remote_historical":
+    store = FeatureStore(repo_path=repo)
+    table = store.get_historical_features(entity_df=sys.argv[3], features=json.loads(sys.argv[4])).to_arrow()
+    import pyarrow.parquet as pq
+    pq.write_table(table, sys.argv[5])
 elif step == "materialize":
     store = FeatureStore(repo_path=repo)
     utc = lambda s: datetime.fromisoformat(s).replace(tzinfo=timezone.utc)
@@ -313,6 +320,37 @@ def test_historical_on_spark_equals_feasts(applied, tmp_path):
     written = pq.read_table(sorted(str(p) for p in spark_out.glob("part-*.parquet")))
     assert written.select(keys).to_pylist() == given.select(keys).to_pylist()
     assert as_rows(written, keys, features) == f
+    # Feast's remote offline store client, entity_df as SQL, against `quiver offline serve` on
+    # the repo: Spark runs the query.
+    port = free_port()
+    client = tmp_path / "client"
+    client.mkdir()
+    (client / "feature_store.yaml").write_text(
+        f"project: spark_compat\nregistry: {repo / 'data' / 'registry.db'}\nprovider: local\n"
+        f"offline_store:\n  type: remote\n  host: 127.0.0.1\n  port: {port}\n"
+        "entity_key_serialization_version: 3\n")
+    log = open(tmp_path / "offline-serve.log", "wb")
+    server = subprocess.Popen([QUIVER, "offline", "serve", "--repo", repo, "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, \
+                    (tmp_path / "offline-serve.log").read_text()
+                time.sleep(0.1)
+        feast("remote_historical", client, f"SELECT * FROM parquet.`{entities}`",
+              json.dumps(FEATURES), tmp_path / "remote.parquet")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+    remote = pq.read_table(tmp_path / "remote.parquet")
+    assert remote.select(keys).to_pylist() == given.select(keys).to_pylist()
+    assert as_rows(remote, keys, features) == f
     # And the answers are the rules', not just the same mistakes: spot checks.
     rows = dict(zip(range(10), ours.select(features).to_pylist()))
     assert rows[0] == {"conv_rate": 0.75, "trips": 21, "note": "b-new", "tier": "bronze",

@@ -72,6 +72,9 @@ pub struct HistoricalParams {
     pub full_feature_names: bool,
     /// Empty when the client named none.
     pub project: String,
+    /// The entity rows as SQL (`get_historical_features(entity_df="SELECT ...")`): run by Spark
+    /// when the repo's offline store is Spark; the client then uploads a one-row stand-in.
+    pub entity_df_sql: Option<String>,
 }
 
 fn bad_param(key: &str) -> WireError {
@@ -110,12 +113,18 @@ pub fn historical_params(command: &Json) -> Result<HistoricalParams, WireError> 
         Some(Json::String(p)) => p.clone(),
         Some(_) => return Err(bad_param("project")),
     };
+    let entity_df_sql = match command.get("entity_df_sql") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(q)) => Some(q.clone()),
+        Some(_) => return Err(bad_param("entity_df_sql")),
+    };
     Ok(HistoricalParams {
         feature_view_names,
         feature_refs,
         name_aliases,
         full_feature_names,
         project,
+        entity_df_sql,
     })
 }
 

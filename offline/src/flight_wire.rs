@@ -234,3 +234,33 @@ fn decode_messages(messages: Vec<FlightData>) -> Result<(SchemaRef, Vec<RecordBa
     };
     Ok((schema, batches))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn historical_params_read_an_entity_query() {
+        let base = serde_json::json!({
+            "api": "get_historical_features",
+            "feature_view_names": ["v"],
+            "feature_refs": ["v:f"],
+            "name_aliases": [null],
+        });
+        let with = |sql: Json| {
+            let mut c = base.clone();
+            c["entity_df_sql"] = sql;
+            historical_params(&c)
+        };
+        assert_eq!(historical_params(&base).unwrap().entity_df_sql, None);
+        assert_eq!(with(Json::Null).unwrap().entity_df_sql, None);
+        assert_eq!(
+            with(serde_json::json!("SELECT * FROM t"))
+                .unwrap()
+                .entity_df_sql,
+            Some("SELECT * FROM t".to_owned())
+        );
+        let e = with(serde_json::json!(["SELECT 1"])).unwrap_err();
+        assert!(format!("{e:?}").contains("entity_df_sql"), "{e:?}");
+    }
+}

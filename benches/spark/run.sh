@@ -8,8 +8,8 @@
 #                 is meant to run, and what docs/spark.md's sizing extrapolates from
 #   feast-spark   Feast 0.67's Spark offline store (offline_store: type: spark, spark.remote),
 #                 get_historical_features(...).to_arrow() to Parquet (SKIP_FEAST=1 skips it)
-#   quiver-spark  `quiver historical` on that Feast repo (type: spark, a SparkSource) as it is;
-#                 skipped, saying why, while the binary cannot run it
+#   quiver-spark  `quiver historical` on that Feast-applied repo (type: spark, a SparkSource) as
+#                 it is: quiver's union-and-window join run by Spark, the result streamed back
 # each Spark leg on a fresh Spark Connect server (pyspark's own jar, local[2], driver memory
 # SPARK_MEMORY, event log on), so its peak RSS and event-log totals are its own; then the
 # materialization of the same view into a private redis-server, unsharded and as 1, 2 and 4
@@ -22,7 +22,8 @@
 # Env: SKIP_FEAST=1, FEAST_TIMEOUT (s, default 1800), SKIP_MATERIALIZE=1, SPARK_MEMORY (default 4g),
 # QUIVER_BIN=path (skips the release build).
 # Needs: Java 17; pyspark 4.3.0 (compat/setup-spark.sh's venv, or QUIVER_SPARK_VENV); the Feast
-# venv (compat/setup-venv.sh: pyarrow for the data); feast[spark] (benches/spark/setup-venv.sh);
+# venv (compat/setup-venv.sh: pyarrow for the data); feast[spark] (compat/setup-feast-spark-venv.sh,
+# or QUIVER_FEAST_SPARK_VENV);
 # redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,7 +39,7 @@ if [ -x compat/setup-spark.sh ]; then spark_venv="$(compat/setup-spark.sh "$spar
 spark_home="$("$spark_venv/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
 [ -x "$spark_home/sbin/start-connect-server.sh" ] || { echo "no Spark Connect server in $spark_home" >&2; exit 1; }
 # The Spark Connect client (pyspark[connect], with pandas) and Feast's Spark store.
-bench_venv="$(benches/spark/setup-venv.sh | tail -n 1)"
+bench_venv="$(compat/setup-feast-spark-venv.sh | tail -n 1)"
 mkdir -p "$target_dir"
 out="$(cd "$target_dir" && pwd)/bench-spark/${feature_rows}x${entity_rows}"
 rm -rf "$out" && mkdir -p "$out/data"
@@ -181,19 +182,18 @@ else
   echo "feast-spark    skipped (SKIP_FEAST=1)"
 fi
 
-if [ -f "$feast_repo/data/registry.db" ]; then
-  start_spark quiver
-  feast_config "$spark_port"
-  if measure "$qname-spark" "$quiver" historical --repo "$feast_repo" --entities "$data/entities.parquet" \
-      --features "$features" --out "$out/quiver-spark.parquet"; then
-    stop_spark quiver
-  else
-    echo "quiver-spark   skipped: this quiver binary cannot run it yet: $(grep -m1 -i 'error' "$out/$qname-spark.log" || tail -n 1 "$out/$qname-spark.log")"
-    kill "$spark_pid" 2>/dev/null || true
-  fi
+# quiver on Spark: the same Feast-applied repo, unmodified, on a fresh server (applied here when
+# the Feast leg was skipped).
+start_spark quiver
+feast_config "$spark_port"
+if [ -f "$feast_repo/data/registry.db" ] ||
+    (cd "$feast_repo" && "$bench_venv/bin/feast" apply >"$out/feast-apply.log" 2>&1); then
+  measure "$qname-spark" "$quiver" historical --repo "$feast_repo" --entities "$data/entities.parquet" \
+    --features "$features" --out "$out/quiver-spark.parquet" || true
 else
-  echo "quiver-spark   skipped: no Feast-applied Spark repo (it is made by the feast-spark leg)"
+  echo "quiver-spark   not run: feast apply failed (see $out/feast-apply.log)"
 fi
+stop_spark quiver
 
 "$py" benches/spark/check.py "$out"
 

@@ -22,8 +22,18 @@ pub struct Args {
     /// The entity table: .parquet, .csv or .arrow; join keys and an event_timestamp column. A
     /// local file, or in S3 or GCS (`s3://bucket/entities.parquet`, or a prefix of part files
     /// ending in `/`).
+    #[arg(
+        long,
+        required_unless_present = "entities_sql",
+        conflicts_with = "entities_sql"
+    )]
+    entities: Option<String>,
+    /// With `offline_store: type: spark`: the entity rows are a Spark SQL query that Spark runs
+    /// where the data is, instead of a file quiver reads and uploads: a table is
+    /// `SELECT * FROM db.entities`, Parquet files ``SELECT * FROM parquet.`s3a://bucket/entities/` ``.
+    /// Rows keep the order Spark reads them in.
     #[arg(long)]
-    entities: String,
+    entities_sql: Option<String>,
     /// Features as view:feature, comma-separated.
     #[arg(
         long,
@@ -50,8 +60,18 @@ pub struct Args {
     /// Where to write: .parquet, .csv or .arrow, a local file or an object in S3 or GCS
     /// (`s3://bucket/training.parquet`, uploaded when complete); `-` writes an Arrow IPC stream
     /// to stdout.
+    #[arg(
+        long,
+        required_unless_present = "spark_out",
+        conflicts_with = "spark_out"
+    )]
+    out: Option<String>,
+    /// With `offline_store: type: spark`: Spark writes the output itself, as Parquet, and the rows
+    /// never pass through quiver: a folder (`s3a://bucket/training/`, `hdfs://...`, or an
+    /// absolute path on Spark's machines) or `table:NAME` for a table in Spark's catalog. It must
+    /// not exist yet.
     #[arg(long)]
-    out: String,
+    spark_out: Option<String>,
     /// Feast's transformation service (`feast serve_transformations --port P` in the repo),
     /// HOST:PORT: computes the on-demand feature views the request reads.
     #[arg(long, env = "QUIVER_TRANSFORMATION_SERVICE")]
@@ -113,28 +133,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         options.partitions = p.max(1);
     }
     let mut engine = HistoricalEngine::new(&options)?;
+    if args.entities_sql.is_some() || args.spark_out.is_some() {
+        return finish_in_spark(args, &config, &registry, &selection, &engine, view_count);
+    }
     if let quiver_registry::config::OfflineStoreConfig::Spark(spark) = &config.offline_store {
         // The join runs on Spark; the entity table is read here and uploaded.
         engine = engine.with_spark(quiver_offline::spark::historical::SparkEngine::new(
             spark.clone(),
         ));
     }
+    let (Some(entities), Some(out)) = (args.entities.clone(), args.out.clone()) else {
+        anyhow::bail!("--entities and --out are both needed");
+    };
     let started = Instant::now();
     let rt = runtime()?;
-    let to_stdout = args.out == "-";
+    let to_stdout = out == "-";
     rt.block_on(async move {
-        let entities = engine.read_entities_at(&args.entities).await?;
+        let entities = engine.read_entities_at(&entities).await?;
         let (planned, schema, stream) = selection
             .execute(&engine, &registry, &config.repo_dir, entities, client)
             .await?;
-        let mut out = Output::create_at(&args.out, &schema, args.spill_dir.as_deref())?;
+        let out_at = out;
+        let mut out = Output::create_at(&out_at, &schema, args.spill_dir.as_deref())?;
         let bar = progress_bar(planned.rows as u64);
         let rows = write_stream(stream, &mut out, &mut |n| bar.set_position(n)).await?;
         if out.uploads() {
             if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
                 bar.set_style(style);
             }
-            bar.set_message(format!("uploading to {}", args.out));
+            bar.set_message(format!("uploading to {out_at}"));
         }
         out.finish().await?;
         bar.finish_and_clear();
@@ -158,7 +185,89 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if to_stdout {
             eprintln!("{summary}");
         } else {
-            println!("{summary} -> {}", args.out);
+            println!("{summary} -> {out_at}");
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// `--entities-sql` or `--spark-out`: Spark reads the entity rows where they are, or writes the
+/// output itself, or both (quiver_offline::spark::historical::SparkEngine::retrieve_in_spark).
+fn finish_in_spark(
+    args: Args,
+    config: &RepoConfig,
+    registry: &ProjectRegistry,
+    selection: &quiver_offline::on_demand::Selection,
+    engine: &HistoricalEngine,
+    view_count: usize,
+) -> anyhow::Result<()> {
+    use quiver_offline::spark::SparkTarget;
+    use quiver_offline::spark::historical::{InSpark, SparkEngine, SparkEntities};
+    let quiver_registry::config::OfflineStoreConfig::Spark(spark) = &config.offline_store else {
+        anyhow::bail!(
+            "--entities-sql and --spark-out run on Spark: {} needs offline_store: {{type: spark, spark_conf: {{spark.remote: sc://host:15002}}}}",
+            config.repo_dir.join("feature_store.yaml").display()
+        );
+    };
+    if let Some(plan) = &selection.on_demand {
+        anyhow::bail!(
+            "on-demand feature view {}: --entities-sql and --spark-out do not compute on-demand views; request them with --entities and --out",
+            plan.views().collect::<Vec<_>>().join(", ")
+        );
+    }
+    // Checked before anything is read.
+    let target = args
+        .spark_out
+        .as_deref()
+        .map(SparkTarget::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--spark-out {e}"))?;
+    let started = Instant::now();
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let entities = match (&args.entities_sql, &args.entities) {
+            (Some(query), _) => SparkEntities::Query(query.clone()),
+            (None, Some(at)) => SparkEntities::Uploaded(engine.read_entities_at(at).await?),
+            (None, None) => anyhow::bail!("--entities or --entities-sql is needed"),
+        };
+        let done = SparkEngine::new(spark.clone())
+            .retrieve_in_spark(
+                registry,
+                &config.repo_dir,
+                &selection.views,
+                args.full_feature_names,
+                entities,
+                target,
+            )
+            .await?;
+        let views = format!(
+            "{view_count} feature view{}",
+            if view_count == 1 { "" } else { "s" }
+        );
+        match done {
+            InSpark::Written { rows } => println!(
+                "{rows} rows from {views} in {:.2}s, written by Spark to {}",
+                started.elapsed().as_secs_f64(),
+                args.spark_out.as_deref().unwrap_or_default()
+            ),
+            InSpark::Streamed(r) => {
+                let at = args.out.as_deref().unwrap_or("-");
+                let mut out = Output::create_at(at, &r.schema, args.spill_dir.as_deref())?;
+                let bar = progress_bar(r.rows as u64);
+                let rows = write_stream(r.stream, &mut out, &mut |n| bar.set_position(n)).await?;
+                out.finish().await?;
+                bar.finish_and_clear();
+                let summary = format!(
+                    "{rows} rows x {} columns from {views} in {:.2}s",
+                    r.schema.fields().len(),
+                    started.elapsed().as_secs_f64()
+                );
+                if at == "-" {
+                    eprintln!("{summary}");
+                } else {
+                    println!("{summary} -> {at}");
+                }
+            }
         }
         anyhow::Ok(())
     })

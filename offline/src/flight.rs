@@ -48,6 +48,7 @@ use crate::on_demand::{
     OnDemandPlan, Selection as OnDemandSelection, TransformClient, select_projections,
     select_with_on_demand,
 };
+use crate::spark::historical::{InSpark, SparkEntities};
 
 const HISTORICAL_API: &str = "get_historical_features";
 
@@ -318,12 +319,13 @@ impl OfflineServer {
             return Err(unsupported_api(api));
         }
         let params = flight_wire::historical_params(command)?;
-        let (view_names, refs, aliases, full, project) = (
+        let (view_names, refs, aliases, full, project, entity_sql) = (
             params.feature_view_names,
             params.feature_refs,
             params.name_aliases,
             params.full_feature_names,
             params.project,
+            params.entity_df_sql,
         );
         if !project.is_empty() && project != self.registry.project {
             return Err(FeastError::new(
@@ -336,14 +338,23 @@ impl OfflineServer {
             ));
         }
         // The SDK's stand-in for "no entity table" (a one-row `key` column): an SQL entity
-        // query, which file sources cannot run.
-        if entities.schema.fields().len() == 1 && entities.schema.field(0).name() == "key" {
-            return Err(FeastError::new(
-                ErrorKind::Unprocessable,
-                "FeastError",
-                "quiver's offline server needs an entity DataFrame; entity_df as SQL is not supported",
-            ));
-        }
+        // query, which Spark runs where the data is; the local engine cannot.
+        let entity_sql = if entities.schema.fields().len() == 1
+            && entities.schema.field(0).name() == "key"
+        {
+            match (entity_sql, self.engine.spark()) {
+                (Some(sql), Some(_)) => Some(sql),
+                _ => {
+                    return Err(FeastError::new(
+                        ErrorKind::Unprocessable,
+                        "FeastError",
+                        "entity_df as SQL runs on Spark: this server's repo needs offline_store: {type: spark}; otherwise send an entity DataFrame",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         let registry = self.registry.load().await?;
         // Feast's remote client leaves on-demand views to the server: their refs come without
         // their views in `feature_view_names`, and are computed the way `quiver historical`
@@ -385,15 +396,46 @@ impl OfflineServer {
             .as_ref()
             .map(|p| p.output_names().map(str::to_owned).collect())
             .unwrap_or_default();
-        let (_, schema, stream) = selection
-            .execute(
-                &self.engine,
-                &registry,
-                &self.registry.repo_dir,
-                entities,
-                self.transform.clone(),
-            )
-            .await?;
+        let (schema, stream) = match (entity_sql, self.engine.spark()) {
+            (Some(sql), Some(spark)) => {
+                if let Some(plan) = &selection.on_demand {
+                    return Err(FeastError::new(
+                        ErrorKind::Unprocessable,
+                        "FeastError",
+                        format!(
+                            "on-demand feature view {}: entity_df as SQL does not compute on-demand views; send an entity DataFrame",
+                            plan.views().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                let done = spark
+                    .retrieve_in_spark(
+                        &registry,
+                        &self.registry.repo_dir,
+                        &selection.views,
+                        full,
+                        SparkEntities::Query(sql),
+                        None,
+                    )
+                    .await?;
+                let InSpark::Streamed(r) = done else {
+                    return Err(Error::internal("Spark wrote a result nobody asked it to").into());
+                };
+                (r.schema, r.stream)
+            }
+            _ => {
+                let (_, schema, stream) = selection
+                    .execute(
+                        &self.engine,
+                        &registry,
+                        &self.registry.repo_dir,
+                        entities,
+                        self.transform.clone(),
+                    )
+                    .await?;
+                (schema, stream)
+            }
+        };
         let (schema, mut stream) = if on_demand_last.is_empty() {
             (schema, stream)
         } else {

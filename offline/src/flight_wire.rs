@@ -72,6 +72,9 @@ pub struct HistoricalParams {
     pub full_feature_names: bool,
     /// Empty when the client named none.
     pub project: String,
+    /// The entity rows as SQL (`get_historical_features(entity_df="SELECT ...")`): run by Spark
+    /// when the repo's offline store is Spark; the client then uploads a one-row stand-in.
+    pub entity_df_sql: Option<String>,
 }
 
 fn bad_param(key: &str) -> WireError {
@@ -110,12 +113,18 @@ pub fn historical_params(command: &Json) -> Result<HistoricalParams, WireError> 
         Some(Json::String(p)) => p.clone(),
         Some(_) => return Err(bad_param("project")),
     };
+    let entity_df_sql = match command.get("entity_df_sql") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(q)) => Some(q.clone()),
+        Some(_) => return Err(bad_param("entity_df_sql")),
+    };
     Ok(HistoricalParams {
         feature_view_names,
         feature_refs,
         name_aliases,
         full_feature_names,
         project,
+        entity_df_sql,
     })
 }
 
@@ -224,4 +233,34 @@ fn decode_messages(messages: Vec<FlightData>) -> Result<(SchemaRef, Vec<RecordBa
         (None, None) => return Err(WireError::bad("the upload carried no entity table")),
     };
     Ok((schema, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn historical_params_read_an_entity_query() {
+        let base = serde_json::json!({
+            "api": "get_historical_features",
+            "feature_view_names": ["v"],
+            "feature_refs": ["v:f"],
+            "name_aliases": [null],
+        });
+        let with = |sql: Json| {
+            let mut c = base.clone();
+            c["entity_df_sql"] = sql;
+            historical_params(&c)
+        };
+        assert_eq!(historical_params(&base).unwrap().entity_df_sql, None);
+        assert_eq!(with(Json::Null).unwrap().entity_df_sql, None);
+        assert_eq!(
+            with(serde_json::json!("SELECT * FROM t"))
+                .unwrap()
+                .entity_df_sql,
+            Some("SELECT * FROM t".to_owned())
+        );
+        let e = with(serde_json::json!(["SELECT 1"])).unwrap_err();
+        assert!(format!("{e:?}").contains("entity_df_sql"), "{e:?}");
+    }
 }

@@ -220,3 +220,37 @@ async fn flight_codes_come_from_the_kind_and_keep_feasts_format() {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert_eq!(feast_error(&status)["class"], "FeastError");
 }
+
+#[tokio::test]
+async fn flight_refuses_an_entity_query_without_spark_saying_so() {
+    // Feast's remote client with `entity_df="SELECT ..."`: the query in `entity_df_sql`, a
+    // one-row placeholder uploaded. A repo on local files cannot run it.
+    let dir = repo(DEFINITIONS, 10);
+    let mut client = flight(dir.path()).await;
+    let mut sql = command(&["driver_stats"], &["driver_stats:trips"]);
+    sql["entity_df_sql"] = serde_json::json!("SELECT * FROM entities");
+    let placeholder = RecordBatch::try_from_iter([(
+        "key",
+        Arc::new(arrow_array::StringArray::from(vec!["mock_key"])) as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    let input = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(sql.to_string())))
+        .build(futures::stream::iter([Ok(placeholder)]));
+    let status = match client.do_exchange(input).await {
+        Ok(stream) => match stream.try_collect::<Vec<_>>().await {
+            Err(FlightError::Tonic(status)) => *status,
+            other => panic!("expected a gRPC status, got {other:?}"),
+        },
+        Err(FlightError::Tonic(status)) => *status,
+        Err(e) => panic!("expected a gRPC status, got {e:?}"),
+    };
+    assert_ne!(status.code(), tonic::Code::Ok);
+    let e = feast_error(&status);
+    assert_eq!(e["class"], "FeastError");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("entity_df as SQL runs on Spark") && message.contains("type: spark"),
+        "{message}"
+    );
+}

@@ -21,7 +21,8 @@ use parquet::arrow::ArrowWriter;
 use quiver_core::fault::{Classified, ErrorKind};
 use quiver_core::registry::ProjectRegistry;
 use quiver_offline::historical::{EngineOptions, Entities, Features, HistoricalEngine, select};
-use quiver_offline::spark::historical::SparkEngine;
+use quiver_offline::spark::historical::{InSpark, SparkEngine, SparkEntities};
+use quiver_offline::spark::{SessionOptions, SparkSession, SparkTarget};
 use quiver_registry::spark::{SparkConfig, SparkRemote};
 use quiver_testkit::spark::spark_or_skip;
 
@@ -755,5 +756,215 @@ fn spark_errors_name_their_cause() {
             .unwrap();
         assert_eq!(e.kind(), ErrorKind::BadRequest, "{e}");
         assert!(e.to_string().contains("customer_id"), "{e}");
+    });
+}
+
+/// All parquet files of a folder Spark wrote, in part order, as one batch.
+fn read_spark_folder(dir: &Path) -> RecordBatch {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    let mut batches = Vec::new();
+    for f in files {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&f).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        batches.extend(reader.map(|b| b.unwrap()));
+    }
+    concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+#[test]
+fn spark_reads_entities_where_they_are_and_writes_the_output_itself() {
+    let Some(server) =
+        spark_or_skip("spark_reads_entities_where_they_are_and_writes_the_output_itself")
+    else {
+        return;
+    };
+    let spark = spark_engine(&server.url());
+    let repo = repo();
+    // The entity table as a file Spark reads: ties, the ttl, an unknown key, a duplicate; not
+    // sorted. `rid` says the input order.
+    let columns = vec![
+        (
+            "rid",
+            Arc::new(Int64Array::from((0..7).collect::<Vec<i64>>())) as ArrayRef,
+        ),
+        (
+            "driver_id",
+            Arc::new(Int64Array::from(vec![1, 2, 1, 99, 1, 2, 1])),
+        ),
+        (
+            "customer_id",
+            Arc::new(StringArray::from(vec!["a", "b", "a", "a", "b", "zz", "a"])),
+        ),
+        (
+            "event_timestamp",
+            micros_utc(&[
+                at(10, 30),
+                at(9, 1),
+                at(11, 0),
+                at(10, 0),
+                at(8, 59),
+                at(9, 0),
+                at(10, 30),
+            ]),
+        ),
+    ];
+    let entity_file = repo.dir.path().join("data/entities.parquet");
+    write_parquet(&entity_file, columns.clone());
+    let features = Features::Refs(vec![
+        "driver_stats:conv_rate".into(),
+        "driver_stats:trips".into(),
+        "customer_profile:tier".into(),
+    ]);
+    let selection = select(&repo.registry, &features).unwrap();
+    let query = format!("SELECT * FROM parquet.`{}`", entity_file.display());
+    runtime().block_on(async {
+        // The reference: DataFusion on the same rows.
+        let engine = HistoricalEngine::new(&EngineOptions::default()).unwrap();
+        let planned = engine
+            .plan(
+                &repo.registry,
+                repo.dir.path(),
+                &selection,
+                false,
+                entities(columns.clone()),
+            )
+            .await
+            .unwrap();
+        let batches: Vec<RecordBatch> = engine
+            .execute(&planned)
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let reference = concat_batches(&planned.schema, &batches).unwrap();
+        assert_eq!(
+            f64s(&reference, "conv_rate"),
+            [Some(0.5), None, Some(0.9), None, None, Some(0.2), Some(0.5)]
+        );
+
+        // 1. Entity rows read by Spark where they are, the answer streamed back.
+        let got = spark
+            .retrieve_in_spark(
+                &repo.registry,
+                repo.dir.path(),
+                &selection,
+                false,
+                SparkEntities::Query(query.clone()),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("entity query: {e}"));
+        let InSpark::Streamed(got) = got else {
+            panic!("no target, yet nothing streamed back");
+        };
+        assert_eq!(got.rows, 7);
+        let schema = Arc::clone(&got.schema);
+        let batches: Vec<RecordBatch> = got.stream.try_collect().await.unwrap();
+        same_answers(
+            &concat_batches(&schema, &batches).unwrap(),
+            &reference,
+            "entity query, streamed back",
+        );
+
+        // 2. Entity rows uploaded, the output written by Spark to a folder: the same rows in
+        // input order across the part files.
+        let folder = repo.dir.path().join("out/training");
+        let target = SparkTarget::Path(folder.display().to_string());
+        let done = spark
+            .retrieve_in_spark(
+                &repo.registry,
+                repo.dir.path(),
+                &selection,
+                false,
+                SparkEntities::Uploaded(entities(columns.clone())),
+                Some(target.clone()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("written to a folder: {e}"));
+        assert!(matches!(done, InSpark::Written { rows: 7 }));
+        same_answers(
+            &read_spark_folder(&folder),
+            &reference,
+            "uploaded, written by Spark",
+        );
+
+        // 3. Both in Spark: the entity query's answer written to a table, read back there.
+        let done = spark
+            .retrieve_in_spark(
+                &repo.registry,
+                repo.dir.path(),
+                &selection,
+                false,
+                SparkEntities::Query(query.clone()),
+                Some(SparkTarget::Table("quiver_training".into())),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("written to a table: {e}"));
+        assert!(matches!(done, InSpark::Written { rows: 7 }));
+        let session = SparkSession::open(&spark.config, SessionOptions::default())
+            .await
+            .unwrap();
+        let batches: Vec<RecordBatch> = session
+            .sql("SELECT * FROM quiver_training ORDER BY rid")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        session.release().await;
+        same_answers(
+            &concat_batches(&batches[0].schema(), &batches).unwrap(),
+            &reference,
+            "entity query, written to a table",
+        );
+
+        // 4. What exists is never overwritten: the error names it and Spark's cause.
+        for target in [target, SparkTarget::Table("quiver_training".into())] {
+            let e = spark
+                .retrieve_in_spark(
+                    &repo.registry,
+                    repo.dir.path(),
+                    &selection,
+                    false,
+                    SparkEntities::Query(query.clone()),
+                    Some(target.clone()),
+                )
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{target:?} was overwritten"));
+            let text = e.to_string();
+            assert!(
+                text.contains("already exists") && text.contains("writing"),
+                "{target:?}: {text}"
+            );
+            assert_eq!(e.kind(), ErrorKind::Unprocessable, "{text}");
+        }
+        // A bad entity query names Spark's cause.
+        let e = spark
+            .retrieve_in_spark(
+                &repo.registry,
+                repo.dir.path(),
+                &selection,
+                false,
+                SparkEntities::Query("SELECT * FROM no_such_table".into()),
+                None,
+            )
+            .await
+            .err()
+            .expect("a missing table is an error");
+        let text = e.to_string();
+        assert!(
+            text.contains("entity query") && text.contains("no_such_table"),
+            "{text}"
+        );
     });
 }

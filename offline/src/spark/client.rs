@@ -115,6 +115,42 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Where Spark writes a result itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SparkTarget {
+    /// A folder of Parquet part files, as Spark names it (`s3a://bucket/prefix`,
+    /// `hdfs://...`, or an absolute path on Spark's machines).
+    Path(String),
+    /// A table in Spark's catalog (`db.name`), created as Parquet.
+    Table(String),
+}
+
+impl SparkTarget {
+    /// `table:NAME` is a table; a URI (`scheme://...`) or an absolute path is a folder. A
+    /// relative path is refused: it would be relative to the Spark server's working directory.
+    pub fn parse(text: &str) -> Result<SparkTarget, String> {
+        if let Some(name) = text.strip_prefix("table:") {
+            let ok = !name.is_empty()
+                && name.split('.').all(|part| {
+                    !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            return if ok {
+                Ok(SparkTarget::Table(name.to_owned()))
+            } else {
+                Err(format!(
+                    "{text:?}: expected table:NAME with NAME a table name (letters, digits, _; parts separated by .)"
+                ))
+            };
+        }
+        if text.contains("://") || text.starts_with('/') {
+            return Ok(SparkTarget::Path(text.to_owned()));
+        }
+        Err(format!(
+            "{text:?}: expected a folder Spark can write (s3a://bucket/prefix, hdfs://..., or an absolute path on Spark's machines) or table:NAME"
+        ))
+    }
+}
+
 /// One Spark session over one gRPC channel.
 pub struct SparkSession {
     channel: Channel,
@@ -403,6 +439,43 @@ impl SparkSession {
             "CREATE OR REPLACE TEMPORARY VIEW {name} AS {union}"
         ))
         .await
+    }
+
+    /// Spark writes the rows of `query` to `target` itself, as Parquet (the rows never pass
+    /// through this client). An existing path or table is an error, never overwritten.
+    pub async fn write(&self, query: &str, target: &SparkTarget) -> Result<(), Error> {
+        use proto::write_operation::{SaveMode, SaveTable, SaveType, save_table::TableSaveMethod};
+        let save_type = match target {
+            SparkTarget::Path(path) => SaveType::Path(path.clone()),
+            SparkTarget::Table(name) => SaveType::Table(SaveTable {
+                table_name: name.clone(),
+                save_method: TableSaveMethod::SaveAsTable as i32,
+            }),
+        };
+        let write = proto::WriteOperation {
+            input: Some(proto::Relation {
+                rel_type: Some(proto::relation::RelType::Sql(proto::Sql {
+                    query: query.to_owned(),
+                })),
+            }),
+            source: Some("parquet".to_owned()),
+            save_type: Some(save_type),
+            mode: SaveMode::ErrorIfExists as i32,
+        };
+        let mut s = self
+            .execute(
+                proto::Plan {
+                    op_type: Some(proto::plan::OpType::Command(proto::Command {
+                        command_type: Some(proto::command::CommandType::WriteOperation(write)),
+                    })),
+                },
+                "writing the result",
+            )
+            .await?;
+        while let Some(b) = s.next().await {
+            b?;
+        }
+        Ok(())
     }
 
     async fn create_view(&self, name: &str, input: proto::Relation) -> Result<(), Error> {

@@ -28,7 +28,7 @@ use quiver_core::ValueType;
 use quiver_core::model::{DataSource, FeatureView, SourceKind};
 use quiver_core::registry::ProjectRegistry;
 
-pub use client::{SessionOptions, SparkError, SparkSession};
+pub use client::{SessionOptions, SparkError, SparkSession, SparkTarget};
 
 use crate::Error;
 use crate::source::{self, Format};
@@ -309,6 +309,29 @@ pub(crate) fn micros(column: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spark_targets_are_folders_spark_names_or_tables() {
+        for (text, want) in [
+            ("s3a://b/train/", SparkTarget::Path("s3a://b/train/".into())),
+            ("/data/train", SparkTarget::Path("/data/train".into())),
+            (
+                "table:db.train_2026",
+                SparkTarget::Table("db.train_2026".into()),
+            ),
+        ] {
+            assert_eq!(SparkTarget::parse(text), Ok(want));
+        }
+        for (text, says) in [
+            ("train/", "absolute path"),
+            ("table:", "expected table:NAME"),
+            ("table:a-b", "expected table:NAME"),
+            ("table:db..t", "expected table:NAME"),
+        ] {
+            let e = SparkTarget::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn identifiers_and_literals_are_quoted() {

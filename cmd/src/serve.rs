@@ -165,6 +165,12 @@ pub struct EnrichArgs {
     /// http://127.0.0.1:8091); --upstream-timeout and --upstream-max-body apply to it too.
     #[arg(long, env = "QUIVER_UPSTREAM_GRPC", requires = "grpc_port")]
     upstream_grpc: Option<String>,
+    /// With --enrich: serve Feast's API (/get-online-features; push and materialize when
+    /// enabled) on this port of 127.0.0.1, for code in the pod. In enrichment mode the serving
+    /// port (--port) answers only KServe's paths, /health, /ready and /metrics: whoever may call
+    /// the model must not read features directly. Without it, Feast's API is not served.
+    #[arg(long, env = "QUIVER_API_PORT", requires = "enrich")]
+    api_port: Option<u16>,
     /// With --grpc-port: most calls one gRPC connection may have in flight (HTTP/2 streams).
     #[arg(
         long,
@@ -448,6 +454,23 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
         }
         None => None,
     };
+    // Enrichment: Feast's API moves off the serving port to a loopback one (or nowhere).
+    let api_listener = match args.enrich.api_port {
+        Some(port) => {
+            let api_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            Some(
+                tokio::net::TcpListener::bind(api_addr)
+                    .await
+                    .with_context(|| format!("--api-port: cannot bind {api_addr}"))?,
+            )
+        }
+        None => None,
+    };
+    let surface = if state.config.enrich.is_some() {
+        quiver_sidecar::server::Surface::Kserve
+    } else {
+        quiver_sidecar::server::Surface::All
+    };
     let registry = state.registry.load();
     tracing::info!(%addr, project = %project, registry = %registry_shown, views = registry.views.len(), "serving");
     println!(
@@ -478,9 +501,31 @@ async fn run_async(args: Args, offline: Option<OfflineParts>) -> anyhow::Result<
         }
         anyhow::Ok(())
     };
+    let api = async {
+        if let Some(api_listener) = api_listener {
+            println!(
+                "quiver serving Feast's API on http://{} (loopback only)",
+                api_listener.local_addr()?
+            );
+            let server = quiver_http::Server::new(limits.clone());
+            quiver_sidecar::server::serve_with(
+                server,
+                api_listener,
+                Arc::clone(&state),
+                shutdown_signal(),
+            )
+            .await;
+        }
+        anyhow::Ok(())
+    };
     let server = quiver_http::Server::new(limits.clone());
-    let http =
-        quiver_sidecar::server::serve_with(server, listener, Arc::clone(&state), shutdown_signal());
-    let (grpc, ()) = tokio::join!(grpc, http);
-    grpc
+    let http = quiver_sidecar::server::serve_surface(
+        server,
+        listener,
+        Arc::clone(&state),
+        surface,
+        shutdown_signal(),
+    );
+    let (grpc, api, ()) = tokio::join!(grpc, api, http);
+    grpc.and(api)
 }

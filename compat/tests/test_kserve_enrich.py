@@ -169,11 +169,14 @@ def model_server(procs, python, tmp_path, kind, name, *extra):
 
 
 def sidecar(procs, repo, enrich: Path, upstream: int):
-    port = free_port()
+    """quiver serve --enrich; (serving port, Feast API port on loopback)."""
+    port, api = free_port(), free_port()
     p = procs.start([QUIVER, "serve", "--repo", str(repo), "--port", str(port), "--enable-push",
-                     "--enrich", str(enrich), "--upstream", f"http://127.0.0.1:{upstream}"], cwd=repo)
+                     "--enrich", str(enrich), "--upstream", f"http://127.0.0.1:{upstream}",
+                     "--api-port", str(api)], cwd=repo)
     wait_http(f"http://127.0.0.1:{port}/health", p, "quiver serve --enrich")
-    return port
+    wait_http(f"http://127.0.0.1:{api}/health", p, "quiver serve --enrich --api-port")
+    return port, api
 
 
 def store_features(port: int):
@@ -214,9 +217,9 @@ def close(a, b):
 def test_example_config_enriches_v1_and_v2_for_a_kserve_model(tmp_path, kserve_python, repo, procs):
     model_port = model_server(procs, kserve_python, tmp_path, "weighted", "driver-ranker",
                               "--weights", ",".join(str(w) for w in WEIGHTS))
-    port = sidecar(procs, repo, EXAMPLE, model_port)
+    port, api = sidecar(procs, repo, EXAMPLE, model_port)
     base = f"http://127.0.0.1:{port}"
-    store_features(port)
+    store_features(api)
     rows = [(1001, "C1"), (1002, "C2"), (1003, "C1"), (1001, "C2")]
     expected = [weighted(features_of(d, c)) for d, c in rows]
 
@@ -259,10 +262,17 @@ def test_example_config_enriches_v1_and_v2_for_a_kserve_model(tmp_path, kserve_p
     status, body = http("GET", f"{base}/v1/models/driver-ranker")
     assert status == 200 and json.loads(body)["ready"] is True, body
 
-    # Feast's API stays on the same port.
-    status, body = http("POST", f"{base}/get-online-features",
-                        {"feature_service": "driver_ranking", "entities": {"driver_id": [1001], "customer_id": ["C1"]}})
+    # Feast's API is not on the serving port (whoever may call the model must not read features
+    # directly, nor write them): it is on the loopback --api-port.
+    request = {"feature_service": "driver_ranking", "entities": {"driver_id": [1001], "customer_id": ["C1"]}}
+    status, body = http("POST", f"{base}/get-online-features", request)
+    assert status == 404 and b"--api-port" in body, body
+    status, body = http("POST", f"{base}/write-to-online-store", {"feature_view_name": "driver_hourly_stats", "df": {}})
+    assert status == 404, body
+    status, body = http("POST", f"http://127.0.0.1:{api}/get-online-features", request)
     assert status == 200, body
+    status, body = http("GET", f"{base}/metrics")
+    assert status == 200 and b"quiver_enrich_requests_total" in body, body
 
     # Bad requests: 4xx naming what is wrong; nothing reaches the model.
     status, body = http("POST", f"{base}/v1/models/driver-ranker:predict",
@@ -320,9 +330,9 @@ def test_sklearn_model_served_by_kserve_predicts_from_stored_features(tmp_path, 
     model_port = model_server(procs, kserve_python, tmp_path, "sklearn", "ranker-sk", "--model_dir", str(model_dir))
     config = tmp_path / "enrich.yaml"
     config.write_text(SKLEARN_CONFIG)
-    port = sidecar(procs, repo, config, model_port)
+    port, api = sidecar(procs, repo, config, model_port)
     base = f"http://127.0.0.1:{port}"
-    store_features(port)
+    store_features(api)
 
     def predict(x):
         return sum(c * v for c, v in zip(coef, x)) + intercept

@@ -48,14 +48,14 @@ def grpc_model_server(procs, python, tmp_path, kind, name, *extra):
 
 
 def grpc_sidecar(procs, repo, enrich: Path, upstream_grpc: int):
-    """quiver serve --enrich with a gRPC port; (HTTP port, gRPC port)."""
-    port, grpc_port = free_port(), free_port()
+    """quiver serve --enrich with a gRPC port; (Feast API port on loopback, gRPC port)."""
+    port, grpc_port, api = free_port(), free_port(), free_port()
     p = procs.start([QUIVER, "serve", "--repo", str(repo), "--port", str(port), "--enable-push",
                      "--enrich", str(enrich), "--upstream", "http://127.0.0.1:1",
-                     "--grpc-port", str(grpc_port),
+                     "--grpc-port", str(grpc_port), "--api-port", str(api),
                      "--upstream-grpc", f"http://127.0.0.1:{upstream_grpc}"], cwd=repo)
-    wait_http(f"http://127.0.0.1:{port}/health", p, "quiver serve --enrich --grpc-port")
-    return port, grpc_port
+    wait_http(f"http://127.0.0.1:{api}/health", p, "quiver serve --enrich --grpc-port")
+    return api, grpc_port
 
 
 def calls(python, port, *calls):
@@ -76,8 +76,8 @@ def infer(rows, raw=False, model="driver-ranker", id="g1", driver_type="INT64"):
 def test_v2_grpc_model_infer_enriches_contents_and_raw_for_a_kserve_model(tmp_path, kserve_python, repo, procs):
     model, model_grpc = grpc_model_server(procs, kserve_python, tmp_path, "weighted", "driver-ranker",
                                           "--weights", ",".join(str(w) for w in WEIGHTS))
-    http_port, port = grpc_sidecar(procs, repo, EXAMPLE, model_grpc)
-    store_features(http_port)
+    api, port = grpc_sidecar(procs, repo, EXAMPLE, model_grpc)
+    store_features(api)
     rows = [(1001, "C1"), (1002, "C2"), (1003, "C1"), (1001, "C2")]
     expected = [weighted(features_of(d, c)) for d, c in rows]
 
@@ -134,7 +134,7 @@ def test_v2_grpc_model_infer_enriches_contents_and_raw_for_a_kserve_model(tmp_pa
     assert unknown_model["code"] == "NOT_FOUND" and "other-model" in unknown_model["details"], unknown_model
 
     # Metrics: the gRPC requests under protocol="grpc".
-    _, body = http("GET", f"http://127.0.0.1:{http_port}/metrics")
+    _, body = http("GET", f"http://127.0.0.1:{api}/metrics")
     text = body.decode()
     assert 'quiver_enrich_requests_total{model="driver-ranker",protocol="grpc",status="2xx"} 2' in text, text
     assert 'quiver_enrich_requests_total{model="driver-ranker",protocol="grpc",status="4xx"} 5' in text, text
@@ -171,8 +171,8 @@ def test_sklearn_model_over_grpc_predicts_from_stored_features_in_one_stacked_te
                                       "--model_dir", str(model_dir))
     config = tmp_path / "enrich.yaml"
     config.write_text(SKLEARN_CONFIG)
-    http_port, port = grpc_sidecar(procs, repo, config, model_grpc)
-    store_features(http_port)
+    api, port = grpc_sidecar(procs, repo, config, model_grpc)
+    store_features(api)
 
     # 9999 is not stored: its driver features are filled with 0.
     rows = [(1001, "C1"), (1002, "C2"), (9999, "C2")]

@@ -231,11 +231,16 @@ def test_the_rewired_pod_serves_enriched_predictions(tmp_path):
             model_proc = spawn(entrypoint + model["args"])
             procs.append(model_proc)
 
+            # Feast's API goes to the sidecar's usual port on loopback: here a free one.
+            assert sidecar["args"][sidecar["args"].index("--api-port") + 1] == "6566", sidecar["args"]
+            api = free_port()
             args = []
-            for a in sidecar["args"]:
+            for i, a in enumerate(sidecar["args"]):
                 for mount, volume in mounts.items():
                     if a.startswith(mount):
                         a = str(where[volume]) + a[len(mount):]
+                if i > 0 and sidecar["args"][i - 1] == "--api-port":
+                    a = str(api)
                 args.append("127.0.0.1" if a == "0.0.0.0" else a)
             sidecar_proc = spawn([SERVE, *args])
             procs.append(sidecar_proc)

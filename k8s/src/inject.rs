@@ -545,6 +545,20 @@ fn plan(
             a::ENRICH_UPSTREAM_PORT,
         ) {
             Ok(rewiring) => {
+                // Feast's API moves to the sidecar's usual port, on loopback only.
+                let grpc = rewiring.grpc.map(|g| [g.port, g.upstream_port]);
+                if [rewiring.serving_port, rewiring.upstream_port]
+                    .iter()
+                    .chain(grpc.iter().flatten())
+                    .chain(reserved)
+                    .any(|p| *p == DEFAULT_PORT)
+                {
+                    problems.push(format!(
+                        "{}: the sidecar serves Feast's API on 127.0.0.1:{DEFAULT_PORT} in enrichment mode, and the rewiring uses that port: choose another {}",
+                        a::ENRICH,
+                        a::ENRICH_UPSTREAM_PORT
+                    ));
+                }
                 if let Some(source) = &enrich_source {
                     let (configmap, key) = source
                         .split_once('/')
@@ -1199,6 +1213,10 @@ fn sidecar_container(plan: &SidecarPlan) -> Container {
             "http://127.0.0.1:{}",
             enrich.rewiring.upstream_port
         ));
+        // The serving port answers KServe's paths only; code in the pod reads features on
+        // the usual port, on loopback.
+        args.push("--api-port".to_owned());
+        args.push(DEFAULT_PORT.to_string());
         if let Some(grpc) = enrich.rewiring.grpc {
             args.push("--grpc-port".to_owned());
             args.push(grpc.port.to_string());

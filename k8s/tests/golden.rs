@@ -1036,6 +1036,15 @@ fn bad_enrich_annotations_are_denied_naming_each_and_fail_open_moves_nothing() {
         ("quiver.dev/enrich-upstream-port", "http"),
     ]);
     assert!(m.contains("\"http\" is not a port"), "{m}");
+    // Feast's API takes 127.0.0.1:6566 in enrichment mode: the model may not move there.
+    let m = denied_with(&[
+        ("quiver.dev/enrich", "cm/enrich.yaml"),
+        ("quiver.dev/enrich-upstream-port", "6566"),
+    ]);
+    assert!(
+        m.contains("serves Feast's API on 127.0.0.1:6566 in enrichment mode"),
+        "{m}"
+    );
     let m = denied_with(&[("quiver.dev/enrich", "cm/../etc")]);
     assert!(m.contains("is not a ConfigMap key"), "{m}");
     let m = denied_with(&[("quiver.dev/enrich-upstream-port", "8090")]);

@@ -52,6 +52,18 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
     .await;
 }
 
+/// What one listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything: Feast's API (reads, and writes when enabled), the probes, `/metrics`, and
+    /// KServe's paths when enriching.
+    All,
+    /// KServe's paths, the probes and `/metrics` only: the port KServe's traffic reaches in
+    /// enrichment mode, where whoever may call the model must not read (or write) features
+    /// directly. Feast's API is then on a loopback port of its own (`quiver serve --api-port`).
+    Kserve,
+}
+
 /// Serves on `server` (its limits, drain and connection counters; see `quiver-http`) until
 /// `shutdown` resolves, then drains: `/ready` answers 503 from the start of the drain.
 pub async fn serve_with(
@@ -60,7 +72,19 @@ pub async fn serve_with(
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_surface(server, listener, state, Surface::All, shutdown).await;
+}
+
+/// [`serve_with`], answering only what `surface` allows.
+pub async fn serve_surface(
+    server: quiver_http::Server,
+    listener: TcpListener,
+    state: Arc<State>,
+    surface: Surface,
+    shutdown: impl Future<Output = ()>,
+) {
     let routes = Routes {
+        surface,
         state,
         draining: server.draining(),
         connections: server.stats(),
@@ -72,6 +96,7 @@ pub async fn serve_with(
 /// The sidecar's routes, as the server core calls them.
 #[derive(Clone)]
 struct Routes {
+    surface: Surface,
     state: Arc<State>,
     draining: quiver_http::Draining,
     connections: Arc<quiver_http::Stats>,
@@ -102,6 +127,19 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Body> {
         state
             .metrics
             .record_request(Endpoint::Kserve, resp.status().as_u16(), started.elapsed());
+        return resp;
+    }
+    if routes.surface == Surface::Kserve
+        && !matches!(req.uri().path(), "/health" | "/ready" | "/metrics")
+    {
+        quiver_http::discard_body(req, routes.body_timeout);
+        let resp = error_response(&ApiError::not_found(
+            "NotOnServingPort",
+            "the KServe serving port answers KServe's paths (/v1/models/..., /v2/...), /health, /ready and /metrics; Feast's API is on the sidecar's loopback port (quiver serve --api-port)",
+        ));
+        state
+            .metrics
+            .record_request(Endpoint::Other, resp.status().as_u16(), started.elapsed());
         return resp;
     }
     let (endpoint, resp) = match (req.method(), req.uri().path()) {

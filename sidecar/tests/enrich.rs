@@ -627,3 +627,48 @@ async fn a_registry_that_breaks_the_enrich_config_is_not_swapped_in() {
     let (_, body) = http(sidecar.addr, "GET", "/ready", b"").await;
     assert!(!body.contains("enrich config"), "/ready: {body}");
 }
+
+/// The serving port in enrichment mode (`Surface::Kserve`) answers KServe's paths, the probes
+/// and `/metrics`, and nothing of Feast's API: whoever may call the model cannot read or write
+/// features through it. The full API stays on the other listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kserve_serving_port_answers_kserve_probes_and_metrics_only() {
+    let repo = Repo::new("demo", DEFS);
+    let (up, _) = upstream().await;
+    let sidecar = sidecar(&repo, up).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serving = listener.local_addr().unwrap();
+    tokio::spawn(quiver_sidecar::server::serve_surface(
+        quiver_http::Server::new(quiver_http::Limits::default()),
+        listener,
+        Arc::clone(&sidecar.state),
+        quiver_sidecar::server::Surface::Kserve,
+        std::future::pending(),
+    ));
+    let read = br#"{"feature_service": "svc", "entities": {"driver_id": [1]}}"#;
+    let (status, body) = http(serving, "POST", "/get-online-features", read).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("NotOnServingPort") && body.contains("--api-port"),
+        "{body}"
+    );
+    for path in ["/push", "/write-to-online-store", "/materialize", "/nope"] {
+        let (status, _) = http(serving, "POST", path, b"{}").await;
+        assert_eq!(status, 404, "{path}");
+    }
+    for path in ["/health", "/ready", "/metrics"] {
+        let (status, body) = http(serving, "GET", path, b"").await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, _, body) = http_raw(
+        serving,
+        "/v1/models/m:predict",
+        &[],
+        br#"{"instances": [{"driver_id": 1}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // The other listener still serves the whole API.
+    let (status, body) = http(sidecar.addr, "POST", "/get-online-features", read).await;
+    assert_eq!(status, 200, "{body}");
+}

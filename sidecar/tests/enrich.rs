@@ -20,23 +20,6 @@ use quiver_sidecar::enrich::{EnrichConfig, Enricher, UpstreamConfig};
 use serde_json::{Value as Json, json};
 use support::*;
 
-const DEFS: &str = r#"
-entities:
-  - {name: driver, join_keys: [driver_id], value_type: INT64}
-sources:
-  - {name: src, path: data/src.parquet}
-feature_views:
-  - name: stats
-    entities: [driver]
-    source: src
-    schema:
-      - {name: rate, dtype: Float64}
-      - {name: trips, dtype: Int64}
-feature_services:
-  - name: svc
-    features: [stats]
-"#;
-
 const ENRICH: &str = "
 models:
   m:
@@ -143,7 +126,7 @@ async fn sidecar(repo: &Repo, upstream: SocketAddr) -> Sidecar {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_enriched_instances_and_returns_the_answer_unchanged() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     let db = repo.path().join("data/online.db");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -331,7 +314,7 @@ async fn forwards_enriched_instances_and_returns_the_answer_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_model_server_is_a_502_naming_it() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     // A port nothing listens on.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -476,7 +459,7 @@ async fn request_inputs_feed_native_on_demand_views_in_the_configured_order() {
 /// a feature of the service is refused against the registry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_per_feature_fills_the_features_it_names_and_refuses_the_others() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -543,7 +526,7 @@ async fn a_fill_per_feature_fills_the_features_it_names_and_refuses_the_others()
 /// is swapped in as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_breaks_the_enrich_config_is_not_swapped_in() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -583,11 +566,11 @@ async fn a_registry_that_breaks_the_enrich_config_is_not_swapped_in() {
 
     // The view's join key changes (driver_id → vehicle_id): the model's entity inputs no longer
     // match it, so no request of this model could be answered under that registry.
-    let rekeyed = DEFS
+    let rekeyed = ENRICH_DEFS
         .replace("join_keys: [driver_id]", "join_keys: [vehicle_id]")
         .replace("name: driver,", "name: vehicle,")
         .replace("entities: [driver]", "entities: [vehicle]");
-    assert_ne!(rekeyed, DEFS);
+    assert_ne!(rekeyed, ENRICH_DEFS);
     repo.apply(&rekeyed);
     let mut reasons = String::new();
     for _ in 0..250 {
@@ -609,7 +592,7 @@ async fn a_registry_that_breaks_the_enrich_config_is_not_swapped_in() {
     );
 
     // A registry that fits again (a new feature the service now also serves) is swapped in.
-    let extended = DEFS.replace(
+    let extended = ENRICH_DEFS.replace(
         "      - {name: trips, dtype: Int64}",
         "      - {name: trips, dtype: Int64}\n      - {name: score, dtype: Float64}",
     );
@@ -633,7 +616,7 @@ async fn a_registry_that_breaks_the_enrich_config_is_not_swapped_in() {
 /// features through it. The full API stays on the other listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kserve_serving_port_answers_kserve_probes_and_metrics_only() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     let (up, _) = upstream().await;
     let sidecar = sidecar(&repo, up).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

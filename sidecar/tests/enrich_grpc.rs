@@ -24,23 +24,6 @@ use quiver_sidecar::enrich::grpc::pb;
 use quiver_sidecar::enrich::{EnrichConfig, Enricher, UpstreamConfig};
 use support::*;
 
-const DEFS: &str = r#"
-entities:
-  - {name: driver, join_keys: [driver_id], value_type: INT64}
-sources:
-  - {name: src, path: data/src.parquet}
-feature_views:
-  - name: stats
-    entities: [driver]
-    source: src
-    schema:
-      - {name: rate, dtype: Float64}
-      - {name: trips, dtype: Int64}
-feature_services:
-  - name: svc
-    features: [stats]
-"#;
-
 const ENRICH: &str = "
 models:
   m: {feature_service: svc, entities: [driver_id], missing: {fill: -1}}
@@ -192,7 +175,7 @@ fn forwarded(answer: Result<Bytes, (i32, String)>) -> pb::ModelInferRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_infer_gets_feature_tensors_typed_or_raw_as_the_request_came() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     let (_sidecar, addr) = sidecar(&repo, upstream().await).await;
 
     // Typed contents: driver 1 is stored, driver 2 is not (filled with -1).
@@ -292,7 +275,7 @@ async fn model_infer_gets_feature_tensors_typed_or_raw_as_the_request_came() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_and_upstream_failures_are_grpc_statuses_naming_the_cause() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     let (sidecar, addr) = sidecar(&repo, upstream().await).await;
     let status = |r: (HeaderMap, Result<Bytes, (i32, String)>)| r.1.unwrap_err();
     let ids = |v: Vec<i64>| {
@@ -384,7 +367,7 @@ async fn bad_requests_and_upstream_failures_are_grpc_statuses_naming_the_cause()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_server_that_is_down_is_unavailable_with_the_cause() {
-    let repo = Repo::new("demo", DEFS);
+    let repo = Repo::new("demo", ENRICH_DEFS);
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

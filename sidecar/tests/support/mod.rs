@@ -21,6 +21,25 @@ pub use quiver_testkit::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The repo the enrichment tests (enrich.rs, enrich_grpc.rs) serve: one view of two features
+/// keyed by `driver_id`, and the service `svc` over it.
+pub const ENRICH_DEFS: &str = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+sources:
+  - {name: src, path: data/src.parquet}
+feature_views:
+  - name: stats
+    entities: [driver]
+    source: src
+    schema:
+      - {name: rate, dtype: Float64}
+      - {name: trips, dtype: Int64}
+feature_services:
+  - name: svc
+    features: [stats]
+"#;
+
 /// Writes rows the way Feast's SQLite store does (its table statements, integer epoch seconds).
 pub fn write_sqlite(
     path: &Path,
